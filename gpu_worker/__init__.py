@@ -1,0 +1,1 @@
+"""The GPU worker daemon: polls the Audio Queue, transcribes, hands off to the LLM Queue."""

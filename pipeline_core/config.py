@@ -1,0 +1,216 @@
+"""Configuration of every runtime, read from environment variables.
+
+One settings class per runtime, each read at start-up by ``from_env``; a missing or
+malformed variable stops the program at once with a message that names the variable.
+The environment variable names are part of the deployment contract: the CloudFormation
+user data, ``.chalice/config.json`` and the local mode all write these names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+ENV_BUCKET: Final = "PIPELINE_BUCKET"
+ENV_JOB_TABLE: Final = "JOB_TABLE"
+ENV_AUDIO_QUEUE_URL: Final = "AUDIO_QUEUE_URL"
+ENV_LLM_QUEUE_URL: Final = "LLM_QUEUE_URL"
+ENV_RESULTS_QUEUE_URL: Final = "RESULTS_QUEUE_URL"
+ENV_ASG_NAME: Final = "GPU_ASG_NAME"
+ENV_LOG_LEVEL: Final = "LOG_LEVEL"
+
+
+class ConfigError(RuntimeError):
+    """A configuration variable that is missing or does not parse."""
+
+
+class Env:
+    """Typed reads of environment variables; every error names the variable."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+
+    def _raw(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def required(self, name: str) -> str:
+        value = self._raw(name)
+        if value is None:
+            raise ConfigError(f"environment variable {name} is required but not set")
+        return value
+
+    def text(self, name: str, default: str) -> str:
+        value = self._raw(name)
+        return default if value is None else value
+
+    def optional(self, name: str) -> str | None:
+        return self._raw(name)
+
+    def integer(self, name: str, default: int, minimum: int | None = None) -> int:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
+        if minimum is not None and number < minimum:
+            raise ConfigError(f"environment variable {name}={number} is below {minimum}")
+        return number
+
+    def number(self, name: str, default: float, minimum: float | None = None) -> float:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"environment variable {name}={value!r} is not a number") from None
+        if minimum is not None and number < minimum:
+            raise ConfigError(f"environment variable {name}={number} is below {minimum}")
+        return number
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self._raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"environment variable {name}={value!r} is not a boolean (true/false)")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name, default)
+        if value not in choices:
+            raise ConfigError(
+                f"environment variable {name}={value!r} is not one of {', '.join(choices)}"
+            )
+        return value
+
+    def mapping(self, name: str) -> dict[str, str]:
+        """``key=value,key=value`` -> dict (e.g. a per-language model map)."""
+        value = self._raw(name)
+        if value is None:
+            return {}
+        pairs: dict[str, str] = {}
+        for item in value.split(","):
+            key, sep, val = item.partition("=")
+            if not sep or not key.strip() or not val.strip():
+                raise ConfigError(
+                    f"environment variable {name}: {item!r} is not key=value "
+                    f"(expected e.g. he=/opt/models/ivrit,*=/opt/models/turbo)"
+                )
+            pairs[key.strip()] = val.strip()
+        return pairs
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    bucket: str
+    job_table: str
+    audio_queue_url: str
+    results_queue_url: str
+    asg_name: str
+    default_language: str | None
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DispatcherSettings:
+        env = Env(environ)
+        return cls(
+            bucket=env.required(ENV_BUCKET),
+            job_table=env.required(ENV_JOB_TABLE),
+            audio_queue_url=env.required(ENV_AUDIO_QUEUE_URL),
+            results_queue_url=env.required(ENV_RESULTS_QUEUE_URL),
+            asg_name=env.required(ENV_ASG_NAME),
+            default_language=env.optional("DEFAULT_LANGUAGE"),
+            log_level=env.text(ENV_LOG_LEVEL, "INFO"),
+        )
+
+
+LLM_CORRECTORS: Final = ("bedrock", "openai", "none")
+
+
+@dataclass(frozen=True)
+class LlmCallerSettings:
+    bucket: str
+    job_table: str
+    results_queue_url: str
+    corrector: str
+    bedrock_model_id: str
+    openai_base_url: str | None
+    openai_model: str
+    glossary_key: str | None
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LlmCallerSettings:
+        env = Env(environ)
+        corrector = env.choice("CORRECTOR", "bedrock", LLM_CORRECTORS)
+        return cls(
+            bucket=env.required(ENV_BUCKET),
+            job_table=env.required(ENV_JOB_TABLE),
+            results_queue_url=env.required(ENV_RESULTS_QUEUE_URL),
+            corrector=corrector,
+            bedrock_model_id=env.text(
+                "BEDROCK_MODEL_ID", "anthropic.claude-3-5-sonnet-20240620-v1:0"
+            ),
+            openai_base_url=(env.required("OPENAI_BASE_URL") if corrector == "openai" else None),
+            openai_model=env.text("OPENAI_MODEL", "local-model"),
+            glossary_key=env.optional("GLOSSARY_KEY"),
+            log_level=env.text(ENV_LOG_LEVEL, "INFO"),
+        )
+
+
+ASR_ENGINES: Final = ("faster-whisper", "transformers")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    bucket: str
+    job_table: str
+    audio_queue_url: str
+    llm_queue_url: str
+    results_queue_url: str
+    asg_name: str | None  # None: never terminate the instance (local runs, tests)
+    engine: str
+    # Whisper language code (or "*" for the rest) -> local model directory.
+    models: Mapping[str, str]
+    device: str
+    poll_wait_seconds: int
+    visibility_timeout_seconds: int
+    heartbeat_seconds: int
+    idle_shutdown_seconds: int
+    imds_endpoint: str | None  # None: not on EC2, no Spot interruption watch
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
+        env = Env(environ)
+        models = env.mapping("WORKER_MODELS")
+        if "*" not in models:
+            raise ConfigError(
+                "environment variable WORKER_MODELS needs a default entry '*=<model dir>'"
+            )
+        return cls(
+            bucket=env.required(ENV_BUCKET),
+            job_table=env.required(ENV_JOB_TABLE),
+            audio_queue_url=env.required(ENV_AUDIO_QUEUE_URL),
+            llm_queue_url=env.required(ENV_LLM_QUEUE_URL),
+            results_queue_url=env.required(ENV_RESULTS_QUEUE_URL),
+            asg_name=env.optional(ENV_ASG_NAME),
+            engine=env.choice("WORKER_ENGINE", "faster-whisper", ASR_ENGINES),
+            models=models,
+            device=env.choice("WORKER_DEVICE", "auto", ("auto", "cuda", "cpu")),
+            poll_wait_seconds=env.integer("POLL_WAIT_SECONDS", 20, minimum=0),
+            visibility_timeout_seconds=env.integer("VISIBILITY_TIMEOUT_SECONDS", 600, minimum=30),
+            heartbeat_seconds=env.integer("HEARTBEAT_SECONDS", 120, minimum=1),
+            idle_shutdown_seconds=env.integer("IDLE_SHUTDOWN_SECONDS", 300, minimum=0),
+            imds_endpoint=env.optional("IMDS_ENDPOINT"),
+            log_level=env.text(ENV_LOG_LEVEL, "INFO"),
+        )

@@ -1,0 +1,230 @@
+"""The messages the pipeline's parts exchange: the system's public API.
+
+One definition each, used by the Lambda functions, the GPU worker and the on-prem client.
+Every message is validated when it is made and when it is read; a malformed one raises
+``ContractError`` naming the message type and the field, never a bare ``KeyError``.
+
+The seed's examples round-trip exactly: optional fields that are unset are left out of the
+JSON, fields keep the seed's order, and non-ASCII text (Hebrew ``details``) stays as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline_core import keys
+from pipeline_core.languages import UnknownLanguageError, normalize_language
+
+SCHEMA_VERSION: Final = 1
+MAX_DETAILS_CHARS: Final = 2000  # context for the corrector's prompt, not a document
+MAX_ERROR_CHARS: Final = 4000
+MAX_MESSAGE_BYTES: Final = 256 * 1024  # SQS's limit on one message body
+
+ResultStatus = Literal["success", "success_uncorrected", "failed"]
+RESULT_STATUSES: Final[tuple[str, ...]] = ("success", "success_uncorrected", "failed")
+
+
+class ContractError(ValueError):
+    """A message that does not follow its contract."""
+
+    def __init__(self, message_type: str, field: str, reason: str) -> None:
+        self.message_type = message_type
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid {message_type} message: field {field!r}: {reason}")
+
+
+class _FieldError(ValueError):
+    """Raised by whole-message checks, to name the field the problem is about."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        super().__init__(reason)
+
+
+def _contract_error(message_type: str, exc: ValidationError) -> ContractError:
+    first = exc.errors()[0]
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, _FieldError):
+        return ContractError(message_type, cause.field, str(cause))
+    field = ".".join(str(part) for part in first["loc"]) or "<body>"
+    if first["type"] == "missing":
+        return ContractError(message_type, field, "missing")
+    reason = first["msg"].removeprefix("Value error, ")
+    return ContractError(message_type, field, reason)
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """ISO 8601 UTC with a ``Z``, to the second: ``2025-01-04T10:06:00Z``."""
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Message(BaseModel):
+    # Unknown fields are ignored so that an older reader accepts a newer writer's message.
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=False)
+    message_type: ClassVar[str] = "message"
+
+    @classmethod
+    def from_json(cls, body: str | bytes) -> Self:
+        """Parse and validate one message body."""
+        if len(body) > MAX_MESSAGE_BYTES:
+            raise ContractError(
+                cls.message_type, "<body>", f"larger than {MAX_MESSAGE_BYTES} bytes"
+            )
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ContractError(cls.message_type, "<body>", f"not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: object) -> Self:
+        if not isinstance(data, dict):
+            raise ContractError(cls.message_type, "<body>", "not a JSON object")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise _contract_error(cls.message_type, exc) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+
+def _check_language(value: str) -> str:
+    try:
+        normalize_language(value)
+    except UnknownLanguageError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class AudioJob(_Message):
+    """Dispatcher -> worker, on the Audio Queue: one uploaded recording to transcribe."""
+
+    message_type: ClassVar[str] = "audio job"
+
+    s3_key: str = Field(min_length=1)
+    language: str = Field(min_length=1, max_length=64)
+    details: str = Field(default="", max_length=MAX_DETAILS_CHARS)
+    job_id: str | None = Field(default=None, min_length=1, max_length=128)
+    bucket: str | None = None
+    etag: str | None = None
+    version_id: str | None = None
+    schema_version: int | None = None
+
+    @field_validator("s3_key")
+    @classmethod
+    def _key_is_safe(cls, value: str) -> str:
+        keys.audio_key(value)
+        return value
+
+    _language_is_known = field_validator("language")(_check_language)
+
+    @property
+    def object_key(self) -> str:
+        """The full key under ``audio-input/``, whichever form the message used."""
+        return keys.audio_key(self.s3_key)
+
+    @property
+    def language_code(self) -> str:
+        return normalize_language(self.language)
+
+
+class LlmJob(_Message):
+    """Worker -> LLM Caller, on the LLM Queue: one timed transcript to correct."""
+
+    message_type: ClassVar[str] = "LLM job"
+
+    timed_key: str = Field(min_length=1)
+    details: str = Field(default="", max_length=MAX_DETAILS_CHARS)
+    language: str = Field(min_length=1, max_length=64)
+    job_id: str | None = Field(default=None, min_length=1, max_length=128)
+    source_key: str | None = None
+    schema_version: int | None = None
+
+    @field_validator("timed_key")
+    @classmethod
+    def _timed_key_is_ours(cls, value: str) -> str:
+        keys.stem_from_timed_key(value)
+        return value
+
+    @field_validator("source_key")
+    @classmethod
+    def _source_key_is_audio(cls, value: str | None) -> str | None:
+        return None if value is None else keys.audio_key(value)
+
+    _language_is_known = field_validator("language")(_check_language)
+
+    @property
+    def stem(self) -> str:
+        return keys.stem_from_timed_key(self.timed_key)
+
+    @property
+    def language_code(self) -> str:
+        return normalize_language(self.language)
+
+
+class Result(_Message):
+    """LLM Caller (or Dispatcher/worker on failure) -> on-prem poller, on the Results Queue."""
+
+    message_type: ClassVar[str] = "result"
+
+    source_file: str = Field(min_length=1)
+    output_file: str | None = None
+    status: ResultStatus
+    timestamp: str
+    error: str | None = Field(default=None, max_length=MAX_ERROR_CHARS)
+    job_id: str | None = None
+    timed_output_file: str | None = None
+    schema_version: int | None = None
+
+    @field_validator("source_file")
+    @classmethod
+    def _source_is_audio(cls, value: str) -> str:
+        keys.audio_key(value)
+        return value
+
+    @field_validator("output_file", "timed_output_file")
+    @classmethod
+    def _is_s3_uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            keys.parse_s3_uri(value)
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _is_utc_iso8601(cls, value: str) -> str:
+        if not value.endswith("Z"):
+            raise ValueError("must be ISO 8601 UTC ending in 'Z', e.g. 2025-01-04T10:06:00Z")
+        try:
+            datetime.fromisoformat(value[:-1] + "+00:00")
+        except ValueError:
+            raise ValueError("must be ISO 8601 UTC, e.g. 2025-01-04T10:06:00Z") from None
+        return value
+
+    @model_validator(mode="after")
+    def _status_has_what_it_needs(self) -> Self:
+        if self.status == "failed" and not self.error:
+            raise _FieldError("error", "a failed result must say why")
+        if self.status != "failed" and not self.output_file:
+            raise _FieldError("output_file", f"a {self.status!r} result must name its output")
+        return self
+
+    @classmethod
+    def failure(cls, source_file: str, error: str, job_id: str | None = None) -> Result:
+        return cls(
+            source_file=keys.audio_key(source_file),
+            status="failed",
+            timestamp=utc_timestamp(),
+            error=error[:MAX_ERROR_CHARS],
+            job_id=job_id,
+            schema_version=SCHEMA_VERSION,
+        )

@@ -1,0 +1,151 @@
+"""The bucket's key layout, in one place.
+
+``audio-input/<name>.<ext>`` is what the on-prem side uploads; the worker writes
+``transcriptions/<name>.timed.txt`` (+ ``.json``, ``.srt``, ``.vtt``); the LLM Caller writes
+``final-output/<name>.txt`` and ``final-output/<name>.timed.txt``. ``<name>`` keeps any
+sub-folders below ``audio-input/`` so that two uploads with the same file name in different
+folders never overwrite each other's outputs.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import unicodedata
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Final
+from urllib.parse import unquote_plus
+
+AUDIO_PREFIX: Final = "audio-input/"
+TRANSCRIPT_PREFIX: Final = "transcriptions/"
+FINAL_PREFIX: Final = "final-output/"
+
+# What the Dispatcher accepts; anything else is failed before it costs GPU time.
+AUDIO_SUFFIXES: Final = (".mp3", ".wav", ".m4a", ".flac", ".ogg", ".opus", ".webm", ".mp4")
+
+TIMED_SUFFIX: Final = ".timed.txt"
+MAX_KEY_BYTES: Final = 1024  # S3's own limit on a key's UTF-8 length
+
+
+class InvalidKeyError(ValueError):
+    """A key that is not a safe object key of our layout."""
+
+
+def _check_safe(key: str) -> None:
+    if not key:
+        raise InvalidKeyError("the key is empty")
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise InvalidKeyError(f"the key is longer than {MAX_KEY_BYTES} bytes")
+    if any(unicodedata.category(ch) == "Cc" for ch in key):
+        raise InvalidKeyError(f"the key {key!r} contains control characters")
+    if key.startswith("/") or "//" in key:
+        raise InvalidKeyError(f"the key {key!r} has an empty path segment or starts with '/'")
+    if any(part in (".", "..") for part in key.split("/")):
+        raise InvalidKeyError(f"the key {key!r} has a '.' or '..' path segment")
+
+
+def decode_event_key(raw_key: str) -> str:
+    """Decode a key as S3 event notifications carry it (URL-encoded, ``+`` for space)."""
+    return unquote_plus(raw_key, encoding="utf-8", errors="strict")
+
+
+def audio_key(s3_key: str) -> str:
+    """Full object key of an audio job's ``s3_key``, given with or without ``audio-input/``.
+
+    The seed's messages carry the key relative to ``audio-input/``; the full key is
+    accepted too. This is the one place where that difference is resolved.
+    """
+    _check_safe(s3_key)
+    key = s3_key if s3_key.startswith(AUDIO_PREFIX) else AUDIO_PREFIX + s3_key
+    _check_safe(key)
+    if key == AUDIO_PREFIX or key.endswith("/"):
+        raise InvalidKeyError(f"the key {s3_key!r} names a folder, not a file")
+    return key
+
+
+def relative_audio_name(key: str) -> str:
+    """The part of an audio key below ``audio-input/`` (``audio-input/a/b.mp3`` -> ``a/b.mp3``)."""
+    return audio_key(key)[len(AUDIO_PREFIX) :]
+
+
+def has_audio_suffix(key: str) -> bool:
+    return key.lower().endswith(AUDIO_SUFFIXES)
+
+
+def stem(key: str) -> str:
+    """Name of a job's outputs: the audio key below ``audio-input/`` without its extension."""
+    name = relative_audio_name(key)
+    base, ext = posixpath.splitext(name)
+    return base if ext and base and not base.endswith("/") else name
+
+
+@dataclass(frozen=True)
+class TranscriptKeys:
+    """What the worker writes for one audio file."""
+
+    timed: str
+    json: str
+    srt: str
+    vtt: str
+
+
+def transcript_keys(audio: str) -> TranscriptKeys:
+    base = TRANSCRIPT_PREFIX + stem(audio)
+    return TranscriptKeys(
+        timed=base + TIMED_SUFFIX, json=base + ".json", srt=base + ".srt", vtt=base + ".vtt"
+    )
+
+
+def stem_from_timed_key(timed_key: str) -> str:
+    """Inverse of ``transcript_keys(...).timed``: ``transcriptions/x.timed.txt`` -> ``x``."""
+    _check_safe(timed_key)
+    if not timed_key.startswith(TRANSCRIPT_PREFIX) or not timed_key.endswith(TIMED_SUFFIX):
+        raise InvalidKeyError(
+            f"the timed transcript key {timed_key!r} is not {TRANSCRIPT_PREFIX}<name>{TIMED_SUFFIX}"
+        )
+    name = timed_key[len(TRANSCRIPT_PREFIX) : -len(TIMED_SUFFIX)]
+    if not name or name.endswith("/"):
+        raise InvalidKeyError(f"the timed transcript key {timed_key!r} has no file name")
+    return name
+
+
+@dataclass(frozen=True)
+class FinalKeys:
+    """What the LLM Caller writes for one transcript."""
+
+    text: str
+    timed: str
+
+
+def final_keys(stem_name: str) -> FinalKeys:
+    base = FINAL_PREFIX + stem_name
+    return FinalKeys(text=base + ".txt", timed=base + TIMED_SUFFIX)
+
+
+def s3_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> ``(bucket, key)``."""
+    if not uri.startswith("s3://"):
+        raise InvalidKeyError(f"{uri!r} is not an s3:// URI")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket or not key:
+        raise InvalidKeyError(f"{uri!r} has no bucket or no key")
+    return bucket, key
+
+
+def local_relative_path(key: str, prefix: str) -> PurePosixPath:
+    """Path below a local folder for an object key below ``prefix``; never escapes the folder.
+
+    The on-prem poller mirrors ``final-output/<name>`` into its output folder; a key with
+    ``..``, an absolute path or control characters is refused rather than written.
+    """
+    _check_safe(key)
+    if not key.startswith(prefix) or len(key) == len(prefix):
+        raise InvalidKeyError(f"the key {key!r} is not below {prefix!r}")
+    relative = PurePosixPath(key[len(prefix) :])
+    if relative.is_absolute() or ".." in relative.parts or "\\" in key:
+        raise InvalidKeyError(f"the key {key!r} would leave the output folder")
+    return relative

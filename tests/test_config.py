@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline_core.config import ConfigError, DispatcherSettings, Env, WorkerSettings
+
+WORKER_ENV = {
+    "PIPELINE_BUCKET": "b",
+    "JOB_TABLE": "t",
+    "AUDIO_QUEUE_URL": "a",
+    "LLM_QUEUE_URL": "l",
+    "RESULTS_QUEUE_URL": "r",
+    "WORKER_MODELS": "he=/m/ivrit,*=/m/turbo",
+}
+
+
+def test_missing_variable_is_named() -> None:
+    with pytest.raises(ConfigError, match="AUDIO_QUEUE_URL"):
+        DispatcherSettings.from_env({"PIPELINE_BUCKET": "b", "JOB_TABLE": "t"})
+
+
+def test_typed_defaults_and_overrides() -> None:
+    settings = WorkerSettings.from_env(WORKER_ENV)
+    assert settings.models == {"he": "/m/ivrit", "*": "/m/turbo"}
+    assert settings.poll_wait_seconds == 20
+    assert settings.engine == "faster-whisper"
+    assert settings.asg_name is None
+    tuned = WorkerSettings.from_env({**WORKER_ENV, "POLL_WAIT_SECONDS": "1", "GPU_ASG_NAME": "g"})
+    assert tuned.poll_wait_seconds == 1
+    assert tuned.asg_name == "g"
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"POLL_WAIT_SECONDS": "soon"}, "POLL_WAIT_SECONDS"),
+        ({"WORKER_ENGINE": "whisper.cpp"}, "WORKER_ENGINE"),
+        ({"WORKER_MODELS": "he=/m/ivrit"}, "WORKER_MODELS"),
+        ({"WORKER_MODELS": "he"}, "WORKER_MODELS"),
+        ({"VISIBILITY_TIMEOUT_SECONDS": "5"}, "VISIBILITY_TIMEOUT_SECONDS"),
+    ],
+)
+def test_malformed_values_name_the_variable(extra: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        WorkerSettings.from_env({**WORKER_ENV, **extra})
+
+
+def test_flags() -> None:
+    env = Env({"A": "yes", "B": "0", "C": "maybe"})
+    assert env.flag("A", False) is True
+    assert env.flag("B", True) is False
+    assert env.flag("D", True) is True
+    with pytest.raises(ConfigError, match="C"):
+        env.flag("C", False)
