@@ -27,7 +27,7 @@ def silence_mp3(path: Path, seconds: float = 5.0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     _run(
         "ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i",
-        f"anullsrc=r=16000:cl=mono", "-t", str(seconds), "-b:a", "32k", str(path),
+        "anullsrc=r=16000:cl=mono", "-t", str(seconds), "-b:a", "32k", str(path),
     )  # fmt: skip
     return path
 

@@ -1,0 +1,198 @@
+"""Runs Lambda handlers in-process the way their AWS event sources would invoke them.
+
+moto's Lambda needs Docker, which this project does not assume; the handlers are plain
+callables (the Chalice app's registered handlers), so they are called here with the same
+event payloads AWS sends:
+- an SQS event source mapping: batches of messages from a queue, at most ``max_concurrency``
+  invocations at once (the function's reserved concurrency), the batch deleted on success and
+  left on the queue on failure, so that the queue's redrive policy moves a message to its DLQ
+  after ``maxReceiveCount`` receives, exactly as in AWS;
+- S3 bucket notifications, which moto delivers to an SQS queue; each becomes the S3 event
+  an asynchronously invoked Lambda receives.
+One difference, on purpose: after a failed invocation the message's visibility is cut to a
+few seconds, where AWS waits out the queue's full visibility timeout (up to 90 minutes for the
+LLM Queue). The number of attempts is the same; only the wait is shortened.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
+
+log = logging.getLogger("local_mode.lambda")
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+@dataclass
+class LambdaContext:
+    """The parts of Lambda's context object handlers use."""
+
+    function_name: str
+    timeout_seconds: int
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    _started: float = field(default_factory=time.monotonic)
+
+    def get_remaining_time_in_millis(self) -> int:
+        elapsed = time.monotonic() - self._started
+        return max(0, int((self.timeout_seconds - elapsed) * 1000))
+
+
+@dataclass
+class InvocationStats:
+    invocations: int = 0
+    failures: int = 0
+    max_concurrency_seen: int = 0
+    _running: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def started(self) -> None:
+        with self._lock:
+            self.invocations += 1
+            self._running += 1
+            self.max_concurrency_seen = max(self.max_concurrency_seen, self._running)
+
+    def finished(self, failed: bool) -> None:
+        with self._lock:
+            self._running -= 1
+            self.failures += int(failed)
+
+
+def sqs_event(messages: list[MessageTypeDef], queue_arn: str, region: str) -> dict[str, Any]:
+    """The event an SQS event source mapping hands to the function."""
+    return {
+        "Records": [
+            {
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": message.get("Attributes", {}),
+                "messageAttributes": message.get("MessageAttributes", {}),
+                "md5OfBody": message.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": region,
+            }
+            for message in messages
+        ]
+    }
+
+
+def s3_notification_event(
+    messages: list[MessageTypeDef], queue_arn: str, region: str
+) -> dict[str, Any] | None:
+    """The S3 event a bucket notification delivers; None for S3's ``s3:TestEvent``."""
+    records: list[Any] = []
+    for message in messages:
+        body = json.loads(message["Body"])
+        records.extend(body.get("Records", []))
+    return {"Records": records} if records else None
+
+
+class QueueTrigger:
+    """Polls a queue and invokes ``handler`` like an event source mapping would."""
+
+    def __init__(
+        self,
+        sqs: SQSClient,
+        queue_url: str,
+        queue_arn: str,
+        handler: Handler,
+        *,
+        function_name: str,
+        make_event: Callable[[list[MessageTypeDef], str, str], dict[str, Any] | None] = sqs_event,
+        batch_size: int = 1,
+        max_concurrency: int = 3,
+        timeout_seconds: int = 900,
+        retry_after_seconds: int = 2,
+        region: str = "us-east-1",
+    ) -> None:
+        self._sqs = sqs
+        self._queue_url = queue_url
+        self._queue_arn = queue_arn
+        self._handler = handler
+        self._function_name = function_name
+        self._make_event = make_event
+        self._batch_size = batch_size
+        self._max_concurrency = max_concurrency
+        self._timeout = timeout_seconds
+        self._retry_after = retry_after_seconds
+        self._region = region
+        self.stats = InvocationStats()
+        self._slots = threading.Semaphore(max_concurrency)
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix=function_name)
+        self._poller = threading.Thread(target=self._poll, name=f"{function_name}-poller")
+
+    def start(self) -> None:
+        self._poller.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._poller.join()
+        self._pool.shutdown(wait=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            if not self._slots.acquire(timeout=0.5):
+                continue
+            try:
+                response = self._sqs.receive_message(
+                    QueueUrl=self._queue_url,
+                    MaxNumberOfMessages=min(self._batch_size, 10),
+                    WaitTimeSeconds=1,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                )
+            except Exception:
+                self._slots.release()
+                log.exception("polling failed; retrying", extra={"function": self._function_name})
+                self._stop.wait(1)
+                continue
+            messages = response.get("Messages", [])
+            if not messages:
+                self._slots.release()
+                continue
+            self._pool.submit(self._invoke, messages)
+
+    def _invoke(self, messages: list[MessageTypeDef]) -> None:
+        self.stats.started()
+        failed = False
+        try:
+            event = self._make_event(messages, self._queue_arn, self._region)
+            if event is not None:
+                self._handler(event, LambdaContext(self._function_name, self._timeout))
+        except Exception as exc:
+            failed = True
+            log.warning(
+                "invocation failed; the messages go back to the queue",
+                extra={"function": self._function_name, "error": f"{type(exc).__name__}: {exc}"},
+            )
+            for message in messages:
+                self._sqs.change_message_visibility(
+                    QueueUrl=self._queue_url,
+                    ReceiptHandle=message["ReceiptHandle"],
+                    VisibilityTimeout=self._retry_after,
+                )
+        else:
+            self._sqs.delete_message_batch(
+                QueueUrl=self._queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages)
+                ],
+            )
+        finally:
+            self.stats.finished(failed)
+            self._slots.release()
