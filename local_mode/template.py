@@ -1,0 +1,92 @@
+"""Reading the CloudFormation template for what moto does not emulate (the scaling alarm)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from local_mode.scaler import QueueDepthAlarm
+
+TEMPLATE_PATH: Final = Path(__file__).resolve().parent.parent / "cloudformation" / "pipeline.yaml"
+
+
+class _CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short-form tags (``!Ref``, ``!GetAtt``, ``!Sub``...).
+
+    A dozen lines rather than cfn-lint's decoder, which is a development tool and not
+    something the local mode should need at run time.
+    """
+
+
+def _short_form(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = str(value).split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+_CfnLoader.add_multi_constructor("!", _short_form)
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)
+    return loaded
+
+
+def _referenced(value: Any) -> str | None:
+    """Logical id named by ``!Ref X`` or ``!GetAtt X.Attr``."""
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return str(value["Ref"])
+        if "Fn::GetAtt" in value:
+            return str(value["Fn::GetAtt"][0])
+    return None
+
+
+def _policy_capacity(policy: dict[str, Any]) -> int:
+    props = policy["Properties"]
+    if "StepAdjustments" in props:
+        adjustments = [int(step["ScalingAdjustment"]) for step in props["StepAdjustments"]]
+        return max(adjustments)
+    return int(props["ScalingAdjustment"])
+
+
+def scaling_alarm(template: dict[str, Any], physical_ids: dict[str, str]) -> QueueDepthAlarm:
+    """The alarm on a queue's depth whose action is an Auto Scaling policy.
+
+    ``physical_ids`` maps logical ids to what the stack created (for a queue: its URL).
+    """
+    resources: dict[str, Any] = template["Resources"]
+    for alarm in resources.values():
+        if alarm.get("Type") != "AWS::CloudWatch::Alarm":
+            continue
+        props = alarm["Properties"]
+        actions = [_referenced(action) for action in props.get("AlarmActions", [])]
+        policies = [
+            resources[name]
+            for name in actions
+            if name and resources.get(name, {}).get("Type") == "AWS::AutoScaling::ScalingPolicy"
+        ]
+        if not policies or props.get("Namespace") != "AWS/SQS":
+            continue
+        (queue_dimension,) = [d for d in props["Dimensions"] if d["Name"] == "QueueName"]
+        queue = _referenced(queue_dimension["Value"])
+        if queue is None or queue not in physical_ids:
+            raise ValueError(f"the scaling alarm's queue {queue!r} is not in the stack")
+        return QueueDepthAlarm(
+            queue_url=physical_ids[queue],
+            metric=str(props["MetricName"]),
+            comparison=str(props["ComparisonOperator"]),
+            threshold=float(props["Threshold"]),
+            capacity=_policy_capacity(policies[0]),
+        )
+    raise ValueError("the template has no queue-depth alarm that triggers a scaling policy")
