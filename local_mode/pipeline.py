@@ -1,0 +1,272 @@
+"""The emulated deployment: stack, Lambda event sources, the ASG and its worker process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import boto3
+
+from local_mode.emulator import Emulator, environment, moto_server
+from local_mode.lambda_runtime import QueueTrigger, s3_notification_event, sqs_event
+from local_mode.lambdas import chalice_functions, load_chalice_app
+from local_mode.scaler import LocalScaler
+from local_mode.template import load_template, scaling_alarm
+from local_mode.view import FileStatus
+from pipeline_core import config as core
+from pipeline_core.jobs import JobRecord, JobState, JobTable
+from pipeline_core.keys import AUDIO_PREFIX
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from mypy_boto3_cloudformation import CloudFormationClient
+
+log = logging.getLogger("local_mode")
+
+STACK_NAME: Final = "transcription-local"
+# S3 notifications for the Dispatcher arrive through this queue (moto delivers bucket
+# notifications to SQS, not to an in-process function); not part of the deployed stack.
+NOTIFICATION_QUEUE: Final = "local-s3-notifications"
+# The LLM Caller's settings in .chalice/config.json: reserved concurrency and batch size.
+LLM_CALLER_CONCURRENCY: Final = 3
+LLM_CALLER_BATCH_SIZE: Final = 1
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    work_dir: Path
+    engine: str = "faster-whisper"
+    models: dict[str, str] = field(default_factory=dict)  # language code or "*" -> model dir
+    corrector: str = "none"
+    llm_url: str | None = None
+    llm_model: str = "local-model"
+    idle_shutdown_seconds: int = 10
+    log_file: Path | None = None
+
+
+def create_stack(cfn: CloudFormationClient, template_body: str, asg_subnet: str) -> dict[str, str]:
+    """Create the real template's stack in the emulator; returns its outputs."""
+    cfn.create_stack(
+        StackName=STACK_NAME,
+        TemplateBody=template_body,
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+        Parameters=[
+            {"ParameterKey": "SubnetIds", "ParameterValue": asg_subnet},
+            {"ParameterKey": "WorkerAmiId", "ParameterValue": "ami-12c6146b"},
+        ],
+    )
+    stack = cfn.describe_stacks(StackName=STACK_NAME)["Stacks"][0]
+    if stack["StackStatus"] != "CREATE_COMPLETE":
+        raise RuntimeError(f"the emulated stack is {stack['StackStatus']}")
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def physical_ids(cfn: CloudFormationClient) -> dict[str, str]:
+    resources = cfn.describe_stack_resources(StackName=STACK_NAME)["StackResources"]
+    return {r["LogicalResourceId"]: r.get("PhysicalResourceId", "") for r in resources}
+
+
+def lambda_environment(outputs: dict[str, str], options: LocalOptions) -> dict[str, str]:
+    """What ``.chalice/config.json`` gives both functions, from the stack's outputs."""
+    values = {
+        core.ENV_BUCKET: outputs["BucketName"],
+        core.ENV_JOB_TABLE: outputs["JobTableName"],
+        core.ENV_AUDIO_QUEUE_URL: outputs["AudioQueueUrl"],
+        core.ENV_LLM_QUEUE_URL: outputs["LlmQueueUrl"],
+        core.ENV_RESULTS_QUEUE_URL: outputs["ResultsQueueUrl"],
+        core.ENV_ASG_NAME: outputs["GpuAsgName"],
+        "LLM_QUEUE_NAME": outputs["LlmQueueName"],
+        "CORRECTOR": options.corrector,
+        "OPENAI_MODEL": options.llm_model,
+    }
+    if options.llm_url:
+        values["OPENAI_BASE_URL"] = options.llm_url
+    return values
+
+
+def worker_environment(
+    outputs: dict[str, str], options: LocalOptions, emulator: Emulator, instance_id: str
+) -> dict[str, str]:
+    """What the launch template's user data writes to the worker's environment file."""
+    models = ",".join(f"{lang}={path}" for lang, path in options.models.items())
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        **emulator.environment(),
+        core.ENV_BUCKET: outputs["BucketName"],
+        core.ENV_JOB_TABLE: outputs["JobTableName"],
+        core.ENV_AUDIO_QUEUE_URL: outputs["AudioQueueUrl"],
+        core.ENV_LLM_QUEUE_URL: outputs["LlmQueueUrl"],
+        core.ENV_RESULTS_QUEUE_URL: outputs["ResultsQueueUrl"],
+        core.ENV_ASG_NAME: outputs["GpuAsgName"],
+        "WORKER_ENGINE": options.engine,
+        "WORKER_MODELS": models,
+        "WORKER_DEVICE": "cpu",
+        "WORKER_INSTANCE_ID": instance_id,
+        "IDLE_SHUTDOWN_SECONDS": str(options.idle_shutdown_seconds),
+        "POLL_WAIT_SECONDS": "2",
+    }
+
+
+class LocalDeployment:
+    """Everything the cloud would run, on this machine; a context manager that cleans up."""
+
+    def __init__(self, options: LocalOptions) -> None:
+        self.options = options
+        self._stack = ExitStack()
+        self.outputs: dict[str, str] = {}
+        self.emulator: Emulator | None = None
+        self.scaler: LocalScaler | None = None
+        self.llm_trigger: QueueTrigger | None = None
+        self.dispatch_trigger: QueueTrigger | None = None
+
+    def __enter__(self) -> LocalDeployment:
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stack.close()
+
+    def _start(self) -> None:
+        options = self.options
+        options.work_dir.mkdir(parents=True, exist_ok=True)
+        emulator = self._stack.enter_context(moto_server())
+        self.emulator = emulator
+        self._stack.enter_context(environment(emulator.environment()))
+        ec2 = boto3.client("ec2")
+        subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+        cfn = boto3.client("cloudformation")
+        template_path = Path(__file__).resolve().parent.parent / "cloudformation" / "pipeline.yaml"
+        self.outputs = create_stack(cfn, template_path.read_text(encoding="utf-8"), subnet)
+        log.info("emulated stack created", extra={"outputs": self.outputs})
+        self._stack.enter_context(environment(lambda_environment(self.outputs, options)))
+
+        functions = chalice_functions(load_chalice_app())
+        sqs = boto3.client("sqs")
+        self.dispatch_trigger = self._notification_trigger(sqs, functions.dispatcher)
+        llm_arn = sqs.get_queue_attributes(
+            QueueUrl=self.outputs["LlmQueueUrl"], AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        self.llm_trigger = QueueTrigger(
+            sqs,
+            self.outputs["LlmQueueUrl"],
+            llm_arn,
+            functions.llm_caller,
+            function_name=functions.llm_caller_name,
+            make_event=sqs_event,
+            batch_size=LLM_CALLER_BATCH_SIZE,
+            max_concurrency=LLM_CALLER_CONCURRENCY,
+        )
+        alarm = scaling_alarm(load_template(template_path), physical_ids(cfn))
+        self.scaler = LocalScaler(
+            boto3.client("autoscaling"),
+            sqs,
+            self.outputs["GpuAsgName"],
+            alarm,
+            self._start_worker,
+        )
+        for trigger in (self.dispatch_trigger, self.llm_trigger):
+            trigger.start()
+            self._stack.callback(trigger.stop)
+        self.scaler.start()
+        self._stack.callback(self.scaler.stop)
+
+    def _notification_trigger(self, sqs: Any, dispatcher: Any) -> QueueTrigger:
+        """Wire the bucket's ObjectCreated notification (as `chalice deploy` does) via SQS."""
+        dlq_url = sqs.create_queue(QueueName=f"{NOTIFICATION_QUEUE}-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        url = sqs.create_queue(
+            QueueName=NOTIFICATION_QUEUE,
+            Attributes={
+                # Lambda's asynchronous invocation: the first try and two retries.
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3})
+            },
+        )["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        boto3.client("s3").put_bucket_notification_configuration(
+            Bucket=self.outputs["BucketName"],
+            NotificationConfiguration={
+                "QueueConfigurations": [
+                    {
+                        "QueueArn": arn,
+                        "Events": ["s3:ObjectCreated:*"],
+                        "Filter": {
+                            "Key": {"FilterRules": [{"Name": "prefix", "Value": AUDIO_PREFIX}]}
+                        },
+                    }
+                ]
+            },
+        )
+        return QueueTrigger(
+            sqs,
+            url,
+            arn,
+            dispatcher,
+            function_name="dispatcher",
+            make_event=s3_notification_event,
+            max_concurrency=4,
+        )
+
+    def _start_worker(self, instance_id: str) -> subprocess.Popen[bytes]:
+        assert self.emulator is not None
+        env = worker_environment(self.outputs, self.options, self.emulator, instance_id)
+        log_path = self.options.log_file or (self.options.work_dir / "worker.log")
+        log_file = log_path.open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gpu_worker"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the local mode, which stops it cleanly
+        )
+        log_file.close()
+        return process
+
+    def job_table(self) -> JobTable:
+        return JobTable(boto3.client("dynamodb"), self.outputs["JobTableName"])
+
+    def file_statuses(self, keys: list[str]) -> list[FileStatus]:
+        """Each uploaded key's stage, from the job table."""
+        records: dict[str, JobRecord] = {r.s3_key: r for r in self.job_table().scan()}
+        return [_status(key, records.get(key)) for key in keys]
+
+
+def _number(record: JobRecord, name: str) -> float | None:
+    value = record.attributes.get(name)
+    return None if value is None else float(value)
+
+
+def _status(key: str, record: JobRecord | None) -> FileStatus:
+    name = key.removeprefix(AUDIO_PREFIX)
+    if record is None:
+        return FileStatus(name=name, stage="uploaded")
+    stage = {JobState.SUCCEEDED: "done"}.get(record.state, record.state.value)
+    return FileStatus(
+        name=name,
+        stage=stage,
+        percent=_number(record, "progress_percent"),
+        audio_seconds=_number(record, "audio_seconds"),
+        transcribe_seconds=_number(record, "transcribe_seconds"),
+        result_status=record.attributes.get("result_status"),
+        error=record.error,
+    )
