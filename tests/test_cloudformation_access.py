@@ -76,6 +76,7 @@ def test_iam_grants_each_party_only_its_own_prefixes_and_queues() -> None:
         bucket = out["BucketName"]
         admin_s3.put_object(Bucket=bucket, Key="final-output/a.txt", Body=b"final")
         admin_s3.put_object(Bucket=bucket, Key="audio-input/a.mp3", Body=b"audio")
+        admin_s3.put_object(Bucket=bucket, Key="transcriptions/a.timed.txt", Body=b"t")
 
         @set_initial_no_auth_action_count(0)
         def enforced() -> None:
@@ -83,7 +84,8 @@ def test_iam_grants_each_party_only_its_own_prefixes_and_queues() -> None:
             s3.put_object(Bucket=bucket, Key="audio-input/b.mp3", Body=b"audio")
             assert s3.get_object(Bucket=bucket, Key="final-output/a.txt")["Body"].read()
             assert _denied(s3.put_object, Bucket=bucket, Key="final-output/x.txt", Body=b"x")
-            assert _denied(s3.get_object, Bucket=bucket, Key="audio-input/a.mp3")
+            assert s3.head_object(Bucket=bucket, Key="audio-input/b.mp3")["ContentLength"] == 5
+            assert _denied(s3.get_object, Bucket=bucket, Key="transcriptions/a.timed.txt")
             sqs.receive_message(QueueUrl=out["ResultsQueueUrl"], WaitTimeSeconds=0)
             sqs.receive_message(QueueUrl=out["AudioDlqUrl"], WaitTimeSeconds=0)
             assert _denied(sqs.receive_message, QueueUrl=out["AudioQueueUrl"])
