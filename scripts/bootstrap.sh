@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(ffmpeg espeak-ng sox libsndfile1 shellcheck)
+DEBIAN_PACKAGES=(ffmpeg espeak-ng sox libsndfile1 shellcheck packer)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -33,4 +33,16 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[lambda,worker,onprem,local,dev,bench]"
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+
+# checkov (the CloudFormation security scan) in a virtualenv of its own: its pinned
+# dependencies conflict with the suite's. tests/test_cloudformation_template.py runs it.
+CHECKOV_SPEC="checkov>=3.2,<4"
+tools_stamp=.venv-tools/.installed-$(echo "$CHECKOV_SPEC" | sha256sum | cut -c1-16)
+if [ ! -f "$tools_stamp" ]; then
+  echo "bootstrap: installing $CHECKOV_SPEC into .venv-tools"
+  [ -x .venv-tools/bin/python ] || "$PYTHON" -m venv .venv-tools
+  .venv-tools/bin/python -m pip install -q "$CHECKOV_SPEC"
+  rm -f .venv-tools/.installed-*
+  touch "$tools_stamp"
 fi

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# AMI build step 1 (as root on the build instance): Python 3.11, ffmpeg, a virtualenv with a
+# CUDA build of torch and the worker package, the systemd unit and its AMI drop-in.
+# Layout: /opt/transcription/{src,venv,models}; the unit runs /opt/transcription/venv/bin/gpu-worker.
+set -euo pipefail
+: "${TORCH_VERSION:?set by packer}" "${TORCH_INDEX_URL:?set by packer}"
+PREFIX=/opt/transcription
+UNIT=transcription-worker.service
+export DEBIAN_FRONTEND=noninteractive
+
+# First boot: cloud-init may still hold the apt lock.
+cloud-init status --wait >/dev/null 2>&1 || true
+apt-get update -qq
+# Ubuntu 22.04's python3.11 (the project needs >= 3.11; the image's default is 3.10).
+apt-get install -y -qq python3.11 python3.11-venv ffmpeg libsndfile1 >/dev/null
+
+id -u transcription >/dev/null 2>&1 ||
+  useradd --system --home-dir "$PREFIX" --shell /usr/sbin/nologin transcription
+install -d -m 0755 "$PREFIX" "$PREFIX/src" "$PREFIX/models"
+tar -xzf /tmp/worker-src.tar.gz -C "$PREFIX/src"
+
+python3.11 -m venv "$PREFIX/venv"
+"$PREFIX/venv/bin/python" -m pip install -q --upgrade pip
+# torch first, from the CUDA index: the worker's requirement range then finds it satisfied.
+"$PREFIX/venv/bin/python" -m pip install -q "torch==$TORCH_VERSION" --index-url "$TORCH_INDEX_URL"
+"$PREFIX/venv/bin/python" -m pip install -q "$PREFIX/src[worker]"
+test -x "$PREFIX/venv/bin/gpu-worker"
+
+unit_source="$PREFIX/src/gpu_worker/systemd/$UNIT"
+if [ ! -f "$unit_source" ]; then
+  echo "install-worker: $unit_source is missing from the committed source" >&2
+  exit 1
+fi
+install -m 0644 "$unit_source" "/etc/systemd/system/$UNIT"
+install -d "/etc/systemd/system/$UNIT.d"
+site_packages=$("$PREFIX/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+sed "s|@SITE_PACKAGES@|$site_packages|g" /tmp/transcription-worker-ami.conf \
+  >"/etc/systemd/system/$UNIT.d/10-ami.conf"
+systemctl daemon-reload
+# Fails the build when the unit names a program or user this image does not have.
+systemd-analyze verify "/etc/systemd/system/$UNIT"
+systemctl enable "$UNIT"

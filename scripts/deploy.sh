@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# The one deploy path: CloudFormation stack -> its outputs -> .chalice/config.json ->
+# chalice deploy -> the on-prem settings. Run from anywhere; needs the AWS CLI, the .venv
+# (scripts/bootstrap.sh) and credentials for the target account. See README "Deploy".
+#
+#   scripts/deploy.sh --ami-id ami-0123 --vpc-id vpc-0123 --subnets subnet-a,subnet-b \
+#       [--stage dev] [--stack-name transcription-pipeline] [--region us-east-1] \
+#       [--alarm-email ops@example.com] [--parameter Key=Value ...] [--dry-run]
+#
+# --dry-run prints every command it would run (and the on-prem settings with placeholders)
+# and runs none: no AWS credentials needed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() {
+  sed -n '2,11s/^# \{0,1\}//p' "$0" >&2
+  exit 2
+}
+
+STAGE=dev
+STACK_NAME=transcription-pipeline
+REGION=${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}
+AMI_ID=""
+VPC_ID=""
+SUBNETS=""
+ALARM_EMAIL=""
+DRY_RUN=0
+EXTRA_PARAMETERS=()
+
+while (($#)); do
+  case "$1" in
+    --stage) STAGE=${2:?--stage needs a value}; shift 2 ;;
+    --stack-name) STACK_NAME=${2:?--stack-name needs a value}; shift 2 ;;
+    --region) REGION=${2:?--region needs a value}; shift 2 ;;
+    --ami-id) AMI_ID=${2:?--ami-id needs a value}; shift 2 ;;
+    --vpc-id) VPC_ID=${2:?--vpc-id needs a value}; shift 2 ;;
+    --subnets) SUBNETS=${2:?--subnets needs a value}; shift 2 ;;
+    --alarm-email) ALARM_EMAIL=${2:?--alarm-email needs a value}; shift 2 ;;
+    --parameter) EXTRA_PARAMETERS+=("${2:?--parameter needs Key=Value}"); shift 2 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    -h | --help) usage ;;
+    *) echo "deploy: unknown option $1" >&2; usage ;;
+  esac
+done
+
+if [[ ! "$STAGE" =~ ^[a-z0-9-]{1,20}$ ]]; then
+  echo "deploy: --stage must be 1-20 characters of a-z, 0-9 and '-' (got '$STAGE')" >&2
+  exit 2
+fi
+
+PYTHON=${PYTHON:-.venv/bin/python}
+CHALICE=${CHALICE:-.venv/bin/chalice}
+OUTPUTS_JSON="build/deploy/$STACK_NAME-outputs.json"
+
+# Print a command (shell-quoted, copy-pastable); run it unless this is a dry run.
+show() {
+  printf '+'
+  printf ' %q' "$@"
+}
+run() {
+  show "$@"
+  printf '\n'
+  if ((!DRY_RUN)); then "$@"; fi
+}
+
+PARAMETERS=("Stage=$STAGE")
+[ -n "$AMI_ID" ] && PARAMETERS+=("WorkerAmiId=$AMI_ID")
+[ -n "$VPC_ID" ] && PARAMETERS+=("VpcId=$VPC_ID")
+[ -n "$SUBNETS" ] && PARAMETERS+=("SubnetIds=$SUBNETS")
+[ -n "$ALARM_EMAIL" ] && PARAMETERS+=("AlarmEmail=$ALARM_EMAIL")
+PARAMETERS+=("${EXTRA_PARAMETERS[@]}")
+
+if ((!DRY_RUN)); then
+  for tool in aws "$PYTHON" "$CHALICE"; do
+    command -v "$tool" >/dev/null || {
+      echo "deploy: $tool not found (AWS CLI on PATH; .venv from scripts/bootstrap.sh)" >&2
+      exit 1
+    }
+  done
+  [ -f chalice_app/stage_config.py ] || {
+    echo "deploy: chalice_app/stage_config.py is missing" >&2
+    exit 1
+  }
+  aws sts get-caller-identity --region "$REGION" --query Account --output text >/dev/null
+  if ! aws cloudformation describe-stacks --region "$REGION" --stack-name "$STACK_NAME" \
+    >/dev/null 2>&1; then
+    if [ -z "$AMI_ID" ] || [ -z "$VPC_ID" ] || [ -z "$SUBNETS" ]; then
+      echo "deploy: first deploy of $STACK_NAME: --ami-id, --vpc-id and --subnets are required" >&2
+      exit 2
+    fi
+  fi
+fi
+
+echo "== 1/4 CloudFormation stack $STACK_NAME in $REGION"
+run aws cloudformation deploy \
+  --region "$REGION" \
+  --stack-name "$STACK_NAME" \
+  --template-file cloudformation/pipeline.yaml \
+  --capabilities CAPABILITY_IAM \
+  --no-fail-on-empty-changeset \
+  --parameter-overrides "${PARAMETERS[@]}"
+
+echo "== 2/4 stack outputs -> $OUTPUTS_JSON"
+((DRY_RUN)) || mkdir -p "$(dirname "$OUTPUTS_JSON")"
+show aws cloudformation describe-stacks --region "$REGION" --stack-name "$STACK_NAME" \
+  --query "Stacks[0].Outputs" --output json
+printf ' > %q\n' "$OUTPUTS_JSON"
+if ((!DRY_RUN)); then
+  aws cloudformation describe-stacks --region "$REGION" --stack-name "$STACK_NAME" \
+    --query "Stacks[0].Outputs" --output json >"$OUTPUTS_JSON"
+fi
+
+echo "== 3/4 Chalice app, stage $STAGE"
+run "$PYTHON" chalice_app/stage_config.py --stage "$STAGE" --outputs-json "$OUTPUTS_JSON"
+run env AWS_DEFAULT_REGION="$REGION" "$CHALICE" --project-dir chalice_app deploy --stage "$STAGE"
+
+echo "== 4/4 on-prem settings (save as ~/.config/transcribe-onprem.toml)"
+if ((DRY_RUN)); then
+  show "$PYTHON" -m cloudformation.deploy_tools onprem-toml --region "$REGION" \
+    --outputs-json "$OUTPUTS_JSON"
+  printf '\n'
+  # The shape of what a real run prints; needs no AWS and no .venv.
+  python3 -m cloudformation.deploy_tools onprem-toml --region "$REGION" --placeholders
+else
+  "$PYTHON" -m cloudformation.deploy_tools onprem-toml --region "$REGION" \
+    --outputs-json "$OUTPUTS_JSON"
+  echo "deploy: done. The GPU worker starts when the first recording arrives."
+fi
