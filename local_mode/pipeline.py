@@ -14,11 +14,18 @@ from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 
+from cloudformation.stack import (
+    apply_emulator_gaps,
+    create_stack,
+    emulator_parameters,
+    load_template,
+    physical_ids,
+)
 from local_mode.emulator import Emulator, environment, moto_server
 from local_mode.lambda_runtime import QueueTrigger, s3_notification_event, sqs_event
 from local_mode.lambdas import chalice_functions, load_chalice_app
 from local_mode.scaler import LocalScaler
-from local_mode.template import load_template, scaling_alarm
+from local_mode.template import scaling_alarm
 from local_mode.view import FileStatus
 from pipeline_core import config as core
 from pipeline_core.jobs import JobRecord, JobState, JobTable
@@ -26,8 +33,6 @@ from pipeline_core.keys import AUDIO_PREFIX
 
 if TYPE_CHECKING:
     from types import TracebackType
-
-    from mypy_boto3_cloudformation import CloudFormationClient
 
 log = logging.getLogger("local_mode")
 
@@ -50,28 +55,6 @@ class LocalOptions:
     llm_model: str = "local-model"
     idle_shutdown_seconds: int = 10
     log_file: Path | None = None
-
-
-def create_stack(cfn: CloudFormationClient, template_body: str, asg_subnet: str) -> dict[str, str]:
-    """Create the real template's stack in the emulator; returns its outputs."""
-    cfn.create_stack(
-        StackName=STACK_NAME,
-        TemplateBody=template_body,
-        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
-        Parameters=[
-            {"ParameterKey": "SubnetIds", "ParameterValue": asg_subnet},
-            {"ParameterKey": "WorkerAmiId", "ParameterValue": "ami-12c6146b"},
-        ],
-    )
-    stack = cfn.describe_stacks(StackName=STACK_NAME)["Stacks"][0]
-    if stack["StackStatus"] != "CREATE_COMPLETE":
-        raise RuntimeError(f"the emulated stack is {stack['StackStatus']}")
-    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-
-
-def physical_ids(cfn: CloudFormationClient) -> dict[str, str]:
-    resources = cfn.describe_stack_resources(StackName=STACK_NAME)["StackResources"]
-    return {r["LogicalResourceId"]: r.get("PhysicalResourceId", "") for r in resources}
 
 
 def lambda_environment(outputs: dict[str, str], options: LocalOptions) -> dict[str, str]:
@@ -149,11 +132,15 @@ class LocalDeployment:
         emulator = self._stack.enter_context(moto_server())
         self.emulator = emulator
         self._stack.enter_context(environment(emulator.environment()))
-        ec2 = boto3.client("ec2")
-        subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
         cfn = boto3.client("cloudformation")
-        template_path = Path(__file__).resolve().parent.parent / "cloudformation" / "pipeline.yaml"
-        self.outputs = create_stack(cfn, template_path.read_text(encoding="utf-8"), subnet)
+        parameters = {
+            **emulator_parameters(cfn, boto3.client("ec2")),
+            "IdleShutdownSeconds": str(options.idle_shutdown_seconds),
+        }
+        self.outputs = create_stack(cfn, parameters, stack_name=STACK_NAME)
+        template = load_template()
+        ids = physical_ids(cfn, STACK_NAME)
+        apply_emulator_gaps(boto3.client("s3"), boto3.client("dynamodb"), template, ids)
         log.info("emulated stack created", extra={"outputs": self.outputs})
         self._stack.enter_context(environment(lambda_environment(self.outputs, options)))
 
@@ -173,7 +160,7 @@ class LocalDeployment:
             batch_size=LLM_CALLER_BATCH_SIZE,
             max_concurrency=LLM_CALLER_CONCURRENCY,
         )
-        alarm = scaling_alarm(load_template(template_path), physical_ids(cfn))
+        alarm = scaling_alarm(template, ids)
         self.scaler = LocalScaler(
             boto3.client("autoscaling"),
             sqs,

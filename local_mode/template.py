@@ -1,45 +1,10 @@
-"""Reading the CloudFormation template for what moto does not emulate (the scaling alarm)."""
+"""Reading the CloudFormation template for what moto does not emulate: the scaling alarm."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Final
-
-import yaml
+from typing import Any
 
 from local_mode.scaler import QueueDepthAlarm
-
-TEMPLATE_PATH: Final = Path(__file__).resolve().parent.parent / "cloudformation" / "pipeline.yaml"
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short-form tags (``!Ref``, ``!GetAtt``, ``!Sub``...).
-
-    A dozen lines rather than cfn-lint's decoder, which is a development tool and not
-    something the local mode should need at run time.
-    """
-
-
-def _short_form(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = str(value).split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {name: value}
-
-
-_CfnLoader.add_multi_constructor("!", _short_form)
-
-
-def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)
-    return loaded
 
 
 def _referenced(value: Any) -> str | None:
