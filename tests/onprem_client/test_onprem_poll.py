@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from onprem.cli import main
-from onprem.poll import Outcome, PollOptions, Poller
+from onprem.poll import Outcome, Poller, PollOptions
 from pipeline_core import keys
 from pipeline_core.contracts import Result, utc_timestamp
 from tests.onprem_client.onprem_helpers import BUCKET, REGION, fast_client_config
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def publish_success(
-    s3: S3Client, sqs: SQSClient, queue: str, name: str, text: str, timed: bool = True
+    s3: S3Client, sqs: SQSClient, queue: str, name: str, text: str, *, timed: bool = True
 ) -> Result:
     """What the LLM Caller does: write final-output/ objects, then send a Result."""
     audio = keys.audio_key(name + ".mp3")
@@ -40,6 +40,13 @@ def publish_success(
     )
     sqs.send_message(QueueUrl=queue, MessageBody=result.to_json())
     return result
+
+
+def poll_once(queue: str, out: Path) -> int:
+    """The CLI, in process."""
+    return main(
+        ["poll", "--once", "--queue-url", queue, "--output-dir", str(out), "--wait-seconds", "0"]
+    )
 
 
 def poller(s3: S3Client, sqs: SQSClient, queue: str, out: Path) -> Poller:
@@ -63,10 +70,7 @@ def test_transcripts_land_under_their_source_names_and_messages_are_deleted(
     out = tmp_path / "out"
     publish_success(s3, sqs, results_queue, "גמרא/שיעור א", "שלום עולם")
     publish_success(s3, sqs, results_queue, "plain", "hello", timed=False)
-    code = main(
-        ["poll", "--once", "--queue-url", results_queue, "--output-dir", str(out)]
-        + ["--wait-seconds", "0"]
-    )
+    code = poll_once(results_queue, out)
     assert code == 0
     assert (out / "גמרא" / "שיעור א.txt").read_text(encoding="utf-8") == "שלום עולם"
     assert (out / "גמרא" / "שיעור א.timed.txt").read_text(encoding="utf-8") == "[00:00] שלום עולם"
@@ -190,10 +194,7 @@ def test_malformed_and_undownloadable_results_stay_in_the_queue_and_others_go_on
     )
     sqs.send_message(QueueUrl=results_queue, MessageBody=missing.to_json())
     publish_success(s3, sqs, results_queue, "good", "fine")
-    code = main(
-        ["poll", "--once", "--queue-url", results_queue, "--output-dir", str(out)]
-        + ["--wait-seconds", "0"]
-    )
+    code = poll_once(results_queue, out)
     assert code == 1
     assert (out / "good.txt").read_text() == "fine"
     assert queue_depth(sqs, results_queue) == 3
