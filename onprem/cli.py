@@ -27,7 +27,13 @@ from rich.console import Console
 
 from onprem import poll, redrive, status, upload
 from onprem.aws import Clients
-from onprem.console import NoProgress, RichUploadProgress, is_interactive, setup_logging
+from onprem.console import (
+    NoProgress,
+    RichUploadProgress,
+    is_interactive,
+    setup_logging,
+    stdout_console,
+)
 from onprem.settings import OnpremSettings, load_settings
 from onprem.shutdown import GracefulStop
 from onprem.state import AlreadyRunningError, UploadState, run_lock
@@ -254,7 +260,7 @@ def _status(args: argparse.Namespace, settings: OnpremSettings, console: Console
     if args.json:
         print(status.to_json(rows))
     else:
-        status.render(rows[: args.limit], Console(), total=len(rows))
+        status.render(rows[: args.limit], stdout_console(), total=len(rows))
     return EXIT_OK
 
 
@@ -295,9 +301,10 @@ def _redrive(args: argparse.Namespace, settings: OnpremSettings, console: Consol
 
         print(json.dumps([item.to_dict() for item in shown], ensure_ascii=False, indent=2))
     else:
-        redrive.render(shown, Console())
+        console_out = stdout_console()
+        redrive.render(shown, console_out)
         if shown and not args.yes:
-            Console().print("Run again with --yes to move these back to their source queues.")
+            console_out.print("Run again with --yes to move these back to their source queues.")
     return code
 
 

@@ -51,6 +51,12 @@ def setup_logging(level: str, interactive: bool) -> Console | None:
     return console
 
 
+def stdout_console() -> Console:
+    """For tables on stdout; piped to a file or a mail, rows are not squeezed to 80 columns."""
+    console = Console()
+    return console if console.is_terminal else Console(width=240)
+
+
 class UploadProgress(Protocol):
     def begin(self, files: int, total_bytes: int) -> None: ...
 

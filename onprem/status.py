@@ -121,7 +121,8 @@ _STATE_STYLE = {"succeeded": "green", "failed": "red"}
 
 
 def render(rows: Sequence[JobRow], console: Console, total: int | None = None) -> None:
-    table = Table(title=f"{len(rows)} job(s)" + (f" of {total}" if total else ""))
+    count = f"{len(rows)} of {total}" if total and total > len(rows) else str(len(rows))
+    table = Table(title=f"{count} job(s)")
     for column in ("created (UTC)", "state", "lang", "key", "wait", "asr", "llm", "total"):
         table.add_column(column, no_wrap=column != "key")
     table.add_column("error", overflow="fold", max_width=60)
