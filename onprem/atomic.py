@@ -24,9 +24,11 @@ class OutputWriteError(OSError):
 
     def __init__(self, path: Path, cause: OSError) -> None:
         self.path = path
-        self.cause = cause
-        reason = cause.strerror or str(cause)
-        super().__init__(cause.errno, f"cannot write {path}: {reason}")
+        self.reason = cause.strerror or str(cause)
+        super().__init__(cause.errno, f"cannot write {path}: {self.reason}")
+
+    def __str__(self) -> str:
+        return f"cannot write {self.path}: {self.reason}"
 
 
 def _umask() -> int:

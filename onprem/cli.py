@@ -228,7 +228,7 @@ def _upload(args: argparse.Namespace, settings: OnpremSettings, console: Console
             report = upload.run_upload(s3, state, options, progress)
     if console is not None:
         summary = ", ".join(f"{count} {name}" for name, count in report.summary().items())
-        console.print(summary or "no audio files found")
+        console.print(summary or "no audio files found", highlight=False)
     return report.exit_code
 
 

@@ -130,7 +130,9 @@ class Poller:
         try:
             check_output_dir(self.options.output_dir)
         except OutputWriteError as exc:
-            report.fatal = f"the output folder is not writable: {exc}"
+            report.fatal = (
+                f"the output folder {self.options.output_dir} is not writable: {exc.reason}"
+            )
             log.error(report.fatal, extra={"output_dir": str(self.options.output_dir)})
             return report
         sweep_temp_files(self.options.output_dir)
@@ -206,6 +208,9 @@ class Poller:
             except keys.InvalidKeyError as exc:
                 log.error("refused result, left for the DLQ: %s", exc)
                 return Outcome.REFUSED
+            except OutputWriteError as exc:
+                log.error("could not write the result, left in the queue: %s", exc)
+                raise
             except (ClientError, BotoCoreError, DownloadError) as exc:
                 log.error(
                     "could not download the result, left in the queue: %s",
