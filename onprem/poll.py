@@ -173,7 +173,7 @@ class Poller:
             log.error("cannot receive from the results queue: %s", exc)
             if self.options.once:
                 raise
-            time.sleep(5)
+            self.stop.event.wait(5)
             return []
         return list(response.get("Messages", []))
 

@@ -241,7 +241,15 @@ def _upload_one(
             )
             version = _verify(s3, options, job)
             status = Status.UPLOADED
-    except (ClientError, BotoCoreError, S3UploadFailedError, UploadError) as exc:
+    except ClientError as exc:
+        reason = f"upload failed: {exc}"
+        if exc.operation_name == "HeadObject" and _code(exc) in ("403", "AccessDenied"):
+            reason += (
+                " (the uploader reads its objects back to verify them and to skip ones already "
+                "there: it needs s3:GetObject on audio-input/*)"
+            )
+        return FileOutcome(job.path, job.key, Status.FAILED, reason, size)
+    except (BotoCoreError, S3UploadFailedError, UploadError) as exc:
         return FileOutcome(job.path, job.key, Status.FAILED, f"upload failed: {exc}", size)
     except OSError as exc:
         return FileOutcome(job.path, job.key, Status.FAILED, f"cannot read the file: {exc}", size)
@@ -268,13 +276,17 @@ def _matches_remote(s3: S3Client, bucket: str, job: _Job) -> bool:
     try:
         head = s3.head_object(Bucket=bucket, Key=job.key)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        if _code(exc) in ("404", "NoSuchKey", "NotFound"):
             return False
         raise
     return (
         head.get("ContentLength") == job.stat.st_size
         and head.get("Metadata", {}).get(CONTENT_SHA256) == job.sha256
     )
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _verify(s3: S3Client, options: UploadOptions, job: _Job) -> str | None:

@@ -280,3 +280,36 @@ def test_a_full_disk_stops_the_run_and_keeps_the_message(
     assert depth(sqs, queue) == 1
     # Handed back at once, not after the 30 s visibility timeout.
     assert len(sqs.receive_message(QueueUrl=queue).get("Messages", [])) == 1
+
+
+def test_sigterm_during_a_multipart_upload_leaves_nothing_half_done(
+    s3: S3Client, endpoint: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    data = os.urandom(60 * 1024 * 1024)
+    (folder / "big.mp3").write_bytes(data)
+    args = ["upload", str(folder), "--bucket", BUCKET, "--language", "en"]
+    sizes = ["--multipart-threshold-mb", "5", "--multipart-chunksize-mb", "5"]
+    process = subprocess.Popen(
+        onprem(*args, *sizes, "--max-concurrency", "1"),
+        env=child_env(endpoint),
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads"):
+        assert time.monotonic() < deadline, "the multipart upload never started"
+        assert process.poll() is None, process.communicate()[1]
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 1, stderr
+    assert "interrupted" in stderr
+    assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0, "no half object"
+
+    again = run(endpoint, *args, *sizes)
+    assert again.returncode == 0, again.stderr
+    assert s3.get_object(Bucket=BUCKET, Key="audio-input/big.mp3")["Body"].read() == data
