@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -326,6 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except (NoRegionError, NoCredentialsError, PartialCredentialsError, ProfileNotFound) as exc:
         log.error("AWS configuration error: %s", exc)
+        return EXIT_USAGE
+    except sqlite3.Error as exc:
+        log.error("the upload state file %s cannot be used: %s", settings.state_path, exc)
         return EXIT_USAGE
     except AlreadyRunningError as exc:
         log.warning("%s", exc)

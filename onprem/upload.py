@@ -111,7 +111,6 @@ class _Job:
     stat: os.stat_result
     sha256: str
     metadata: dict[str, str]
-    recording: Recording
     known_uploaded: bool
 
 
@@ -134,8 +133,15 @@ def run_upload(
         config_language=options.config_language,
     )
     jobs: list[_Job] = []
+    seen: dict[str, Path] = {}
     for path in find_audio(options.root, options.patterns):
         prepared = _prepare(path, options, resolver, state)
+        if prepared.key is not None and prepared.key in seen:
+            # Names that differ only in Unicode normalisation (NFC/NFD) share one key.
+            reason = f"{seen[prepared.key]} already maps to the key {prepared.key}; rename one"
+            prepared = FileOutcome(path, prepared.key, Status.FAILED, reason)
+        elif prepared.key is not None:
+            seen[prepared.key] = path
         if isinstance(prepared, _Job):
             jobs.append(prepared)
         else:
@@ -198,7 +204,7 @@ def _prepare(
     if options.dry_run:
         status = Status.ALREADY_UPLOADED if known else Status.WOULD_UPLOAD
         return FileOutcome(path, key, status, size=stat.st_size)
-    return _Job(path, key, stat, sha256, metadata, recording, known)
+    return _Job(path, key, stat, sha256, metadata, known)
 
 
 def _metadata(recording: Recording, sha256: str) -> dict[str, str]:

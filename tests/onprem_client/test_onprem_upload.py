@@ -330,3 +330,21 @@ def test_a_multipart_upload_left_by_a_killed_run_is_aborted_and_restarted(
     assert s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
     assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == data
     assert metadata_of(s3, key) == ("he", "")
+
+
+def test_names_that_normalise_to_one_key_are_not_both_uploaded(
+    s3: S3Client, tmp_path: Path
+) -> None:
+    composed, decomposed = "caf\u00e9.mp3", "cafe\u0301.mp3"
+    write(tmp_path / "in" / composed, b"composed")
+    write(tmp_path / "in" / decomposed, b"decomposed")
+    assert upload(tmp_path / "in", "--language", "fr") == 1
+    assert all_keys(s3) == [f"audio-input/{composed}"]
+    assert len(versions(s3, f"audio-input/{composed}")) == 1
+
+
+def test_an_unusable_state_file_is_a_configuration_error(s3: S3Client, tmp_path: Path) -> None:
+    write(tmp_path / "in" / "a.mp3", b"a")
+    state = write(tmp_path / "state.db", b"this is not an SQLite database, just text" * 10)
+    assert upload(tmp_path / "in", "--language", "en", "--state-file", str(state)) == 2
+    assert all_keys(s3) == []
