@@ -7,6 +7,7 @@ messages failed (or the run was interrupted); 2 a usage or configuration error.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sqlite3
@@ -40,6 +41,7 @@ from onprem.shutdown import GracefulStop
 from onprem.state import AlreadyRunningError, UploadState, run_lock
 from pipeline_core.config import ConfigError
 from pipeline_core.jobs import JobState, JobTable
+from pipeline_core.languages import UnknownLanguageError, normalize_language
 
 log = logging.getLogger("onprem")
 
@@ -202,6 +204,12 @@ def _upload(args: argparse.Namespace, settings: OnpremSettings, console: Console
     root: Path = settings.need("input_dir")
     if not root.is_dir():
         raise ConfigError(f"the folder to upload from, {root}, is not a folder")
+    for source, language in (("--language", args.language), ("language", settings.language)):
+        try:
+            if language is not None:
+                normalize_language(language)
+        except UnknownLanguageError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     options = upload.UploadOptions(
         bucket=settings.need("bucket"),
         root=root.resolve(),
@@ -298,8 +306,6 @@ def _redrive(args: argparse.Namespace, settings: OnpremSettings, console: Consol
             redrive.release(sqs, spec, items)
         shown.extend(items)
     if args.json:
-        import json
-
         print(json.dumps([item.to_dict() for item in shown], ensure_ascii=False, indent=2))
     else:
         console_out = stdout_console()

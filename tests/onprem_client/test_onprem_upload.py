@@ -237,6 +237,7 @@ def test_usage_errors_exit_2(aws: None, tmp_path: Path) -> None:
     assert main(["upload", str(tmp_path), "--language", "en"]) == 2  # no bucket
     assert main(["upload", str(tmp_path / "missing"), "--bucket", BUCKET]) == 2
     assert main(["upload", "--bucket", BUCKET]) == 2  # no folder
+    assert main(["upload", str(tmp_path), "--bucket", BUCKET, "--language", "klingon"]) == 2
     assert main(["upload", str(tmp_path), "--bucket", BUCKET, "--multipart-threshold-mb", "1"]) == 2
     with pytest.raises(SystemExit) as exc:
         main(["upload", "--no-such-flag"])
