@@ -1,0 +1,1 @@
+"""The on-prem client: cron uploader, results poller, job status and DLQ redrive."""

@@ -1,0 +1,293 @@
+"""``onprem poll``: fetch finished transcripts from the Results Queue.
+
+For each result the ``final-output/`` files are downloaded into the output folder under
+their own names (``final-output/a/b.txt`` -> ``<output>/a/b.txt``), written atomically and
+checked against the object's size; a failed result becomes ``<output>/failed/<name>.json``.
+The message is deleted only after that, so a crash at any point leaves it in the queue and
+the next run does the work again; writing the same bytes twice changes nothing, so a
+duplicate message is harmless. A message that is malformed, names a key that would leave
+the output folder, or whose files cannot be downloaded is logged and left alone: it comes
+back after its visibility timeout and, after the queue's maximum receives, lands in the
+Results DLQ (see ``onprem redrive``). A local write error (read-only or full disk) stops the
+run: every other message would fail the same way and burn its receives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+from typing import IO, TYPE_CHECKING, Any, Final
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from onprem.atomic import TEMP_SUFFIX, OutputWriteError, write_atomic, write_bytes_atomic
+from onprem.shutdown import GracefulStop, StopPolling
+from pipeline_core import keys
+from pipeline_core.contracts import ContractError, Result
+from pipeline_core.jsonlog import log_context
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageTypeDef
+
+log = logging.getLogger(__name__)
+
+FAILED_FOLDER: Final = "failed"
+CHUNK: Final = 1024 * 1024
+STALE_TEMP_SECONDS: Final = 3600
+
+
+class Outcome(StrEnum):
+    WRITTEN = "written"
+    UNCHANGED = "unchanged"  # a duplicate: the files already hold these bytes
+    FAILURE_REPORTED = "failure-reported"
+    MALFORMED = "malformed"  # left for the DLQ
+    REFUSED = "refused"  # unsafe key; left for the DLQ
+    DOWNLOAD_FAILED = "download-failed"  # left; retried after the visibility timeout
+
+
+LEFT_IN_QUEUE: Final = (Outcome.MALFORMED, Outcome.REFUSED, Outcome.DOWNLOAD_FAILED)
+
+
+class DownloadError(Exception):
+    """An object that did not arrive whole."""
+
+
+@dataclass(frozen=True)
+class PollOptions:
+    queue_url: str
+    output_dir: Path
+    wait_seconds: int = 20
+    once: bool = False
+    max_messages: int = 10
+
+
+@dataclass
+class PollReport:
+    outcomes: Counter[Outcome] = field(default_factory=Counter)
+    fatal: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0: all handled (or nothing to do); 1: something was left in the queue or broke."""
+        return 1 if self.fatal or any(self.outcomes[o] for o in LEFT_IN_QUEUE) else 0
+
+    def summary(self) -> dict[str, Any]:
+        counts: dict[str, Any] = {o.value: n for o, n in self.outcomes.items() if n}
+        return {**counts, "fatal": self.fatal} if self.fatal else counts
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Fail before taking any message when the output folder cannot be written."""
+    write_bytes_atomic(output_dir / f".write-test{TEMP_SUFFIX}", b"")
+    with contextlib.suppress(OSError):
+        (output_dir / f".write-test{TEMP_SUFFIX}").unlink()
+
+
+def sweep_temp_files(output_dir: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Remove temporary files a killed run left behind (never a finished output)."""
+    removed = 0
+    cutoff = time.time() - older_than
+    for folder, _, names in os.walk(output_dir):
+        for name in names:
+            path = Path(folder) / name
+            if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+                with contextlib.suppress(OSError):
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+    return removed
+
+
+def failure_report_path(output_dir: Path, source_file: str) -> Path:
+    relative = keys.local_relative_path(keys.audio_key(source_file), keys.AUDIO_PREFIX)
+    return output_dir / FAILED_FOLDER / relative.with_suffix(".json")
+
+
+class Poller:
+    def __init__(
+        self,
+        s3: S3Client,
+        sqs: SQSClient,
+        options: PollOptions,
+        stop: GracefulStop | None = None,
+    ) -> None:
+        self.s3 = s3
+        self.sqs = sqs
+        self.options = options
+        self.stop = stop or GracefulStop()
+
+    def run(self) -> PollReport:
+        report = PollReport()
+        try:
+            check_output_dir(self.options.output_dir)
+        except OutputWriteError as exc:
+            report.fatal = (
+                f"the output folder {self.options.output_dir} is not writable: {exc.reason}"
+            )
+            log.error(report.fatal, extra={"output_dir": str(self.options.output_dir)})
+            return report
+        sweep_temp_files(self.options.output_dir)
+        while not self.stop.requested:
+            messages = self._receive()
+            if not messages:
+                if self.options.once:
+                    break
+                continue
+            for index, message in enumerate(messages):
+                if self.stop.requested:
+                    self._release(messages[index:])
+                    break
+                try:
+                    outcome = self.handle(message)
+                except OutputWriteError as exc:
+                    report.fatal = f"stopped: {exc}; the message stays in the queue"
+                    log.error(report.fatal, extra={"output_dir": str(self.options.output_dir)})
+                    self._release(messages[index:])
+                    return report
+                report.outcomes[outcome] += 1
+        log.info("poll run finished", extra=report.summary())
+        return report
+
+    def _receive(self) -> list[MessageTypeDef]:
+        try:
+            with self.stop.idle():
+                response = self.sqs.receive_message(
+                    QueueUrl=self.options.queue_url,
+                    MaxNumberOfMessages=self.options.max_messages,
+                    WaitTimeSeconds=self.options.wait_seconds,
+                    MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                )
+        except StopPolling:
+            return []
+        except (ClientError, BotoCoreError) as exc:
+            # botocore already retried; a service run waits and tries again.
+            log.error("cannot receive from the results queue: %s", exc)
+            if self.options.once:
+                raise
+            self.stop.event.wait(5)
+            return []
+        return list(response.get("Messages", []))
+
+    def _release(self, messages: list[MessageTypeDef]) -> None:
+        """Hand messages back at once instead of at the end of their visibility timeout."""
+        for message in messages:
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self.sqs.change_message_visibility(
+                    QueueUrl=self.options.queue_url,
+                    ReceiptHandle=message["ReceiptHandle"],
+                    VisibilityTimeout=0,
+                )
+
+    def handle(self, message: MessageTypeDef) -> Outcome:
+        message_id = message.get("MessageId")
+        receives = message.get("Attributes", {}).get("ApproximateReceiveCount")
+        try:
+            result = Result.from_json(message.get("Body", ""))
+        except ContractError as exc:
+            log.error(
+                "malformed result message, left for the DLQ: %s",
+                exc,
+                extra={"message_id": message_id, "receive_count": receives},
+            )
+            return Outcome.MALFORMED
+        with log_context(s3_key=result.source_file, job_id=result.job_id, message_id=message_id):
+            try:
+                if result.status == "failed":
+                    outcome = self._report_failure(result)
+                else:
+                    outcome = self._fetch_outputs(result)
+            except keys.InvalidKeyError as exc:
+                log.error("refused result, left for the DLQ: %s", exc)
+                return Outcome.REFUSED
+            except OutputWriteError as exc:
+                log.error("could not write the result, left in the queue: %s", exc)
+                raise
+            except (ClientError, BotoCoreError, DownloadError) as exc:
+                log.error(
+                    "could not download the result, left in the queue: %s",
+                    exc,
+                    extra={"receive_count": receives},
+                )
+                return Outcome.DOWNLOAD_FAILED
+            self._delete(message)
+            return outcome
+
+    def _delete(self, message: MessageTypeDef) -> None:
+        try:
+            self.sqs.delete_message(
+                QueueUrl=self.options.queue_url, ReceiptHandle=message["ReceiptHandle"]
+            )
+        except (ClientError, BotoCoreError) as exc:
+            # The files are on disk; the message comes back and is a harmless duplicate.
+            log.warning("files written but the message was not deleted: %s", exc)
+
+    def _report_failure(self, result: Result) -> Outcome:
+        target = failure_report_path(self.options.output_dir, result.source_file)
+        report = json.dumps(result.to_dict(), ensure_ascii=False, indent=2) + "\n"
+        changed = write_bytes_atomic(target, report.encode("utf-8"))
+        log.warning(
+            "transcription failed: %s: %s (report %s)",
+            result.source_file,
+            result.error,
+            target,
+            extra={"error": result.error, "report": str(target), "changed": changed},
+        )
+        return Outcome.FAILURE_REPORTED
+
+    def _fetch_outputs(self, result: Result) -> Outcome:
+        targets: list[tuple[str, str, Path]] = []
+        for uri in (result.output_file, result.timed_output_file):
+            if uri is None:
+                continue
+            bucket, key = keys.parse_s3_uri(uri)
+            relative: PurePosixPath = keys.local_relative_path(key, keys.FINAL_PREFIX)
+            targets.append((bucket, key, self.options.output_dir / relative))
+        changed = [self._download(bucket, key, target) for bucket, key, target in targets]
+        stale = failure_report_path(self.options.output_dir, result.source_file)
+        if stale.is_file():
+            # An earlier attempt failed and a redrive succeeded: the transcript is the outcome.
+            with contextlib.suppress(OSError):
+                stale.unlink()
+                log.info("removed the earlier failure report %s", stale)
+        outcome = Outcome.WRITTEN if any(changed) else Outcome.UNCHANGED
+        log.info(
+            "%s: %s %s",
+            result.source_file,
+            outcome.value,
+            ", ".join(str(t) for _, _, t in targets),
+            extra={"status": result.status, "files": [str(t) for _, _, t in targets]},
+        )
+        return outcome
+
+    def _download(self, bucket: str, key: str, target: Path) -> bool:
+        response = self.s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        expected = response["ContentLength"]
+        body = response["Body"]
+
+        def fill(handle: IO[bytes]) -> None:
+            written = 0
+            for chunk in body.iter_chunks(CHUNK):
+                try:
+                    handle.write(chunk)
+                except OSError as exc:
+                    raise OutputWriteError(target, exc) from exc
+                written += len(chunk)
+            if written != expected:
+                raise DownloadError(f"s3://{bucket}/{key}: got {written} of {expected} bytes")
+
+        try:
+            changed = write_atomic(target, fill)
+        finally:
+            body.close()
+        if target.stat().st_size != expected:
+            raise DownloadError(f"{target} has {target.stat().st_size} bytes, not {expected}")
+        return changed
