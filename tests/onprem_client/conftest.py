@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING
 
 import boto3
 import pytest
-
-from tests.onprem_client.onprem_helpers import BUCKET, REGION, fast_client_config
+from onprem_client.onprem_helpers import BUCKET, REGION, fast_client_config
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+from onprem_client.onprem_helpers import BUCKET, REGION
 
 from pipeline_core import keys
 from pipeline_core.contracts import Result, utc_timestamp
-from tests.onprem_client.onprem_helpers import BUCKET, REGION
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

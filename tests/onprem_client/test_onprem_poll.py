@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
+from onprem_client.onprem_helpers import BUCKET, REGION, fast_client_config
 
 from onprem.cli import main
 from onprem.poll import Outcome, Poller, PollOptions
 from pipeline_core import keys
 from pipeline_core.contracts import Result, utc_timestamp
-from tests.onprem_client.onprem_helpers import BUCKET, REGION, fast_client_config
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

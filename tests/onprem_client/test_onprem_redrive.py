@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 import boto3
 import pytest
+from onprem_client.onprem_helpers import BUCKET, REGION
 
 from onprem.cli import main
 from pipeline_core.contracts import AudioJob, LlmJob, Result
 from pipeline_core.jobs import JobState, JobTable
-from tests.onprem_client.onprem_helpers import BUCKET, REGION
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient

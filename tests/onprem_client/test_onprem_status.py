@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import boto3
 import pytest
+from onprem_client.onprem_helpers import BUCKET, REGION
 
 from onprem.cli import main
 from onprem.status import SinceError, parse_since
 from pipeline_core.jobs import JobState, JobTable
-from tests.onprem_client.onprem_helpers import BUCKET, REGION
 
 
 def add_job(

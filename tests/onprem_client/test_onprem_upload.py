@@ -10,19 +10,19 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 from botocore.exceptions import ConnectionClosedError
-
-from onprem.cli import main
-from onprem.state import UploadState, run_lock
-from onprem.upload import MIB, Status, UploadOptions, run_upload
-from pipeline_core.keys import AUDIO_SUFFIXES
-from pipeline_core.metadata import decode_metadata
-from tests.onprem_client.onprem_helpers import (
+from onprem_client.onprem_helpers import (
     BUCKET,
     REGION,
     all_keys,
     fast_client_config,
     versions,
 )
+
+from onprem.cli import main
+from onprem.state import UploadState, run_lock
+from onprem.upload import MIB, Status, UploadOptions, run_upload
+from pipeline_core.keys import AUDIO_SUFFIXES
+from pipeline_core.metadata import decode_metadata
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
