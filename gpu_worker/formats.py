@@ -102,12 +102,12 @@ class RunFigures:
     language: str
     model: str
     audio_seconds: float
-    transcription_seconds: float
+    transcribe_seconds: float
 
     @property
     def real_time_factor(self) -> float:
         """Processing time per second of audio (0.05 = twenty times faster than real time)."""
-        return self.transcription_seconds / self.audio_seconds if self.audio_seconds > 0 else 0.0
+        return self.transcribe_seconds / self.audio_seconds if self.audio_seconds > 0 else 0.0
 
 
 def _seconds(value: float) -> float:
@@ -132,7 +132,7 @@ def transcript_json(segments: Iterable[Segment], figures: RunFigures) -> str:
         "language": figures.language,
         "model": figures.model,
         "audio_seconds": _seconds(figures.audio_seconds),
-        "transcription_seconds": _seconds(figures.transcription_seconds),
+        "transcribe_seconds": _seconds(figures.transcribe_seconds),
         "real_time_factor": round(figures.real_time_factor, 4),
         "segments": [
             {

@@ -195,6 +195,8 @@ class WorkerSettings:
     progress_log_seconds: float = 30.0
     # Fault injection for the reliability tests: log and sleep after this named step.
     pause_after_step: str | None = None
+    # The own instance id where there is no IMDS to ask (local mode's stand-in instances).
+    instance_id: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -225,6 +227,7 @@ class WorkerSettings:
             spot_poll_seconds=env.number("SPOT_POLL_SECONDS", 5.0, minimum=0.1),
             progress_log_seconds=env.number("PROGRESS_LOG_SECONDS", 30.0, minimum=0),
             pause_after_step=env.optional("WORKER_PAUSE_AFTER_STEP"),
+            instance_id=env.optional("WORKER_INSTANCE_ID"),
         )
         if settings.heartbeat_seconds >= settings.visibility_timeout_seconds:
             raise ConfigError(

@@ -79,14 +79,14 @@ def test_json_carries_segments_words_and_figures() -> None:
         language="he",
         model="faster-whisper:tiny",
         audio_seconds=3727.0,
-        transcription_seconds=186.35,
+        transcribe_seconds=186.35,
     )
     document = json.loads(transcript_json(_segments(), figures))
     assert document["source_key"] == "audio-input/שיעור.mp3"
     assert document["language"] == "he"
     assert document["model"] == "faster-whisper:tiny"
     assert document["audio_seconds"] == 3727.0
-    assert document["transcription_seconds"] == 186.35
+    assert document["transcribe_seconds"] == 186.35
     assert document["real_time_factor"] == pytest.approx(0.05, abs=1e-4)
     assert [s["text"] for s in document["segments"]] == ["שלום עולם", HEBREW]
     assert document["segments"][0]["words"] == [
