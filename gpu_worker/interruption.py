@@ -39,26 +39,34 @@ def check_interruption(imds: ImdsClient, stop: StopController) -> None:
 def watching_interruptions(
     imds: ImdsClient | None, stop: StopController, every_seconds: float
 ) -> Iterator[None]:
-    """Poll IMDS every ``every_seconds`` in a thread for the length of the block."""
+    """Poll IMDS every ``every_seconds`` in a thread for the length of the block.
+
+    The first look happens before the block starts, so that an instance started under a
+    notice takes no work at all.
+    """
     if imds is None:
         yield
         return
     halt = threading.Event()
+    failing = False
+
+    def look() -> None:
+        nonlocal failing
+        try:
+            check_interruption(imds, stop)
+            failing = False
+        except ImdsError as exc:
+            # Log the first failure of a run of them, not one line every few seconds.
+            (logger.debug if failing else logger.warning)(
+                "could not read Spot notices from IMDS: %s", exc
+            )
+            failing = True
 
     def loop() -> None:
-        failing = False
-        while True:
-            try:
-                check_interruption(imds, stop)
-                failing = False
-            except ImdsError as exc:
-                # Log the first failure of a run of them, not one line every few seconds.
-                (logger.debug if failing else logger.warning)(
-                    "could not read Spot notices from IMDS: %s", exc
-                )
-                failing = True
-            if halt.wait(every_seconds):
-                return
+        while not halt.wait(every_seconds):
+            look()
+
+    look()
 
     context = contextvars.copy_context()
     thread = threading.Thread(target=context.run, args=(loop,), name="spot-watch", daemon=True)

@@ -122,11 +122,10 @@ class Pipeline:
     def create_gpu_group(self) -> str:
         """A Spot GPU group as the stack makes it (min 0, max 1), running one instance."""
         ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=self.endpoint_url)
-        ami = ec2.describe_images()["Images"][0]["ImageId"]
         name = f"gpu-{secrets.token_hex(4)}"
         ec2.create_launch_template(
             LaunchTemplateName=name,
-            LaunchTemplateData={"ImageId": ami, "InstanceType": "g5.xlarge"},
+            LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "g5.xlarge"},
         )
         self.autoscaling.create_auto_scaling_group(
             AutoScalingGroupName=name,
