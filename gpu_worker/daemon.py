@@ -116,31 +116,48 @@ class Worker:
             background.enter_context(
                 watching_interruptions(self.imds, self.stop, self.settings.spot_poll_seconds)
             )
-            logger.info("worker started", extra={"worker_id": self.worker_id})
-            while True:
-                if self.stop.requested is not None:  # SIGTERM, Spot notice, rebalance
-                    return self.leave_on_stop()
-                try:
-                    message = self.queue.receive_one()  # 1. long-poll, one message
-                    if message is None:
-                        if self.idle.expired(self.queue.depth()):  # scale to zero
-                            code = self.leave_when_idle()
-                            if code is not None:
-                                return code
-                        continue
-                except Exception:  # SQS unreachable for a while: keep trying
-                    logger.exception("could not poll the Audio Queue")
-                    self.stop.wait(RECEIVE_ERROR_BACKOFF_SECONDS)
-                    continue
-                self.idle.reset()
-                self.handle(message)
+            logger.info(
+                "worker started",
+                extra={
+                    "worker_id": self.worker_id,
+                    "engine": self.settings.engine,
+                    "models": dict(self.settings.models),
+                    "audio_queue_url": self.settings.audio_queue_url,
+                    "asg_name": self.settings.asg_name,
+                },
+            )
+            while self.stop.requested is None:  # until SIGTERM, a Spot notice, a rebalance
+                message = self.poll()  # 1. long-poll for one message
+                if message is not None:
+                    self.handle(message)  # 1.-6.
+                    self.idle.reset()  # idle time counts from the end of the last job
+                elif self.idle_long_enough():  # scale to zero
+                    code = self.leave_when_idle()
+                    if code is not None:
+                        return code
+            return self.leave_on_stop()
+
+    def poll(self) -> Received | None:
+        try:
+            return self.queue.receive_one()
+        except Exception:  # SQS unreachable for a while: keep trying, never crash
+            logger.exception("could not poll the Audio Queue")
+            self.stop.wait(RECEIVE_ERROR_BACKOFF_SECONDS)
+            return None
+
+    def idle_long_enough(self) -> bool:
+        try:
+            return self.idle.expired(self.queue.depth())
+        except Exception:
+            logger.exception("could not read the Audio Queue's depth")
+            return False
 
     def handle(self, message: Received) -> None:
         """One delivery: validate, then process under a heartbeat; never raises."""
         with log_context(message_id=message.message_id, receive_count=message.receive_count):
             lease = MessageLease(self.queue, message, self.settings.visibility_timeout_seconds)
             if self.stop.requested is not None:  # arrived while stopping: give it back
-                lease.release()
+                self.retry_later(lease, delay_seconds=0)
                 return
             job = read_audio_job(message.body)  # 1. validate
             if isinstance(job, Malformed):
@@ -176,7 +193,10 @@ class Worker:
                 if claim.action is Action.TRANSCRIBE:
                     written = self.transcribe(job, bucket, claim, in_flight)  # 3.-5.
                     in_flight.check()
-                    mark_transcribed(self.table, job_id, written)
+                    if not mark_transcribed(self.table, job_id, written):
+                        logger.info("another delivery of this job finished it first")
+                        lease.delete()
+                        return
                     self.pauses.after("marked_transcribed", in_flight.check)
                     timed_key = written.keys.timed
                 else:
@@ -269,10 +289,11 @@ class Worker:
                 logger.exception("could not report the malformed message")
                 self.retry_later(lease)
 
-    def retry_later(self, lease: MessageLease) -> None:
+    def retry_later(self, lease: MessageLease, delay_seconds: int | None = None) -> None:
         """Let the message come back after a short delay (the DLQ counts the receives)."""
+        delay = self.settings.retry_delay_seconds if delay_seconds is None else delay_seconds
         try:
-            lease.release(self.settings.retry_delay_seconds)
+            lease.release(delay)
         except Exception:  # it comes back anyway when its visibility timeout runs out
             logger.warning("could not shorten the message's visibility", exc_info=True)
 

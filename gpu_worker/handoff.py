@@ -32,14 +32,16 @@ class JobStateError(RuntimeError):
     """The job is not in a state this step can move it from."""
 
 
-def mark_transcribed(table: JobTable, job_id: str, written: WrittenTranscript) -> None:
+def mark_transcribed(table: JobTable, job_id: str, written: WrittenTranscript) -> bool:
+    """True when this delivery marked the job; False when another delivery already had
+    (it then also sends the LLM job, or its redelivery does)."""
     if table.transition(
         job_id, JobState.TRANSCRIBED, expected=[JobState.TRANSCRIBING], fields=written.job_fields()
     ):
-        return
+        return True
     record = table.get(job_id)
     if record is not None and at_or_after(record.state, JobState.TRANSCRIBED):
-        return  # another delivery of the same job got there first
+        return False
     state = None if record is None else record.state.value
     raise JobStateError(f"job {job_id} is {state}, cannot mark it transcribed")
 
