@@ -59,6 +59,11 @@ EXIT_FAILURE: Final = 1
 EXIT_CONFIG: Final = 2
 MAX_LOGGED_BODY: Final = 4000
 RECEIVE_ERROR_BACKOFF_SECONDS: Final = 5.0
+CLAIM_LOG: Final = {
+    Action.TRANSCRIBE: "claimed the job",
+    Action.HAND_OFF: "the job was transcribed already; handing it off again",
+    Action.SKIP: "the job is done already; deleting this delivery",
+}
 
 
 @dataclass(frozen=True)
@@ -185,7 +190,7 @@ class Worker:
             job_id = resolve_job_id(self.aws.s3, bucket, job)
             with log_context(job_id=job_id):
                 claim = claim_job(self.table, job_id, job, bucket, self.worker_id)  # 2.
-                logger.info("claimed the job", extra={"action": claim.action.value})
+                logger.info(CLAIM_LOG[claim.action], extra={"action": claim.action.value})
                 if claim.action is Action.SKIP:  # a duplicate or a redelivery of done work
                     lease.delete()
                     return
