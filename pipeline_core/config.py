@@ -188,6 +188,15 @@ class WorkerSettings:
     idle_shutdown_seconds: int
     imds_endpoint: str | None  # None: not on EC2, no Spot interruption watch
     log_level: str
+    # How long a message the worker could not finish (malformed, transient error) stays
+    # hidden before its next delivery; short, so that bad messages reach the DLQ soon.
+    retry_delay_seconds: int = 10
+    spot_poll_seconds: float = 5.0
+    progress_log_seconds: float = 30.0
+    # Fault injection for the reliability tests: log and sleep after this named step.
+    pause_after_step: str | None = None
+    # The own instance id where there is no IMDS to ask (local mode's stand-in instances).
+    instance_id: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -197,7 +206,7 @@ class WorkerSettings:
             raise ConfigError(
                 "environment variable WORKER_MODELS needs a default entry '*=<model dir>'"
             )
-        return cls(
+        settings = cls(
             bucket=env.required(ENV_BUCKET),
             job_table=env.required(ENV_JOB_TABLE),
             audio_queue_url=env.required(ENV_AUDIO_QUEUE_URL),
@@ -208,9 +217,21 @@ class WorkerSettings:
             models=models,
             device=env.choice("WORKER_DEVICE", "auto", ("auto", "cuda", "cpu")),
             poll_wait_seconds=env.integer("POLL_WAIT_SECONDS", 20, minimum=0),
-            visibility_timeout_seconds=env.integer("VISIBILITY_TIMEOUT_SECONDS", 600, minimum=30),
+            # The floor only keeps a heartbeat inside the timeout; the tests use a few seconds.
+            visibility_timeout_seconds=env.integer("VISIBILITY_TIMEOUT_SECONDS", 600, minimum=6),
             heartbeat_seconds=env.integer("HEARTBEAT_SECONDS", 120, minimum=1),
             idle_shutdown_seconds=env.integer("IDLE_SHUTDOWN_SECONDS", 300, minimum=0),
             imds_endpoint=env.optional("IMDS_ENDPOINT"),
             log_level=env.text(ENV_LOG_LEVEL, "INFO"),
+            retry_delay_seconds=env.integer("RETRY_DELAY_SECONDS", 10, minimum=0),
+            spot_poll_seconds=env.number("SPOT_POLL_SECONDS", 5.0, minimum=0.1),
+            progress_log_seconds=env.number("PROGRESS_LOG_SECONDS", 30.0, minimum=0),
+            pause_after_step=env.optional("WORKER_PAUSE_AFTER_STEP"),
+            instance_id=env.optional("WORKER_INSTANCE_ID"),
         )
+        if settings.heartbeat_seconds >= settings.visibility_timeout_seconds:
+            raise ConfigError(
+                f"environment variable HEARTBEAT_SECONDS={settings.heartbeat_seconds} must be "
+                f"below VISIBILITY_TIMEOUT_SECONDS={settings.visibility_timeout_seconds}"
+            )
+        return settings

@@ -1,0 +1,47 @@
+"""Step 3: the uploaded audio, streamed from S3 to a local file."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Final
+
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+logger = logging.getLogger(__name__)
+
+# download_file answers a missing object with its HeadObject's bare "404".
+MISSING_CODES: Final = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NotFound"})
+
+
+class SourceMissingError(Exception):
+    """The audio object (or the version the job names) is gone: retrying will not help."""
+
+
+def download_audio(
+    s3: S3Client, bucket: str, key: str, version_id: str | None, folder: Path
+) -> Path:
+    """Download ``key`` into ``folder`` (multipart, streamed to disk); returns the file."""
+    suffix = PurePosixPath(key).suffix.lower() or ".audio"
+    path = folder / f"source{suffix}"
+    extra = {"VersionId": version_id} if version_id else None
+    started = time.monotonic()
+    try:
+        s3.download_file(bucket, key, str(path), ExtraArgs=extra)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in MISSING_CODES:
+            version = f" (version {version_id})" if version_id else ""
+            raise SourceMissingError(
+                f"the audio object {key}{version} does not exist; it was deleted or replaced "
+                "before it was transcribed"
+            ) from None
+        raise
+    logger.info(
+        "downloaded the audio",
+        extra={"bytes": path.stat().st_size, "download_seconds": time.monotonic() - started},
+    )
+    return path

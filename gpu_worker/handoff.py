@@ -1,0 +1,80 @@
+"""Step 6 and the failure path: what the worker tells the rest of the pipeline.
+
+Order on success: mark ``transcribed`` -> send the LLM job -> record that it was sent ->
+delete the audio message. Marking first means the LLM Caller always finds the job
+``transcribed`` when its message arrives; a crash before the record makes the next
+delivery send the LLM job again (a harmless duplicate in a window of milliseconds), and
+a crash after it only deletes the message.
+
+Order on failure: send the failed ``Result`` -> mark ``failed`` -> delete. A crash
+before the mark repeats the (identical) failure; none loses it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from gpu_worker.claim import HANDED_OFF_FIELD
+from gpu_worker.queues import send
+from pipeline_core.contracts import AudioJob, LlmJob, Result, utc_timestamp
+from pipeline_core.jobs import JobState, JobTable, at_or_after
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+    from gpu_worker.outputs import WrittenTranscript
+
+logger = logging.getLogger(__name__)
+
+
+class JobStateError(RuntimeError):
+    """The job is not in a state this step can move it from."""
+
+
+def mark_transcribed(table: JobTable, job_id: str, written: WrittenTranscript) -> bool:
+    """True when this delivery marked the job; False when another delivery already had
+    (it then also sends the LLM job, or its redelivery does)."""
+    if table.transition(
+        job_id, JobState.TRANSCRIBED, expected=[JobState.TRANSCRIBING], fields=written.job_fields()
+    ):
+        return True
+    record = table.get(job_id)
+    if record is not None and at_or_after(record.state, JobState.TRANSCRIBED):
+        return False
+    state = None if record is None else record.state.value
+    raise JobStateError(f"job {job_id} is {state}, cannot mark it transcribed")
+
+
+def send_llm_job(
+    sqs: SQSClient, llm_queue_url: str, job: AudioJob, job_id: str, timed_key: str
+) -> None:
+    message = LlmJob(
+        timed_key=timed_key,
+        details=job.details,
+        language=job.language,
+        job_id=job_id,
+        source_key=job.object_key,
+    )
+    message_id = send(sqs, llm_queue_url, message)
+    logger.info("sent the LLM job", extra={"timed_key": timed_key, "llm_message_id": message_id})
+
+
+def record_handed_off(table: JobTable, job_id: str) -> None:
+    table.update_fields(job_id, {HANDED_OFF_FIELD: utc_timestamp()})
+
+
+def report_failure(
+    sqs: SQSClient,
+    results_queue_url: str,
+    table: JobTable,
+    *,
+    source_key: str,
+    job_id: str | None,
+    reason: str,
+) -> None:
+    """Tell the user the job failed and why, and record it; the caller deletes the message."""
+    send(sqs, results_queue_url, Result.failure(source_key, reason, job_id=job_id))
+    if job_id is not None and table.get(job_id) is not None:
+        table.fail(job_id, reason)
+    logger.error("the job failed: %s", reason, extra={"error": reason})

@@ -1,0 +1,88 @@
+"""What tells the worker to stop: EC2's Spot notices (polled on IMDSv2) and signals."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from gpu_worker.imds import ImdsClient, ImdsError
+from gpu_worker.stopping import StopController
+
+logger = logging.getLogger(__name__)
+
+
+def check_interruption(imds: ImdsClient, stop: StopController) -> None:
+    """One look at IMDS: a Spot notice stops with its deadline, a rebalance advice drains."""
+    notice = imds.spot_notice()
+    if notice is not None:
+        if stop.requested is None or stop.requested.reason != f"spot {notice.action}":
+            logger.warning(
+                "Spot interruption notice: %s in %.0f s",
+                notice.action,
+                notice.at - time.time(),
+                extra={"spot_action": notice.action, "spot_deadline_epoch": notice.at},
+            )
+        stop.request(f"spot {notice.action}", deadline=notice.at)
+    elif imds.rebalance_recommended():
+        if stop.requested is None:
+            logger.warning("EC2 recommends rebalancing away from this Spot instance")
+        stop.request("rebalance recommendation", deadline=None)
+
+
+@contextmanager
+def watching_interruptions(
+    imds: ImdsClient | None, stop: StopController, every_seconds: float
+) -> Iterator[None]:
+    """Poll IMDS every ``every_seconds`` in a thread for the length of the block.
+
+    The first look happens before the block starts, so that an instance started under a
+    notice takes no work at all.
+    """
+    if imds is None:
+        yield
+        return
+    halt = threading.Event()
+    failing = False
+
+    def look() -> None:
+        nonlocal failing
+        try:
+            check_interruption(imds, stop)
+            failing = False
+        except ImdsError as exc:
+            # Log the first failure of a run of them, not one line every few seconds.
+            (logger.debug if failing else logger.warning)(
+                "could not read Spot notices from IMDS: %s", exc
+            )
+            failing = True
+
+    def loop() -> None:
+        while not halt.wait(every_seconds):
+            look()
+
+    look()
+
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(loop,), name="spot-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        halt.set()
+        thread.join()
+
+
+def install_signal_handlers(stop: StopController) -> None:
+    """SIGTERM (systemd stop, instance shutdown) and SIGINT stop the worker like a notice."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        stop.request(signal.Signals(signum).name, deadline=time.time())
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

@@ -1,0 +1,113 @@
+"""Step 5: the transcript files in S3, the timed one last as the commit mark.
+
+Each ``put_object`` is atomic for readers (a reader sees the old object or the whole new
+one). The timed file is written last because it is what the LLM Caller reads and what a
+restarted worker looks for: it carries the job id and the run's figures as S3 metadata,
+so a redelivered job whose transcript was already written skips straight to the hand-off.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote
+
+from botocore.exceptions import ClientError
+
+from gpu_worker import formats
+from gpu_worker.download import MISSING_CODES
+from pipeline_core.keys import TranscriptKeys
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from gpu_worker.transcribe_step import Transcription
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WrittenTranscript:
+    keys: TranscriptKeys
+    audio_seconds: float
+    transcribe_seconds: float
+    model: str
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.transcribe_seconds / self.audio_seconds if self.audio_seconds > 0 else 0.0
+
+    def job_fields(self) -> dict[str, object]:
+        """What the job table records about the transcription."""
+        return {
+            "timed_key": self.keys.timed,
+            "audio_seconds": round(self.audio_seconds, 3),
+            "transcribe_seconds": round(self.transcribe_seconds, 3),
+            "real_time_factor": round(self.real_time_factor, 4),
+            "model": self.model,
+            "progress_percent": 100.0,
+        }
+
+
+def write_transcripts(
+    s3: S3Client,
+    bucket: str,
+    keys: TranscriptKeys,
+    transcription: Transcription,
+    figures: formats.RunFigures,
+) -> WrittenTranscript:
+    segments = transcription.segments
+    for key, body, content_type in (
+        (keys.json, formats.transcript_json(segments, figures), "application/json"),
+        (keys.srt, formats.srt(segments), "application/x-subrip; charset=utf-8"),
+        (keys.vtt, formats.vtt(segments), "text/vtt; charset=utf-8"),
+    ):
+        s3.put_object(Bucket=bucket, Key=key, Body=body.encode("utf-8"), ContentType=content_type)
+    written = WrittenTranscript(
+        keys=keys,
+        audio_seconds=figures.audio_seconds,
+        transcribe_seconds=figures.transcribe_seconds,
+        model=figures.model,
+    )
+    s3.put_object(
+        Bucket=bucket,
+        Key=keys.timed,
+        Body=formats.timed_text(segments).encode("utf-8"),
+        ContentType="text/plain; charset=utf-8",
+        Metadata={  # S3 metadata is ASCII: the model id is percent-encoded
+            "job-id": figures.job_id,
+            "audio-seconds": f"{figures.audio_seconds:.3f}",
+            "transcribe-seconds": f"{figures.transcribe_seconds:.3f}",
+            "model": quote(figures.model, safe=":/"),
+        },
+    )
+    logger.info(
+        "wrote the transcript",
+        extra={"timed_key": keys.timed, "segments": len(segments), **written.job_fields()},
+    )
+    return written
+
+
+def find_written_transcript(
+    s3: S3Client, bucket: str, keys: TranscriptKeys, job_id: str
+) -> WrittenTranscript | None:
+    """The transcript an earlier delivery of this job finished writing, if any."""
+    try:
+        head = s3.head_object(Bucket=bucket, Key=keys.timed)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in MISSING_CODES:
+            return None
+        raise
+    metadata = head.get("Metadata", {})
+    if metadata.get("job-id") != job_id:  # absent, or another upload's transcript
+        return None
+    try:
+        return WrittenTranscript(
+            keys=keys,
+            audio_seconds=float(metadata["audio-seconds"]),
+            transcribe_seconds=float(metadata["transcribe-seconds"]),
+            model=unquote(metadata.get("model", "")),
+        )
+    except (KeyError, ValueError):
+        return None

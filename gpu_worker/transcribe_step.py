@@ -1,0 +1,63 @@
+"""Step 4: the recording's segments, with progress and the figures of the run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import librosa
+
+from gpu_worker.engines import AsrEngine
+from gpu_worker.formats import normalize_segments
+from gpu_worker.progress import ProgressTracker
+from gpu_worker.recognize import transcribe_file
+from gpu_worker.transcript import Segment
+
+
+@dataclass(frozen=True)
+class Transcription:
+    segments: list[Segment]
+    audio_seconds: float
+    transcribe_seconds: float
+    model: str
+
+
+def transcribe_audio(
+    engine: AsrEngine,
+    path: Path,
+    language: str,
+    progress: ProgressTracker,
+    check: Callable[[], None],
+    *,
+    on_report: Callable[[float], None] | None = None,
+) -> Transcription:
+    """Transcribe ``path``; ``check()`` runs at every progress report and segment and may
+    raise to abandon the job (the recogniser stops at the next report); ``on_report``
+    receives the percent done at the tracker's (throttled) pace."""
+    started = time.monotonic()
+
+    def on_progress(done: float, total: float) -> None:
+        if progress.update(done, total) and on_report is not None:
+            on_report(progress.percent())
+        check()
+
+    segments: list[Segment] = []
+    for segment in transcribe_file(engine, path, language, on_progress):
+        segments.append(segment)
+        check()
+    elapsed = time.monotonic() - started
+    # The recogniser reports the total with its first progress; a recording with no
+    # speech may report none, so the file itself is asked.
+    duration = progress.total if progress.total is not None else _duration(path)
+    return Transcription(
+        segments=normalize_segments(segments, duration),
+        audio_seconds=duration,
+        transcribe_seconds=elapsed,
+        model=engine.model_id,
+    )
+
+
+def _duration(path: Path) -> float:
+    return float(librosa.get_duration(path=str(path)))

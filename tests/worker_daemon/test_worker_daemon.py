@@ -1,0 +1,297 @@
+"""The daemon end to end in one process: moto for AWS, real MP3s, the real tiny.en model."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from audio_factory import corrupt_mp3, empty_mp3, text_as_mp3
+from worker_daemon.conftest import JsonLog
+from worker_daemon.harness import MAX_RECEIVES, FakeImds, Pipeline
+
+from gpu_worker.claim import HANDED_OFF_FIELD
+from gpu_worker.daemon import EXIT_OK
+from gpu_worker.stopping import StopController
+from pipeline_core.contracts import AudioJob
+from pipeline_core.jobs import JobState, job_id_for
+from pipeline_core.keys import transcript_keys
+
+pytestmark = pytest.mark.slow
+
+STAMP = r"(\d{2,}):(\d{2}):(\d{2})\.(\d{3})"
+TIMED_LINE = re.compile(rf"^\[{STAMP} --> {STAMP}\] (\S.*)$")
+
+
+def _seconds(h: str, m: str, s: str, ms: str) -> float:
+    return int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
+
+
+def parse_timed(text: str) -> list[tuple[float, float, str]]:
+    rows = []
+    for line in text.splitlines():
+        match = TIMED_LINE.match(line)
+        assert match, f"not a timed line: {line!r}"
+        groups = match.groups()
+        rows.append((_seconds(*groups[0:4]), _seconds(*groups[4:8]), groups[8]))
+    return rows
+
+
+def run_in_thread(worker_run: object) -> tuple[threading.Thread, list[int]]:
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(worker_run()), daemon=True)  # type: ignore[operator]
+    thread.start()
+    return thread, codes
+
+
+def wait_until(condition: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def test_happy_path(pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog) -> None:
+    key = pipeline.upload("lectures/fox.mp3", fox_mp3)
+    job_id = pipeline.dispatch(key, language="english", details="שיעור א׳, Bava Kamma 2a")
+
+    assert pipeline.worker().run() == EXIT_OK
+
+    keys = transcript_keys(key)
+    assert keys.timed == "transcriptions/lectures/fox.timed.txt"
+    document = json.loads(pipeline.text(keys.json))
+    rows = parse_timed(pipeline.text(keys.timed))
+    assert "quick brown fox" in " ".join(text for _, _, text in rows).lower()
+    duration = document["audio_seconds"]
+    assert 2.0 < duration < 6.0
+    starts = [start for start, _, _ in rows]
+    assert starts == sorted(starts)
+    assert all(0.0 <= start <= end <= duration + 0.001 for start, end, _ in rows)
+    assert document["language"] == "en"
+    assert document["model"].startswith("faster-whisper:")
+    assert document["job_id"] == job_id
+    assert document["real_time_factor"] == pytest.approx(
+        document["transcribe_seconds"] / duration, rel=0.01
+    )
+    assert any(
+        w["text"].strip().lower().startswith("fox")
+        for s in document["segments"]
+        for w in s["words"]
+    )
+    assert pipeline.text(keys.srt).startswith("1\n00:00:00,")
+    assert pipeline.text(keys.vtt).startswith("WEBVTT\n\n00:00:00.")
+
+    [llm_job] = pipeline.llm_jobs()
+    assert llm_job.timed_key == keys.timed
+    assert llm_job.details == "שיעור א׳, Bava Kamma 2a"
+    assert llm_job.language == "english"
+    assert llm_job.job_id == job_id
+    assert llm_job.source_key == key
+
+    job = pipeline.job(job_id)
+    assert job.state is JobState.TRANSCRIBED
+    assert float(job.attributes["audio_seconds"]) == pytest.approx(duration, abs=0.01)
+    assert float(job.attributes["transcribe_seconds"]) > 0
+    assert float(job.attributes["real_time_factor"]) > 0
+    assert job.attributes["attempts"] == 1
+    assert job.attributes["timed_key"] == keys.timed
+    assert job.attributes["progress_percent"] == 100
+    assert HANDED_OFF_FIELD in job.attributes
+    assert pipeline.depth(pipeline.audio_queue_url) == (0, 0)  # the message was deleted
+    assert pipeline.results() == []
+
+    job_lines = [line for line in json_log.lines() if line.get("job_id") == job_id]
+    assert any("transcribing:" in line["message"] for line in job_lines)  # progress
+    assert {line["s3_key"] for line in job_lines} == {key}
+    claimed_at = next(
+        i for i, line in enumerate(json_log.lines()) if line["message"] == "claimed the job"
+    )
+    after_claim = json_log.lines()[claimed_at:]
+    handed = next(i for i, line in enumerate(after_claim) if "handed to the LLM" in line["message"])
+    assert all(line.get("job_id") == job_id for line in after_claim[: handed + 1])
+
+
+def test_duplicate_seed_messages_make_one_llm_job(pipeline: Pipeline, fox_mp3: Path) -> None:
+    """The seed's message format (no job id, no job row) sent twice: one job, one LLM job."""
+    key = pipeline.upload("fox.mp3", fox_mp3)
+    seed = json.dumps({"s3_key": "fox.mp3", "language": "english", "details": "twice"})
+    pipeline.send_audio(seed)
+    pipeline.send_audio(seed)
+
+    assert pipeline.worker().run() == EXIT_OK
+
+    [llm_job] = pipeline.llm_jobs()
+    etag = pipeline.s3.head_object(Bucket=pipeline.bucket, Key=key)["ETag"].strip('"')
+    assert llm_job.job_id == job_id_for(pipeline.bucket, key, etag)
+    job = pipeline.job(llm_job.job_id)
+    assert job.state is JobState.TRANSCRIBED
+    assert job.attributes["attempts"] == 1
+    assert job.details == "twice"
+    assert pipeline.depth(pipeline.audio_queue_url) == (0, 0)
+    assert pipeline.drain(pipeline.audio_dlq_url) == []  # the duplicate was deleted, not failed
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (corrupt_mp3, "could not be decoded as audio"),
+        (empty_mp3, "empty (0 bytes)"),
+        (text_as_mp3, "could not be decoded as audio"),
+        (None, "does not exist"),
+    ],
+    ids=["corrupt", "zero-byte", "text-as-mp3", "missing-key"],
+)
+def test_bad_input_fails_the_job_once(
+    pipeline: Pipeline, tmp_path: Path, make: object, reason: str
+) -> None:
+    if make is None:
+        key = "audio-input/gone.mp3"
+        job_id = "job-of-a-deleted-upload"
+        pipeline.jobs().create(
+            job_id=job_id, bucket=pipeline.bucket, s3_key=key, version="v", language="en",
+            details="",
+        )  # fmt: skip
+        pipeline.send_audio(AudioJob(s3_key=key, language="en", job_id=job_id).to_json())
+    else:
+        key = pipeline.upload("bad.mp3", make(tmp_path / "bad.mp3"))  # type: ignore[operator]
+        job_id = pipeline.dispatch(key)
+
+    assert pipeline.worker().run() == EXIT_OK
+
+    [result] = pipeline.results()
+    assert result.status == "failed"
+    assert result.source_file == key
+    assert result.job_id == job_id
+    assert result.error is not None
+    assert reason in result.error
+    assert key in result.error
+    job = pipeline.job(job_id)
+    assert job.state is JobState.FAILED
+    assert job.error == result.error
+    assert pipeline.llm_jobs() == []
+    assert pipeline.depth(pipeline.audio_queue_url) == (0, 0)  # deleted: no retry loop
+    assert pipeline.drain(pipeline.audio_dlq_url) == []
+
+
+def test_malformed_message_goes_to_the_dlq_and_good_work_goes_on(
+    pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog
+) -> None:
+    garbage = "{this is not json"
+    pipeline.send_audio(garbage)
+    key = pipeline.upload("fox.mp3", fox_mp3)
+    job_id = pipeline.dispatch(key)
+
+    # The malformed message is hidden 1 s after each receive, so the good one is served
+    # between its receives; the queue's redrive policy moves it after the third.
+    worker = pipeline.worker(retry_delay_seconds=1, poll_wait_seconds=1)
+    assert worker.run() == EXIT_OK
+
+    assert pipeline.drain(pipeline.audio_dlq_url) == [garbage]
+    assert [job.job_id for job in pipeline.llm_jobs()] == [job_id]
+    assert pipeline.job(job_id).state is JobState.TRANSCRIBED
+    assert pipeline.results() == []  # nobody could be told
+    lines = json_log.lines()
+    malformed = [line for line in lines if line["message"].startswith("malformed")]
+    assert [line["receive_count"] for line in malformed] == list(range(1, MAX_RECEIVES + 1))
+    assert all(line["body"] == garbage for line in malformed)
+    served = next(i for i, line in enumerate(lines) if line["message"] == "claimed the job")
+    assert lines.index(malformed[0]) < served < lines.index(malformed[-1])
+
+
+def test_malformed_message_naming_its_audio_is_failed_explicitly(pipeline: Pipeline) -> None:
+    pipeline.send_audio('{"s3_key": "talk.mp3", "language": "klingon", "job_id": "j-k"}')
+
+    assert pipeline.worker().run() == EXIT_OK
+
+    [result] = pipeline.results()
+    assert result.status == "failed"
+    assert result.source_file == "audio-input/talk.mp3"
+    assert result.job_id == "j-k"
+    assert result.error is not None
+    assert "language" in result.error
+    assert pipeline.depth(pipeline.audio_queue_url) == (0, 0)
+    assert pipeline.drain(pipeline.audio_dlq_url) == []
+
+
+def test_transient_failure_keeps_the_message_and_the_next_delivery_resumes(
+    pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog
+) -> None:
+    key = pipeline.upload("fox.mp3", fox_mp3)
+    job_id = pipeline.dispatch(key)
+    missing_queue = pipeline.llm_queue_url + "-that-does-not-exist"
+    broken = pipeline.worker(llm_queue_url=missing_queue, retry_delay_seconds=30)
+
+    message = broken.queue.receive_one()
+    assert message is not None
+    broken.handle(message)  # the LLM Queue is unreachable: logged, not raised
+
+    assert pipeline.depth(pipeline.audio_queue_url) == (0, 1)  # kept, hidden for a retry
+    assert pipeline.job(job_id).state is JobState.TRANSCRIBED
+    assert HANDED_OFF_FIELD not in pipeline.job(job_id).attributes
+    timed = transcript_keys(key).timed
+    written_at = pipeline.s3.head_object(Bucket=pipeline.bucket, Key=timed)["LastModified"]
+    assert json_log.has("the message will be delivered again")
+
+    broken.queue.set_visibility(message, 0)  # as if the retry delay had passed
+    assert pipeline.worker().run() == EXIT_OK
+
+    [llm_job] = pipeline.llm_jobs()
+    assert llm_job.job_id == job_id
+    assert HANDED_OFF_FIELD in pipeline.job(job_id).attributes
+    assert pipeline.job(job_id).attributes["attempts"] == 1  # not transcribed again
+    assert pipeline.s3.head_object(Bucket=pipeline.bucket, Key=timed)["LastModified"] == written_at
+    assert pipeline.depth(pipeline.audio_queue_url) == (0, 0)
+
+
+def test_heartbeat_keeps_a_long_job_hidden_and_sigterm_releases_it(
+    pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog
+) -> None:
+    key = pipeline.upload("fox.mp3", fox_mp3)
+    job_id = pipeline.dispatch(key)
+    stop = StopController()
+    worker = pipeline.worker(
+        stop, visibility_timeout_seconds=2, heartbeat_seconds=0.5, pause_after_step="downloaded"
+    )
+    thread, codes = run_in_thread(worker.run)
+    wait_until(lambda: json_log.has("paused after step downloaded"))
+
+    time.sleep(3.5)  # well past the 2 s visibility timeout the message was received with
+    assert pipeline.depth(pipeline.audio_queue_url) == (0, 1)
+    assert pipeline.sqs.receive_message(QueueUrl=pipeline.audio_queue_url).get("Messages") is None
+
+    stop.request("SIGTERM", deadline=time.time())  # what the signal handler does
+    thread.join(timeout=10)
+    assert codes == [EXIT_OK]
+    assert pipeline.depth(pipeline.audio_queue_url) == (1, 0)  # released at once
+    assert pipeline.job(job_id).state is JobState.TRANSCRIBING
+    assert json_log.has("released the in-flight message")
+    assert not [t for t in threading.enumerate() if t.name in ("heartbeat", "stop-enforcer")]
+
+
+def test_spot_notice_releases_the_message_and_another_worker_finishes(
+    pipeline: Pipeline, fox_mp3: Path, fake_imds: FakeImds, json_log: JsonLog
+) -> None:
+    key = pipeline.upload("fox.mp3", fox_mp3)
+    job_id = pipeline.dispatch(key)
+    doomed = pipeline.worker(imds_endpoint=fake_imds.url, pause_after_step="mid_transcription")
+    thread, codes = run_in_thread(doomed.run)
+    wait_until(lambda: json_log.has("paused after step mid_transcription"))
+    assert pipeline.depth(pipeline.audio_queue_url) == (0, 1)
+
+    fake_imds.announce_spot_interruption(in_seconds=10)  # less than the finishing margin
+    wait_until(lambda: pipeline.depth(pipeline.audio_queue_url) == (1, 0), timeout=10)
+    thread.join(timeout=10)
+    assert codes == [EXIT_OK]
+    assert pipeline.llm_jobs() == []
+
+    assert pipeline.worker().run() == EXIT_OK  # a replacement instance
+
+    [llm_job] = pipeline.llm_jobs()
+    assert llm_job.job_id == job_id
+    job = pipeline.job(job_id)
+    assert job.state is JobState.TRANSCRIBED
+    assert job.attributes["attempts"] == 2
+    assert "quick brown fox" in pipeline.text(llm_job.timed_key).lower()

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from gpu_worker.formats import (
+    RunFigures,
+    normalize_segments,
+    srt,
+    timed_text,
+    timestamp,
+    transcript_json,
+    vtt,
+)
+from gpu_worker.transcript import Segment, Word
+
+HEBREW = "אמר רבי יוחנן, (שבת ב.) מה?"
+STAMP = r"\d{2,}:\d{2}:\d{2}\.\d{3}"
+TIMED_LINE = re.compile(rf"^\[{STAMP} --> {STAMP}\] \S.*$")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "00:00:00.000"),
+        (0.0004, "00:00:00.000"),
+        (1.2345, "00:00:01.234"),
+        (59.9996, "00:01:00.000"),
+        (3725.5, "01:02:05.500"),
+        (3 * 3600 + 7.25, "03:00:07.250"),
+        (100 * 3600, "100:00:00.000"),
+        (-0.2, "00:00:00.000"),
+    ],
+)
+def test_timestamp(seconds: float, text: str) -> None:
+    assert timestamp(seconds) == text
+    assert timestamp(seconds, ",") == text.replace(".", ",")
+
+
+def _segments() -> list[Segment]:
+    return [
+        Segment(0.0, 2.5, " שלום  עולם\n", (Word(0.0, 1.0, " שלום", 0.9), Word(1.0, 2.5, " עולם"))),
+        Segment(3725.5, 3727.0, HEBREW),
+    ]
+
+
+def test_timed_text_one_segment_a_line_with_hebrew_and_hours() -> None:
+    text = timed_text(_segments())
+    lines = text.splitlines()
+    assert lines == [
+        "[00:00:00.000 --> 00:00:02.500] שלום עולם",
+        f"[01:02:05.500 --> 01:02:07.000] {HEBREW}",
+    ]
+    assert all(TIMED_LINE.match(line) for line in lines)
+    assert text.endswith("\n")
+
+
+def test_srt_and_vtt() -> None:
+    segments = [*_segments(), Segment(3728.0, 3729.0, "a <b> & c --> d")]
+    assert srt(segments) == (
+        "1\n00:00:00,000 --> 00:00:02,500\nשלום עולם\n\n"
+        f"2\n01:02:05,500 --> 01:02:07,000\n{HEBREW}\n\n"
+        "3\n01:02:08,000 --> 01:02:09,000\na <b> & c --> d\n"
+    )
+    document = vtt(segments)
+    assert document.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:02.500\nשלום עולם\n\n")
+    assert f"01:02:05.500 --> 01:02:07.000\n{HEBREW}\n" in document
+    cue_text = document.rstrip("\n").split("\n")[-1]
+    assert cue_text == "a &lt;b&gt; &amp; c --&gt; d"
+    assert "-->" not in cue_text
+
+
+def test_json_carries_segments_words_and_figures() -> None:
+    figures = RunFigures(
+        source_key="audio-input/שיעור.mp3",
+        job_id="j1",
+        language="he",
+        model="faster-whisper:tiny",
+        audio_seconds=3727.0,
+        transcribe_seconds=186.35,
+    )
+    document = json.loads(transcript_json(_segments(), figures))
+    assert document["source_key"] == "audio-input/שיעור.mp3"
+    assert document["language"] == "he"
+    assert document["model"] == "faster-whisper:tiny"
+    assert document["audio_seconds"] == 3727.0
+    assert document["transcribe_seconds"] == 186.35
+    assert document["real_time_factor"] == pytest.approx(0.05, abs=1e-4)
+    assert [s["text"] for s in document["segments"]] == ["שלום עולם", HEBREW]
+    assert document["segments"][0]["words"] == [
+        {"start": 0.0, "end": 1.0, "text": " שלום", "probability": 0.9},
+        {"start": 1.0, "end": 2.5, "text": " עולם"},
+    ]
+    assert "שלום" in transcript_json(_segments(), figures)  # UTF-8, not \\u escapes
+
+
+def test_normalize_clamps_orders_and_drops_empty() -> None:
+    raw = [
+        Segment(-0.1, 1.0, "a", (Word(-0.1, 0.5, "a"),)),
+        Segment(0.8, 0.7, "b"),  # ends before it starts
+        Segment(0.5, 2.0, "   "),  # nothing said
+        Segment(0.6, 9.0, "c"),  # starts before the previous one, ends past the audio
+    ]
+    segments = normalize_segments(raw, duration=5.0)
+    assert [s.text for s in segments] == ["a", "b", "c"]
+    assert [(s.start, s.end) for s in segments] == [(0.0, 1.0), (0.8, 0.8), (0.8, 5.0)]
+    assert segments[0].words[0].start == 0.0
+    starts = [s.start for s in segments]
+    assert starts == sorted(starts)
+    assert all(0 <= s.start <= s.end <= 5.0 for s in segments)
+
+
+def test_empty_transcript_is_still_valid_files() -> None:
+    assert timed_text([]) == ""
+    assert srt([]) == ""
+    assert vtt([]) == "WEBVTT\n\n"
