@@ -12,6 +12,7 @@ import argparse
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,12 +27,14 @@ from local_mode.view import FileStatus, progress_table, scaling_table, summary_t
 from onprem.poll import Poller, PollOptions
 from onprem.shutdown import GracefulStop
 from onprem.state import UploadState
-from onprem.upload import Status, UploadOptions, run_upload
+from onprem.upload import FileOutcome, Status, UploadOptions, run_upload
 from pipeline_core.jsonlog import configure_logging
 from pipeline_core.keys import AUDIO_SUFFIXES, FINAL_PREFIX, final_keys, local_relative_path, stem
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from local_mode.scaler import ScalingEvent
 
 log = logging.getLogger("local_mode")
 
@@ -112,24 +115,37 @@ def _all_home(statuses: list[FileStatus]) -> bool:
     return all(status.finished and status.outputs for status in statuses)
 
 
-def run(args: argparse.Namespace, console: Console) -> int:
+@dataclass(frozen=True)
+class RunResult:
+    """What a local run ended with, read before the emulator went away."""
+
+    statuses: list[FileStatus]
+    not_uploaded: list[FileOutcome]
+    scaling_events: list[ScalingEvent]
+    queue_depths: dict[str, int]
+    desired_capacity: int
+    llm_max_concurrency: int
+    output_dir: Path
+    started_at: float
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.not_uploaded or any(s.stage != "done" for s in self.statuses) else 0
+
+
+def run_local(args: argparse.Namespace, console: Console) -> RunResult:
+    """Upload ``args.audio_dir`` (or samples), run the pipeline, bring the transcripts home."""
     work_dir: Path = args.work_dir.resolve()
     out: Path = (args.out or work_dir / "output").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    log_file = work_dir / "pipeline.log"
-    work_dir.mkdir(parents=True, exist_ok=True)
-    configure_logging("INFO", service="local", stream=log_file.open("a", encoding="utf-8"))
-    if args.corrector == "openai" and not args.llm_url:
-        console.print("[red]--corrector openai needs --llm-url[/]")
-        return 2
-
+    log_stream = (work_dir / "pipeline.log").open("a", encoding="utf-8")
+    configure_logging("INFO", service="local", stream=log_stream)
     audio_dir: Path = args.audio_dir or work_dir / "samples"
     if args.audio_dir is None:
         console.print(f"No folder given: making sample recordings in {audio_dir}")
         make_samples(audio_dir)
     if not audio_dir.is_dir():
-        console.print(f"[red]{audio_dir} is not a folder[/]")
-        return 2
+        raise UsageError(f"{audio_dir} is not a folder")
 
     console.print(f"Preparing the {args.engine} model ({args.model}) ...")
     options = LocalOptions(
@@ -145,9 +161,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
     console.print("Starting the emulated AWS stack (moto) from cloudformation/pipeline.yaml ...")
     started = time.time()
     with LocalDeployment(options) as deployment:
+        # The Chalice app configures logging when it is imported, as it does in Lambda.
+        configure_logging("INFO", service="local", stream=log_stream)
         outputs = deployment.outputs
         s3 = boto3.client("s3")
-        # A fresh emulated bucket each run: the state file lives with it, not across runs.
+        # A fresh emulated bucket each run: the upload state belongs to it, not to the folder.
         state_path = work_dir / f"upload-state-{int(started)}.sqlite"
         with UploadState(state_path) as state:
             report = run_upload(
@@ -161,13 +179,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
                 ),
             )
         state_path.unlink(missing_ok=True)
-        for outcome in report.outcomes:
-            if outcome.status is Status.FAILED:
-                console.print(f"[red]not uploaded[/] {outcome.path}: {outcome.reason}")
+        not_uploaded = [o for o in report.outcomes if o.status is Status.FAILED]
+        for outcome in not_uploaded:
+            console.print(f"[red]not uploaded[/] {outcome.path}: {outcome.reason}")
         keys = [o.key for o in report.outcomes if o.status is Status.UPLOADED and o.key]
-        if not keys:
-            console.print("[yellow]Nothing to transcribe.[/]")
-            return 1 if report.exit_code else 0
 
         stop = GracefulStop()
         poller = Poller(
@@ -179,17 +194,26 @@ def run(args: argparse.Namespace, console: Console) -> int:
         poll_thread = threading.Thread(target=poller.run, name="onprem-poller")
         poll_thread.start()
         try:
-            statuses = _watch(deployment, keys, out, args.timeout, console)
+            statuses = _watch(deployment, keys, out, args.timeout, console) if keys else []
         finally:
             stop.request()
             poll_thread.join()
-        events = deployment.scaler.state.events if deployment.scaler else []
+        return RunResult(
+            statuses=statuses,
+            not_uploaded=not_uploaded,
+            scaling_events=list(deployment.scaler.state.events) if deployment.scaler else [],
+            queue_depths=deployment.queue_depths(),
+            desired_capacity=deployment.desired_capacity(),
+            llm_max_concurrency=(
+                deployment.llm_trigger.stats.max_concurrency_seen if deployment.llm_trigger else 0
+            ),
+            output_dir=out,
+            started_at=started,
+        )
 
-    console.print(summary_table(statuses))
-    console.print(scaling_table(events, started))
-    console.print(f"Transcripts: {out}   Logs: {log_file}, {work_dir / 'worker.log'}")
-    failed = [s for s in statuses if s.stage != "done"]
-    return 1 if failed or report.exit_code else 0
+
+class UsageError(ValueError):
+    """A command line that cannot run."""
 
 
 def _watch(
@@ -217,8 +241,23 @@ def _watch(
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
+    if args.corrector == "openai" and not args.llm_url:
+        console.print("[red]--corrector openai needs --llm-url[/]")
+        return 2
     try:
-        return run(args, console)
+        result = run_local(args, console)
+    except UsageError as exc:
+        console.print(f"[red]{exc}[/]")
+        return 2
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted: everything was stopped.[/]")
         return 130
+    if not result.statuses:
+        console.print("[yellow]Nothing was transcribed.[/]")
+    else:
+        console.print(summary_table(result.statuses, relative_to=result.output_dir))
+    console.print(scaling_table(result.scaling_events, result.started_at))
+    work_dir = args.work_dir.resolve()
+    console.print(f"Transcripts: {result.output_dir}")
+    console.print(f"Logs: {work_dir / 'pipeline.log'}, {work_dir / 'worker.log'}")
+    return result.exit_code

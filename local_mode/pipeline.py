@@ -229,6 +229,32 @@ class LocalDeployment:
         log_file.close()
         return process
 
+    def queue_depths(self) -> dict[str, int]:
+        """Messages left (visible, in flight or delayed) in every queue and DLQ of the stack."""
+        sqs = boto3.client("sqs")
+        depths: dict[str, int] = {}
+        for name, url in self.outputs.items():
+            if not name.endswith(("QueueUrl", "DlqUrl")):
+                continue
+            attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])[
+                "Attributes"
+            ]
+            depths[name.removesuffix("Url")] = sum(
+                int(attributes.get(attribute, "0"))
+                for attribute in (
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                )
+            )
+        return depths
+
+    def desired_capacity(self) -> int:
+        groups = boto3.client("autoscaling").describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self.outputs["GpuAsgName"]]
+        )["AutoScalingGroups"]
+        return groups[0]["DesiredCapacity"]
+
     def job_table(self) -> JobTable:
         return JobTable(boto3.client("dynamodb"), self.outputs["JobTableName"])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.table import Table
@@ -62,7 +63,7 @@ def progress_table(files: Sequence[FileStatus], title: str = "Pipeline") -> Tabl
     return table
 
 
-def summary_table(files: Sequence[FileStatus]) -> Table:
+def summary_table(files: Sequence[FileStatus], relative_to: Path | None = None) -> Table:
     table = Table(title="Results")
     for column in ("file", "duration", "transcription", "RTF", "status", "outputs"):
         table.add_column(
@@ -79,9 +80,18 @@ def summary_table(files: Sequence[FileStatus]) -> Table:
             _seconds(file.transcribe_seconds),
             "" if rtf is None else f"{rtf:.3f}",
             status,
-            "\n".join(file.outputs),
+            "\n".join(_shown(path, relative_to) for path in file.outputs),
         )
     return table
+
+
+def _shown(path: str, folder: Path | None) -> str:
+    if folder is None:
+        return path
+    try:
+        return str(Path(path).relative_to(folder))
+    except ValueError:
+        return path
 
 
 def scaling_table(events: Sequence[ScalingEvent], started_at: float) -> Table:
