@@ -320,7 +320,8 @@ class _Correction:
             job_id=self.job.job_id,
             schema_version=SCHEMA_VERSION,
         )
-        figures = {
+        # No None values: JobTable drops them from the values but not from the expression.
+        figures: dict[str, Any] = {
             "result_status": status,
             "output_file": result.output_file,
             "timed_output_file": result.timed_output_file,
@@ -332,9 +333,10 @@ class _Correction:
             "chunks_total": report.chunks_total,
             "chunks_uncorrected": report.chunks_uncorrected + report.chunks_pending,
             "model_calls": report.model_calls,
-            "uncorrected_reasons": "; ".join(report.reasons)[:2000] or None,
         }
-        log.info("transcript corrected", extra={k: v for k, v in figures.items() if v is not None})
+        if report.reasons:
+            figures["uncorrected_reasons"] = "; ".join(report.reasons)[:2000]
+        log.info("transcript corrected", extra=figures)
         if self.tracked and self.job.job_id:
             moved = self.table.transition(
                 self.job.job_id, JobState.SUCCEEDED, expected=[JobState.CORRECTING], fields=figures
@@ -382,7 +384,9 @@ class _Correction:
             )  # fmt: skip
         if self.delivery.receive_count >= self.settings.max_receives:
             self._last_chance(reason)
-        elif self.delivery.receipt_handle and self.settings.llm_queue_url:
+        # Back after the retry delay, not the queue's 90-minute visibility timeout; after the
+        # last receive that is when the message moves to the DLQ (and its alarm fires).
+        if self.delivery.receipt_handle and self.settings.llm_queue_url:
             try:
                 self.clients.sqs.change_message_visibility(
                     QueueUrl=self.settings.llm_queue_url,
