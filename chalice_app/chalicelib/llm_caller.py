@@ -342,6 +342,11 @@ class _Correction:
                 self.job.job_id, JobState.SUCCEEDED, expected=[JobState.CORRECTING], fields=figures
             )
             if not moved:
+                # Already succeeded (an earlier attempt of this message whose result send
+                # failed, or a duplicate that took over a lapsed lease): its record decides.
+                record = self.table.get(self.job.job_id)
+                if record is not None and record.state is JobState.SUCCEEDED:
+                    return self._already_succeeded(record)
                 log.warning("the job left 'correcting' meanwhile; no result sent")
                 return Outcome.DUPLICATE
         send_result(self.clients.sqs, self.settings.results_queue_url, result)
