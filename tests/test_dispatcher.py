@@ -207,6 +207,17 @@ def test_unsafe_key_is_failed_in_the_job_table(stack: Deployment) -> None:
     assert stack.results() == []
 
 
+def test_a_key_that_does_not_url_decode_is_failed_in_the_job_table(stack: Deployment) -> None:
+    client = stack.client()
+    event = client.events.generate_s3_event(stack.bucket, "audio-input/%FF%FE.mp3")
+    client.lambda_.invoke("dispatcher", event)
+    [record] = stack.table().scan()
+    assert record.state is JobState.FAILED
+    assert record.error is not None
+    assert "not URL-encoded UTF-8" in record.error
+    assert audio_jobs(stack) == []
+
+
 def test_a_refused_upload_is_refused_once(stack: Deployment) -> None:
     client = stack.client()
     key = "audio-input/empty.mp3"

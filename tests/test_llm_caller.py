@@ -264,11 +264,12 @@ def test_bedrock_validation_error_costs_the_chunk_its_correction_only(
     assert only_result(stack).status == "success_uncorrected"
 
 
-def test_throttling_is_retried_by_botocore_within_one_invocation(
-    stack: Deployment, model: FakeModel
+@pytest.mark.parametrize("error", ["ThrottlingException", "ServiceUnavailableException"])
+def test_transient_errors_are_retried_by_botocore_within_one_invocation(
+    stack: Deployment, model: FakeModel, error: str
 ) -> None:
     model.script.fail_times = 2
-    model.script.error = "ThrottlingException"
+    model.script.error = error
     client = stack.client(llm_env=llm_env(model, LLM_MAX_ATTEMPTS="3"))
     invoke(client, transcribed(stack, LECTURE))
     assert len(model.converse_calls()) == 3
