@@ -5,7 +5,7 @@ real handlers with that stage's environment."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -192,7 +192,3 @@ def deploy(tmp_path: Path, job_table_name: str, *, versioned: bool = False) -> D
         "GpuAsgArn": asg_arn,
     }
     return Deployment(tmp_path, outputs, job_table_name, audio_dlq, llm_dlq)
-
-
-def messages(deployment: Deployment, queue_output: str) -> Iterator[str]:
-    yield from deployment.drain(deployment.outputs[queue_output])
