@@ -2,6 +2,40 @@
 
 from __future__ import annotations
 
-from chalice import Chalice
+import os
+
+from chalice.app import Chalice, S3Event, SQSEvent
+
+from chalicelib import entrypoints
+from pipeline_core.config import ENV_BUCKET, ENV_LOG_LEVEL
+from pipeline_core.jsonlog import configure_logging
+from pipeline_core.keys import AUDIO_PREFIX
 
 app = Chalice(app_name="transcription-pipeline")
+configure_logging(
+    os.environ.get(ENV_LOG_LEVEL, "INFO"),
+    service=os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "transcription-pipeline"),
+)
+
+# Read when `chalice deploy`/`package` loads the app: the stage's environment_variables in
+# .chalice/config.json (written by stage_config.py) name the real bucket and queue. The
+# placeholders only let the app load where no stage is configured (tests, a first package).
+BUCKET = os.environ.get(ENV_BUCKET, "transcription-pipeline-bucket")
+LLM_QUEUE_NAME = os.environ.get("LLM_QUEUE_NAME", "transcription-pipeline-llm")
+# The event source's own limit, equal to the reserved concurrency: without it Lambda would
+# poll faster than the 3 reserved instances run, and each throttled invocation would count
+# as a receive towards the DLQ.
+LLM_MAX_CONCURRENCY = int(os.environ.get("LLM_MAX_CONCURRENCY", "3"))
+
+
+# One notification takes one suffix only, so file types are checked in the Dispatcher.
+@app.on_s3_event(bucket=BUCKET, events=["s3:ObjectCreated:*"], prefix=AUDIO_PREFIX)
+def dispatcher(event: S3Event) -> None:
+    entrypoints.dispatch(event.to_dict())
+
+
+# Batch size 1: on_sqs_message has no partial-batch response, so a failure must return
+# only its own message to the queue.
+@app.on_sqs_message(queue=LLM_QUEUE_NAME, batch_size=1, maximum_concurrency=LLM_MAX_CONCURRENCY)
+def llm_caller(event: SQSEvent) -> None:
+    entrypoints.correct(event.to_dict(), event.context)

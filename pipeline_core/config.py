@@ -118,6 +118,10 @@ class DispatcherSettings:
     asg_name: str
     default_language: str | None
     log_level: str
+    # A job left in "queued" without its Audio Queue message (the Lambda died between the
+    # job-table put and the send) is re-sent by a later delivery once its claim is this old;
+    # the Dispatcher's function timeout, so a live first attempt is never raced.
+    enqueue_lease_seconds: int = 60
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DispatcherSettings:
@@ -130,6 +134,7 @@ class DispatcherSettings:
             asg_name=env.required(ENV_ASG_NAME),
             default_language=env.optional("DEFAULT_LANGUAGE"),
             log_level=env.text(ENV_LOG_LEVEL, "INFO"),
+            enqueue_lease_seconds=env.integer("ENQUEUE_LEASE_SECONDS", 60, minimum=0),
         )
 
 
@@ -147,6 +152,23 @@ class LlmCallerSettings:
     openai_model: str
     glossary_key: str | None
     log_level: str
+    # The LLM Queue itself: a long transcript that needs more than one invocation continues
+    # in a fresh message, and a throttled one comes back after retry_delay_seconds.
+    llm_queue_url: str | None = None
+    bedrock_endpoint_url: str | None = None  # a VPC endpoint, or a local server in tests
+    retry_mode: str = "adaptive"  # botocore's retry mode for Bedrock
+    max_attempts: int = 6  # per model call, first try included (Bedrock and OpenAI-compatible)
+    read_timeout_seconds: int = 180  # one model call
+    max_output_tokens: int = 4096  # the model's output limit; chunks are sized to fit in it
+    chunk_max_chars: int = 3000  # transcript characters per model call
+    chunk_concurrency: int = 4  # model calls in flight in one invocation
+    min_line_similarity: float = 0.5  # a corrected line this unlike its original is refused
+    time_reserve_seconds: int = 240  # no new model call when less is left of the invocation
+    max_passes: int = 8  # invocations one transcript may take before it is failed
+    retry_delay_seconds: int = 300  # how soon a throttled message is received again
+    lease_seconds: int = 960  # a crashed invocation's hold on its job lapses after this
+    max_receives: int = 3  # the LLM Queue's maxReceiveCount: the last try before its DLQ
+    openai_api_key: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LlmCallerSettings:
@@ -164,6 +186,21 @@ class LlmCallerSettings:
             openai_model=env.text("OPENAI_MODEL", "local-model"),
             glossary_key=env.optional("GLOSSARY_KEY"),
             log_level=env.text(ENV_LOG_LEVEL, "INFO"),
+            llm_queue_url=env.optional(ENV_LLM_QUEUE_URL),
+            bedrock_endpoint_url=env.optional("BEDROCK_ENDPOINT_URL"),
+            retry_mode=env.choice("LLM_RETRY_MODE", "adaptive", ("standard", "adaptive")),
+            max_attempts=env.integer("LLM_MAX_ATTEMPTS", 6, minimum=1),
+            read_timeout_seconds=env.integer("LLM_READ_TIMEOUT_SECONDS", 180, minimum=1),
+            max_output_tokens=env.integer("MAX_OUTPUT_TOKENS", 4096, minimum=256),
+            chunk_max_chars=env.integer("CHUNK_MAX_CHARS", 3000, minimum=200),
+            chunk_concurrency=env.integer("CHUNK_CONCURRENCY", 4, minimum=1),
+            min_line_similarity=env.number("MIN_LINE_SIMILARITY", 0.5, minimum=0.0),
+            time_reserve_seconds=env.integer("TIME_RESERVE_SECONDS", 240, minimum=0),
+            max_passes=env.integer("MAX_CORRECTION_PASSES", 8, minimum=1),
+            retry_delay_seconds=env.integer("RETRY_DELAY_SECONDS", 300, minimum=0),
+            lease_seconds=env.integer("CORRECTION_LEASE_SECONDS", 960, minimum=1),
+            max_receives=env.integer("MAX_RECEIVES", 3, minimum=1),
+            openai_api_key=env.optional("OPENAI_API_KEY"),
         )
 
 

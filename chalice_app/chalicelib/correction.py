@@ -1,0 +1,226 @@
+"""Correcting a timed transcript chunk by chunk, within a time budget, resumably.
+
+The correctable lines are cut into chunks that fit the model's output limit; chunks are
+corrected a few at a time. Each chunk's answer is validated; a refused answer is asked
+once more with a stricter instruction, and a chunk refused twice keeps its original text.
+Every finished chunk is saved as a checkpoint, keyed by a fingerprint of its content and
+of everything the answer depends on, so that a retried or continued invocation (or a
+duplicate message) never pays for the same chunk twice. When the invocation's time runs
+low no new chunk is started and the report says the work is incomplete.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from botocore.exceptions import ClientError
+
+from chalicelib.correctors import Corrector, ModelRejectedError
+from chalicelib.prompt import PROMPT_VERSION, PromptContext, numbered, user_message
+from chalicelib.timed_text import TimedLine, TimedTranscript, chunks
+from chalicelib.validation import AnswerRefusedError, validate
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    corrected: bool
+    texts: dict[int, str]  # the corrected text of every line, when corrected
+    reason: str | None = None  # why the chunk kept its original text
+    model_calls: int = 0
+
+
+class Checkpoints(Protocol):
+    def load(self, fingerprint: str) -> ChunkResult | None: ...
+
+    def save(self, fingerprint: str, result: ChunkResult) -> None: ...
+
+
+class S3Checkpoints:
+    """One small JSON object per finished chunk, below ``prefix``."""
+
+    def __init__(self, s3: S3Client, bucket: str, prefix: str) -> None:
+        self._s3 = s3
+        self._bucket = bucket
+        self._prefix = prefix
+        self.keys: set[str] = set()
+
+    def _key(self, fingerprint: str) -> str:
+        key = f"{self._prefix}{fingerprint}.json"
+        self.keys.add(key)
+        return key
+
+    def load(self, fingerprint: str) -> ChunkResult | None:
+        try:
+            body = self._s3.get_object(Bucket=self._bucket, Key=self._key(fingerprint))["Body"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return None
+            raise
+        data = json.loads(body.read())
+        return ChunkResult(
+            corrected=bool(data["corrected"]),
+            texts={int(k): str(v) for k, v in data["texts"].items()},
+            reason=data.get("reason"),
+        )
+
+    def save(self, fingerprint: str, result: ChunkResult) -> None:
+        body = {"corrected": result.corrected, "texts": result.texts, "reason": result.reason}
+        self._s3.put_object(
+            Bucket=self._bucket,
+            Key=self._key(fingerprint),
+            Body=json.dumps(body, ensure_ascii=False).encode(),
+            ContentType="application/json",
+        )
+
+    def delete_all(self) -> None:
+        """Remove this transcript's checkpoints once its outputs are written."""
+        keys = sorted(self.keys)
+        for start in range(0, len(keys), 1000):
+            self._s3.delete_objects(
+                Bucket=self._bucket,
+                Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]], "Quiet": True},
+            )
+
+
+class Deadline:
+    """When to stop starting model calls: ``seconds`` from now (None: never)."""
+
+    def __init__(self, seconds: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._end = None if seconds is None else clock() + seconds
+
+    def passed(self) -> bool:
+        return self._end is not None and self._clock() >= self._end
+
+
+@dataclass
+class CorrectionReport:
+    texts: dict[int, str] = field(default_factory=dict)  # corrected lines only
+    lines_total: int = 0
+    lines_uncorrected: int = 0
+    lines_changed: int = 0
+    chunks_total: int = 0
+    chunks_uncorrected: int = 0
+    chunks_pending: int = 0  # not started before the deadline
+    model_calls: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.chunks_pending == 0
+
+    @property
+    def fully_corrected(self) -> bool:
+        return self.complete and self.chunks_uncorrected == 0
+
+
+@dataclass(frozen=True)
+class CorrectionParams:
+    chunk_max_chars: int
+    concurrency: int
+    min_similarity: float
+
+
+def fingerprint(corrector: Corrector, context: PromptContext, lines: Sequence[TimedLine]) -> str:
+    material = "\x1f".join(
+        (PROMPT_VERSION, corrector.identity, context.language, context.details, context.glossary,
+         numbered(lines))
+    )  # fmt: skip
+    return hashlib.sha256(material.encode()).hexdigest()[:40]
+
+
+def correct_chunk(
+    corrector: Corrector, context: PromptContext, lines: Sequence[TimedLine], min_similarity: float
+) -> ChunkResult:
+    """One chunk: ask, validate, ask once more if refused, else keep the original."""
+    reason = "no answer"
+    calls = 0
+    for attempt in range(2):
+        calls += 1
+        try:
+            answer = corrector.complete(context.system, user_message(context, lines, attempt > 0))
+        except ModelRejectedError as exc:
+            reason = str(exc)
+            break
+        try:
+            texts = validate(
+                lines, answer.text, truncated=answer.truncated, min_similarity=min_similarity
+            )
+        except AnswerRefusedError as exc:
+            reason = str(exc)
+            log.warning(
+                "answer refused",
+                extra={"attempt": attempt + 1, "reason": reason, "first_line": lines[0].number},
+            )
+            continue
+        return ChunkResult(True, texts, model_calls=calls)
+    return ChunkResult(False, {}, reason=reason, model_calls=calls)
+
+
+def correct(
+    transcript: TimedTranscript,
+    *,
+    corrector: Corrector,
+    context: PromptContext,
+    checkpoints: Checkpoints,
+    deadline: Deadline,
+    params: CorrectionParams,
+) -> CorrectionReport:
+    """Correct what the deadline allows; raises what ``corrector`` raises (after every
+    chunk in flight has finished and been saved)."""
+    groups = chunks(transcript.correctable, params.chunk_max_chars)
+
+    def work(lines: list[TimedLine]) -> ChunkResult | None:
+        key = fingerprint(corrector, context, lines)
+        saved = checkpoints.load(key)
+        if saved is not None:
+            return saved
+        if deadline.passed():
+            return None
+        result = correct_chunk(corrector, context, lines, params.min_similarity)
+        checkpoints.save(key, result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=params.concurrency) as pool:
+        # Each task runs in a copy of this context, so its log lines carry the job's fields.
+        futures = [pool.submit(contextvars.copy_context().run, work, g) for g in groups]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]  # type: ignore[misc]
+    report = CorrectionReport(chunks_total=len(groups))
+    for group, future in zip(groups, futures, strict=True):
+        _add(report, group, future.result())
+    return report
+
+
+def _add(report: CorrectionReport, lines: Iterable[TimedLine], result: ChunkResult | None) -> None:
+    group = list(lines)
+    report.lines_total += len(group)
+    if result is None:
+        report.chunks_pending += 1
+        report.lines_uncorrected += len(group)
+        return
+    report.model_calls += result.model_calls
+    if not result.corrected:
+        report.chunks_uncorrected += 1
+        report.lines_uncorrected += len(group)
+        if result.reason and len(report.reasons) < 5:
+            report.reasons.append(f"lines {group[0].number}-{group[-1].number}: {result.reason}")
+        return
+    for line in group:
+        text = result.texts[line.number]
+        report.texts[line.number] = text
+        report.lines_changed += int(text != line.text.strip())

@@ -1,0 +1,167 @@
+"""The models a transcript can be corrected by, chosen with ``CORRECTOR``.
+
+- ``bedrock``: Claude (or any chat model) through the Bedrock Converse API.
+- ``openai``: any OpenAI-compatible chat-completions server (vLLM, llama.cpp, Ollama...).
+- ``none``: no model; the transcript is passed through and marked ``success_uncorrected``.
+
+A corrector answers one prompt. Errors that may pass (throttling, 5xx, timeouts) are retried
+with backoff inside the call, a bounded number of times; what is left is raised as
+``ModelUnavailableError`` so that the message goes back to the queue. A request the model refuses
+as invalid (``ModelRejectedError``) costs that chunk its correction, not the whole job.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import urllib3
+from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
+
+
+@dataclass(frozen=True)
+class ModelAnswer:
+    text: str
+    truncated: bool  # the model stopped at its output limit
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class ModelUnavailableError(RuntimeError):
+    """The model could not be reached or kept refusing for load; worth retrying later."""
+
+
+class ModelRejectedError(RuntimeError):
+    """The model refused this request as invalid; retrying the same request will not help."""
+
+
+class Corrector(Protocol):
+    @property
+    def identity(self) -> str:
+        """Which model this is (part of the checkpoints' fingerprint)."""
+        ...
+
+    def complete(self, system: str, user: str) -> ModelAnswer: ...
+
+
+class BedrockCorrector:
+    """Bedrock's Converse API; retries and backoff are botocore's (see ``aws.bedrock_runtime``)."""
+
+    def __init__(self, client: BedrockRuntimeClient, model_id: str, max_tokens: int) -> None:
+        self._client = client
+        self._model_id = model_id
+        self._max_tokens = max_tokens
+
+    @property
+    def identity(self) -> str:
+        return f"bedrock:{self._model_id}"
+
+    def complete(self, system: str, user: str) -> ModelAnswer:
+        try:
+            response = self._client.converse(
+                modelId=self._model_id,
+                system=[{"text": system}],
+                messages=[{"role": "user", "content": [{"text": user}]}],
+                inferenceConfig={"maxTokens": self._max_tokens, "temperature": 0.0},
+            )
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code, message = error.get("Code", "?"), error.get("Message", "")
+            if code == "ValidationException":
+                raise ModelRejectedError(f"Bedrock {code}: {message}") from exc
+            raise ModelUnavailableError(f"Bedrock {code}: {message}") from exc
+        except BotoCoreError as exc:
+            raise ModelUnavailableError(f"Bedrock unreachable: {exc}") from exc
+        content = response["output"].get("message", {}).get("content", [])
+        text = "".join(block.get("text", "") for block in content)
+        usage: Any = response.get("usage", {})
+        return ModelAnswer(
+            text=text,
+            truncated=response.get("stopReason") == "max_tokens",
+            input_tokens=int(usage.get("inputTokens", 0)),
+            output_tokens=int(usage.get("outputTokens", 0)),
+        )
+
+
+class OpenAICompatibleCorrector:
+    """``POST {base_url}/chat/completions`` with urllib3.
+
+    urllib3 rather than the ``openai`` package: it is already in the Lambda runtime (botocore
+    depends on it), so the bundle stays small, and its ``Retry`` gives the bounded retries
+    with exponential backoff and ``Retry-After`` that Bedrock gets from botocore.
+    """
+
+    RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        max_tokens: int,
+        *,
+        api_key: str | None = None,
+        max_attempts: int = 6,
+        read_timeout: float = 180,
+        backoff_factor: float = 1.0,
+    ) -> None:
+        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._model = model
+        self._max_tokens = max_tokens
+        self._headers = {"Content-Type": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        retry = urllib3.Retry(
+            total=max_attempts - 1,
+            backoff_factor=backoff_factor,
+            backoff_max=20,
+            status_forcelist=self.RETRY_STATUSES,
+            allowed_methods=frozenset({"POST"}),
+            respect_retry_after_header=True,
+            raise_on_status=False,
+        )
+        self._http = urllib3.PoolManager(
+            retries=retry, timeout=urllib3.Timeout(connect=10, read=read_timeout), maxsize=16
+        )
+
+    @property
+    def identity(self) -> str:
+        return f"openai:{self._url}:{self._model}"
+
+    def complete(self, system: str, user: str) -> ModelAnswer:
+        body = {
+            "model": self._model,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": user},
+            ],
+            "temperature": 0,
+            "max_tokens": self._max_tokens,
+        }
+        try:
+            response = self._http.request(
+                "POST", self._url, body=json.dumps(body).encode(), headers=self._headers
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            raise ModelUnavailableError(f"{self._url} unreachable: {exc}") from exc
+        text = response.data.decode("utf-8", errors="replace")
+        if response.status in self.RETRY_STATUSES:
+            raise ModelUnavailableError(f"{self._url} answered {response.status}: {text[:300]}")
+        if response.status >= 400:
+            raise ModelRejectedError(f"{self._url} answered {response.status}: {text[:300]}")
+        try:
+            payload = json.loads(text)
+            choice = payload["choices"][0]
+            content = choice["message"]["content"] or ""
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ModelRejectedError(f"{self._url} answered something else: {text[:300]}") from exc
+        usage = payload.get("usage") or {}
+        return ModelAnswer(
+            text=str(content),
+            truncated=choice.get("finish_reason") == "length",
+            input_tokens=int(usage.get("prompt_tokens", 0)),
+            output_tokens=int(usage.get("completion_tokens", 0)),
+        )

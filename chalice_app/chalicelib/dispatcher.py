@@ -1,0 +1,343 @@
+"""The Dispatcher: one uploaded recording becomes one job on the Audio Queue.
+
+For each object an S3 event announces:
+- a job id from bucket + key + version (S3 delivers events at least once: a second
+  delivery of the same upload finds its job and does nothing);
+- bad input (unsupported file type, empty file, unreadable metadata, unknown language, no
+  language, unsafe key, object gone) is refused here, before it costs GPU time: the job is
+  recorded ``failed`` with the reason and a failure ``Result`` goes to the Results Queue;
+- a good one is recorded ``queued``, sent to the Audio Queue as an ``AudioJob`` and the GPU
+  Auto Scaling Group is raised to 1.
+A Lambda that dies between the job-table put and the send leaves the job ``queued``
+without ``enqueued_at``; the retried event (Lambda retries failed S3 invocations) finds it
+so and sends it then. Only one delivery re-sends, under a claim that lapses after the
+Dispatcher's timeout, so a live first attempt is never doubled.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.capacity import ensure_gpu_capacity
+from chalicelib.leases import now_ms, try_claim
+from chalicelib.results import send_result
+from chalicelib.s3_events import CreatedObject, created_objects
+from pipeline_core import keys
+from pipeline_core.config import DispatcherSettings
+from pipeline_core.contracts import SCHEMA_VERSION, AudioJob, ContractError, Result, utc_timestamp
+from pipeline_core.jobs import JobRecord, JobState, JobTable, job_id_for
+from pipeline_core.jsonlog import log_context
+from pipeline_core.languages import UnknownLanguageError, normalize_language
+from pipeline_core.metadata import MetadataError, decode_metadata
+
+if TYPE_CHECKING:
+    from mypy_boto3_autoscaling import AutoScalingClient
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+log = logging.getLogger(__name__)
+
+LEASE_FIELD = "enqueue_lease_until"
+REJECTED_BY = "dispatcher"
+_MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchVersion"})
+
+
+@dataclass(frozen=True)
+class DispatcherClients:
+    s3: S3Client
+    sqs: SQSClient
+    dynamodb: DynamoDBClient
+    autoscaling: AutoScalingClient
+
+
+class Outcome(StrEnum):
+    ENQUEUED = "enqueued"  # a new job, sent to the Audio Queue
+    RESENT = "resent"  # a job whose first delivery died before its message was sent
+    DUPLICATE = "duplicate"  # a redelivery of a job already handled
+    REJECTED = "rejected"  # bad input: failed with a reason, a failure Result sent
+    IGNORED = "ignored"  # not an upload of ours (folder marker, other prefix or bucket)
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    key: str
+    outcome: Outcome
+    job_id: str | None = None
+    reason: str | None = None
+
+
+class UploadRejectedError(Exception):
+    """Input that must not reach the GPU; the message is the reason the user reads."""
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    job: AudioJob
+    size: int
+
+
+def handle_s3_event(
+    event: Mapping[str, Any], clients: DispatcherClients, settings: DispatcherSettings
+) -> list[Dispatched]:
+    """Dispatch every object of one S3 event.
+
+    An AWS error on one object is raised after the others are done, so that Lambda retries
+    the event; the objects already handled are then skipped as duplicates.
+    """
+    outcomes: list[Dispatched] = []
+    failure: Exception | None = None
+    for obj in created_objects(event):
+        try:
+            outcomes.append(dispatch_object(obj, clients, settings))
+        except Exception as exc:
+            with log_context(s3_key=obj.key):
+                log.exception("dispatch failed; the event will be retried")
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return outcomes
+
+
+def dispatch_object(
+    obj: CreatedObject, clients: DispatcherClients, settings: DispatcherSettings
+) -> Dispatched:
+    with log_context(s3_key=obj.key):
+        if obj.bucket != settings.bucket:
+            log.warning("event for another bucket ignored", extra={"bucket": obj.bucket})
+            return Dispatched(obj.key, Outcome.IGNORED, reason=f"bucket {obj.bucket!r}")
+        if obj.key_error is None and not obj.key.startswith(keys.AUDIO_PREFIX):
+            log.warning("object outside %s ignored", keys.AUDIO_PREFIX)
+            return Dispatched(obj.key, Outcome.IGNORED, reason="outside audio-input/")
+        if obj.key.endswith("/") and not obj.size:
+            log.info("folder marker ignored")
+            return Dispatched(obj.key, Outcome.IGNORED, reason="folder marker")
+        version = obj.version_id or obj.etag or obj.sequencer or "unversioned"
+        job_id = job_id_for(obj.bucket, obj.key, version)
+        with log_context(job_id=job_id):
+            return _Dispatch(obj, version, job_id, clients, settings).run()
+
+
+class _Dispatch:
+    """One object of one event, from job id to outcome."""
+
+    def __init__(
+        self,
+        obj: CreatedObject,
+        version: str,
+        job_id: str,
+        clients: DispatcherClients,
+        settings: DispatcherSettings,
+    ) -> None:
+        self.obj = obj
+        self.version = version
+        self.job_id = job_id
+        self.clients = clients
+        self.settings = settings
+        self.table = JobTable(clients.dynamodb, settings.job_table)
+        self.owner = str(uuid.uuid4())
+        self.lease_ms = settings.enqueue_lease_seconds * 1000
+
+    def run(self) -> Dispatched:
+        existing = self.table.get(self.job_id)
+        if existing is not None:
+            return self._redelivered(existing)
+        try:
+            accepted = self._accept()
+        except UploadRejectedError as exc:
+            return self._reject(str(exc))
+        return self._enqueue_new(accepted)
+
+    # -- checks -------------------------------------------------------------------------
+
+    def _accept(self) -> _Accepted:
+        obj = self.obj
+        if obj.key_error:
+            raise UploadRejectedError(obj.key_error)
+        try:
+            keys.audio_key(obj.key)
+        except keys.InvalidKeyError as exc:
+            raise UploadRejectedError(f"unsafe object key: {exc}") from None
+        if not keys.has_audio_suffix(obj.key):
+            extension = posixpath.splitext(obj.key)[1] or "(none)"
+            raise UploadRejectedError(
+                f"unsupported file type {extension!r}; accepted are "
+                f"{', '.join(keys.AUDIO_SUFFIXES)}"
+            )
+        head = self._head()
+        size = int(head.get("ContentLength", 0))
+        if size == 0:
+            raise UploadRejectedError("the file is empty (0 bytes)")
+        try:
+            metadata = decode_metadata(head.get("Metadata", {}))
+        except MetadataError as exc:
+            raise UploadRejectedError(f"the object's metadata cannot be read: {exc}") from None
+        language = metadata.language or self.settings.default_language
+        if not language:
+            raise UploadRejectedError(
+                "the object has no 'language' metadata and no DEFAULT_LANGUAGE is configured; "
+                "upload it with metadata language=<name>, e.g. hebrew"
+            )
+        try:
+            normalize_language(language)
+        except UnknownLanguageError as exc:
+            raise UploadRejectedError(str(exc)) from None
+        try:
+            job = AudioJob.from_dict(
+                {
+                    "s3_key": obj.key,
+                    "language": language,
+                    "details": metadata.details,
+                    "job_id": self.job_id,
+                    "bucket": obj.bucket,
+                    "etag": obj.etag or str(head.get("ETag", "")).strip('"') or None,
+                    "version_id": obj.version_id,
+                    "schema_version": SCHEMA_VERSION,
+                }
+            )
+        except ContractError as exc:
+            raise UploadRejectedError(str(exc)) from None
+        return _Accepted(job, size)
+
+    def _head(self) -> Mapping[str, Any]:
+        kwargs: dict[str, Any] = {"Bucket": self.obj.bucket, "Key": self.obj.key}
+        if self.obj.version_id:
+            kwargs["VersionId"] = self.obj.version_id
+        try:
+            return self.clients.s3.head_object(**kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in _MISSING_CODES:
+                reason = "the object was deleted before it could be processed"
+                raise UploadRejectedError(reason) from None
+            raise
+
+    # -- outcomes -----------------------------------------------------------------------
+
+    def _enqueue_new(self, accepted: _Accepted) -> Dispatched:
+        job = accepted.job
+        created = self.table.create(
+            job_id=self.job_id,
+            bucket=self.obj.bucket,
+            s3_key=self.obj.key,
+            version=self.version,
+            language=job.language,
+            details=job.details,
+            extra={
+                "etag": job.etag,
+                "version_id": job.version_id,
+                "size_bytes": accepted.size,
+                LEASE_FIELD: now_ms() + self.lease_ms,
+                f"{LEASE_FIELD}_owner": self.owner,
+            },
+        )
+        if not created:  # a concurrent delivery of the same upload got there first
+            return self._redelivered(self._get())
+        self._send(job)
+        log.info("job queued", extra={"language": job.language, "size_bytes": accepted.size})
+        return Dispatched(self.obj.key, Outcome.ENQUEUED, self.job_id)
+
+    def _send(self, job: AudioJob) -> None:
+        response = self.clients.sqs.send_message(
+            QueueUrl=self.settings.audio_queue_url, MessageBody=job.to_json()
+        )
+        self.table.update_fields(
+            self.job_id,
+            {"enqueued_at": utc_timestamp(), "audio_message_id": response["MessageId"]},
+        )
+        ensure_gpu_capacity(self.clients.autoscaling, self.settings.asg_name)
+
+    def _reject(self, reason: str) -> Dispatched:
+        log.warning("upload refused: %s", reason, extra={"reason": reason})
+        created = self.table.create(
+            job_id=self.job_id,
+            bucket=self.obj.bucket,
+            s3_key=self.obj.key,
+            version=self.version,
+            language=None,
+            details="",
+            state=JobState.FAILED,
+            error=reason,
+            extra={
+                "rejected_by": REJECTED_BY,
+                LEASE_FIELD: now_ms() + self.lease_ms,
+                f"{LEASE_FIELD}_owner": self.owner,
+            },
+        )
+        if not created:
+            return self._redelivered(self._get())
+        self._send_failure(reason)
+        return Dispatched(self.obj.key, Outcome.REJECTED, self.job_id, reason)
+
+    def _send_failure(self, reason: str) -> None:
+        try:
+            keys.audio_key(self.obj.key)
+        except keys.InvalidKeyError:
+            # The Result contract cannot name an unsafe key; the job table and this log
+            # line are where the refusal is recorded.
+            log.error(
+                "no failure result can name this key; see the job table", extra={"reason": reason}
+            )
+            self.table.update_fields(self.job_id, {"result_sent_at": "not-sendable"})
+            return
+        result = Result.failure(self.obj.key, reason, job_id=self.job_id)
+        send_result(self.clients.sqs, self.settings.results_queue_url, result)
+        self.table.update_fields(self.job_id, {"result_sent_at": utc_timestamp()})
+
+    def _redelivered(self, record: JobRecord) -> Dispatched:
+        attributes = record.attributes
+        if record.state is JobState.QUEUED:
+            if "enqueued_at" not in attributes and self._claim(JobState.QUEUED, "enqueued_at"):
+                if record.language is None:
+                    raise RuntimeError(f"queued job {self.job_id} has no language")
+                job = AudioJob(
+                    s3_key=record.s3_key,
+                    language=record.language,
+                    details=record.details,
+                    job_id=record.job_id,
+                    bucket=record.bucket,
+                    etag=attributes.get("etag"),
+                    version_id=attributes.get("version_id"),
+                    schema_version=SCHEMA_VERSION,
+                )
+                self._send(job)
+                log.warning("job re-sent: an earlier delivery died before sending it")
+                return Dispatched(self.obj.key, Outcome.RESENT, self.job_id)
+            # Still waiting for a worker: make sure one is coming.
+            ensure_gpu_capacity(self.clients.autoscaling, self.settings.asg_name)
+        elif (
+            record.state is JobState.FAILED
+            and attributes.get("rejected_by") == REJECTED_BY
+            and "result_sent_at" not in attributes
+            and self._claim(JobState.FAILED, "result_sent_at")
+        ):
+            self._send_failure(record.error or "refused by the Dispatcher")
+            log.warning("failure result re-sent: an earlier delivery died before sending it")
+            return Dispatched(self.obj.key, Outcome.RESENT, self.job_id, record.error)
+        log.info("duplicate delivery of a known upload", extra={"state": record.state.value})
+        return Dispatched(self.obj.key, Outcome.DUPLICATE, self.job_id)
+
+    def _claim(self, state: JobState, done_field: str) -> bool:
+        return try_claim(
+            self.clients.dynamodb,
+            self.settings.job_table,
+            self.job_id,
+            lease_field=LEASE_FIELD,
+            owner=self.owner,
+            lease_ms=self.lease_ms,
+            states=[state],
+            unless_present=done_field,
+        )
+
+    def _get(self) -> JobRecord:
+        record = self.table.get(self.job_id)
+        if record is None:
+            raise RuntimeError(f"job {self.job_id} vanished from the job table")
+        return record

@@ -1,0 +1,430 @@
+"""The LLM Caller: one timed transcript in, a corrected transcript and a ``Result`` out.
+
+Job state moves ``transcribed -> correcting -> succeeded`` (or ``failed``). Duplicate LLM
+jobs are harmless: a succeeded job is answered from the job table without a model call, and
+while one invocation corrects a job (it holds a lease in the job table) a duplicate leaves
+it alone. A transcript too long for one invocation continues in a fresh LLM Queue message,
+resuming from the chunks already saved.
+
+Errors that may pass (Bedrock throttling after botocore's retries, 5xx, timeouts) are
+recorded as the job's ``last_error`` and raised, so that the message comes back (after
+``RETRY_DELAY_SECONDS``) and, after the queue's third receive, lands in its DLQ. On that last
+receive the user still gets an outcome: the transcript, with whatever chunks could not be
+corrected left as recognised, marked ``success_uncorrected``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.correction import (
+    CorrectionParams,
+    CorrectionReport,
+    Deadline,
+    S3Checkpoints,
+    correct,
+)
+from chalicelib.correctors import Corrector
+from chalicelib.leases import release, try_claim
+from chalicelib.prompt import PromptContext
+from chalicelib.results import send_result
+from chalicelib.timed_text import TimedTranscript, parse, render_plain, render_timed
+from pipeline_core import keys
+from pipeline_core.config import LlmCallerSettings
+from pipeline_core.contracts import (
+    SCHEMA_VERSION,
+    ContractError,
+    LlmJob,
+    Result,
+    ResultStatus,
+    utc_timestamp,
+)
+from pipeline_core.jobs import ACTIVE_STATES, JobRecord, JobState, JobTable
+from pipeline_core.jsonlog import log_context
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+log = logging.getLogger(__name__)
+
+WORK_PREFIX = "llm-work/"  # chunk checkpoints; deleted once the outputs are written
+LEASE_FIELD = "correction_lease_until"
+MAX_GLOSSARY_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class LlmCallerClients:
+    s3: S3Client
+    sqs: SQSClient
+    dynamodb: DynamoDBClient
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One SQS message as the event source mapping hands it over."""
+
+    body: str
+    receive_count: int = 1
+    receipt_handle: str | None = None
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Delivery:
+        attributes = record.get("attributes") or {}
+        return cls(
+            body=record["body"],
+            receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+            receipt_handle=record.get("receiptHandle"),
+        )
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    CONTINUED = "continued"  # time ran out; a fresh message carries on
+    DUPLICATE = "duplicate"  # the job was already finished
+    BUSY = "busy"  # another invocation is correcting this job right now
+    FAILED = "failed"
+
+
+def handle_llm_message(
+    delivery: Delivery,
+    clients: LlmCallerClients,
+    settings: LlmCallerSettings,
+    corrector: Corrector | None,
+    remaining_seconds: float | None = None,
+) -> Outcome:
+    """Handle one LLM Queue message; ``remaining_seconds`` is the invocation's time left."""
+    try:
+        job = LlmJob.from_json(delivery.body)
+    except ContractError as exc:
+        return _malformed(delivery, exc, clients, settings)
+    with log_context(s3_key=job.source_key or job.timed_key, job_id=job.job_id):
+        budget = None
+        if remaining_seconds is not None:
+            budget = max(0.0, remaining_seconds - settings.time_reserve_seconds)
+        return _Correction(
+            job=job,
+            delivery=delivery,
+            clients=clients,
+            settings=settings,
+            corrector=corrector,
+            deadline=Deadline(budget),
+        ).run()
+
+
+def _malformed(
+    delivery: Delivery, exc: ContractError, clients: LlmCallerClients, settings: LlmCallerSettings
+) -> Outcome:
+    """A message that breaks the contract: fail its job if it names one, else raise so
+    that it ends in the DLQ (it cannot be tied to an upload)."""
+    try:
+        data = json.loads(delivery.body)
+        job_id = data.get("job_id") if isinstance(data, dict) else None
+    except ValueError:
+        job_id = None
+    table = JobTable(clients.dynamodb, settings.job_table)
+    record = table.get(job_id) if isinstance(job_id, str) and job_id else None
+    if record is None or record.state.is_final:
+        log.error("malformed LLM job, no job to fail", extra={"error": str(exc)})
+        raise exc
+    with log_context(s3_key=record.s3_key, job_id=record.job_id):
+        reason = f"the LLM job message is malformed: {exc}"
+        log.error(reason)
+        if table.fail(record.job_id, reason):
+            send_result(
+                clients.sqs,
+                settings.results_queue_url,
+                Result.failure(record.s3_key, reason, job_id=record.job_id),
+            )
+    return Outcome.FAILED
+
+
+class _Correction:
+    def __init__(
+        self,
+        *,
+        job: LlmJob,
+        delivery: Delivery,
+        clients: LlmCallerClients,
+        settings: LlmCallerSettings,
+        corrector: Corrector | None,
+        deadline: Deadline,
+    ) -> None:
+        self.job = job
+        self.delivery = delivery
+        self.clients = clients
+        self.settings = settings
+        self.corrector = corrector
+        self.deadline = deadline
+        self.table = JobTable(clients.dynamodb, settings.job_table)
+        self.owner = str(uuid.uuid4())
+        self.tracked = False
+        self.passes = 1
+        self.source_file = job.source_key
+        work_id = job.job_id or hashlib.sha256(job.timed_key.encode()).hexdigest()[:32]
+        self.checkpoints = S3Checkpoints(clients.s3, settings.bucket, f"{WORK_PREFIX}{work_id}/")
+
+    # -- entry ---------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        record = self.table.get(self.job.job_id) if self.job.job_id else None
+        if record is None:
+            log.warning("LLM job without a job-table record: corrected, but not tracked")
+        else:
+            self.source_file = self.source_file or record.s3_key
+            if record.state is JobState.SUCCEEDED:
+                return self._already_succeeded(record)
+            if record.state is JobState.FAILED:
+                log.info("LLM job for a failed job ignored", extra={"error": record.error})
+                return Outcome.DUPLICATE
+            if not self._claim():
+                log.info("another invocation is correcting this job; duplicate left alone")
+                return Outcome.BUSY
+            self.tracked = True
+            claimed = self.table.get(record.job_id)
+            self.passes = int(claimed.attributes.get("correction_passes", 1)) if claimed else 1
+        if not self.source_file:
+            self.source_file = keys.AUDIO_PREFIX + self.job.stem
+            log.warning("source file unknown; named after the transcript")
+        try:
+            return self._correct()
+        except Exception as exc:
+            self._after_error(exc)
+            raise
+        finally:
+            self._release()
+
+    def _claim(self) -> bool:
+        assert self.job.job_id is not None
+        return try_claim(
+            self.clients.dynamodb,
+            self.settings.job_table,
+            self.job.job_id,
+            lease_field=LEASE_FIELD,
+            owner=self.owner,
+            lease_ms=self.settings.lease_seconds * 1000,
+            states=ACTIVE_STATES,
+            set_fields={"state": JobState.CORRECTING.value, "correcting_at": utc_timestamp()},
+            count_field="correction_passes",
+        )
+
+    def _release(self) -> None:
+        if self.tracked and self.job.job_id:
+            release(
+                self.clients.dynamodb,
+                self.settings.job_table,
+                self.job.job_id,
+                lease_field=LEASE_FIELD,
+                owner=self.owner,
+            )
+
+    # -- the work ------------------------------------------------------------------------
+
+    def _correct(self, *, final: bool = False) -> Outcome:
+        text = self._read_transcript()
+        if text is None:
+            return self._fail(f"the transcript {self.job.timed_key} does not exist")
+        transcript = parse(text)
+        if self.corrector is None:
+            report = CorrectionReport(lines_total=len(transcript.correctable))
+            report.lines_uncorrected = report.lines_total
+            return self._finish(transcript, report, "none")
+        deadline = Deadline(0) if final else self.deadline
+        report = correct(
+            transcript,
+            corrector=self.corrector,
+            context=PromptContext(self.job.language_code, self.job.details, self._glossary()),
+            checkpoints=self.checkpoints,
+            deadline=deadline,
+            params=CorrectionParams(
+                self.settings.chunk_max_chars,
+                self.settings.chunk_concurrency,
+                self.settings.min_line_similarity,
+            ),
+        )
+        if not report.complete and not final:
+            # An untracked job has no pass count to bound its continuations: it finishes now.
+            can_continue = self.tracked and self.settings.llm_queue_url is not None
+            if can_continue and self.passes < self.settings.max_passes:
+                return self._continue_later(report)
+            log.warning(
+                "correction stopped unfinished; the rest stays as recognised",
+                extra={"passes": self.passes, "chunks_pending": report.chunks_pending},
+            )
+        return self._finish(transcript, report, self.corrector.identity)
+
+    def _read_transcript(self) -> str | None:
+        try:
+            body = self.clients.s3.get_object(Bucket=self.settings.bucket, Key=self.job.timed_key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                return None
+            raise
+        return body["Body"].read().decode("utf-8", errors="replace")
+
+    def _glossary(self) -> str:
+        key = self.settings.glossary_key
+        if not key:
+            return ""
+        try:
+            body = self.clients.s3.get_object(Bucket=self.settings.bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+                log.warning("glossary object missing; correcting without it", extra={"key": key})
+                return ""
+            raise
+        glossary = body.read().decode("utf-8", errors="replace")
+        if len(glossary) > MAX_GLOSSARY_CHARS:
+            log.warning("glossary cut to %d characters", MAX_GLOSSARY_CHARS)
+        return glossary[:MAX_GLOSSARY_CHARS]
+
+    def _continue_later(self, report: CorrectionReport) -> Outcome:
+        assert self.settings.llm_queue_url is not None
+        done = report.chunks_total - report.chunks_pending
+        if self.tracked and self.job.job_id:
+            self.table.update_fields(
+                self.job.job_id, {"chunks_total": report.chunks_total, "chunks_done": done}
+            )
+        self._release()  # before the send: the continuation must find the job free
+        self.clients.sqs.send_message(
+            QueueUrl=self.settings.llm_queue_url, MessageBody=self.job.to_json()
+        )
+        log.info(
+            "time is short; correction continues in a new message",
+            extra={"chunks_done": done, "chunks_total": report.chunks_total},
+        )
+        return Outcome.CONTINUED
+
+    def _finish(self, transcript: TimedTranscript, report: CorrectionReport, model: str) -> Outcome:
+        final = keys.final_keys(self.job.stem)
+        self._put(final.text, render_plain(transcript, report.texts))
+        self._put(final.timed, render_timed(transcript, report.texts))
+        corrected = self.corrector is not None and report.fully_corrected
+        status: ResultStatus = "success" if corrected else "success_uncorrected"
+        bucket = self.settings.bucket
+        result = Result(
+            source_file=keys.audio_key(self.source_file or ""),
+            output_file=keys.s3_uri(bucket, final.text),
+            timed_output_file=keys.s3_uri(bucket, final.timed),
+            status=status,
+            timestamp=utc_timestamp(),
+            job_id=self.job.job_id,
+            schema_version=SCHEMA_VERSION,
+        )
+        # No None values: JobTable drops them from the values but not from the expression.
+        figures: dict[str, Any] = {
+            "result_status": status,
+            "output_file": result.output_file,
+            "timed_output_file": result.timed_output_file,
+            "corrector": model,
+            "lines_total": report.lines_total,
+            "lines_corrected": report.lines_total - report.lines_uncorrected,
+            "lines_uncorrected": report.lines_uncorrected,
+            "lines_changed": report.lines_changed,
+            "chunks_total": report.chunks_total,
+            "chunks_uncorrected": report.chunks_uncorrected + report.chunks_pending,
+            "model_calls": report.model_calls,
+        }
+        if report.reasons:
+            figures["uncorrected_reasons"] = "; ".join(report.reasons)[:2000]
+        log.info("transcript corrected", extra=figures)
+        if self.tracked and self.job.job_id:
+            moved = self.table.transition(
+                self.job.job_id, JobState.SUCCEEDED, expected=[JobState.CORRECTING], fields=figures
+            )
+            if not moved:
+                # Already succeeded (an earlier attempt of this message whose result send
+                # failed, or a duplicate that took over a lapsed lease): its record decides.
+                record = self.table.get(self.job.job_id)
+                if record is not None and record.state is JobState.SUCCEEDED:
+                    return self._already_succeeded(record)
+                log.warning("the job left 'correcting' meanwhile; no result sent")
+                return Outcome.DUPLICATE
+        send_result(self.clients.sqs, self.settings.results_queue_url, result)
+        if self.tracked and self.job.job_id:
+            self.table.update_fields(self.job.job_id, {"result_sent_at": utc_timestamp()})
+        try:
+            self.checkpoints.delete_all()
+        except ClientError:
+            log.warning("checkpoints not deleted; the bucket's lifecycle rule will", exc_info=True)
+        return Outcome.SUCCEEDED
+
+    def _put(self, key: str, text: str) -> None:
+        self.clients.s3.put_object(
+            Bucket=self.settings.bucket,
+            Key=key,
+            Body=text.encode("utf-8"),
+            ContentType="text/plain; charset=utf-8",
+        )
+
+    def _fail(self, reason: str) -> Outcome:
+        log.error("correction failed: %s", reason)
+        if self.tracked and self.job.job_id and not self.table.fail(self.job.job_id, reason):
+            return Outcome.DUPLICATE
+        result = Result.failure(self.source_file or "", reason, job_id=self.job.job_id)
+        send_result(self.clients.sqs, self.settings.results_queue_url, result)
+        if self.tracked and self.job.job_id:
+            self.table.update_fields(self.job.job_id, {"result_sent_at": utc_timestamp()})
+        return Outcome.FAILED
+
+    def _after_error(self, exc: Exception) -> None:
+        """Record why, then either give the user their outcome (last receive) or ask SQS
+        to bring the message back after the retry delay."""
+        reason = f"{type(exc).__name__}: {exc}"[:1000]
+        log.error("correction attempt failed", extra={"error": reason})
+        if self.tracked and self.job.job_id:
+            self.table.update_fields(
+                self.job.job_id,
+                {"last_error": reason, "last_error_at": utc_timestamp(),
+                 "receive_count": self.delivery.receive_count},
+            )  # fmt: skip
+        if self.delivery.receive_count >= self.settings.max_receives:
+            self._last_chance(reason)
+        # Back after the retry delay, not the queue's 90-minute visibility timeout; after the
+        # last receive that is when the message moves to the DLQ (and its alarm fires).
+        if self.delivery.receipt_handle and self.settings.llm_queue_url:
+            try:
+                self.clients.sqs.change_message_visibility(
+                    QueueUrl=self.settings.llm_queue_url,
+                    ReceiptHandle=self.delivery.receipt_handle,
+                    VisibilityTimeout=self.settings.retry_delay_seconds,
+                )
+            except ClientError:
+                log.warning("could not shorten the message's visibility", exc_info=True)
+
+    def _last_chance(self, reason: str) -> None:
+        """The queue will not deliver this message again: finish with what is corrected."""
+        log.error("last receive failed; the rest stays uncorrected", extra={"error": reason})
+        try:
+            self._correct(final=True)
+        except Exception:
+            log.exception("could not write the uncorrected transcript either")
+            self._fail(f"correction failed after {self.delivery.receive_count} attempts: {reason}")
+
+    def _already_succeeded(self, record: JobRecord) -> Outcome:
+        attributes = record.attributes
+        if "result_sent_at" not in attributes and attributes.get("output_file"):
+            result = Result(
+                source_file=keys.audio_key(self.source_file or record.s3_key),
+                output_file=attributes["output_file"],
+                timed_output_file=attributes.get("timed_output_file"),
+                status=attributes.get("result_status", "success"),
+                timestamp=utc_timestamp(),
+                job_id=record.job_id,
+                schema_version=SCHEMA_VERSION,
+            )
+            send_result(self.clients.sqs, self.settings.results_queue_url, result)
+            self.table.update_fields(record.job_id, {"result_sent_at": utc_timestamp()})
+            log.warning("result re-sent: an earlier invocation died before sending it")
+        else:
+            log.info("LLM job for a succeeded job: nothing to do")
+        return Outcome.DUPLICATE

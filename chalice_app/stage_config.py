@@ -1,0 +1,389 @@
+"""Write one stage of ``.chalice/config.json`` and its IAM policies from the stack outputs.
+
+    python chalice_app/stage_config.py --stage prod --outputs-json outputs.json
+
+``outputs.json`` is what ``aws cloudformation describe-stacks`` prints (or its ``Outputs``
+list, or a flat ``{"BucketName": ...}`` object). The stage gets the environment variables
+each function reads (the names of ``pipeline_core.config``), timeouts, memory, the LLM
+Caller's reserved concurrency, and one hand-written least-privilege policy per function
+(``autogen_policy`` off): only the actions each function calls, on the resources of this
+deployment. Run it again after any stack change; it rewrites only its own keys of the stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+_HERE = Path(__file__).resolve().parent
+if str(_HERE / "vendor") not in sys.path:  # run as a script: pipeline_core via the bundle link
+    sys.path.append(str(_HERE / "vendor"))
+
+from pipeline_core import config as cfg  # noqa: E402
+from pipeline_core.keys import AUDIO_PREFIX, FINAL_PREFIX, TRANSCRIPT_PREFIX  # noqa: E402
+
+APP_NAME: Final = "transcription-pipeline"
+DISPATCHER: Final = "dispatcher"
+LLM_CALLER: Final = "llm_caller"
+WORK_PREFIX: Final = "llm-work/"  # chalicelib.llm_caller.WORK_PREFIX (not imported: boto3)
+
+# Timeouts (see README "Lambda timeouts"). The LLM Queue's visibility timeout must be at
+# least 6 x the LLM Caller's timeout (AWS's rule for SQS event sources): 5400 s.
+DISPATCHER_TIMEOUT_S: Final = 60
+DISPATCHER_MEMORY_MB: Final = 256
+LLM_CALLER_TIMEOUT_S: Final = 900
+LLM_CALLER_MEMORY_MB: Final = 512
+LLM_CALLER_CONCURRENCY: Final = 3
+LLM_QUEUE_VISIBILITY_S: Final = 6 * LLM_CALLER_TIMEOUT_S
+LLM_QUEUE_MAX_RECEIVES: Final = 3
+LLM_RETRY_DELAY_S: Final = 300  # a throttled message comes back after 5 min, not 90
+LLM_TIME_RESERVE_S: Final = 240  # no new model call in the last 4 min of an invocation
+DEFAULT_MODEL_ID: Final = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+
+# Statements whose resource is "*", and why; a test holds every rendered policy to this list.
+WILDCARD_RESOURCE_SIDS: Final = {
+    "DescribeGpuGroup": "autoscaling:DescribeAutoScalingGroups supports no resource-level "
+    "permissions; it only reads.",
+}
+
+REQUIRED_OUTPUTS: Final = (
+    "BucketName", "AudioQueueUrl", "AudioQueueArn", "LlmQueueUrl", "LlmQueueArn",
+    "LlmQueueName", "ResultsQueueUrl", "ResultsQueueArn", "JobTableName", "JobTableArn",
+    "GpuAsgName",
+)  # fmt: skip
+# Cross-region inference profile ids start with their geography.
+_PROFILE_PREFIXES: Final = ("us.", "eu.", "apac.", "us-gov.", "ca.", "jp.", "au.", "global.")
+
+
+class StageConfigError(ValueError):
+    """Stack outputs or options that cannot make a working stage."""
+
+
+@dataclass(frozen=True)
+class StackOutputs:
+    values: Mapping[str, str]
+    region: str
+    account: str
+    partition: str
+
+    def __getitem__(self, name: str) -> str:
+        return self.values[name]
+
+    def get(self, name: str) -> str | None:
+        return self.values.get(name) or None
+
+    @classmethod
+    def from_mapping(
+        cls, values: Mapping[str, str], region: str | None = None, account: str | None = None
+    ) -> StackOutputs:
+        missing = [name for name in REQUIRED_OUTPUTS if not values.get(name)]
+        if missing:
+            raise StageConfigError(f"the stack outputs lack {', '.join(missing)}")
+        # arn:<partition>:sqs:<region>:<account>:<name>
+        arn = values["AudioQueueArn"].split(":")
+        if len(arn) < 6 or arn[0] != "arn":
+            raise StageConfigError(f"AudioQueueArn {values['AudioQueueArn']!r} is not an ARN")
+        return cls(
+            values=dict(values),
+            region=region or values.get("Region") or arn[3],
+            account=account or values.get("AccountId") or arn[4],
+            partition=arn[1],
+        )
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    corrector: str = "bedrock"
+    bedrock_model_id: str = DEFAULT_MODEL_ID
+    openai_base_url: str | None = None
+    openai_model: str | None = None
+    glossary_key: str | None = None
+    default_language: str | None = None
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.corrector not in cfg.LLM_CORRECTORS:
+            raise StageConfigError(
+                f"corrector {self.corrector!r} is not one of {', '.join(cfg.LLM_CORRECTORS)}"
+            )
+        if self.corrector == "openai" and not self.openai_base_url:
+            raise StageConfigError("the openai corrector needs --openai-base-url")
+
+
+def load_outputs(path: Path) -> dict[str, str]:
+    """Outputs from describe-stacks JSON, its Outputs list, or a flat object."""
+    data: Any = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(data, dict) and "Stacks" in data:
+        data = data["Stacks"][0].get("Outputs", [])
+    if isinstance(data, dict) and "Outputs" in data:
+        data = data["Outputs"]
+    if isinstance(data, list):
+        return {item["OutputKey"]: str(item["OutputValue"]) for item in data}
+    if isinstance(data, dict):
+        return {str(k): str(v) for k, v in data.items()}
+    raise StageConfigError(f"{path}: not CloudFormation outputs")
+
+
+def function_name(stage: str, function: str) -> str:
+    return f"{APP_NAME}-{stage}-{function}"
+
+
+def _statement(sid: str, actions: Sequence[str], resources: Sequence[str]) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Allow", "Action": list(actions), "Resource": list(resources)}
+
+
+def _logs(out: StackOutputs, stage: str, function: str) -> dict[str, Any]:
+    group = (
+        f"arn:{out.partition}:logs:{out.region}:{out.account}:log-group:"
+        f"/aws/lambda/{function_name(stage, function)}"
+    )
+    return _statement(
+        "OwnLogs",
+        ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+        [group, f"{group}:*"],
+    )
+
+
+def _objects(out: StackOutputs, prefix: str) -> str:
+    return f"arn:{out.partition}:s3:::{out['BucketName']}/{prefix}*"
+
+
+def _list_bucket(out: StackOutputs) -> dict[str, Any]:
+    # Without s3:ListBucket, reading a missing object answers 403 instead of 404, and a
+    # deleted upload or transcript could not be told from a permissions problem.
+    bucket = f"arn:{out.partition}:s3:::{out['BucketName']}"
+    return _statement("MissingObjectsRead404", ["s3:ListBucket"], [bucket])
+
+
+def _kms(out: StackOutputs) -> list[dict[str, Any]]:
+    key = out.get("KmsKeyArn")
+    if key is None:
+        return []
+    return [_statement("UseDataKey", ["kms:Decrypt", "kms:GenerateDataKey"], [key])]
+
+
+def _asg_arn(out: StackOutputs) -> str:
+    arn = out.get("GpuAsgArn")
+    if arn:
+        return arn
+    # The group's ARN holds a generated id; the name pins it down.
+    return (
+        f"arn:{out.partition}:autoscaling:{out.region}:{out.account}:autoScalingGroup:*:"
+        f"autoScalingGroupName/{out['GpuAsgName']}"
+    )
+
+
+def bedrock_model_arns(out: StackOutputs, model_id: str) -> list[str]:
+    if model_id.startswith("arn:"):
+        return [model_id]
+    if model_id.startswith(_PROFILE_PREFIXES):
+        # A cross-region inference profile sends each request to a region of its geography,
+        # where the call is authorised against that region's foundation model.
+        base = model_id.split(".", 1)[1]
+        return [
+            f"arn:{out.partition}:bedrock:{out.region}:{out.account}:inference-profile/{model_id}",
+            f"arn:{out.partition}:bedrock:*::foundation-model/{base}",
+        ]
+    return [f"arn:{out.partition}:bedrock:{out.region}::foundation-model/{model_id}"]
+
+
+def dispatcher_policy(out: StackOutputs, stage: str) -> dict[str, Any]:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            _logs(out, stage, DISPATCHER),
+            _statement(
+                "ReadUploads",
+                ["s3:GetObject", "s3:GetObjectVersion"],
+                [_objects(out, AUDIO_PREFIX)],
+            ),
+            _list_bucket(out),
+            _statement(
+                "SendJobsAndResults",
+                ["sqs:SendMessage"],
+                [out["AudioQueueArn"], out["ResultsQueueArn"]],
+            ),
+            _statement(
+                "JobTable",
+                ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+                [out["JobTableArn"]],
+            ),
+            _statement("DescribeGpuGroup", ["autoscaling:DescribeAutoScalingGroups"], ["*"]),
+            _statement("StartGpuWorker", ["autoscaling:SetDesiredCapacity"], [_asg_arn(out)]),
+            *_kms(out),
+        ],
+    }
+
+
+def llm_caller_policy(out: StackOutputs, stage: str, options: StageOptions) -> dict[str, Any]:
+    statements = [
+        _logs(out, stage, LLM_CALLER),
+        _statement("ReadTranscripts", ["s3:GetObject"], [_objects(out, TRANSCRIPT_PREFIX)]),
+        _statement("WriteOutputs", ["s3:PutObject"], [_objects(out, FINAL_PREFIX)]),
+        _statement(
+            "ChunkCheckpoints",
+            ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            [_objects(out, WORK_PREFIX)],
+        ),
+        _list_bucket(out),
+        _statement(
+            "LlmQueue",
+            [
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ChangeMessageVisibility",  # a throttled message returns sooner
+                "sqs:SendMessage",  # a long transcript continues in a new message
+            ],
+            [out["LlmQueueArn"]],
+        ),
+        _statement("SendResults", ["sqs:SendMessage"], [out["ResultsQueueArn"]]),
+        _statement("JobTable", ["dynamodb:GetItem", "dynamodb:UpdateItem"], [out["JobTableArn"]]),
+        *_kms(out),
+    ]
+    if options.glossary_key:
+        glossary = f"arn:{out.partition}:s3:::{out['BucketName']}/{options.glossary_key}"
+        statements.insert(2, _statement("ReadGlossary", ["s3:GetObject"], [glossary]))
+    if options.corrector == "bedrock":
+        statements.append(
+            _statement(
+                "InvokeModel",
+                ["bedrock:InvokeModel"],
+                bedrock_model_arns(out, options.bedrock_model_id),
+            )
+        )
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _present(values: Mapping[str, str | None]) -> dict[str, str]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def stage_entry(out: StackOutputs, stage: str, options: StageOptions) -> dict[str, Any]:
+    """This tool's keys of ``stages[stage]`` in ``.chalice/config.json``."""
+    return {
+        "autogen_policy": False,
+        # Shared by both functions; also read when chalice loads app.py to deploy it (the
+        # decorators' bucket and queue names).
+        "environment_variables": _present(
+            {
+                cfg.ENV_BUCKET: out["BucketName"],
+                cfg.ENV_JOB_TABLE: out["JobTableName"],
+                cfg.ENV_RESULTS_QUEUE_URL: out["ResultsQueueUrl"],
+                cfg.ENV_LOG_LEVEL: options.log_level,
+                "LLM_QUEUE_NAME": out["LlmQueueName"],
+                "LLM_MAX_CONCURRENCY": str(LLM_CALLER_CONCURRENCY),
+            }
+        ),
+        "lambda_functions": {
+            DISPATCHER: {
+                "lambda_timeout": DISPATCHER_TIMEOUT_S,
+                "lambda_memory_size": DISPATCHER_MEMORY_MB,
+                "autogen_policy": False,
+                "iam_policy_file": f"policy-{stage}-{DISPATCHER}.json",
+                "environment_variables": _present(
+                    {
+                        cfg.ENV_AUDIO_QUEUE_URL: out["AudioQueueUrl"],
+                        cfg.ENV_ASG_NAME: out["GpuAsgName"],
+                        "DEFAULT_LANGUAGE": options.default_language,
+                        "ENQUEUE_LEASE_SECONDS": str(DISPATCHER_TIMEOUT_S),
+                    }
+                ),
+            },
+            LLM_CALLER: {
+                "lambda_timeout": LLM_CALLER_TIMEOUT_S,
+                "lambda_memory_size": LLM_CALLER_MEMORY_MB,
+                "reserved_concurrency": LLM_CALLER_CONCURRENCY,
+                "autogen_policy": False,
+                "iam_policy_file": f"policy-{stage}-{LLM_CALLER}.json",
+                "environment_variables": _present(
+                    {
+                        cfg.ENV_LLM_QUEUE_URL: out["LlmQueueUrl"],
+                        "CORRECTOR": options.corrector,
+                        "BEDROCK_MODEL_ID": options.bedrock_model_id,
+                        "OPENAI_BASE_URL": options.openai_base_url,
+                        "OPENAI_MODEL": options.openai_model,
+                        "GLOSSARY_KEY": options.glossary_key,
+                        "MAX_RECEIVES": str(LLM_QUEUE_MAX_RECEIVES),
+                        "RETRY_DELAY_SECONDS": str(LLM_RETRY_DELAY_S),
+                        "TIME_RESERVE_SECONDS": str(LLM_TIME_RESERVE_S),
+                        "CORRECTION_LEASE_SECONDS": str(LLM_CALLER_TIMEOUT_S + 60),
+                    }
+                ),
+            },
+        },
+    }
+
+
+def write_stage(
+    project_dir: Path, stage: str, outputs: StackOutputs, options: StageOptions
+) -> list[Path]:
+    """Update ``stages[stage]`` of the project's config and write the stage's policies."""
+    chalice_dir = project_dir / ".chalice"
+    config_path = chalice_dir / "config.json"
+    config: dict[str, Any] = (
+        json.loads(config_path.read_text(encoding="utf-8"))
+        if config_path.exists()
+        else {"version": "2.0", "app_name": APP_NAME, "stages": {}}
+    )
+    entry = config.setdefault("stages", {}).setdefault(stage, {})
+    entry.update(stage_entry(outputs, stage, options))
+    policies = {
+        DISPATCHER: dispatcher_policy(outputs, stage),
+        LLM_CALLER: llm_caller_policy(outputs, stage, options),
+    }
+    written = []
+    chalice_dir.mkdir(parents=True, exist_ok=True)
+    for function, policy in policies.items():
+        path = chalice_dir / entry["lambda_functions"][function]["iam_policy_file"]
+        path.write_text(json.dumps(policy, indent=2) + "\n", encoding="utf-8")
+        written.append(path)
+    text = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
+    config_path.write_text(text, encoding="utf-8")
+    written.append(config_path)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--stage", required=True)
+    parser.add_argument("--outputs-json", required=True, type=Path)
+    parser.add_argument("--project-dir", type=Path, default=_HERE)
+    parser.add_argument("--region")
+    parser.add_argument("--account")
+    parser.add_argument("--corrector", default="bedrock", choices=cfg.LLM_CORRECTORS)
+    parser.add_argument("--bedrock-model-id", default=DEFAULT_MODEL_ID)
+    parser.add_argument("--openai-base-url")
+    parser.add_argument("--openai-model")
+    parser.add_argument("--glossary-key")
+    parser.add_argument("--default-language")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    try:
+        outputs = StackOutputs.from_mapping(
+            load_outputs(args.outputs_json), region=args.region, account=args.account
+        )
+        options = StageOptions(
+            corrector=args.corrector,
+            bedrock_model_id=args.bedrock_model_id,
+            openai_base_url=args.openai_base_url,
+            openai_model=args.openai_model,
+            glossary_key=args.glossary_key,
+            default_language=args.default_language,
+            log_level=args.log_level,
+        )
+        for path in write_stage(args.project_dir, args.stage, outputs, options):
+            print(path)
+    except (StageConfigError, OSError, ValueError, KeyError) as exc:
+        print(f"stage_config: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The Chalice app "deployed" into moto: the stack's resources, a stage rendered by
+``stage_config.py`` from their real names and ARNs, and ``chalice.test.Client`` invoking the
+real handlers with that stage's environment."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote_plus
+
+import boto3
+import stage_config
+from chalice.test import Client
+
+from app import app
+from chalicelib import aws, entrypoints
+from pipeline_core.contracts import Result
+from pipeline_core.jobs import JobRecord, JobTable
+
+if TYPE_CHECKING:
+    from mypy_boto3_autoscaling import AutoScalingClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+REGION = "us-east-1"
+BUCKET = "transcription-test"
+
+
+def _queue(sqs: SQSClient, name: str, dlq: bool, visibility: int = 30) -> tuple[str, str, str]:
+    attributes: dict[Any, str] = {"VisibilityTimeout": str(visibility)}
+    dlq_url = ""
+    if dlq:
+        dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
+        attributes["RedrivePolicy"] = json.dumps(
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}
+        )
+    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    return url, arn, dlq_url
+
+
+@dataclass
+class Deployment:
+    """One stage in moto; ``client(**env)`` renders the stage with test overrides."""
+
+    project_dir: Path
+    outputs: dict[str, str]
+    table_name: str
+    audio_dlq_url: str
+    llm_dlq_url: str
+    s3: S3Client = field(default_factory=lambda: boto3.client("s3", region_name=REGION))
+    sqs: SQSClient = field(default_factory=lambda: boto3.client("sqs", region_name=REGION))
+    autoscaling: AutoScalingClient = field(
+        default_factory=lambda: boto3.client("autoscaling", region_name=REGION)
+    )
+
+    @property
+    def bucket(self) -> str:
+        return self.outputs["BucketName"]
+
+    def client(
+        self,
+        options: stage_config.StageOptions | None = None,
+        dispatcher_env: Mapping[str, str] | None = None,
+        llm_env: Mapping[str, str] | None = None,
+        stage: str = "test",
+    ) -> Client:
+        """A test client for the stage rendered from the stack outputs, plus overrides
+        (e.g. the local model server's endpoint, shorter delays)."""
+        aws.clear()
+        entrypoints.make_corrector.cache_clear()
+        stage_config.write_stage(
+            self.project_dir,
+            stage,
+            stage_config.StackOutputs.from_mapping(self.outputs),
+            options or stage_config.StageOptions(),
+        )
+        path = self.project_dir / ".chalice" / "config.json"
+        config = json.loads(path.read_text())
+        functions = config["stages"][stage]["lambda_functions"]
+        functions["dispatcher"]["environment_variables"].update(dispatcher_env or {})
+        functions["llm_caller"]["environment_variables"].update(llm_env or {})
+        path.write_text(json.dumps(config))
+        return Client(app, stage_name=stage, project_dir=str(self.project_dir))
+
+    # -- reading what the functions did ----------------------------------------------------
+
+    def table(self) -> JobTable:
+        return JobTable(boto3.client("dynamodb", region_name=REGION), self.table_name)
+
+    def job(self, job_id: str) -> JobRecord:
+        record = self.table().get(job_id)
+        assert record is not None, f"job {job_id} not in the table"
+        return record
+
+    def drain(self, queue_url: str) -> list[str]:
+        """Every message body now on a queue (deleted as read)."""
+        bodies: list[str] = []
+        while True:
+            messages = self.sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            ).get("Messages", [])
+            if not messages:
+                return bodies
+            for message in messages:
+                bodies.append(message["Body"])
+                self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def results(self) -> list[Result]:
+        return [Result.from_json(body) for body in self.drain(self.outputs["ResultsQueueUrl"])]
+
+    def desired_capacity(self) -> int:
+        group = self.autoscaling.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self.outputs["GpuAsgName"]]
+        )["AutoScalingGroups"][0]
+        return group["DesiredCapacity"]
+
+    def read(self, key: str) -> str:
+        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode()
+
+    def keys(self, prefix: str) -> list[str]:
+        listing = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def s3_event(client: Client, deployment: Deployment, key: str, **obj: Any) -> dict[str, Any]:
+    """The event S3 sends for ``key``: URL-encoded key, the object's real ETag and size."""
+    event = client.events.generate_s3_event(deployment.bucket, quote_plus(key, safe="/"))
+    record = event["Records"][0]["s3"]["object"]
+    record.update({"eTag": None, "size": 0})
+    try:
+        head = deployment.s3.head_object(Bucket=deployment.bucket, Key=key)
+        record.update({"eTag": head["ETag"].strip('"'), "size": head["ContentLength"]})
+        if head.get("VersionId") not in (None, "null"):
+            record["versionId"] = head["VersionId"]
+    except deployment.s3.exceptions.ClientError:
+        record["eTag"] = "0123456789abcdef0123456789abcdef"  # the object is gone
+    record.update(obj)
+    return event
+
+
+def deploy(tmp_path: Path, job_table_name: str, *, versioned: bool = False) -> Deployment:
+    """Create the stack's resources in moto (inside an active ``mock_aws``)."""
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket=BUCKET)
+    if versioned:
+        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    sqs = boto3.client("sqs", region_name=REGION)
+    audio_url, audio_arn, audio_dlq = _queue(sqs, "audio", dlq=True, visibility=600)
+    llm_url, llm_arn, llm_dlq = _queue(sqs, "llm", dlq=True, visibility=5400)
+    results_url, results_arn, _ = _queue(sqs, "results", dlq=False)
+    ec2 = boto3.client("ec2", region_name=REGION)
+    ec2.create_launch_template(
+        LaunchTemplateName="gpu-worker",
+        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "g5.xlarge"},
+    )
+    autoscaling = boto3.client("autoscaling", region_name=REGION)
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="gpu-workers",
+        LaunchTemplate={"LaunchTemplateName": "gpu-worker", "Version": "$Latest"},
+        MinSize=0,
+        MaxSize=1,
+        DesiredCapacity=0,
+        AvailabilityZones=[f"{REGION}a"],
+    )
+    asg_arn = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["gpu-workers"])[
+        "AutoScalingGroups"
+    ][0]["AutoScalingGroupARN"]
+    table_arn = boto3.client("dynamodb", region_name=REGION).describe_table(
+        TableName=job_table_name
+    )["Table"]["TableArn"]
+    outputs = {
+        "BucketName": BUCKET,
+        "AudioQueueUrl": audio_url,
+        "AudioQueueArn": audio_arn,
+        "LlmQueueUrl": llm_url,
+        "LlmQueueArn": llm_arn,
+        "LlmQueueName": "llm",
+        "ResultsQueueUrl": results_url,
+        "ResultsQueueArn": results_arn,
+        "JobTableName": job_table_name,
+        "JobTableArn": table_arn,
+        "GpuAsgName": "gpu-workers",
+        "GpuAsgArn": asg_arn,
+    }
+    return Deployment(tmp_path, outputs, job_table_name, audio_dlq, llm_dlq)
