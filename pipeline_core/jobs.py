@@ -170,8 +170,9 @@ class JobTable:
         if not allowed:
             raise ValueError("transition needs at least one expected state")
         now = utc_timestamp()
+        # A None field is "nothing to record": it must not reach the update expression.
         values: dict[str, Any] = {
-            **(fields or {}),
+            **{k: v for k, v in (fields or {}).items() if v is not None},
             "state": to.value,
             "updated_at": now,
             f"{to.value}_at": now,
@@ -204,7 +205,10 @@ class JobTable:
         """Record figures (progress, durations) without changing the state."""
         if not fields:
             return
-        values = {**fields, "updated_at": utc_timestamp()}
+        values = {
+            **{k: v for k, v in fields.items() if v is not None},
+            "updated_at": utc_timestamp(),
+        }
         names = {f"#f{i}": name for i, name in enumerate(values)}
         assignments = ", ".join(f"#f{i} = :v{i}" for i in range(len(values)))
         self._client.update_item(

@@ -66,3 +66,19 @@ def test_at_or_after() -> None:
     assert at_or_after(JobState.CORRECTING, JobState.TRANSCRIBED)
     assert not at_or_after(JobState.TRANSCRIBING, JobState.TRANSCRIBED)
     assert at_or_after(JobState.FAILED, JobState.TRANSCRIBED)
+
+
+def test_none_fields_are_left_out_not_an_error(job_table_name: str) -> None:
+    table = make_table(job_table_name)
+    table.create(
+        job_id="j", bucket="b", s3_key="audio-input/a.mp3", version="v", language="en", details=""
+    )
+    assert table.transition(
+        "j", JobState.TRANSCRIBING, expected=[JobState.QUEUED], fields={"worker": None, "n": 1}
+    )
+    table.update_fields("j", {"progress_percent": 50.0, "eta": None})
+    record = table.get("j")
+    assert record is not None
+    assert "worker" not in record.attributes
+    assert "eta" not in record.attributes
+    assert float(record.attributes["progress_percent"]) == 50.0
