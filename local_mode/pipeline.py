@@ -141,7 +141,10 @@ class LocalDeployment:
         template = load_template()
         ids = physical_ids(cfn, STACK_NAME)
         apply_emulator_gaps(boto3.client("s3"), boto3.client("dynamodb"), template, ids)
-        log.info("emulated stack created", extra={"outputs": self.outputs})
+        log.info(
+            "emulated stack created",
+            extra={"endpoint_url": emulator.endpoint_url, "outputs": self.outputs},
+        )
         self._stack.enter_context(environment(lambda_environment(self.outputs, options)))
 
         functions = chalice_functions(load_chalice_app())

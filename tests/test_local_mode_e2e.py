@@ -43,7 +43,8 @@ def test_local_mode_transcribes_and_scales_to_zero(tmp_path: Path) -> None:
     fox = by_name["lectures/fox talk.mp3"]
     assert fox.stage == "done"
     assert fox.result_status == "success_uncorrected"  # no corrector in the default local run
-    assert fox.audio_seconds and fox.transcribe_seconds
+    assert fox.audio_seconds
+    assert fox.transcribe_seconds
     text = (result.output_dir / "lectures" / "fox talk.txt").read_text(encoding="utf-8")
     assert "quick brown fox" in text.lower()
     timed = (result.output_dir / "lectures" / "fox talk.timed.txt").read_text(encoding="utf-8")
@@ -62,8 +63,7 @@ def test_local_mode_transcribes_and_scales_to_zero(tmp_path: Path) -> None:
         "ASG desired capacity 1 -> 0"
     )
     assert result.desired_capacity == 0
-    assert result.queue_depths and all(depth == 0 for depth in result.queue_depths.values()), (
-        result.queue_depths
-    )
+    assert result.queue_depths
+    assert all(depth == 0 for depth in result.queue_depths.values()), result.queue_depths
     assert result.llm_max_concurrency <= 3
     assert result.exit_code == 1  # one file failed, and a cron wrapper should know
