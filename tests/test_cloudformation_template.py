@@ -178,10 +178,14 @@ def test_failures_and_stuck_work_alarm_the_encrypted_topic() -> None:
         for props in to_topic.values()
         if props["Namespace"] == "AWS/Lambda"
     ]
-    assert sorted(lambda_names) == [
-        "transcription-pipeline-${Stage}-correct_transcript",
-        "transcription-pipeline-${Stage}-dispatch_upload",
-    ]
+    # Chalice names a function <app_name>-<stage>-<handler>: the alarms must watch those.
+    chalice_config = json.loads(
+        (Path(__file__).parent.parent / "chalice_app" / ".chalice" / "config.json").read_text()
+    )
+    handlers = chalice_config["stages"]["dev"]["lambda_functions"]
+    assert sorted(lambda_names) == sorted(
+        f"{chalice_config['app_name']}-${{Stage}}-{handler}" for handler in handlers
+    )
     (stuck,) = [p for p in to_topic.values() if p["MetricName"] == "ApproximateAgeOfOldestMessage"]
     assert _ref(stuck["Dimensions"][0]["Value"]) == "AudioQueue"
     assert stuck["Threshold"] == {"Ref": "WorkerStartAlarmSeconds"}
