@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -45,7 +44,3 @@ def job_table_name(aws: None) -> str:
         BillingMode="PAY_PER_REQUEST",
     )
     return name
-
-
-def repo_root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

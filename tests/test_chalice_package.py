@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import repo_root
+from repo_paths import repo_root
 
 HEAVY = ("torch", "transformers", "ctranslate2", "faster_whisper", "librosa", "numpy", "boto3")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import stage_config
-from conftest import repo_root
+from repo_paths import repo_root
 
 from pipeline_core.config import DispatcherSettings, LlmCallerSettings
 
