@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,10 +44,22 @@ def moto_server(port: int | None = None) -> Iterator[Emulator]:
     chosen = port or free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=chosen, verbose=False)
     server.start()
+    emulator = Emulator(endpoint_url=f"http://127.0.0.1:{chosen}")
+    # moto keeps its state per process, not per server: start empty, leave nothing behind,
+    # so that a second emulator in one process (the reliability suite) starts fresh.
+    reset_state(emulator)
     try:
-        yield Emulator(endpoint_url=f"http://127.0.0.1:{chosen}")
+        yield emulator
     finally:
+        reset_state(emulator)
         server.stop()
+
+
+def reset_state(emulator: Emulator) -> None:
+    """Forget every emulated resource (moto's ``/moto-api/reset``)."""
+    request = urllib.request.Request(f"{emulator.endpoint_url}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
 
 
 @contextmanager

@@ -55,6 +55,11 @@ class LocalOptions:
     llm_model: str = "local-model"
     idle_shutdown_seconds: int = 10
     log_file: Path | None = None
+    # Extra environment for the Lambda functions and for each worker process started from
+    # now on (the reliability suite: a Bedrock endpoint, short timeouts, fault injection).
+    # Mutable on purpose: a test changes the next worker's settings while a run goes on.
+    lambda_overrides: dict[str, str] = field(default_factory=dict)
+    worker_overrides: dict[str, str] = field(default_factory=dict)
 
 
 def lambda_environment(outputs: dict[str, str], options: LocalOptions) -> dict[str, str]:
@@ -72,6 +77,7 @@ def lambda_environment(outputs: dict[str, str], options: LocalOptions) -> dict[s
     }
     if options.llm_url:
         values["OPENAI_BASE_URL"] = options.llm_url
+    values.update(options.lambda_overrides)
     return values
 
 
@@ -95,6 +101,7 @@ def worker_environment(
         "WORKER_INSTANCE_ID": instance_id,
         "IDLE_SHUTDOWN_SECONDS": str(options.idle_shutdown_seconds),
         "POLL_WAIT_SECONDS": "2",
+        **options.worker_overrides,
     }
 
 
@@ -148,6 +155,7 @@ class LocalDeployment:
         self._stack.enter_context(environment(lambda_environment(self.outputs, options)))
 
         functions = chalice_functions(load_chalice_app())
+        _forget_lambda_clients()  # a second deployment in this process has its own endpoint
         sqs = boto3.client("sqs")
         self.dispatch_trigger = self._notification_trigger(sqs, functions.dispatcher)
         llm_arn = sqs.get_queue_attributes(
@@ -265,6 +273,14 @@ class LocalDeployment:
         """Each uploaded key's stage, from the job table."""
         records: dict[str, JobRecord] = {r.s3_key: r for r in self.job_table().scan()}
         return [_status(key, records.get(key)) for key in keys]
+
+
+def _forget_lambda_clients() -> None:
+    """Drop the Lambda code's cached clients, made for an earlier deployment's endpoint."""
+    from chalicelib import aws, entrypoints
+
+    aws.clear()
+    entrypoints.make_corrector.cache_clear()
 
 
 def _number(record: JobRecord, name: str) -> float | None:

@@ -102,6 +102,12 @@ class LocalScaler:
         self._thread = threading.Thread(target=self._run, name="local-scaler")
 
     @property
+    def worker_pid(self) -> int | None:
+        """The running worker process's id (a test may kill it as a crash would)."""
+        worker = self._worker
+        return worker.pid if worker is not None and worker.poll() is None else None
+
+    @property
     def worker_running(self) -> bool:
         return self._worker is not None and self._worker.poll() is None
 
@@ -168,9 +174,7 @@ class LocalScaler:
             self._worker_instance = instances[0]
             self._worker = self._start_worker(instances[0])
             self.state.workers_started += 1
-            self.state.record(
-                f"worker started on instance {instances[0]} (pid {self._worker.pid})"
-            )
+            self.state.record(f"worker started on instance {instances[0]} (pid {self._worker.pid})")
         elif self._worker is not None and self._worker_instance not in instances:
             # The instance left the group (the worker terminated it): the machine is gone.
             self._stop_worker(f"instance {self._worker_instance} left the group")
