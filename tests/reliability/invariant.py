@@ -1,0 +1,223 @@
+"""The pipeline's promise, checked after every fault: one final outcome per upload.
+
+For every uploaded object version (key + the version the Dispatcher keyed the job on):
+- there is exactly one job row, in a final state (``succeeded`` or ``failed``);
+- a succeeded job has its ``final-output/`` text and timed text, and the timed text has the
+  transcript's lines with the transcript's timestamps, none dropped, none invented (never a
+  truncated output), and exactly one success Result names it;
+- a failed job has a non-empty reason, and exactly one failed Result carries it (or, for a
+  key no Result can name, the job row says the result was not sendable);
+- no job has more than one Result; no Result names a job nobody uploaded;
+- the queues are empty and each DLQ holds what the test expects (usually nothing).
+It returns figures (files, outcomes, retries) for the reliability report.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pipeline_core import keys
+from pipeline_core.contracts import Result
+from pipeline_core.jobs import JobRecord, JobState, JobTable, job_id_for
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+_TIMESTAMP = re.compile(r"^(\[\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}\])")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded object version, as the Dispatcher names its job."""
+
+    key: str
+    version: str  # VersionId, else ETag: what the Dispatcher keys the job on
+
+    def job_id(self, bucket: str) -> str:
+        return job_id_for(bucket, self.key, self.version)
+
+
+@dataclass
+class Figures:
+    files: int = 0
+    succeeded: int = 0
+    uncorrected: int = 0
+    failed: int = 0
+    attempts: int = 0  # worker deliveries that claimed a job, summed
+    reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "success": self.succeeded,
+            "success_uncorrected": self.uncorrected,
+            "failed": self.failed,
+            "worker_attempts": self.attempts,
+        }
+
+
+class InvariantError(AssertionError):
+    pass
+
+
+def queue_count(sqs: SQSClient, url: str) -> int:
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return sum(
+        int(attributes.get(name, "0"))
+        for name in (
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        )
+    )
+
+
+def _timestamps(text: str) -> list[str]:
+    stamps = []
+    for line in text.splitlines():
+        match = _TIMESTAMP.match(line)
+        if match:
+            stamps.append(match[1])
+    return stamps
+
+
+def _text(s3: S3Client, bucket: str, key: str) -> str | None:
+    try:
+        body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None
+    return body.decode("utf-8")
+
+
+def check_invariant(
+    *,
+    s3: S3Client,
+    sqs: SQSClient,
+    table: JobTable,
+    bucket: str,
+    uploads: Iterable[Upload],
+    results: Iterable[Result],
+    queues: Mapping[str, str],
+    expected_depths: Mapping[str, int] | None = None,
+    other_jobs_allowed: bool = False,
+    injected: Mapping[str, str] | None = None,
+) -> Figures:
+    """Raise ``InvariantError`` naming every broken promise; return the run's figures.
+
+    ``queues``: name -> URL of every queue and DLQ; each must hold ``expected_depths[name]``
+    messages (default 0).
+    """
+    problems: list[str] = []
+    figures = Figures()
+    uploads = list(dict.fromkeys(uploads))
+    results = list(results)
+    by_job: dict[str, list[Result]] = {}
+    for result in results:
+        by_job.setdefault(result.job_id or f"<no job id: {result.source_file}>", []).append(result)
+    records = {record.job_id: record for record in table.scan()}
+    expected_ids = {upload.job_id(bucket) for upload in uploads}
+
+    for upload in uploads:
+        figures.files += 1
+        job_id = upload.job_id(bucket)
+        record = records.get(job_id)
+        if record is None:
+            problems.append(f"{upload.key} ({upload.version}): no job row")
+            continue
+        figures.attempts += int(record.attributes.get("attempts", 0))
+        sent = by_job.get(job_id, [])
+        if len(sent) > 1:
+            statuses = Counter(r.status for r in sent)
+            problems.append(f"{upload.key}: {len(sent)} Results for one job ({dict(statuses)})")
+        if record.state is JobState.SUCCEEDED:
+            _check_success(
+                s3,
+                bucket=bucket,
+                upload=upload,
+                record=record,
+                sent=sent,
+                figures=figures,
+                problems=problems,
+            )
+        elif record.state is JobState.FAILED:
+            figures.failed += 1
+            if not (record.error or "").strip():
+                problems.append(f"{upload.key}: failed without a reason")
+            figures.reasons.append(record.error or "")
+            not_sendable = record.attributes.get("result_sent_at") == "not-sendable"
+            if not sent and not not_sendable:
+                problems.append(f"{upload.key}: failed but no Result tells the user")
+            for result in sent:
+                if result.status != "failed" or not (result.error or "").strip():
+                    problems.append(f"{upload.key}: failed job but Result {result.status}")
+        else:
+            problems.append(f"{upload.key}: job left in state {record.state.value}")
+
+    # Messages a test put on a queue by hand (no upload): source key -> words of the reason.
+    for source, words in (injected or {}).items():
+        told = [r for r in results if r.source_file == source and r.job_id not in expected_ids]
+        if len(told) != 1 or told[0].status != "failed":
+            problems.append(f"injected {source}: Results {[r.status for r in told]}, want 1 failed")
+        elif words.lower() not in (told[0].error or "").lower():
+            problems.append(f"injected {source}: reason {told[0].error!r} lacks {words!r}")
+        for result in told:
+            by_job.pop(result.job_id or f"<no job id: {result.source_file}>", None)
+    strangers = [job_id for job_id in by_job if job_id not in expected_ids]
+    if strangers:
+        problems.append(f"Results for jobs nobody uploaded: {strangers}")
+    if not other_jobs_allowed:
+        extra = [r.s3_key for job_id, r in records.items() if job_id not in expected_ids]
+        if extra:
+            problems.append(f"job rows for uploads the test did not make: {extra}")
+    active = [r.s3_key for r in records.values() if not r.state.is_final]
+    if active:
+        problems.append(f"jobs not in a final state: {active}")
+
+    expected = dict(expected_depths or {})
+    for name, url in queues.items():
+        depth = queue_count(sqs, url)
+        if depth != expected.get(name, 0):
+            want = expected.get(name, 0)
+            problems.append(f"queue {name} holds {depth} messages, expected {want}")
+    if problems:
+        raise InvariantError("the one-outcome invariant is broken:\n- " + "\n- ".join(problems))
+    return figures
+
+
+def _check_success(
+    s3: S3Client,
+    *,
+    bucket: str,
+    upload: Upload,
+    record: JobRecord,
+    sent: list[Result],
+    figures: Figures,
+    problems: list[str],
+) -> None:
+    status = record.attributes.get("result_status")
+    if status == "success":
+        figures.succeeded += 1
+    else:
+        figures.uncorrected += 1
+    if len(sent) != 1 or sent[0].status not in ("success", "success_uncorrected"):
+        problems.append(f"{upload.key}: succeeded but its Results are {[r.status for r in sent]}")
+    stem = keys.stem(upload.key)
+    final = keys.final_keys(stem)
+    transcript = _text(s3, bucket, keys.transcript_keys(upload.key).timed)
+    text = _text(s3, bucket, final.text)
+    timed = _text(s3, bucket, final.timed)
+    if transcript is None or text is None or timed is None:
+        problems.append(f"{upload.key}: succeeded but an output is missing")
+        return
+    if _timestamps(timed) != _timestamps(transcript) or not _timestamps(timed):
+        problems.append(
+            f"{upload.key}: final timed text has {len(_timestamps(timed))} timed lines, "
+            f"the transcript {len(_timestamps(transcript))} (dropped, invented or cut off)"
+        )
+    if len([line for line in text.splitlines() if line.strip()]) != len(_timestamps(transcript)):
+        problems.append(f"{upload.key}: final text's line count differs from the transcript's")
