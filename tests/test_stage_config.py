@@ -106,6 +106,9 @@ ALLOWED_WILDCARDS: dict[str, Callable[[str], bool]] = {
     # the function's own log group's streams
     "own-log-streams": lambda r: r.startswith("arn:aws:logs:") and r.endswith(":*")
     and "/aws/lambda/transcription-pipeline-" in r and r.count("*") == 1,
+    # the GPU group by name where the stack does not output its ARN (the id is generated)
+    "asg-by-name": lambda r: r.startswith("arn:aws:autoscaling:")
+    and ":autoScalingGroup:*:autoScalingGroupName/" in r and r.count("*") == 1,
     # a cross-region inference profile may route to its base model in any region
     "profile-regions": lambda r: r.startswith("arn:aws:bedrock:*::foundation-model/")
     and r.count("*") == 1,
