@@ -24,7 +24,7 @@ from gpu_worker import models
 from local_mode.pipeline import LocalDeployment, LocalOptions
 from local_mode.samples import make_samples
 from local_mode.view import FileStatus, progress_table, scaling_table, summary_table
-from onprem.poll import Poller, PollOptions
+from onprem.poll import Poller, PollOptions, failure_report_path
 from onprem.shutdown import GracefulStop
 from onprem.state import UploadState
 from onprem.upload import FileOutcome, Status, UploadOptions, run_upload
@@ -98,7 +98,7 @@ def output_files(output_dir: Path, key: str) -> tuple[str, ...]:
         path = output_dir / local_relative_path(final_key, FINAL_PREFIX)
         if path.exists():
             found.append(str(path))
-    failed = output_dir / "failed" / Path(stem(key)).with_suffix(".json")
+    failed = failure_report_path(output_dir, key)
     if failed.exists():
         found.append(str(failed))
     return tuple(found)

@@ -9,6 +9,7 @@ folders never overwrite each other's outputs.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import unicodedata
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ AUDIO_SUFFIXES: Final = (".mp3", ".wav", ".m4a", ".flac", ".ogg", ".opus", ".web
 
 TIMED_SUFFIX: Final = ".timed.txt"
 MAX_KEY_BYTES: Final = 1024  # S3's own limit on a key's UTF-8 length
+# A local file name's limit (255 bytes on ext4, NTFS, APFS) less room for a temporary suffix.
+MAX_LOCAL_NAME_BYTES: Final = 200
 
 
 class InvalidKeyError(ValueError):
@@ -148,4 +151,28 @@ def local_relative_path(key: str, prefix: str) -> PurePosixPath:
     relative = PurePosixPath(key[len(prefix) :])
     if relative.is_absolute() or ".." in relative.parts or "\\" in key:
         raise InvalidKeyError(f"the key {key!r} would leave the output folder")
-    return relative
+    return PurePosixPath(*(local_name(part) for part in relative.parts))
+
+
+def local_name(name: str) -> str:
+    """One path component, short enough for a local file system.
+
+    A key's segment may be up to 1024 bytes; Linux and Windows file names end at 255. A
+    longer one keeps its beginning, a digest of the whole (two long names that share their
+    beginning stay apart) and its suffix (``.timed.txt``, ``.txt``, ``.json``), within
+    ``MAX_LOCAL_NAME_BYTES``, leaving room for a writer's temporary suffix.
+    """
+    raw = name.encode("utf-8")
+    if len(raw) <= MAX_LOCAL_NAME_BYTES:
+        return name
+    if name.endswith(TIMED_SUFFIX):
+        base, suffix = name[: -len(TIMED_SUFFIX)], TIMED_SUFFIX
+    else:
+        base, suffix = posixpath.splitext(name)
+        if len(suffix.encode("utf-8")) > 16:
+            base, suffix = name, ""
+    digest = hashlib.sha256(base.encode("utf-8")).hexdigest()[:16]
+    tail = f"~{digest}{suffix}"
+    room = MAX_LOCAL_NAME_BYTES - len(tail.encode("utf-8"))
+    head = base.encode("utf-8")[:room].decode("utf-8", errors="ignore")
+    return head + tail

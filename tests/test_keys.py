@@ -77,3 +77,21 @@ def test_local_paths_never_escape_the_folder() -> None:
 def test_audio_suffixes() -> None:
     assert keys.has_audio_suffix("audio-input/a.MP3")
     assert not keys.has_audio_suffix("audio-input/a.txt")
+
+
+def test_long_names_are_shortened_for_the_local_folder_and_stay_apart() -> None:
+    long_a = "ש" * 300 + "-a"
+    long_b = "ש" * 300 + "-b"
+    a = keys.local_relative_path(f"final-output/{'x' * 300}/{long_a}.timed.txt", keys.FINAL_PREFIX)
+    b = keys.local_relative_path(f"final-output/{'x' * 300}/{long_b}.timed.txt", keys.FINAL_PREFIX)
+    assert a != b
+    assert all(len(part.encode()) <= keys.MAX_LOCAL_NAME_BYTES for part in a.parts)
+    assert a.name.endswith(".timed.txt")
+    assert a.parent == b.parent  # the same folder, shortened the same way
+    text = keys.local_relative_path(f"final-output/{long_a}.txt", keys.FINAL_PREFIX)
+    assert text.name.split("~")[1].removesuffix(".txt") == a.name.split("~")[1].removesuffix(
+        ".timed.txt"
+    )  # the two outputs of one recording share their shortened name
+    assert (
+        keys.local_relative_path("final-output/a/b.txt", keys.FINAL_PREFIX).as_posix() == "a/b.txt"
+    )
