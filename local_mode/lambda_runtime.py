@@ -25,8 +25,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
@@ -98,6 +100,38 @@ def s3_notification_event(
         body = json.loads(message["Body"])
         records.extend(body.get("Records", []))
     return {"Records": records} if records else None
+
+
+def with_version_ids(
+    s3: S3Client,
+) -> Callable[[list[MessageTypeDef], str, str], dict[str, Any] | None]:
+    """``s3_notification_event``, with each record's ``versionId`` filled in.
+
+    S3 puts the new version's id in every notification of a versioned bucket, and the
+    Dispatcher keys jobs on it (a new version is a new job, and the worker reads exactly
+    that version). moto's notifications leave it out; it is looked up here as the version
+    whose ETag the record carries (versions with equal ETags hold the same bytes).
+    """
+
+    def make(messages: list[MessageTypeDef], queue_arn: str, region: str) -> dict[str, Any] | None:
+        event = s3_notification_event(messages, queue_arn, region)
+        for record in (event or {}).get("Records", []):
+            obj = record.get("s3", {}).get("object", {})
+            if obj.get("versionId") or not obj.get("eTag"):
+                continue
+            bucket = record["s3"]["bucket"]["name"]
+            key = unquote_plus(obj["key"])
+            listing = s3.list_object_versions(Bucket=bucket, Prefix=key)
+            for version in listing.get("Versions", []):
+                same = (
+                    version.get("Key") == key and version.get("ETag", "").strip('"') == obj["eTag"]
+                )
+                if same and version.get("VersionId") not in (None, "null"):
+                    obj["versionId"] = version["VersionId"]
+                    break
+        return event
+
+    return make
 
 
 class QueueTrigger:

@@ -22,7 +22,7 @@ from cloudformation.stack import (
     physical_ids,
 )
 from local_mode.emulator import Emulator, environment, moto_server
-from local_mode.lambda_runtime import QueueTrigger, s3_notification_event, sqs_event
+from local_mode.lambda_runtime import QueueTrigger, sqs_event, with_version_ids
 from local_mode.lambdas import chalice_functions, load_chalice_app
 from local_mode.scaler import LocalScaler
 from local_mode.template import scaling_alarm
@@ -221,7 +221,7 @@ class LocalDeployment:
             arn,
             dispatcher,
             function_name="dispatcher",
-            make_event=s3_notification_event,
+            make_event=with_version_ids(boto3.client("s3")),
             max_concurrency=4,
         )
 

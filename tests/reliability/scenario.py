@@ -208,6 +208,7 @@ class Scenario:
         uploads: list[Upload] | None = None,
         expected_depths: dict[str, int] | None = None,
         injected: dict[str, str] | None = None,
+        results_fetched_by_poller: bool = False,
     ) -> Figures:
         self.collect_results()
         return check_invariant(
@@ -221,6 +222,7 @@ class Scenario:
             expected_depths=expected_depths,
             other_jobs_allowed=injected is not None,
             injected=injected,
+            results_fetched_by_poller=results_fetched_by_poller,
         )
 
 
