@@ -95,7 +95,7 @@ class FakeModel:
             for wrong, right in {**script.replacements, **glossary}.items():
                 text = text.replace(wrong, right)
             corrected.append((number, text))
-        if script.obey_injection and "IGNORE PREVIOUS INSTRUCTIONS" in user:
+        if script.obey_injection and "IGNORE PREVIOUS INSTRUCTIONS" in user.upper():
             return "1|HACKED", False, ids
         with self._lock:
             misbehave = (
