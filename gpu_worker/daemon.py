@@ -177,9 +177,12 @@ class Worker:
                     self.process(job, lease, in_flight)
                 except JobAbandonedError:
                     logger.warning("abandoned the job; another worker will take it")
-                except Exception:  # not the file's fault: let the message come back
-                    logger.exception("the job failed; the message will be delivered again")
-                    self.retry_later(lease)
+                except Exception as exc:  # not the file's fault: let the message come back
+                    if message.receive_count >= self.settings.max_receives:
+                        self.give_up(lease, job, exc)
+                    else:
+                        logger.exception("the job failed; the message will be delivered again")
+                        self.retry_later(lease, backoff=True)
 
     def process(self, job: AudioJob, lease: MessageLease, in_flight: InFlight) -> None:
         """The steps of one job; each ``pauses.after`` is a point a test may kill us at."""
@@ -294,9 +297,50 @@ class Worker:
                 logger.exception("could not report the malformed message")
                 self.retry_later(lease)
 
-    def retry_later(self, lease: MessageLease, delay_seconds: int | None = None) -> None:
-        """Let the message come back after a short delay (the DLQ counts the receives)."""
+    def give_up(self, lease: MessageLease, job: AudioJob, exc: Exception) -> None:
+        """The last delivery failed too: fail the job with a reason the user can read.
+
+        Without this the message would reach the DLQ after its last receive and the user
+        would never hear of the recording. Should even the report fail (SQS down), the
+        message goes back and the DLQ (with its alarm) keeps it.
+        """
+        count = lease.message.receive_count
+        reason = (
+            f"{job.object_key}: gave up after {count} attempts; "
+            f"last error: {type(exc).__name__}: {exc}"
+        )
+        logger.error("the job failed on its last delivery", exc_info=exc)
+        job_id: str | None = job.job_id
+        if job_id is None:
+            try:
+                job_id = resolve_job_id(self.aws.s3, job.bucket or self.settings.bucket, job)
+            except Exception:
+                job_id = None
+        try:
+            report_failure(
+                self.aws.sqs,
+                self.settings.results_queue_url,
+                self.table,
+                source_key=job.object_key,
+                job_id=job_id,
+                reason=reason,
+            )
+            lease.delete()
+        except Exception:
+            logger.exception("could not report the failure; the DLQ will keep the message")
+            self.retry_later(lease)
+
+    def retry_later(
+        self, lease: MessageLease, delay_seconds: int | None = None, *, backoff: bool = False
+    ) -> None:
+        """Let the message come back after a short delay (the DLQ counts the receives).
+
+        With ``backoff`` the delay grows with each delivery (1x, 2x, 4x ...), so that a
+        dependency that is down gets time to come back before the last try.
+        """
         delay = self.settings.retry_delay_seconds if delay_seconds is None else delay_seconds
+        if backoff:
+            delay = min(delay * 2 ** max(0, lease.message.receive_count - 1), 12 * 3600)
         try:
             lease.release(delay)
         except Exception:  # it comes back anyway when its visibility timeout runs out

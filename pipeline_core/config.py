@@ -228,6 +228,9 @@ class WorkerSettings:
     # How long a message the worker could not finish (malformed, transient error) stays
     # hidden before its next delivery; short, so that bad messages reach the DLQ soon.
     retry_delay_seconds: int = 10
+    # The Audio Queue's maxReceiveCount: on that delivery a job that still fails is failed
+    # with its reason (a Result the user reads) rather than left to reach the DLQ unseen.
+    max_receives: int = 3
     spot_poll_seconds: float = 5.0
     progress_log_seconds: float = 30.0
     # Fault injection for the reliability tests: log and sleep after this named step.
@@ -261,6 +264,7 @@ class WorkerSettings:
             imds_endpoint=env.optional("IMDS_ENDPOINT"),
             log_level=env.text(ENV_LOG_LEVEL, "INFO"),
             retry_delay_seconds=env.integer("RETRY_DELAY_SECONDS", 10, minimum=0),
+            max_receives=env.integer("MAX_RECEIVES", 3, minimum=1),
             spot_poll_seconds=env.number("SPOT_POLL_SECONDS", 5.0, minimum=0.1),
             progress_log_seconds=env.number("PROGRESS_LOG_SECONDS", 30.0, minimum=0),
             pause_after_step=env.optional("WORKER_PAUSE_AFTER_STEP"),
