@@ -7,7 +7,7 @@ import socket
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from moto.server import ThreadedMotoServer
@@ -24,9 +24,40 @@ def free_port() -> int:
         return port
 
 
+class _RestartableServer:
+    """A moto server that can be stopped and started again on its port, keeping its state
+    (moto keeps resources per process): how the reliability suite takes AWS away for a while.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._server: ThreadedMotoServer | None = None
+
+    def start(self) -> None:
+        if self._server is None:
+            server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+            server.start()
+            self._server = server
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
 @dataclass(frozen=True)
 class Emulator:
     endpoint_url: str
+    _server: _RestartableServer | None = field(default=None, compare=False, repr=False)
+
+    def stop_server(self) -> None:
+        """Take the endpoint away (connections refused); state is kept for ``start_server``."""
+        if self._server is not None:
+            self._server.stop()
+
+    def start_server(self) -> None:
+        if self._server is not None:
+            self._server.start()
 
     def environment(self) -> dict[str, str]:
         """What a process (this one or a child) needs so that boto3 talks to the emulator."""
@@ -42,15 +73,16 @@ class Emulator:
 def moto_server(port: int | None = None) -> Iterator[Emulator]:
     """Run a moto server on 127.0.0.1 for the duration of the block."""
     chosen = port or free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=chosen, verbose=False)
+    server = _RestartableServer(chosen)
     server.start()
-    emulator = Emulator(endpoint_url=f"http://127.0.0.1:{chosen}")
+    emulator = Emulator(endpoint_url=f"http://127.0.0.1:{chosen}", _server=server)
     # moto keeps its state per process, not per server: start empty, leave nothing behind,
     # so that a second emulator in one process (the reliability suite) starts fresh.
     reset_state(emulator)
     try:
         yield emulator
     finally:
+        server.start()  # a test may have left it stopped
         reset_state(emulator)
         server.stop()
 
