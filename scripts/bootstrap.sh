@@ -46,3 +46,16 @@ if [ ! -f "$tools_stamp" ]; then
   rm -f .venv-tools/.installed-*
   touch "$tools_stamp"
 fi
+
+# pip-audit (known vulnerabilities in the locked dependency set) in a virtualenv of its own,
+# so that its dependencies never change the suite's. tests/reliability/test_pip_audit.py
+# runs it against `pip freeze` of .venv.
+AUDIT_SPEC="pip-audit>=2.7,<3"
+audit_stamp=.venv-audit/.installed-$(echo "$AUDIT_SPEC" | sha256sum | cut -c1-16)
+if [ ! -f "$audit_stamp" ]; then
+  echo "bootstrap: installing $AUDIT_SPEC into .venv-audit"
+  [ -x .venv-audit/bin/python ] || "$PYTHON" -m venv .venv-audit
+  .venv-audit/bin/python -m pip install -q "$AUDIT_SPEC"
+  rm -f .venv-audit/.installed-*
+  touch "$audit_stamp"
+fi
