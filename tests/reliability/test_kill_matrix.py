@@ -63,6 +63,6 @@ def test_worker_killed_at_a_step_is_replaced_and_the_job_ends_once(
         figures={
             **figures.as_dict(),
             "bedrock_calls": len(fox_calls),
-            "recover_s": round(recovered, 1),
+            "outcome_after_kill_s": round(recovered, 1),
         },
     )
