@@ -24,7 +24,9 @@ def decode_audio(path: str | Path) -> npt.NDArray[np.float32]:
     try:
         samples, _ = librosa.load(file, sr=SAMPLE_RATE, mono=True)
     except Exception as exc:  # librosa raises many types (soundfile, audioread, EOFError)
-        raise AudioDecodeError(f"the file could not be decoded as audio: {exc}") from None
+        # Some decoders raise with an empty message (audioread's NoBackendError): name the type.
+        detail = str(exc).strip() or type(exc).__name__
+        raise AudioDecodeError(f"the file could not be decoded as audio: {detail}") from None
     if samples.size == 0:
         raise AudioDecodeError("the file decodes to no audio samples")
     return samples.astype(np.float32, copy=False)

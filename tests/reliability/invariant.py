@@ -155,6 +155,8 @@ def check_invariant(
             figures.failed += 1
             if not (record.error or "").strip():
                 problems.append(f"{upload.key}: failed without a reason")
+            elif (record.error or "").rstrip().endswith(":"):
+                problems.append(f"{upload.key}: the reason stops short: {record.error!r}")
             figures.reasons.append(record.error or "")
             not_sendable = record.attributes.get("result_sent_at") == "not-sendable"
             if not sent and not not_sendable:
