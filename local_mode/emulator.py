@@ -76,19 +76,18 @@ def moto_server(port: int | None = None) -> Iterator[Emulator]:
     server = _RestartableServer(chosen)
     server.start()
     emulator = Emulator(endpoint_url=f"http://127.0.0.1:{chosen}", _server=server)
-    # moto keeps its state per process, not per server: start empty, leave nothing behind,
-    # so that a second emulator in one process (the reliability suite) starts fresh.
-    reset_state(emulator)
+    # moto keeps its resources in the process, not in the server: without a reset, a second
+    # emulator in one process (tests, or a run after an interrupted one) sees the first's stack.
+    _reset(emulator)
     try:
         yield emulator
     finally:
         server.start()  # a test may have left it stopped
-        reset_state(emulator)
+        _reset(emulator)  # and leave nothing behind in this process
         server.stop()
 
 
-def reset_state(emulator: Emulator) -> None:
-    """Forget every emulated resource (moto's ``/moto-api/reset``)."""
+def _reset(emulator: Emulator) -> None:
     request = urllib.request.Request(f"{emulator.endpoint_url}/moto-api/reset", method="POST")
     with urllib.request.urlopen(request, timeout=30) as response:
         response.read()

@@ -155,7 +155,6 @@ class LocalDeployment:
         self._stack.enter_context(environment(lambda_environment(self.outputs, options)))
 
         functions = chalice_functions(load_chalice_app())
-        _forget_lambda_clients()  # a second deployment in this process has its own endpoint
         sqs = boto3.client("sqs")
         self.dispatch_trigger = self._notification_trigger(sqs, functions.dispatcher)
         llm_arn = sqs.get_queue_attributes(
@@ -270,17 +269,17 @@ class LocalDeployment:
         return JobTable(boto3.client("dynamodb"), self.outputs["JobTableName"])
 
     def file_statuses(self, keys: list[str]) -> list[FileStatus]:
-        """Each uploaded key's stage, from the job table."""
-        records: dict[str, JobRecord] = {r.s3_key: r for r in self.job_table().scan()}
-        return [_status(key, records.get(key)) for key in keys]
+        return job_statuses(self.job_table(), keys)
 
 
-def _forget_lambda_clients() -> None:
-    """Drop the Lambda code's cached clients, made for an earlier deployment's endpoint."""
-    from chalicelib import aws, entrypoints
-
-    aws.clear()
-    entrypoints.make_corrector.cache_clear()
+def job_statuses(table: JobTable, keys: list[str]) -> list[FileStatus]:
+    """Each uploaded key's stage, from the job table (the newest job of a key wins)."""
+    records: dict[str, JobRecord] = {}
+    for record in table.scan():
+        current = records.get(record.s3_key)
+        if current is None or record.created_at >= current.created_at:
+            records[record.s3_key] = record
+    return [_status(key, records.get(key)) for key in keys]
 
 
 def _number(record: JobRecord, name: str) -> float | None:
