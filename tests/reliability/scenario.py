@@ -53,13 +53,15 @@ FAST_LAMBDA = {
 FINISH_TIMEOUT = 180.0
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.25
+) -> float:
     """Poll ``condition`` until true; the seconds it took. Fails naming ``what``."""
     started = time.monotonic()
     while not condition():
         if time.monotonic() - started > timeout:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.25)
+        time.sleep(interval)
     return time.monotonic() - started
 
 
@@ -123,12 +125,13 @@ class Scenario:
     def finished(self, uploads: list[Upload]) -> bool:
         self.collect_results()
         told = {result.job_id for result in self.results}
+        records = {record.job_id: record for record in self.table.scan()}
         for upload in uploads:
-            record = self.record(upload)
+            record = records.get(upload.job_id(self.bucket))
             if record is None or not record.state.is_final:
                 return False
             sendable = record.attributes.get("result_sent_at") != "not-sendable"
-            if sendable and upload.job_id(self.bucket) not in told:
+            if sendable and record.job_id not in told:
                 return False
         return True
 
@@ -136,7 +139,10 @@ class Scenario:
         self, uploads: list[Upload] | None = None, timeout: float = FINISH_TIMEOUT
     ) -> float:
         wanted = list(uploads if uploads is not None else self.uploads)
-        return wait_until(lambda: self.finished(wanted), timeout, f"{len(wanted)} final outcomes")
+        interval = 0.25 if len(wanted) < 20 else 5.0  # a scan of the table each time
+        return wait_until(
+            lambda: self.finished(wanted), timeout, f"{len(wanted)} final outcomes", interval
+        )
 
     def wait_scaled_in(self, timeout: float = 60.0) -> float:
         scaler = self.deployment.scaler

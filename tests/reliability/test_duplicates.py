@@ -42,34 +42,16 @@ def announce_again(run: Scenario, upload: Upload, size: int) -> None:
     run.sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"Records": [record]}))
 
 
-@pytest.mark.parametrize("copies", [2, 5])
-def test_duplicate_events_make_one_job_one_result_one_bedrock_call(
-    tmp_path: Path, fox_mp3: Path, report: Report, copies: int
-) -> None:
-    with scenario(tmp_path) as run:
-        upload = run.upload("fox.mp3", fox_mp3)
-        for _ in range(copies - 1):  # moto sent the first
-            announce_again(run, upload, fox_mp3.stat().st_size)
-        took = run.wait_finished()
-        run.wait_scaled_in()
-        figures = run.check()
-
-        assert figures.succeeded == 1
-        assert len(run.model.converse_calls()) == 1
-        assert len(list(run.table.scan())) == 1
-        assert run.deployment.dispatch_trigger is not None
-        assert run.deployment.dispatch_trigger.stats.invocations >= copies
-    report(
-        fault=f"the same S3 event delivered {copies} times",
-        happened=f"{copies} Dispatcher invocations; one job row, the rest seen as duplicates",
-        outcome="1 job, 1 Result, 1 Bedrock call",
-        figures={**figures.as_dict(), "events": copies, "finish_s": round(took, 1)},
-    )
-
-
-def test_a_new_version_of_a_key_is_a_new_job(tmp_path: Path, fox_mp3: Path, report: Report) -> None:
+def test_duplicate_events_and_new_versions(tmp_path: Path, fox_mp3: Path, report: Report) -> None:
     other = speech_mp3(tmp_path / "dog.mp3", "A lazy dog sleeps in the sun all day.")
+    copies = {"twice.mp3": 2, "five-times.mp3": 5}
     with scenario(tmp_path / "run") as run:
+        announced = []
+        for name, count in copies.items():
+            upload = run.upload(name, fox_mp3)
+            for _ in range(count - 1):  # moto sent the first
+                announce_again(run, upload, fox_mp3.stat().st_size)
+            announced.append(upload)
         first = run.upload("talk.mp3", fox_mp3)
         second = run.upload("talk.mp3", other)  # same key, different bytes, at once
         assert first.version != second.version
@@ -77,15 +59,33 @@ def test_a_new_version_of_a_key_is_a_new_job(tmp_path: Path, fox_mp3: Path, repo
         run.wait_scaled_in()
         figures = run.check()
 
-        assert figures.files == 2
-        assert figures.succeeded == 2
+        assert figures.files == 4
+        assert figures.succeeded == 4
+        rows = list(run.table.scan())
+        assert sorted(r.s3_key for r in rows) == sorted(
+            ["audio-input/twice.mp3", "audio-input/five-times.mp3", *["audio-input/talk.mp3"] * 2]
+        )
         calls = run.model.converse_calls()
+        assert len(calls) == 4  # one per job, none for a duplicate event
         # Each version was transcribed from its own bytes (the worker read that version).
-        assert any("fox" in call.user.lower() for call in calls)
         assert any("dog" in call.user.lower() and "fox" not in call.user.lower() for call in calls)
+        trigger = run.deployment.dispatch_trigger
+        assert trigger is not None
+        invocations = trigger.stats.invocations
+        assert invocations >= sum(copies.values()) + 2
+    for name, count in copies.items():
+        report(
+            case=name,
+            fault=f"the same S3 event delivered {count} times",
+            happened=f"{count} Dispatcher invocations; one job row, the rest seen as duplicates",
+            outcome="1 job, 1 Result, 1 Bedrock call",
+            figures={"events": count, "jobs": 1, "bedrock_calls": 1},
+        )
     report(
-        fault="the same key uploaded twice with different content",
-        happened="two versions -> two jobs, each worker delivery read its own version",
-        outcome="2 jobs, 2 outcomes",
-        figures={**figures.as_dict(), "finish_s": round(took, 1)},
-    )
+        case="new-version",
+        fault="the same key uploaded twice with different content, at once",
+        happened="two versions -> two jobs; each worker delivery read its own version",
+        outcome="2 jobs, 2 outcomes, 2 Bedrock calls",
+        figures={**figures.as_dict(), "dispatcher_invocations": invocations,
+                 "finish_s": round(took, 1)},
+    )  # fmt: skip

@@ -14,14 +14,14 @@ from reliability.scenario import scenario
 
 pytestmark = pytest.mark.slow
 
-# step -> what the kill leaves behind.
+# step -> what the kill leaves behind. (The daemon's other pause points, "claimed",
+# "marked_transcribed" and "handed_off", fall in the same windows as their neighbours here;
+# tests/worker_daemon/test_worker_process.py kills at some of them too.)
 KILL_STEPS = {
     "downloaded": "audio on local disk, nothing written",
     "mid_transcription": "transcription half done",
     "transcript_written": "transcript in S3, LLM job not sent",
-    "marked_transcribed": "job marked transcribed, LLM job not sent",
     "llm_job_sent": "LLM job sent, audio message not deleted",
-    "handed_off": "hand-off recorded, audio message not deleted",
 }
 
 
