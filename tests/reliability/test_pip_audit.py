@@ -24,9 +24,15 @@ ACCEPTED = REPO_ROOT / "docs" / "pip-audit-accepted.txt"
 REQUIRED = os.environ.get("PIP_AUDIT_REQUIRED") == "1"
 
 
-def _unavailable(why: str) -> None:
+def _unavailable(why: str, report: Report) -> None:
     if REQUIRED:
         pytest.fail(f"PIP_AUDIT_REQUIRED=1 but {why}")
+    report(
+        fault="pip-audit of the locked dependency set",
+        happened=f"not audited on this machine: {why}",
+        outcome="skipped (PIP_AUDIT_REQUIRED=1 makes this a failure)",
+        figures={},
+    )
     pytest.skip(why)
 
 
@@ -48,7 +54,7 @@ def test_locked_dependencies_have_no_unreviewed_vulnerabilities(
     tmp_path: Path, report: Report
 ) -> None:
     if not AUDIT.exists():
-        _unavailable("pip-audit is not installed in .venv-audit (run scripts/bootstrap.sh)")
+        _unavailable("pip-audit is not installed in .venv-audit (run scripts/bootstrap.sh)", report)
     freeze = subprocess.run(
         [sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
         capture_output=True, text=True, check=True, timeout=120,
@@ -65,13 +71,13 @@ def test_locked_dependencies_have_no_unreviewed_vulnerabilities(
     try:
         audit = json.loads(run.stdout)
     except ValueError:
-        _unavailable(f"pip-audit could not query its vulnerability service: {run.stderr[-500:]}")
+        _unavailable(f"pip-audit could not query its service: {run.stderr[-500:]}", report)
         raise
     dependencies = audit["dependencies"]
     audited = [d for d in dependencies if "skip_reason" not in d]
     if not audited:
         reason = dependencies[0]["skip_reason"] if dependencies else "nothing audited"
-        _unavailable(f"the vulnerability service (PyPI JSON API) is unreachable: {reason}")
+        _unavailable(f"the vulnerability service (PyPI JSON API) is unreachable: {reason}", report)
     accepted = accepted_ids()
     findings = [
         (d["name"], d["version"], v["id"], v.get("fix_versions", []))
