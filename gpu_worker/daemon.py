@@ -317,6 +317,11 @@ class Worker:
             except Exception:
                 job_id = None
         try:
+            record = self.table.get(job_id) if job_id is not None else None
+            if record is not None and record.state.is_final:  # one outcome per job, never two
+                logger.info("the job has its outcome already; not failing it")
+                lease.delete()
+                return
             report_failure(
                 self.aws.sqs,
                 self.settings.results_queue_url,
