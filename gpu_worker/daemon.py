@@ -27,6 +27,7 @@ from gpu_worker.audio import AudioDecodeError
 from gpu_worker.claim import Action, Claim, claim_job, object_version, resolve_job_id
 from gpu_worker.download import SourceMissingError, download_audio
 from gpu_worker.engine_cache import EngineCache
+from gpu_worker.engines import UnsupportedLanguageError
 from gpu_worker.faults import PausePoints
 from gpu_worker.formats import RunFigures
 from gpu_worker.handoff import mark_transcribed, record_handed_off, report_failure, send_llm_job
@@ -212,7 +213,8 @@ class Worker:
                 self.pauses.after("handed_off", in_flight.check)
                 lease.delete()
                 logger.info("job handed to the LLM Caller", extra={"timed_key": timed_key})
-        except (AudioDecodeError, SourceMissingError) as exc:  # retrying will not help
+        except (AudioDecodeError, SourceMissingError, UnsupportedLanguageError) as exc:
+            # Retrying will not help: fail the job with the reason.
             with log_context(job_id=job_id):
                 report_failure(
                     self.aws.sqs,
