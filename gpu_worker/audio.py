@@ -89,7 +89,7 @@ def probe_audio(path: str | Path) -> AudioInfo:
 
 def quiet_cut(samples: Samples, earliest: int, latest: int) -> int:
     """The index between ``earliest`` and ``latest`` at the middle of the quietest
-    ``QUIET_FRAME_SECONDS`` frame: the least harmful place to cut speech."""
+    ``QUIET_FRAME_SECONDS`` frame (the latest of equals): the least harmful place to cut."""
     frame = int(QUIET_FRAME_SECONDS * SAMPLE_RATE)
     earliest = max(0, earliest)
     span = samples[earliest:latest]
@@ -97,7 +97,8 @@ def quiet_cut(samples: Samples, earliest: int, latest: int) -> int:
     if frames < 2:
         return latest
     energy = np.square(span[: frames * frame].reshape(frames, frame)).sum(axis=1)
-    return earliest + int(np.argmin(energy)) * frame + frame // 2
+    quietest = frames - 1 - int(np.argmin(energy[::-1]))
+    return earliest + quietest * frame + frame // 2
 
 
 def _resampled(path: Path) -> Iterator[Samples]:
