@@ -243,19 +243,18 @@ class TransformersEngine:
         for i, tokens in enumerate(targets):
             ids[i, : len(prompt)] = torch.tensor(prompt)
             ids[i, len(prompt) : len(prompt) + len(tokens)] = torch.tensor(tokens)
-        logits = self._model(encoder_outputs=encoded, decoder_input_ids=ids.to(self._device)).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        no_speech = (
-            logprobs[:, 0, self._no_speech].exp().tolist()
-            if self._no_speech is not None
-            else [0.0] * len(targets)
-        )
-        means = []
-        for i, tokens in enumerate(targets):
-            positions = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(tokens))
-            picked = logprobs[
-                i, positions.to(self._device), torch.tensor(tokens, device=self._device)
-            ]
+        hidden = self._model.model(
+            encoder_outputs=encoded, decoder_input_ids=ids.to(self._device)
+        ).last_hidden_state
+        no_speech, means = [], []
+        for i, tokens in enumerate(targets):  # one chunk's logits at a time: bounded memory
+            used = len(prompt) + len(tokens) - 1
+            logprobs = torch.log_softmax(self._model.proj_out(hidden[i, :used]).float(), dim=-1)
+            silent = logprobs[0, self._no_speech] if self._no_speech is not None else None
+            no_speech.append(0.0 if silent is None else float(silent.exp()))
+            picked = logprobs[len(prompt) - 1 :].gather(
+                1, ids.new_tensor(tokens)[:, None].to(self._device)
+            )
             means.append(float(picked.mean()))
         return no_speech, means
 
