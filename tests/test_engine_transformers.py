@@ -73,6 +73,9 @@ def test_base_multilingual_with_the_language_pinned(fox: np.ndarray) -> None:
     segments = list(base.transcribe(fox, "en"))
     assert {"quick", "fox", "dog"} <= set(words(segments))
     assert_well_timed(segments, fox.size / SAMPLE_RATE)
+    # Pinned, not detected: the same English speech pinned to Hebrew comes out in Hebrew.
+    hebrew = " ".join(s.text for s in base.transcribe(fox, "he"))
+    assert re.search("[\u05d0-\u05ea]", hebrew), hebrew
 
 
 def test_a_long_clip_is_cut_into_chunks_decoded_in_a_batch(
