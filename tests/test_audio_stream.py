@@ -83,9 +83,26 @@ def test_quiet_cut_finds_the_gap() -> None:
     assert 1.2 * SAMPLE_RATE <= cut <= 1.5 * SAMPLE_RATE
 
 
+def truncated_m4a(path: Path) -> Path:
+    """An AAC .m4a cut short: its index (moov, written last) is missing."""
+    whole = path.with_suffix(".whole.m4a")
+    subprocess.run(
+        ["ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i", "sine=f=300:d=5",
+         "-c:a", "aac", str(whole)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    return path
+
+
 @pytest.mark.parametrize(
     ("make", "reason"),
-    [(corrupt_mp3, "could not be decoded"), (empty_mp3, "empty"), (text_as_mp3, "could not be")],
+    [
+        (corrupt_mp3, "could not be decoded"),
+        (empty_mp3, "empty"),
+        (text_as_mp3, "could not be"),
+        (truncated_m4a, "could not be"),
+    ],
 )
 def test_bad_files_fail_at_the_probe(
     tmp_path: Path, make: Callable[[Path], Path], reason: str
