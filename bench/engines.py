@@ -1,0 +1,88 @@
+"""Which engine, model and compute type a row measures, and loading it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gpu_worker import models
+
+if TYPE_CHECKING:
+    from gpu_worker.engines import AsrEngine
+
+FASTER_WHISPER = "faster-whisper"
+TRANSFORMERS = "transformers"
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    engine: str
+    model: str  # "tiny.en" (English only) or "base" (multilingual)
+    compute_type: str  # faster-whisper's compute type; "default" for the engine's own choice
+
+    @property
+    def english_only(self) -> bool:
+        return self.model.endswith(".en")
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine} {self.model} {self.compute_type}"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    what: str
+    reason: str
+
+
+_WEIGHTS: dict[tuple[str, str], str] = {
+    (FASTER_WHISPER, "tiny.en"): "tiny_en_ct2",
+    (FASTER_WHISPER, "base"): "base_ct2",
+    (TRANSFORMERS, "tiny.en"): "tiny_en_hf",
+    (TRANSFORMERS, "base"): "base_hf",
+}
+
+
+def model_dir(engine: str, model: str) -> Path:
+    """The bundled weights of ``model`` for ``engine``; AttributeError if not built yet."""
+    finder: Callable[[], Path] = getattr(models, _WEIGHTS[(engine, model)])
+    return finder()
+
+
+def transformers_available() -> Skipped | None:
+    """None when this checkout has the transformers engine's weights, else why not."""
+    if not hasattr(models, "tiny_en_hf"):
+        return Skipped(
+            TRANSFORMERS,
+            "gpu_worker.models has no tiny_en_hf/base_hf in this checkout "
+            "(the transformers engine is not merged yet)",
+        )
+    return None
+
+
+def compute_types(device: str) -> list[str]:
+    """The compute types measured on ``device`` (float16 only where it is supported)."""
+    import ctranslate2
+
+    supported = ctranslate2.get_supported_compute_types(device)
+    return [c for c in ("int8", "float16", "float32") if c in supported]
+
+
+def load(spec: EngineSpec, device: str) -> tuple[AsrEngine, float]:
+    """The engine and how long loading it took, in seconds."""
+    started = time.perf_counter()
+    directory = str(model_dir(spec.engine, spec.model))
+    engine: AsrEngine
+    if spec.engine == FASTER_WHISPER:
+        from gpu_worker.engines.faster_whisper_engine import FasterWhisperEngine
+
+        compute = None if spec.compute_type == "default" else spec.compute_type
+        engine = FasterWhisperEngine(directory, device=device, compute_type=compute)
+    else:
+        from gpu_worker.engines import load_engine
+
+        engine = load_engine(spec.engine, directory, device)
+    return engine, time.perf_counter() - started
