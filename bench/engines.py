@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import gpu_worker.engines
 from gpu_worker import models
 
 if TYPE_CHECKING:
@@ -21,7 +23,8 @@ TRANSFORMERS = "transformers"
 class EngineSpec:
     engine: str
     model: str  # "tiny.en" (English only) or "base" (multilingual)
-    compute_type: str  # faster-whisper's compute type; "default" for the engine's own choice
+    compute_type: str  # faster-whisper's compute type; transformers: the dtype it picks
+    batch_size: int | None = None  # transformers: 30 s chunks decoded together
 
     @property
     def english_only(self) -> bool:
@@ -29,7 +32,8 @@ class EngineSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.engine} {self.model} {self.compute_type}"
+        batch = "" if self.batch_size is None else f" batch {self.batch_size}"
+        return f"{self.engine} {self.model} {self.compute_type}{batch}"
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,36 @@ def transformers_available() -> Skipped | None:
     return None
 
 
+def transformers_dtype(device: str) -> str:
+    """The transformers engine's own choice: float16 on CUDA, float32 on CPU."""
+    return "float16" if device == "cuda" else "float32"
+
+
+def _decode_options_class() -> Any:
+    """``gpu_worker.engines.DecodeOptions`` where this checkout has it (shared decoding
+    settings of both engines), else None."""
+    return getattr(gpu_worker.engines, "DecodeOptions", None)
+
+
+def decode_options() -> dict[str, Any]:
+    """The decoding settings the worker's engines use, recorded next to the figures."""
+    options = _decode_options_class()
+    if options is not None:
+        return dict(dataclasses.asdict(options()))
+    # This checkout's FasterWhisperEngine passes these to faster-whisper.
+    return {
+        "beam_size": 5,
+        "word_timestamps": True,
+        "vad_filter": False,
+        "condition_on_previous_text": False,
+    }
+
+
+def supports_batch_size() -> bool:
+    options = _decode_options_class()
+    return options is not None and "batch_size" in {f.name for f in dataclasses.fields(options)}
+
+
 def compute_types(device: str) -> list[str]:
     """The compute types measured on ``device`` (float16 only where it is supported)."""
     import ctranslate2
@@ -82,7 +116,11 @@ def load(spec: EngineSpec, device: str) -> tuple[AsrEngine, float]:
         compute = None if spec.compute_type == "default" else spec.compute_type
         engine = FasterWhisperEngine(directory, device=device, compute_type=compute)
     else:
-        from gpu_worker.engines import load_engine
-
-        engine = load_engine(spec.engine, directory, device)
+        # Callable[..., ]: this checkout's load_engine may not take decoding options yet.
+        loader: Callable[..., AsrEngine] = gpu_worker.engines.load_engine
+        if spec.batch_size is None:
+            engine = loader(spec.engine, directory, device)
+        else:
+            options = _decode_options_class()(batch_size=spec.batch_size)
+            engine = loader(spec.engine, directory, device, options)
     return engine, time.perf_counter() - started

@@ -20,6 +20,7 @@ class MemoryRun:
     compute_type: str
     device: str
     audio_minutes: float
+    decode_path: str  # how the worker's code decoded the file
     audio_seconds: float
     transcribed_seconds: float  # the engine ran on this much of the start of the file
     rss_after_load_mib: float
@@ -35,9 +36,10 @@ class MemoryRun:
 def method(cap_seconds: float) -> str:
     return (
         "fresh process per length; synthetic audio: concatenated speech looped to length "
-        "(16 kHz mono MP3); the whole file decoded by gpu_worker.audio.decode_audio as the "
-        f"worker does; the engine run on the first {cap_seconds:.0f} s only (bounded run "
-        "time); peak RSS = the process's ru_maxrss; GPU = peak nvidia-smi memory.used"
+        "(16 kHz mono MP3); the whole file decoded as the worker decodes it (decode path in "
+        f"the table); the engine run on the first {cap_seconds:.0f} s only (bounded run "
+        "time); RSS after decode = the highest seen while decoding; peak RSS = the "
+        "process's ru_maxrss; GPU = peak nvidia-smi memory.used"
     )
 
 

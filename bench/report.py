@@ -88,16 +88,21 @@ def _speed_md(section: dict[str, Any]) -> list[str]:
         f"Real-time factor (RTF) = processing seconds / audio seconds, on `{audio['file']}` "
         f"({audio['seconds']} s, {audio['source']}).",
         "",
+        "Decoding options of the worker's engines: "
+        + ", ".join(f"{k}={v}" for k, v in section.get("decode_options", {}).items())
+        + ".",
+        "",
     ]
     if section["bare"]:
         out += ["### Bare engine", "", section["bare"][0]["settings"] + ".", ""]
         rows = [
-            [r["engine"], r["model"], r["compute_type"], r["device"], r["load_seconds"],
-             r["seconds"], r["seconds_median"], r["runs"], r["rtf"], f"{1 / r['rtf']:.1f}x"]
+            [r["engine"], r["model"], r["compute_type"], r.get("batch_size"), r["device"],
+             r["load_seconds"], r["seconds"], r["seconds_median"], r["runs"], r["rtf"],
+             f"{1 / r['rtf']:.1f}x"]
             for r in section["bare"]
         ]  # fmt: skip
-        header = ["engine", "model", "compute", "device", "load s", "best s", "median s",
-                  "runs", "RTF", "speed"]  # fmt: skip
+        header = ["engine", "model", "compute", "batch", "device", "load s", "best s",
+                  "median s", "runs", "RTF", "speed"]  # fmt: skip
         out += [table(header, rows), ""]
     if section["batched"]:
         out += ["### Batch sizes", "", section["batched"][0]["settings"] + ".", ""]
@@ -151,11 +156,12 @@ def _memory_md(runs: list[dict[str, Any]]) -> list[str]:
     out = ["## Memory", "", runs[0]["method"] + ".", ""]
     rows = [
         [f"{r['engine']} {r['model']} {r['compute_type']}", r["audio_minutes"],
-         r["transcribed_seconds"], r["rss_after_load_mib"], r["rss_after_decode_mib"],
-         r["peak_rss_mib"], r["peak_gpu_mib"], r["decode_seconds"], r["rtf"]]
+         r.get("decode_path"), r["transcribed_seconds"], r["rss_after_load_mib"],
+         r["rss_after_decode_mib"], r["peak_rss_mib"], r["peak_gpu_mib"], r["decode_seconds"],
+         r["rtf"]]
         for r in runs
     ]  # fmt: skip
-    header = ["engine", "audio min", "transcribed s", "RSS after load MiB",
+    header = ["engine", "audio min", "decode path", "transcribed s", "RSS after load MiB",
               "RSS after decode MiB", "peak RSS MiB", "peak GPU MiB", "decode s",
               "RTF"]  # fmt: skip
     return [*out, table(header, rows), ""]

@@ -18,8 +18,11 @@ from bench.engines import (
     EngineSpec,
     Skipped,
     compute_types,
+    decode_options,
     load,
+    supports_batch_size,
     transformers_available,
+    transformers_dtype,
 )
 from bench.environment import collect, resolve_device
 
@@ -63,8 +66,14 @@ class Plan:
     skipped: list[Skipped]
 
 
-def _default_compute(device: str) -> str:
+def _default_compute(device: str, engine: str = FASTER_WHISPER) -> str:
+    if engine == TRANSFORMERS:
+        return transformers_dtype(device)
     return "float16" if device == "cuda" else "int8"
+
+
+def _batch_sizes(device: str) -> list[int]:
+    return [1, 8, 16, 32] if device == "cuda" else [1, 4, 8]
 
 
 def make_plan(options: Options, work_dir: Path) -> Plan:
@@ -126,8 +135,7 @@ def _accuracy(plan: Plan, engines: list[str], corrector: Corrector | None) -> di
     transcribed: list[tuple[EngineSpec, list[accuracy.Transcribed]]] = []
     for engine_name in engines:
         for model in plan.models:
-            compute = _default_compute(plan.device) if engine_name == FASTER_WHISPER else "default"
-            spec = EngineSpec(engine_name, model, compute)
+            spec = EngineSpec(engine_name, model, _default_compute(plan.device, engine_name))
             clips = [c for c in plan.clips if c.language == "en" or not spec.english_only]
 
             def work(spec: EngineSpec = spec, clips: list[Clip] = clips) -> dict[str, Any]:
@@ -168,10 +176,15 @@ def _speed(plan: Plan, engines: list[str], quick: bool) -> dict[str, Any]:
         for model in plan.models:
             if engine_name == FASTER_WHISPER:
                 computes = [_default_compute(plan.device)] if quick else compute_types(plan.device)
+                specs = [EngineSpec(engine_name, model, c) for c in computes]
             else:
-                computes = ["default"]
-            for compute in computes:
-                spec = EngineSpec(engine_name, model, compute)
+                dtype = transformers_dtype(plan.device)
+                specs = [EngineSpec(engine_name, model, dtype)]
+                if supports_batch_size():
+                    specs = [
+                        EngineSpec(engine_name, model, dtype, b) for b in _batch_sizes(plan.device)
+                    ]
+            for spec in specs:
                 log.info("speed: %s bare", spec.label)
 
                 def work(spec: EngineSpec = spec) -> speed.BareRun:
@@ -182,19 +195,18 @@ def _speed(plan: Plan, engines: list[str], quick: bool) -> dict[str, Any]:
                     bare_runs.append(asdict(row))
             if engine_name == FASTER_WHISPER and not quick:
                 spec = EngineSpec(engine_name, model, _default_compute(plan.device))
-                sizes = [1, 8, 16, 32] if plan.device == "cuda" else [1, 4, 8]
+                sizes = _batch_sizes(plan.device)
                 log.info("speed: %s batched %s", spec.label, sizes)
                 rows = speed.batched(spec, plan.device, plan.speed_clip, sizes)
                 batched_runs += [asdict(r) for r in rows]
     if quick:
         plan.skipped.append(Skipped("batched decoding", "--quick skips batch sizes"))
-    plan.skipped.append(
-        Skipped(
-            "transformers batch sizes",
-            "the AsrEngine interface takes no batch size; batching measured for faster-whisper",
+    if TRANSFORMERS in engines and not supports_batch_size():
+        plan.skipped.append(
+            Skipped("transformers batch sizes", "this checkout's engines take no batch size")
         )
-    )
     return {
+        "decode_options": decode_options(),
         "audio": {
             "file": plan.speed_clip.path.name,
             "seconds": round(plan.speed_clip.duration_s, 2),
@@ -208,9 +220,8 @@ def _speed(plan: Plan, engines: list[str], quick: bool) -> dict[str, Any]:
 def _loop(plan: Plan, engines: list[str], quick: bool) -> list[dict[str, Any]]:
     runs = []
     for engine_name in engines:
-        compute = _default_compute(plan.device) if engine_name == FASTER_WHISPER else "default"
         for model in plan.models:
-            spec = EngineSpec(engine_name, model, compute)
+            spec = EngineSpec(engine_name, model, _default_compute(plan.device, engine_name))
             if engine_name != FASTER_WHISPER:
                 plan.skipped.append(
                     Skipped(f"worker loop {spec.label}", "worker loop measured for faster-whisper")

@@ -22,9 +22,8 @@ if TYPE_CHECKING:
     from gpu_worker.engines import AsrEngine
 
 BARE_SETTINGS = (
-    "the worker's engine class and decoding settings (beam 5, word timestamps, no VAD, "
-    "no conditioning on previous text) on audio decoded beforehand; one warm-up run, "
-    "best of the timed runs"
+    "the worker's engine class with the worker's decoding options (listed above), on audio "
+    "decoded beforehand; one warm-up run, best of the timed runs"
 )
 BATCHED_SETTINGS = (
     "faster_whisper.BatchedInferencePipeline (Silero VAD chunks, beam 5, word timestamps); "
@@ -42,6 +41,7 @@ class BareRun:
     engine: str
     model: str
     compute_type: str
+    batch_size: int | None
     device: str
     audio_seconds: float
     load_seconds: float
@@ -100,6 +100,7 @@ def bare(spec: EngineSpec, device: str, clip: Clip, runs: int) -> BareRun:
         engine=spec.engine,
         model=spec.model,
         compute_type=spec.compute_type,
+        batch_size=spec.batch_size,
         device=device,
         audio_seconds=round(seconds, 2),
         load_seconds=round(load_seconds, 3),
