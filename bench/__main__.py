@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--memory-cap-seconds",
         type=float,
-        default=600,
+        default=300,
         help="the memory runs transcribe this much of each file (all of it is decoded)",
     )
     parser.add_argument("--corrector", choices=("none", "bedrock", "openai"), default="none")

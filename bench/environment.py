@@ -40,6 +40,8 @@ class Environment:
     versions: dict[str, str | None]
     git_commit: str | None
     git_dirty: bool | None
+    # Other work on the machine slows every figure: 1-minute load average when collected.
+    load_average_1min: float
 
 
 def _cpu_name() -> str:
@@ -109,4 +111,5 @@ def collect(device: str) -> Environment:
         versions={name: _version(name) for name in PACKAGES},
         git_commit=_git("rev-parse", "--short=12", "HEAD"),
         git_dirty=None if status is None else bool(status),
+        load_average_1min=round(os.getloadavg()[0], 2),
     )

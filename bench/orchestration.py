@@ -71,7 +71,7 @@ def measure(audio: Path, language: str, files: int, audio_seconds: float) -> Orc
         for record in records:  # one S3 event per upload, as S3 sends them
             world.dispatch([record])
         dispatched = time.perf_counter()
-        world.run_worker(InstantEngine(), "instant", "cpu")
+        world.run_worker(InstantEngine(), "faster-whisper", "instant", "cpu")
         worked = time.perf_counter()
         handled = world.run_llm_caller()
         corrected = time.perf_counter()

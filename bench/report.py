@@ -40,7 +40,9 @@ def measured_on(results: dict[str, Any]) -> str:
     dirty = " (uncommitted changes)" if env.get("git_dirty") else ""
     return (
         f"Measured {env['date_utc']} on {env['cpu']} ({env['cpu_cores']} cores, "
-        f"{env['memory_gib']} GiB), GPU: {env['gpu'] or 'none'}; engines on "
+        f"{env['memory_gib']} GiB, load average {env.get('load_average_1min')} at the start, "
+        f"{results.get('load_average_1min_at_end')} at the end), GPU: {env['gpu'] or 'none'}; "
+        "engines on "
         f"**{env['device']}**; commit {env['git_commit']}{dirty}; {versions}. "
         f"Audio: {results.get('evaluation_audio')}."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -49,7 +50,7 @@ class Options:
         )
     )
     memory_minutes: tuple[float, ...] = (1, 10, 60, 180)
-    memory_cap_seconds: float = 600
+    memory_cap_seconds: float = 300
     corrector: Corrector | None = None
 
 
@@ -73,7 +74,7 @@ def _default_compute(device: str, engine: str = FASTER_WHISPER) -> str:
 
 
 def _batch_sizes(device: str) -> list[int]:
-    return [1, 8, 16, 32] if device == "cuda" else [1, 4, 8]
+    return [1, 8, 16, 32] if device == "cuda" else [1, 8]
 
 
 def make_plan(options: Options, work_dir: Path) -> Plan:
@@ -188,7 +189,7 @@ def _speed(plan: Plan, engines: list[str], quick: bool) -> dict[str, Any]:
                 log.info("speed: %s bare", spec.label)
 
                 def work(spec: EngineSpec = spec) -> speed.BareRun:
-                    return speed.bare(spec, plan.device, plan.speed_clip, 1 if quick else 3)
+                    return speed.bare(spec, plan.device, plan.speed_clip, 1 if quick else 2)
 
                 row = _guarded(plan, f"bare {spec.label}", engine_name, work)
                 if row is not None:
@@ -222,14 +223,14 @@ def _loop(plan: Plan, engines: list[str], quick: bool) -> list[dict[str, Any]]:
     for engine_name in engines:
         for model in plan.models:
             spec = EngineSpec(engine_name, model, _default_compute(plan.device, engine_name))
-            if engine_name != FASTER_WHISPER:
-                plan.skipped.append(
-                    Skipped(f"worker loop {spec.label}", "worker loop measured for faster-whisper")
-                )
-                continue
             log.info("loop: %s on %d files", spec.label, len(plan.loop_clips))
-            run = speed.worker_loop(spec, plan.device, plan.loop_clips, 1 if quick else 3)
-            runs.append(asdict(run))
+
+            def work(spec: EngineSpec = spec) -> speed.LoopRun:
+                return speed.worker_loop(spec, plan.device, plan.loop_clips, 1 if quick else 2)
+
+            run = _guarded(plan, f"worker loop {spec.label}", engine_name, work)
+            if run is not None:
+                runs.append(asdict(run))
     return runs
 
 
@@ -296,6 +297,7 @@ def run(options: Options) -> dict[str, Any]:
             results["cost"] = _cost(results, options, plan.device)
         results["skipped"] = [asdict(s) for s in plan.skipped]
     timings["total"] = round(time.perf_counter() - started, 1)
+    results["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     results["wall_seconds"] = timings
     return results
 

@@ -150,12 +150,12 @@ def batched(spec: EngineSpec, device: str, clip: Clip, batch_sizes: list[int]) -
     return rows
 
 
-def _loop_once(engine: AsrEngine, directory: str, device: str, clips: list[Clip]) -> float:
+def _loop_once(engine: AsrEngine, spec: EngineSpec, device: str, clips: list[Clip]) -> float:
     with moto_world() as world:
         records = [world.upload(c.path.name, c.path, c.language)[1] for c in clips]
         world.dispatch(records)
         started = time.perf_counter()
-        world.run_worker(engine, directory, device)
+        world.run_worker(engine, spec.engine, str(model_dir(spec.engine, spec.model)), device)
         took = time.perf_counter() - started
         handed_off = world.clients.sqs.get_queue_attributes(
             QueueUrl=world.llm_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
@@ -168,7 +168,6 @@ def _loop_once(engine: AsrEngine, directory: str, device: str, clips: list[Clip]
 def worker_loop(spec: EngineSpec, device: str, clips: list[Clip], repeats: int) -> LoopRun:
     """Bare engine and worker loop on the same files, alternating, best of ``repeats``."""
     engine, _ = load(spec, device)
-    directory = str(model_dir(spec.engine, spec.model))
     started = time.perf_counter()
     decoded = [(decode_audio(c.path), c.language) for c in clips]
     decode_seconds = time.perf_counter() - started
@@ -177,7 +176,7 @@ def worker_loop(spec: EngineSpec, device: str, clips: list[Clip], repeats: int) 
     bare_times, loop_times = [], []
     for _ in range(repeats):
         bare_times.append(sum(_run_engine(engine, audio, lang) for audio, lang in decoded))
-        loop_times.append(_loop_once(engine, directory, device, clips))
+        loop_times.append(_loop_once(engine, spec, device, clips))
     bare_best, loop_best = min(bare_times), min(loop_times)
     return LoopRun(
         engine=spec.engine,

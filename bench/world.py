@@ -92,7 +92,7 @@ class World:
         )
         handle_s3_event({"Records": records}, clients, settings)
 
-    def worker_settings(self, model_dir: str, device: str) -> WorkerSettings:
+    def worker_settings(self, engine: str, model_dir: str, device: str) -> WorkerSettings:
         return WorkerSettings(
             bucket=self.bucket,
             job_table=self.job_table,
@@ -100,7 +100,7 @@ class World:
             llm_queue_url=self.llm_queue_url,
             results_queue_url=self.results_queue_url,
             asg_name=None,  # exit when the queue is empty instead of leaving a group
-            engine="faster-whisper",
+            engine=engine,
             models={"*": model_dir},
             device=device,
             poll_wait_seconds=0,
@@ -114,9 +114,9 @@ class World:
             progress_log_seconds=5,
         )
 
-    def run_worker(self, engine: AsrEngine, model_dir: str, device: str) -> int:
+    def run_worker(self, engine: AsrEngine, engine_name: str, model_dir: str, device: str) -> int:
         """The daemon's loop, with ``engine`` already loaded, until the Audio Queue is empty."""
-        settings = self.worker_settings(model_dir, device)
+        settings = self.worker_settings(engine_name, model_dir, device)
         engines = EngineCache(settings.engine, settings.models, device, loaded={model_dir: engine})
         worker = Worker(settings, self.clients, engines, StopController(), worker_id="bench")
         return worker.run()
