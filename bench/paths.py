@@ -37,12 +37,12 @@ def _main_checkout() -> Path | None:
 
 
 def default_eval_dir() -> Path | None:
-    """``$BENCH_EVAL_DIR``, else ``../shared/eval`` beside the repository; None if absent."""
-    if os.environ.get(EVAL_DIR_ENV):
-        return Path(os.environ[EVAL_DIR_ENV])
-    candidates = [REPO_ROOT.parent / "shared" / "eval"]
+    """``$BENCH_EVAL_DIR``, else ``../shared/eval`` beside the repository (or beside the main
+    checkout of a worktree); None where that has no manifest (generated speech is used)."""
+    override = os.environ.get(EVAL_DIR_ENV)
+    candidates = [Path(override)] if override else [REPO_ROOT.parent / "shared" / "eval"]
     main = _main_checkout()
-    if main is not None:
+    if not override and main is not None:
         candidates.append(main.parent / "shared" / "eval")
     return next((c for c in candidates if (c / MANIFEST).is_file()), None)
 

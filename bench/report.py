@@ -124,11 +124,11 @@ def _loop_md(runs: list[dict[str, Any]]) -> list[str]:
     out = ["### Worker loop against the bare engine", "", runs[0]["settings"] + ".", ""]
     rows = [
         [r["engine"], r["model"], r["compute_type"], r["files"], r["audio_seconds"],
-         r["bare_seconds"], r["loop_seconds"], r["decode_seconds"], r["bare_rtf"],
-         r["loop_rtf"], _pct(r["overhead"])]
+         r.get("seconds_per_file"), r["bare_seconds"], r["loop_seconds"], r["decode_seconds"],
+         r["bare_rtf"], r["loop_rtf"], _pct(r["overhead"])]
         for r in runs
     ]  # fmt: skip
-    header = ["engine", "model", "compute", "files", "audio s", "bare s", "loop s",
+    header = ["engine", "model", "compute", "files", "audio s", "s per file", "bare s", "loop s",
               "decode s", "bare RTF", "loop RTF", "overhead (target < 5%)"]  # fmt: skip
     return [*out, table(header, rows), ""]
 
@@ -228,13 +228,17 @@ def readme_section(results: dict[str, Any], results_link: str) -> str:
     for run in results.get("accuracy", {}).get("runs", []):
         key = (run["engine"], run["model"], run["compute_type"])
         speed = next((r for r in bare if (r["engine"], r["model"], r["compute_type"]) == key), None)
-        loop = next((r for r in loops if (r["engine"], r["model"], r["compute_type"]) == key), None)
+        overheads = ", ".join(
+            f"{_pct(r['overhead'])} ({r.get('seconds_per_file', 0):g} s files)"
+            for r in loops
+            if (r["engine"], r["model"], r["compute_type"]) == key
+        )
         label = f"{run['engine']} {run['model']} {run['compute_type']}"
         price = next((c for c in costs if c["system"] == label), None)
         rows.append([
             run["engine"], run["model"], run["compute_type"], _pct(_group(run, "overall")),
             _pct(_group(run, "en")), _pct(_group(run, "he")), speed and speed["rtf"],
-            loop and _pct(loop["overhead"]),
+            overheads or None,
             price and f"${price['usd_per_audio_hour']:.3f} ({price['instance']})",
         ])  # fmt: skip
     header = ["engine", "model", "compute", "WER all", "WER en", "WER he", "RTF (bare)",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from bench import accuracy, correction, cost, memory, orchestration, speed
-from bench.clips import Clip, concatenated_mp3, eval_clips, generated_clips
+from bench.clips import Clip, concatenated_mp3, eval_clips, generated_clips, looped_mp3
 from bench.engines import (
     FASTER_WHISPER,
     TRANSFORMERS,
@@ -34,6 +34,7 @@ log = logging.getLogger("bench")
 
 PARTS: Final = ("accuracy", "speed", "loop", "orchestration", "memory", "cost")
 SCHEMA: Final = 1
+LONG_LOOP_SECONDS: Final = 180.0  # one longer recording for the worker loop
 T = TypeVar("T")
 
 
@@ -63,6 +64,7 @@ class Plan:
     clip_source: str
     speed_clip: Clip  # one file: the English clips end to end
     loop_clips: list[Clip]
+    long_clip: Clip | None  # the English speech looped to LONG_LOOP_SECONDS; None: --quick
     models: tuple[str, ...]
     skipped: list[Skipped]
 
@@ -104,7 +106,18 @@ def make_plan(options: Options, work_dir: Path) -> Plan:
         source=english[0].source,
     )
     models = ("tiny.en",) if options.quick else ("tiny.en", "base")
-    return Plan(device, clips, source, speed_clip, english, models, skipped)
+    long_clip = None
+    if not options.quick:
+        long_path = looped_mp3(speech, LONG_LOOP_SECONDS, work_dir / "english-long.mp3")
+        long_clip = Clip(
+            clip_id=long_path.stem,
+            path=long_path,
+            language="en",
+            reference="",
+            duration_s=LONG_LOOP_SECONDS,
+            source="synthetic: the English clips looped",
+        )
+    return Plan(device, clips, source, speed_clip, english, long_clip, models, skipped)
 
 
 def _engines(plan: Plan, quick: bool) -> list[str]:
@@ -225,12 +238,17 @@ def _loop(plan: Plan, engines: list[str], quick: bool) -> list[dict[str, Any]]:
             spec = EngineSpec(engine_name, model, _default_compute(plan.device, engine_name))
             log.info("loop: %s on %d files", spec.label, len(plan.loop_clips))
 
-            def work(spec: EngineSpec = spec) -> speed.LoopRun:
-                return speed.worker_loop(spec, plan.device, plan.loop_clips, 1 if quick else 2)
+            file_sets = [plan.loop_clips]
+            if plan.long_clip is not None and model == plan.models[0]:
+                file_sets.append([plan.long_clip])  # one model: bounded run time
+            for files in file_sets:
 
-            run = _guarded(plan, f"worker loop {spec.label}", engine_name, work)
-            if run is not None:
-                runs.append(asdict(run))
+                def work(spec: EngineSpec = spec, files: list[Clip] = files) -> speed.LoopRun:
+                    return speed.worker_loop(spec, plan.device, files, 1 if quick else 2)
+
+                run = _guarded(plan, f"worker loop {spec.label}", engine_name, work)
+                if run is not None:
+                    runs.append(asdict(run))
     return runs
 
 

@@ -73,6 +73,7 @@ class LoopRun:
     device: str
     files: int
     audio_seconds: float
+    seconds_per_file: float  # a fixed cost per file weighs less on longer files
     bare_seconds: float  # engine only, audio decoded beforehand (best of the repeats)
     decode_seconds: float  # decoding the same files, part of the loop's extra work
     loop_seconds: float  # the worker loop, queue to hand-off (best of the repeats)
@@ -185,6 +186,7 @@ def worker_loop(spec: EngineSpec, device: str, clips: list[Clip], repeats: int) 
         device=device,
         files=len(clips),
         audio_seconds=round(audio_seconds, 2),
+        seconds_per_file=round(audio_seconds / len(clips), 1),
         bare_seconds=round(bare_best, 3),
         decode_seconds=round(decode_seconds, 3),
         loop_seconds=round(loop_best, 3),
