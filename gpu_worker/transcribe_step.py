@@ -7,8 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import librosa
-
+from gpu_worker.audio import probe_audio
 from gpu_worker.engines import AsrEngine
 from gpu_worker.formats import normalize_segments
 from gpu_worker.progress import ProgressTracker
@@ -48,8 +47,7 @@ def transcribe_audio(
         segments.append(segment)
         check()
     elapsed = time.monotonic() - started
-    # The recogniser reports the total with its first progress; a recording with no
-    # speech may report none, so the file itself is asked.
+    # The recogniser reports the exact length last; should it not have, the file is asked.
     duration = progress.total if progress.total is not None else _duration(path)
     return Transcription(
         segments=normalize_segments(segments, duration),
@@ -60,4 +58,4 @@ def transcribe_audio(
 
 
 def _duration(path: Path) -> float:
-    return float(librosa.get_duration(path=str(path)))
+    return probe_audio(path).duration

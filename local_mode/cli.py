@@ -21,18 +21,25 @@ from rich.console import Console
 from rich.live import Live
 
 from gpu_worker import models
-from local_mode.pipeline import LocalDeployment, LocalOptions
+from local_mode.pipeline import LocalDeployment, LocalOptions, job_statuses
 from local_mode.samples import make_samples
 from local_mode.view import FileStatus, progress_table, scaling_table, summary_table
+from onprem.aws import Clients
 from onprem.poll import Poller, PollOptions
+from onprem.settings import load_settings
 from onprem.shutdown import GracefulStop
 from onprem.state import UploadState
 from onprem.upload import FileOutcome, Status, UploadOptions, run_upload
+from pipeline_core.config import ConfigError
+from pipeline_core.jobs import JobTable
 from pipeline_core.jsonlog import configure_logging
 from pipeline_core.keys import AUDIO_SUFFIXES, FINAL_PREFIX, final_keys, local_relative_path, stem
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
+
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
 
     from local_mode.scaler import ScalingEvent
 
@@ -75,6 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--timeout", type=float, default=1800, help="give up after this many seconds"
+    )
+    parser.add_argument(
+        "--aws",
+        action="store_true",
+        help="drive the deployed stack instead of an emulated one: the on-prem client's "
+        "settings and AWS credentials; Bedrock corrects (engine, model and corrector flags "
+        "are the stack's, not this command's)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="with --aws: the on-prem settings file (default ~/.config/transcribe-onprem.toml)",
     )
     return parser
 
@@ -122,8 +141,8 @@ class RunResult:
     statuses: list[FileStatus]
     not_uploaded: list[FileOutcome]
     scaling_events: list[ScalingEvent]
-    queue_depths: dict[str, int]
-    desired_capacity: int
+    queue_depths: dict[str, int]  # empty against a deployed stack (not the client's to read)
+    desired_capacity: int | None
     llm_max_concurrency: int
     output_dir: Path
     started_at: float
@@ -131,6 +150,20 @@ class RunResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.not_uploaded or any(s.stage != "done" for s in self.statuses) else 0
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where the files go and where their progress is read: emulated or deployed."""
+
+    s3: S3Client
+    sqs: SQSClient
+    bucket: str
+    results_queue_url: str
+    statuses: Callable[[list[str]], list[FileStatus]]
+    settled: Callable[[], bool]  # nothing left running once every file is home
+    state_path: Path
+    refresh_seconds: float
 
 
 def run_local(args: argparse.Namespace, console: Console) -> RunResult:
@@ -146,6 +179,8 @@ def run_local(args: argparse.Namespace, console: Console) -> RunResult:
         make_samples(audio_dir)
     if not audio_dir.is_dir():
         raise UsageError(f"{audio_dir} is not a folder")
+    if args.aws:
+        return _run_deployed(args, console, audio_dir, out)
 
     console.print(f"Preparing the {args.engine} model ({args.model}) ...")
     options = LocalOptions(
@@ -164,40 +199,28 @@ def run_local(args: argparse.Namespace, console: Console) -> RunResult:
         # The Chalice app configures logging when it is imported, as it does in Lambda.
         configure_logging("INFO", service="local", stream=log_stream)
         outputs = deployment.outputs
-        s3 = boto3.client("s3")
-        # A fresh emulated bucket each run: the upload state belongs to it, not to the folder.
-        state_path = work_dir / f"upload-state-{int(started)}.sqlite"
-        with UploadState(state_path) as state:
-            report = run_upload(
-                s3,
-                state,
-                UploadOptions(
-                    bucket=outputs["BucketName"],
-                    root=audio_dir.resolve(),
-                    patterns=tuple(f"*{suffix}" for suffix in AUDIO_SUFFIXES),
-                    flag_language=args.language,
-                ),
-            )
-        state_path.unlink(missing_ok=True)
-        not_uploaded = [o for o in report.outcomes if o.status is Status.FAILED]
-        for outcome in not_uploaded:
-            console.print(f"[red]not uploaded[/] {outcome.path}: {outcome.reason}")
-        keys = [o.key for o in report.outcomes if o.status is Status.UPLOADED and o.key]
 
-        stop = GracefulStop()
-        poller = Poller(
-            s3,
-            boto3.client("sqs"),
-            PollOptions(queue_url=outputs["ResultsQueueUrl"], output_dir=out, wait_seconds=1),
-            stop=stop,
+        def scaled_in() -> bool:
+            scaler = deployment.scaler
+            return scaler is None or (
+                scaler.state.desired_capacity == 0 and not scaler.worker_running
+            )
+
+        target = _Target(
+            s3=boto3.client("s3"),
+            sqs=boto3.client("sqs"),
+            bucket=outputs["BucketName"],
+            results_queue_url=outputs["ResultsQueueUrl"],
+            statuses=deployment.file_statuses,
+            settled=scaled_in,
+            # A fresh emulated bucket each run: the upload state belongs to it, not the folder.
+            state_path=work_dir / f"upload-state-{int(started)}.sqlite",
+            refresh_seconds=0.5,
         )
-        poll_thread = threading.Thread(target=poller.run, name="onprem-poller")
-        poll_thread.start()
         try:
-            statuses = _watch(deployment, keys, out, args.timeout, console) if keys else []
+            statuses, not_uploaded = _upload_and_bring_home(target, audio_dir, out, args, console)
         finally:
-            stop.request()
-            poll_thread.join()
+            target.state_path.unlink(missing_ok=True)
         return RunResult(
             statuses=statuses,
             not_uploaded=not_uploaded,
@@ -212,27 +235,100 @@ def run_local(args: argparse.Namespace, console: Console) -> RunResult:
         )
 
 
+def _run_deployed(
+    args: argparse.Namespace, console: Console, audio_dir: Path, out: Path
+) -> RunResult:
+    """The same upload, watch and download against a deployed stack, as the on-prem user."""
+    try:
+        settings = load_settings(args.config)
+        bucket, queue_url, table_name = (
+            settings.need(name) for name in ("bucket", "results_queue_url", "job_table")
+        )
+    except ConfigError as exc:
+        raise UsageError(f"--aws: {exc}") from None
+    clients = Clients(settings)
+    table = JobTable(clients.dynamodb(), table_name)
+    console.print(f"Driving the deployed stack: bucket {bucket}")
+    started = time.time()
+    target = _Target(
+        s3=clients.s3(),
+        sqs=clients.sqs(),
+        bucket=bucket,
+        results_queue_url=queue_url,
+        statuses=lambda keys: job_statuses(table, keys),
+        settled=lambda: True,  # the stack scales itself in; that is not the client's to watch
+        state_path=settings.state_path,  # the on-prem uploader's own record: no re-uploads
+        # Each refresh scans the job table, which costs read units in AWS.
+        refresh_seconds=5.0,
+    )
+    statuses, not_uploaded = _upload_and_bring_home(target, audio_dir, out, args, console)
+    return RunResult(
+        statuses=statuses,
+        not_uploaded=not_uploaded,
+        scaling_events=[],
+        queue_depths={},
+        desired_capacity=None,
+        llm_max_concurrency=0,
+        output_dir=out,
+        started_at=started,
+    )
+
+
+def _upload_and_bring_home(
+    target: _Target, audio_dir: Path, out: Path, args: argparse.Namespace, console: Console
+) -> tuple[list[FileStatus], list[FileOutcome]]:
+    """The on-prem uploader, then the poller in the background until every file is home."""
+    target.state_path.parent.mkdir(parents=True, exist_ok=True)
+    with UploadState(target.state_path) as state:
+        report = run_upload(
+            target.s3,
+            state,
+            UploadOptions(
+                bucket=target.bucket,
+                root=audio_dir.resolve(),
+                patterns=tuple(f"*{suffix}" for suffix in AUDIO_SUFFIXES),
+                flag_language=args.language,
+            ),
+        )
+    not_uploaded = [o for o in report.outcomes if o.status is Status.FAILED]
+    for outcome in not_uploaded:
+        console.print(f"[red]not uploaded[/] {outcome.path}: {outcome.reason}")
+    keys = [o.key for o in report.outcomes if o.status is Status.UPLOADED and o.key]
+
+    stop = GracefulStop()
+    poller = Poller(
+        target.s3,
+        target.sqs,
+        PollOptions(queue_url=target.results_queue_url, output_dir=out, wait_seconds=1),
+        stop=stop,
+    )
+    poll_thread = threading.Thread(target=poller.run, name="onprem-poller")
+    poll_thread.start()
+    try:
+        statuses = _watch(target, keys, out, args.timeout, console) if keys else []
+    finally:
+        stop.request()
+        poll_thread.join()
+    return statuses, not_uploaded
+
+
 class UsageError(ValueError):
     """A command line that cannot run."""
 
 
 def _watch(
-    deployment: LocalDeployment, keys: list[str], out: Path, timeout: float, console: Console
+    target: _Target, keys: list[str], out: Path, timeout: float, console: Console
 ) -> list[FileStatus]:
-    """Show each file's stage until all are home and the worker has scaled to zero."""
+    """Show each file's stage until all are home and nothing is left running."""
     deadline = time.monotonic() + timeout
-    statuses = _with_outputs(deployment.file_statuses(keys), keys, out)
+    statuses = _with_outputs(target.statuses(keys), keys, out)
     with Live(progress_table(statuses), console=console, refresh_per_second=4) as live:
         while time.monotonic() < deadline:
-            statuses = _with_outputs(deployment.file_statuses(keys), keys, out)
+            statuses = _with_outputs(target.statuses(keys), keys, out)
             live.update(progress_table(statuses))
-            scaler = deployment.scaler
-            scaled_in = scaler is None or (
-                scaler.state.desired_capacity == 0 and not scaler.worker_running
-            )
-            if _all_home(statuses) and scaled_in:
+            if _all_home(statuses) and target.settled():
                 break
-            time.sleep(0.5)
+            time.sleep(target.refresh_seconds)
         else:
             console.print(f"[red]Timed out after {timeout:.0f} s[/]")
     return statuses
@@ -241,6 +337,9 @@ def _watch(
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
+    if args.aws and (args.engine, args.model, args.corrector) != ("faster-whisper", "base", "none"):
+        console.print("[red]--aws uses the stack's engine, models and Bedrock; drop those flags[/]")
+        return 2
     if args.corrector == "openai" and not args.llm_url:
         console.print("[red]--corrector openai needs --llm-url[/]")
         return 2
@@ -256,7 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print("[yellow]Nothing was transcribed.[/]")
     else:
         console.print(summary_table(result.statuses, relative_to=result.output_dir))
-    console.print(scaling_table(result.scaling_events, result.started_at))
+    if not args.aws:
+        console.print(scaling_table(result.scaling_events, result.started_at))
     work_dir = args.work_dir.resolve()
     console.print(f"Transcripts: {result.output_dir}")
     console.print(f"Logs: {work_dir / 'pipeline.log'}, {work_dir / 'worker.log'}")

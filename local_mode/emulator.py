@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,10 +44,20 @@ def moto_server(port: int | None = None) -> Iterator[Emulator]:
     chosen = port or free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=chosen, verbose=False)
     server.start()
+    emulator = Emulator(endpoint_url=f"http://127.0.0.1:{chosen}")
+    # moto keeps its resources in the process, not in the server: without a reset, a second
+    # emulator in one process (tests, or a run after an interrupted one) sees the first's stack.
+    _reset(emulator)
     try:
-        yield Emulator(endpoint_url=f"http://127.0.0.1:{chosen}")
+        yield emulator
     finally:
         server.stop()
+
+
+def _reset(emulator: Emulator) -> None:
+    request = urllib.request.Request(f"{emulator.endpoint_url}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
 
 
 @contextmanager

@@ -32,6 +32,12 @@ def load_chalice_app(chalice_dir: Path = CHALICE_DIR) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     sys.modules["app"] = module
     spec.loader.exec_module(module)
+    # A Lambda container starts with no clients; an earlier load in this process (another
+    # deployment, or a test) may have cached ones bound to an endpoint that is gone.
+    from chalicelib import aws, entrypoints
+
+    aws.clear()
+    entrypoints.make_corrector.cache_clear()
     return module
 
 

@@ -262,9 +262,17 @@ class LocalDeployment:
         return JobTable(boto3.client("dynamodb"), self.outputs["JobTableName"])
 
     def file_statuses(self, keys: list[str]) -> list[FileStatus]:
-        """Each uploaded key's stage, from the job table."""
-        records: dict[str, JobRecord] = {r.s3_key: r for r in self.job_table().scan()}
-        return [_status(key, records.get(key)) for key in keys]
+        return job_statuses(self.job_table(), keys)
+
+
+def job_statuses(table: JobTable, keys: list[str]) -> list[FileStatus]:
+    """Each uploaded key's stage, from the job table (the newest job of a key wins)."""
+    records: dict[str, JobRecord] = {}
+    for record in table.scan():
+        current = records.get(record.s3_key)
+        if current is None or record.created_at >= current.created_at:
+            records[record.s3_key] = record
+    return [_status(key, records.get(key)) for key in keys]
 
 
 def _number(record: JobRecord, name: str) -> float | None:

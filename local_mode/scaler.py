@@ -168,9 +168,7 @@ class LocalScaler:
             self._worker_instance = instances[0]
             self._worker = self._start_worker(instances[0])
             self.state.workers_started += 1
-            self.state.record(
-                f"worker started on instance {instances[0]} (pid {self._worker.pid})"
-            )
+            self.state.record(f"worker started on instance {instances[0]} (pid {self._worker.pid})")
         elif self._worker is not None and self._worker_instance not in instances:
             # The instance left the group (the worker terminated it): the machine is gone.
             self._stop_worker(f"instance {self._worker_instance} left the group")

@@ -230,6 +230,9 @@ class WorkerSettings:
     retry_delay_seconds: int = 10
     spot_poll_seconds: float = 5.0
     progress_log_seconds: float = 30.0
+    # Decoding: beams per search, and 30 s chunks decoded together (transformers engine).
+    beam_size: int = 5
+    batch_size: int = 8
     # Fault injection for the reliability tests: log and sleep after this named step.
     pause_after_step: str | None = None
     # The own instance id where there is no IMDS to ask (local mode's stand-in instances).
@@ -263,6 +266,8 @@ class WorkerSettings:
             retry_delay_seconds=env.integer("RETRY_DELAY_SECONDS", 10, minimum=0),
             spot_poll_seconds=env.number("SPOT_POLL_SECONDS", 5.0, minimum=0.1),
             progress_log_seconds=env.number("PROGRESS_LOG_SECONDS", 30.0, minimum=0),
+            beam_size=env.integer("WORKER_BEAM_SIZE", 5, minimum=1),
+            batch_size=env.integer("WORKER_BATCH_SIZE", 8, minimum=1),
             pause_after_step=env.optional("WORKER_PAUSE_AFTER_STEP"),
             instance_id=env.optional("WORKER_INSTANCE_ID"),
         )

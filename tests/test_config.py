@@ -28,6 +28,9 @@ def test_typed_defaults_and_overrides() -> None:
     tuned = WorkerSettings.from_env({**WORKER_ENV, "POLL_WAIT_SECONDS": "1", "GPU_ASG_NAME": "g"})
     assert tuned.poll_wait_seconds == 1
     assert tuned.asg_name == "g"
+    assert (settings.beam_size, settings.batch_size) == (5, 8)
+    decoding = WorkerSettings.from_env({**WORKER_ENV, "WORKER_BATCH_SIZE": "16"})
+    assert decoding.batch_size == 16
 
 
 @pytest.mark.parametrize(
@@ -38,6 +41,7 @@ def test_typed_defaults_and_overrides() -> None:
         ({"WORKER_MODELS": "he=/m/ivrit"}, "WORKER_MODELS"),
         ({"WORKER_MODELS": "he"}, "WORKER_MODELS"),
         ({"VISIBILITY_TIMEOUT_SECONDS": "5"}, "VISIBILITY_TIMEOUT_SECONDS"),
+        ({"WORKER_BATCH_SIZE": "0"}, "WORKER_BATCH_SIZE"),
     ],
 )
 def test_malformed_values_name_the_variable(extra: dict[str, str], named: str) -> None:

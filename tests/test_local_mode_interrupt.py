@@ -22,7 +22,9 @@ def _log_lines(path: Path) -> list[dict[str, object]]:
 
 
 def _port_is_free(port: int) -> bool:
+    """Nothing listens on ``port`` (closed connections in TIME_WAIT do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:

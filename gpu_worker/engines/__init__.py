@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from gpu_worker.engines.options import DecodeOptions
+from pipeline_core.config import ASR_ENGINES
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
@@ -11,6 +14,27 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from gpu_worker.transcript import Segment
+
+__all__ = ["AsrEngine", "DecodeOptions", "UnsupportedLanguageError", "load_engine"]
+
+
+class UnsupportedLanguageError(ValueError):
+    """The model cannot transcribe the job's language (an English-only model, say):
+    retrying will not help."""
+
+    def __init__(self, model_id: str, language: str) -> None:
+        super().__init__(
+            f"the model {model_id} is English-only and cannot transcribe language "
+            f"{language!r}; configure a multilingual model for it"
+        )
+        self.model_id = model_id
+        self.language = language
+
+
+def check_language(model_id: str, multilingual: bool, language: str) -> None:
+    """Raise ``UnsupportedLanguageError`` unless the model can do ``language``."""
+    if not multilingual and language != "en":
+        raise UnsupportedLanguageError(model_id, language)
 
 
 class AsrEngine(Protocol):
@@ -25,14 +49,24 @@ class AsrEngine(Protocol):
         language: str,
         progress: Callable[[float], None] | None = None,
     ) -> Iterator[Segment]:
-        """Yield segments in time order; ``progress`` receives seconds of audio done."""
+        """Yield segments in time order; ``progress`` receives seconds of audio done.
+
+        Raises ``UnsupportedLanguageError`` before any work for a language the model lacks.
+        """
         ...
 
 
-def load_engine(engine: str, model_dir: str, device: str = "auto") -> AsrEngine:
+def load_engine(
+    engine: str, model_dir: str, device: str = "auto", options: DecodeOptions | None = None
+) -> AsrEngine:
     """Load ``engine`` ("faster-whisper" or "transformers") from a local model directory."""
+    options = options or DecodeOptions()
     if engine == "faster-whisper":
         from gpu_worker.engines.faster_whisper_engine import FasterWhisperEngine
 
-        return FasterWhisperEngine(model_dir, device=device)
-    raise ValueError(f"unknown ASR engine {engine!r}; known: faster-whisper")
+        return FasterWhisperEngine(model_dir, device=device, options=options)
+    if engine == "transformers":
+        from gpu_worker.engines.transformers_engine import TransformersEngine
+
+        return TransformersEngine(model_dir, device=device, options=options)
+    raise ValueError(f"unknown ASR engine {engine!r}; known: {', '.join(ASR_ENGINES)}")

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from faster_whisper import WhisperModel
 
+from gpu_worker.engines import check_language
+from gpu_worker.engines.options import DecodeOptions
 from gpu_worker.transcript import Segment, Word
 
 if TYPE_CHECKING:
@@ -25,9 +27,16 @@ def _resolve_device(device: str) -> tuple[str, str]:
 
 
 class FasterWhisperEngine:
-    def __init__(self, model_dir: str, device: str = "auto", compute_type: str | None = None):
+    def __init__(
+        self,
+        model_dir: str,
+        device: str = "auto",
+        compute_type: str | None = None,
+        options: DecodeOptions | None = None,
+    ):
         resolved, default_compute = _resolve_device(device)
         self._model_dir = model_dir
+        self._options = options or DecodeOptions()
         self._model = WhisperModel(
             model_dir, device=resolved, compute_type=compute_type or default_compute
         )
@@ -42,11 +51,27 @@ class FasterWhisperEngine:
         language: str,
         progress: Callable[[float], None] | None = None,
     ) -> Iterator[Segment]:
+        check_language(self.model_id, bool(self._model.model.is_multilingual), language)
+        return self._segments(audio, language, progress)
+
+    def _segments(
+        self,
+        audio: npt.NDArray[np.float32],
+        language: str,
+        progress: Callable[[float], None] | None,
+    ) -> Iterator[Segment]:
+        options = self._options
         segments, _info = self._model.transcribe(
             audio,
             language=language,
+            beam_size=options.beam_size,
+            temperature=list(options.temperatures),
             word_timestamps=True,
-            vad_filter=False,
+            vad_filter=options.vad_filter,
+            no_speech_threshold=options.no_speech_threshold,
+            log_prob_threshold=options.log_prob_threshold,
+            compression_ratio_threshold=options.compression_ratio_threshold,
+            # Conditioning on earlier text is what lets one hallucination loop forever.
             condition_on_previous_text=False,
         )
         for segment in segments:

@@ -176,6 +176,30 @@ def test_bad_input_fails_the_job_once(
     assert pipeline.drain(pipeline.audio_dlq_url) == []
 
 
+def test_a_language_the_model_cannot_do_fails_the_job_once(
+    pipeline: Pipeline, fox_mp3: Path
+) -> None:
+    """tiny.en serves every language here; a Hebrew job must fail, not come out English."""
+    key = pipeline.upload("shiur.mp3", fox_mp3)
+    job_id = pipeline.dispatch(key, language="hebrew")
+
+    assert pipeline.worker().run() == EXIT_OK
+
+    [result] = pipeline.results()
+    assert result.status == "failed"
+    assert result.job_id == job_id
+    assert result.error is not None
+    assert "English-only" in result.error
+    assert "'he'" in result.error
+    assert key in result.error
+    job = pipeline.job(job_id)
+    assert job.state is JobState.FAILED
+    assert job.error == result.error
+    assert pipeline.llm_jobs() == []
+    assert pipeline.depth(pipeline.audio_queue_url) == (0, 0)
+    assert pipeline.drain(pipeline.audio_dlq_url) == []
+
+
 def test_malformed_message_goes_to_the_dlq_and_good_work_goes_on(
     pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog
 ) -> None:

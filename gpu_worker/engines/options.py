@@ -1,0 +1,22 @@
+"""Decoding settings both engines share; the defaults guard against Whisper's failure modes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam_size: int = 5
+    # A window (or 30 s chunk) whose no-speech probability is above this, and whose text
+    # is unlikely, is taken as silence: Whisper invents text there otherwise.
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
+    # Text that gzip squeezes more than this is a repetition loop.
+    compression_ratio_threshold: float = 2.4
+    # faster-whisper: decode again at these temperatures when a threshold is missed.
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    # faster-whisper: Silero VAD (shipped inside the wheel) drops non-speech first.
+    vad_filter: bool = True
+    # transformers: 30 s chunks decoded together.
+    batch_size: int = 8

@@ -1,0 +1,264 @@
+"""Whisper in PyTorch through Hugging Face transformers: any Whisper checkpoint directory.
+
+The window is cut into chunks of at most 30 s (at quiet moments, see ``audio.quiet_cut``)
+that are decoded ``batch_size`` at a time, each on its own: nothing is conditioned on
+earlier text. One teacher-forced decoder pass per batch gives each chunk's no-speech
+probability and mean log-probability, Whisper's own test for "this is silence".
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import torch
+from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+from gpu_worker.audio import SAMPLE_RATE, quiet_cut
+from gpu_worker.engines import check_language
+from gpu_worker.engines.options import DecodeOptions
+from gpu_worker.transcript import Segment
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
+
+CHUNK_SECONDS: Final = 30.0
+CUT_SEARCH_SECONDS: Final = 5.0
+TIME_PRECISION: Final = 0.02  # seconds per timestamp token step
+# Below about -80 dBFS a chunk is digital silence: not worth a decode, and Whisper
+# invents "Thank you for watching." there.
+SILENCE_RMS: Final = 1e-4
+
+Span = tuple[float | None, float | None, str]
+
+
+def _rms(samples: npt.NDArray[np.float32]) -> float:
+    return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+
+
+@dataclass(frozen=True)
+class Chunk:
+    start: int  # sample indices in the window
+    end: int
+
+
+def chunk_bounds(
+    audio: npt.NDArray[np.float32],
+    chunk_seconds: float = CHUNK_SECONDS,
+    search_seconds: float = CUT_SEARCH_SECONDS,
+) -> list[Chunk]:
+    """Consecutive chunks of at most ``chunk_seconds`` covering ``audio``."""
+    size, search = int(chunk_seconds * SAMPLE_RATE), int(search_seconds * SAMPLE_RATE)
+    chunks, start = [], 0
+    while audio.size - start > size:
+        cut = quiet_cut(audio, start + size - search, start + size)
+        chunks.append(Chunk(start, cut))
+        start = cut
+    chunks.append(Chunk(start, audio.size))
+    return chunks
+
+
+def compression_ratio(text: str) -> float:
+    raw = text.encode("utf-8")
+    return len(raw) / len(gzip.compress(raw)) if raw else 0.0
+
+
+def timed_spans(
+    tokens: Sequence[int], timestamp_begin: int, eot: int
+) -> list[tuple[float | None, float | None, list[int]]]:
+    """Split a generated sequence at its timestamp tokens: (start, end, text tokens)."""
+    spans: list[tuple[float | None, float | None, list[int]]] = []
+    start: float | None = None
+    text: list[int] = []
+    for token in tokens:
+        if token >= timestamp_begin:
+            time = (token - timestamp_begin) * TIME_PRECISION
+            if start is not None and text:
+                spans.append((start, time, text))
+                start, text = None, []
+            else:
+                start = time
+        elif token < eot:
+            text.append(token)
+    if text:
+        spans.append((start, None, text))
+    return spans
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+class TransformersEngine:
+    def __init__(
+        self, model_dir: str, device: str = "auto", options: DecodeOptions | None = None
+    ) -> None:
+        self._model_dir = model_dir
+        self._options = options or DecodeOptions()
+        self._device = _resolve_device(device)
+        self._dtype = torch.float16 if self._device.type == "cuda" else torch.float32
+        self._processor = WhisperProcessor.from_pretrained(model_dir, local_files_only=True)
+        model = WhisperForConditionalGeneration.from_pretrained(
+            model_dir, dtype=self._dtype, local_files_only=True
+        )
+        module: torch.nn.Module = model  # torch's own (typed) .to and .eval
+        module.to(self._device)
+        module.eval()
+        self._model = model
+        config = self._model.generation_config
+        self._multilingual = bool(getattr(config, "is_multilingual", False))
+        self._eot = int(config.eos_token_id)
+        self._sot = int(config.decoder_start_token_id)
+        tokenizer = self._processor.tokenizer
+        vocab = tokenizer.get_vocab()
+        self._timestamp_begin = vocab["<|notimestamps|>"] + 1
+        self._max_tokens = int(self._model.config.max_target_positions)
+        self._no_speech = vocab.get("<|nospeech|>", vocab.get("<|nocaptions|>"))
+        self._transcribe_token = vocab.get("<|transcribe|>")
+
+    @property
+    def model_id(self) -> str:
+        return f"transformers:{Path(self._model_dir).name}"
+
+    def transcribe(
+        self,
+        audio: npt.NDArray[np.float32],
+        language: str,
+        progress: Callable[[float], None] | None = None,
+    ) -> Iterator[Segment]:
+        check_language(self.model_id, self._multilingual, language)
+        return self._segments(audio, language, progress)
+
+    def _segments(
+        self,
+        audio: npt.NDArray[np.float32],
+        language: str,
+        progress: Callable[[float], None] | None,
+    ) -> Iterator[Segment]:
+        chunks = chunk_bounds(audio)
+        size = max(1, self._options.batch_size)
+        last_end = 0.0
+        try:
+            for first in range(0, len(chunks), size):
+                batch = chunks[first : first + size]
+                decoded = self._decode([audio[c.start : c.end] for c in batch], language)
+                for chunk, spans in zip(batch, decoded, strict=True):
+                    for segment in self._timed(chunk, spans, last_end):
+                        last_end = segment.end
+                        yield segment
+                if progress is not None:
+                    progress(batch[-1].end / SAMPLE_RATE)
+        finally:
+            self._release()
+
+    def _timed(self, chunk: Chunk, spans: list[Span], last_end: float) -> Iterator[Segment]:
+        """Chunk-relative spans -> window times: inside the chunk, never going back."""
+        offset = chunk.start / SAMPLE_RATE
+        length = (chunk.end - chunk.start) / SAMPLE_RATE
+        for start, end, text in spans:
+            begin = min(max(start if start is not None else 0.0, 0.0), length) + offset
+            finish = min(max(end if end is not None else length, 0.0), length) + offset
+            begin = max(begin, last_end)
+            finish = max(finish, begin)
+            last_end = finish
+            yield Segment(start=begin, end=finish, text=text)
+
+    def _prompt(self, language: str) -> list[int]:
+        if not self._multilingual:
+            return [self._sot]
+        language_id = self._processor.tokenizer.convert_tokens_to_ids(f"<|{language}|>")
+        return [self._sot, int(language_id), int(self._transcribe_token or 0)]
+
+    def _decode(self, pieces: list[npt.NDArray[np.float32]], language: str) -> list[list[Span]]:
+        """Each piece's text spans; silent pieces are not decoded at all."""
+        results: list[list[Span]] = [[] for _ in pieces]
+        audible = [i for i, piece in enumerate(pieces) if _rms(piece) > SILENCE_RMS]
+        if audible:
+            decoded = self._decode_audible([pieces[i] for i in audible], language)
+            for i, spans in zip(audible, decoded, strict=True):
+                results[i] = spans
+        return results
+
+    @torch.inference_mode()
+    def _decode_audible(
+        self, pieces: list[npt.NDArray[np.float32]], language: str
+    ) -> list[list[Span]]:
+        features = self._processor.feature_extractor(
+            pieces, sampling_rate=SAMPLE_RATE, return_tensors="pt"
+        ).input_features.to(self._device, self._dtype)
+        kwargs: dict[str, Any] = {"return_timestamps": True, "num_beams": self._options.beam_size}
+        if self._multilingual:  # pinned, never detected
+            kwargs.update(language=language, task="transcribe")
+        # generate() is given the features, not encoder outputs: its batch shrinking as
+        # chunks finish needs them. The encoder runs once more for the scores below.
+        sequences = self._model.generate(input_features=features, **kwargs)
+        encoded = self._model.get_encoder()(features)
+        generated = [self._trim(row) for row in sequences.tolist()]
+        no_speech, mean_logprob = self._scores(encoded, generated, self._prompt(language))
+        results: list[list[Span]] = []
+        for tokens, p_silent, logprob in zip(generated, no_speech, mean_logprob, strict=True):
+            spans = [
+                (start, end, text)
+                for start, end, ids in timed_spans(tokens, self._timestamp_begin, self._eot)
+                if (text := self._processor.tokenizer.decode(ids, skip_special_tokens=True).strip())
+            ]
+            results.append(spans if self._believable(spans, p_silent, logprob) else [])
+        return results
+
+    def _believable(self, spans: list[Span], p_silent: float, logprob: float) -> bool:
+        """Whisper's own tests: not (probably silent and unlikely text), not a loop."""
+        options = self._options
+        if p_silent > options.no_speech_threshold and logprob < options.log_prob_threshold:
+            return False
+        text = " ".join(text for _, _, text in spans)
+        if compression_ratio(text) > options.compression_ratio_threshold:
+            logger.warning("dropped a repetition loop", extra={"text": text[:200]})
+            return False
+        return True
+
+    def _trim(self, row: list[int]) -> list[int]:
+        """Generated tokens only: no prompt, nothing from the first end-of-text on."""
+        if self._eot in row:
+            row = row[: row.index(self._eot)]
+        return [t for t in row if t >= self._timestamp_begin or t < self._eot]
+
+    def _scores(
+        self, encoded: Any, generated: list[list[int]], prompt: list[int]
+    ) -> tuple[list[float], list[float]]:
+        """Per chunk: P(no speech) at the start token, and the text's mean log-probability."""
+        room = self._max_tokens - len(prompt) - 1  # a loop may have used every position
+        targets = [[*tokens[:room], self._eot] for tokens in generated]
+        width = len(prompt) + max(len(t) for t in targets)
+        ids = torch.full((len(targets), width), self._eot, dtype=torch.long)
+        for i, tokens in enumerate(targets):
+            ids[i, : len(prompt)] = torch.tensor(prompt)
+            ids[i, len(prompt) : len(prompt) + len(tokens)] = torch.tensor(tokens)
+        hidden = self._model.model(
+            encoder_outputs=encoded, decoder_input_ids=ids.to(self._device)
+        ).last_hidden_state
+        no_speech, means = [], []
+        for i, tokens in enumerate(targets):  # one chunk's logits at a time: bounded memory
+            used = len(prompt) + len(tokens) - 1
+            logprobs = torch.log_softmax(self._model.proj_out(hidden[i, :used]).float(), dim=-1)
+            silent = logprobs[0, self._no_speech] if self._no_speech is not None else None
+            no_speech.append(0.0 if silent is None else float(silent.exp()))
+            picked = logprobs[len(prompt) - 1 :].gather(
+                1, ids.new_tensor(tokens)[:, None].to(self._device)
+            )
+            means.append(float(picked.mean()))
+        return no_speech, means
+
+    def _release(self) -> None:
+        """Give cached GPU memory back between files (and windows)."""
+        if self._device.type == "cuda" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
