@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -60,11 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--update-readme", action="store_true", help="rewrite README.md's generated section"
     )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: write the Markdown, plots (and README) from OUT/results.json",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    readme = README if args.update_readme else None
+    if args.render_only:
+        results = json.loads((args.out / report.JSON_NAME).read_text())
+        for path in report.write(results, args.out, readme):
+            print(path)
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
     unknown = set(parts) - set(PARTS)
@@ -93,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     results = run(options)
-    written = report.write(results, args.out, README if args.update_readme else None)
+    written = report.write(results, args.out, readme)
     for path in written:
         print(path)
     return 0

@@ -82,7 +82,11 @@ def decode_options() -> dict[str, Any]:
     """The decoding settings the worker's engines use, recorded next to the figures."""
     options = _decode_options_class()
     if options is not None:
-        return dict(dataclasses.asdict(options()))
+        # Lists, not tuples: the figures are read back from JSON and must render the same.
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(options()).items()
+        }
     # This checkout's FasterWhisperEngine passes these to faster-whisper.
     return {
         "beam_size": 5,

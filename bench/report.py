@@ -315,7 +315,7 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
         minutes = [m["audio_minutes"] for m in memory]
         for field, label in (
             ("peak_rss_mib", "peak RSS"),
-            ("rss_after_decode_mib", "RSS after decoding the whole file"),
+            ("rss_after_decode_mib", "highest RSS while decoding the whole file"),
             ("rss_after_load_mib", "RSS after loading the model"),
             ("peak_gpu_mib", "peak GPU memory"),
         ):

@@ -103,3 +103,19 @@ def test_markdown_and_plots_are_written(quick_run: tuple[Path, dict[str, Any]]) 
     section = report.readme_section(results, "bench/results/results.md")
     assert "faster-whisper" in section
     assert "1.44" in section
+
+
+def test_render_only_rewrites_the_report_from_the_json(
+    quick_run: tuple[Path, dict[str, Any]],
+) -> None:
+    out, _ = quick_run
+    markdown = out / report.MARKDOWN_NAME
+    before = markdown.read_text()
+    markdown.unlink()
+    subprocess.run(
+        [sys.executable, "-m", "bench", "--render-only", "--out", str(out)],
+        cwd=REPO_ROOT,
+        check=True,
+        timeout=120,
+    )
+    assert markdown.read_text() == before
