@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.quick and args.update_readme:
+        print("--quick figures are not published: drop --update-readme", file=sys.stderr)
+        return 2
     readme = README if args.update_readme else None
     if args.render_only:
         results = json.loads((args.out / report.JSON_NAME).read_text())

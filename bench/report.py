@@ -302,8 +302,9 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
         )
     if ax.has_data():
         ax.set_xscale("log")
+        ax.set_yscale("log")  # engines differ by tens of times
         ax.set_xlabel("audio seconds transcribed")
-        ax.set_ylabel("real-time factor (lower is faster)")
+        ax.set_ylabel("real-time factor (lower is faster, log)")
         ax.set_title(f"RTF vs audio length ({results['environment']['device']})")
         ax.legend(fontsize=8)
         fig.tight_layout()
