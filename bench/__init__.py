@@ -1,0 +1,1 @@
+"""Reproducible benchmarks: accuracy, speed, memory and cost (``python -m bench``)."""

@@ -1,0 +1,353 @@
+"""Results JSON -> Markdown tables, PNG plots and the README's generated section."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Final
+
+START: Final = "<!-- bench:start -->"
+END: Final = "<!-- bench:end -->"
+JSON_NAME: Final = "results.json"
+MARKDOWN_NAME: Final = "results.md"
+RTF_PLOT: Final = "rtf_vs_length.png"
+MEMORY_PLOT: Final = "memory_vs_length.png"
+
+Row = list[Any]
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def table(header: list[str], rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str | None:
+    return None if value is None else f"{100 * value:.1f}%"
+
+
+def measured_on(results: dict[str, Any]) -> str:
+    env = results["environment"]
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    dirty = " (uncommitted changes)" if env.get("git_dirty") else ""
+    return (
+        f"Measured {env['date_utc']} on {env['cpu']} ({env['cpu_cores']} cores, "
+        f"{env['memory_gib']} GiB, load average {env.get('load_average_1min')} at the start, "
+        f"{results.get('load_average_1min_at_end')} at the end), GPU: {env['gpu'] or 'none'}; "
+        "engines on "
+        f"**{env['device']}**; commit {env['git_commit']}{dirty}; {versions}. "
+        f"Audio: {results.get('evaluation_audio')}."
+    )
+
+
+def _accuracy_md(section: dict[str, Any]) -> list[str]:
+    out = ["## Accuracy", "", f"Normaliser: {section['normaliser']}", ""]
+    rows = []
+    for run in section["runs"]:
+        for group in run["groups"]:
+            rows.append([
+                run["engine"], run["model"], run["compute_type"], group["scope"], group["clips"],
+                group["audio_seconds"], group["reference_words"], _pct(group["wer"]),
+                _pct(group["cer"]),
+            ])  # fmt: skip
+    header = ["engine", "model", "compute", "scope", "clips", "audio s", "words", "WER", "CER"]
+    out += [table(header, rows), ""]
+    out += ["<details><summary>Per clip</summary>", ""]
+    rows = [
+        [run["engine"], run["model"], c["clip_id"], c["language"], c["duration_s"],
+         _pct(c["wer"]), _pct(c["cer"]), c["rtf"], c["hypothesis"][:120]]
+        for run in section["runs"]
+        for c in run["clips"]
+    ]  # fmt: skip
+    header = ["engine", "model", "clip", "lang", "s", "WER", "CER", "RTF", "hypothesis"]
+    out += [table(header, rows), "", "</details>", ""]
+    corr = section["correction"]
+    out += ["### LLM correction", ""]
+    if corr["status"] == "measured":
+        out.append(
+            f"Corrector {corr['corrector']} on {corr['engine']}: WER {_pct(corr['wer_before'])} "
+            f"before, {_pct(corr['wer_after'])} after (CER {_pct(corr['cer_before'])} -> "
+            f"{_pct(corr['cer_after'])})."
+        )
+    else:
+        out.append(f"{corr['status']}: {corr['reason']}")
+    return [*out, ""]
+
+
+def _speed_md(section: dict[str, Any]) -> list[str]:
+    audio = section["audio"]
+    out = [
+        "## Speed",
+        "",
+        f"Real-time factor (RTF) = processing seconds / audio seconds, on `{audio['file']}` "
+        f"({audio['seconds']} s, {audio['source']}).",
+        "",
+        "Decoding options of the worker's engines: "
+        + ", ".join(f"{k}={v}" for k, v in section.get("decode_options", {}).items())
+        + ".",
+        "",
+    ]
+    if section["bare"]:
+        out += ["### Bare engine", "", section["bare"][0]["settings"] + ".", ""]
+        rows = [
+            [r["engine"], r["model"], r["compute_type"], r.get("batch_size"), r["device"],
+             r["load_seconds"], r["seconds"], r["seconds_median"], r["runs"], r["rtf"],
+             f"{1 / r['rtf']:.1f}x"]
+            for r in section["bare"]
+        ]  # fmt: skip
+        header = ["engine", "model", "compute", "batch", "device", "load s", "best s",
+                  "median s", "runs", "RTF", "speed"]  # fmt: skip
+        out += [table(header, rows), ""]
+    if section["batched"]:
+        out += ["### Batch sizes", "", section["batched"][0]["settings"] + ".", ""]
+        rows = [
+            [r["engine"], r["model"], r["compute_type"], r["device"], r["batch_size"],
+             r["seconds"], r["rtf"]]
+            for r in section["batched"]
+        ]  # fmt: skip
+        header = ["engine", "model", "compute", "device", "batch", "s", "RTF"]
+        out += [table(header, rows), ""]
+    return out
+
+
+def _loop_md(runs: list[dict[str, Any]]) -> list[str]:
+    if not runs:
+        return []
+    out = ["### Worker loop against the bare engine", "", runs[0]["settings"] + ".", ""]
+    rows = [
+        [r["engine"], r["model"], r["compute_type"], r["files"], r["audio_seconds"],
+         r.get("seconds_per_file"), r["bare_seconds"], r["loop_seconds"], r["decode_seconds"],
+         r["bare_rtf"], r["loop_rtf"], _pct(r["overhead"])]
+        for r in runs
+    ]  # fmt: skip
+    header = ["engine", "model", "compute", "files", "audio s", "s per file", "bare s", "loop s",
+              "decode s", "bare RTF", "loop RTF", "overhead (target < 5%)"]  # fmt: skip
+    return [*out, table(header, rows), ""]
+
+
+def _orchestration_md(o: dict[str, Any]) -> list[str]:
+    calls = ", ".join(f"{service} {n:g}" for service, n in o["api_calls_per_file"].items())
+    rows = [[o["files"], o["upload_ms_per_file"], o["dispatch_ms_per_file"],
+             o["worker_ms_per_file"], o["llm_caller_ms_per_file"],
+             o["total_ms_per_file"]]]  # fmt: skip
+    header = ["files", "upload ms", "dispatch ms", "worker ms (no ASR)", "LLM Caller ms",
+              "total ms (after upload)"]  # fmt: skip
+    return [
+        "### Orchestration per file (no ASR)",
+        "",
+        o["settings"] + ".",
+        "",
+        table(header, rows),
+        "",
+        f"AWS API calls per file: {calls}.",
+        "",
+    ]
+
+
+def _memory_md(runs: list[dict[str, Any]]) -> list[str]:
+    if not runs:
+        return []
+    out = ["## Memory", "", runs[0]["method"] + ".", ""]
+    rows = [
+        [f"{r['engine']} {r['model']} {r['compute_type']}", r["audio_minutes"],
+         r.get("decode_path"), r["transcribed_seconds"], r["rss_after_load_mib"],
+         r["rss_after_decode_mib"], r["peak_rss_mib"], r["peak_gpu_mib"], r["decode_seconds"],
+         r["rtf"]]
+        for r in runs
+    ]  # fmt: skip
+    header = ["engine", "audio min", "decode path", "transcribed s", "RSS after load MiB",
+              "RSS after decode MiB", "peak RSS MiB", "peak GPU MiB", "decode s",
+              "RTF"]  # fmt: skip
+    return [*out, table(header, rows), ""]
+
+
+def _cost_md(c: dict[str, Any]) -> list[str]:
+    b = c["batch"]
+    out = [
+        "## Cost",
+        "",
+        f"{c['formula']}; Spot prices are inputs (`--price NAME=USD[:cpu|cuda]`), applied only "
+        f"to RTFs measured on the same kind of device (this run: {c['device']}). Daily batch: "
+        f"{b['audio_hours_per_day']:g} audio hours in {b['files_per_day']} files, start-up "
+        f"{b['startup_seconds']:.0f} s, idle tail {b['idle_tail_seconds']:.0f} s; "
+        f"{c['batch_note']}.",
+        "",
+    ]
+    if c.get("note"):
+        out += [f"Note: {c['note']}.", ""]
+    rows = [
+        [r["system"], r["instance"], r["usd_per_hour"], r["rtf"], r["usd_per_audio_hour"],
+         r["daily_batch_usd_per_audio_hour"], r["overhead_usd_per_file"],
+         r["idle_usd_per_hour"], f"{r['vs_transcribe']:.3f}"]
+        for r in c["rows"]
+    ]  # fmt: skip
+    header = ["system", "instance", "$/h", "RTF", "$/audio h", "daily batch $/audio h",
+              "start-up+idle $/file", "idle $/h", "x Transcribe"]  # fmt: skip
+    return [*out, table(header, rows), ""]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    out = ["# Benchmark results", "", measured_on(results), ""]
+    if "accuracy" in results:
+        out += _accuracy_md(results["accuracy"])
+    if "speed" in results:
+        out += _speed_md(results["speed"])
+    out += _loop_md(results.get("loop", []))
+    if "orchestration" in results:
+        out += _orchestration_md(results["orchestration"])
+    out += _memory_md(results.get("memory", []))
+    if "cost" in results:
+        out += _cost_md(results["cost"])
+    if results.get("skipped"):
+        out += ["## Not measured", ""]
+        out += [f"- {s['what']}: {s['reason']}" for s in results["skipped"]]
+        out.append("")
+    timing = ", ".join(f"{k} {v:g} s" for k, v in results["wall_seconds"].items())
+    out += [f"Run time: {timing}.", ""]
+    return "\n".join(out)
+
+
+def _group(run: dict[str, Any], scope: str) -> float | None:
+    return next((g["wer"] for g in run["groups"] if g["scope"] == scope), None)
+
+
+def readme_section(results: dict[str, Any], results_link: str) -> str:
+    """The README's headline table: one row per engine and model (default compute type)."""
+    bare = results.get("speed", {}).get("bare", [])
+    loops = results.get("loop", [])
+    costs = results.get("cost", {}).get("rows", [])
+    rows = []
+    for run in results.get("accuracy", {}).get("runs", []):
+        key = (run["engine"], run["model"], run["compute_type"])
+        speed = next((r for r in bare if (r["engine"], r["model"], r["compute_type"]) == key), None)
+        overheads = ", ".join(
+            f"{_pct(r['overhead'])} ({r.get('seconds_per_file', 0):g} s files)"
+            for r in loops
+            if (r["engine"], r["model"], r["compute_type"]) == key
+        )
+        label = f"{run['engine']} {run['model']} {run['compute_type']}"
+        price = next((c for c in costs if c["system"] == label), None)
+        rows.append([
+            run["engine"], run["model"], run["compute_type"], _pct(_group(run, "overall")),
+            _pct(_group(run, "en")), _pct(_group(run, "he")), speed and speed["rtf"],
+            overheads or None,
+            price and f"${price['usd_per_audio_hour']:.3f} ({price['instance']})",
+        ])  # fmt: skip
+    header = ["engine", "model", "compute", "WER all", "WER en", "WER he", "RTF (bare)",
+              "worker loop overhead", "$/audio hour"]  # fmt: skip
+    lines = [measured_on(results), "", table(header, rows), ""]
+    transcribe = results.get("cost", {}).get("transcribe_usd_per_audio_hour")
+    if transcribe is not None:
+        lines.append(f"Amazon Transcribe list price: ${transcribe:.2f} per audio hour.")
+    if "orchestration" in results:
+        o = results["orchestration"]
+        lines.append(
+            f"Orchestration without ASR: {o['total_ms_per_file']:g} ms per file on moto "
+            f"({sum(o['api_calls_per_file'].values()):g} AWS API calls per file)."
+        )
+    memory = results.get("memory", [])
+    if memory:
+        peaks = ", ".join(
+            f"{m['audio_minutes']:g} min: {m['peak_rss_mib']:.0f} MiB" for m in memory
+        )
+        lines.append(f"Peak RSS by audio length ({memory[0]['model']}): {peaks}.")
+    corr = results.get("accuracy", {}).get("correction")
+    if corr:
+        if corr["status"] == "measured":
+            lines.append(
+                f"LLM correction ({corr['corrector']}): WER {_pct(corr['wer_before'])} -> "
+                f"{_pct(corr['wer_after'])}."
+            )
+        else:
+            lines.append(f"LLM correction: {corr['status']}.")
+    lines += ["", f"Every table, the plots and the settings: [{results_link}]({results_link})."]
+    return "\n".join(lines)
+
+
+def replace_section(text: str, body: str) -> str:
+    """``text`` with what lies between the bench markers replaced by ``body``."""
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"the README has no {START} ... {END} section")
+    return text[: start + len(START)] + "\n" + body.strip() + "\n" + text[end:]
+
+
+def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for run in results.get("accuracy", {}).get("runs", []):
+        xs = [c["duration_s"] for c in run["clips"]]
+        ys = [c["rtf"] for c in run["clips"]]
+        ax.scatter(xs, ys, s=14, label=f"{run['engine']} {run['model']} (eval clips)")
+    memory = results.get("memory", [])
+    if memory:
+        ax.plot(
+            [m["transcribed_seconds"] for m in memory],
+            [m["rtf"] for m in memory],
+            "o-",
+            label=f"{memory[0]['engine']} {memory[0]['model']} (long audio)",
+        )
+    if ax.has_data():
+        ax.set_xscale("log")
+        ax.set_yscale("log")  # engines differ by tens of times
+        ax.set_xlabel("audio seconds transcribed")
+        ax.set_ylabel("real-time factor (lower is faster, log)")
+        ax.set_title(f"RTF vs audio length ({results['environment']['device']})")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / RTF_PLOT, dpi=110)
+        written.append(RTF_PLOT)
+    plt.close(fig)
+    if memory:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        minutes = [m["audio_minutes"] for m in memory]
+        for field, label in (
+            ("peak_rss_mib", "peak RSS"),
+            ("rss_after_decode_mib", "highest RSS while decoding the whole file"),
+            ("rss_after_load_mib", "RSS after loading the model"),
+            ("peak_gpu_mib", "peak GPU memory"),
+        ):
+            values = [m[field] for m in memory]
+            if all(v is not None for v in values):
+                ax.plot(minutes, values, "o-", label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("audio minutes")
+        ax.set_ylabel("MiB")
+        ax.set_title(f"Memory vs audio length ({memory[0]['model']}, {memory[0]['device']})")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / MEMORY_PLOT, dpi=110)
+        written.append(MEMORY_PLOT)
+        plt.close(fig)
+    return written
+
+
+def write(results: dict[str, Any], out_dir: Path, readme: Path | None = None) -> list[Path]:
+    """JSON, Markdown and plots into ``out_dir``; the README's section when ``readme``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / JSON_NAME).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    images = plots(results, out_dir)
+    text = markdown(results)
+    if images:
+        text += "\n" + "\n".join(f"![{name}]({name})" for name in images) + "\n"
+    (out_dir / MARKDOWN_NAME).write_text(text)
+    written = [out_dir / JSON_NAME, out_dir / MARKDOWN_NAME, *(out_dir / i for i in images)]
+    if readme is not None:
+        link = (out_dir / MARKDOWN_NAME).resolve().relative_to(readme.resolve().parent)
+        body = readme_section(results, link.as_posix())
+        readme.write_text(replace_section(readme.read_text(), body))
+        written.append(readme)
+    return written

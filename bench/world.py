@@ -1,0 +1,248 @@
+"""The pipeline's AWS side in moto, driven by the real Dispatcher, worker and LLM Caller code.
+
+The clients share one botocore session so every API call can be counted: moto answers in
+microseconds, real AWS in milliseconds, so calls per file are the figure that carries over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from moto import mock_aws
+
+from bench.paths import ensure_chalicelib
+from gpu_worker.daemon import AwsClients, Worker
+from gpu_worker.engine_cache import EngineCache
+from gpu_worker.stopping import StopController
+from pipeline_core.config import DispatcherSettings, LlmCallerSettings, WorkerSettings
+from pipeline_core.metadata import encode_metadata
+
+if TYPE_CHECKING:
+    from gpu_worker.engines import AsrEngine
+
+REGION = "us-east-1"
+_FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+}
+
+
+@dataclass
+class World:
+    session: boto3.Session
+    clients: AwsClients
+    bucket: str
+    job_table: str
+    audio_queue_url: str
+    llm_queue_url: str
+    results_queue_url: str
+    asg_name: str
+    calls: Counter[str] = field(default_factory=Counter)  # "<service>.<Operation>" -> count
+
+    def upload(self, name: str, path: Path, language: str) -> tuple[str, dict[str, Any]]:
+        """Put ``path`` under audio-input/ and return its key and the S3 event record."""
+        key = f"audio-input/{name}"
+        metadata = encode_metadata(language, "")
+        self.clients.s3.upload_file(str(path), self.bucket, key, ExtraArgs={"Metadata": metadata})
+        head = self.clients.s3.head_object(Bucket=self.bucket, Key=key)
+        record = {
+            "eventSource": "aws:s3",
+            "eventName": "ObjectCreated:Put",
+            "s3": {
+                "bucket": {"name": self.bucket},
+                "object": {
+                    "key": key,
+                    "size": head["ContentLength"],
+                    "eTag": head["ETag"].strip('"'),
+                    "sequencer": secrets.token_hex(8),
+                },
+            },
+        }
+        return key, record
+
+    def dispatch(self, records: list[dict[str, Any]]) -> None:
+        ensure_chalicelib()
+        from chalicelib.dispatcher import DispatcherClients, handle_s3_event
+
+        settings = DispatcherSettings(
+            bucket=self.bucket,
+            job_table=self.job_table,
+            audio_queue_url=self.audio_queue_url,
+            results_queue_url=self.results_queue_url,
+            asg_name=self.asg_name,
+            default_language=None,
+            log_level="WARNING",
+        )
+        clients = DispatcherClients(
+            s3=self.clients.s3,
+            sqs=self.clients.sqs,
+            dynamodb=self.clients.dynamodb,
+            autoscaling=self.clients.autoscaling,
+        )
+        handle_s3_event({"Records": records}, clients, settings)
+
+    def worker_settings(self, engine: str, model_dir: str, device: str) -> WorkerSettings:
+        return WorkerSettings(
+            bucket=self.bucket,
+            job_table=self.job_table,
+            audio_queue_url=self.audio_queue_url,
+            llm_queue_url=self.llm_queue_url,
+            results_queue_url=self.results_queue_url,
+            asg_name=None,  # exit when the queue is empty instead of leaving a group
+            engine=engine,
+            models={"*": model_dir},
+            device=device,
+            poll_wait_seconds=0,
+            visibility_timeout_seconds=300,
+            heartbeat_seconds=60,
+            idle_shutdown_seconds=0,
+            imds_endpoint=None,
+            log_level="WARNING",
+            retry_delay_seconds=0,
+            spot_poll_seconds=5,
+            progress_log_seconds=5,
+        )
+
+    def run_worker(self, engine: AsrEngine, engine_name: str, model_dir: str, device: str) -> int:
+        """The daemon's loop, with ``engine`` already loaded, until the Audio Queue is empty."""
+        settings = self.worker_settings(engine_name, model_dir, device)
+        engines = EngineCache(settings.engine, settings.models, device, loaded={model_dir: engine})
+        worker = Worker(settings, self.clients, engines, StopController(), worker_id="bench")
+        return worker.run()
+
+    def run_llm_caller(self) -> int:
+        """The LLM Caller on every LLM Queue message, with no corrector (pass-through)."""
+        ensure_chalicelib()
+        from chalicelib.llm_caller import Delivery, LlmCallerClients, handle_llm_message
+
+        settings = LlmCallerSettings(
+            bucket=self.bucket,
+            job_table=self.job_table,
+            results_queue_url=self.results_queue_url,
+            corrector="none",
+            bedrock_model_id="none",
+            openai_base_url=None,
+            openai_model="none",
+            glossary_key=None,
+            log_level="WARNING",
+            llm_queue_url=self.llm_queue_url,
+        )
+        clients = LlmCallerClients(
+            s3=self.clients.s3, sqs=self.clients.sqs, dynamodb=self.clients.dynamodb
+        )
+        handled = 0
+        while True:
+            messages = self.clients.sqs.receive_message(
+                QueueUrl=self.llm_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            ).get("Messages", [])
+            if not messages:
+                return handled
+            for message in messages:
+                handle_llm_message(Delivery(message["Body"]), clients, settings, None)
+                self.clients.sqs.delete_message(
+                    QueueUrl=self.llm_queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+                handled += 1
+
+    def results(self) -> list[dict[str, Any]]:
+        bodies: list[dict[str, Any]] = []
+        while True:
+            messages = self.clients.sqs.receive_message(
+                QueueUrl=self.results_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            ).get("Messages", [])
+            if not messages:
+                return bodies
+            for message in messages:
+                bodies.append(json.loads(message["Body"]))
+                self.clients.sqs.delete_message(
+                    QueueUrl=self.results_queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in (*values, "AWS_ENDPOINT_URL", "AWS_PROFILE")}
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def moto_world() -> Iterator[World]:
+    """Fresh bucket, job table, queues and a one-instance GPU group, in moto's mock."""
+    with _environment(_FAKE_CREDENTIALS), mock_aws():
+        session = boto3.Session(region_name=REGION)
+        calls: Counter[str] = Counter()
+
+        def count_call(event_name: str, **_: Any) -> None:
+            calls[event_name.removeprefix("before-call.")] += 1  # "<service>.<Operation>"
+
+        # Before the clients are made: each client takes a copy of the session's handlers.
+        session.events.register("before-call", count_call)
+        clients = AwsClients(
+            sqs=session.client("sqs"),
+            s3=session.client("s3"),
+            dynamodb=session.client("dynamodb"),
+            autoscaling=session.client("autoscaling"),
+        )
+        suffix = secrets.token_hex(4)
+        bucket = f"bench-{suffix}"
+        clients.s3.create_bucket(Bucket=bucket)
+        table = f"jobs-{suffix}"
+        clients.dynamodb.create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        queues = {
+            name: clients.sqs.create_queue(
+                QueueName=f"{name}-{suffix}", Attributes={"VisibilityTimeout": "300"}
+            )["QueueUrl"]
+            for name in ("audio", "llm", "results")
+        }
+        ec2 = session.client("ec2")
+        asg = f"gpu-{suffix}"
+        ec2.create_launch_template(
+            LaunchTemplateName=asg,
+            LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "g5.xlarge"},
+        )
+        clients.autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName=asg,
+            LaunchTemplate={"LaunchTemplateName": asg},
+            MinSize=0,
+            MaxSize=1,
+            DesiredCapacity=0,
+            AvailabilityZones=[f"{REGION}a"],
+        )
+        world = World(
+            session=session,
+            clients=clients,
+            bucket=bucket,
+            job_table=table,
+            audio_queue_url=queues["audio"],
+            llm_queue_url=queues["llm"],
+            results_queue_url=queues["results"],
+            asg_name=asg,
+            calls=calls,
+        )
+        yield world
