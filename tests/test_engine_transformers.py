@@ -112,3 +112,25 @@ def test_english_only_models_refuse_hebrew(
     for engine in (tiny_hf, tiny_ct2):
         with pytest.raises(UnsupportedLanguageError, match=r"English-only.*'he'"):
             engine.transcribe(fox, "he")  # refused at the call, before any work
+
+
+def test_a_looping_chunk_is_decoded_again_warmer_then_dropped(
+    audio_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Text that gzip squeezes too well is a loop (here a phrase said over and over, which
+    # Whisper's rule cannot tell from one): decoded again at the next temperature, and
+    # dropped when it loops at every one, so no loop reaches the transcript.
+    engine = load_engine(
+        "transformers",
+        str(models.tiny_en_hf()),
+        "cpu",
+        DecodeOptions(beam_size=1, temperatures=(0.0, 0.6), vad_filter=False),
+    )
+    chant = decode_audio(speech_mp3(audio_dir / "chant.mp3", "Go on, " * 25))
+
+    with caplog.at_level("INFO", logger="gpu_worker.engines.transformers_engine"):
+        segments = list(engine.transcribe(chant, "en"))
+
+    assert caplog.messages.count("repetition loop") == 2  # at 0.0, then at 0.6
+    assert "dropped a chunk that loops at every temperature" in caplog.messages
+    assert segments == []

@@ -14,7 +14,8 @@ class DecodeOptions:
     log_prob_threshold: float = -1.0
     # Text that gzip squeezes more than this is a repetition loop.
     compression_ratio_threshold: float = 2.4
-    # faster-whisper: decode again at these temperatures when a threshold is missed.
+    # Decode again at these temperatures when a chunk loops (faster-whisper: or another
+    # threshold is missed).
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     # faster-whisper: Silero VAD (shipped inside the wheel) drops non-speech first.
     vad_filter: bool = True

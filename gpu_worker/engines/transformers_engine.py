@@ -36,6 +36,10 @@ TIME_PRECISION: Final = 0.02  # seconds per timestamp token step
 # Below about -80 dBFS a chunk is digital silence: not worth a decode, and Whisper
 # invents "Thank you for watching." there.
 SILENCE_RMS: Final = 1e-4
+# Generous for speech in any language (Hebrew takes more tokens a word than English), and
+# a bound on what a repetition loop can cost: it stops here, not at the 448-token limit.
+TOKENS_PER_SECOND: Final = 12
+TOKEN_ALLOWANCE: Final = 24
 
 Span = tuple[float | None, float | None, str]
 
@@ -193,10 +197,43 @@ class TransformersEngine:
     def _decode_audible(
         self, pieces: list[npt.NDArray[np.float32]], language: str
     ) -> list[list[Span]]:
+        """Decode; a chunk whose text loops is decoded again at the next temperature (as
+        Whisper and faster-whisper do), and dropped when every temperature loops."""
         features = self._processor.feature_extractor(
             pieces, sampling_rate=SAMPLE_RATE, return_tensors="pt"
         ).input_features.to(self._device, self._dtype)
-        kwargs: dict[str, Any] = {"return_timestamps": True, "num_beams": self._options.beam_size}
+        prompt = self._prompt(language)
+        longest = max(piece.size for piece in pieces) / SAMPLE_RATE
+        budget = min(
+            self._max_tokens - len(prompt) - 1,
+            int(longest * TOKENS_PER_SECOND) + TOKEN_ALLOWANCE,
+        )
+        results: list[list[Span]] = [[] for _ in pieces]
+        pending = list(range(len(pieces)))
+        for temperature in self._options.temperatures:
+            decoded = self._attempt(features[pending], language, prompt, budget, temperature)
+            looping = []
+            for index, (spans, verdict) in zip(pending, decoded, strict=True):
+                if verdict == "loop":
+                    looping.append(index)
+                elif verdict == "speech":
+                    results[index] = spans
+            pending = looping
+            if not pending:
+                break
+        for _ in pending:
+            logger.warning("dropped a chunk that loops at every temperature")
+        return results
+
+    def _attempt(
+        self, features: Any, language: str, prompt: list[int], budget: int, temperature: float
+    ) -> list[tuple[list[Span], str]]:
+        """One decode of a batch: each chunk's spans and verdict (speech, silence or loop)."""
+        kwargs: dict[str, Any] = {"return_timestamps": True, "max_new_tokens": budget}
+        if temperature > 0:
+            kwargs.update(do_sample=True, temperature=temperature, num_beams=1)
+        else:
+            kwargs["num_beams"] = self._options.beam_size
         if self._multilingual:  # pinned, never detected
             kwargs.update(language=language, task="transcribe")
         # generate() is given the features, not encoder outputs: its batch shrinking as
@@ -204,27 +241,30 @@ class TransformersEngine:
         sequences = self._model.generate(input_features=features, **kwargs)
         encoded = self._model.get_encoder()(features)
         generated = [self._trim(row) for row in sequences.tolist()]
-        no_speech, mean_logprob = self._scores(encoded, generated, self._prompt(language))
-        results: list[list[Span]] = []
+        no_speech, mean_logprob = self._scores(encoded, generated, prompt)
+        outcomes: list[tuple[list[Span], str]] = []
         for tokens, p_silent, logprob in zip(generated, no_speech, mean_logprob, strict=True):
             spans = [
                 (start, end, text)
                 for start, end, ids in timed_spans(tokens, self._timestamp_begin, self._eot)
                 if (text := self._processor.tokenizer.decode(ids, skip_special_tokens=True).strip())
             ]
-            results.append(spans if self._believable(spans, p_silent, logprob) else [])
-        return results
+            outcomes.append((spans, self._verdict(spans, p_silent, logprob, len(tokens), budget)))
+        return outcomes
 
-    def _believable(self, spans: list[Span], p_silent: float, logprob: float) -> bool:
-        """Whisper's own tests: not (probably silent and unlikely text), not a loop."""
+    def _verdict(
+        self, spans: list[Span], p_silent: float, logprob: float, used: int, budget: int
+    ) -> str:
+        """Whisper's own tests: probably silent with unlikely text; a loop (text that
+        compresses too well, or that ran out of tokens)."""
         options = self._options
         if p_silent > options.no_speech_threshold and logprob < options.log_prob_threshold:
-            return False
+            return "silence"
         text = " ".join(text for _, _, text in spans)
-        if compression_ratio(text) > options.compression_ratio_threshold:
-            logger.warning("dropped a repetition loop", extra={"text": text[:200]})
-            return False
-        return True
+        if used >= budget or compression_ratio(text) > options.compression_ratio_threshold:
+            logger.info("repetition loop", extra={"text": text[:200]})
+            return "loop"
+        return "speech"
 
     def _trim(self, row: list[int]) -> list[int]:
         """Generated tokens only: no prompt, nothing from the first end-of-text on."""
