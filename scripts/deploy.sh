@@ -112,6 +112,8 @@ fi
 
 echo "== 3/4 Chalice app, stage $STAGE"
 run "$PYTHON" chalice_app/stage_config.py --stage "$STAGE" --outputs-json "$OUTPUTS_JSON"
+# chalice copies vendor/ (a link to pipeline_core) as it is: this machine's bytecode stays out.
+run find pipeline_core -name __pycache__ -type d -prune -exec rm -rf {} +
 run env AWS_DEFAULT_REGION="$REGION" "$CHALICE" --project-dir chalice_app deploy --stage "$STAGE"
 
 echo "== 4/4 on-prem settings (save as ~/.config/transcribe-onprem.toml)"

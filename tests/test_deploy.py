@@ -47,7 +47,7 @@ def test_deploy_dry_run_prints_the_whole_plan_and_runs_nothing() -> None:
     )
     assert run.returncode == 0, run.stderr
     plan = _plan(run.stdout)
-    deploy, describe, stage_config, chalice, toml_cmd = plan
+    deploy, describe, stage_config, clean, chalice, toml_cmd = plan
 
     assert deploy[:3] == ["aws", "cloudformation", "deploy"]
     assert deploy[deploy.index("--template-file") + 1] == "cloudformation/pipeline.yaml"
@@ -70,6 +70,9 @@ def test_deploy_dry_run_prints_the_whole_plan_and_runs_nothing() -> None:
         "chalice_app/stage_config.py",
         *("--stage", "prod", "--outputs-json", outputs_file),
     ]
+    # The Lambda bundle gets pipeline_core through a link, so its bytecode is removed first.
+    assert clean[:2] == ["find", "pipeline_core"]
+    assert "__pycache__" in clean
     assert chalice[-4:] == ["chalice_app", "deploy", "--stage", "prod"]
     assert "AWS_DEFAULT_REGION=eu-west-1" in chalice
     assert toml_cmd[-2:] == ["--outputs-json", outputs_file]
