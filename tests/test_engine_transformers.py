@@ -15,6 +15,7 @@ from gpu_worker import models
 from gpu_worker.audio import SAMPLE_RATE, decode_audio
 from gpu_worker.engines import AsrEngine, DecodeOptions, UnsupportedLanguageError, load_engine
 from gpu_worker.engines.faster_whisper_engine import FasterWhisperEngine
+from gpu_worker.engines.transformers_engine import compression_ratio
 from gpu_worker.transcript import Segment
 
 pytestmark = pytest.mark.slow
@@ -114,7 +115,7 @@ def test_english_only_models_refuse_hebrew(
             engine.transcribe(fox, "he")  # refused at the call, before any work
 
 
-def test_a_looping_chunk_is_decoded_again_warmer_then_dropped(
+def test_a_looping_chunk_is_decoded_again_warmer(
     audio_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Text that gzip squeezes too well is a loop (here a phrase said over and over, which
@@ -131,6 +132,11 @@ def test_a_looping_chunk_is_decoded_again_warmer_then_dropped(
     with caplog.at_level("INFO", logger="gpu_worker.engines.transformers_engine"):
         segments = list(engine.transcribe(chant, "en"))
 
-    assert caplog.messages.count("repetition loop") == 2  # at 0.0, then at 0.6
-    assert "dropped a chunk that loops at every temperature" in caplog.messages
-    assert segments == []
+    loops = caplog.messages.count("repetition loop")
+    assert loops >= 1  # greedy (temperature 0) loops on the chant
+    # The warm decode samples: it either loops again (then the chunk is dropped) or gives
+    # text that passes the loop test. Either way no loop reaches the transcript.
+    if loops == 2:
+        assert "dropped a chunk that loops at every temperature" in caplog.messages
+        assert segments == []
+    assert all(compression_ratio(s.text) <= 2.4 for s in segments)
