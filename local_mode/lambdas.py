@@ -34,10 +34,9 @@ def load_chalice_app(chalice_dir: Path = CHALICE_DIR) -> ModuleType:
     spec.loader.exec_module(module)
     # A Lambda container starts with no clients; an earlier load in this process (another
     # deployment, or a test) may have cached ones bound to an endpoint that is gone.
-    from chalicelib import aws, entrypoints
+    from chalicelib.entrypoints import forget_container_state
 
-    aws.clear()
-    entrypoints.make_corrector.cache_clear()
+    forget_container_state()
     return module
 
 

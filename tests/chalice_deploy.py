@@ -16,7 +16,7 @@ import stage_config
 from chalice.test import Client
 
 from app import app
-from chalicelib import aws, entrypoints
+from chalicelib import entrypoints
 from pipeline_core.contracts import Result
 from pipeline_core.jobs import JobRecord, JobTable
 
@@ -75,8 +75,7 @@ class Deployment:
     ) -> Client:
         """A test client for the stage rendered from the stack outputs, plus overrides
         (e.g. the local model server's endpoint, shorter delays)."""
-        aws.clear()
-        entrypoints.make_corrector.cache_clear()
+        entrypoints.forget_container_state()
         stage_config.write_stage(
             self.project_dir,
             stage,

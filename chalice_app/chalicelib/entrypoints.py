@@ -60,3 +60,10 @@ def make_corrector(settings: LlmCallerSettings) -> Corrector | None:
         settings.read_timeout_seconds,
     )
     return BedrockCorrector(client, settings.bedrock_model_id, settings.max_output_tokens)
+
+
+def forget_container_state() -> None:
+    """What a fresh Lambda container starts without: clients and the corrector (made once per
+    container). For in-process runs that load the app again, or against another endpoint."""
+    aws.clear()
+    make_corrector.cache_clear()
