@@ -220,15 +220,7 @@ class Worker:
         except (AudioDecodeError, SourceMissingError, UnsupportedLanguageError) as exc:
             # Retrying will not help: fail the job with the reason.
             with log_context(job_id=job_id):
-                report_failure(
-                    self.aws.sqs,
-                    self.settings.results_queue_url,
-                    self.table,
-                    source_key=job.object_key,
-                    job_id=job_id,
-                    reason=f"{job.object_key}: {exc}",
-                )
-                lease.delete()
+                self.fail(lease, job.object_key, job_id, f"{job.object_key}: {exc}")
 
     def transcribe(
         self, job: AudioJob, bucket: str, claim: Claim, in_flight: InFlight
@@ -287,15 +279,12 @@ class Worker:
                 self.retry_later(lease)
                 return
             try:
-                report_failure(
-                    self.aws.sqs,
-                    self.settings.results_queue_url,
-                    self.table,
-                    source_key=malformed.source_key,
-                    job_id=malformed.job_id,
-                    reason=f"{malformed.source_key}: {malformed.reason}",
+                self.fail(
+                    lease,
+                    malformed.source_key,
+                    malformed.job_id,
+                    f"{malformed.source_key}: {malformed.reason}",
                 )
-                lease.delete()
             except Exception:
                 logger.exception("could not report the malformed message")
                 self.retry_later(lease)
@@ -325,18 +314,23 @@ class Worker:
                 logger.info("the job has its outcome already; not failing it")
                 lease.delete()
                 return
-            report_failure(
-                self.aws.sqs,
-                self.settings.results_queue_url,
-                self.table,
-                source_key=job.object_key,
-                job_id=job_id,
-                reason=reason,
-            )
-            lease.delete()
+            self.fail(lease, job.object_key, job_id, reason)
         except Exception:
             logger.exception("could not report the failure; the DLQ will keep the message")
             self.retry_later(lease)
+
+    def fail(self, lease: MessageLease, source_key: str, job_id: str | None, reason: str) -> None:
+        """The job's one outcome is a failure: the Result (and job row) first, then the
+        message goes; a report that raises leaves the message to the caller."""
+        report_failure(
+            self.aws.sqs,
+            self.settings.results_queue_url,
+            self.table,
+            source_key=source_key,
+            job_id=job_id,
+            reason=reason,
+        )
+        lease.delete()
 
     def retry_later(
         self, lease: MessageLease, delay_seconds: int | None = None, *, backoff: bool = False
