@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from rounding import assert_derived
 
 from bench import cost, report
 from bench.accuracy import Transcribed, normalise, pooled
@@ -125,3 +126,11 @@ def test_readme_section_is_replaced_between_the_markers_only() -> None:
 
 def test_markdown_table_escapes_pipes_and_formats_missing_values() -> None:
     assert report.table(["a", "b"], [["x|y", None]]) == "| a | b |\n|---|---|\n| x\\|y | – |"
+
+
+def test_a_derived_figure_is_checked_within_its_rounding() -> None:
+    # 0.5444 s / 0.4608 s - 1 = 0.1814, stored with the seconds rounded to 0.544 and 0.461,
+    # whose own ratio (0.1800) is 1.4e-3 away: the case that failed CI with a fixed tolerance.
+    assert_derived((0.1814, 4), lambda loop, bare: loop / bare - 1, (0.544, 3), (0.461, 3))
+    with pytest.raises(AssertionError, match="possible"):
+        assert_derived((0.1900, 4), lambda loop, bare: loop / bare - 1, (0.544, 3), (0.461, 3))

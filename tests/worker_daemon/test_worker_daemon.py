@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from audio_factory import corrupt_mp3, empty_mp3, text_as_mp3
+from rounding import assert_derived
 from worker_daemon.conftest import JsonLog
 from worker_daemon.harness import MAX_RECEIVES, FakeImds, Pipeline
 
@@ -73,8 +74,12 @@ def test_happy_path(pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog) -> Non
     assert document["language"] == "en"
     assert document["model"].startswith("faster-whisper:")
     assert document["job_id"] == job_id
-    assert document["real_time_factor"] == pytest.approx(
-        document["transcribe_seconds"] / duration, rel=0.01
+    assert document["audio_seconds"] == pytest.approx(duration, abs=0.01)
+    assert_derived(
+        (document["real_time_factor"], 4),
+        lambda took, audio: took / audio,
+        (document["transcribe_seconds"], 3),
+        (document["audio_seconds"], 3),
     )
     assert any(
         w["text"].strip().lower().startswith("fox")
