@@ -7,12 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpu_worker.audio import probe_audio
-from gpu_worker.engines import AsrEngine
-from gpu_worker.formats import normalize_segments
-from gpu_worker.progress import ProgressTracker
-from gpu_worker.recognize import transcribe_file
-from gpu_worker.transcript import Segment
+from gpu_worker.transcription.audio import probe_audio
+from gpu_worker.transcription.engines import AsrEngine
+from gpu_worker.transcription.formats import normalize_segments
+from gpu_worker.transcription.progress import ProgressTracker
+from gpu_worker.transcription.recognize import transcribe_file
+from gpu_worker.transcription.transcript import Segment
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 from faster_whisper import WhisperModel
 
-from gpu_worker.engines import check_language
-from gpu_worker.engines.options import DecodeOptions
-from gpu_worker.transcript import Segment, Word
+from gpu_worker.transcription.engines import check_language
+from gpu_worker.transcription.engines.options import DecodeOptions
+from gpu_worker.transcription.transcript import Segment, Word
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from gpu_worker.engines.options import DecodeOptions
+from gpu_worker.transcription.engines.options import DecodeOptions
 from pipeline_core.config import ASR_ENGINES
 
 if TYPE_CHECKING:
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from gpu_worker.transcript import Segment
+    from gpu_worker.transcription.transcript import Segment
 
 __all__ = ["AsrEngine", "DecodeOptions", "UnsupportedLanguageError", "load_engine"]
 
@@ -62,11 +62,11 @@ def load_engine(
     """Load ``engine`` ("faster-whisper" or "transformers") from a local model directory."""
     options = options or DecodeOptions()
     if engine == "faster-whisper":
-        from gpu_worker.engines.faster_whisper_engine import FasterWhisperEngine
+        from gpu_worker.transcription.engines.faster_whisper_engine import FasterWhisperEngine
 
         return FasterWhisperEngine(model_dir, device=device, options=options)
     if engine == "transformers":
-        from gpu_worker.engines.transformers_engine import TransformersEngine
+        from gpu_worker.transcription.engines.transformers_engine import TransformersEngine
 
         return TransformersEngine(model_dir, device=device, options=options)
     raise ValueError(f"unknown ASR engine {engine!r}; known: {', '.join(ASR_ENGINES)}")

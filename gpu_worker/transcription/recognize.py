@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from gpu_worker.audio import WINDOW_SECONDS, probe_audio, stream_audio
+from gpu_worker.transcription.audio import WINDOW_SECONDS, probe_audio, stream_audio
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from gpu_worker.engines import AsrEngine
-    from gpu_worker.transcript import Segment
+    from gpu_worker.transcription.engines import AsrEngine
+    from gpu_worker.transcription.transcript import Segment
 
 
 def _shifted(segment: Segment, offset: float, limit: float) -> Segment:

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-from gpu_worker.audio import SAMPLE_RATE, quiet_cut
-from gpu_worker.engines import check_language
-from gpu_worker.engines.options import DecodeOptions
-from gpu_worker.transcript import Segment
+from gpu_worker.transcription.audio import SAMPLE_RATE, quiet_cut
+from gpu_worker.transcription.engines import check_language
+from gpu_worker.transcription.engines.options import DecodeOptions
+from gpu_worker.transcription.transcript import Segment
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
