@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
     from pipeline_core.contracts import AudioJob
 
-logger = logging.getLogger("gpu_worker")
+logger = logging.getLogger(__name__)
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
