@@ -26,7 +26,7 @@ class Transcription:
 def transcribe_audio(
     engine: AsrEngine,
     path: Path,
-    language: str,
+    language_code: str,
     progress: ProgressTracker,
     check: Callable[[], None],
     *,
@@ -43,7 +43,7 @@ def transcribe_audio(
         check()
 
     segments: list[Segment] = []
-    for segment in transcribe_file(engine, path, language, on_progress):
+    for segment in transcribe_file(engine, path, language_code, on_progress):
         segments.append(segment)
         check()
     elapsed = time.monotonic() - started

@@ -48,22 +48,22 @@ class FasterWhisperEngine:
     def transcribe(
         self,
         audio: npt.NDArray[np.float32],
-        language: str,
+        language_code: str,
         progress: Callable[[float], None] | None = None,
     ) -> Iterator[Segment]:
-        check_language(self.model_id, bool(self._model.model.is_multilingual), language)
-        return self._segments(audio, language, progress)
+        check_language(self.model_id, bool(self._model.model.is_multilingual), language_code)
+        return self._segments(audio, language_code, progress)
 
     def _segments(
         self,
         audio: npt.NDArray[np.float32],
-        language: str,
+        language_code: str,
         progress: Callable[[float], None] | None,
     ) -> Iterator[Segment]:
         options = self._options
         segments, _info = self._model.transcribe(
             audio,
-            language=language,
+            language=language_code,
             beam_size=options.beam_size,
             temperature=list(options.temperatures),
             word_timestamps=True,
