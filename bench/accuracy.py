@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Final
 
 import jiwer
 
-from gpu_worker.audio import decode_audio
+from gpu_worker.transcription.audio import decode_audio
 
 if TYPE_CHECKING:
     from bench.clips import Clip
-    from gpu_worker.engines import AsrEngine
-    from gpu_worker.transcript import Segment
+    from gpu_worker.transcription.engines import AsrEngine
+    from gpu_worker.transcription.transcript import Segment
 
 NORMALISER: Final = (
     "Unicode NFKC; lowercase; hyphens, dashes and the Hebrew maqaf become spaces; Hebrew "

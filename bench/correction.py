@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from bench.accuracy import Transcribed, pooled
 from bench.paths import ensure_chalicelib
-from gpu_worker.formats import timed_text
+from gpu_worker.transcription.formats import timed_text
 
 if TYPE_CHECKING:
     from chalicelib.correction import ChunkResult

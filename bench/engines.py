@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import gpu_worker.engines
-from gpu_worker import models
+import gpu_worker.transcription.engines
+from gpu_worker.weights import bundled
 
 if TYPE_CHECKING:
-    from gpu_worker.engines import AsrEngine
+    from gpu_worker.transcription.engines import AsrEngine
 
 FASTER_WHISPER = "faster-whisper"
 TRANSFORMERS = "transformers"
@@ -52,16 +52,16 @@ _WEIGHTS: dict[tuple[str, str], str] = {
 
 def model_dir(engine: str, model: str) -> Path:
     """The bundled weights of ``model`` for ``engine``; AttributeError if not built yet."""
-    finder: Callable[[], Path] = getattr(models, _WEIGHTS[(engine, model)])
+    finder: Callable[[], Path] = getattr(bundled, _WEIGHTS[(engine, model)])
     return finder()
 
 
 def transformers_available() -> Skipped | None:
     """None when this checkout has the transformers engine's weights, else why not."""
-    if not hasattr(models, "tiny_en_hf"):
+    if not hasattr(bundled, "tiny_en_hf"):
         return Skipped(
             TRANSFORMERS,
-            "gpu_worker.models has no tiny_en_hf/base_hf in this checkout "
+            "gpu_worker.weights.bundled has no tiny_en_hf/base_hf in this checkout "
             "(the transformers engine is not merged yet)",
         )
     return None
@@ -73,9 +73,9 @@ def transformers_dtype(device: str) -> str:
 
 
 def _decode_options_class() -> Any:
-    """``gpu_worker.engines.DecodeOptions`` where this checkout has it (shared decoding
-    settings of both engines), else None."""
-    return getattr(gpu_worker.engines, "DecodeOptions", None)
+    """``gpu_worker.transcription.engines.DecodeOptions`` where this checkout has it (shared
+    decoding settings of both engines), else None."""
+    return getattr(gpu_worker.transcription.engines, "DecodeOptions", None)
 
 
 def decode_options() -> dict[str, Any]:
@@ -115,13 +115,13 @@ def load(spec: EngineSpec, device: str) -> tuple[AsrEngine, float]:
     directory = str(model_dir(spec.engine, spec.model))
     engine: AsrEngine
     if spec.engine == FASTER_WHISPER:
-        from gpu_worker.engines.faster_whisper_engine import FasterWhisperEngine
+        from gpu_worker.transcription.engines.faster_whisper_engine import FasterWhisperEngine
 
         compute = None if spec.compute_type == "default" else spec.compute_type
         engine = FasterWhisperEngine(directory, device=device, compute_type=compute)
     else:
         # Callable[..., ]: this checkout's load_engine may not take decoding options yet.
-        loader: Callable[..., AsrEngine] = gpu_worker.engines.load_engine
+        loader: Callable[..., AsrEngine] = gpu_worker.transcription.engines.load_engine
         if spec.batch_size is None:
             engine = loader(spec.engine, directory, device)
         else:

@@ -1,7 +1,7 @@
 """One memory measurement in a fresh process: ``python -m bench.memory_probe ...``.
 
 Loads the engine, decodes the whole file the way this checkout's worker does (window by
-window where ``gpu_worker.audio.stream_audio`` exists, else all at once with
+window where ``gpu_worker.transcription.audio.stream_audio`` exists, else all at once with
 ``decode_audio``), runs the engine on the first ``--cap-seconds`` of the audio, and prints
 peak RSS (and GPU memory) as JSON.
 """
@@ -27,8 +27,8 @@ import numpy as np
 import numpy.typing as npt
 import psutil
 
-import gpu_worker.audio as audio_module
-from gpu_worker.audio import SAMPLE_RATE
+import gpu_worker.transcription.audio as audio_module
+from gpu_worker.transcription.audio import SAMPLE_RATE
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.world import moto_world
-from gpu_worker.transcript import Segment
+from gpu_worker.transcription.transcript import Segment
 
 if TYPE_CHECKING:
     import numpy as np

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 
 from bench.engines import FASTER_WHISPER, EngineSpec, load, model_dir
 from bench.world import moto_world
-from gpu_worker.audio import SAMPLE_RATE, decode_audio
+from gpu_worker.transcription.audio import SAMPLE_RATE, decode_audio
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
     from bench.clips import Clip
-    from gpu_worker.engines import AsrEngine
+    from gpu_worker.transcription.engines import AsrEngine
 
 BARE_SETTINGS = (
     "the worker's engine class with the worker's decoding options (listed above), on audio "

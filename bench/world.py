@@ -21,13 +21,13 @@ from moto import mock_aws
 
 from bench.paths import ensure_chalicelib
 from gpu_worker.daemon import AwsClients, Worker
-from gpu_worker.engine_cache import EngineCache
-from gpu_worker.stopping import StopController
+from gpu_worker.lifecycle.stopping import StopController
+from gpu_worker.transcription.engine_cache import EngineCache
 from pipeline_core.config import DispatcherSettings, LlmCallerSettings, WorkerSettings
 from pipeline_core.metadata import encode_metadata
 
 if TYPE_CHECKING:
-    from gpu_worker.engines import AsrEngine
+    from gpu_worker.transcription.engines import AsrEngine
 
 REGION = "us-east-1"
 _FAKE_CREDENTIALS = {

@@ -1,9 +1,10 @@
 """The GPU worker daemon: Audio Queue -> Whisper -> transcripts in S3 -> LLM Queue.
 
 ``Worker.run`` is the loop and ``Worker.process`` the steps of one job; every step is a
-small function in its own module. At-least-once delivery is made harmless by the job
-table (``claim``), the transcript's commit mark (``outputs``) and the order of the final
-writes (``handoff``); a crash or SIGKILL at any point loses nothing.
+small function in the package named for what it does (``delivery``, ``job``, ``storage``,
+``transcription``; ``lifecycle`` stops the worker). At-least-once delivery is made harmless
+by the job table (``job.claim``), the transcript's commit mark (``storage.outputs``) and the
+order of the final writes (``job.handoff``); a crash or SIGKILL at any point loses nothing.
 
 Exit codes: 0 stopped as asked (idle, SIGTERM, Spot notice), 1 unexpected failure (systemd
 restarts the daemon), 2 bad configuration (systemd does not).
@@ -24,23 +25,23 @@ from typing import TYPE_CHECKING, Final
 import boto3
 from botocore.config import Config
 
-from gpu_worker.audio import AudioDecodeError
-from gpu_worker.claim import Action, Claim, claim_job, object_version, resolve_job_id
-from gpu_worker.download import SourceMissingError, download_audio
-from gpu_worker.engine_cache import EngineCache
-from gpu_worker.engines import DecodeOptions, UnsupportedLanguageError, load_engine
+from gpu_worker.delivery.lease import MessageLease, heartbeat
+from gpu_worker.delivery.messages import Malformed, read_audio_job
+from gpu_worker.delivery.queues import AudioQueue, Received
 from gpu_worker.faults import PausePoints
-from gpu_worker.formats import RunFigures
-from gpu_worker.handoff import mark_transcribed, record_handed_off, report_failure, send_llm_job
-from gpu_worker.imds import ImdsClient
-from gpu_worker.interruption import install_signal_handlers, watching_interruptions
-from gpu_worker.lease import MessageLease, heartbeat
-from gpu_worker.messages import Malformed, read_audio_job
-from gpu_worker.outputs import WrittenTranscript, find_written_transcript, write_transcripts
-from gpu_worker.queues import AudioQueue, Received
-from gpu_worker.scale_to_zero import IdleClock, Leave, leave_group
-from gpu_worker.stopping import InFlight, JobAbandonedError, StopController
-from gpu_worker.transcribe_step import transcribe_audio
+from gpu_worker.job.claim import Action, Claim, claim_job, object_version, resolve_job_id
+from gpu_worker.job.handoff import mark_transcribed, record_handed_off, report_failure, send_llm_job
+from gpu_worker.lifecycle.imds import ImdsClient
+from gpu_worker.lifecycle.interruption import install_signal_handlers, watching_interruptions
+from gpu_worker.lifecycle.scale_to_zero import IdleClock, Leave, leave_group
+from gpu_worker.lifecycle.stopping import InFlight, JobAbandonedError, StopController
+from gpu_worker.storage.download import SourceMissingError, download_audio
+from gpu_worker.storage.outputs import WrittenTranscript, find_written_transcript, write_transcripts
+from gpu_worker.transcription.audio import AudioDecodeError
+from gpu_worker.transcription.engine_cache import EngineCache
+from gpu_worker.transcription.engines import DecodeOptions, UnsupportedLanguageError, load_engine
+from gpu_worker.transcription.formats import RunFigures
+from gpu_worker.transcription.transcribe_step import transcribe_audio
 from pipeline_core.config import ConfigError, WorkerSettings
 from pipeline_core.jobs import JobTable
 from pipeline_core.jsonlog import configure_logging, log_context
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 
     from pipeline_core.contracts import AudioJob
 
-logger = logging.getLogger("gpu_worker")
+logger = logging.getLogger(__name__)
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1

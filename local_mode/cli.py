@@ -20,7 +20,7 @@ import boto3
 from rich.console import Console
 from rich.live import Live
 
-from gpu_worker import models
+from gpu_worker.weights import bundled
 from local_mode.pipeline import LocalDeployment, LocalOptions, job_statuses
 from local_mode.samples import make_samples
 from local_mode.view import FileStatus, progress_table, scaling_table, summary_table
@@ -103,9 +103,9 @@ def model_dirs(engine: str, model: str) -> dict[str, str]:
     if model not in MODEL_CHOICES:
         return {"*": str(Path(model).resolve())}
     if engine == "transformers":
-        path = models.tiny_en_hf() if model == "tiny.en" else models.base_hf()
+        path = bundled.tiny_en_hf() if model == "tiny.en" else bundled.base_hf()
     else:
-        path = models.tiny_en_ct2() if model == "tiny.en" else models.base_ct2()
+        path = bundled.tiny_en_ct2() if model == "tiny.en" else bundled.base_ct2()
     return {"*": str(path)}
 
 

@@ -12,7 +12,7 @@ import numpy.typing as npt
 import pytest
 from audio_factory import corrupt_mp3, empty_mp3, speech_mp3, text_as_mp3
 
-from gpu_worker.audio import (
+from gpu_worker.transcription.audio import (
     SAMPLE_RATE,
     AudioDecodeError,
     decode_audio,
@@ -20,8 +20,8 @@ from gpu_worker.audio import (
     quiet_cut,
     stream_audio,
 )
-from gpu_worker.recognize import transcribe_file
-from gpu_worker.transcript import Segment
+from gpu_worker.transcription.recognize import transcribe_file
+from gpu_worker.transcription.transcript import Segment
 
 
 def ffmpeg_decode(path: Path) -> npt.NDArray[np.float32]:

@@ -12,7 +12,7 @@ from bench import cost, report
 from bench.accuracy import Transcribed, normalise, pooled
 from bench.clips import Clip
 from bench.correction import measure
-from gpu_worker.transcript import Segment
+from gpu_worker.transcription.transcript import Segment
 
 
 def test_cost_per_audio_hour_is_price_times_rtf() -> None:

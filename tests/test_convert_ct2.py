@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from gpu_worker import models
-from gpu_worker.convert_ct2 import STAMP_FILE, converted, main
-from gpu_worker.ct2_format import read_ct2_model
+from gpu_worker.weights import bundled
+from gpu_worker.weights.convert_ct2 import STAMP_FILE, converted, main
+from gpu_worker.weights.ct2_format import read_ct2_model
 
 
 def test_converted_tensors_equal_the_ct2_float16_values() -> None:
-    ct2 = read_ct2_model(models.tiny_en_ct2() / "model.bin")
-    hf = load_file(str(models.tiny_en_hf() / "model.safetensors"))
+    ct2 = read_ct2_model(bundled.tiny_en_ct2() / "model.bin")
+    hf = load_file(str(bundled.tiny_en_hf() / "model.safetensors"))
     d = 384
     fused = ct2["encoder/layer_0/self_attention/linear_0/weight"]
     assert fused.shape == (3 * d, d)
@@ -49,7 +49,7 @@ def test_the_checkpoint_loads_offline_with_a_whisper_generation_config(
     from transformers import GenerationConfig, WhisperConfig, WhisperProcessor
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    path = models.tiny_en_hf()
+    path = bundled.tiny_en_hf()
     config = WhisperConfig.from_pretrained(path, local_files_only=True)
     assert (config.d_model, config.encoder_layers, config.decoder_layers) == (384, 4, 4)
     assert config.vocab_size == 51864
@@ -63,7 +63,7 @@ def test_the_checkpoint_loads_offline_with_a_whisper_generation_config(
 
 
 def test_conversion_is_atomic_stamped_and_redone_when_half_written(tmp_path: Path) -> None:
-    src = models.tiny_en_ct2()
+    src = bundled.tiny_en_ct2()
     dst = tmp_path / "hf"
     assert main([str(src), str(dst)]) == 0
     assert json.loads((dst / STAMP_FILE).read_text())["model_bin_bytes"] > 0

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from audio_factory import corrupt_mp3, empty_mp3, speech_mp3, text_as_mp3
 
-from gpu_worker.audio import SAMPLE_RATE, AudioDecodeError, decode_audio
-from gpu_worker.engines import load_engine
-from gpu_worker.models import tiny_en_ct2
+from gpu_worker.transcription.audio import SAMPLE_RATE, AudioDecodeError, decode_audio
+from gpu_worker.transcription.engines import load_engine
+from gpu_worker.weights.bundled import tiny_en_ct2
 
 
 def test_tiny_en_hears_the_quick_brown_fox(tmp_path: Path) -> None:

@@ -11,12 +11,17 @@ import numpy as np
 import pytest
 from audio_factory import noise_mp3, silence_mp3, speech_mp3
 
-from gpu_worker import models
-from gpu_worker.audio import SAMPLE_RATE, decode_audio
-from gpu_worker.engines import AsrEngine, DecodeOptions, UnsupportedLanguageError, load_engine
-from gpu_worker.engines.faster_whisper_engine import FasterWhisperEngine
-from gpu_worker.engines.transformers_engine import compression_ratio
-from gpu_worker.transcript import Segment
+from gpu_worker.transcription.audio import SAMPLE_RATE, decode_audio
+from gpu_worker.transcription.engines import (
+    AsrEngine,
+    DecodeOptions,
+    UnsupportedLanguageError,
+    load_engine,
+)
+from gpu_worker.transcription.engines.faster_whisper_engine import FasterWhisperEngine
+from gpu_worker.transcription.engines.transformers_engine import compression_ratio
+from gpu_worker.transcription.transcript import Segment
+from gpu_worker.weights import bundled
 
 pytestmark = pytest.mark.slow
 
@@ -37,12 +42,12 @@ def assert_well_timed(segments: list[Segment], duration: float) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_hf() -> AsrEngine:
-    return load_engine("transformers", str(models.tiny_en_hf()), "cpu", GREEDY)
+    return load_engine("transformers", str(bundled.tiny_en_hf()), "cpu", GREEDY)
 
 
 @pytest.fixture(scope="module")
 def tiny_ct2() -> AsrEngine:
-    return load_engine("faster-whisper", str(models.tiny_en_ct2()), "cpu")
+    return load_engine("faster-whisper", str(bundled.tiny_en_ct2()), "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +64,8 @@ def test_converted_tiny_en_says_what_faster_whisper_says(fox: np.ndarray) -> Non
     # The same search on both sides (beam 5, no temperature fallback), float32 both: the
     # engines' greedy paths suppress tokens differently, and int8 hears differently.
     same = DecodeOptions(beam_size=5, temperatures=(0.0,), vad_filter=False)
-    ct2 = FasterWhisperEngine(str(models.tiny_en_ct2()), "cpu", "float32", same)
-    ours = load_engine("transformers", str(models.tiny_en_hf()), "cpu", same)
+    ct2 = FasterWhisperEngine(str(bundled.tiny_en_ct2()), "cpu", "float32", same)
+    ours = load_engine("transformers", str(bundled.tiny_en_hf()), "cpu", same)
     reference = list(ct2.transcribe(fox, "en"))
     segments = list(ours.transcribe(fox, "en"))
     assert words(segments) == words(reference), (segments, reference)
@@ -70,7 +75,7 @@ def test_converted_tiny_en_says_what_faster_whisper_says(fox: np.ndarray) -> Non
 
 
 def test_base_multilingual_with_the_language_pinned(fox: np.ndarray) -> None:
-    base = load_engine("transformers", str(models.base_hf()), "cpu", GREEDY)
+    base = load_engine("transformers", str(bundled.base_hf()), "cpu", GREEDY)
     segments = list(base.transcribe(fox, "en"))
     assert {"quick", "fox", "dog"} <= set(words(segments))
     assert_well_timed(segments, fox.size / SAMPLE_RATE)
@@ -123,13 +128,13 @@ def test_a_looping_chunk_is_decoded_again_warmer(
     # dropped when it loops at every one, so no loop reaches the transcript.
     engine = load_engine(
         "transformers",
-        str(models.tiny_en_hf()),
+        str(bundled.tiny_en_hf()),
         "cpu",
         DecodeOptions(beam_size=1, temperatures=(0.0, 0.6), vad_filter=False),
     )
     chant = decode_audio(speech_mp3(audio_dir / "chant.mp3", "Go on, " * 25))
 
-    with caplog.at_level("INFO", logger="gpu_worker.engines.transformers_engine"):
+    with caplog.at_level("INFO", logger="gpu_worker.transcription.engines.transformers_engine"):
         segments = list(engine.transcribe(chant, "en"))
 
     loops = caplog.messages.count("repetition loop")

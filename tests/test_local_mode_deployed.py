@@ -15,7 +15,7 @@ import pytest
 from audio_factory import speech_mp3
 from rich.console import Console
 
-from gpu_worker import models
+from gpu_worker.weights import bundled
 from local_mode.cli import build_parser, main, run_local
 from local_mode.pipeline import LocalDeployment, LocalOptions
 
@@ -27,7 +27,7 @@ def test_aws_mode_drives_a_deployed_stack_as_the_onprem_user(tmp_path: Path) -> 
     (audio / "fox.mp3.json").write_text(json.dumps({"language": "english"}))
     options = LocalOptions(
         work_dir=tmp_path / "stack",
-        models={"*": str(models.tiny_en_ct2())},
+        models={"*": str(bundled.tiny_en_ct2())},
         idle_shutdown_seconds=3,
         log_file=tmp_path / "stack" / "worker.log",
     )

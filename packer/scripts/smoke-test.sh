@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from gpu_worker.engines import load_engine
+from gpu_worker.transcription.engines import load_engine
 
 assert torch.cuda.is_available(), "torch sees no CUDA device"
 seconds = np.arange(2 * 16000, dtype=np.float32) / 16000

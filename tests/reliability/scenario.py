@@ -23,7 +23,7 @@ import boto3
 from fake_llm import FakeModel, running_model
 from reliability.invariant import Figures, Upload, check_invariant, queue_count
 
-from gpu_worker.models import tiny_en_ct2
+from gpu_worker.weights.bundled import tiny_en_ct2
 from local_mode.pipeline import LocalDeployment, LocalOptions
 from pipeline_core.contracts import Result
 from pipeline_core.jobs import JobRecord, JobTable

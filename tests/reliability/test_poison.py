@@ -12,7 +12,7 @@ from audio_factory import corrupt_mp3, text_as_mp3
 from reliability.conftest import Report
 from reliability.scenario import scenario
 
-from gpu_worker.models import tiny_en_ct2
+from gpu_worker.weights.bundled import tiny_en_ct2
 
 pytestmark = pytest.mark.slow
 

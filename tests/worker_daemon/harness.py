@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 import boto3
 
 from gpu_worker.daemon import AwsClients, Worker
-from gpu_worker.engine_cache import EngineCache
-from gpu_worker.engines import AsrEngine, load_engine
-from gpu_worker.models import tiny_en_ct2
-from gpu_worker.stopping import StopController
+from gpu_worker.lifecycle.stopping import StopController
+from gpu_worker.transcription.engine_cache import EngineCache
+from gpu_worker.transcription.engines import AsrEngine, load_engine
+from gpu_worker.weights.bundled import tiny_en_ct2
 from pipeline_core.config import WorkerSettings
 from pipeline_core.contracts import AudioJob, LlmJob, Result
 from pipeline_core.jobs import JobRecord, JobTable, job_id_for
@@ -251,7 +251,7 @@ class Pipeline:
 
     def worker(self, stop: StopController | None = None, **overrides: Any) -> Worker:
         """An in-process worker on the shared tiny.en engine."""
-        from gpu_worker.imds import ImdsClient
+        from gpu_worker.lifecycle.imds import ImdsClient
 
         settings = self.settings(**overrides)
         engines = EngineCache(

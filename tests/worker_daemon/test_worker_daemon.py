@@ -14,9 +14,9 @@ from rounding import assert_derived
 from worker_daemon.conftest import JsonLog
 from worker_daemon.harness import MAX_RECEIVES, FakeImds, Pipeline
 
-from gpu_worker.claim import HANDED_OFF_FIELD
 from gpu_worker.daemon import EXIT_OK
-from gpu_worker.stopping import StopController
+from gpu_worker.job.claim import HANDED_OFF_FIELD
+from gpu_worker.lifecycle.stopping import StopController
 from pipeline_core.contracts import AudioJob
 from pipeline_core.jobs import JobState, job_id_for
 from pipeline_core.keys import transcript_keys

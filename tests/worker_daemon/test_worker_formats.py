@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from gpu_worker.formats import (
+from gpu_worker.transcription.formats import (
     RunFigures,
     normalize_segments,
     srt,
@@ -14,7 +14,7 @@ from gpu_worker.formats import (
     transcript_json,
     vtt,
 )
-from gpu_worker.transcript import Segment, Word
+from gpu_worker.transcription.transcript import Segment, Word
 
 HEBREW = "אמר רבי יוחנן, (שבת ב.) מה?"
 STAMP = r"\d{2,}:\d{2}:\d{2}\.\d{3}"

@@ -10,17 +10,17 @@ import urllib.request
 import pytest
 from worker_daemon.harness import FakeImds
 
-from gpu_worker.engine_cache import EngineCache
-from gpu_worker.engines import AsrEngine, load_engine
+from gpu_worker.delivery.messages import Malformed, read_audio_job
+from gpu_worker.delivery.queues import QueueDepth
 from gpu_worker.faults import STEPS, PausePoints
-from gpu_worker.imds import ImdsClient, ImdsError
-from gpu_worker.interruption import check_interruption
-from gpu_worker.messages import Malformed, read_audio_job
-from gpu_worker.models import tiny_en_ct2
-from gpu_worker.progress import ProgressTracker
-from gpu_worker.queues import QueueDepth
-from gpu_worker.scale_to_zero import IdleClock
-from gpu_worker.stopping import StopController, should_release
+from gpu_worker.lifecycle.imds import ImdsClient, ImdsError
+from gpu_worker.lifecycle.interruption import check_interruption
+from gpu_worker.lifecycle.scale_to_zero import IdleClock
+from gpu_worker.lifecycle.stopping import StopController, should_release
+from gpu_worker.transcription.engine_cache import EngineCache
+from gpu_worker.transcription.engines import AsrEngine, load_engine
+from gpu_worker.transcription.progress import ProgressTracker
+from gpu_worker.weights.bundled import tiny_en_ct2
 from pipeline_core.config import ConfigError
 from pipeline_core.contracts import AudioJob
 

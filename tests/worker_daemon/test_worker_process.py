@@ -15,8 +15,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 from worker_daemon.harness import Pipeline, WorkerProcess
 
-from gpu_worker.claim import HANDED_OFF_FIELD
 from gpu_worker.daemon import EXIT_CONFIG, EXIT_OK
+from gpu_worker.job.claim import HANDED_OFF_FIELD
 from pipeline_core.jobs import JobState
 
 pytestmark = pytest.mark.slow

@@ -55,7 +55,7 @@ def base_ct2() -> Path:
 
 
 def _hf(ct2_dir: Path, name: str) -> Path:
-    from gpu_worker.convert_ct2 import converted
+    from gpu_worker.weights.convert_ct2 import converted
 
     return converted(ct2_dir, cache_dir() / name)
 

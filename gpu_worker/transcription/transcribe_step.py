@@ -7,12 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpu_worker.audio import probe_audio
-from gpu_worker.engines import AsrEngine
-from gpu_worker.formats import normalize_segments
-from gpu_worker.progress import ProgressTracker
-from gpu_worker.recognize import transcribe_file
-from gpu_worker.transcript import Segment
+from gpu_worker.transcription.audio import probe_audio
+from gpu_worker.transcription.engines import AsrEngine
+from gpu_worker.transcription.formats import normalize_segments
+from gpu_worker.transcription.progress import ProgressTracker
+from gpu_worker.transcription.recognize import transcribe_file
+from gpu_worker.transcription.transcript import Segment
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Transcription:
 def transcribe_audio(
     engine: AsrEngine,
     path: Path,
-    language: str,
+    language_code: str,
     progress: ProgressTracker,
     check: Callable[[], None],
     *,
@@ -43,7 +43,7 @@ def transcribe_audio(
         check()
 
     segments: list[Segment] = []
-    for segment in transcribe_file(engine, path, language, on_progress):
+    for segment in transcribe_file(engine, path, language_code, on_progress):
         segments.append(segment)
         check()
     elapsed = time.monotonic() - started

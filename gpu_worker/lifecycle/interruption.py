@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from gpu_worker.imds import ImdsClient, ImdsError
-from gpu_worker.stopping import StopController
+from gpu_worker.lifecycle.imds import ImdsClient, ImdsError
+from gpu_worker.lifecycle.stopping import StopController
 
 logger = logging.getLogger(__name__)
 

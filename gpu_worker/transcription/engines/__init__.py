@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from gpu_worker.engines.options import DecodeOptions
+from gpu_worker.transcription.engines.options import DecodeOptions
 from pipeline_core.config import ASR_ENGINES
 
 if TYPE_CHECKING:
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-    from gpu_worker.transcript import Segment
+    from gpu_worker.transcription.transcript import Segment
 
 __all__ = ["AsrEngine", "DecodeOptions", "UnsupportedLanguageError", "load_engine"]
 
@@ -22,19 +22,19 @@ class UnsupportedLanguageError(ValueError):
     """The model cannot transcribe the job's language (an English-only model, say):
     retrying will not help."""
 
-    def __init__(self, model_id: str, language: str) -> None:
+    def __init__(self, model_id: str, language_code: str) -> None:
         super().__init__(
             f"the model {model_id} is English-only and cannot transcribe language "
-            f"{language!r}; configure a multilingual model for it"
+            f"{language_code!r}; configure a multilingual model for it"
         )
         self.model_id = model_id
-        self.language = language
+        self.language_code = language_code
 
 
-def check_language(model_id: str, multilingual: bool, language: str) -> None:
-    """Raise ``UnsupportedLanguageError`` unless the model can do ``language``."""
-    if not multilingual and language != "en":
-        raise UnsupportedLanguageError(model_id, language)
+def check_language(model_id: str, multilingual: bool, language_code: str) -> None:
+    """Raise ``UnsupportedLanguageError`` unless the model can do ``language_code``."""
+    if not multilingual and language_code != "en":
+        raise UnsupportedLanguageError(model_id, language_code)
 
 
 class AsrEngine(Protocol):
@@ -46,7 +46,7 @@ class AsrEngine(Protocol):
     def transcribe(
         self,
         audio: npt.NDArray[np.float32],
-        language: str,
+        language_code: str,
         progress: Callable[[float], None] | None = None,
     ) -> Iterator[Segment]:
         """Yield segments in time order; ``progress`` receives seconds of audio done.
@@ -62,11 +62,11 @@ def load_engine(
     """Load ``engine`` ("faster-whisper" or "transformers") from a local model directory."""
     options = options or DecodeOptions()
     if engine == "faster-whisper":
-        from gpu_worker.engines.faster_whisper_engine import FasterWhisperEngine
+        from gpu_worker.transcription.engines.faster_whisper_engine import FasterWhisperEngine
 
         return FasterWhisperEngine(model_dir, device=device, options=options)
     if engine == "transformers":
-        from gpu_worker.engines.transformers_engine import TransformersEngine
+        from gpu_worker.transcription.engines.transformers_engine import TransformersEngine
 
         return TransformersEngine(model_dir, device=device, options=options)
     raise ValueError(f"unknown ASR engine {engine!r}; known: {', '.join(ASR_ENGINES)}")

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gpu_worker.queues import AudioQueue, Received
+    from gpu_worker.delivery.queues import AudioQueue, Received
 
 logger = logging.getLogger(__name__)
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from gpu_worker.audio import WINDOW_SECONDS, probe_audio, stream_audio
+from gpu_worker.transcription.audio import WINDOW_SECONDS, probe_audio, stream_audio
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from gpu_worker.engines import AsrEngine
-    from gpu_worker.transcript import Segment
+    from gpu_worker.transcription.engines import AsrEngine
+    from gpu_worker.transcription.transcript import Segment
 
 
 def _shifted(segment: Segment, offset: float, limit: float) -> Segment:
@@ -32,7 +32,7 @@ def _shifted(segment: Segment, offset: float, limit: float) -> Segment:
 def transcribe_file(
     engine: AsrEngine,
     path: Path,
-    language: str,
+    language_code: str,
     progress: Callable[[float, float], None] | None = None,
     *,
     window_seconds: float = WINDOW_SECONDS,
@@ -54,7 +54,7 @@ def transcribe_file(
             if progress is not None:
                 progress(min(offset + done, total), total)
 
-        for segment in engine.transcribe(window.samples, language, progress=report):
+        for segment in engine.transcribe(window.samples, language_code, progress=report):
             yield _shifted(segment, offset, length)
     if progress is not None:
         progress(end, end)

@@ -15,14 +15,14 @@ from urllib.parse import quote, unquote
 
 from botocore.exceptions import ClientError
 
-from gpu_worker import formats
-from gpu_worker.download import MISSING_CODES
+from gpu_worker.storage.download import MISSING_CODES
+from gpu_worker.transcription import formats
 from pipeline_core.keys import TranscriptKeys
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-    from gpu_worker.transcribe_step import Transcription
+    from gpu_worker.transcription.transcribe_step import Transcription
 
 logger = logging.getLogger(__name__)
 

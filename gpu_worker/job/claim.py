@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Final
 
 from botocore.exceptions import ClientError
 
-from gpu_worker.download import MISSING_CODES, SourceMissingError
+from gpu_worker.storage.download import MISSING_CODES, SourceMissingError
 from pipeline_core.jobs import JobRecord, JobState, JobTable, at_or_after, job_id_for
 
 if TYPE_CHECKING:

@@ -15,15 +15,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from gpu_worker.claim import HANDED_OFF_FIELD
-from gpu_worker.queues import send
+from gpu_worker.delivery.queues import send
+from gpu_worker.job.claim import HANDED_OFF_FIELD
 from pipeline_core.contracts import AudioJob, LlmJob, Result, utc_timestamp
 from pipeline_core.jobs import JobState, JobTable, at_or_after
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
-    from gpu_worker.outputs import WrittenTranscript
+    from gpu_worker.storage.outputs import WrittenTranscript
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from gpu_worker.engines import AsrEngine, load_engine
+from gpu_worker.transcription.engines import AsrEngine, load_engine
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 from faster_whisper import WhisperModel
 
-from gpu_worker.engines import check_language
-from gpu_worker.engines.options import DecodeOptions
-from gpu_worker.transcript import Segment, Word
+from gpu_worker.transcription.engines import check_language
+from gpu_worker.transcription.engines.options import DecodeOptions
+from gpu_worker.transcription.transcript import Segment, Word
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -48,22 +48,22 @@ class FasterWhisperEngine:
     def transcribe(
         self,
         audio: npt.NDArray[np.float32],
-        language: str,
+        language_code: str,
         progress: Callable[[float], None] | None = None,
     ) -> Iterator[Segment]:
-        check_language(self.model_id, bool(self._model.model.is_multilingual), language)
-        return self._segments(audio, language, progress)
+        check_language(self.model_id, bool(self._model.model.is_multilingual), language_code)
+        return self._segments(audio, language_code, progress)
 
     def _segments(
         self,
         audio: npt.NDArray[np.float32],
-        language: str,
+        language_code: str,
         progress: Callable[[float], None] | None,
     ) -> Iterator[Segment]:
         options = self._options
         segments, _info = self._model.transcribe(
             audio,
-            language=language,
+            language=language_code,
             beam_size=options.beam_size,
             temperature=list(options.temperatures),
             word_timestamps=True,

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-from gpu_worker.audio import SAMPLE_RATE, quiet_cut
-from gpu_worker.engines import check_language
-from gpu_worker.engines.options import DecodeOptions
-from gpu_worker.transcript import Segment
+from gpu_worker.transcription.audio import SAMPLE_RATE, quiet_cut
+from gpu_worker.transcription.engines import check_language
+from gpu_worker.transcription.engines.options import DecodeOptions
+from gpu_worker.transcription.transcript import Segment
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -137,16 +137,16 @@ class TransformersEngine:
     def transcribe(
         self,
         audio: npt.NDArray[np.float32],
-        language: str,
+        language_code: str,
         progress: Callable[[float], None] | None = None,
     ) -> Iterator[Segment]:
-        check_language(self.model_id, self._multilingual, language)
-        return self._segments(audio, language, progress)
+        check_language(self.model_id, self._multilingual, language_code)
+        return self._segments(audio, language_code, progress)
 
     def _segments(
         self,
         audio: npt.NDArray[np.float32],
-        language: str,
+        language_code: str,
         progress: Callable[[float], None] | None,
     ) -> Iterator[Segment]:
         chunks = chunk_bounds(audio)
@@ -155,7 +155,7 @@ class TransformersEngine:
         try:
             for first in range(0, len(chunks), size):
                 batch = chunks[first : first + size]
-                decoded = self._decode([audio[c.start : c.end] for c in batch], language)
+                decoded = self._decode([audio[c.start : c.end] for c in batch], language_code)
                 for chunk, spans in zip(batch, decoded, strict=True):
                     for segment in self._timed(chunk, spans, last_end):
                         last_end = segment.end
@@ -177,32 +177,34 @@ class TransformersEngine:
             last_end = finish
             yield Segment(start=begin, end=finish, text=text)
 
-    def _prompt(self, language: str) -> list[int]:
+    def _prompt(self, language_code: str) -> list[int]:
         if not self._multilingual:
             return [self._sot]
-        language_id = self._processor.tokenizer.convert_tokens_to_ids(f"<|{language}|>")
+        language_id = self._processor.tokenizer.convert_tokens_to_ids(f"<|{language_code}|>")
         return [self._sot, int(language_id), int(self._transcribe_token or 0)]
 
-    def _decode(self, pieces: list[npt.NDArray[np.float32]], language: str) -> list[list[Span]]:
+    def _decode(
+        self, pieces: list[npt.NDArray[np.float32]], language_code: str
+    ) -> list[list[Span]]:
         """Each piece's text spans; silent pieces are not decoded at all."""
         results: list[list[Span]] = [[] for _ in pieces]
         audible = [i for i, piece in enumerate(pieces) if _rms(piece) > SILENCE_RMS]
         if audible:
-            decoded = self._decode_audible([pieces[i] for i in audible], language)
+            decoded = self._decode_audible([pieces[i] for i in audible], language_code)
             for i, spans in zip(audible, decoded, strict=True):
                 results[i] = spans
         return results
 
     @torch.inference_mode()
     def _decode_audible(
-        self, pieces: list[npt.NDArray[np.float32]], language: str
+        self, pieces: list[npt.NDArray[np.float32]], language_code: str
     ) -> list[list[Span]]:
         """Decode; a chunk whose text loops is decoded again at the next temperature (as
         Whisper and faster-whisper do), and dropped when every temperature loops."""
         features = self._processor.feature_extractor(
             pieces, sampling_rate=SAMPLE_RATE, return_tensors="pt"
         ).input_features.to(self._device, self._dtype)
-        prompt = self._prompt(language)
+        prompt = self._prompt(language_code)
         longest = max(piece.size for piece in pieces) / SAMPLE_RATE
         budget = min(
             self._max_tokens - len(prompt) - 1,
@@ -211,7 +213,7 @@ class TransformersEngine:
         results: list[list[Span]] = [[] for _ in pieces]
         pending = list(range(len(pieces)))
         for temperature in self._options.temperatures:
-            decoded = self._attempt(features[pending], language, prompt, budget, temperature)
+            decoded = self._attempt(features[pending], language_code, prompt, budget, temperature)
             looping = []
             for index, (spans, verdict) in zip(pending, decoded, strict=True):
                 if verdict == "loop":
@@ -226,7 +228,7 @@ class TransformersEngine:
         return results
 
     def _attempt(
-        self, features: Any, language: str, prompt: list[int], budget: int, temperature: float
+        self, features: Any, language_code: str, prompt: list[int], budget: int, temperature: float
     ) -> list[tuple[list[Span], str]]:
         """One decode of a batch: each chunk's spans and verdict (speech, silence or loop)."""
         kwargs: dict[str, Any] = {"return_timestamps": True, "max_new_tokens": budget}
@@ -235,7 +237,7 @@ class TransformersEngine:
         else:
             kwargs["num_beams"] = self._options.beam_size
         if self._multilingual:  # pinned, never detected
-            kwargs.update(language=language, task="transcribe")
+            kwargs.update(language=language_code, task="transcribe")
         # generate() is given the features, not encoder outputs: its batch shrinking as
         # chunks finish needs them. The encoder runs once more for the scores below.
         sequences = self._model.generate(input_features=features, **kwargs)

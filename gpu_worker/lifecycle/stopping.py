@@ -23,10 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gpu_worker.progress import ProgressTracker
+from gpu_worker.transcription.progress import ProgressTracker
 
 if TYPE_CHECKING:
-    from gpu_worker.lease import MessageLease
+    from gpu_worker.delivery.lease import MessageLease
 
 logger = logging.getLogger(__name__)
 

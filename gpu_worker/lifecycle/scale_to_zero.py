@@ -19,7 +19,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from gpu_worker.queues import AudioQueue, QueueDepth
+from gpu_worker.delivery.queues import AudioQueue, QueueDepth
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gpu_worker.transcript import Segment, Word
+from gpu_worker.transcription.transcript import Segment, Word
 
 _SPACES = re.compile(r"\s+")
 

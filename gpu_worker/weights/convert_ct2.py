@@ -4,7 +4,7 @@ Lossless for float16/float32 CT2 models (tensors are copied, never re-quantised)
 result loads offline with ``WhisperProcessor.from_pretrained`` and
 ``WhisperForConditionalGeneration.from_pretrained``. Usage::
 
-    python -m gpu_worker.convert_ct2 SRC_DIR DST_DIR
+    python -m gpu_worker.weights.convert_ct2 SRC_DIR DST_DIR
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from gpu_worker.ct2_format import Ct2FormatError, Ct2Model, read_ct2_model
+from gpu_worker.weights.ct2_format import Ct2FormatError, Ct2Model, read_ct2_model
 
 STAMP_FILE: Final = "converted-from-ct2.json"
 CONVERTER_VERSION: Final = 1
@@ -267,7 +267,9 @@ def converted(src: Path, dst: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gpu_worker.convert_ct2", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m gpu_worker.weights.convert_ct2", description=__doc__
+    )
     parser.add_argument("src", type=Path, help="CTranslate2 Whisper directory (model.bin ...)")
     parser.add_argument("dst", type=Path, help="new Hugging Face checkpoint directory")
     args = parser.parse_args(argv)
