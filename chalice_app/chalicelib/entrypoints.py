@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from chalicelib import aws
-from chalicelib.correctors import BedrockCorrector, Corrector, OpenAICompatibleCorrector
-from chalicelib.dispatcher import Dispatched, DispatcherClients, handle_s3_event
-from chalicelib.llm_caller import Delivery, LlmCallerClients, Outcome, handle_llm_message
+from chalicelib.correction.correctors import BedrockCorrector, Corrector, OpenAICompatibleCorrector
+from chalicelib.correction.llm_caller import Delivery, LlmCallerClients, Outcome, handle_llm_message
+from chalicelib.dispatch.dispatcher import Dispatched, DispatcherClients, handle_s3_event
 from pipeline_core.config import DispatcherSettings, LlmCallerSettings
 
 

@@ -25,16 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.correction import (
+from chalicelib.correction.correctors import Corrector
+from chalicelib.correction.prompt import PromptContext
+from chalicelib.correction.transcript import (
     CorrectionParams,
     CorrectionReport,
     Deadline,
     S3Checkpoints,
     correct,
 )
-from chalicelib.correctors import Corrector
 from chalicelib.leases import release, try_claim
-from chalicelib.prompt import PromptContext
 from chalicelib.results import send_result
 from chalicelib.timed_text import TimedTranscript, parse, render_plain, render_timed
 from pipeline_core import keys

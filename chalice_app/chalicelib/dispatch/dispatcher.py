@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.capacity import ensure_gpu_capacity
+from chalicelib.dispatch.capacity import ensure_gpu_capacity
+from chalicelib.dispatch.s3_events import CreatedObject, created_objects
 from chalicelib.leases import now_ms, try_claim
 from chalicelib.results import send_result
-from chalicelib.s3_events import CreatedObject, created_objects
 from pipeline_core import keys
 from pipeline_core.config import DispatcherSettings
 from pipeline_core.contracts import SCHEMA_VERSION, AudioJob, ContractError, Result, utc_timestamp
