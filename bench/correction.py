@@ -51,11 +51,11 @@ def corrected_text(corrector: Corrector, item: Transcribed, details: str = "") -
     """What the LLM Caller would write as the final plain text for this transcript."""
     ensure_chalicelib()
     from chalicelib.correction.prompt import PromptContext
-    from chalicelib.correction.transcript import CorrectionParams, Deadline, correct
+    from chalicelib.correction.transcript import CorrectionParams, Deadline, correct_transcript
     from chalicelib.timed_text import parse, render_plain
 
     transcript = parse(timed_text(item.segments))
-    report = correct(
+    report = correct_transcript(
         transcript,
         corrector=corrector,
         context=PromptContext(item.clip.language, details, ""),

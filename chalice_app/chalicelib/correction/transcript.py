@@ -170,7 +170,7 @@ def correct_chunk(
     return ChunkResult(False, {}, reason=reason, model_calls=calls)
 
 
-def correct(
+def correct_transcript(
     transcript: TimedTranscript,
     *,
     corrector: Corrector,
