@@ -136,8 +136,8 @@ class CorrectionParams:
 
 def fingerprint(corrector: Corrector, context: PromptContext, lines: Sequence[TimedLine]) -> str:
     material = "\x1f".join(
-        (PROMPT_VERSION, corrector.identity, context.language, context.details, context.glossary,
-         numbered(lines))
+        (PROMPT_VERSION, corrector.identity, context.language_code, context.details,
+         context.glossary, numbered(lines))
     )  # fmt: skip
     return hashlib.sha256(material.encode()).hexdigest()[:40]
 
