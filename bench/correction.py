@@ -10,8 +10,8 @@ from bench.paths import ensure_chalicelib
 from gpu_worker.transcription.formats import timed_text
 
 if TYPE_CHECKING:
-    from chalicelib.correction import ChunkResult
-    from chalicelib.correctors import Corrector
+    from chalicelib.correction.correctors import Corrector
+    from chalicelib.correction.transcript import ChunkResult
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,12 @@ class _MemoryCheckpoints:
 def corrected_text(corrector: Corrector, item: Transcribed, details: str = "") -> str:
     """What the LLM Caller would write as the final plain text for this transcript."""
     ensure_chalicelib()
-    from chalicelib.correction import CorrectionParams, Deadline, correct
-    from chalicelib.prompt import PromptContext
+    from chalicelib.correction.prompt import PromptContext
+    from chalicelib.correction.transcript import CorrectionParams, Deadline, correct_transcript
     from chalicelib.timed_text import parse, render_plain
 
     transcript = parse(timed_text(item.segments))
-    report = correct(
+    report = correct_transcript(
         transcript,
         corrector=corrector,
         context=PromptContext(item.clip.language, details, ""),
@@ -111,7 +111,7 @@ def make_corrector(
     if kind == "none":
         return None
     ensure_chalicelib()
-    from chalicelib.correctors import BedrockCorrector, OpenAICompatibleCorrector
+    from chalicelib.correction.correctors import BedrockCorrector, OpenAICompatibleCorrector
 
     if kind == "openai":
         if llm_url is None:

@@ -28,7 +28,7 @@ from bench.engines import (
 from bench.environment import collect, resolve_device
 
 if TYPE_CHECKING:
-    from chalicelib.correctors import Corrector
+    from chalicelib.correction.correctors import Corrector
 
 log = logging.getLogger("bench")
 

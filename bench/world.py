@@ -73,7 +73,7 @@ class World:
 
     def dispatch(self, records: list[dict[str, Any]]) -> None:
         ensure_chalicelib()
-        from chalicelib.dispatcher import DispatcherClients, handle_s3_event
+        from chalicelib.dispatch.dispatcher import DispatcherClients, handle_s3_event
 
         settings = DispatcherSettings(
             bucket=self.bucket,
@@ -124,7 +124,7 @@ class World:
     def run_llm_caller(self) -> int:
         """The LLM Caller on every LLM Queue message, with no corrector (pass-through)."""
         ensure_chalicelib()
-        from chalicelib.llm_caller import Delivery, LlmCallerClients, handle_llm_message
+        from chalicelib.correction.llm_caller import Delivery, LlmCallerClients, handle_llm_message
 
         settings = LlmCallerSettings(
             bucket=self.bucket,

@@ -31,11 +31,11 @@ LLM_MAX_CONCURRENCY = int(os.environ.get("LLM_MAX_CONCURRENCY", "3"))
 # One notification takes one suffix only, so file types are checked in the Dispatcher.
 @app.on_s3_event(bucket=BUCKET, events=["s3:ObjectCreated:*"], prefix=AUDIO_PREFIX)
 def dispatcher(event: S3Event) -> None:
-    entrypoints.dispatch(event.to_dict())
+    entrypoints.dispatcher_handler(event.to_dict())
 
 
 # Batch size 1: on_sqs_message has no partial-batch response, so a failure must return
 # only its own message to the queue.
 @app.on_sqs_message(queue=LLM_QUEUE_NAME, batch_size=1, maximum_concurrency=LLM_MAX_CONCURRENCY)
 def llm_caller(event: SQSEvent) -> None:
-    entrypoints.correct(event.to_dict(), event.context)
+    entrypoints.llm_caller_handler(event.to_dict(), event.context)

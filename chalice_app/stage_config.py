@@ -30,7 +30,8 @@ from pipeline_core.keys import AUDIO_PREFIX, FINAL_PREFIX, TRANSCRIPT_PREFIX  # 
 APP_NAME: Final = "transcription-pipeline"
 DISPATCHER: Final = "dispatcher"
 LLM_CALLER: Final = "llm_caller"
-WORK_PREFIX: Final = "llm-work/"  # chalicelib.llm_caller.WORK_PREFIX (not imported: boto3)
+# chalicelib.correction.llm_caller.WORK_PREFIX (not imported: boto3)
+WORK_PREFIX: Final = "llm-work/"
 
 # Timeouts (see README "Lambda timeouts"). The LLM Queue's visibility timeout must be at
 # least 6 x the LLM Caller's timeout (AWS's rule for SQS event sources): 5400 s.

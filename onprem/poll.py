@@ -45,7 +45,7 @@ CHUNK: Final = 1024 * 1024
 STALE_TEMP_SECONDS: Final = 3600
 
 
-class Outcome(StrEnum):
+class PollOutcome(StrEnum):
     WRITTEN = "written"
     UNCHANGED = "unchanged"  # a duplicate: the files already hold these bytes
     FAILURE_REPORTED = "failure-reported"
@@ -54,7 +54,7 @@ class Outcome(StrEnum):
     DOWNLOAD_FAILED = "download-failed"  # left; retried after the visibility timeout
 
 
-LEFT_IN_QUEUE: Final = (Outcome.MALFORMED, Outcome.REFUSED, Outcome.DOWNLOAD_FAILED)
+LEFT_IN_QUEUE: Final = (PollOutcome.MALFORMED, PollOutcome.REFUSED, PollOutcome.DOWNLOAD_FAILED)
 
 
 class DownloadError(Exception):
@@ -72,7 +72,7 @@ class PollOptions:
 
 @dataclass
 class PollReport:
-    outcomes: Counter[Outcome] = field(default_factory=Counter)
+    outcomes: Counter[PollOutcome] = field(default_factory=Counter)
     fatal: str | None = None
 
     @property
@@ -187,7 +187,7 @@ class Poller:
                     VisibilityTimeout=0,
                 )
 
-    def handle(self, message: MessageTypeDef) -> Outcome:
+    def handle(self, message: MessageTypeDef) -> PollOutcome:
         message_id = message.get("MessageId")
         receives = message.get("Attributes", {}).get("ApproximateReceiveCount")
         try:
@@ -198,7 +198,7 @@ class Poller:
                 exc,
                 extra={"message_id": message_id, "receive_count": receives},
             )
-            return Outcome.MALFORMED
+            return PollOutcome.MALFORMED
         with log_context(s3_key=result.source_file, job_id=result.job_id, message_id=message_id):
             try:
                 if result.status == "failed":
@@ -207,7 +207,7 @@ class Poller:
                     outcome = self._fetch_outputs(result)
             except keys.InvalidKeyError as exc:
                 log.error("refused result, left for the DLQ: %s", exc)
-                return Outcome.REFUSED
+                return PollOutcome.REFUSED
             except OutputWriteError as exc:
                 log.error("could not write the result, left in the queue: %s", exc)
                 raise
@@ -217,7 +217,7 @@ class Poller:
                     exc,
                     extra={"receive_count": receives},
                 )
-                return Outcome.DOWNLOAD_FAILED
+                return PollOutcome.DOWNLOAD_FAILED
             self._delete(message)
             return outcome
 
@@ -230,7 +230,7 @@ class Poller:
             # The files are on disk; the message comes back and is a harmless duplicate.
             log.warning("files written but the message was not deleted: %s", exc)
 
-    def _report_failure(self, result: Result) -> Outcome:
+    def _report_failure(self, result: Result) -> PollOutcome:
         target = failure_report_path(self.options.output_dir, result.source_file)
         report = json.dumps(result.to_dict(), ensure_ascii=False, indent=2) + "\n"
         changed = write_bytes_atomic(target, report.encode("utf-8"))
@@ -241,9 +241,9 @@ class Poller:
             target,
             extra={"error": result.error, "report": str(target), "changed": changed},
         )
-        return Outcome.FAILURE_REPORTED
+        return PollOutcome.FAILURE_REPORTED
 
-    def _fetch_outputs(self, result: Result) -> Outcome:
+    def _fetch_outputs(self, result: Result) -> PollOutcome:
         targets: list[tuple[str, str, Path]] = []
         for uri in (result.output_file, result.timed_output_file):
             if uri is None:
@@ -258,7 +258,7 @@ class Poller:
             with contextlib.suppress(OSError):
                 stale.unlink()
                 log.info("removed the earlier failure report %s", stale)
-        outcome = Outcome.WRITTEN if any(changed) else Outcome.UNCHANGED
+        outcome = PollOutcome.WRITTEN if any(changed) else PollOutcome.UNCHANGED
         log.info(
             "%s: %s %s",
             result.source_file,

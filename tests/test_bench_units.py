@@ -91,7 +91,7 @@ class _FixingCorrector:
     identity = "test:fixer"
 
     def complete(self, system: str, user: str) -> object:
-        from chalicelib.correctors import ModelAnswer
+        from chalicelib.correction.correctors import ModelAnswer
 
         lines = re.findall(r"^\d+\|.*$", user, flags=re.MULTILINE)
         return ModelAnswer("\n".join(line.replace("jumped", "jumps") for line in lines), False)

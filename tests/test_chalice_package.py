@@ -45,8 +45,8 @@ def test_package_holds_the_app_and_the_shared_core_only(tmp_path: Path) -> None:
     print(f"deployment.zip: {bundle.stat().st_size / 1e6:.2f} MB, {len(names)} files")
     for needed in (
         "app.py",
-        "chalicelib/dispatcher.py",
-        "chalicelib/llm_caller.py",
+        "chalicelib/dispatch/dispatcher.py",
+        "chalicelib/correction/llm_caller.py",
         "pipeline_core/contracts.py",
         "pipeline_core/jobs.py",
         "pydantic/__init__.py",

@@ -12,8 +12,8 @@ import stage_config
 from chalice.app import S3Event
 from chalice_deploy import Deployment, deploy, s3_event
 
-from chalicelib.capacity import ensure_gpu_capacity
-from chalicelib.s3_events import created_objects
+from chalicelib.dispatch.capacity import ensure_gpu_capacity
+from chalicelib.dispatch.s3_events import created_objects
 from pipeline_core.contracts import AudioJob
 from pipeline_core.jobs import JobState, job_id_for
 from pipeline_core.jsonlog import configure_logging

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from chalicelib.correction.validation import AnswerRefusedError, line_is_close, validate
 from chalicelib.timed_text import chunks, parse, render_plain, render_timed
-from chalicelib.validation import AnswerRefusedError, line_is_close, validate
 
 TIMED = (
     "[00:00:00.000 --> 00:00:02.000] שלום לכולם\n"

@@ -7,19 +7,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from chalicelib import aws
-from chalicelib.correctors import BedrockCorrector, Corrector, OpenAICompatibleCorrector
-from chalicelib.dispatcher import Dispatched, DispatcherClients, handle_s3_event
-from chalicelib.llm_caller import Delivery, LlmCallerClients, Outcome, handle_llm_message
+from chalicelib.correction.correctors import BedrockCorrector, Corrector, OpenAICompatibleCorrector
+from chalicelib.correction.llm_caller import (
+    CorrectionOutcome,
+    Delivery,
+    LlmCallerClients,
+    handle_llm_message,
+)
+from chalicelib.dispatch.dispatcher import Dispatched, DispatcherClients, handle_s3_event
 from pipeline_core.config import DispatcherSettings, LlmCallerSettings
 
 
-def dispatch(event: Mapping[str, Any]) -> list[Dispatched]:
+def dispatcher_handler(event: Mapping[str, Any]) -> list[Dispatched]:
+    """One S3 event: every uploaded object it announces."""
     clients = DispatcherClients(aws.s3(), aws.sqs(), aws.dynamodb(), aws.autoscaling())
     return handle_s3_event(event, clients, DispatcherSettings.from_env())
 
 
-def correct(event: Mapping[str, Any], context: Any) -> list[Outcome]:
-    """The LLM Queue's batch (one message: batch size 1, so a failure returns only it)."""
+def llm_caller_handler(event: Mapping[str, Any], context: Any) -> list[CorrectionOutcome]:
+    """One LLM Queue batch (one message: batch size 1, so a failure returns only it)."""
     settings = LlmCallerSettings.from_env()
     clients = LlmCallerClients(aws.s3(), aws.sqs(), aws.dynamodb())
     corrector = make_corrector(settings)

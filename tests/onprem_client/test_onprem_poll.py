@@ -12,7 +12,7 @@ import pytest
 from onprem_client.onprem_helpers import BUCKET, REGION, fast_client_config
 
 from onprem.cli import main
-from onprem.poll import Outcome, Poller, PollOptions
+from onprem.poll import Poller, PollOptions, PollOutcome
 from pipeline_core import keys
 from pipeline_core.contracts import Result, utc_timestamp
 
@@ -90,8 +90,8 @@ def test_a_duplicate_result_does_no_harm(
     result = publish_success(s3, sqs, results_queue, "dup", "same text")
     sqs.send_message(QueueUrl=results_queue, MessageBody=result.to_json())
     report = poller(s3, sqs, results_queue, out).run()
-    assert report.outcomes[Outcome.WRITTEN] == 1
-    assert report.outcomes[Outcome.UNCHANGED] == 1
+    assert report.outcomes[PollOutcome.WRITTEN] == 1
+    assert report.outcomes[PollOutcome.UNCHANGED] == 1
     assert report.exit_code == 0
     assert (out / "dup.txt").read_text() == "same text"
     assert queue_depth(sqs, results_queue) == 0
@@ -118,7 +118,7 @@ def test_a_crash_between_write_and_delete_loses_nothing(
 
     time.sleep(1.1)  # the queue's visibility timeout
     report = poller(s3, sqs, results_queue, out).run()
-    assert report.outcomes == {Outcome.UNCHANGED: 1}
+    assert report.outcomes == {PollOutcome.UNCHANGED: 1}
     assert (out / "lecture.txt").read_text() == "the text"
     assert queue_depth(sqs, results_queue) == 0
 
@@ -130,7 +130,7 @@ def test_a_failed_result_is_reported_and_a_later_success_replaces_the_report(
     failure = Result.failure("audio-input/sub/broken.mp3", "the audio could not be decoded", "j1")
     sqs.send_message(QueueUrl=results_queue, MessageBody=failure.to_json())
     report = poller(s3, sqs, results_queue, out).run()
-    assert report.outcomes == {Outcome.FAILURE_REPORTED: 1}
+    assert report.outcomes == {PollOutcome.FAILURE_REPORTED: 1}
     written = json.loads((out / "failed" / "sub" / "broken.json").read_text(encoding="utf-8"))
     assert written["error"] == "the audio could not be decoded"
     assert written["source_file"] == "audio-input/sub/broken.mp3"
@@ -169,7 +169,7 @@ def test_keys_that_would_leave_the_output_folder_are_refused(
     s3.put_object(Bucket=BUCKET, Key=key, Body=b"payload")
     sqs.send_message(QueueUrl=results_queue, MessageBody=body)
     report = poller(s3, sqs, results_queue, out).run()
-    assert report.outcomes == {Outcome.REFUSED: 1}
+    assert report.outcomes == {PollOutcome.REFUSED: 1}
     assert report.exit_code == 1
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert written == [], f"nothing may be written: {written}"

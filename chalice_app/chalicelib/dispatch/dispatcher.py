@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.capacity import ensure_gpu_capacity
+from chalicelib.dispatch.capacity import ensure_gpu_capacity
+from chalicelib.dispatch.s3_events import CreatedObject, created_objects
 from chalicelib.leases import now_ms, try_claim
 from chalicelib.results import send_result
-from chalicelib.s3_events import CreatedObject, created_objects
 from pipeline_core import keys
 from pipeline_core.config import DispatcherSettings
 from pipeline_core.contracts import SCHEMA_VERSION, AudioJob, ContractError, Result, utc_timestamp
@@ -59,7 +59,7 @@ class DispatcherClients:
     autoscaling: AutoScalingClient
 
 
-class Outcome(StrEnum):
+class DispatchOutcome(StrEnum):
     ENQUEUED = "enqueued"  # a new job, sent to the Audio Queue
     RESENT = "resent"  # a job whose first delivery died before its message was sent
     DUPLICATE = "duplicate"  # a redelivery of a job already handled
@@ -70,7 +70,7 @@ class Outcome(StrEnum):
 @dataclass(frozen=True)
 class Dispatched:
     key: str
-    outcome: Outcome
+    outcome: DispatchOutcome
     job_id: str | None = None
     reason: str | None = None
 
@@ -113,13 +113,13 @@ def dispatch_object(
     with log_context(s3_key=obj.key):
         if obj.bucket != settings.bucket:
             log.warning("event for another bucket ignored", extra={"bucket": obj.bucket})
-            return Dispatched(obj.key, Outcome.IGNORED, reason=f"bucket {obj.bucket!r}")
+            return Dispatched(obj.key, DispatchOutcome.IGNORED, reason=f"bucket {obj.bucket!r}")
         if obj.key_error is None and not obj.key.startswith(keys.AUDIO_PREFIX):
             log.warning("object outside %s ignored", keys.AUDIO_PREFIX)
-            return Dispatched(obj.key, Outcome.IGNORED, reason="outside audio-input/")
+            return Dispatched(obj.key, DispatchOutcome.IGNORED, reason="outside audio-input/")
         if obj.key.endswith("/") and not obj.size:
             log.info("folder marker ignored")
-            return Dispatched(obj.key, Outcome.IGNORED, reason="folder marker")
+            return Dispatched(obj.key, DispatchOutcome.IGNORED, reason="folder marker")
         version = obj.version_id or obj.etag or obj.sequencer or "unversioned"
         job_id = job_id_for(obj.bucket, obj.key, version)
         with log_context(job_id=job_id):
@@ -242,7 +242,7 @@ class _Dispatch:
             return self._redelivered(self._get())
         self._send(job)
         log.info("job queued", extra={"language": job.language, "size_bytes": accepted.size})
-        return Dispatched(self.obj.key, Outcome.ENQUEUED, self.job_id)
+        return Dispatched(self.obj.key, DispatchOutcome.ENQUEUED, self.job_id)
 
     def _send(self, job: AudioJob) -> None:
         response = self.clients.sqs.send_message(
@@ -274,7 +274,7 @@ class _Dispatch:
         if not created:
             return self._redelivered(self._get())
         self._send_failure(reason)
-        return Dispatched(self.obj.key, Outcome.REJECTED, self.job_id, reason)
+        return Dispatched(self.obj.key, DispatchOutcome.REJECTED, self.job_id, reason)
 
     def _send_failure(self, reason: str) -> None:
         try:
@@ -309,7 +309,7 @@ class _Dispatch:
                 )
                 self._send(job)
                 log.warning("job re-sent: an earlier delivery died before sending it")
-                return Dispatched(self.obj.key, Outcome.RESENT, self.job_id)
+                return Dispatched(self.obj.key, DispatchOutcome.RESENT, self.job_id)
             # Still waiting for a worker: make sure one is coming.
             ensure_gpu_capacity(self.clients.autoscaling, self.settings.asg_name)
         elif (
@@ -320,9 +320,9 @@ class _Dispatch:
         ):
             self._send_failure(record.error or "refused by the Dispatcher")
             log.warning("failure result re-sent: an earlier delivery died before sending it")
-            return Dispatched(self.obj.key, Outcome.RESENT, self.job_id, record.error)
+            return Dispatched(self.obj.key, DispatchOutcome.RESENT, self.job_id, record.error)
         log.info("duplicate delivery of a known upload", extra={"state": record.state.value})
-        return Dispatched(self.obj.key, Outcome.DUPLICATE, self.job_id)
+        return Dispatched(self.obj.key, DispatchOutcome.DUPLICATE, self.job_id)
 
     def _claim(self, state: JobState, done_field: str) -> bool:
         return try_claim(

@@ -25,16 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.correction import (
+from chalicelib.correction.correctors import Corrector
+from chalicelib.correction.prompt import PromptContext
+from chalicelib.correction.transcript import (
     CorrectionParams,
     CorrectionReport,
     Deadline,
     S3Checkpoints,
-    correct,
+    correct_transcript,
 )
-from chalicelib.correctors import Corrector
 from chalicelib.leases import release, try_claim
-from chalicelib.prompt import PromptContext
 from chalicelib.results import send_result
 from chalicelib.timed_text import TimedTranscript, parse, render_plain, render_timed
 from pipeline_core import keys
@@ -87,7 +87,7 @@ class Delivery:
         )
 
 
-class Outcome(StrEnum):
+class CorrectionOutcome(StrEnum):
     SUCCEEDED = "succeeded"
     CONTINUED = "continued"  # time ran out; a fresh message carries on
     DUPLICATE = "duplicate"  # the job was already finished
@@ -101,7 +101,7 @@ def handle_llm_message(
     settings: LlmCallerSettings,
     corrector: Corrector | None,
     remaining_seconds: float | None = None,
-) -> Outcome:
+) -> CorrectionOutcome:
     """Handle one LLM Queue message; ``remaining_seconds`` is the invocation's time left."""
     try:
         job = LlmJob.from_json(delivery.body)
@@ -123,7 +123,7 @@ def handle_llm_message(
 
 def _malformed(
     delivery: Delivery, exc: ContractError, clients: LlmCallerClients, settings: LlmCallerSettings
-) -> Outcome:
+) -> CorrectionOutcome:
     """A message that breaks the contract: fail its job if it names one, else raise so
     that it ends in the DLQ (it cannot be tied to an upload)."""
     try:
@@ -145,7 +145,7 @@ def _malformed(
                 settings.results_queue_url,
                 Result.failure(record.s3_key, reason, job_id=record.job_id),
             )
-    return Outcome.FAILED
+    return CorrectionOutcome.FAILED
 
 
 class _Correction:
@@ -175,7 +175,7 @@ class _Correction:
 
     # -- entry ---------------------------------------------------------------------------
 
-    def run(self) -> Outcome:
+    def run(self) -> CorrectionOutcome:
         record = self.table.get(self.job.job_id) if self.job.job_id else None
         if record is None:
             log.warning("LLM job without a job-table record: corrected, but not tracked")
@@ -185,10 +185,10 @@ class _Correction:
                 return self._already_succeeded(record)
             if record.state is JobState.FAILED:
                 log.info("LLM job for a failed job ignored", extra={"error": record.error})
-                return Outcome.DUPLICATE
+                return CorrectionOutcome.DUPLICATE
             if not self._claim():
                 log.info("another invocation is correcting this job; duplicate left alone")
-                return Outcome.BUSY
+                return CorrectionOutcome.BUSY
             self.tracked = True
             claimed = self.table.get(record.job_id)
             self.passes = int(claimed.attributes.get("correction_passes", 1)) if claimed else 1
@@ -229,7 +229,7 @@ class _Correction:
 
     # -- the work ------------------------------------------------------------------------
 
-    def _correct(self, *, final: bool = False) -> Outcome:
+    def _correct(self, *, final: bool = False) -> CorrectionOutcome:
         text = self._read_transcript()
         if text is None:
             return self._fail(f"the transcript {self.job.timed_key} does not exist")
@@ -239,7 +239,7 @@ class _Correction:
             report.lines_uncorrected = report.lines_total
             return self._finish(transcript, report, "none")
         deadline = Deadline(0) if final else self.deadline
-        report = correct(
+        report = correct_transcript(
             transcript,
             corrector=self.corrector,
             context=PromptContext(self.job.language_code, self.job.details, self._glossary()),
@@ -287,7 +287,7 @@ class _Correction:
             log.warning("glossary cut to %d characters", MAX_GLOSSARY_CHARS)
         return glossary[:MAX_GLOSSARY_CHARS]
 
-    def _continue_later(self, report: CorrectionReport) -> Outcome:
+    def _continue_later(self, report: CorrectionReport) -> CorrectionOutcome:
         assert self.settings.llm_queue_url is not None
         done = report.chunks_total - report.chunks_pending
         if self.tracked and self.job.job_id:
@@ -302,9 +302,11 @@ class _Correction:
             "time is short; correction continues in a new message",
             extra={"chunks_done": done, "chunks_total": report.chunks_total},
         )
-        return Outcome.CONTINUED
+        return CorrectionOutcome.CONTINUED
 
-    def _finish(self, transcript: TimedTranscript, report: CorrectionReport, model: str) -> Outcome:
+    def _finish(
+        self, transcript: TimedTranscript, report: CorrectionReport, model: str
+    ) -> CorrectionOutcome:
         final = keys.final_keys(self.job.stem)
         self._put(final.text, render_plain(transcript, report.texts))
         self._put(final.timed, render_timed(transcript, report.texts))
@@ -348,7 +350,7 @@ class _Correction:
                 if record is not None and record.state is JobState.SUCCEEDED:
                     return self._already_succeeded(record)
                 log.warning("the job left 'correcting' meanwhile; no result sent")
-                return Outcome.DUPLICATE
+                return CorrectionOutcome.DUPLICATE
         send_result(self.clients.sqs, self.settings.results_queue_url, result)
         if self.tracked and self.job.job_id:
             self.table.update_fields(self.job.job_id, {"result_sent_at": utc_timestamp()})
@@ -356,7 +358,7 @@ class _Correction:
             self.checkpoints.delete_all()
         except ClientError:
             log.warning("checkpoints not deleted; the bucket's lifecycle rule will", exc_info=True)
-        return Outcome.SUCCEEDED
+        return CorrectionOutcome.SUCCEEDED
 
     def _put(self, key: str, text: str) -> None:
         self.clients.s3.put_object(
@@ -366,15 +368,15 @@ class _Correction:
             ContentType="text/plain; charset=utf-8",
         )
 
-    def _fail(self, reason: str) -> Outcome:
+    def _fail(self, reason: str) -> CorrectionOutcome:
         log.error("correction failed: %s", reason)
         if self.tracked and self.job.job_id and not self.table.fail(self.job.job_id, reason):
-            return Outcome.DUPLICATE
+            return CorrectionOutcome.DUPLICATE
         result = Result.failure(self.source_file or "", reason, job_id=self.job.job_id)
         send_result(self.clients.sqs, self.settings.results_queue_url, result)
         if self.tracked and self.job.job_id:
             self.table.update_fields(self.job.job_id, {"result_sent_at": utc_timestamp()})
-        return Outcome.FAILED
+        return CorrectionOutcome.FAILED
 
     def _after_error(self, exc: Exception) -> None:
         """Record why, then either give the user their outcome (last receive) or ask SQS
@@ -410,7 +412,7 @@ class _Correction:
             log.exception("could not write the uncorrected transcript either")
             self._fail(f"correction failed after {self.delivery.receive_count} attempts: {reason}")
 
-    def _already_succeeded(self, record: JobRecord) -> Outcome:
+    def _already_succeeded(self, record: JobRecord) -> CorrectionOutcome:
         attributes = record.attributes
         if "result_sent_at" not in attributes and attributes.get("output_file"):
             result = Result(
@@ -427,4 +429,4 @@ class _Correction:
             log.warning("result re-sent: an earlier invocation died before sending it")
         else:
             log.info("LLM job for a succeeded job: nothing to do")
-        return Outcome.DUPLICATE
+        return CorrectionOutcome.DUPLICATE

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from botocore.exceptions import ClientError
 
-from chalicelib.correctors import Corrector, ModelRejectedError
-from chalicelib.prompt import PROMPT_VERSION, PromptContext, numbered, user_message
+from chalicelib.correction.correctors import Corrector, ModelRejectedError
+from chalicelib.correction.prompt import PROMPT_VERSION, PromptContext, numbered, user_message
+from chalicelib.correction.validation import AnswerRefusedError, validate
 from chalicelib.timed_text import TimedLine, TimedTranscript, chunks
-from chalicelib.validation import AnswerRefusedError, validate
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -136,8 +136,8 @@ class CorrectionParams:
 
 def fingerprint(corrector: Corrector, context: PromptContext, lines: Sequence[TimedLine]) -> str:
     material = "\x1f".join(
-        (PROMPT_VERSION, corrector.identity, context.language, context.details, context.glossary,
-         numbered(lines))
+        (PROMPT_VERSION, corrector.identity, context.language_code, context.details,
+         context.glossary, numbered(lines))
     )  # fmt: skip
     return hashlib.sha256(material.encode()).hexdigest()[:40]
 
@@ -170,7 +170,7 @@ def correct_chunk(
     return ChunkResult(False, {}, reason=reason, model_calls=calls)
 
 
-def correct(
+def correct_transcript(
     transcript: TimedTranscript,
     *,
     corrector: Corrector,

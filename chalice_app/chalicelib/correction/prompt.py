@@ -33,13 +33,13 @@ Transcript lines:
 
 @dataclass(frozen=True)
 class PromptContext:
-    language: str  # a Whisper language code
+    language_code: str  # Whisper's, e.g. "he"
     details: str
     glossary: str
 
     @property
     def system(self) -> str:
-        return SYSTEM.format(language=language_name(self.language).title())
+        return SYSTEM.format(language=language_name(self.language_code).title())
 
 
 def numbered(lines: Sequence[TimedLine]) -> str:

@@ -1,0 +1,2 @@
+"""The LLM Caller Lambda: a timed transcript in, corrected chunk by chunk by a model, the
+final transcripts and a ``Result`` out."""
