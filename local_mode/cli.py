@@ -198,7 +198,6 @@ def run_local(args: argparse.Namespace, console: Console) -> RunResult:
     with LocalDeployment(options) as deployment:
         # The Chalice app configures logging when it is imported, as it does in Lambda.
         configure_logging("INFO", service="local", stream=log_stream)
-        outputs = deployment.outputs
 
         def scaled_in() -> bool:
             scaler = deployment.scaler
@@ -209,8 +208,8 @@ def run_local(args: argparse.Namespace, console: Console) -> RunResult:
         target = _Target(
             s3=boto3.client("s3"),
             sqs=boto3.client("sqs"),
-            bucket=outputs["BucketName"],
-            results_queue_url=outputs["ResultsQueueUrl"],
+            bucket=deployment.stack.bucket,
+            results_queue_url=deployment.stack.results_queue_url,
             statuses=deployment.file_statuses,
             settled=scaled_in,
             # A fresh emulated bucket each run: the upload state belongs to it, not the folder.

@@ -14,13 +14,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 
-from cloudformation.stack import (
-    apply_emulator_gaps,
-    create_stack,
-    emulator_parameters,
-    load_template,
-    physical_ids,
-)
+from cloudformation.emulated import EmulatedStack, create_emulated_stack
+from cloudformation.stack import load_template
 from local_mode.emulator import Emulator, environment, moto_server
 from local_mode.lambda_runtime import QueueTrigger, sqs_event, with_version_ids
 from local_mode.lambdas import chalice_functions, load_chalice_app
@@ -62,16 +57,23 @@ class LocalOptions:
     worker_overrides: dict[str, str] = field(default_factory=dict)
 
 
-def lambda_environment(outputs: dict[str, str], options: LocalOptions) -> dict[str, str]:
+def _resource_environment(stack: EmulatedStack) -> dict[str, str]:
+    """The stack's resources as the Lambdas and the worker read them from their environment."""
+    return {
+        core.ENV_BUCKET: stack.bucket,
+        core.ENV_JOB_TABLE: stack.job_table,
+        core.ENV_AUDIO_QUEUE_URL: stack.audio_queue_url,
+        core.ENV_LLM_QUEUE_URL: stack.llm_queue_url,
+        core.ENV_RESULTS_QUEUE_URL: stack.results_queue_url,
+        core.ENV_ASG_NAME: stack.asg_name,
+    }
+
+
+def lambda_environment(stack: EmulatedStack, options: LocalOptions) -> dict[str, str]:
     """What ``.chalice/config.json`` gives both functions, from the stack's outputs."""
     values = {
-        core.ENV_BUCKET: outputs["BucketName"],
-        core.ENV_JOB_TABLE: outputs["JobTableName"],
-        core.ENV_AUDIO_QUEUE_URL: outputs["AudioQueueUrl"],
-        core.ENV_LLM_QUEUE_URL: outputs["LlmQueueUrl"],
-        core.ENV_RESULTS_QUEUE_URL: outputs["ResultsQueueUrl"],
-        core.ENV_ASG_NAME: outputs["GpuAsgName"],
-        "LLM_QUEUE_NAME": outputs["LlmQueueName"],
+        **_resource_environment(stack),
+        "LLM_QUEUE_NAME": stack.llm_queue_name,
         "CORRECTOR": options.corrector,
         "OPENAI_MODEL": options.llm_model,
     }
@@ -82,19 +84,14 @@ def lambda_environment(outputs: dict[str, str], options: LocalOptions) -> dict[s
 
 
 def worker_environment(
-    outputs: dict[str, str], options: LocalOptions, emulator: Emulator, instance_id: str
+    stack: EmulatedStack, options: LocalOptions, emulator: Emulator, instance_id: str
 ) -> dict[str, str]:
     """What the launch template's user data writes to the worker's environment file."""
     models = ",".join(f"{lang}={path}" for lang, path in options.models.items())
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
         **emulator.environment(),
-        core.ENV_BUCKET: outputs["BucketName"],
-        core.ENV_JOB_TABLE: outputs["JobTableName"],
-        core.ENV_AUDIO_QUEUE_URL: outputs["AudioQueueUrl"],
-        core.ENV_LLM_QUEUE_URL: outputs["LlmQueueUrl"],
-        core.ENV_RESULTS_QUEUE_URL: outputs["ResultsQueueUrl"],
-        core.ENV_ASG_NAME: outputs["GpuAsgName"],
+        **_resource_environment(stack),
         "WORKER_ENGINE": options.engine,
         "WORKER_MODELS": models,
         "WORKER_DEVICE": "cpu",
@@ -110,8 +107,8 @@ class LocalDeployment:
 
     def __init__(self, options: LocalOptions) -> None:
         self.options = options
-        self._stack = ExitStack()
-        self.outputs: dict[str, str] = {}
+        self._cleanup = ExitStack()
+        self._resources: EmulatedStack | None = None
         self.emulator: Emulator | None = None
         self.scaler: LocalScaler | None = None
         self.llm_trigger: QueueTrigger | None = None
@@ -121,7 +118,7 @@ class LocalDeployment:
         try:
             self._start()
         except BaseException:
-            self._stack.close()
+            self._cleanup.close()
             raise
         return self
 
@@ -131,58 +128,57 @@ class LocalDeployment:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stack.close()
+        self._cleanup.close()
+
+    @property
+    def stack(self) -> EmulatedStack:
+        """What the emulated stack created; there once the deployment has started."""
+        if self._resources is None:
+            raise RuntimeError("the local deployment has not started")
+        return self._resources
 
     def _start(self) -> None:
         options = self.options
         options.work_dir.mkdir(parents=True, exist_ok=True)
-        emulator = self._stack.enter_context(moto_server())
+        emulator = self._cleanup.enter_context(moto_server())
         self.emulator = emulator
-        self._stack.enter_context(environment(emulator.environment()))
-        cfn = boto3.client("cloudformation")
-        parameters = {
-            **emulator_parameters(cfn, boto3.client("ec2")),
-            "IdleShutdownSeconds": str(options.idle_shutdown_seconds),
-        }
-        self.outputs = create_stack(cfn, parameters, stack_name=STACK_NAME)
-        template = load_template()
-        ids = physical_ids(cfn, STACK_NAME)
-        apply_emulator_gaps(boto3.client("s3"), boto3.client("dynamodb"), template, ids)
+        self._cleanup.enter_context(environment(emulator.environment()))
+        stack = create_emulated_stack(
+            {"IdleShutdownSeconds": str(options.idle_shutdown_seconds)}, stack_name=STACK_NAME
+        )
+        self._resources = stack
         log.info(
             "emulated stack created",
-            extra={"endpoint_url": emulator.endpoint_url, "outputs": self.outputs},
+            extra={"endpoint_url": emulator.endpoint_url, "outputs": stack.outputs},
         )
-        self._stack.enter_context(environment(lambda_environment(self.outputs, options)))
+        self._cleanup.enter_context(environment(lambda_environment(stack, options)))
 
         functions = chalice_functions(load_chalice_app())
         sqs = boto3.client("sqs")
         self.dispatch_trigger = self._notification_trigger(sqs, functions.dispatcher)
-        llm_arn = sqs.get_queue_attributes(
-            QueueUrl=self.outputs["LlmQueueUrl"], AttributeNames=["QueueArn"]
-        )["Attributes"]["QueueArn"]
         self.llm_trigger = QueueTrigger(
             sqs,
-            self.outputs["LlmQueueUrl"],
-            llm_arn,
+            stack.llm_queue_url,
+            stack.outputs["LlmQueueArn"],
             functions.llm_caller,
             function_name=functions.llm_caller_name,
             make_event=sqs_event,
             batch_size=LLM_CALLER_BATCH_SIZE,
             max_concurrency=LLM_CALLER_CONCURRENCY,
         )
-        alarm = scaling_alarm(template, ids)
+        alarm = scaling_alarm(load_template(), stack.ids)
         self.scaler = LocalScaler(
             boto3.client("autoscaling"),
             sqs,
-            self.outputs["GpuAsgName"],
+            stack.asg_name,
             alarm,
             self._start_worker,
         )
         for trigger in (self.dispatch_trigger, self.llm_trigger):
             trigger.start()
-            self._stack.callback(trigger.stop)
+            self._cleanup.callback(trigger.stop)
         self.scaler.start()
-        self._stack.callback(self.scaler.stop)
+        self._cleanup.callback(self.scaler.stop)
 
     def _notification_trigger(self, sqs: Any, dispatcher: Any) -> QueueTrigger:
         """Wire the bucket's ObjectCreated notification (as `chalice deploy` does) via SQS."""
@@ -201,7 +197,7 @@ class LocalDeployment:
             "QueueArn"
         ]
         boto3.client("s3").put_bucket_notification_configuration(
-            Bucket=self.outputs["BucketName"],
+            Bucket=self.stack.bucket,
             NotificationConfiguration={
                 "QueueConfigurations": [
                     {
@@ -226,7 +222,7 @@ class LocalDeployment:
 
     def _start_worker(self, instance_id: str) -> subprocess.Popen[bytes]:
         assert self.emulator is not None
-        env = worker_environment(self.outputs, self.options, self.emulator, instance_id)
+        env = worker_environment(self.stack, self.options, self.emulator, instance_id)
         log_path = self.options.log_file or (self.options.work_dir / "worker.log")
         log_file = log_path.open("ab")
         process = subprocess.Popen(
@@ -243,13 +239,11 @@ class LocalDeployment:
         """Messages left (visible, in flight or delayed) in every queue and DLQ of the stack."""
         sqs = boto3.client("sqs")
         depths: dict[str, int] = {}
-        for name, url in self.outputs.items():
-            if not name.endswith(("QueueUrl", "DlqUrl")):
-                continue
+        for name, url in self.stack.queue_urls().items():
             attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])[
                 "Attributes"
             ]
-            depths[name.removesuffix("Url")] = sum(
+            depths[name] = sum(
                 int(attributes.get(attribute, "0"))
                 for attribute in (
                     "ApproximateNumberOfMessages",
@@ -261,12 +255,12 @@ class LocalDeployment:
 
     def desired_capacity(self) -> int:
         groups = boto3.client("autoscaling").describe_auto_scaling_groups(
-            AutoScalingGroupNames=[self.outputs["GpuAsgName"]]
+            AutoScalingGroupNames=[self.stack.asg_name]
         )["AutoScalingGroups"]
         return groups[0]["DesiredCapacity"]
 
     def job_table(self) -> JobTable:
-        return JobTable(boto3.client("dynamodb"), self.outputs["JobTableName"])
+        return JobTable(boto3.client("dynamodb"), self.stack.job_table)
 
     def file_statuses(self, keys: list[str]) -> list[FileStatus]:
         return job_statuses(self.job_table(), keys)

@@ -6,8 +6,9 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import ClientError
-from cfn_stack import REGION, create_emulated_stack
 from moto import mock_aws
+
+from cloudformation.emulated import REGION, create_emulated_stack
 
 
 def test_llm_queue_visibility_is_six_times_a_shorter_caller_timeout() -> None:

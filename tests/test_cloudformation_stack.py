@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
-from cfn_stack import REGION, Stack, create_emulated_stack
 from moto import mock_aws
 
+from cloudformation.emulated import REGION, EmulatedStack, create_emulated_stack
 from cloudformation.stack import OUTPUT_NAMES
 from pipeline_core import keys
 from pipeline_core.config import WorkerSettings
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack() -> Iterator[EmulatedStack]:
     """One stack for this module's tests (each uses its own objects and messages)."""
     with mock_aws():
         yield create_emulated_stack()
@@ -40,7 +40,7 @@ def _receive_one(sqs: SQSClient, url: str, visibility: int | None = None) -> Any
     return messages[0] if messages else None
 
 
-def test_stack_has_every_output_the_other_parts_read(stack: Stack) -> None:
+def test_stack_has_every_output_the_other_parts_read(stack: EmulatedStack) -> None:
     assert set(OUTPUT_NAMES) <= set(stack.outputs)
     assert stack.outputs["AudioQueueUrl"] == stack.ids["AudioQueue"]
     assert stack.outputs["LlmQueueUrl"].endswith("/" + stack.outputs["LlmQueueName"])
@@ -53,7 +53,7 @@ def test_stack_has_every_output_the_other_parts_read(stack: Stack) -> None:
     assert re.fullmatch(pattern, group["AutoScalingGroupARN"])
 
 
-def test_a_job_travels_through_the_bucket_queues_and_table(stack: Stack) -> None:
+def test_a_job_travels_through_the_bucket_queues_and_table(stack: EmulatedStack) -> None:
     s3 = boto3.client("s3", region_name=REGION)
     sqs = boto3.client("sqs", region_name=REGION)
     dynamodb = boto3.client("dynamodb", region_name=REGION)
@@ -141,7 +141,7 @@ def test_a_job_travels_through_the_bucket_queues_and_table(stack: Stack) -> None
     ],
 )
 def test_a_message_received_three_times_moves_to_its_dlq(
-    stack: Stack, queue: str, dlq: str
+    stack: EmulatedStack, queue: str, dlq: str
 ) -> None:
     sqs = boto3.client("sqs", region_name=REGION)
     sqs.send_message(QueueUrl=stack.outputs[queue], MessageBody='{"poison": true}')
@@ -153,7 +153,7 @@ def test_a_message_received_three_times_moves_to_its_dlq(
     assert json.loads(dead["Body"]) == {"poison": True}
 
 
-def test_queue_attributes_follow_the_worker_and_lambda_rules(stack: Stack) -> None:
+def test_queue_attributes_follow_the_worker_and_lambda_rules(stack: EmulatedStack) -> None:
     sqs = boto3.client("sqs", region_name=REGION)
 
     def attributes(name: str) -> dict[str, str]:
@@ -173,7 +173,7 @@ def test_queue_attributes_follow_the_worker_and_lambda_rules(stack: Stack) -> No
         assert attributes(dlq_name)["SqsManagedSseEnabled"] == "true"
 
 
-def test_job_table_is_keyed_on_job_id_with_ttl_and_recovery(stack: Stack) -> None:
+def test_job_table_is_keyed_on_job_id_with_ttl_and_recovery(stack: EmulatedStack) -> None:
     dynamodb = boto3.client("dynamodb", region_name=REGION)
     name = stack.outputs["JobTableName"]
     table = dynamodb.describe_table(TableName=name)["Table"]
@@ -187,7 +187,7 @@ def test_job_table_is_keyed_on_job_id_with_ttl_and_recovery(stack: Stack) -> Non
     assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
 
 
-def test_bucket_blocks_public_access_and_keeps_versions(stack: Stack) -> None:
+def test_bucket_blocks_public_access_and_keeps_versions(stack: EmulatedStack) -> None:
     s3 = boto3.client("s3", region_name=REGION)
     bucket = stack.outputs["BucketName"]
     block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
@@ -211,7 +211,7 @@ def _user_data_env(user_data_b64: str) -> dict[str, str]:
     return env
 
 
-def test_launch_template_configures_the_worker_from_the_stack(stack: Stack) -> None:
+def test_launch_template_configures_the_worker_from_the_stack(stack: EmulatedStack) -> None:
     ec2 = boto3.client("ec2", region_name=REGION)
     (version,) = ec2.describe_launch_template_versions(
         LaunchTemplateId=stack.ids["WorkerLaunchTemplate"]
@@ -240,7 +240,7 @@ def test_launch_template_configures_the_worker_from_the_stack(stack: Stack) -> N
     assert env["AWS_DEFAULT_REGION"] == REGION
 
 
-def test_gpu_group_starts_empty_on_spot_across_gpu_types(stack: Stack) -> None:
+def test_gpu_group_starts_empty_on_spot_across_gpu_types(stack: EmulatedStack) -> None:
     autoscaling = boto3.client("autoscaling", region_name=REGION)
     (group,) = autoscaling.describe_auto_scaling_groups(
         AutoScalingGroupNames=[stack.outputs["GpuAsgName"]]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from cfn_stack import REGION, create_emulated_stack
 
 from cloudformation.deploy_tools import empty_bucket, main, onprem_toml, read_outputs
+from cloudformation.emulated import REGION, create_emulated_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 # No AWS anything, not even the AWS CLI on PATH: a dry run must need none of it.

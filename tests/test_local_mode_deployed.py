@@ -35,9 +35,9 @@ def test_aws_mode_drives_a_deployed_stack_as_the_onprem_user(tmp_path: Path) -> 
     with LocalDeployment(options) as deployment:
         settings = tmp_path / "onprem.toml"
         settings.write_text(
-            f'bucket = "{deployment.outputs["BucketName"]}"\n'
-            f'results_queue_url = "{deployment.outputs["ResultsQueueUrl"]}"\n'
-            f'job_table = "{deployment.outputs["JobTableName"]}"\n'
+            f'bucket = "{deployment.stack.bucket}"\n'
+            f'results_queue_url = "{deployment.stack.results_queue_url}"\n'
+            f'job_table = "{deployment.stack.job_table}"\n'
             f'state_file = "{state_file}"\n',
             encoding="utf-8",
         )

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import boto3
 
-from cloudformation.stack import create_stack, emulator_parameters, load_template, physical_ids
+from cloudformation.emulated import create_emulated_stack
+from cloudformation.stack import load_template
 from local_mode.template import scaling_alarm
 
 
 def test_scaling_alarm_comes_from_the_template(aws: None) -> None:
-    cfn = boto3.client("cloudformation")
-    outputs = create_stack(cfn, emulator_parameters(cfn, boto3.client("ec2")), stack_name="t")
-    alarm = scaling_alarm(load_template(), physical_ids(cfn, "t"))
-    assert alarm.queue_url == outputs["AudioQueueUrl"]
+    stack = create_emulated_stack()
+    alarm = scaling_alarm(load_template(), stack.ids)
+    assert alarm.queue_url == stack.audio_queue_url
     assert alarm.metric == "ApproximateNumberOfMessagesVisible"
     assert alarm.comparison == "GreaterThanOrEqualToThreshold"
     assert alarm.threshold == 1

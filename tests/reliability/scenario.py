@@ -75,8 +75,7 @@ class Scenario:
         self.deployment = deployment
         self.model = model
         self.work_dir = work_dir
-        outputs = deployment.outputs
-        self.bucket = outputs["BucketName"]
+        self.bucket = deployment.stack.bucket
         self.s3: S3Client = boto3.client("s3")
         self.sqs: SQSClient = boto3.client("sqs")
         self.table: JobTable = deployment.job_table()
@@ -111,7 +110,7 @@ class Scenario:
 
     def collect_results(self) -> list[Result]:
         """Drain the Results Queue (what the on-prem poller would fetch)."""
-        url = self.deployment.outputs["ResultsQueueUrl"]
+        url = self.deployment.stack.results_queue_url
         while True:
             messages = self.sqs.receive_message(
                 QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0
@@ -203,11 +202,7 @@ class Scenario:
     # ---- the promise ------------------------------------------------------------------
 
     def queues(self) -> dict[str, str]:
-        return {
-            name.removesuffix("Url"): url
-            for name, url in self.deployment.outputs.items()
-            if name.endswith(("QueueUrl", "DlqUrl"))
-        }
+        return self.deployment.stack.queue_urls()
 
     def check(
         self,

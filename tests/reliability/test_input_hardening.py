@@ -92,7 +92,7 @@ def test_hostile_names_messages_and_prompts(tmp_path: Path, fox_mp3: Path, repor
 
         # The poller at home gets every Result again (at-least-once), plus a forged one
         # whose output key climbs out of final-output/ and out of the local folder.
-        results_url = run.deployment.outputs["ResultsQueueUrl"]
+        results_url = run.deployment.stack.results_queue_url
         forged = Result(
             source_file="audio-input/evil.mp3",
             output_file=f"s3://{run.bucket}/final-output/../../../evil.txt",

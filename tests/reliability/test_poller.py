@@ -43,7 +43,7 @@ def poll(run: Scenario, out: Path, *, prefix: list[str] | None = None, code: str
     emulator = run.deployment.emulator
     assert emulator is not None
     command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "onprem"]
-    args = ["poll", "--once", "--queue-url", run.deployment.outputs["ResultsQueueUrl"],
+    args = ["poll", "--once", "--queue-url", run.deployment.stack.results_queue_url,
             "--output-dir", str(out), "--wait-seconds", "1"]  # fmt: skip
     env = {**os.environ, **emulator.environment(), "PYTHONPATH": str(REPO)}
     return subprocess.run(
@@ -58,7 +58,7 @@ def test_poller_killed_before_delete_and_read_only_folder_lose_nothing(
     out = tmp_path / "home"
     out.mkdir()
     with scenario(tmp_path / "run") as run:
-        results_url = run.deployment.outputs["ResultsQueueUrl"]
+        results_url = run.deployment.stack.results_queue_url
         # Test timing: a message a dead poller held is back in 2 s, not the stack's 300 s.
         run.sqs.set_queue_attributes(QueueUrl=results_url, Attributes={"VisibilityTimeout": "2"})
         good = run.upload("lecture.mp3", fox_mp3)
