@@ -17,6 +17,7 @@ from chalice.test import Client
 
 from app import app
 from chalicelib import entrypoints
+from cloudformation.emulated import REGION, EmulatedStack, create_emulated_stack
 from pipeline_core.contracts import Result
 from pipeline_core.jobs import JobRecord, JobTable
 
@@ -25,37 +26,13 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
-REGION = "us-east-1"
-BUCKET = "transcription-test"
-
-
-def _queue(sqs: SQSClient, name: str, dlq: bool, visibility: int = 30) -> tuple[str, str, str]:
-    attributes: dict[Any, str] = {"VisibilityTimeout": str(visibility)}
-    dlq_url = ""
-    if dlq:
-        dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-        attributes["RedrivePolicy"] = json.dumps(
-            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "3"}
-        )
-    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    return url, arn, dlq_url
-
 
 @dataclass
 class Deployment:
     """One stage in moto; ``client(**env)`` renders the stage with test overrides."""
 
     project_dir: Path
-    outputs: dict[str, str]
-    table_name: str
-    audio_dlq_url: str
-    llm_dlq_url: str
+    stack: EmulatedStack
     s3: S3Client = field(default_factory=lambda: boto3.client("s3", region_name=REGION))
     sqs: SQSClient = field(default_factory=lambda: boto3.client("sqs", region_name=REGION))
     autoscaling: AutoScalingClient = field(
@@ -63,8 +40,12 @@ class Deployment:
     )
 
     @property
+    def outputs(self) -> dict[str, str]:
+        return self.stack.outputs
+
+    @property
     def bucket(self) -> str:
-        return self.outputs["BucketName"]
+        return self.stack.bucket
 
     def client(
         self,
@@ -93,7 +74,7 @@ class Deployment:
     # -- reading what the functions did ----------------------------------------------------
 
     def table(self) -> JobTable:
-        return JobTable(boto3.client("dynamodb", region_name=REGION), self.table_name)
+        return JobTable(boto3.client("dynamodb", region_name=REGION), self.stack.job_table)
 
     def job(self, job_id: str) -> JobRecord:
         record = self.table().get(job_id)
@@ -114,11 +95,11 @@ class Deployment:
                 self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
     def results(self) -> list[Result]:
-        return [Result.from_json(body) for body in self.drain(self.outputs["ResultsQueueUrl"])]
+        return [Result.from_json(body) for body in self.drain(self.stack.results_queue_url)]
 
     def desired_capacity(self) -> int:
         group = self.autoscaling.describe_auto_scaling_groups(
-            AutoScalingGroupNames=[self.outputs["GpuAsgName"]]
+            AutoScalingGroupNames=[self.stack.asg_name]
         )["AutoScalingGroups"][0]
         return group["DesiredCapacity"]
 
@@ -146,48 +127,16 @@ def s3_event(client: Client, deployment: Deployment, key: str, **obj: Any) -> di
     return event
 
 
-def deploy(tmp_path: Path, job_table_name: str, *, versioned: bool = False) -> Deployment:
-    """Create the stack's resources in moto (inside an active ``mock_aws``)."""
-    s3 = boto3.client("s3", region_name=REGION)
-    s3.create_bucket(Bucket=BUCKET)
-    if versioned:
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    sqs = boto3.client("sqs", region_name=REGION)
-    audio_url, audio_arn, audio_dlq = _queue(sqs, "audio", dlq=True, visibility=600)
-    llm_url, llm_arn, llm_dlq = _queue(sqs, "llm", dlq=True, visibility=5400)
-    results_url, results_arn, _ = _queue(sqs, "results", dlq=False)
-    ec2 = boto3.client("ec2", region_name=REGION)
-    ec2.create_launch_template(
-        LaunchTemplateName="gpu-worker",
-        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "g5.xlarge"},
-    )
-    autoscaling = boto3.client("autoscaling", region_name=REGION)
-    autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName="gpu-workers",
-        LaunchTemplate={"LaunchTemplateName": "gpu-worker", "Version": "$Latest"},
-        MinSize=0,
-        MaxSize=1,
-        DesiredCapacity=0,
-        AvailabilityZones=[f"{REGION}a"],
-    )
-    asg_arn = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["gpu-workers"])[
-        "AutoScalingGroups"
-    ][0]["AutoScalingGroupARN"]
-    table_arn = boto3.client("dynamodb", region_name=REGION).describe_table(
-        TableName=job_table_name
-    )["Table"]["TableArn"]
-    outputs = {
-        "BucketName": BUCKET,
-        "AudioQueueUrl": audio_url,
-        "AudioQueueArn": audio_arn,
-        "LlmQueueUrl": llm_url,
-        "LlmQueueArn": llm_arn,
-        "LlmQueueName": "llm",
-        "ResultsQueueUrl": results_url,
-        "ResultsQueueArn": results_arn,
-        "JobTableName": job_table_name,
-        "JobTableArn": table_arn,
-        "GpuAsgName": "gpu-workers",
-        "GpuAsgArn": asg_arn,
-    }
-    return Deployment(tmp_path, outputs, job_table_name, audio_dlq, llm_dlq)
+def deploy(tmp_path: Path, *, versioned: bool = False) -> Deployment:
+    """The stack created from the template (inside an active ``mock_aws``), and a stage for it.
+
+    The template's bucket is versioned; ``versioned=False`` suspends versioning, for the
+    tests of S3 events that carry no ``versionId`` (a job keyed on the ETag).
+    """
+    stack = create_emulated_stack()
+    deployment = Deployment(tmp_path, stack)
+    if not versioned:
+        deployment.s3.put_bucket_versioning(
+            Bucket=stack.bucket, VersioningConfiguration={"Status": "Suspended"}
+        )
+    return deployment

@@ -23,8 +23,8 @@ HEBREW_DETAILS = "בבא קמא דף ב עמוד א"
 
 
 @pytest.fixture
-def stack(tmp_path: Path, job_table_name: str) -> Deployment:
-    return deploy(tmp_path, job_table_name)
+def stack(tmp_path: Path, aws: None) -> Deployment:
+    return deploy(tmp_path)
 
 
 def upload(stack: Deployment, key: str, body: bytes = b"ID3fake-mp3-bytes", **meta: str) -> None:
@@ -75,10 +75,8 @@ def test_duplicate_events_make_one_job_and_one_message(stack: Deployment, copies
     assert stack.desired_capacity() == 1
 
 
-def test_each_version_of_a_versioned_object_is_its_own_job(
-    tmp_path: Path, job_table_name: str
-) -> None:
-    stack = deploy(tmp_path, job_table_name, versioned=True)
+def test_each_version_of_a_versioned_object_is_its_own_job(tmp_path: Path, aws: None) -> None:
+    stack = deploy(tmp_path, versioned=True)
     client = stack.client()
     key = "audio-input/re-recorded.mp3"
     versions = []

@@ -28,8 +28,8 @@ LECTURE = [
 
 
 @pytest.fixture
-def stack(tmp_path: Path, job_table_name: str) -> Deployment:
-    return deploy(tmp_path, job_table_name)
+def stack(tmp_path: Path, aws: None) -> Deployment:
+    return deploy(tmp_path)
 
 
 @pytest.fixture
@@ -322,7 +322,7 @@ def test_persistent_throttling_ends_in_the_dlq_after_three_receives(
     # Botocore retried each call (2 attempts) in each of the 3 invocations.
     assert len(model.converse_calls()) == 6
     assert stack.sqs.receive_message(QueueUrl=queue_url).get("Messages", []) == []
-    [dead] = stack.drain(stack.llm_dlq_url)
+    [dead] = stack.drain(stack.outputs["LlmDlqUrl"])
     assert LlmJob.from_json(dead).job_id == job.job_id
     # The user still gets an outcome: the transcript as recognised.
     result = only_result(stack)
@@ -364,7 +364,7 @@ def test_a_duplicate_while_another_invocation_corrects_is_left_alone(
     job = transcribed(stack, LECTURE)
     assert job.job_id is not None
     assert try_claim(
-        stack.table()._client, stack.table_name, job.job_id,
+        stack.table()._client, stack.outputs["JobTableName"], job.job_id,
         lease_field="correction_lease_until", owner="another-invocation", lease_ms=60_000,
         states=ACTIVE_STATES,
     )  # fmt: skip
