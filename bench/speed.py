@@ -159,7 +159,7 @@ def _loop_once(engine: AsrEngine, spec: EngineSpec, device: str, clips: list[Cli
         world.run_worker(engine, spec.engine, str(model_dir(spec.engine, spec.model)), device)
         took = time.perf_counter() - started
         handed_off = world.clients.sqs.get_queue_attributes(
-            QueueUrl=world.llm_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+            QueueUrl=world.stack.llm_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
         )["Attributes"]["ApproximateNumberOfMessages"]
         if int(handed_off) != len(clips):
             raise RuntimeError(f"the worker handed off {handed_off} of {len(clips)} files")

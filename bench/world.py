@@ -20,6 +20,7 @@ import boto3
 from moto import mock_aws
 
 from bench.paths import ensure_chalicelib
+from cloudformation.emulated import REGION, EmulatedStack, create_emulated_stack
 from gpu_worker.daemon import AwsClients, Worker
 from gpu_worker.lifecycle.stopping import StopController
 from gpu_worker.transcription.engine_cache import EngineCache
@@ -29,7 +30,6 @@ from pipeline_core.metadata import encode_metadata
 if TYPE_CHECKING:
     from gpu_worker.transcription.engines import AsrEngine
 
-REGION = "us-east-1"
 _FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -42,25 +42,22 @@ _FAKE_CREDENTIALS = {
 class World:
     session: boto3.Session
     clients: AwsClients
-    bucket: str
-    job_table: str
-    audio_queue_url: str
-    llm_queue_url: str
-    results_queue_url: str
-    asg_name: str
+    stack: EmulatedStack
     calls: Counter[str] = field(default_factory=Counter)  # "<service>.<Operation>" -> count
 
     def upload(self, name: str, path: Path, language: str) -> tuple[str, dict[str, Any]]:
         """Put ``path`` under audio-input/ and return its key and the S3 event record."""
         key = f"audio-input/{name}"
         metadata = encode_metadata(language, "")
-        self.clients.s3.upload_file(str(path), self.bucket, key, ExtraArgs={"Metadata": metadata})
-        head = self.clients.s3.head_object(Bucket=self.bucket, Key=key)
+        self.clients.s3.upload_file(
+            str(path), self.stack.bucket, key, ExtraArgs={"Metadata": metadata}
+        )
+        head = self.clients.s3.head_object(Bucket=self.stack.bucket, Key=key)
         record = {
             "eventSource": "aws:s3",
             "eventName": "ObjectCreated:Put",
             "s3": {
-                "bucket": {"name": self.bucket},
+                "bucket": {"name": self.stack.bucket},
                 "object": {
                     "key": key,
                     "size": head["ContentLength"],
@@ -76,11 +73,11 @@ class World:
         from chalicelib.dispatch.dispatcher import DispatcherClients, handle_s3_event
 
         settings = DispatcherSettings(
-            bucket=self.bucket,
-            job_table=self.job_table,
-            audio_queue_url=self.audio_queue_url,
-            results_queue_url=self.results_queue_url,
-            asg_name=self.asg_name,
+            bucket=self.stack.bucket,
+            job_table=self.stack.job_table,
+            audio_queue_url=self.stack.audio_queue_url,
+            results_queue_url=self.stack.results_queue_url,
+            asg_name=self.stack.asg_name,
             default_language=None,
             log_level="WARNING",
         )
@@ -94,11 +91,11 @@ class World:
 
     def worker_settings(self, engine: str, model_dir: str, device: str) -> WorkerSettings:
         return WorkerSettings(
-            bucket=self.bucket,
-            job_table=self.job_table,
-            audio_queue_url=self.audio_queue_url,
-            llm_queue_url=self.llm_queue_url,
-            results_queue_url=self.results_queue_url,
+            bucket=self.stack.bucket,
+            job_table=self.stack.job_table,
+            audio_queue_url=self.stack.audio_queue_url,
+            llm_queue_url=self.stack.llm_queue_url,
+            results_queue_url=self.stack.results_queue_url,
             asg_name=None,  # exit when the queue is empty instead of leaving a group
             engine=engine,
             models={"*": model_dir},
@@ -127,16 +124,16 @@ class World:
         from chalicelib.correction.llm_caller import Delivery, LlmCallerClients, handle_llm_message
 
         settings = LlmCallerSettings(
-            bucket=self.bucket,
-            job_table=self.job_table,
-            results_queue_url=self.results_queue_url,
+            bucket=self.stack.bucket,
+            job_table=self.stack.job_table,
+            results_queue_url=self.stack.results_queue_url,
             corrector="none",
             bedrock_model_id="none",
             openai_base_url=None,
             openai_model="none",
             glossary_key=None,
             log_level="WARNING",
-            llm_queue_url=self.llm_queue_url,
+            llm_queue_url=self.stack.llm_queue_url,
         )
         clients = LlmCallerClients(
             s3=self.clients.s3, sqs=self.clients.sqs, dynamodb=self.clients.dynamodb
@@ -144,14 +141,14 @@ class World:
         handled = 0
         while True:
             messages = self.clients.sqs.receive_message(
-                QueueUrl=self.llm_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+                QueueUrl=self.stack.llm_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
             ).get("Messages", [])
             if not messages:
                 return handled
             for message in messages:
                 handle_llm_message(Delivery(message["Body"]), clients, settings, None)
                 self.clients.sqs.delete_message(
-                    QueueUrl=self.llm_queue_url, ReceiptHandle=message["ReceiptHandle"]
+                    QueueUrl=self.stack.llm_queue_url, ReceiptHandle=message["ReceiptHandle"]
                 )
                 handled += 1
 
@@ -159,14 +156,14 @@ class World:
         bodies: list[dict[str, Any]] = []
         while True:
             messages = self.clients.sqs.receive_message(
-                QueueUrl=self.results_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+                QueueUrl=self.stack.results_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
             ).get("Messages", [])
             if not messages:
                 return bodies
             for message in messages:
                 bodies.append(json.loads(message["Body"]))
                 self.clients.sqs.delete_message(
-                    QueueUrl=self.results_queue_url, ReceiptHandle=message["ReceiptHandle"]
+                    QueueUrl=self.stack.results_queue_url, ReceiptHandle=message["ReceiptHandle"]
                 )
 
 
@@ -188,9 +185,10 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 @contextmanager
 def moto_world() -> Iterator[World]:
-    """Fresh bucket, job table, queues and a one-instance GPU group, in moto's mock."""
+    """The pipeline's stack created from the template in a fresh moto mock."""
     with _environment(_FAKE_CREDENTIALS), mock_aws():
         session = boto3.Session(region_name=REGION)
+        stack = create_emulated_stack(stack_name="bench", session=session)
         calls: Counter[str] = Counter()
 
         def count_call(event_name: str, **_: Any) -> None:
@@ -204,45 +202,5 @@ def moto_world() -> Iterator[World]:
             dynamodb=session.client("dynamodb"),
             autoscaling=session.client("autoscaling"),
         )
-        suffix = secrets.token_hex(4)
-        bucket = f"bench-{suffix}"
-        clients.s3.create_bucket(Bucket=bucket)
-        table = f"jobs-{suffix}"
-        clients.dynamodb.create_table(
-            TableName=table,
-            KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        queues = {
-            name: clients.sqs.create_queue(
-                QueueName=f"{name}-{suffix}", Attributes={"VisibilityTimeout": "300"}
-            )["QueueUrl"]
-            for name in ("audio", "llm", "results")
-        }
-        ec2 = session.client("ec2")
-        asg = f"gpu-{suffix}"
-        ec2.create_launch_template(
-            LaunchTemplateName=asg,
-            LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "g5.xlarge"},
-        )
-        clients.autoscaling.create_auto_scaling_group(
-            AutoScalingGroupName=asg,
-            LaunchTemplate={"LaunchTemplateName": asg},
-            MinSize=0,
-            MaxSize=1,
-            DesiredCapacity=0,
-            AvailabilityZones=[f"{REGION}a"],
-        )
-        world = World(
-            session=session,
-            clients=clients,
-            bucket=bucket,
-            job_table=table,
-            audio_queue_url=queues["audio"],
-            llm_queue_url=queues["llm"],
-            results_queue_url=queues["results"],
-            asg_name=asg,
-            calls=calls,
-        )
+        world = World(session=session, clients=clients, stack=stack, calls=calls)
         yield world

@@ -1,7 +1,7 @@
 """What the worker's tests (and the later reliability suite) build on.
 
-- ``Pipeline``: the AWS side in moto (bucket, job table, Audio Queue with its DLQ, LLM and
-  Results queues), through whatever boto3 endpoint is current (library mock or server);
+- ``Pipeline``: the AWS side in moto, the stack created from the template (bucket, job table,
+  queues with their DLQs, the GPU group), in the library mock or a moto server;
 - ``FakeImds``: a local HTTP server that imitates IMDSv2 (session token required);
 - ``WorkerProcess``: ``python -m gpu_worker`` as a real subprocess, its JSON log lines
   readable while it runs, so that a test can wait for ``paused after step`` and kill it;
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
+from cloudformation.emulated import REGION, EmulatedStack, create_emulated_stack
 from gpu_worker.daemon import AwsClients, Worker
 from gpu_worker.lifecycle.stopping import StopController
 from gpu_worker.transcription.engine_cache import EngineCache
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MAX_RECEIVES = 3
+MAX_RECEIVES = 3  # the template's maxReceiveCount on the Audio Queue
 
 
 @functools.cache
@@ -55,99 +56,51 @@ def tiny_engine() -> AsrEngine:
 
 @dataclass
 class Pipeline:
-    """The pipeline's AWS resources, created fresh under unique names."""
+    """The pipeline's stack, created from the template under a unique name."""
 
+    stack: EmulatedStack
     sqs: SQSClient
     s3: S3Client
     dynamodb: DynamoDBClient
     autoscaling: AutoScalingClient
-    bucket: str
-    job_table: str
-    audio_queue_url: str
-    audio_dlq_url: str
-    llm_queue_url: str
-    results_queue_url: str
     endpoint_url: str | None = None
-    asg_name: str | None = None
     instance_id: str | None = None
 
     @classmethod
     def create(cls, endpoint_url: str | None = None) -> Pipeline:
-        where: dict[str, Any] = {"region_name": "us-east-1", "endpoint_url": endpoint_url}
-        sqs: SQSClient = boto3.client("sqs", **where)
-        s3: S3Client = boto3.client("s3", **where)
-        dynamodb: DynamoDBClient = boto3.client("dynamodb", **where)
-        suffix = secrets.token_hex(4)
-        bucket = f"pipeline-{suffix}"
-        s3.create_bucket(Bucket=bucket)
-        table = f"jobs-{suffix}"
-        dynamodb.create_table(
-            TableName=table,
-            KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
+        """The stack in the emulator at ``endpoint_url`` (the library mock if None)."""
+        # A unique stack name: the tests of a module share one moto server.
+        stack = create_emulated_stack(
+            stack_name=f"pipeline-{secrets.token_hex(4)}", endpoint_url=endpoint_url
         )
-
-        def make_queue(name: str) -> tuple[str, str]:
-            dlq = sqs.create_queue(QueueName=f"{name}-dlq-{suffix}")["QueueUrl"]
-            dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
-                "Attributes"
-            ]["QueueArn"]
-            redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVES)}
-            url = sqs.create_queue(
-                QueueName=f"{name}-{suffix}",
-                Attributes={"RedrivePolicy": json.dumps(redrive), "VisibilityTimeout": "30"},
-            )["QueueUrl"]
-            return url, dlq
-
-        audio, audio_dlq = make_queue("audio")
-        llm, _ = make_queue("llm")
-        results, _ = make_queue("results")
+        where: dict[str, Any] = {"region_name": REGION, "endpoint_url": endpoint_url}
         return cls(
-            sqs=sqs,
-            s3=s3,
-            dynamodb=dynamodb,
+            stack=stack,
+            sqs=boto3.client("sqs", **where),
+            s3=boto3.client("s3", **where),
+            dynamodb=boto3.client("dynamodb", **where),
             autoscaling=boto3.client("autoscaling", **where),
-            bucket=bucket,
-            job_table=table,
-            audio_queue_url=audio,
-            audio_dlq_url=audio_dlq,
-            llm_queue_url=llm,
-            results_queue_url=results,
             endpoint_url=endpoint_url,
         )
 
     # ---- the world around the worker ------------------------------------------------
 
-    def create_gpu_group(self) -> str:
-        """A Spot GPU group as the stack makes it (min 0, max 1), running one instance."""
-        ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=self.endpoint_url)
-        name = f"gpu-{secrets.token_hex(4)}"
-        ec2.create_launch_template(
-            LaunchTemplateName=name,
-            LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "g5.xlarge"},
+    def start_gpu_instance(self) -> str:
+        """One instance in the stack's Spot GPU group (0..1), as the Dispatcher starts it."""
+        self.autoscaling.set_desired_capacity(
+            AutoScalingGroupName=self.stack.asg_name, DesiredCapacity=1
         )
-        self.autoscaling.create_auto_scaling_group(
-            AutoScalingGroupName=name,
-            LaunchTemplate={"LaunchTemplateName": name},
-            MinSize=0,
-            MaxSize=1,
-            DesiredCapacity=1,
-            AvailabilityZones=["us-east-1a"],
-        )
-        self.asg_name = name
         self.instance_id = self.group()["Instances"][0]["InstanceId"]
-        return name
+        return self.stack.asg_name
 
     def group(self) -> Any:
-        assert self.asg_name is not None
-        return self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[self.asg_name])[
-            "AutoScalingGroups"
-        ][0]
+        return self.autoscaling.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self.stack.asg_name]
+        )["AutoScalingGroups"][0]
 
     def upload(self, name: str, path: Path) -> str:
         key = f"audio-input/{name}"
-        self.s3.upload_file(str(path), self.bucket, key)
+        self.s3.upload_file(str(path), self.stack.bucket, key)
         return key
 
     def dispatch(
@@ -159,12 +112,12 @@ class Pipeline:
         with_job_row: bool = True,
     ) -> str:
         """What the Dispatcher does for an upload: a job row and an Audio Queue message."""
-        etag = self.s3.head_object(Bucket=self.bucket, Key=key)["ETag"].strip('"')
-        job_id = job_id_for(self.bucket, key, etag)
+        etag = self.s3.head_object(Bucket=self.stack.bucket, Key=key)["ETag"].strip('"')
+        job_id = job_id_for(self.stack.bucket, key, etag)
         if with_job_row:
             self.jobs().create(
                 job_id=job_id,
-                bucket=self.bucket,
+                bucket=self.stack.bucket,
                 s3_key=key,
                 version=etag,
                 language=language,
@@ -175,12 +128,12 @@ class Pipeline:
         return job_id
 
     def send_audio(self, body: str) -> None:
-        self.sqs.send_message(QueueUrl=self.audio_queue_url, MessageBody=body)
+        self.sqs.send_message(QueueUrl=self.stack.audio_queue_url, MessageBody=body)
 
     # ---- what came out --------------------------------------------------------------
 
     def jobs(self) -> JobTable:
-        return JobTable(self.dynamodb, self.job_table)
+        return JobTable(self.dynamodb, self.stack.job_table)
 
     def job(self, job_id: str) -> JobRecord:
         record = self.jobs().get(job_id)
@@ -201,10 +154,10 @@ class Pipeline:
                 self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
     def llm_jobs(self) -> list[LlmJob]:
-        return [LlmJob.from_json(body) for body in self.drain(self.llm_queue_url)]
+        return [LlmJob.from_json(body) for body in self.drain(self.stack.llm_queue_url)]
 
     def results(self) -> list[Result]:
-        return [Result.from_json(body) for body in self.drain(self.results_queue_url)]
+        return [Result.from_json(body) for body in self.drain(self.stack.results_queue_url)]
 
     def depth(self, url: str) -> tuple[int, int]:
         """(visible, in flight) on ``url``."""
@@ -221,18 +174,18 @@ class Pipeline:
         )
 
     def text(self, key: str) -> str:
-        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode("utf-8")
+        return self.s3.get_object(Bucket=self.stack.bucket, Key=key)["Body"].read().decode("utf-8")
 
     # ---- the worker -----------------------------------------------------------------
 
     def settings(self, **overrides: Any) -> WorkerSettings:
         """Settings for a worker that serves this pipeline and exits when it is idle."""
         base = WorkerSettings(
-            bucket=self.bucket,
-            job_table=self.job_table,
-            audio_queue_url=self.audio_queue_url,
-            llm_queue_url=self.llm_queue_url,
-            results_queue_url=self.results_queue_url,
+            bucket=self.stack.bucket,
+            job_table=self.stack.job_table,
+            audio_queue_url=self.stack.audio_queue_url,
+            llm_queue_url=self.stack.llm_queue_url,
+            results_queue_url=self.stack.results_queue_url,
             asg_name=None,
             engine="faster-whisper",
             models={"*": str(tiny_en_ct2())},
@@ -276,12 +229,12 @@ class Pipeline:
             "AWS_ENDPOINT_URL": self.endpoint_url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "PIPELINE_BUCKET": self.bucket,
-            "JOB_TABLE": self.job_table,
-            "AUDIO_QUEUE_URL": self.audio_queue_url,
-            "LLM_QUEUE_URL": self.llm_queue_url,
-            "RESULTS_QUEUE_URL": self.results_queue_url,
+            "AWS_DEFAULT_REGION": REGION,
+            "PIPELINE_BUCKET": self.stack.bucket,
+            "JOB_TABLE": self.stack.job_table,
+            "AUDIO_QUEUE_URL": self.stack.audio_queue_url,
+            "LLM_QUEUE_URL": self.stack.llm_queue_url,
+            "RESULTS_QUEUE_URL": self.stack.results_queue_url,
             "WORKER_MODELS": f"*={tiny_en_ct2()}",
             "WORKER_DEVICE": "cpu",
             "POLL_WAIT_SECONDS": "1",

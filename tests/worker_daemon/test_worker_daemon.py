@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from audio_factory import corrupt_mp3, empty_mp3, text_as_mp3
@@ -105,7 +106,7 @@ def test_happy_path(pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog) -> Non
     assert job.attributes["timed_key"] == keys.timed
     assert job.attributes["progress_percent"] == 100
     assert HANDED_OFF_FIELD in job.attributes
-    assert pipeline.depth(pipeline.audio_queue_url) == (0, 0)  # the message was deleted
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)  # the message was deleted
     assert pipeline.results() == []
 
     job_lines = [line for line in json_log.lines() if line.get("job_id") == job_id]
@@ -119,8 +120,15 @@ def test_happy_path(pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog) -> Non
     assert all(line.get("job_id") == job_id for line in after_claim[: handed + 1])
 
 
-def test_duplicate_seed_messages_make_one_llm_job(pipeline: Pipeline, fox_mp3: Path) -> None:
-    """The seed's message format (no job id, no job row) sent twice: one job, one LLM job."""
+@pytest.mark.parametrize("versioning", ["Enabled", "Suspended"])
+def test_duplicate_seed_messages_make_one_llm_job(
+    pipeline: Pipeline, fox_mp3: Path, versioning: Literal["Enabled", "Suspended"]
+) -> None:
+    """The seed's message format (no job id, no job row) sent twice: one job, one LLM job,
+    keyed on the object's version (on its ETag where the bucket keeps no versions)."""
+    pipeline.s3.put_bucket_versioning(
+        Bucket=pipeline.stack.bucket, VersioningConfiguration={"Status": versioning}
+    )
     key = pipeline.upload("fox.mp3", fox_mp3)
     seed = json.dumps({"s3_key": "fox.mp3", "language": "english", "details": "twice"})
     pipeline.send_audio(seed)
@@ -129,14 +137,16 @@ def test_duplicate_seed_messages_make_one_llm_job(pipeline: Pipeline, fox_mp3: P
     assert pipeline.worker().run() == EXIT_OK
 
     [llm_job] = pipeline.llm_jobs()
-    etag = pipeline.s3.head_object(Bucket=pipeline.bucket, Key=key)["ETag"].strip('"')
-    assert llm_job.job_id == job_id_for(pipeline.bucket, key, etag)
+    head = pipeline.s3.head_object(Bucket=pipeline.stack.bucket, Key=key)
+    version = head["VersionId"] if versioning == "Enabled" else head["ETag"].strip('"')
+    assert llm_job.job_id == job_id_for(pipeline.stack.bucket, key, version)
     job = pipeline.job(llm_job.job_id)
     assert job.state is JobState.TRANSCRIBED
     assert job.attributes["attempts"] == 1
     assert job.details == "twice"
-    assert pipeline.depth(pipeline.audio_queue_url) == (0, 0)
-    assert pipeline.drain(pipeline.audio_dlq_url) == []  # the duplicate was deleted, not failed
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)
+    # The duplicate was deleted, not failed.
+    assert pipeline.drain(pipeline.stack.audio_dlq_url) == []
 
 
 @pytest.mark.parametrize(
@@ -156,7 +166,7 @@ def test_bad_input_fails_the_job_once(
         key = "audio-input/gone.mp3"
         job_id = "job-of-a-deleted-upload"
         pipeline.jobs().create(
-            job_id=job_id, bucket=pipeline.bucket, s3_key=key, version="v", language="en",
+            job_id=job_id, bucket=pipeline.stack.bucket, s3_key=key, version="v", language="en",
             details="",
         )  # fmt: skip
         pipeline.send_audio(AudioJob(s3_key=key, language="en", job_id=job_id).to_json())
@@ -177,8 +187,8 @@ def test_bad_input_fails_the_job_once(
     assert job.state is JobState.FAILED
     assert job.error == result.error
     assert pipeline.llm_jobs() == []
-    assert pipeline.depth(pipeline.audio_queue_url) == (0, 0)  # deleted: no retry loop
-    assert pipeline.drain(pipeline.audio_dlq_url) == []
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)  # deleted: no retry loop
+    assert pipeline.drain(pipeline.stack.audio_dlq_url) == []
 
 
 def test_a_language_the_model_cannot_do_fails_the_job_once(
@@ -201,8 +211,8 @@ def test_a_language_the_model_cannot_do_fails_the_job_once(
     assert job.state is JobState.FAILED
     assert job.error == result.error
     assert pipeline.llm_jobs() == []
-    assert pipeline.depth(pipeline.audio_queue_url) == (0, 0)
-    assert pipeline.drain(pipeline.audio_dlq_url) == []
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)
+    assert pipeline.drain(pipeline.stack.audio_dlq_url) == []
 
 
 def test_malformed_message_goes_to_the_dlq_and_good_work_goes_on(
@@ -218,7 +228,7 @@ def test_malformed_message_goes_to_the_dlq_and_good_work_goes_on(
     worker = pipeline.worker(retry_delay_seconds=1, poll_wait_seconds=1)
     assert worker.run() == EXIT_OK
 
-    assert pipeline.drain(pipeline.audio_dlq_url) == [garbage]
+    assert pipeline.drain(pipeline.stack.audio_dlq_url) == [garbage]
     assert [job.job_id for job in pipeline.llm_jobs()] == [job_id]
     assert pipeline.job(job_id).state is JobState.TRANSCRIBED
     assert pipeline.results() == []  # nobody could be told
@@ -241,8 +251,8 @@ def test_malformed_message_naming_its_audio_is_failed_explicitly(pipeline: Pipel
     assert result.job_id == "j-k"
     assert result.error is not None
     assert "language" in result.error
-    assert pipeline.depth(pipeline.audio_queue_url) == (0, 0)
-    assert pipeline.drain(pipeline.audio_dlq_url) == []
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)
+    assert pipeline.drain(pipeline.stack.audio_dlq_url) == []
 
 
 def test_transient_failure_keeps_the_message_and_the_next_delivery_resumes(
@@ -250,18 +260,18 @@ def test_transient_failure_keeps_the_message_and_the_next_delivery_resumes(
 ) -> None:
     key = pipeline.upload("fox.mp3", fox_mp3)
     job_id = pipeline.dispatch(key)
-    missing_queue = pipeline.llm_queue_url + "-that-does-not-exist"
+    missing_queue = pipeline.stack.llm_queue_url + "-that-does-not-exist"
     broken = pipeline.worker(llm_queue_url=missing_queue, retry_delay_seconds=30)
 
     message = broken.queue.receive_one()
     assert message is not None
     broken.handle(message)  # the LLM Queue is unreachable: logged, not raised
 
-    assert pipeline.depth(pipeline.audio_queue_url) == (0, 1)  # kept, hidden for a retry
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 1)  # kept, hidden for a retry
     assert pipeline.job(job_id).state is JobState.TRANSCRIBED
     assert HANDED_OFF_FIELD not in pipeline.job(job_id).attributes
     timed = transcript_keys(key).timed
-    written_at = pipeline.s3.head_object(Bucket=pipeline.bucket, Key=timed)["LastModified"]
+    written_at = pipeline.s3.head_object(Bucket=pipeline.stack.bucket, Key=timed)["LastModified"]
     assert json_log.has("the message will be delivered again")
 
     broken.queue.set_visibility(message, 0)  # as if the retry delay had passed
@@ -271,8 +281,9 @@ def test_transient_failure_keeps_the_message_and_the_next_delivery_resumes(
     assert llm_job.job_id == job_id
     assert HANDED_OFF_FIELD in pipeline.job(job_id).attributes
     assert pipeline.job(job_id).attributes["attempts"] == 1  # not transcribed again
-    assert pipeline.s3.head_object(Bucket=pipeline.bucket, Key=timed)["LastModified"] == written_at
-    assert pipeline.depth(pipeline.audio_queue_url) == (0, 0)
+    rewritten_at = pipeline.s3.head_object(Bucket=pipeline.stack.bucket, Key=timed)["LastModified"]
+    assert rewritten_at == written_at
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)
 
 
 def test_heartbeat_keeps_a_long_job_hidden_and_sigterm_releases_it(
@@ -288,13 +299,17 @@ def test_heartbeat_keeps_a_long_job_hidden_and_sigterm_releases_it(
     wait_until(lambda: json_log.has("paused after step downloaded"))
 
     time.sleep(3.5)  # well past the 2 s visibility timeout the message was received with
-    assert pipeline.depth(pipeline.audio_queue_url) == (0, 1)
-    assert pipeline.sqs.receive_message(QueueUrl=pipeline.audio_queue_url).get("Messages") is None
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 1)
+    # WaitTimeSeconds=0: the template's Audio Queue long-polls for 20 s.
+    received = pipeline.sqs.receive_message(
+        QueueUrl=pipeline.stack.audio_queue_url, WaitTimeSeconds=0
+    )
+    assert received.get("Messages") is None
 
     stop.request("SIGTERM", deadline=time.time())  # what the signal handler does
     thread.join(timeout=10)
     assert codes == [EXIT_OK]
-    assert pipeline.depth(pipeline.audio_queue_url) == (1, 0)  # released at once
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (1, 0)  # released at once
     assert pipeline.job(job_id).state is JobState.TRANSCRIBING
     assert json_log.has("released the in-flight message")
     assert not [t for t in threading.enumerate() if t.name in ("heartbeat", "stop-enforcer")]
@@ -308,10 +323,10 @@ def test_spot_notice_releases_the_message_and_another_worker_finishes(
     doomed = pipeline.worker(imds_endpoint=fake_imds.url, pause_after_step="mid_transcription")
     thread, codes = run_in_thread(doomed.run)
     wait_until(lambda: json_log.has("paused after step mid_transcription"))
-    assert pipeline.depth(pipeline.audio_queue_url) == (0, 1)
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 1)
 
     fake_imds.announce_spot_interruption(in_seconds=10)  # less than the finishing margin
-    wait_until(lambda: pipeline.depth(pipeline.audio_queue_url) == (1, 0), timeout=10)
+    wait_until(lambda: pipeline.depth(pipeline.stack.audio_queue_url) == (1, 0), timeout=10)
     thread.join(timeout=10)
     assert codes == [EXIT_OK]
     assert pipeline.llm_jobs() == []

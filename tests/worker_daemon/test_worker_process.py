@@ -72,7 +72,7 @@ def test_killed_worker_is_replaced_and_the_job_finishes_once(
     doomed.wait_for(paused_at(step), timeout=START_TIMEOUT)
     doomed.kill()
     assert served.job(job_id).state is JobState.TRANSCRIBING
-    assert served.depth(served.llm_queue_url) == (0, 0)
+    assert served.depth(served.stack.llm_queue_url) == (0, 0)
 
     replacement = worker_env()  # gets the message once its visibility (6 s) runs out
     assert replacement.wait(timeout=START_TIMEOUT) == EXIT_OK, replacement.log()
@@ -84,8 +84,8 @@ def test_killed_worker_is_replaced_and_the_job_finishes_once(
     assert job.state is JobState.TRANSCRIBED
     assert HANDED_OFF_FIELD in job.attributes
     assert "quick brown fox" in served.text(llm_jobs[0].timed_key).lower()
-    assert served.depth(served.audio_queue_url) == (0, 0)
-    assert served.drain(served.audio_dlq_url) == []
+    assert served.depth(served.stack.audio_queue_url) == (0, 0)
+    assert served.drain(served.stack.audio_dlq_url) == []
     resumed = any("earlier delivery" in line["message"] for line in replacement.lines)
     assert resumed is (step == "transcript_written")  # a written transcript is not redone
     assert job.attributes["attempts"] == 2  # two deliveries claimed it
@@ -109,7 +109,7 @@ def test_sigterm_gives_the_message_back_at_once(
     worker.terminate()  # what `systemctl stop` and an instance shutdown send
     assert worker.wait(timeout=30) == EXIT_OK
 
-    assert served.depth(served.audio_queue_url) == (1, 0)  # visible now, not in 300 s
+    assert served.depth(served.stack.audio_queue_url) == (1, 0)  # visible now, not in 300 s
     assert served.job(job_id).state is JobState.TRANSCRIBING
     assert any(line.get("stop_reason") == "SIGTERM" for line in worker.lines)
 

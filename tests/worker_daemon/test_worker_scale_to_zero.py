@@ -21,7 +21,7 @@ TERMINATE = "before-call.auto-scaling.TerminateInstanceInAutoScalingGroup"
 
 @pytest.fixture
 def group(pipeline: Pipeline, fake_imds: FakeImds) -> str:
-    name = pipeline.create_gpu_group()
+    name = pipeline.start_gpu_instance()
     assert pipeline.instance_id is not None
     fake_imds.instance_id = pipeline.instance_id
     return name
@@ -59,7 +59,7 @@ def test_message_arriving_while_terminating_raises_the_group_again(
     after = pipeline.group()
     assert after["DesiredCapacity"] == 1  # a fresh instance comes for the late message
     assert [i["InstanceId"] for i in after["Instances"]] != [pipeline.instance_id]
-    assert pipeline.drain(pipeline.audio_queue_url) == [late]  # not taken, not lost
+    assert pipeline.drain(pipeline.stack.audio_queue_url) == [late]  # not taken, not lost
 
 
 def test_message_arriving_before_the_last_look_is_served_first(
@@ -98,4 +98,4 @@ def test_rebalance_advice_hands_waiting_work_to_a_replacement(
     after = pipeline.group()
     assert after["DesiredCapacity"] == 1  # not shrunk: the group replaces the instance
     assert pipeline.instance_id not in [i["InstanceId"] for i in after["Instances"]]
-    assert pipeline.drain(pipeline.audio_queue_url) == [waiting]
+    assert pipeline.drain(pipeline.stack.audio_queue_url) == [waiting]
