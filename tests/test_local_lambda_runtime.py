@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 import pytest
+from waiting import wait_until
 
 from local_mode.emulator import Emulator, environment, moto_server
 from local_mode.lambda_runtime import QueueTrigger, s3_notification_event
@@ -47,15 +48,6 @@ def make_queue_with_dlq(name: str) -> tuple[str, str, str]:
     return url, arn, dlq_url
 
 
-def wait_for(condition: Any, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
-
-
 def test_sqs_trigger_deletes_on_success_and_redrives_poison(emulated: Emulator) -> None:
     sqs = boto3.client("sqs")
     url, arn, dlq_url = make_queue_with_dlq("llm")
@@ -84,8 +76,8 @@ def test_sqs_trigger_deletes_on_success_and_redrives_poison(emulated: Emulator) 
     )
     trigger.start()
     try:
-        wait_for(lambda: len(done) == 8)
-        wait_for(
+        wait_until(lambda: len(done) == 8, 30, "the eight good messages to be handled")
+        wait_until(
             lambda: (
                 int(
                     sqs.get_queue_attributes(
@@ -93,7 +85,9 @@ def test_sqs_trigger_deletes_on_success_and_redrives_poison(emulated: Emulator) 
                     )["Attributes"]["ApproximateNumberOfMessages"]
                 )
                 == 1
-            )
+            ),
+            30,
+            "the poison message to reach the DLQ",
         )
     finally:
         trigger.stop()
@@ -137,7 +131,7 @@ def test_s3_notifications_reach_the_handler_with_encoded_keys(emulated: Emulator
     )
     trigger.start()
     try:
-        wait_for(lambda: len(seen) == 1)
+        wait_until(lambda: len(seen) == 1, 30, "the notification to reach the handler")
     finally:
         trigger.stop()
     assert seen[0] != "audio-input/שיעור א.mp3"  # S3 events carry keys URL-encoded

@@ -8,11 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from audio_factory import speech_mp3
+from waiting import wait_until
 
 
 def _log_lines(path: Path) -> list[dict[str, object]]:
@@ -32,6 +32,14 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
+def _gone(pid: int) -> bool:
+    """No process ``pid``, or only its zombie (exited, not yet reaped by its parent)."""
+    try:
+        return "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return True
+
+
 @pytest.mark.slow
 def test_ctrl_c_leaves_no_process_or_port(tmp_path: Path) -> None:
     audio = tmp_path / "in"
@@ -46,9 +54,9 @@ def test_ctrl_c_leaves_no_process_or_port(tmp_path: Path) -> None:
     )  # fmt: skip
     log = work / "pipeline.log"
     worker_pid = port = None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and worker_pid is None and process.poll() is None:
-        time.sleep(0.5)
+
+    def worker_started_or_exited() -> bool:
+        nonlocal worker_pid, port
         for line in _log_lines(log):
             message = str(line["message"])
             if "endpoint_url" in line:
@@ -56,6 +64,9 @@ def test_ctrl_c_leaves_no_process_or_port(tmp_path: Path) -> None:
             found = re.search(r"worker started on instance \S+ \(pid (\d+)\)", message)
             if found:
                 worker_pid = int(found.group(1))
+        return worker_pid is not None or process.poll() is not None
+
+    wait_until(worker_started_or_exited, 120, "the local mode to start a worker", interval=0.5)
     assert worker_pid is not None, "the worker never started"
     assert port is not None, "the emulator's endpoint was not logged"
     assert Path(f"/proc/{worker_pid}").exists()
@@ -65,12 +76,5 @@ def test_ctrl_c_leaves_no_process_or_port(tmp_path: Path) -> None:
 
     assert process.returncode == 130, output
     assert "Interrupted" in output
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{worker_pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    gone = (
-        not Path(f"/proc/{worker_pid}").exists()
-        or "Z" in Path(f"/proc/{worker_pid}/stat").read_text().split()[2]
-    )
-    assert gone, f"worker {worker_pid} still running"
+    wait_until(lambda: _gone(worker_pid), 10, f"worker {worker_pid} to exit", interval=0.2)
     assert _port_is_free(port)

@@ -6,11 +6,11 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 
 import boto3
 import pytest
+from waiting import wait_until
 
 from local_mode.emulator import Emulator, environment, moto_server
 from local_mode.scaler import LocalScaler, QueueDepthAlarm
@@ -85,10 +85,11 @@ def test_alarm_starts_worker_and_self_termination_scales_to_zero(emulated: Emula
         ReceiptHandle=sqs.receive_message(QueueUrl=queue)["Messages"][0]["ReceiptHandle"],
     )
 
-    deadline = time.monotonic() + 30
-    while (scaler.worker_running or desired(asg) != 0) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    def scaled_in() -> bool:
         scaler.step()
+        return not scaler.worker_running and desired(asg) == 0
+
+    wait_until(scaled_in, 30, "the worker to scale its group in", interval=0.2)
     assert desired(asg) == 0
     assert not scaler.worker_running
     assert scaler.state.workers_started == 1

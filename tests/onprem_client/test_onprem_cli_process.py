@@ -24,6 +24,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 from onprem_client.onprem_helpers import BUCKET, REGION
+from waiting import wait_until
 
 from pipeline_core import keys
 from pipeline_core.contracts import Result, utc_timestamp
@@ -206,12 +207,9 @@ def test_sigterm_stops_the_service_cleanly(
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 30
-    while not (out / "first.txt").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until((out / "first.txt").exists, 30, "the first transcript", interval=0.1)
     assert (out / "first.txt").read_bytes() == b"first"
-    while depth(sqs, queue) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: depth(sqs, queue) == 0, 30, "the Results Queue to empty", interval=0.1)
     time.sleep(0.5)  # now idle in a 20 s long poll
     stopped_at = time.monotonic()
     process.send_signal(signal.SIGTERM)
@@ -298,11 +296,12 @@ def test_sigterm_during_a_multipart_upload_leaves_nothing_half_done(
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 30
-    while not s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads"):
-        assert time.monotonic() < deadline, "the multipart upload never started"
+
+    def multipart_upload_started() -> bool:
         assert process.poll() is None, process.communicate()[1]
-        time.sleep(0.01)
+        return bool(s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads"))
+
+    wait_until(multipart_upload_started, 30, "the multipart upload to start", interval=0.01)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 1, stderr

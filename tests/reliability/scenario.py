@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from fake_llm import FakeModel, running_model
 from reliability.invariant import Figures, Upload, check_invariant, queue_count
+from waiting import wait_until
 
 from gpu_worker.weights.bundled import tiny_en_ct2
 from local_mode.pipeline import LocalDeployment, LocalOptions
@@ -51,18 +51,6 @@ FAST_LAMBDA = {
     "LLM_MAX_ATTEMPTS": "3",
 }
 FINISH_TIMEOUT = 180.0
-
-
-def wait_until(
-    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.25
-) -> float:
-    """Poll ``condition`` until true; the seconds it took. Fails naming ``what``."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-    return time.monotonic() - started
 
 
 class Scenario:

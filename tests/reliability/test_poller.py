@@ -15,7 +15,8 @@ from audio_factory import corrupt_mp3
 from onprem_client.test_onprem_cli_process import confinement
 from reliability.conftest import Report
 from reliability.invariant import queue_count
-from reliability.scenario import Scenario, scenario, wait_until
+from reliability.scenario import Scenario, scenario
+from waiting import wait_until
 
 from pipeline_core import keys
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from reliability.conftest import Report
-from reliability.scenario import scenario, wait_until
+from reliability.scenario import scenario
+from waiting import wait_until
 from worker_daemon.harness import FakeImds
 
 pytestmark = pytest.mark.slow

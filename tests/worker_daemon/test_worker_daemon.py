@@ -12,6 +12,7 @@ from typing import Literal
 import pytest
 from audio_factory import corrupt_mp3, empty_mp3, text_as_mp3
 from rounding import assert_derived
+from waiting import wait_until
 from worker_daemon.conftest import JsonLog
 from worker_daemon.harness import MAX_RECEIVES, FakeImds, Pipeline
 
@@ -47,13 +48,6 @@ def run_in_thread(worker_run: object) -> tuple[threading.Thread, list[int]]:
     thread = threading.Thread(target=lambda: codes.append(worker_run()), daemon=True)  # type: ignore[operator]
     thread.start()
     return thread, codes
-
-
-def wait_until(condition: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
 
 
 def test_happy_path(pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog) -> None:
@@ -296,7 +290,7 @@ def test_heartbeat_keeps_a_long_job_hidden_and_sigterm_releases_it(
         stop, visibility_timeout_seconds=2, heartbeat_seconds=0.5, pause_after_step="downloaded"
     )
     thread, codes = run_in_thread(worker.run)
-    wait_until(lambda: json_log.has("paused after step downloaded"))
+    wait_until(lambda: json_log.has("paused after step downloaded"), 30, "the pause after download")
 
     time.sleep(3.5)  # well past the 2 s visibility timeout the message was received with
     assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 1)
@@ -322,11 +316,16 @@ def test_spot_notice_releases_the_message_and_another_worker_finishes(
     job_id = pipeline.dispatch(key)
     doomed = pipeline.worker(imds_endpoint=fake_imds.url, pause_after_step="mid_transcription")
     thread, codes = run_in_thread(doomed.run)
-    wait_until(lambda: json_log.has("paused after step mid_transcription"))
+    paused = "paused after step mid_transcription"
+    wait_until(lambda: json_log.has(paused), 30, "the pause mid-transcription")
     assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 1)
 
     fake_imds.announce_spot_interruption(in_seconds=10)  # less than the finishing margin
-    wait_until(lambda: pipeline.depth(pipeline.stack.audio_queue_url) == (1, 0), timeout=10)
+    wait_until(
+        lambda: pipeline.depth(pipeline.stack.audio_queue_url) == (1, 0),
+        10,
+        "the message to be released on the Spot notice",
+    )
     thread.join(timeout=10)
     assert codes == [EXIT_OK]
     assert pipeline.llm_jobs() == []
