@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import boto3
@@ -48,16 +48,24 @@ class EmulatedStack:
     results_queue_url: str
     results_dlq_url: str
     asg_name: str
+    # Where the stack lives: clients for it come from this session at this endpoint.
+    session: boto3.Session = field(compare=False, repr=False)
+    endpoint_url: str | None = None
 
     @classmethod
     def from_outputs(
         cls,
         name: str,
+        *,
         parameters: Mapping[str, str],
         outputs: Mapping[str, str],
         ids: Mapping[str, str],
+        session: boto3.Session,
+        endpoint_url: str | None,
     ) -> EmulatedStack:
         return cls(
+            session=session,
+            endpoint_url=endpoint_url,
             name=name,
             parameters=dict(parameters),
             outputs=dict(outputs),
@@ -74,6 +82,10 @@ class EmulatedStack:
             asg_name=outputs["GpuAsgName"],
         )
 
+    def client(self, service: Any) -> Any:
+        """A client of the emulator the stack lives in (``"sqs"``, ``"s3"``, ...)."""
+        return self.session.client(service, region_name=REGION, endpoint_url=self.endpoint_url)
+
     def queue_urls(self) -> dict[str, str]:
         """Every queue and DLQ of the stack by its output's name less "Url" (``AudioDlq``)."""
         return {
@@ -89,6 +101,20 @@ def _template() -> Mapping[str, Any]:
     return load_template()
 
 
+@functools.cache
+def _emulator_session() -> boto3.Session:
+    """One boto3 session for the stacks a process creates.
+
+    A session loads each service's model once; ``mock_aws`` gives boto3 a new default
+    session per mock, so clients made from that would load the CloudFormation and EC2
+    models again for every stack (most of the time a stack takes). Endpoint and credentials
+    are still read from the environment when each client is made. moto intercepts the
+    clients of sessions made after it was imported, which holds here: the first stack is
+    created inside an emulator.
+    """
+    return boto3.Session()
+
+
 def create_emulated_stack(
     parameters: Mapping[str, str] | None = None,
     *,
@@ -99,14 +125,14 @@ def create_emulated_stack(
     """Create the stack in the emulator that boto3 reaches now, with the emulator's gaps filled.
 
     ``parameters`` are added to (and override) the emulated account's (``emulator_parameters``).
-    The clients come from ``session`` (boto3's default one if None) at ``endpoint_url`` (the
-    environment's, ``AWS_ENDPOINT_URL``, if None): a ``mock_aws`` block or a moto server.
-    Stack names are unique per emulator: callers that share one pass their own.
+    The clients come from ``session`` (if None, one kept for this purpose) at ``endpoint_url``
+    (the environment's, ``AWS_ENDPOINT_URL``, if None): a ``mock_aws`` block or a moto
+    server. Stack names are unique per emulator: callers that share one pass their own.
     """
+    chosen_session = session if session is not None else _emulator_session()
 
     def client(service: Any) -> Any:
-        make = session.client if session is not None else boto3.client
-        return make(service, region_name=REGION, endpoint_url=endpoint_url)
+        return chosen_session.client(service, region_name=REGION, endpoint_url=endpoint_url)
 
     cloudformation = client("cloudformation")
     chosen = {**emulator_parameters(client("ec2")), **(parameters or {})}
@@ -117,7 +143,14 @@ def create_emulated_stack(
         outputs = create_stack(cloudformation, chosen, stack_name=stack_name)
         ids = physical_ids(cloudformation, stack_name)
     apply_emulator_gaps(client("s3"), client("dynamodb"), _template(), ids)
-    return EmulatedStack.from_outputs(stack_name, chosen, outputs, ids)
+    return EmulatedStack.from_outputs(
+        stack_name,
+        parameters=chosen,
+        outputs=outputs,
+        ids=ids,
+        session=chosen_session,
+        endpoint_url=endpoint_url,
+    )
 
 
 def emulator_parameters(

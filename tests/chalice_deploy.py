@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
-import boto3
 import stage_config
 from chalice.test import Client
 
 from app import app
 from chalicelib import entrypoints
-from cloudformation.emulated import REGION, EmulatedStack, create_emulated_stack
+from cloudformation.emulated import EmulatedStack, create_emulated_stack
 from pipeline_core.contracts import Result
 from pipeline_core.jobs import JobRecord, JobTable
 
@@ -33,11 +32,14 @@ class Deployment:
 
     project_dir: Path
     stack: EmulatedStack
-    s3: S3Client = field(default_factory=lambda: boto3.client("s3", region_name=REGION))
-    sqs: SQSClient = field(default_factory=lambda: boto3.client("sqs", region_name=REGION))
-    autoscaling: AutoScalingClient = field(
-        default_factory=lambda: boto3.client("autoscaling", region_name=REGION)
-    )
+    s3: S3Client = field(init=False)
+    sqs: SQSClient = field(init=False)
+    autoscaling: AutoScalingClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.s3 = self.stack.client("s3")
+        self.sqs = self.stack.client("sqs")
+        self.autoscaling = self.stack.client("autoscaling")
 
     @property
     def outputs(self) -> dict[str, str]:
@@ -74,7 +76,7 @@ class Deployment:
     # -- reading what the functions did ----------------------------------------------------
 
     def table(self) -> JobTable:
-        return JobTable(boto3.client("dynamodb", region_name=REGION), self.stack.job_table)
+        return JobTable(self.stack.client("dynamodb"), self.stack.job_table)
 
     def job(self, job_id: str) -> JobRecord:
         record = self.table().get(job_id)

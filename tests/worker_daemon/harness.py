@@ -27,8 +27,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import boto3
-
 from cloudformation.emulated import REGION, EmulatedStack, create_emulated_stack
 from gpu_worker.daemon import AwsClients, Worker
 from gpu_worker.lifecycle.stopping import StopController
@@ -63,7 +61,6 @@ class Pipeline:
     s3: S3Client
     dynamodb: DynamoDBClient
     autoscaling: AutoScalingClient
-    endpoint_url: str | None = None
     instance_id: str | None = None
 
     @classmethod
@@ -73,14 +70,12 @@ class Pipeline:
         stack = create_emulated_stack(
             stack_name=f"pipeline-{secrets.token_hex(4)}", endpoint_url=endpoint_url
         )
-        where: dict[str, Any] = {"region_name": REGION, "endpoint_url": endpoint_url}
         return cls(
             stack=stack,
-            sqs=boto3.client("sqs", **where),
-            s3=boto3.client("s3", **where),
-            dynamodb=boto3.client("dynamodb", **where),
-            autoscaling=boto3.client("autoscaling", **where),
-            endpoint_url=endpoint_url,
+            sqs=stack.client("sqs"),
+            s3=stack.client("s3"),
+            dynamodb=stack.client("dynamodb"),
+            autoscaling=stack.client("autoscaling"),
         )
 
     # ---- the world around the worker ------------------------------------------------
@@ -221,12 +216,12 @@ class Pipeline:
 
     def environment(self, **overrides: str) -> dict[str, str]:
         """The environment of a worker subprocess (what the systemd env file sets)."""
-        assert self.endpoint_url is not None
+        assert self.stack.endpoint_url is not None
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/tmp"),
             "PYTHONPATH": str(REPO_ROOT),
-            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ENDPOINT_URL": self.stack.endpoint_url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": REGION,
