@@ -34,7 +34,7 @@ from pipeline_core.keys import AUDIO_PREFIX
 if TYPE_CHECKING:
     from types import TracebackType
 
-log = logging.getLogger("local_mode")
+log = logging.getLogger(__name__)
 
 STACK_NAME: Final = "transcription-local"
 # S3 notifications for the Dispatcher arrive through this queue (moto delivers bucket
