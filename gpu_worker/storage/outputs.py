@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from gpu_worker.storage.download import MISSING_CODES
 from gpu_worker.transcription import formats
 from pipeline_core.keys import TranscriptKeys
+from pipeline_core.timed_text import render_segments
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -73,7 +74,7 @@ def write_transcripts(
     s3.put_object(
         Bucket=bucket,
         Key=keys.timed,
-        Body=formats.timed_text(segments).encode("utf-8"),
+        Body=render_segments(segments).encode("utf-8"),
         ContentType="text/plain; charset=utf-8",
         Metadata={  # S3 metadata is ASCII: the model id is percent-encoded
             "job-id": figures.job_id,

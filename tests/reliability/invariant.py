@@ -14,7 +14,6 @@ It returns figures (files, outcomes, retries) for the reliability report.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,12 +22,11 @@ from typing import TYPE_CHECKING, Any
 from pipeline_core import keys
 from pipeline_core.contracts import Result
 from pipeline_core.jobs import JobRecord, JobState, JobTable, job_id_for
+from pipeline_core.timed_text import TIMED_PREFIX
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
-
-_TIMESTAMP = re.compile(r"^(\[\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}\])")
 
 
 @dataclass(frozen=True)
@@ -80,9 +78,9 @@ def queue_count(sqs: SQSClient, url: str) -> int:
 def _timestamps(text: str) -> list[str]:
     stamps = []
     for line in text.splitlines():
-        match = _TIMESTAMP.match(line)
+        match = TIMED_PREFIX.match(line)
         if match:
-            stamps.append(match[1])
+            stamps.append(match[0])
     return stamps
 
 

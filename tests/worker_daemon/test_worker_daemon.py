@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from pathlib import Path
@@ -20,15 +19,9 @@ from gpu_worker.lifecycle.stopping import StopController
 from pipeline_core.contracts import AudioJob
 from pipeline_core.jobs import JobState, job_id_for
 from pipeline_core.keys import transcript_keys
+from pipeline_core.timed_text import TIMED_LINE, parse_timestamp
 
 pytestmark = pytest.mark.slow
-
-STAMP = r"(\d{2,}):(\d{2}):(\d{2})\.(\d{3})"
-TIMED_LINE = re.compile(rf"^\[{STAMP} --> {STAMP}\] (\S.*)$")
-
-
-def _seconds(h: str, m: str, s: str, ms: str) -> float:
-    return int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
 
 
 def parse_timed(text: str) -> list[tuple[float, float, str]]:
@@ -36,8 +29,7 @@ def parse_timed(text: str) -> list[tuple[float, float, str]]:
     for line in text.splitlines():
         match = TIMED_LINE.match(line)
         assert match, f"not a timed line: {line!r}"
-        groups = match.groups()
-        rows.append((_seconds(*groups[0:4]), _seconds(*groups[4:8]), groups[8]))
+        rows.append((parse_timestamp(match["start"]), parse_timestamp(match["end"]), match["text"]))
     return rows
 
 

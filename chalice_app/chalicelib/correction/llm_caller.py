@@ -36,7 +36,6 @@ from chalicelib.correction.transcript import (
 )
 from chalicelib.leases import release, try_claim
 from chalicelib.results import send_result
-from chalicelib.timed_text import TimedTranscript, parse, render_plain, render_timed
 from pipeline_core import keys
 from pipeline_core.config import LlmCallerSettings
 from pipeline_core.contracts import (
@@ -49,6 +48,7 @@ from pipeline_core.contracts import (
 )
 from pipeline_core.jobs import ACTIVE_STATES, JobRecord, JobState, JobTable
 from pipeline_core.jsonlog import log_context
+from pipeline_core.timed_text import TimedTranscript, parse, render_plain, render_timed
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -24,9 +24,15 @@ from typing import TYPE_CHECKING, Protocol
 from botocore.exceptions import ClientError
 
 from chalicelib.correction.correctors import Corrector, ModelRejectedError
-from chalicelib.correction.prompt import PROMPT_VERSION, PromptContext, numbered, user_message
+from chalicelib.correction.prompt import (
+    PROMPT_VERSION,
+    PromptContext,
+    chunks,
+    numbered,
+    user_message,
+)
 from chalicelib.correction.validation import AnswerRefusedError, validate
-from chalicelib.timed_text import TimedLine, TimedTranscript, chunks
+from pipeline_core.timed_text import TimedLine, TimedTranscript
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
