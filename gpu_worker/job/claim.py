@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Final
 
 from botocore.exceptions import ClientError
 
-from gpu_worker.storage.download import MISSING_CODES, SourceMissingError
+from gpu_worker.storage.download import SourceMissingError
+from pipeline_core.errors import is_missing_object
 from pipeline_core.jobs import JobRecord, JobState, JobTable, at_or_after, job_id_for
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ def resolve_job_id(s3: S3Client, bucket: str, job: AudioJob) -> str:
         try:
             head = s3.head_object(Bucket=bucket, Key=job.object_key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in MISSING_CODES:
+            if is_missing_object(exc):
                 raise SourceMissingError(
                     f"the audio object {job.object_key} does not exist"
                 ) from None

@@ -15,8 +15,8 @@ from urllib.parse import quote, unquote
 
 from botocore.exceptions import ClientError
 
-from gpu_worker.storage.download import MISSING_CODES
 from gpu_worker.transcription import formats
+from pipeline_core.errors import is_missing_object
 from pipeline_core.keys import TranscriptKeys
 from pipeline_core.timed_text import render_segments
 
@@ -97,7 +97,7 @@ def find_written_transcript(
     try:
         head = s3.head_object(Bucket=bucket, Key=keys.timed)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in MISSING_CODES:
+        if is_missing_object(exc):
             return None
         raise
     metadata = head.get("Metadata", {})

@@ -19,8 +19,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import ClientError
+
 from pipeline_core import keys
 from pipeline_core.contracts import Result
+from pipeline_core.errors import is_missing_object
 from pipeline_core.jobs import JobRecord, JobState, JobTable, job_id_for
 from pipeline_core.timed_text import TIMED_PREFIX
 
@@ -87,8 +90,10 @@ def _timestamps(text: str) -> list[str]:
 def _text(s3: S3Client, bucket: str, key: str) -> str | None:
     try:
         body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except s3.exceptions.NoSuchKey:
-        return None
+    except ClientError as exc:
+        if is_missing_object(exc):
+            return None
+        raise
     return body.decode("utf-8")
 
 

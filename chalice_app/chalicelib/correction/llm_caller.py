@@ -46,6 +46,7 @@ from pipeline_core.contracts import (
     ResultStatus,
     utc_timestamp,
 )
+from pipeline_core.errors import is_missing_object
 from pipeline_core.jobs import ACTIVE_STATES, JobRecord, JobState, JobTable
 from pipeline_core.jsonlog import log_context
 from pipeline_core.timed_text import TimedTranscript, parse, render_plain, render_timed
@@ -266,7 +267,7 @@ class _Correction:
         try:
             body = self.clients.s3.get_object(Bucket=self.settings.bucket, Key=self.job.timed_key)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            if is_missing_object(exc):
                 return None
             raise
         return body["Body"].read().decode("utf-8", errors="replace")
@@ -278,7 +279,7 @@ class _Correction:
         try:
             body = self.clients.s3.get_object(Bucket=self.settings.bucket, Key=key)["Body"]
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            if is_missing_object(exc):
                 log.warning("glossary object missing; correcting without it", extra={"key": key})
                 return ""
             raise

@@ -32,6 +32,7 @@ from chalicelib.correction.prompt import (
     user_message,
 )
 from chalicelib.correction.validation import AnswerRefusedError, validate
+from pipeline_core.errors import is_missing_object
 from pipeline_core.timed_text import TimedLine, TimedTranscript
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class S3Checkpoints:
         try:
             body = self._s3.get_object(Bucket=self._bucket, Key=self._key(fingerprint))["Body"]
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            if is_missing_object(exc):
                 return None
             raise
         data = json.loads(body.read())

@@ -33,6 +33,7 @@ from chalicelib.results import send_result
 from pipeline_core import keys
 from pipeline_core.config import DispatcherSettings
 from pipeline_core.contracts import SCHEMA_VERSION, AudioJob, ContractError, Result, utc_timestamp
+from pipeline_core.errors import is_missing_object
 from pipeline_core.jobs import JobRecord, JobState, JobTable, job_id_for
 from pipeline_core.jsonlog import log_context
 from pipeline_core.languages import UnknownLanguageError, normalize_language
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 
 LEASE_FIELD = "enqueue_lease_until"
 REJECTED_BY = "dispatcher"
-_MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchVersion"})
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ class _Dispatch:
         try:
             return self.clients.s3.head_object(**kwargs)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in _MISSING_CODES:
+            if is_missing_object(exc):
                 reason = "the object was deleted before it could be processed"
                 raise UploadRejectedError(reason) from None
             raise
