@@ -43,7 +43,7 @@ from gpu_worker.transcription.formats import RunFigures
 from gpu_worker.transcription.transcribe_step import transcribe_audio
 from pipeline_core.config import ConfigError, WorkerSettings
 from pipeline_core.errors import PermanentError
-from pipeline_core.jobs import JobTable
+from pipeline_core.jobs import JobField, JobTable
 from pipeline_core.jsonlog import configure_logging, log_context
 from pipeline_core.keys import transcript_keys
 
@@ -244,7 +244,9 @@ class Worker:
 
             def report(percent: float) -> None:
                 try:
-                    self.table.update_fields(claim.job_id, {"progress_percent": round(percent, 1)})
+                    self.table.update_fields(
+                        claim.job_id, {JobField.PROGRESS_PERCENT: round(percent, 1)}
+                    )
                 except Exception:  # progress is for people watching; the job goes on
                     logger.warning("could not record the progress", exc_info=True)
 

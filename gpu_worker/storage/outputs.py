@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from gpu_worker.transcription import formats
 from pipeline_core.errors import is_missing_object
+from pipeline_core.jobs import JobField
 from pipeline_core.keys import TranscriptKeys
 from pipeline_core.timed_text import render_segments
 
@@ -42,12 +43,12 @@ class WrittenTranscript:
     def job_fields(self) -> dict[str, object]:
         """What the job table records about the transcription."""
         return {
-            "timed_key": self.keys.timed,
-            "audio_seconds": round(self.audio_seconds, 3),
-            "transcribe_seconds": round(self.transcribe_seconds, 3),
-            "real_time_factor": round(self.real_time_factor, 4),
-            "model": self.model,
-            "progress_percent": 100.0,
+            JobField.TIMED_KEY: self.keys.timed,
+            JobField.AUDIO_SECONDS: round(self.audio_seconds, 3),
+            JobField.TRANSCRIBE_SECONDS: round(self.transcribe_seconds, 3),
+            JobField.REAL_TIME_FACTOR: round(self.real_time_factor, 4),
+            JobField.MODEL: self.model,
+            JobField.PROGRESS_PERCENT: 100.0,
         }
 
 

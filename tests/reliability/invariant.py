@@ -24,7 +24,14 @@ from botocore.exceptions import ClientError
 from pipeline_core import keys
 from pipeline_core.contracts import Result
 from pipeline_core.errors import is_missing_object
-from pipeline_core.jobs import JobRecord, JobState, JobTable, job_id_for
+from pipeline_core.jobs import (
+    RESULT_NOT_SENDABLE,
+    JobField,
+    JobRecord,
+    JobState,
+    JobTable,
+    job_id_for,
+)
 from pipeline_core.timed_text import TIMED_PREFIX
 
 if TYPE_CHECKING:
@@ -136,10 +143,10 @@ def check_invariant(
         if record is None:
             problems.append(f"{upload.key} ({upload.version}): no job row")
             continue
-        figures.attempts += int(record.attributes.get("attempts", 0))
+        figures.attempts += int(record.attributes.get(JobField.ATTEMPTS, 0))
         sent = by_job.get(job_id, [])
         if told_by_table and record.state.is_final:
-            status = record.attributes.get("result_status", "failed")
+            status = record.attributes.get(JobField.RESULT_STATUS, "failed")
             sent = [_told(upload, record, str(status))]
         if len(sent) > 1:
             statuses = Counter(r.status for r in sent)
@@ -161,7 +168,7 @@ def check_invariant(
             elif (record.error or "").rstrip().endswith(":"):
                 problems.append(f"{upload.key}: the reason stops short: {record.error!r}")
             figures.reasons.append(record.error or "")
-            not_sendable = record.attributes.get("result_sent_at") == "not-sendable"
+            not_sendable = record.attributes.get(JobField.RESULT_SENT_AT) == RESULT_NOT_SENDABLE
             if not sent and not not_sendable:
                 problems.append(f"{upload.key}: failed but no Result tells the user")
             for result in sent:
@@ -207,7 +214,7 @@ def _told(upload: Upload, record: JobRecord, status: str) -> Result:
         return Result.failure(upload.key, record.error or "?", job_id=record.job_id)
     return Result(
         source_file=upload.key,
-        output_file=str(record.attributes.get("output_file")),
+        output_file=str(record.attributes.get(JobField.OUTPUT_FILE)),
         status="success" if status == "success" else "success_uncorrected",
         timestamp=str(record.updated_at or "2025-01-01T00:00:00Z"),
         job_id=record.job_id,
@@ -224,7 +231,7 @@ def _check_success(
     figures: Figures,
     problems: list[str],
 ) -> None:
-    status = record.attributes.get("result_status")
+    status = record.attributes.get(JobField.RESULT_STATUS)
     if status == "success":
         figures.succeeded += 1
     else:
