@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from bench.accuracy import Transcribed, pooled
 from bench.paths import ensure_chalicelib
-from gpu_worker.transcription.formats import timed_text
+from pipeline_core.timed_text import parse, render_plain, render_segments
 
 if TYPE_CHECKING:
     from chalicelib.correction.correctors import Corrector
@@ -52,9 +52,8 @@ def corrected_text(corrector: Corrector, item: Transcribed, details: str = "") -
     ensure_chalicelib()
     from chalicelib.correction.prompt import PromptContext
     from chalicelib.correction.transcript import CorrectionParams, Deadline, correct_transcript
-    from chalicelib.timed_text import parse, render_plain
 
-    transcript = parse(timed_text(item.segments))
+    transcript = parse(render_segments(item.segments))
     report = correct_transcript(
         transcript,
         corrector=corrector,

@@ -30,7 +30,7 @@ from bench.environment import collect, resolve_device
 if TYPE_CHECKING:
     from chalicelib.correction.correctors import Corrector
 
-log = logging.getLogger("bench")
+log = logging.getLogger(__name__)
 
 PARTS: Final = ("accuracy", "speed", "loop", "orchestration", "memory", "cost")
 SCHEMA: Final = 1

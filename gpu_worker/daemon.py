@@ -35,15 +35,15 @@ from gpu_worker.lifecycle.imds import ImdsClient
 from gpu_worker.lifecycle.interruption import install_signal_handlers, watching_interruptions
 from gpu_worker.lifecycle.scale_to_zero import IdleClock, Leave, leave_group
 from gpu_worker.lifecycle.stopping import InFlight, JobAbandonedError, StopController
-from gpu_worker.storage.download import SourceMissingError, download_audio
+from gpu_worker.storage.download import download_audio
 from gpu_worker.storage.outputs import WrittenTranscript, find_written_transcript, write_transcripts
-from gpu_worker.transcription.audio import AudioDecodeError
 from gpu_worker.transcription.engine_cache import EngineCache
-from gpu_worker.transcription.engines import DecodeOptions, UnsupportedLanguageError, load_engine
+from gpu_worker.transcription.engines import DecodeOptions, load_engine
 from gpu_worker.transcription.formats import RunFigures
 from gpu_worker.transcription.transcribe_step import transcribe_audio
 from pipeline_core.config import ConfigError, WorkerSettings
-from pipeline_core.jobs import JobTable
+from pipeline_core.errors import PermanentError
+from pipeline_core.jobs import JobField, JobTable
 from pipeline_core.jsonlog import configure_logging, log_context
 from pipeline_core.keys import transcript_keys
 
@@ -218,7 +218,7 @@ class Worker:
                 self.pauses.after("handed_off", in_flight.check)
                 lease.delete()
                 logger.info("job handed to the LLM Caller", extra={"timed_key": timed_key})
-        except (AudioDecodeError, SourceMissingError, UnsupportedLanguageError) as exc:
+        except PermanentError as exc:
             # Retrying will not help: fail the job with the reason.
             with log_context(job_id=job_id):
                 self.fail(lease, job.object_key, job_id, f"{job.object_key}: {exc}")
@@ -244,7 +244,9 @@ class Worker:
 
             def report(percent: float) -> None:
                 try:
-                    self.table.update_fields(claim.job_id, {"progress_percent": round(percent, 1)})
+                    self.table.update_fields(
+                        claim.job_id, {JobField.PROGRESS_PERCENT: round(percent, 1)}
+                    )
                 except Exception:  # progress is for people watching; the job goes on
                     logger.warning("could not record the progress", exc_info=True)
 

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from local_mode.scaler import ScalingEvent
 
-log = logging.getLogger("local_mode")
+log = logging.getLogger(__name__)
 
 MODEL_CHOICES = ("base", "tiny.en")
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import MessageTypeDef
 
-log = logging.getLogger("local_mode.lambda")
+log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], Any], Any]
 

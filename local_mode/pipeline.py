@@ -23,13 +23,13 @@ from local_mode.scaler import LocalScaler
 from local_mode.template import scaling_alarm
 from local_mode.view import FileStatus
 from pipeline_core import config as core
-from pipeline_core.jobs import JobRecord, JobState, JobTable
+from pipeline_core.jobs import JobField, JobRecord, JobState, JobTable
 from pipeline_core.keys import AUDIO_PREFIX
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-log = logging.getLogger("local_mode")
+log = logging.getLogger(__name__)
 
 STACK_NAME: Final = "transcription-local"
 # S3 notifications for the Dispatcher arrive through this queue (moto delivers bucket
@@ -289,9 +289,9 @@ def _status(key: str, record: JobRecord | None) -> FileStatus:
     return FileStatus(
         name=name,
         stage=stage,
-        percent=_number(record, "progress_percent"),
-        audio_seconds=_number(record, "audio_seconds"),
-        transcribe_seconds=_number(record, "transcribe_seconds"),
-        result_status=record.attributes.get("result_status"),
+        percent=_number(record, JobField.PROGRESS_PERCENT),
+        audio_seconds=_number(record, JobField.AUDIO_SECONDS),
+        transcribe_seconds=_number(record, JobField.TRANSCRIBE_SECONDS),
+        result_status=record.attributes.get(JobField.RESULT_STATUS),
         error=record.error,
     )

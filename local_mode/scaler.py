@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
     from mypy_boto3_sqs import SQSClient
 
-log = logging.getLogger("local_mode.scaler")
+log = logging.getLogger(__name__)
 
 COMPARISONS: Final = {
     "GreaterThanOrEqualToThreshold": operator.ge,

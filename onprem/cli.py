@@ -43,7 +43,7 @@ from pipeline_core.config import ConfigError
 from pipeline_core.jobs import JobState, JobTable
 from pipeline_core.languages import UnknownLanguageError, normalize_language
 
-log = logging.getLogger("onprem")
+log = logging.getLogger(__name__)
 
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1

@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline_core.contracts import AudioJob, ContractError, LlmJob, Result, utc_timestamp
-from pipeline_core.jobs import JobState, JobTable
+from pipeline_core.jobs import JobField, JobState, JobTable
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -217,7 +217,7 @@ def move(sqs: SQSClient, spec: DlqSpec, items: list[DlqMessage], jobs: JobTable 
                 item.job_id,
                 spec.reset_to,
                 expected=[JobState.FAILED],
-                fields={"redriven_at": utc_timestamp()},
+                fields={JobField.REDRIVEN_AT: utc_timestamp()},
             )
         send: dict[str, Any] = {"QueueUrl": target, "MessageBody": item.body}
         if item.attributes:

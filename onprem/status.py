@@ -70,7 +70,7 @@ class JobRow:
 
     @classmethod
     def from_record(cls, record: JobRecord, now: datetime) -> JobRow:
-        at = {state: record.attributes.get(f"{state.value}_at") for state in JobState}
+        at = {state: record.attributes.get(state.at_field) for state in JobState}
         finished = at[JobState.SUCCEEDED] or at[JobState.FAILED]
         end = finished or now.strftime("%Y-%m-%dT%H:%M:%SZ")
         return cls(

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Final, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline_core import keys
 from pipeline_core.languages import UnknownLanguageError, normalize_language
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
 
 SCHEMA_VERSION: Final = 1
 MAX_DETAILS_CHARS: Final = 2000  # context for the corrector's prompt, not a document
@@ -219,6 +222,32 @@ class Result(_Message):
         return self
 
     @classmethod
+    def success(
+        cls,
+        source_file: str,
+        output_file: str,
+        *,
+        status: ResultStatus = "success",
+        timed_output_file: str | None = None,
+        job_id: str | None = None,
+    ) -> Result:
+        """A finished job's Result: ``success``, or ``success_uncorrected`` when its text was
+        not (fully) corrected."""
+        if status == "failed":
+            raise ContractError(cls.message_type, "status", "a failure is Result.failure's")
+        return cls.from_dict(
+            {
+                "source_file": keys.audio_key(source_file),
+                "output_file": output_file,
+                "status": status,
+                "timestamp": utc_timestamp(),
+                "job_id": job_id,
+                "timed_output_file": timed_output_file,
+                "schema_version": SCHEMA_VERSION,
+            }
+        )
+
+    @classmethod
     def failure(cls, source_file: str, error: str, job_id: str | None = None) -> Result:
         return cls(
             source_file=keys.audio_key(source_file),
@@ -228,3 +257,8 @@ class Result(_Message):
             job_id=job_id,
             schema_version=SCHEMA_VERSION,
         )
+
+
+def send_to_queue(sqs: SQSClient, queue_url: str, message: AudioJob | LlmJob | Result) -> str:
+    """Send one contract message to an SQS queue; returns the SQS message id."""
+    return sqs.send_message(QueueUrl=queue_url, MessageBody=message.to_json())["MessageId"]

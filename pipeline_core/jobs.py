@@ -4,13 +4,17 @@ It makes duplicate deliveries harmless: the Dispatcher's conditional put decides
 an S3 event is a new job, and each later step moves the job forward only from the states
 it expects (``queued -> transcribing -> transcribed -> correcting -> succeeded | failed``),
 so a redelivered message finds its work done and skips it.
+
+The row's attribute names are ``JobField``'s; a step that must not run twice at once (the
+Dispatcher re-sending a lost message, the LLM Caller correcting a transcript) holds a
+``Lease`` on the row.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -25,6 +29,68 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 DEFAULT_TTL_DAYS: Final = 90
+# ``JobField.RESULT_SENT_AT``'s value when no Result can name the upload (an unsafe key).
+RESULT_NOT_SENDABLE: Final = "not-sendable"
+
+
+class JobField:
+    """The names of the job row's attributes (besides the ``<state>_at`` times of
+    ``JobState.at_field``), for every step that writes or reads them."""
+
+    # Every row, from its creation.
+    JOB_ID: Final = "job_id"
+    STATE: Final = "state"
+    BUCKET: Final = "bucket"
+    S3_KEY: Final = "s3_key"
+    VERSION: Final = "version"
+    LANGUAGE: Final = "language"
+    DETAILS: Final = "details"
+    CREATED_AT: Final = "created_at"
+    UPDATED_AT: Final = "updated_at"
+    ERROR: Final = "error"
+    EXPIRES_AT: Final = "expires_at"  # the table's TTL attribute
+    # The Dispatcher: the upload, its Audio Queue message, and its refusal.
+    ETAG: Final = "etag"
+    VERSION_ID: Final = "version_id"
+    SIZE_BYTES: Final = "size_bytes"
+    ENQUEUED_AT: Final = "enqueued_at"
+    AUDIO_MESSAGE_ID: Final = "audio_message_id"
+    ENQUEUE_LEASE_UNTIL: Final = "enqueue_lease_until"
+    REJECTED_BY: Final = "rejected_by"
+    # The worker: its deliveries, progress, the transcript and the hand-off.
+    ATTEMPTS: Final = "attempts"
+    WORKER_ID: Final = "worker_id"
+    PROGRESS_PERCENT: Final = "progress_percent"
+    TIMED_KEY: Final = "timed_key"
+    AUDIO_SECONDS: Final = "audio_seconds"
+    TRANSCRIBE_SECONDS: Final = "transcribe_seconds"
+    REAL_TIME_FACTOR: Final = "real_time_factor"
+    MODEL: Final = "model"
+    # Set once the LLM job for the transcript was sent; absent means "maybe not sent".
+    LLM_JOB_SENT_AT: Final = "llm_job_sent_at"
+    # The LLM Caller: its passes, retries and the correction's figures.
+    CORRECTION_LEASE_UNTIL: Final = "correction_lease_until"
+    CORRECTION_PASSES: Final = "correction_passes"
+    RECEIVE_COUNT: Final = "receive_count"
+    LAST_ERROR: Final = "last_error"
+    LAST_ERROR_AT: Final = "last_error_at"
+    CHUNKS_TOTAL: Final = "chunks_total"
+    CHUNKS_DONE: Final = "chunks_done"
+    CHUNKS_UNCORRECTED: Final = "chunks_uncorrected"
+    LINES_TOTAL: Final = "lines_total"
+    LINES_CORRECTED: Final = "lines_corrected"
+    LINES_UNCORRECTED: Final = "lines_uncorrected"
+    LINES_CHANGED: Final = "lines_changed"
+    MODEL_CALLS: Final = "model_calls"
+    UNCORRECTED_REASONS: Final = "uncorrected_reasons"
+    CORRECTOR: Final = "corrector"
+    RESULT_STATUS: Final = "result_status"
+    OUTPUT_FILE: Final = "output_file"
+    TIMED_OUTPUT_FILE: Final = "timed_output_file"
+    # The Dispatcher and the LLM Caller: when the job's Result was sent.
+    RESULT_SENT_AT: Final = "result_sent_at"
+    # ``onprem redrive``: when a failed job was sent back to a stage.
+    REDRIVEN_AT: Final = "redriven_at"
 
 
 class JobState(StrEnum):
@@ -38,6 +104,11 @@ class JobState(StrEnum):
     @property
     def is_final(self) -> bool:
         return self in (JobState.SUCCEEDED, JobState.FAILED)
+
+    @property
+    def at_field(self) -> str:
+        """The attribute that records when the job entered this state: ``<state>_at``."""
+        return f"{self.value}_at"
 
 
 ACTIVE_STATES: Final = tuple(state for state in JobState if not state.is_final)
@@ -73,22 +144,103 @@ class JobRecord:
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> JobRecord:
         known = {
-            "job_id", "state", "bucket", "s3_key", "version", "language", "details",
-            "created_at", "updated_at", "error",
+            JobField.JOB_ID, JobField.STATE, JobField.BUCKET, JobField.S3_KEY, JobField.VERSION,
+            JobField.LANGUAGE, JobField.DETAILS, JobField.CREATED_AT, JobField.UPDATED_AT,
+            JobField.ERROR,
         }  # fmt: skip
         return cls(
-            job_id=item["job_id"],
-            state=JobState(item["state"]),
-            bucket=item.get("bucket", ""),
-            s3_key=item.get("s3_key", ""),
-            version=item.get("version", ""),
-            language=item.get("language"),
-            details=item.get("details", ""),
-            created_at=item.get("created_at", ""),
-            updated_at=item.get("updated_at", ""),
-            error=item.get("error"),
+            job_id=item[JobField.JOB_ID],
+            state=JobState(item[JobField.STATE]),
+            bucket=item.get(JobField.BUCKET, ""),
+            s3_key=item.get(JobField.S3_KEY, ""),
+            version=item.get(JobField.VERSION, ""),
+            language=item.get(JobField.LANGUAGE),
+            details=item.get(JobField.DETAILS, ""),
+            created_at=item.get(JobField.CREATED_AT, ""),
+            updated_at=item.get(JobField.UPDATED_AT, ""),
+            error=item.get(JobField.ERROR),
             attributes={k: v for k, v in item.items() if k not in known},
         )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A short-lived claim on a job row, for a step that must not run twice at once.
+
+    ``field`` holds the epoch milliseconds until which the claim holds, ``<field>_owner``
+    who holds it. A claim lapses by itself, so a Lambda that died holding one blocks nobody
+    for longer than ``seconds``.
+    """
+
+    field: str
+    owner: str
+    seconds: int
+
+    @property
+    def owner_field(self) -> str:
+        return f"{self.field}_owner"
+
+    def taken(self, now_ms: int) -> dict[str, Any]:
+        """The attributes that record this claim, taken at ``now_ms``."""
+        return {self.field: now_ms + self.seconds * 1000, self.owner_field: self.owner}
+
+
+class _Update:
+    """One conditional UpdateItem, every attribute name and value behind a placeholder."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+        self.assignments: list[str] = []
+        self.conditions: list[str] = []
+
+    def name(self, attribute: str) -> str:
+        for placeholder, known in self.names.items():
+            if known == attribute:
+                return placeholder
+        placeholder = f"#f{len(self.names)}"
+        self.names[placeholder] = attribute
+        return placeholder
+
+    def value(self, value: Any) -> str:
+        placeholder = f":v{len(self.values)}"
+        self.values[placeholder] = value
+        return placeholder
+
+    def set(self, fields: Mapping[str, Any]) -> None:
+        # A None field is "nothing to record": it must not reach the update expression.
+        for attribute, value in fields.items():
+            if value is not None:
+                self.assignments.append(f"{self.name(attribute)} = {self.value(value)}")
+
+    def require(self, condition: str) -> None:
+        self.conditions.append(condition)
+
+    def require_job(self, states: Iterable[JobState] | None = None) -> None:
+        """The job exists (and, when ``states`` are given, is in one of them)."""
+        self.require(f"attribute_exists({self.name(JobField.JOB_ID)})")
+        if states is None:
+            return
+        allowed = list(dict.fromkeys(states))
+        if not allowed:
+            raise ValueError("at least one expected state is needed")
+        listed = ", ".join(self.value(state.value) for state in allowed)
+        self.require(f"{self.name(JobField.STATE)} IN ({listed})")
+
+
+def _written(write: Callable[[], object]) -> bool:
+    """Run a conditional write; False when its condition did not hold (nothing written)."""
+    try:
+        write()
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            return False
+        raise
+    return True
 
 
 class JobTable:
@@ -111,6 +263,16 @@ class JobTable:
             if v is not None
         }
 
+    def _update(self, job_id: str, update: _Update) -> None:
+        self._client.update_item(
+            TableName=self._table,
+            Key=self._serialize({JobField.JOB_ID: job_id}),
+            UpdateExpression="SET " + ", ".join(update.assignments),
+            ConditionExpression=" AND ".join(update.conditions),
+            ExpressionAttributeNames=update.names,
+            ExpressionAttributeValues=self._serialize(update.values),
+        )
+
     def create(
         self,
         *,
@@ -123,35 +285,34 @@ class JobTable:
         state: JobState = JobState.QUEUED,
         error: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        lease: Lease | None = None,
     ) -> bool:
-        """Record a new job; False (and nothing written) when the job already exists."""
+        """Record a new job (holding ``lease`` if given); False (and nothing written) when
+        the job already exists."""
         now = utc_timestamp()
         item = {
             **(extra or {}),
-            "job_id": job_id,
-            "state": state.value,
-            "bucket": bucket,
-            "s3_key": s3_key,
-            "version": version,
-            "language": language,
-            "details": details,
-            "created_at": now,
-            "updated_at": now,
-            f"{state.value}_at": now,
-            "error": error,
-            "expires_at": int(time.time()) + self._ttl_seconds,
+            **(lease.taken(_now_ms()) if lease else {}),
+            JobField.JOB_ID: job_id,
+            JobField.STATE: state.value,
+            JobField.BUCKET: bucket,
+            JobField.S3_KEY: s3_key,
+            JobField.VERSION: version,
+            JobField.LANGUAGE: language,
+            JobField.DETAILS: details,
+            JobField.CREATED_AT: now,
+            JobField.UPDATED_AT: now,
+            state.at_field: now,
+            JobField.ERROR: error,
+            JobField.EXPIRES_AT: int(time.time()) + self._ttl_seconds,
         }
-        try:
-            self._client.put_item(
+        return _written(
+            lambda: self._client.put_item(
                 TableName=self._table,
                 Item=self._serialize(item),
-                ConditionExpression="attribute_not_exists(job_id)",
+                ConditionExpression=f"attribute_not_exists({JobField.JOB_ID})",
             )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        )
 
     def transition(
         self,
@@ -166,71 +327,77 @@ class JobTable:
         Returns False, writing nothing, when the job is missing or in another state: the
         caller then reads the job to learn what happened (usually a duplicate delivery).
         """
-        allowed = list(dict.fromkeys(expected))
-        if not allowed:
-            raise ValueError("transition needs at least one expected state")
         now = utc_timestamp()
-        # A None field is "nothing to record": it must not reach the update expression.
-        values: dict[str, Any] = {
-            **{k: v for k, v in (fields or {}).items() if v is not None},
-            "state": to.value,
-            "updated_at": now,
-            f"{to.value}_at": now,
-        }
-        names = {f"#f{i}": name for i, name in enumerate(values)}
-        placeholders = {name: f"#f{i}" for i, name in enumerate(values)}
-        assignments = ", ".join(f"{placeholders[name]} = :v{i}" for i, name in enumerate(values))
-        expression_values = {f":v{i}": value for i, value in enumerate(values.values())}
-        expression_values.update({f":e{i}": state.value for i, state in enumerate(allowed)})
-        condition = (
-            f"attribute_exists(job_id) AND {placeholders['state']} IN "
-            f"({', '.join(f':e{i}' for i in range(len(allowed)))})"
+        update = _Update()
+        update.set(
+            {**(fields or {}), JobField.STATE: to.value, JobField.UPDATED_AT: now, to.at_field: now}
         )
-        try:
-            self._client.update_item(
-                TableName=self._table,
-                Key=self._serialize({"job_id": job_id}),
-                UpdateExpression=f"SET {assignments}",
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=self._serialize(expression_values),
-            )
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        update.require_job(expected)
+        return _written(lambda: self._update(job_id, update))
 
     def update_fields(self, job_id: str, fields: Mapping[str, Any]) -> None:
         """Record figures (progress, durations) without changing the state."""
         if not fields:
             return
-        values = {
-            **{k: v for k, v in fields.items() if v is not None},
-            "updated_at": utc_timestamp(),
-        }
-        names = {f"#f{i}": name for i, name in enumerate(values)}
-        assignments = ", ".join(f"#f{i} = :v{i}" for i in range(len(values)))
-        self._client.update_item(
-            TableName=self._table,
-            Key=self._serialize({"job_id": job_id}),
-            UpdateExpression=f"SET {assignments}",
-            ConditionExpression="attribute_exists(job_id)",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=self._serialize(
-                {f":v{i}": value for i, value in enumerate(values.values())}
-            ),
-        )
+        update = _Update()
+        update.set({**fields, JobField.UPDATED_AT: utc_timestamp()})
+        update.require_job()
+        self._update(job_id, update)
 
     def fail(self, job_id: str, error: str) -> bool:
         """Mark a job failed with a reason the user can read, from any unfinished state."""
         return self.transition(
-            job_id, JobState.FAILED, expected=ACTIVE_STATES, fields={"error": error}
+            job_id, JobState.FAILED, expected=ACTIVE_STATES, fields={JobField.ERROR: error}
         )
+
+    def claim(
+        self,
+        job_id: str,
+        lease: Lease,
+        *,
+        states: Iterable[JobState],
+        to: JobState | None = None,
+        unless_present: str | None = None,
+        count: str | None = None,
+    ) -> bool:
+        """Take ``lease`` on a job in one of ``states``, moving it ``to`` a state if given and
+        adding one to the ``count`` attribute if given.
+
+        False, writing nothing, when the job is missing, in another state, already done
+        (``unless_present`` is set) or claimed by another owner whose lease has not lapsed.
+        """
+        now, now_ms = utc_timestamp(), _now_ms()
+        update = _Update()
+        update.set({**lease.taken(now_ms), JobField.UPDATED_AT: now})
+        if to is not None:
+            update.set({JobField.STATE: to.value, to.at_field: now})
+        update.require_job(states)
+        held_until = update.name(lease.field)
+        update.require(
+            f"(attribute_not_exists({held_until}) OR {held_until} < {update.value(now_ms)})"
+        )
+        if unless_present:
+            update.require(f"attribute_not_exists({update.name(unless_present)})")
+        if count:
+            counter = update.name(count)
+            update.assignments.append(
+                f"{counter} = if_not_exists({counter}, {update.value(0)}) + {update.value(1)}"
+            )
+        return _written(lambda: self._update(job_id, update))
+
+    def release(self, job_id: str, lease: Lease) -> None:
+        """Give ``lease`` back early (only if still ours), so that the next delivery need
+        not wait for it to lapse."""
+        update = _Update()
+        update.set({lease.field: 0})
+        update.require(f"{update.name(lease.owner_field)} = {update.value(lease.owner)}")
+        _written(lambda: self._update(job_id, update))  # False: no longer ours to give back
 
     def get(self, job_id: str) -> JobRecord | None:
         response = self._client.get_item(
-            TableName=self._table, Key=self._serialize({"job_id": job_id}), ConsistentRead=True
+            TableName=self._table,
+            Key=self._serialize({JobField.JOB_ID: job_id}),
+            ConsistentRead=True,
         )
         item = response.get("Item")
         return None if item is None else JobRecord.from_item(self._deserialize(item))

@@ -16,7 +16,7 @@ from cloudformation.emulated import REGION, EmulatedStack, create_emulated_stack
 from cloudformation.stack import OUTPUT_NAMES
 from pipeline_core import keys
 from pipeline_core.config import WorkerSettings
-from pipeline_core.contracts import AudioJob, LlmJob, Result, utc_timestamp
+from pipeline_core.contracts import AudioJob, LlmJob, Result, send_to_queue
 from pipeline_core.jobs import JobState, JobTable, job_id_for
 from pipeline_core.metadata import decode_metadata, encode_metadata
 
@@ -83,7 +83,7 @@ def test_a_job_travels_through_the_bucket_queues_and_table(stack: EmulatedStack)
         job_id=job_id, bucket=bucket, s3_key=key, version=version, language="he", details="x"
     )
     audio = AudioJob(s3_key=key, language="hebrew", details="x", job_id=job_id, version_id=version)
-    sqs.send_message(QueueUrl=stack.outputs["AudioQueueUrl"], MessageBody=audio.to_json())
+    send_to_queue(sqs, stack.outputs["AudioQueueUrl"], audio)
 
     # Worker: receive, read the pinned version, write the transcript, hand on, delete.
     message = _receive_one(sqs, stack.outputs["AudioQueueUrl"])
@@ -95,7 +95,7 @@ def test_a_job_travels_through_the_bucket_queues_and_table(stack: EmulatedStack)
     timed = keys.transcript_keys(key).timed
     s3.put_object(Bucket=bucket, Key=timed, Body="[00:00.000 --> 00:01.000] שלום".encode())
     llm = LlmJob(timed_key=timed, details="x", language="hebrew", job_id=job_id, source_key=key)
-    sqs.send_message(QueueUrl=stack.outputs["LlmQueueUrl"], MessageBody=llm.to_json())
+    send_to_queue(sqs, stack.outputs["LlmQueueUrl"], llm)
     sqs.delete_message(
         QueueUrl=stack.outputs["AudioQueueUrl"], ReceiptHandle=message["ReceiptHandle"]
     )
@@ -105,14 +105,8 @@ def test_a_job_travels_through_the_bucket_queues_and_table(stack: EmulatedStack)
     received_llm = LlmJob.from_json(message["Body"])
     final = keys.final_keys(received_llm.stem).text
     s3.put_object(Bucket=bucket, Key=final, Body="שלום".encode())
-    result = Result(
-        source_file=key,
-        output_file=keys.s3_uri(bucket, final),
-        status="success",
-        timestamp=utc_timestamp(),
-        job_id=job_id,
-    )
-    sqs.send_message(QueueUrl=stack.outputs["ResultsQueueUrl"], MessageBody=result.to_json())
+    result = Result.success(key, keys.s3_uri(bucket, final), job_id=job_id)
+    send_to_queue(sqs, stack.outputs["ResultsQueueUrl"], result)
     sqs.delete_message(
         QueueUrl=stack.outputs["LlmQueueUrl"], ReceiptHandle=message["ReceiptHandle"]
     )

@@ -2,9 +2,18 @@ from __future__ import annotations
 
 import json
 
+import boto3
 import pytest
 
-from pipeline_core.contracts import AudioJob, ContractError, LlmJob, Result, utc_timestamp
+from pipeline_core.contracts import (
+    SCHEMA_VERSION,
+    AudioJob,
+    ContractError,
+    LlmJob,
+    Result,
+    send_to_queue,
+    utc_timestamp,
+)
 
 SEED_AUDIO = '{"s3_key": "recording-001.mp3", "language": "hebrew", "details": "Bava Kamma 2a"}'
 SEED_LLM = (
@@ -132,3 +141,39 @@ def test_utc_timestamp_format() -> None:
     stamp = utc_timestamp()
     assert len(stamp) == 20
     assert stamp.endswith("Z")
+
+
+def test_result_success_builder() -> None:
+    done = Result.success(
+        "lectures/a.mp3",
+        "s3://b/final-output/lectures/a.txt",
+        timed_output_file="s3://b/final-output/lectures/a.timed.txt",
+        job_id="j1",
+    )
+    assert done.source_file == "audio-input/lectures/a.mp3"
+    assert (done.status, done.job_id, done.error) == ("success", "j1", None)
+    assert done.timed_output_file == "s3://b/final-output/lectures/a.timed.txt"
+    assert done.schema_version == SCHEMA_VERSION
+    assert done.timestamp.endswith("Z")
+    assert Result.from_json(done.to_json()) == done
+    uncorrected = Result.success("a.mp3", "s3://b/k", status="success_uncorrected")
+    assert uncorrected.status == "success_uncorrected"
+    assert "timed_output_file" not in uncorrected.to_dict()
+    for status, output, field in [
+        ("failed", "s3://b/k", "status"),
+        ("success", "/tmp/k", "output_file"),
+    ]:
+        with pytest.raises(ContractError) as caught:
+            Result.success("a.mp3", output, status=status)  # type: ignore[arg-type]
+        assert caught.value.field == field
+
+
+def test_send_to_queue_sends_the_message_as_its_json(aws: None) -> None:
+    sqs = boto3.client("sqs")
+    url = sqs.create_queue(QueueName="results")["QueueUrl"]
+    result = Result.failure("a.mp3", "שגיאה: the file is not audio", job_id="j1")
+    message_id = send_to_queue(sqs, url, result)
+    [message] = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert message["MessageId"] == message_id
+    assert message["Body"] == result.to_json()
+    assert Result.from_json(message["Body"]) == result

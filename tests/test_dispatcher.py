@@ -15,7 +15,7 @@ from chalice_deploy import Deployment, deploy, s3_event
 from chalicelib.dispatch.capacity import ensure_gpu_capacity
 from chalicelib.dispatch.s3_events import created_objects
 from pipeline_core.contracts import AudioJob
-from pipeline_core.jobs import JobState, job_id_for
+from pipeline_core.jobs import JobField, JobState, job_id_for
 from pipeline_core.jsonlog import configure_logging
 from pipeline_core.metadata import encode_metadata
 
@@ -57,7 +57,7 @@ def test_upload_becomes_one_queued_job_and_starts_the_gpu(stack: Deployment) -> 
     record = stack.job(job.job_id)
     assert record.state is JobState.QUEUED
     assert record.details == HEBREW_DETAILS
-    assert "enqueued_at" in record.attributes
+    assert JobField.ENQUEUED_AT in record.attributes
     assert stack.desired_capacity() == 1
     assert stack.results() == []
 
@@ -238,7 +238,7 @@ def test_a_crash_between_put_and_send_is_repaired_by_the_retry(stack: Deployment
         crashing.lambda_.invoke("dispatcher", event)
     [record] = stack.table().scan()
     assert record.state is JobState.QUEUED
-    assert "enqueued_at" not in record.attributes
+    assert JobField.ENQUEUED_AT not in record.attributes
 
     # A redelivery within the lease might race a first attempt still running: it waits.
     retry = stack.client()
@@ -247,12 +247,12 @@ def test_a_crash_between_put_and_send_is_repaired_by_the_retry(stack: Deployment
 
     # Lambda retries a failed S3 invocation a minute or more later, when the lease has
     # lapsed (the clock is moved on here by lapsing the lease in the table).
-    stack.table().update_fields(record.job_id, {"enqueue_lease_until": 0})
+    stack.table().update_fields(record.job_id, {JobField.ENQUEUE_LEASE_UNTIL: 0})
     retry.lambda_.invoke("dispatcher", event)
     retry.lambda_.invoke("dispatcher", event)
     [job] = audio_jobs(stack)
     assert job.job_id == record.job_id
-    assert "enqueued_at" in stack.job(record.job_id).attributes
+    assert JobField.ENQUEUED_AT in stack.job(record.job_id).attributes
     assert stack.desired_capacity() == 1
 
 

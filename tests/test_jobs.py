@@ -1,8 +1,19 @@
 from __future__ import annotations
 
-import boto3
+import time
 
-from pipeline_core.jobs import JobState, JobTable, at_or_after, job_id_for
+import boto3
+import pytest
+
+from pipeline_core.jobs import (
+    ACTIVE_STATES,
+    JobField,
+    JobState,
+    JobTable,
+    Lease,
+    at_or_after,
+    job_id_for,
+)
 
 
 def make_table(name: str) -> JobTable:
@@ -82,3 +93,94 @@ def test_none_fields_are_left_out_not_an_error(job_table_name: str) -> None:
     assert "worker" not in record.attributes
     assert "eta" not in record.attributes
     assert float(record.attributes["progress_percent"]) == 50.0
+
+
+def _queued(table: JobTable, job_id: str = "j", lease: Lease | None = None) -> None:
+    table.create(
+        job_id=job_id, bucket="b", s3_key="audio-input/a.mp3", version="v", language="en",
+        details="", lease=lease,
+    )  # fmt: skip
+
+
+def _lease(owner: str, seconds: int = 60) -> Lease:
+    return Lease(JobField.CORRECTION_LEASE_UNTIL, owner, seconds)
+
+
+def test_a_lease_is_held_by_one_owner_at_a_time(job_table_name: str) -> None:
+    table = make_table(job_table_name)
+    _queued(table)
+    assert table.claim("j", _lease("a"), states=[JobState.QUEUED])
+    assert not table.claim("j", _lease("b"), states=[JobState.QUEUED])
+    assert not table.claim("j", _lease("a"), states=[JobState.QUEUED])  # not re-entrant
+    record = table.get("j")
+    assert record is not None
+    assert record.attributes["correction_lease_until_owner"] == "a"
+    assert record.attributes["correction_lease_until"] > time.time() * 1000 + 50_000
+    assert record.state is JobState.QUEUED  # no state change asked for
+
+
+def test_a_lapsed_lease_can_be_taken_over(job_table_name: str) -> None:
+    table = make_table(job_table_name)
+    _queued(table)
+    assert table.claim("j", _lease("a", seconds=0), states=[JobState.QUEUED])
+    time.sleep(0.01)
+    assert table.claim("j", _lease("b"), states=[JobState.QUEUED])
+    record = table.get("j")
+    assert record is not None
+    assert record.attributes["correction_lease_until_owner"] == "b"
+
+
+def test_release_gives_back_only_ones_own_lease(job_table_name: str) -> None:
+    table = make_table(job_table_name)
+    _queued(table)
+    assert table.claim("j", _lease("a"), states=[JobState.QUEUED])
+    table.release("j", _lease("b"))  # not b's: nothing happens, no error
+    assert not table.claim("j", _lease("b"), states=[JobState.QUEUED])
+    table.release("j", _lease("a"))
+    assert table.claim("j", _lease("b"), states=[JobState.QUEUED])
+    table.release("missing", _lease("a"))  # no job: nothing to give back, no error
+
+
+def test_a_claim_wants_the_job_in_one_of_the_states(job_table_name: str) -> None:
+    table = make_table(job_table_name)
+    _queued(table)
+    assert not table.claim("missing", _lease("a"), states=[JobState.QUEUED])
+    assert not table.claim("j", _lease("a"), states=[JobState.TRANSCRIBED])
+    assert table.claim("j", _lease("a"), states=ACTIVE_STATES)
+    with pytest.raises(ValueError, match="expected state"):
+        table.claim("j", _lease("b"), states=[])
+
+
+def test_a_claim_can_move_the_state_and_count_the_claims(job_table_name: str) -> None:
+    table = make_table(job_table_name)
+    _queued(table)
+    table.transition("j", JobState.TRANSCRIBING, expected=[JobState.QUEUED])
+    table.transition("j", JobState.TRANSCRIBED, expected=[JobState.TRANSCRIBING])
+    for passes in (1, 2):
+        assert table.claim(
+            "j",
+            _lease(f"pass {passes}"),
+            states=ACTIVE_STATES,
+            to=JobState.CORRECTING,
+            count=JobField.CORRECTION_PASSES,
+        )
+        table.release("j", _lease(f"pass {passes}"))
+        record = table.get("j")
+        assert record is not None
+        assert record.state is JobState.CORRECTING
+        assert record.attributes[JobField.CORRECTION_PASSES] == passes
+        assert JobState.CORRECTING.at_field in record.attributes
+    table.transition("j", JobState.SUCCEEDED, expected=[JobState.CORRECTING])
+    assert not table.claim("j", _lease("late"), states=ACTIVE_STATES, to=JobState.CORRECTING)
+
+
+def test_a_claim_unless_the_step_is_done(job_table_name: str) -> None:
+    table = make_table(job_table_name)
+    enqueue = Lease(JobField.ENQUEUE_LEASE_UNTIL, "first delivery", 60)
+    _queued(table, lease=enqueue)  # the creating delivery holds the lease from the start
+    resend = Lease(JobField.ENQUEUE_LEASE_UNTIL, "second delivery", 60)
+    assert not table.claim("j", resend, states=[JobState.QUEUED], unless_present="sent")
+    table.release("j", enqueue)
+    table.update_fields("j", {"sent": "yes"})
+    assert not table.claim("j", resend, states=[JobState.QUEUED], unless_present="sent")
+    assert table.claim("j", resend, states=[JobState.QUEUED], unless_present="other")

@@ -14,9 +14,8 @@ from chalice.test import Client
 from chalice_deploy import Deployment, deploy
 from fake_llm import FakeModel, running_model
 
-from chalicelib.leases import try_claim
-from pipeline_core.contracts import LlmJob, Result
-from pipeline_core.jobs import ACTIVE_STATES, JobState, job_id_for
+from pipeline_core.contracts import LlmJob, Result, send_to_queue
+from pipeline_core.jobs import ACTIVE_STATES, JobField, JobState, Lease, job_id_for
 
 DETAILS = "Bava Kamma 2a"
 LECTURE = [
@@ -126,9 +125,9 @@ def test_corrects_text_with_the_details_and_keeps_every_timestamp(
     assert job.job_id is not None
     record = stack.job(job.job_id)
     assert record.state is JobState.SUCCEEDED
-    assert "correcting_at" in record.attributes
-    figures = {k: int(record.attributes[k]) for k in ("lines_total", "lines_changed")}
-    assert figures == {"lines_total": 3, "lines_changed": 2}
+    assert JobState.CORRECTING.at_field in record.attributes
+    figures = {k: int(record.attributes[k]) for k in (JobField.LINES_TOTAL, JobField.LINES_CHANGED)}
+    assert figures == {JobField.LINES_TOTAL: 3, JobField.LINES_CHANGED: 2}
     assert stack.keys("llm-work/") == []  # checkpoints removed once the outputs exist
 
 
@@ -217,9 +216,11 @@ def test_a_chunk_refused_twice_keeps_its_original_lines(
     assert job.job_id is not None
     record = stack.job(job.job_id)
     assert record.state is JobState.SUCCEEDED
-    assert int(record.attributes["lines_uncorrected"]) == len(bad_lines)
-    assert int(record.attributes["chunks_uncorrected"]) == 1
-    assert f"lines {bad_lines[0]}-{bad_lines[-1]}:" in record.attributes["uncorrected_reasons"]
+    assert int(record.attributes[JobField.LINES_UNCORRECTED]) == len(bad_lines)
+    assert int(record.attributes[JobField.CHUNKS_UNCORRECTED]) == 1
+    assert (
+        f"lines {bad_lines[0]}-{bad_lines[-1]}:" in record.attributes[JobField.UNCORRECTED_REASONS]
+    )
 
 
 def test_a_refused_answer_is_asked_once_more(stack: Deployment, model: FakeModel) -> None:
@@ -304,7 +305,7 @@ def test_persistent_throttling_ends_in_the_dlq_after_three_receives(
     job = transcribed(stack, LECTURE)
     assert job.job_id is not None
     queue_url, queue_arn = stack.outputs["LlmQueueUrl"], stack.outputs["LlmQueueArn"]
-    stack.sqs.send_message(QueueUrl=queue_url, MessageBody=job.to_json())
+    send_to_queue(stack.sqs, queue_url, job)
 
     for receive in (1, 2, 3):
         [message] = stack.sqs.receive_message(
@@ -314,7 +315,7 @@ def test_persistent_throttling_ends_in_the_dlq_after_three_receives(
         with pytest.raises(Exception, match="ThrottlingException"):
             client.lambda_.invoke("llm_caller", sqs_event(message, queue_arn))
         record = stack.job(job.job_id)
-        assert "ThrottlingException" in record.attributes["last_error"]
+        assert "ThrottlingException" in record.attributes[JobField.LAST_ERROR]
         if receive < 3:
             assert record.state is JobState.CORRECTING
             assert stack.results() == []
@@ -330,7 +331,7 @@ def test_persistent_throttling_ends_in_the_dlq_after_three_receives(
     assert stack.read("final-output/lesson-001.timed.txt").split("\n")[:-1] == LECTURE
     record = stack.job(job.job_id)
     assert record.state is JobState.SUCCEEDED
-    assert "ThrottlingException" in record.attributes["last_error"]
+    assert "ThrottlingException" in record.attributes[JobField.LAST_ERROR]
 
 
 def test_a_duplicate_llm_job_makes_no_second_model_call(
@@ -363,11 +364,11 @@ def test_a_duplicate_while_another_invocation_corrects_is_left_alone(
     client = stack.client(llm_env=llm_env(model))
     job = transcribed(stack, LECTURE)
     assert job.job_id is not None
-    assert try_claim(
-        stack.table()._client, stack.outputs["JobTableName"], job.job_id,
-        lease_field="correction_lease_until", owner="another-invocation", lease_ms=60_000,
+    assert stack.table().claim(
+        job.job_id,
+        Lease(JobField.CORRECTION_LEASE_UNTIL, owner="another-invocation", seconds=60),
         states=ACTIVE_STATES,
-    )  # fmt: skip
+    )
     invoke(client, job)
     assert model.converse_calls() == []
     assert stack.results() == []
@@ -398,7 +399,7 @@ def test_a_transcript_too_long_for_one_invocation_continues_in_a_new_message(
     asked = [n for call in model.converse_calls() for n in call.line_ids]
     assert sorted(asked) == list(range(1, 31))  # no chunk paid for twice
     assert only_result(stack).status == "success"
-    assert int(stack.job(job.job_id).attributes["correction_passes"]) == invocations
+    assert int(stack.job(job.job_id).attributes[JobField.CORRECTION_PASSES]) == invocations
 
 
 def test_correction_passes_are_bounded(stack: Deployment, model: FakeModel) -> None:

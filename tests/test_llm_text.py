@@ -1,48 +1,13 @@
-"""Timed transcript lines and the validator that decides whether a correction is used."""
+"""How a transcript is cut into prompts, and the validator that decides whether a correction
+is used."""
 
 from __future__ import annotations
 
 import pytest
 
+from chalicelib.correction.prompt import chunks
 from chalicelib.correction.validation import AnswerRefusedError, line_is_close, validate
-from chalicelib.timed_text import chunks, parse, render_plain, render_timed
-
-TIMED = (
-    "[00:00:00.000 --> 00:00:02.000] שלום לכולם\n"
-    "00:00:02,000 --> 00:00:04,500 an SRT-style line\n"
-    "\n"
-    "[1:02:03.5 -> 1:02:04] any bracketed prefix\n"
-    "a line without timing\n"
-    "[00:00:09.000 --> 00:00:10.000]\n"
-)
-
-
-def test_only_text_is_replaced_and_everything_else_is_kept_byte_for_byte() -> None:
-    transcript = parse(TIMED)
-    assert [line.prefix for line in transcript.lines] == [
-        "[00:00:00.000 --> 00:00:02.000] ",
-        "00:00:02,000 --> 00:00:04,500 ",
-        "",
-        "[1:02:03.5 -> 1:02:04] ",
-        "",
-        "[00:00:09.000 --> 00:00:10.000]",
-    ]
-    assert [line.number for line in transcript.correctable] == [1, 2, 4, 5]
-    assert render_timed(transcript, {}) == TIMED
-    changed = render_timed(transcript, {1: "שלום לכולם!", 5: "A line without timing."})
-    assert changed.split("\n")[0] == "[00:00:00.000 --> 00:00:02.000] שלום לכולם!"
-    assert changed.split("\n")[4] == "A line without timing."
-    assert render_plain(transcript, {1: "שלום לכולם!"}).split("\n")[:2] == [
-        "שלום לכולם!",
-        "an SRT-style line",
-    ]
-
-
-def test_crlf_and_missing_final_newline_survive() -> None:
-    text = "[0:01 --> 0:02] a\r\n[0:02 --> 0:03] b"
-    transcript = parse(text)
-    assert [line.text for line in transcript.lines] == ["a", "b"]
-    assert render_timed(transcript, {}) == "[0:01 --> 0:02] a\n[0:02 --> 0:03] b"
+from pipeline_core.timed_text import parse
 
 
 def test_chunks_respect_the_size_and_keep_order() -> None:

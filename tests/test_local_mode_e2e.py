@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,7 @@ from audio_factory import corrupt_mp3, speech_mp3
 from rich.console import Console
 
 from local_mode.cli import build_parser, run_local
-
-TIMED_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}\] .+$")
+from pipeline_core.timed_text import TIMED_LINE
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The worker's SQS calls: one Audio Queue message at a time, and sends to the other queues."""
+"""The worker's Audio Queue calls: one message at a time (sends go through ``send_to_queue``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
-
-    from pipeline_core.contracts import LlmJob, Result
 
 
 @dataclass(frozen=True)
@@ -83,8 +81,3 @@ class AudioQueue:
             in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", "0")),
             delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", "0")),
         )
-
-
-def send(sqs: SQSClient, url: str, message: LlmJob | Result) -> str:
-    """Send a contract message; returns the SQS message id."""
-    return sqs.send_message(QueueUrl=url, MessageBody=message.to_json())["MessageId"]

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
-from gpu_worker.storage.download import MISSING_CODES, SourceMissingError
-from pipeline_core.jobs import JobRecord, JobState, JobTable, at_or_after, job_id_for
+from gpu_worker.storage.download import SourceMissingError
+from pipeline_core.errors import is_missing_object
+from pipeline_core.jobs import JobField, JobRecord, JobState, JobTable, at_or_after, job_id_for
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from pipeline_core.contracts import AudioJob
-
-# Set once the LLM job for the transcript was sent; absent means "maybe not sent".
-HANDED_OFF_FIELD: Final = "llm_job_sent_at"
 
 
 class Action(StrEnum):
@@ -58,7 +56,7 @@ def resolve_job_id(s3: S3Client, bucket: str, job: AudioJob) -> str:
         try:
             head = s3.head_object(Bucket=bucket, Key=job.object_key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in MISSING_CODES:
+            if is_missing_object(exc):
                 raise SourceMissingError(
                     f"the audio object {job.object_key} does not exist"
                 ) from None
@@ -69,7 +67,7 @@ def resolve_job_id(s3: S3Client, bucket: str, job: AudioJob) -> str:
 
 
 def _decide(record: JobRecord) -> Action | None:
-    if record.state is JobState.TRANSCRIBED and HANDED_OFF_FIELD not in record.attributes:
+    if record.state is JobState.TRANSCRIBED and JobField.LLM_JOB_SENT_AT not in record.attributes:
         return Action.HAND_OFF
     if at_or_after(record.state, JobState.TRANSCRIBED):
         return Action.SKIP
@@ -95,12 +93,12 @@ def claim_job(table: JobTable, job_id: str, job: AudioJob, bucket: str, worker_i
         action = _decide(record)
         if action is not None:
             return Claim(job_id, action, record.state)
-        attempt = int(record.attributes.get("attempts", 0)) + 1
+        attempt = int(record.attributes.get(JobField.ATTEMPTS, 0)) + 1
         if table.transition(
             job_id,
             JobState.TRANSCRIBING,
             expected=[JobState.QUEUED, JobState.TRANSCRIBING],
-            fields={"attempts": attempt, "worker_id": worker_id},
+            fields={JobField.ATTEMPTS: attempt, JobField.WORKER_ID: worker_id},
         ):
             return Claim(job_id, Action.TRANSCRIBE, JobState.TRANSCRIBING, attempt)
     raise ClaimConflictError(f"job {job_id} keeps changing state under this worker")

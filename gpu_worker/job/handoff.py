@@ -15,10 +15,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from gpu_worker.delivery.queues import send
-from gpu_worker.job.claim import HANDED_OFF_FIELD
-from pipeline_core.contracts import AudioJob, LlmJob, Result, utc_timestamp
-from pipeline_core.jobs import JobState, JobTable, at_or_after
+from pipeline_core.contracts import AudioJob, LlmJob, Result, send_to_queue, utc_timestamp
+from pipeline_core.jobs import JobField, JobState, JobTable, at_or_after
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -56,12 +54,12 @@ def send_llm_job(
         job_id=job_id,
         source_key=job.object_key,
     )
-    message_id = send(sqs, llm_queue_url, message)
+    message_id = send_to_queue(sqs, llm_queue_url, message)
     logger.info("sent the LLM job", extra={"timed_key": timed_key, "llm_message_id": message_id})
 
 
 def record_handed_off(table: JobTable, job_id: str) -> None:
-    table.update_fields(job_id, {HANDED_OFF_FIELD: utc_timestamp()})
+    table.update_fields(job_id, {JobField.LLM_JOB_SENT_AT: utc_timestamp()})
 
 
 def report_failure(
@@ -74,7 +72,7 @@ def report_failure(
     reason: str,
 ) -> None:
     """Tell the user the job failed and why, and record it; the caller deletes the message."""
-    send(sqs, results_queue_url, Result.failure(source_key, reason, job_id=job_id))
+    send_to_queue(sqs, results_queue_url, Result.failure(source_key, reason, job_id=job_id))
     if job_id is not None and table.get(job_id) is not None:
         table.fail(job_id, reason)
     logger.error("the job failed: %s", reason, extra={"error": reason})

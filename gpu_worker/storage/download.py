@@ -5,20 +5,19 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
+
+from pipeline_core.errors import PermanentError, is_missing_object
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 logger = logging.getLogger(__name__)
 
-# download_file answers a missing object with its HeadObject's bare "404".
-MISSING_CODES: Final = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NotFound"})
 
-
-class SourceMissingError(Exception):
+class SourceMissingError(PermanentError):
     """The audio object (or the version the job names) is gone: retrying will not help."""
 
 
@@ -33,7 +32,7 @@ def download_audio(
     try:
         s3.download_file(bucket, key, str(path), ExtraArgs=extra)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in MISSING_CODES:
+        if is_missing_object(exc):
             version = f" (version {version_id})" if version_id else ""
             raise SourceMissingError(
                 f"the audio object {key}{version} does not exist; it was deleted or replaced "

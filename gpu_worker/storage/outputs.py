@@ -15,9 +15,11 @@ from urllib.parse import quote, unquote
 
 from botocore.exceptions import ClientError
 
-from gpu_worker.storage.download import MISSING_CODES
 from gpu_worker.transcription import formats
+from pipeline_core.errors import is_missing_object
+from pipeline_core.jobs import JobField
 from pipeline_core.keys import TranscriptKeys
+from pipeline_core.timed_text import render_segments
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -41,12 +43,12 @@ class WrittenTranscript:
     def job_fields(self) -> dict[str, object]:
         """What the job table records about the transcription."""
         return {
-            "timed_key": self.keys.timed,
-            "audio_seconds": round(self.audio_seconds, 3),
-            "transcribe_seconds": round(self.transcribe_seconds, 3),
-            "real_time_factor": round(self.real_time_factor, 4),
-            "model": self.model,
-            "progress_percent": 100.0,
+            JobField.TIMED_KEY: self.keys.timed,
+            JobField.AUDIO_SECONDS: round(self.audio_seconds, 3),
+            JobField.TRANSCRIBE_SECONDS: round(self.transcribe_seconds, 3),
+            JobField.REAL_TIME_FACTOR: round(self.real_time_factor, 4),
+            JobField.MODEL: self.model,
+            JobField.PROGRESS_PERCENT: 100.0,
         }
 
 
@@ -73,7 +75,7 @@ def write_transcripts(
     s3.put_object(
         Bucket=bucket,
         Key=keys.timed,
-        Body=formats.timed_text(segments).encode("utf-8"),
+        Body=render_segments(segments).encode("utf-8"),
         ContentType="text/plain; charset=utf-8",
         Metadata={  # S3 metadata is ASCII: the model id is percent-encoded
             "job-id": figures.job_id,
@@ -96,7 +98,7 @@ def find_written_transcript(
     try:
         head = s3.head_object(Bucket=bucket, Key=keys.timed)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in MISSING_CODES:
+        if is_missing_object(exc):
             return None
         raise
     metadata = head.get("Metadata", {})

@@ -16,6 +16,8 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from pipeline_core.errors import PermanentError
+
 SAMPLE_RATE: Final = 16_000
 WINDOW_SECONDS: Final = 600.0
 CUT_SEARCH_SECONDS: Final = 5.0
@@ -24,7 +26,7 @@ QUIET_FRAME_SECONDS: Final = 0.1
 Samples = npt.NDArray[np.float32]
 
 
-class AudioDecodeError(ValueError):
+class AudioDecodeError(PermanentError, ValueError):
     """The file is empty, corrupt, truncated or not audio: retrying will not help."""
 
 

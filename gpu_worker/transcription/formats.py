@@ -1,7 +1,7 @@
 """The four transcript files the worker writes, as pure functions of the segments.
 
-- ``.timed.txt``: one segment a line, ``[HH:MM:SS.mmm --> HH:MM:SS.mmm] text`` (the LLM
-  Caller's input, so its format is part of the pipeline's contract);
+- ``.timed.txt``: one segment a line (the LLM Caller's input, so its format is part of the
+  pipeline's contract: ``pipeline_core.timed_text`` writes and reads it);
 - ``.json``: segments with words, and the figures of the run;
 - ``.srt`` and ``.vtt``: subtitles.
 
@@ -13,31 +13,12 @@ is always one line of the timed file.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gpu_worker.transcription.transcript import Segment, Word
-
-_SPACES = re.compile(r"\s+")
-
-
-def _clean(text: str) -> str:
-    return _SPACES.sub(" ", text).strip()
-
-
-def _ms(seconds: float) -> int:
-    return max(0, round(float(seconds) * 1000))
-
-
-def timestamp(seconds: float, separator: str = ".") -> str:
-    """``3725.5`` -> ``01:02:05.500``; hours grow past 99 rather than wrap."""
-    total_ms = _ms(seconds)
-    hours, rest = divmod(total_ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs, millis = divmod(rest, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+from pipeline_core.timed_text import format_timestamp, one_line
 
 
 def normalize_segments(segments: Iterable[Segment], duration: float | None) -> list[Segment]:
@@ -50,7 +31,7 @@ def normalize_segments(segments: Iterable[Segment], duration: float | None) -> l
     result: list[Segment] = []
     previous_start = 0.0
     for segment in segments:
-        text = _clean(segment.text)
+        text = one_line(segment.text)
         if not text:
             continue
         start = min(max(float(segment.start), previous_start), limit)
@@ -69,15 +50,10 @@ def normalize_segments(segments: Iterable[Segment], duration: float | None) -> l
     return result
 
 
-def timed_text(segments: Iterable[Segment]) -> str:
-    return "".join(
-        f"[{timestamp(s.start)} --> {timestamp(s.end)}] {_clean(s.text)}\n" for s in segments
-    )
-
-
 def srt(segments: Iterable[Segment]) -> str:
     cues = [
-        f"{index}\n{timestamp(s.start, ',')} --> {timestamp(s.end, ',')}\n{_clean(s.text)}\n"
+        f"{index}\n{format_timestamp(s.start, ',')} --> {format_timestamp(s.end, ',')}\n"
+        f"{one_line(s.text)}\n"
         for index, s in enumerate(segments, start=1)
     ]
     return "\n".join(cues)
@@ -85,11 +61,14 @@ def srt(segments: Iterable[Segment]) -> str:
 
 def _vtt_text(text: str) -> str:
     # WebVTT cue text is markup; escaping ">" also keeps "-->" out of the cue, as required.
-    return _clean(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return one_line(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def vtt(segments: Iterable[Segment]) -> str:
-    cues = [f"{timestamp(s.start)} --> {timestamp(s.end)}\n{_vtt_text(s.text)}\n" for s in segments]
+    cues = [
+        f"{format_timestamp(s.start)} --> {format_timestamp(s.end)}\n{_vtt_text(s.text)}\n"
+        for s in segments
+    ]
     return "WEBVTT\n\n" + "\n".join(cues)
 
 
@@ -138,7 +117,7 @@ def transcript_json(segments: Iterable[Segment], figures: RunFigures) -> str:
             {
                 "start": _seconds(s.start),
                 "end": _seconds(s.end),
-                "text": _clean(s.text),
+                "text": one_line(s.text),
                 "words": [_word(w) for w in s.words],
             }
             for s in segments

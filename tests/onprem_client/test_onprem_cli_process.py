@@ -27,7 +27,7 @@ from onprem_client.onprem_helpers import BUCKET, REGION
 from waiting import wait_until
 
 from pipeline_core import keys
-from pipeline_core.contracts import Result, utc_timestamp
+from pipeline_core.contracts import Result, send_to_queue
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -106,13 +106,8 @@ def publish(s3: S3Client, sqs: SQSClient, queue: str, name: str, body: bytes) ->
     audio = keys.audio_key(name)
     final = keys.final_keys(keys.stem(audio))
     s3.put_object(Bucket=BUCKET, Key=final.text, Body=body)
-    result = Result(
-        source_file=audio,
-        output_file=keys.s3_uri(BUCKET, final.text),
-        status="success",
-        timestamp=utc_timestamp(),
-    )
-    sqs.send_message(QueueUrl=queue, MessageBody=result.to_json())
+    result = Result.success(audio, keys.s3_uri(BUCKET, final.text))
+    send_to_queue(sqs, queue, result)
 
 
 def depth(sqs: SQSClient, queue: str) -> int:

@@ -14,7 +14,7 @@ from onprem_client.onprem_helpers import BUCKET, REGION, fast_client_config
 from onprem.cli import main
 from onprem.poll import Poller, PollOptions, PollOutcome
 from pipeline_core import keys
-from pipeline_core.contracts import Result, utc_timestamp
+from pipeline_core.contracts import Result, send_to_queue, utc_timestamp
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -30,15 +30,13 @@ def publish_success(
     s3.put_object(Bucket=BUCKET, Key=final.text, Body=text.encode())
     if timed:
         s3.put_object(Bucket=BUCKET, Key=final.timed, Body=f"[00:00] {text}".encode())
-    result = Result(
-        source_file=audio,
-        output_file=keys.s3_uri(BUCKET, final.text),
+    result = Result.success(
+        audio,
+        keys.s3_uri(BUCKET, final.text),
         timed_output_file=keys.s3_uri(BUCKET, final.timed) if timed else None,
-        status="success",
-        timestamp=utc_timestamp(),
         job_id="job-" + name.replace("/", "-"),
     )
-    sqs.send_message(QueueUrl=queue, MessageBody=result.to_json())
+    send_to_queue(sqs, queue, result)
     return result
 
 
@@ -88,7 +86,7 @@ def test_a_duplicate_result_does_no_harm(
 ) -> None:
     out = tmp_path / "out"
     result = publish_success(s3, sqs, results_queue, "dup", "same text")
-    sqs.send_message(QueueUrl=results_queue, MessageBody=result.to_json())
+    send_to_queue(sqs, results_queue, result)
     report = poller(s3, sqs, results_queue, out).run()
     assert report.outcomes[PollOutcome.WRITTEN] == 1
     assert report.outcomes[PollOutcome.UNCHANGED] == 1
@@ -128,7 +126,7 @@ def test_a_failed_result_is_reported_and_a_later_success_replaces_the_report(
 ) -> None:
     out = tmp_path / "out"
     failure = Result.failure("audio-input/sub/broken.mp3", "the audio could not be decoded", "j1")
-    sqs.send_message(QueueUrl=results_queue, MessageBody=failure.to_json())
+    send_to_queue(sqs, results_queue, failure)
     report = poller(s3, sqs, results_queue, out).run()
     assert report.outcomes == {PollOutcome.FAILURE_REPORTED: 1}
     written = json.loads((out / "failed" / "sub" / "broken.json").read_text(encoding="utf-8"))
@@ -186,13 +184,8 @@ def test_malformed_and_undownloadable_results_stay_in_the_queue_and_others_go_on
     out = tmp_path / "out"
     sqs.send_message(QueueUrl=results_queue, MessageBody='{"status": "success"}')
     sqs.send_message(QueueUrl=results_queue, MessageBody="not json at all")
-    missing = Result(
-        source_file="audio-input/gone.mp3",
-        output_file=f"s3://{BUCKET}/final-output/gone.txt",
-        status="success",
-        timestamp=utc_timestamp(),
-    )
-    sqs.send_message(QueueUrl=results_queue, MessageBody=missing.to_json())
+    missing = Result.success("audio-input/gone.mp3", f"s3://{BUCKET}/final-output/gone.txt")
+    send_to_queue(sqs, results_queue, missing)
     publish_success(s3, sqs, results_queue, "good", "fine")
     code = poll_once(results_queue, out)
     assert code == 1

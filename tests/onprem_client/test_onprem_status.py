@@ -11,7 +11,7 @@ from onprem_client.onprem_helpers import BUCKET, REGION
 
 from onprem.cli import main
 from onprem.status import SinceError, parse_since
-from pipeline_core.jobs import JobState, JobTable
+from pipeline_core.jobs import JobField, JobState, JobTable
 
 
 def add_job(
@@ -21,12 +21,12 @@ def add_job(
     table.create(job_id=job_id, bucket=BUCKET, s3_key=key, version="v1", language="he", details="")
     previous = JobState.QUEUED
     for state in steps:
-        fields = {"error": "CUDA out of memory"} if state is JobState.FAILED else None
+        fields = {JobField.ERROR: "CUDA out of memory"} if state is JobState.FAILED else None
         assert table.transition(job_id, state, expected=[previous], fields=fields)
         previous = state
     # Pin the times: the table stamps "now", the test needs known durations.
     table.update_fields(
-        job_id, {"created_at": created, **{f"{s.value}_at": t for s, t in steps.items()}}
+        job_id, {JobField.CREATED_AT: created, **{s.at_field: t for s, t in steps.items()}}
     )
 
 

@@ -14,21 +14,29 @@ It returns figures (files, outcomes, retries) for the reliability report.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import ClientError
+
 from pipeline_core import keys
 from pipeline_core.contracts import Result
-from pipeline_core.jobs import JobRecord, JobState, JobTable, job_id_for
+from pipeline_core.errors import is_missing_object
+from pipeline_core.jobs import (
+    RESULT_NOT_SENDABLE,
+    JobField,
+    JobRecord,
+    JobState,
+    JobTable,
+    job_id_for,
+)
+from pipeline_core.timed_text import TIMED_PREFIX
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
-
-_TIMESTAMP = re.compile(r"^(\[\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}\])")
 
 
 @dataclass(frozen=True)
@@ -80,17 +88,19 @@ def queue_count(sqs: SQSClient, url: str) -> int:
 def _timestamps(text: str) -> list[str]:
     stamps = []
     for line in text.splitlines():
-        match = _TIMESTAMP.match(line)
+        match = TIMED_PREFIX.match(line)
         if match:
-            stamps.append(match[1])
+            stamps.append(match[0])
     return stamps
 
 
 def _text(s3: S3Client, bucket: str, key: str) -> str | None:
     try:
         body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except s3.exceptions.NoSuchKey:
-        return None
+    except ClientError as exc:
+        if is_missing_object(exc):
+            return None
+        raise
     return body.decode("utf-8")
 
 
@@ -133,10 +143,10 @@ def check_invariant(
         if record is None:
             problems.append(f"{upload.key} ({upload.version}): no job row")
             continue
-        figures.attempts += int(record.attributes.get("attempts", 0))
+        figures.attempts += int(record.attributes.get(JobField.ATTEMPTS, 0))
         sent = by_job.get(job_id, [])
         if told_by_table and record.state.is_final:
-            status = record.attributes.get("result_status", "failed")
+            status = record.attributes.get(JobField.RESULT_STATUS, "failed")
             sent = [_told(upload, record, str(status))]
         if len(sent) > 1:
             statuses = Counter(r.status for r in sent)
@@ -158,7 +168,7 @@ def check_invariant(
             elif (record.error or "").rstrip().endswith(":"):
                 problems.append(f"{upload.key}: the reason stops short: {record.error!r}")
             figures.reasons.append(record.error or "")
-            not_sendable = record.attributes.get("result_sent_at") == "not-sendable"
+            not_sendable = record.attributes.get(JobField.RESULT_SENT_AT) == RESULT_NOT_SENDABLE
             if not sent and not not_sendable:
                 problems.append(f"{upload.key}: failed but no Result tells the user")
             for result in sent:
@@ -204,7 +214,7 @@ def _told(upload: Upload, record: JobRecord, status: str) -> Result:
         return Result.failure(upload.key, record.error or "?", job_id=record.job_id)
     return Result(
         source_file=upload.key,
-        output_file=str(record.attributes.get("output_file")),
+        output_file=str(record.attributes.get(JobField.OUTPUT_FILE)),
         status="success" if status == "success" else "success_uncorrected",
         timestamp=str(record.updated_at or "2025-01-01T00:00:00Z"),
         job_id=record.job_id,
@@ -221,7 +231,7 @@ def _check_success(
     figures: Figures,
     problems: list[str],
 ) -> None:
-    status = record.attributes.get("result_status")
+    status = record.attributes.get(JobField.RESULT_STATUS)
     if status == "success":
         figures.succeeded += 1
     else:

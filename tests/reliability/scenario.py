@@ -26,7 +26,7 @@ from waiting import wait_until
 from gpu_worker.weights.bundled import tiny_en_ct2
 from local_mode.pipeline import LocalDeployment, LocalOptions
 from pipeline_core.contracts import Result
-from pipeline_core.jobs import JobRecord, JobTable
+from pipeline_core.jobs import RESULT_NOT_SENDABLE, JobField, JobRecord, JobTable
 from pipeline_core.metadata import encode_metadata
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class Scenario:
             record = records.get(upload.job_id(self.bucket))
             if record is None or not record.state.is_final:
                 return False
-            sendable = record.attributes.get("result_sent_at") != "not-sendable"
+            sendable = record.attributes.get(JobField.RESULT_SENT_AT) != RESULT_NOT_SENDABLE
             if sendable and record.job_id not in told:
                 return False
         return True

@@ -13,6 +13,7 @@ from reliability.conftest import Report
 from reliability.scenario import scenario
 
 from pipeline_core import keys
+from pipeline_core.jobs import JobField
 
 pytestmark = pytest.mark.slow
 
@@ -85,9 +86,9 @@ def test_bedrock_faults_end_in_retries_or_the_uncorrected_lines(
             assert record is not None
             figures = {
                 "bedrock_requests": len(model.calls) - calls_before,
-                "lines": int(record.attributes.get("lines_total", 0)),
-                "lines_uncorrected": int(record.attributes.get("lines_uncorrected", 0)),
-                "receives": int(record.attributes.get("receive_count", 1)),
+                "lines": int(record.attributes.get(JobField.LINES_TOTAL, 0)),
+                "lines_uncorrected": int(record.attributes.get(JobField.LINES_UNCORRECTED, 0)),
+                "receives": int(record.attributes.get(JobField.RECEIVE_COUNT, 1)),
                 "finish_s": round(took, 1),
             }
             entries.append(

@@ -15,7 +15,12 @@ from reliability.scenario import scenario
 from reliability.test_poller import poll
 
 from pipeline_core import keys
-from pipeline_core.contracts import MAX_DETAILS_CHARS, MAX_MESSAGE_BYTES, Result, utc_timestamp
+from pipeline_core.contracts import (
+    MAX_DETAILS_CHARS,
+    MAX_MESSAGE_BYTES,
+    Result,
+    send_to_queue,
+)
 from pipeline_core.metadata import MetadataError, encode_metadata
 
 pytestmark = pytest.mark.slow
@@ -93,15 +98,12 @@ def test_hostile_names_messages_and_prompts(tmp_path: Path, fox_mp3: Path, repor
         # The poller at home gets every Result again (at-least-once), plus a forged one
         # whose output key climbs out of final-output/ and out of the local folder.
         results_url = run.deployment.stack.results_queue_url
-        forged = Result(
-            source_file="audio-input/evil.mp3",
-            output_file=f"s3://{run.bucket}/final-output/../../../evil.txt",
-            status="success",
-            timestamp=utc_timestamp(),
+        forged = Result.success(
+            "audio-input/evil.mp3", f"s3://{run.bucket}/final-output/../../../evil.txt"
         )
         run.s3.put_object(Bucket=run.bucket, Key="final-output/../../../evil.txt", Body=b"evil")
         for result in [*run.results, forged]:
-            run.sqs.send_message(QueueUrl=results_url, MessageBody=result.to_json())
+            send_to_queue(run.sqs, results_url, result)
         home = poll(run, out)
         assert home.returncode == 1, home.stderr  # one message refused and left for the DLQ
     written = [p for p in out.rglob("*") if p.is_file()]

@@ -12,6 +12,8 @@ from reliability.scenario import scenario
 from waiting import wait_until
 from worker_daemon.harness import FakeImds
 
+from pipeline_core.jobs import JobField
+
 pytestmark = pytest.mark.slow
 
 
@@ -52,7 +54,7 @@ def test_spot_notice_releases_the_message_at_once_and_another_worker_completes_i
 
         record = run.record(upload)
         assert record is not None
-        assert record.attributes["attempts"] == 2  # the interrupted delivery and the next
+        assert record.attributes[JobField.ATTEMPTS] == 2  # the interrupted delivery and the next
         assert figures.succeeded == 1
         assert imds.refused == 0  # every IMDS read carried a session token (IMDSv2)
     report(

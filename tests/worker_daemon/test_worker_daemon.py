@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from pathlib import Path
@@ -17,20 +16,13 @@ from worker_daemon.conftest import JsonLog
 from worker_daemon.harness import MAX_RECEIVES, FakeImds, Pipeline
 
 from gpu_worker.daemon import EXIT_OK
-from gpu_worker.job.claim import HANDED_OFF_FIELD
 from gpu_worker.lifecycle.stopping import StopController
 from pipeline_core.contracts import AudioJob
-from pipeline_core.jobs import JobState, job_id_for
+from pipeline_core.jobs import JobField, JobState, job_id_for
 from pipeline_core.keys import transcript_keys
+from pipeline_core.timed_text import TIMED_LINE, parse_timestamp
 
 pytestmark = pytest.mark.slow
-
-STAMP = r"(\d{2,}):(\d{2}):(\d{2})\.(\d{3})"
-TIMED_LINE = re.compile(rf"^\[{STAMP} --> {STAMP}\] (\S.*)$")
-
-
-def _seconds(h: str, m: str, s: str, ms: str) -> float:
-    return int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
 
 
 def parse_timed(text: str) -> list[tuple[float, float, str]]:
@@ -38,8 +30,7 @@ def parse_timed(text: str) -> list[tuple[float, float, str]]:
     for line in text.splitlines():
         match = TIMED_LINE.match(line)
         assert match, f"not a timed line: {line!r}"
-        groups = match.groups()
-        rows.append((_seconds(*groups[0:4]), _seconds(*groups[4:8]), groups[8]))
+        rows.append((parse_timestamp(match["start"]), parse_timestamp(match["end"]), match["text"]))
     return rows
 
 
@@ -93,13 +84,13 @@ def test_happy_path(pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog) -> Non
 
     job = pipeline.job(job_id)
     assert job.state is JobState.TRANSCRIBED
-    assert float(job.attributes["audio_seconds"]) == pytest.approx(duration, abs=0.01)
-    assert float(job.attributes["transcribe_seconds"]) > 0
-    assert float(job.attributes["real_time_factor"]) > 0
-    assert job.attributes["attempts"] == 1
-    assert job.attributes["timed_key"] == keys.timed
-    assert job.attributes["progress_percent"] == 100
-    assert HANDED_OFF_FIELD in job.attributes
+    assert float(job.attributes[JobField.AUDIO_SECONDS]) == pytest.approx(duration, abs=0.01)
+    assert float(job.attributes[JobField.TRANSCRIBE_SECONDS]) > 0
+    assert float(job.attributes[JobField.REAL_TIME_FACTOR]) > 0
+    assert job.attributes[JobField.ATTEMPTS] == 1
+    assert job.attributes[JobField.TIMED_KEY] == keys.timed
+    assert job.attributes[JobField.PROGRESS_PERCENT] == 100
+    assert JobField.LLM_JOB_SENT_AT in job.attributes
     assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)  # the message was deleted
     assert pipeline.results() == []
 
@@ -136,7 +127,7 @@ def test_duplicate_seed_messages_make_one_llm_job(
     assert llm_job.job_id == job_id_for(pipeline.stack.bucket, key, version)
     job = pipeline.job(llm_job.job_id)
     assert job.state is JobState.TRANSCRIBED
-    assert job.attributes["attempts"] == 1
+    assert job.attributes[JobField.ATTEMPTS] == 1
     assert job.details == "twice"
     assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)
     # The duplicate was deleted, not failed.
@@ -263,7 +254,7 @@ def test_transient_failure_keeps_the_message_and_the_next_delivery_resumes(
 
     assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 1)  # kept, hidden for a retry
     assert pipeline.job(job_id).state is JobState.TRANSCRIBED
-    assert HANDED_OFF_FIELD not in pipeline.job(job_id).attributes
+    assert JobField.LLM_JOB_SENT_AT not in pipeline.job(job_id).attributes
     timed = transcript_keys(key).timed
     written_at = pipeline.s3.head_object(Bucket=pipeline.stack.bucket, Key=timed)["LastModified"]
     assert json_log.has("the message will be delivered again")
@@ -273,8 +264,8 @@ def test_transient_failure_keeps_the_message_and_the_next_delivery_resumes(
 
     [llm_job] = pipeline.llm_jobs()
     assert llm_job.job_id == job_id
-    assert HANDED_OFF_FIELD in pipeline.job(job_id).attributes
-    assert pipeline.job(job_id).attributes["attempts"] == 1  # not transcribed again
+    assert JobField.LLM_JOB_SENT_AT in pipeline.job(job_id).attributes
+    assert pipeline.job(job_id).attributes[JobField.ATTEMPTS] == 1  # not transcribed again
     rewritten_at = pipeline.s3.head_object(Bucket=pipeline.stack.bucket, Key=timed)["LastModified"]
     assert rewritten_at == written_at
     assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)
@@ -336,5 +327,5 @@ def test_spot_notice_releases_the_message_and_another_worker_finishes(
     assert llm_job.job_id == job_id
     job = pipeline.job(job_id)
     assert job.state is JobState.TRANSCRIBED
-    assert job.attributes["attempts"] == 2
+    assert job.attributes[JobField.ATTEMPTS] == 2
     assert "quick brown fox" in pipeline.text(llm_job.timed_key).lower()

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
@@ -9,16 +8,13 @@ from gpu_worker.transcription.formats import (
     RunFigures,
     normalize_segments,
     srt,
-    timed_text,
-    timestamp,
     transcript_json,
     vtt,
 )
 from gpu_worker.transcription.transcript import Segment, Word
+from pipeline_core.timed_text import TIMED_LINE, format_timestamp, render_segments
 
 HEBREW = "אמר רבי יוחנן, (שבת ב.) מה?"
-STAMP = r"\d{2,}:\d{2}:\d{2}\.\d{3}"
-TIMED_LINE = re.compile(rf"^\[{STAMP} --> {STAMP}\] \S.*$")
 
 
 @pytest.mark.parametrize(
@@ -35,8 +31,8 @@ TIMED_LINE = re.compile(rf"^\[{STAMP} --> {STAMP}\] \S.*$")
     ],
 )
 def test_timestamp(seconds: float, text: str) -> None:
-    assert timestamp(seconds) == text
-    assert timestamp(seconds, ",") == text.replace(".", ",")
+    assert format_timestamp(seconds) == text
+    assert format_timestamp(seconds, ",") == text.replace(".", ",")
 
 
 def _segments() -> list[Segment]:
@@ -47,7 +43,7 @@ def _segments() -> list[Segment]:
 
 
 def test_timed_text_one_segment_a_line_with_hebrew_and_hours() -> None:
-    text = timed_text(_segments())
+    text = render_segments(_segments())
     lines = text.splitlines()
     assert lines == [
         "[00:00:00.000 --> 00:00:02.500] שלום עולם",
@@ -113,6 +109,6 @@ def test_normalize_clamps_orders_and_drops_empty() -> None:
 
 
 def test_empty_transcript_is_still_valid_files() -> None:
-    assert timed_text([]) == ""
+    assert render_segments([]) == ""
     assert srt([]) == ""
     assert vtt([]) == "WEBVTT\n\n"

@@ -16,8 +16,7 @@ from moto.server import ThreadedMotoServer
 from worker_daemon.harness import Pipeline, WorkerProcess
 
 from gpu_worker.daemon import EXIT_CONFIG, EXIT_OK
-from gpu_worker.job.claim import HANDED_OFF_FIELD
-from pipeline_core.jobs import JobState
+from pipeline_core.jobs import JobField, JobState
 
 pytestmark = pytest.mark.slow
 
@@ -82,13 +81,13 @@ def test_killed_worker_is_replaced_and_the_job_finishes_once(
     assert {job.job_id for job in llm_jobs} == {job_id}
     job = served.job(job_id)
     assert job.state is JobState.TRANSCRIBED
-    assert HANDED_OFF_FIELD in job.attributes
+    assert JobField.LLM_JOB_SENT_AT in job.attributes
     assert "quick brown fox" in served.text(llm_jobs[0].timed_key).lower()
     assert served.depth(served.stack.audio_queue_url) == (0, 0)
     assert served.drain(served.stack.audio_dlq_url) == []
     resumed = any("earlier delivery" in line["message"] for line in replacement.lines)
     assert resumed is (step == "transcript_written")  # a written transcript is not redone
-    assert job.attributes["attempts"] == 2  # two deliveries claimed it
+    assert job.attributes[JobField.ATTEMPTS] == 2  # two deliveries claimed it
     job_lines = [line for line in replacement.lines if line.get("job_id") == job_id]
     assert job_lines
     assert all(line["s3_key"] == key for line in job_lines)

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from pipeline_core.errors import PermanentError
+
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
 
@@ -35,7 +37,7 @@ class ModelUnavailableError(RuntimeError):
     """The model could not be reached or kept refusing for load; worth retrying later."""
 
 
-class ModelRejectedError(RuntimeError):
+class ModelRejectedError(PermanentError, RuntimeError):
     """The model refused this request as invalid; retrying the same request will not help."""
 
 

@@ -34,21 +34,20 @@ from chalicelib.correction.transcript import (
     S3Checkpoints,
     correct_transcript,
 )
-from chalicelib.leases import release, try_claim
-from chalicelib.results import send_result
-from chalicelib.timed_text import TimedTranscript, parse, render_plain, render_timed
 from pipeline_core import keys
 from pipeline_core.config import LlmCallerSettings
 from pipeline_core.contracts import (
-    SCHEMA_VERSION,
     ContractError,
     LlmJob,
     Result,
     ResultStatus,
+    send_to_queue,
     utc_timestamp,
 )
-from pipeline_core.jobs import ACTIVE_STATES, JobRecord, JobState, JobTable
+from pipeline_core.errors import is_missing_object
+from pipeline_core.jobs import ACTIVE_STATES, JobField, JobRecord, JobState, JobTable, Lease
 from pipeline_core.jsonlog import log_context
+from pipeline_core.timed_text import TimedTranscript, parse, render_plain, render_timed
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -58,7 +57,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WORK_PREFIX = "llm-work/"  # chunk checkpoints; deleted once the outputs are written
-LEASE_FIELD = "correction_lease_until"
 MAX_GLOSSARY_CHARS = 20_000
 
 
@@ -140,7 +138,7 @@ def _malformed(
         reason = f"the LLM job message is malformed: {exc}"
         log.error(reason)
         if table.fail(record.job_id, reason):
-            send_result(
+            send_to_queue(
                 clients.sqs,
                 settings.results_queue_url,
                 Result.failure(record.s3_key, reason, job_id=record.job_id),
@@ -166,7 +164,9 @@ class _Correction:
         self.corrector = corrector
         self.deadline = deadline
         self.table = JobTable(clients.dynamodb, settings.job_table)
-        self.owner = str(uuid.uuid4())
+        self.lease = Lease(
+            JobField.CORRECTION_LEASE_UNTIL, str(uuid.uuid4()), settings.lease_seconds
+        )
         self.tracked = False
         self.passes = 1
         self.source_file = job.source_key
@@ -191,7 +191,9 @@ class _Correction:
                 return CorrectionOutcome.BUSY
             self.tracked = True
             claimed = self.table.get(record.job_id)
-            self.passes = int(claimed.attributes.get("correction_passes", 1)) if claimed else 1
+            self.passes = (
+                int(claimed.attributes.get(JobField.CORRECTION_PASSES, 1)) if claimed else 1
+            )
         if not self.source_file:
             self.source_file = keys.AUDIO_PREFIX + self.job.stem
             log.warning("source file unknown; named after the transcript")
@@ -205,27 +207,17 @@ class _Correction:
 
     def _claim(self) -> bool:
         assert self.job.job_id is not None
-        return try_claim(
-            self.clients.dynamodb,
-            self.settings.job_table,
+        return self.table.claim(
             self.job.job_id,
-            lease_field=LEASE_FIELD,
-            owner=self.owner,
-            lease_ms=self.settings.lease_seconds * 1000,
+            self.lease,
             states=ACTIVE_STATES,
-            set_fields={"state": JobState.CORRECTING.value, "correcting_at": utc_timestamp()},
-            count_field="correction_passes",
+            to=JobState.CORRECTING,
+            count=JobField.CORRECTION_PASSES,
         )
 
     def _release(self) -> None:
         if self.tracked and self.job.job_id:
-            release(
-                self.clients.dynamodb,
-                self.settings.job_table,
-                self.job.job_id,
-                lease_field=LEASE_FIELD,
-                owner=self.owner,
-            )
+            self.table.release(self.job.job_id, self.lease)
 
     # -- the work ------------------------------------------------------------------------
 
@@ -266,7 +258,7 @@ class _Correction:
         try:
             body = self.clients.s3.get_object(Bucket=self.settings.bucket, Key=self.job.timed_key)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            if is_missing_object(exc):
                 return None
             raise
         return body["Body"].read().decode("utf-8", errors="replace")
@@ -278,7 +270,7 @@ class _Correction:
         try:
             body = self.clients.s3.get_object(Bucket=self.settings.bucket, Key=key)["Body"]
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            if is_missing_object(exc):
                 log.warning("glossary object missing; correcting without it", extra={"key": key})
                 return ""
             raise
@@ -292,12 +284,11 @@ class _Correction:
         done = report.chunks_total - report.chunks_pending
         if self.tracked and self.job.job_id:
             self.table.update_fields(
-                self.job.job_id, {"chunks_total": report.chunks_total, "chunks_done": done}
+                self.job.job_id,
+                {JobField.CHUNKS_TOTAL: report.chunks_total, JobField.CHUNKS_DONE: done},
             )
         self._release()  # before the send: the continuation must find the job free
-        self.clients.sqs.send_message(
-            QueueUrl=self.settings.llm_queue_url, MessageBody=self.job.to_json()
-        )
+        send_to_queue(self.clients.sqs, self.settings.llm_queue_url, self.job)
         log.info(
             "time is short; correction continues in a new message",
             extra={"chunks_done": done, "chunks_total": report.chunks_total},
@@ -313,31 +304,28 @@ class _Correction:
         corrected = self.corrector is not None and report.fully_corrected
         status: ResultStatus = "success" if corrected else "success_uncorrected"
         bucket = self.settings.bucket
-        result = Result(
-            source_file=keys.audio_key(self.source_file or ""),
-            output_file=keys.s3_uri(bucket, final.text),
-            timed_output_file=keys.s3_uri(bucket, final.timed),
+        result = Result.success(
+            self.source_file or "",
+            keys.s3_uri(bucket, final.text),
             status=status,
-            timestamp=utc_timestamp(),
+            timed_output_file=keys.s3_uri(bucket, final.timed),
             job_id=self.job.job_id,
-            schema_version=SCHEMA_VERSION,
         )
-        # No None values: JobTable drops them from the values but not from the expression.
         figures: dict[str, Any] = {
-            "result_status": status,
-            "output_file": result.output_file,
-            "timed_output_file": result.timed_output_file,
-            "corrector": model,
-            "lines_total": report.lines_total,
-            "lines_corrected": report.lines_total - report.lines_uncorrected,
-            "lines_uncorrected": report.lines_uncorrected,
-            "lines_changed": report.lines_changed,
-            "chunks_total": report.chunks_total,
-            "chunks_uncorrected": report.chunks_uncorrected + report.chunks_pending,
-            "model_calls": report.model_calls,
+            JobField.RESULT_STATUS: status,
+            JobField.OUTPUT_FILE: result.output_file,
+            JobField.TIMED_OUTPUT_FILE: result.timed_output_file,
+            JobField.CORRECTOR: model,
+            JobField.LINES_TOTAL: report.lines_total,
+            JobField.LINES_CORRECTED: report.lines_total - report.lines_uncorrected,
+            JobField.LINES_UNCORRECTED: report.lines_uncorrected,
+            JobField.LINES_CHANGED: report.lines_changed,
+            JobField.CHUNKS_TOTAL: report.chunks_total,
+            JobField.CHUNKS_UNCORRECTED: report.chunks_uncorrected + report.chunks_pending,
+            JobField.MODEL_CALLS: report.model_calls,
         }
         if report.reasons:
-            figures["uncorrected_reasons"] = "; ".join(report.reasons)[:2000]
+            figures[JobField.UNCORRECTED_REASONS] = "; ".join(report.reasons)[:2000]
         log.info("transcript corrected", extra=figures)
         if self.tracked and self.job.job_id:
             moved = self.table.transition(
@@ -351,9 +339,9 @@ class _Correction:
                     return self._already_succeeded(record)
                 log.warning("the job left 'correcting' meanwhile; no result sent")
                 return CorrectionOutcome.DUPLICATE
-        send_result(self.clients.sqs, self.settings.results_queue_url, result)
+        send_to_queue(self.clients.sqs, self.settings.results_queue_url, result)
         if self.tracked and self.job.job_id:
-            self.table.update_fields(self.job.job_id, {"result_sent_at": utc_timestamp()})
+            self.table.update_fields(self.job.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
         try:
             self.checkpoints.delete_all()
         except ClientError:
@@ -373,9 +361,9 @@ class _Correction:
         if self.tracked and self.job.job_id and not self.table.fail(self.job.job_id, reason):
             return CorrectionOutcome.DUPLICATE
         result = Result.failure(self.source_file or "", reason, job_id=self.job.job_id)
-        send_result(self.clients.sqs, self.settings.results_queue_url, result)
+        send_to_queue(self.clients.sqs, self.settings.results_queue_url, result)
         if self.tracked and self.job.job_id:
-            self.table.update_fields(self.job.job_id, {"result_sent_at": utc_timestamp()})
+            self.table.update_fields(self.job.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
         return CorrectionOutcome.FAILED
 
     def _after_error(self, exc: Exception) -> None:
@@ -386,8 +374,8 @@ class _Correction:
         if self.tracked and self.job.job_id:
             self.table.update_fields(
                 self.job.job_id,
-                {"last_error": reason, "last_error_at": utc_timestamp(),
-                 "receive_count": self.delivery.receive_count},
+                {JobField.LAST_ERROR: reason, JobField.LAST_ERROR_AT: utc_timestamp(),
+                 JobField.RECEIVE_COUNT: self.delivery.receive_count},
             )  # fmt: skip
         if self.delivery.receive_count >= self.settings.max_receives:
             self._last_chance(reason)
@@ -414,18 +402,16 @@ class _Correction:
 
     def _already_succeeded(self, record: JobRecord) -> CorrectionOutcome:
         attributes = record.attributes
-        if "result_sent_at" not in attributes and attributes.get("output_file"):
-            result = Result(
-                source_file=keys.audio_key(self.source_file or record.s3_key),
-                output_file=attributes["output_file"],
-                timed_output_file=attributes.get("timed_output_file"),
-                status=attributes.get("result_status", "success"),
-                timestamp=utc_timestamp(),
+        if JobField.RESULT_SENT_AT not in attributes and attributes.get(JobField.OUTPUT_FILE):
+            result = Result.success(
+                self.source_file or record.s3_key,
+                attributes[JobField.OUTPUT_FILE],
+                status=attributes.get(JobField.RESULT_STATUS, "success"),
+                timed_output_file=attributes.get(JobField.TIMED_OUTPUT_FILE),
                 job_id=record.job_id,
-                schema_version=SCHEMA_VERSION,
             )
-            send_result(self.clients.sqs, self.settings.results_queue_url, result)
-            self.table.update_fields(record.job_id, {"result_sent_at": utc_timestamp()})
+            send_to_queue(self.clients.sqs, self.settings.results_queue_url, result)
+            self.table.update_fields(record.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
             log.warning("result re-sent: an earlier invocation died before sending it")
         else:
             log.info("LLM job for a succeeded job: nothing to do")

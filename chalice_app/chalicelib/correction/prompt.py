@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chalicelib.timed_text import TimedLine
 from pipeline_core.languages import language_name
+from pipeline_core.timed_text import TimedLine
 
 PROMPT_VERSION = "1"  # part of every checkpoint's fingerprint: a new prompt redoes the work
 
@@ -44,6 +44,24 @@ class PromptContext:
 
 def numbered(lines: Sequence[TimedLine]) -> str:
     return "\n".join(f"{line.number}|{line.text.strip()}" for line in lines)
+
+
+def chunks(lines: Sequence[TimedLine], max_chars: int) -> list[list[TimedLine]]:
+    """Consecutive lines in groups of at most ``max_chars`` characters of text each
+    (a single longer line makes a group of its own)."""
+    groups: list[list[TimedLine]] = []
+    current: list[TimedLine] = []
+    size = 0
+    for line in lines:
+        length = len(line.text) + 8  # the id and separator the prompt adds
+        if current and size + length > max_chars:
+            groups.append(current)
+            current, size = [], 0
+        current.append(line)
+        size += length
+    if current:
+        groups.append(current)
+    return groups
 
 
 def user_message(context: PromptContext, lines: Sequence[TimedLine], strict: bool = False) -> str:

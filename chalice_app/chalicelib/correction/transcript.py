@@ -24,9 +24,16 @@ from typing import TYPE_CHECKING, Protocol
 from botocore.exceptions import ClientError
 
 from chalicelib.correction.correctors import Corrector, ModelRejectedError
-from chalicelib.correction.prompt import PROMPT_VERSION, PromptContext, numbered, user_message
+from chalicelib.correction.prompt import (
+    PROMPT_VERSION,
+    PromptContext,
+    chunks,
+    numbered,
+    user_message,
+)
 from chalicelib.correction.validation import AnswerRefusedError, validate
-from chalicelib.timed_text import TimedLine, TimedTranscript, chunks
+from pipeline_core.errors import is_missing_object
+from pipeline_core.timed_text import TimedLine, TimedTranscript
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -66,7 +73,7 @@ class S3Checkpoints:
         try:
             body = self._s3.get_object(Bucket=self._bucket, Key=self._key(fingerprint))["Body"]
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in ("NoSuchKey", "404"):
+            if is_missing_object(exc):
                 return None
             raise
         data = json.loads(body.read())

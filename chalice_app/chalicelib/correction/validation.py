@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from difflib import SequenceMatcher
 
-from chalicelib.timed_text import TimedLine
+from pipeline_core.timed_text import TimedLine
 
 _LINE = re.compile(r"^\s*(\d+)\s*\|(.*)$")
 SMALL_EDIT_CHARS = 16  # characters any line may change, however short it is

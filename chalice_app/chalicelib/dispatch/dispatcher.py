@@ -28,12 +28,26 @@ from botocore.exceptions import ClientError
 
 from chalicelib.dispatch.capacity import ensure_gpu_capacity
 from chalicelib.dispatch.s3_events import CreatedObject, created_objects
-from chalicelib.leases import now_ms, try_claim
-from chalicelib.results import send_result
 from pipeline_core import keys
 from pipeline_core.config import DispatcherSettings
-from pipeline_core.contracts import SCHEMA_VERSION, AudioJob, ContractError, Result, utc_timestamp
-from pipeline_core.jobs import JobRecord, JobState, JobTable, job_id_for
+from pipeline_core.contracts import (
+    SCHEMA_VERSION,
+    AudioJob,
+    ContractError,
+    Result,
+    send_to_queue,
+    utc_timestamp,
+)
+from pipeline_core.errors import is_missing_object
+from pipeline_core.jobs import (
+    RESULT_NOT_SENDABLE,
+    JobField,
+    JobRecord,
+    JobState,
+    JobTable,
+    Lease,
+    job_id_for,
+)
 from pipeline_core.jsonlog import log_context
 from pipeline_core.languages import UnknownLanguageError, normalize_language
 from pipeline_core.metadata import MetadataError, decode_metadata
@@ -46,9 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LEASE_FIELD = "enqueue_lease_until"
 REJECTED_BY = "dispatcher"
-_MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchVersion"})
 
 
 @dataclass(frozen=True)
@@ -143,8 +155,9 @@ class _Dispatch:
         self.clients = clients
         self.settings = settings
         self.table = JobTable(clients.dynamodb, settings.job_table)
-        self.owner = str(uuid.uuid4())
-        self.lease_ms = settings.enqueue_lease_seconds * 1000
+        self.lease = Lease(
+            JobField.ENQUEUE_LEASE_UNTIL, str(uuid.uuid4()), settings.enqueue_lease_seconds
+        )
 
     def run(self) -> Dispatched:
         existing = self.table.get(self.job_id)
@@ -214,7 +227,7 @@ class _Dispatch:
         try:
             return self.clients.s3.head_object(**kwargs)
         except ClientError as exc:
-            if exc.response["Error"]["Code"] in _MISSING_CODES:
+            if is_missing_object(exc):
                 reason = "the object was deleted before it could be processed"
                 raise UploadRejectedError(reason) from None
             raise
@@ -231,12 +244,11 @@ class _Dispatch:
             language=job.language,
             details=job.details,
             extra={
-                "etag": job.etag,
-                "version_id": job.version_id,
-                "size_bytes": accepted.size,
-                LEASE_FIELD: now_ms() + self.lease_ms,
-                f"{LEASE_FIELD}_owner": self.owner,
+                JobField.ETAG: job.etag,
+                JobField.VERSION_ID: job.version_id,
+                JobField.SIZE_BYTES: accepted.size,
             },
+            lease=self.lease,
         )
         if not created:  # a concurrent delivery of the same upload got there first
             return self._redelivered(self._get())
@@ -245,12 +257,10 @@ class _Dispatch:
         return Dispatched(self.obj.key, DispatchOutcome.ENQUEUED, self.job_id)
 
     def _send(self, job: AudioJob) -> None:
-        response = self.clients.sqs.send_message(
-            QueueUrl=self.settings.audio_queue_url, MessageBody=job.to_json()
-        )
+        message_id = send_to_queue(self.clients.sqs, self.settings.audio_queue_url, job)
         self.table.update_fields(
             self.job_id,
-            {"enqueued_at": utc_timestamp(), "audio_message_id": response["MessageId"]},
+            {JobField.ENQUEUED_AT: utc_timestamp(), JobField.AUDIO_MESSAGE_ID: message_id},
         )
         ensure_gpu_capacity(self.clients.autoscaling, self.settings.asg_name)
 
@@ -265,11 +275,8 @@ class _Dispatch:
             details="",
             state=JobState.FAILED,
             error=reason,
-            extra={
-                "rejected_by": REJECTED_BY,
-                LEASE_FIELD: now_ms() + self.lease_ms,
-                f"{LEASE_FIELD}_owner": self.owner,
-            },
+            extra={JobField.REJECTED_BY: REJECTED_BY},
+            lease=self.lease,
         )
         if not created:
             return self._redelivered(self._get())
@@ -285,16 +292,18 @@ class _Dispatch:
             log.error(
                 "no failure result can name this key; see the job table", extra={"reason": reason}
             )
-            self.table.update_fields(self.job_id, {"result_sent_at": "not-sendable"})
+            self.table.update_fields(self.job_id, {JobField.RESULT_SENT_AT: RESULT_NOT_SENDABLE})
             return
         result = Result.failure(self.obj.key, reason, job_id=self.job_id)
-        send_result(self.clients.sqs, self.settings.results_queue_url, result)
-        self.table.update_fields(self.job_id, {"result_sent_at": utc_timestamp()})
+        send_to_queue(self.clients.sqs, self.settings.results_queue_url, result)
+        self.table.update_fields(self.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
 
     def _redelivered(self, record: JobRecord) -> Dispatched:
         attributes = record.attributes
         if record.state is JobState.QUEUED:
-            if "enqueued_at" not in attributes and self._claim(JobState.QUEUED, "enqueued_at"):
+            if JobField.ENQUEUED_AT not in attributes and self._claim(
+                JobState.QUEUED, JobField.ENQUEUED_AT
+            ):
                 if record.language is None:
                     raise RuntimeError(f"queued job {self.job_id} has no language")
                 job = AudioJob(
@@ -303,8 +312,8 @@ class _Dispatch:
                     details=record.details,
                     job_id=record.job_id,
                     bucket=record.bucket,
-                    etag=attributes.get("etag"),
-                    version_id=attributes.get("version_id"),
+                    etag=attributes.get(JobField.ETAG),
+                    version_id=attributes.get(JobField.VERSION_ID),
                     schema_version=SCHEMA_VERSION,
                 )
                 self._send(job)
@@ -314,9 +323,9 @@ class _Dispatch:
             ensure_gpu_capacity(self.clients.autoscaling, self.settings.asg_name)
         elif (
             record.state is JobState.FAILED
-            and attributes.get("rejected_by") == REJECTED_BY
-            and "result_sent_at" not in attributes
-            and self._claim(JobState.FAILED, "result_sent_at")
+            and attributes.get(JobField.REJECTED_BY) == REJECTED_BY
+            and JobField.RESULT_SENT_AT not in attributes
+            and self._claim(JobState.FAILED, JobField.RESULT_SENT_AT)
         ):
             self._send_failure(record.error or "refused by the Dispatcher")
             log.warning("failure result re-sent: an earlier delivery died before sending it")
@@ -325,16 +334,7 @@ class _Dispatch:
         return Dispatched(self.obj.key, DispatchOutcome.DUPLICATE, self.job_id)
 
     def _claim(self, state: JobState, done_field: str) -> bool:
-        return try_claim(
-            self.clients.dynamodb,
-            self.settings.job_table,
-            self.job_id,
-            lease_field=LEASE_FIELD,
-            owner=self.owner,
-            lease_ms=self.lease_ms,
-            states=[state],
-            unless_present=done_field,
-        )
+        return self.table.claim(self.job_id, self.lease, states=[state], unless_present=done_field)
 
     def _get(self) -> JobRecord:
         record = self.table.get(self.job_id)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from gpu_worker.transcription.engines.options import DecodeOptions
 from pipeline_core.config import ASR_ENGINES
+from pipeline_core.errors import PermanentError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["AsrEngine", "DecodeOptions", "UnsupportedLanguageError", "load_engine"]
 
 
-class UnsupportedLanguageError(ValueError):
+class UnsupportedLanguageError(PermanentError, ValueError):
     """The model cannot transcribe the job's language (an English-only model, say):
     retrying will not help."""
 
