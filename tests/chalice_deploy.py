@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 import stage_config
-from chalice.test import Client
+from chalice.local import LambdaContext
+from chalice.test import Client, InvokeResponse, TestLambdaClient
 
 from app import app
 from chalicelib import entrypoints
@@ -24,6 +25,32 @@ if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
+
+
+class _LambdaClientWithTimeout(TestLambdaClient):
+    """``chalice.test`` invokes every function with a 3 s context (``LambdaContext``'s
+    default), whatever its ``lambda_timeout``; Lambda gives an invocation the configured
+    time. The LLM Caller plans its model calls by the time left, so with 3 s a busy machine
+    made it stop early. This is chalice's ``invoke`` with the configured timeout."""
+
+    def invoke(self, function_name: str, payload: Any = None) -> InvokeResponse:
+        scoped = self._config.scope(self._config.chalice_stage, function_name)
+        context = LambdaContext(
+            function_name,
+            memory_size=scoped.lambda_memory_size,
+            max_runtime_ms=scoped.lambda_timeout * 1000,
+        )
+        handler = self._app.handler_map[function_name]
+        with self._patched_env_vars(scoped.environment_variables):
+            return InvokeResponse(payload=handler({} if payload is None else payload, context))
+
+
+class _Client(Client):
+    @property
+    def lambda_(self) -> TestLambdaClient:
+        if self._lambda_client is None:
+            self._lambda_client = _LambdaClientWithTimeout(self._app, self._chalice_config)
+        return self._lambda_client
 
 
 @dataclass
@@ -55,9 +82,10 @@ class Deployment:
         dispatcher_env: Mapping[str, str] | None = None,
         llm_env: Mapping[str, str] | None = None,
         stage: str = "test",
+        llm_timeout_seconds: int | None = None,
     ) -> Client:
         """A test client for the stage rendered from the stack outputs, plus overrides
-        (e.g. the local model server's endpoint, shorter delays)."""
+        (e.g. the local model server's endpoint, shorter delays, a shorter timeout)."""
         entrypoints.forget_container_state()
         stage_config.write_stage(
             self.project_dir,
@@ -70,8 +98,10 @@ class Deployment:
         functions = config["stages"][stage]["lambda_functions"]
         functions["dispatcher"]["environment_variables"].update(dispatcher_env or {})
         functions["llm_caller"]["environment_variables"].update(llm_env or {})
+        if llm_timeout_seconds is not None:
+            functions["llm_caller"]["lambda_timeout"] = llm_timeout_seconds
         path.write_text(json.dumps(config))
-        return Client(app, stage_name=stage, project_dir=str(self.project_dir))
+        return _Client(app, stage_name=stage, project_dir=str(self.project_dir))
 
     # -- reading what the functions did ----------------------------------------------------
 

@@ -377,13 +377,13 @@ def test_a_duplicate_while_another_invocation_corrects_is_left_alone(
 def test_a_transcript_too_long_for_one_invocation_continues_in_a_new_message(
     stack: Deployment, model: FakeModel
 ) -> None:
-    # chalice.test gives each invocation 3 s; with a 2 s reserve, 1 s for model calls.
-    model.script.delay_seconds = 0.3
+    # A 4 s invocation with a 2 s reserve: 2 s for model calls of 0.5 s each.
+    model.script.delay_seconds = 0.5
     env = llm_env(
         model, CHUNK_MAX_CHARS="300", CHUNK_CONCURRENCY="1", TIME_RESERVE_SECONDS="2",
         MAX_CORRECTION_PASSES="20",
     )  # fmt: skip
-    client = stack.client(llm_env=env)
+    client = stack.client(llm_env=env, llm_timeout_seconds=4)
     job = transcribed(stack, long_lecture(30))
     assert job.job_id is not None
     body = job.to_json()
@@ -403,13 +403,14 @@ def test_a_transcript_too_long_for_one_invocation_continues_in_a_new_message(
 
 
 def test_correction_passes_are_bounded(stack: Deployment, model: FakeModel) -> None:
-    model.script.delay_seconds = 0.3
+    model.script.delay_seconds = 0.5
     env = llm_env(
         model, CHUNK_MAX_CHARS="300", CHUNK_CONCURRENCY="1", TIME_RESERVE_SECONDS="2",
         MAX_CORRECTION_PASSES="2",
     )  # fmt: skip
-    client = stack.client(llm_env=env)
-    # ~15 chunks; an invocation has time to start 4 (1 s / 0.3 s), so 2 passes cannot finish.
+    client = stack.client(llm_env=env, llm_timeout_seconds=4)
+    # ~15 chunks; an invocation (2 s for model calls of 0.5 s) starts at most 5, however
+    # slow the machine, so 2 passes cannot finish.
     job = transcribed(stack, long_lecture(60))
     invoke(client, job)
     [continued] = stack.drain(stack.outputs["LlmQueueUrl"])
