@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--corrector", choices=("none", "bedrock", "openai"), default="none")
     parser.add_argument("--llm-url", help="OpenAI-compatible server for --corrector openai")
     parser.add_argument("--llm-model", default="local-model")
-    parser.add_argument("--bedrock-model", default="anthropic.claude-3-5-sonnet-20240620-v1:0")
+    parser.add_argument(
+        "--bedrock-model", help="model or inference profile id (default: the LLM Caller's)"
+    )
     parser.add_argument(
         "--update-readme", action="store_true", help="rewrite README.md's generated section"
     )

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from bench.accuracy import Transcribed, pooled
 from bench.paths import ensure_chalicelib
+from pipeline_core.config import default_bedrock_model_id
 from pipeline_core.timed_text import parse, render_plain, render_segments
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def measure(corrector: Corrector | None, engine: str, items: list[Transcribed]) 
 
 
 def make_corrector(
-    kind: str, *, llm_url: str | None, llm_model: str, bedrock_model: str
+    kind: str, *, llm_url: str | None, llm_model: str, bedrock_model: str | None
 ) -> Corrector | None:
     """The corrector named on the command line, built as the LLM Caller builds it."""
     if kind == "none":
@@ -118,4 +119,6 @@ def make_corrector(
         return OpenAICompatibleCorrector(llm_url, llm_model, 4096)
     import boto3
 
-    return BedrockCorrector(boto3.client("bedrock-runtime"), bedrock_model, 4096)
+    client = boto3.client("bedrock-runtime")
+    model = bedrock_model or default_bedrock_model_id(client.meta.region_name)
+    return BedrockCorrector(client, model, 4096)

@@ -44,7 +44,6 @@ LLM_QUEUE_VISIBILITY_S: Final = 6 * LLM_CALLER_TIMEOUT_S
 LLM_QUEUE_MAX_RECEIVES: Final = 3
 LLM_RETRY_DELAY_S: Final = 300  # a throttled message comes back after 5 min, not 90
 LLM_TIME_RESERVE_S: Final = 240  # no new model call in the last 4 min of an invocation
-DEFAULT_MODEL_ID: Final = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 
 # Statements whose resource is "*", and why; a test holds every rendered policy to this list.
 WILDCARD_RESOURCE_SIDS: Final = {
@@ -100,7 +99,7 @@ class StackOutputs:
 @dataclass(frozen=True)
 class StageOptions:
     corrector: str = "bedrock"
-    bedrock_model_id: str = DEFAULT_MODEL_ID
+    bedrock_model_id: str | None = None  # None: cfg.default_bedrock_model_id of the region
     openai_base_url: str | None = None
     openai_model: str | None = None
     glossary_key: str | None = None
@@ -114,6 +113,9 @@ class StageOptions:
             )
         if self.corrector == "openai" and not self.openai_base_url:
             raise StageConfigError("the openai corrector needs --openai-base-url")
+
+    def model_id(self, out: StackOutputs) -> str:
+        return self.bedrock_model_id or cfg.default_bedrock_model_id(out.region)
 
 
 def load_outputs(path: Path) -> dict[str, str]:
@@ -183,8 +185,10 @@ def bedrock_model_arns(out: StackOutputs, model_id: str) -> list[str]:
     if model_id.startswith("arn:"):
         return [model_id]
     if model_id.startswith(_PROFILE_PREFIXES):
-        # A cross-region inference profile sends each request to a region of its geography,
-        # where the call is authorised against that region's foundation model.
+        # A cross-region inference profile sends each request to a region of its geography
+        # (any commercial region for global.), where the call is authorised against that
+        # region's foundation model; a global profile's model ARN has no region, which the
+        # "*" also matches.
         base = model_id.split(".", 1)[1]
         return [
             f"arn:{out.partition}:bedrock:{out.region}:{out.account}:inference-profile/{model_id}",
@@ -255,7 +259,7 @@ def llm_caller_policy(out: StackOutputs, stage: str, options: StageOptions) -> d
             _statement(
                 "InvokeModel",
                 ["bedrock:InvokeModel"],
-                bedrock_model_arns(out, options.bedrock_model_id),
+                bedrock_model_arns(out, options.model_id(out)),
             )
         )
     return {"Version": "2012-10-17", "Statement": statements}
@@ -306,7 +310,7 @@ def stage_entry(out: StackOutputs, stage: str, options: StageOptions) -> dict[st
                     {
                         cfg.ENV_LLM_QUEUE_URL: out["LlmQueueUrl"],
                         "CORRECTOR": options.corrector,
-                        "BEDROCK_MODEL_ID": options.bedrock_model_id,
+                        "BEDROCK_MODEL_ID": options.model_id(out),
                         "OPENAI_BASE_URL": options.openai_base_url,
                         "OPENAI_MODEL": options.openai_model,
                         "GLOSSARY_KEY": options.glossary_key,
@@ -358,7 +362,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--region")
     parser.add_argument("--account")
     parser.add_argument("--corrector", default="bedrock", choices=cfg.LLM_CORRECTORS)
-    parser.add_argument("--bedrock-model-id", default=DEFAULT_MODEL_ID)
+    parser.add_argument(
+        "--bedrock-model-id",
+        help="model or inference profile id (default: Claude Sonnet 4.6 through the profile "
+        "of the region's geography)",
+    )
     parser.add_argument("--openai-base-url")
     parser.add_argument("--openai-model")
     parser.add_argument("--glossary-key")

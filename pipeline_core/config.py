@@ -140,6 +140,25 @@ class DispatcherSettings:
 
 LLM_CORRECTORS: Final = ("bedrock", "openai", "none")
 
+# The correction model: Claude Sonnet 4.6 through the cross-region inference profile of the
+# deployment's geography (docs/design.md, "The correction model": the choice and its prices).
+BEDROCK_BASE_MODEL: Final = "anthropic.claude-sonnet-4-6"
+# Region prefix -> the geography of the profile. Sonnet 4.6 has us., eu., jp. and global.
+# profiles; a region of another geography uses global. (requests may leave the geography).
+_PROFILE_GEOGRAPHIES: Final = (
+    ("us-gov-", "global."),  # no geography profile there: preflight says whether global works
+    ("us-", "us."),
+    ("eu-", "eu."),
+    ("ap-northeast-1", "jp."),
+    ("ap-northeast-3", "jp."),
+)
+
+
+def default_bedrock_model_id(region: str) -> str:
+    """The inference profile id of ``BEDROCK_BASE_MODEL`` for a deployment in ``region``."""
+    prefix = next((geo for start, geo in _PROFILE_GEOGRAPHIES if region.startswith(start)), None)
+    return f"{prefix or 'global.'}{BEDROCK_BASE_MODEL}"
+
 
 @dataclass(frozen=True)
 class LlmCallerSettings:
@@ -180,7 +199,7 @@ class LlmCallerSettings:
             results_queue_url=env.required(ENV_RESULTS_QUEUE_URL),
             corrector=corrector,
             bedrock_model_id=env.text(
-                "BEDROCK_MODEL_ID", "anthropic.claude-3-5-sonnet-20240620-v1:0"
+                "BEDROCK_MODEL_ID", default_bedrock_model_id(env.text("AWS_REGION", "us-east-1"))
             ),
             openai_base_url=(env.required("OPENAI_BASE_URL") if corrector == "openai" else None),
             openai_model=env.text("OPENAI_MODEL", "local-model"),

@@ -20,6 +20,18 @@ class PermanentError(Exception):
     at once, not retried."""
 
 
+class ConfigurationError(Exception):
+    """The deployment is set up wrong (a retired or unknown model, no model access, a
+    missing permission): no job can succeed until someone changes it, so retrying later does
+    not help and neither does blaming one job's content. It fails the invocation loudly: an
+    error log, the queue's receive count and its DLQ alarm; the message says what to fix."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(f"{problem}. To fix: {fix}")
+        self.problem = problem
+        self.fix = fix
+
+
 def is_missing_object(exc: ClientError) -> bool:
     """True when ``exc`` says the S3 object (or the version asked for) does not exist."""
     return exc.response.get("Error", {}).get("Code") in MISSING_OBJECT_CODES

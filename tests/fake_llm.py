@@ -5,7 +5,9 @@ signing, serialisation, error parsing and retries are the real ones. Its "model"
 deterministically: each numbered line ``<n>|<text>`` of the transcript gets the replacement
 table applied, plus every ``wrong => right`` line of the prompt's glossary. It can be told
 to misbehave: fail with an AWS-style error N times, drop or invent a line, stop at the output
-limit, rewrite lines wholesale, obey instructions injected in the prompt, or be slow.
+limit, rewrite lines wholesale, obey instructions injected in the prompt, or be slow. Like
+Bedrock, it refuses model ids that cannot be called (``Script.model_errors``: the retired
+Claude 3.5 Sonnet by default) with Bedrock's status, ``x-amzn-ErrorType`` header and message.
 """
 
 from __future__ import annotations
@@ -22,12 +24,27 @@ from typing import Any
 from urllib.parse import unquote
 
 _LINE = re.compile(r"^(\d+)\|(.*)$")
-ERRORS = {
+_MODEL_PATH = re.compile(r"/model/(?P<model>.+)/converse$")
+ERRORS = {  # bedrock-runtime's service model: error code -> HTTP status
     "ThrottlingException": 429,
     "ValidationException": 400,
     "ServiceUnavailableException": 503,
     "InternalServerException": 500,
+    "AccessDeniedException": 403,
+    "ResourceNotFoundException": 404,
 }
+# What Bedrock answers when the model cannot be called as configured: (code, message).
+MODEL_ID_INVALID = ("ValidationException", "The provided model identifier is invalid.")
+NO_MODEL_ACCESS = (
+    "AccessDeniedException",
+    "You don't have access to the model with the specified model ID.",
+)
+USE_CASE_NOT_SUBMITTED = (
+    "ResourceNotFoundException",
+    "Model use case details have not been submitted for this account. Fill out the "
+    "Anthropic use case details form before using the model.",
+)
+RETIRED_MODEL_ID = "anthropic.claude-3-5-sonnet-20240620-v1:0"  # EOL on Bedrock 2026-03-01
 
 
 @dataclass
@@ -37,6 +54,11 @@ class Script:
     replacements: dict[str, str] = field(default_factory=dict)
     fail_times: int = 0  # the first N requests fail with `error`
     error: str = "ThrottlingException"
+    error_message: str | None = None  # None: "<code> from the fake model"
+    # Converse model id -> (code, message) it is always answered with.
+    model_errors: dict[str, tuple[str, str]] = field(
+        default_factory=lambda: {RETIRED_MODEL_ID: MODEL_ID_INVALID}
+    )
     misbehave: str | None = None  # drop | invent | truncate | rewrite | preamble
     misbehave_times: int | None = None  # None: every request
     misbehave_when: str | None = None  # only requests whose prompt contains this
@@ -141,6 +163,16 @@ class FakeModel:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _bedrock_error(self, code: str, message: str) -> None:
+                # rest-json: botocore reads the code from the header, the message from the body.
+                self._send(
+                    ERRORS[code],
+                    {"message": message},
+                    {
+                        "x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/com.amazon.bedrock/"
+                    },
+                )
+
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 path = unquote(self.path)
@@ -160,16 +192,18 @@ class FakeModel:
                 model.calls.append(Call(path, body, system, user, ids))
                 if model.script.delay_seconds:
                     time.sleep(model.script.delay_seconds)
+                target = _MODEL_PATH.search(path)
+                refused = model.script.model_errors.get(target["model"]) if target else None
+                if refused is not None:
+                    self._bedrock_error(*refused)
+                    return
                 if failing:
                     code = model.script.error
-                    status = ERRORS[code]
+                    message = model.script.error_message or f"{code} from the fake model"
                     if openai:
-                        self._send(status, {"error": {"message": code, "type": code}}, {})
+                        self._send(ERRORS[code], {"error": {"message": message, "type": code}}, {})
                     else:
-                        self._send(
-                            status, {"message": f"{code} from the fake model"},
-                            {"x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/"},
-                        )  # fmt: skip
+                        self._bedrock_error(code, message)
                     return
                 if openai:
                     self._send(

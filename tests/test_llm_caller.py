@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,14 @@ import pytest
 import stage_config
 from chalice.test import Client
 from chalice_deploy import Deployment, deploy
-from fake_llm import FakeModel, running_model
+from fake_llm import (
+    MODEL_ID_INVALID,
+    NO_MODEL_ACCESS,
+    RETIRED_MODEL_ID,
+    USE_CASE_NOT_SUBMITTED,
+    FakeModel,
+    running_model,
+)
 
 from pipeline_core.contracts import LlmJob, Result, send_to_queue
 from pipeline_core.jobs import ACTIVE_STATES, JobField, JobState, Lease, job_id_for
@@ -258,6 +266,7 @@ def test_bedrock_validation_error_costs_the_chunk_its_correction_only(
 ) -> None:
     model.script.fail_times = 1
     model.script.error = "ValidationException"
+    model.script.error_message = "Input is too long for requested model."
     client = stack.client(llm_env=llm_env(model))
     invoke(client, transcribed(stack, LECTURE))
     assert len(model.converse_calls()) == 1  # not retried: the same request would fail again
@@ -296,6 +305,29 @@ def sqs_event(message: Mapping[str, Any], queue_arn: str) -> dict[str, Any]:
     }
 
 
+def fail_every_receive(stack: Deployment, client: Client, job: LlmJob, error: str) -> None:
+    """Deliver ``job`` through the LLM Queue until its DLQ: every invocation fails with
+    ``error``; no Result before the last receive, the job's message in the DLQ after it."""
+    assert job.job_id is not None
+    queue_url, queue_arn = stack.outputs["LlmQueueUrl"], stack.outputs["LlmQueueArn"]
+    send_to_queue(stack.sqs, queue_url, job)
+    for receive in (1, 2, 3):
+        [message] = stack.sqs.receive_message(
+            QueueUrl=queue_url, AttributeNames=["All"], MaxNumberOfMessages=1
+        )["Messages"]
+        assert message["Attributes"]["ApproximateReceiveCount"] == str(receive)
+        with pytest.raises(Exception, match=error):
+            client.lambda_.invoke("llm_caller", sqs_event(message, queue_arn))
+        record = stack.job(job.job_id)
+        assert error in record.attributes[JobField.LAST_ERROR]
+        if receive < 3:
+            assert record.state is JobState.CORRECTING
+            assert stack.results() == []
+    assert stack.sqs.receive_message(QueueUrl=queue_url).get("Messages", []) == []
+    [dead] = stack.drain(stack.outputs["LlmDlqUrl"])
+    assert LlmJob.from_json(dead).job_id == job.job_id
+
+
 def test_persistent_throttling_ends_in_the_dlq_after_three_receives(
     stack: Deployment, model: FakeModel
 ) -> None:
@@ -304,27 +336,11 @@ def test_persistent_throttling_ends_in_the_dlq_after_three_receives(
     client = stack.client(llm_env=llm_env(model, LLM_MAX_ATTEMPTS="2"))
     job = transcribed(stack, LECTURE)
     assert job.job_id is not None
-    queue_url, queue_arn = stack.outputs["LlmQueueUrl"], stack.outputs["LlmQueueArn"]
-    send_to_queue(stack.sqs, queue_url, job)
 
-    for receive in (1, 2, 3):
-        [message] = stack.sqs.receive_message(
-            QueueUrl=queue_url, AttributeNames=["All"], MaxNumberOfMessages=1
-        )["Messages"]
-        assert message["Attributes"]["ApproximateReceiveCount"] == str(receive)
-        with pytest.raises(Exception, match="ThrottlingException"):
-            client.lambda_.invoke("llm_caller", sqs_event(message, queue_arn))
-        record = stack.job(job.job_id)
-        assert "ThrottlingException" in record.attributes[JobField.LAST_ERROR]
-        if receive < 3:
-            assert record.state is JobState.CORRECTING
-            assert stack.results() == []
+    fail_every_receive(stack, client, job, "ThrottlingException")
 
     # Botocore retried each call (2 attempts) in each of the 3 invocations.
     assert len(model.converse_calls()) == 6
-    assert stack.sqs.receive_message(QueueUrl=queue_url).get("Messages", []) == []
-    [dead] = stack.drain(stack.outputs["LlmDlqUrl"])
-    assert LlmJob.from_json(dead).job_id == job.job_id
     # The user still gets an outcome: the transcript as recognised.
     result = only_result(stack)
     assert result.status == "success_uncorrected"
@@ -332,6 +348,71 @@ def test_persistent_throttling_ends_in_the_dlq_after_three_receives(
     record = stack.job(job.job_id)
     assert record.state is JobState.SUCCEEDED
     assert "ThrottlingException" in record.attributes[JobField.LAST_ERROR]
+
+
+IAM_DENIED = (
+    "AccessDeniedException",
+    "User: arn:aws:sts::123456789012:assumed-role/llm-caller/fn is not authorized to perform: "
+    "bedrock:InvokeModel on resource: arn:aws:bedrock:us-east-1::foundation-model/x",
+)
+
+
+@dataclass(frozen=True)
+class Misconfiguration:
+    refusal: tuple[str, str]  # Bedrock's (code, message)
+    fix: str  # what the Result and the error log tell the operator
+    model_id: str | None = None  # None: the stage's default model
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        Misconfiguration(MODEL_ID_INVALID, "--bedrock-model-id", RETIRED_MODEL_ID),
+        Misconfiguration(NO_MODEL_ACCESS, "Model access"),
+        Misconfiguration(USE_CASE_NOT_SUBMITTED, "--bedrock-model-id"),
+        Misconfiguration(IAM_DENIED, "grant bedrock:InvokeModel"),
+    ],
+    ids=["retired-model", "no-model-access", "resource-not-found", "iam-denied"],
+)
+def test_a_misconfigured_model_fails_loudly_through_the_dlq_never_uncorrected(
+    stack: Deployment, model: FakeModel, caplog: pytest.LogCaptureFixture, case: Misconfiguration
+) -> None:
+    refusal, fix = case.refusal, case.fix
+    options = stage_config.StageOptions(bedrock_model_id=case.model_id)
+    deployed = options.model_id(stage_config.StackOutputs.from_mapping(stack.outputs))
+    model.script.model_errors[deployed] = refusal
+    client = stack.client(options, llm_env=llm_env(model))
+    job = transcribed(stack, LECTURE)
+    assert job.job_id is not None
+
+    fail_every_receive(stack, client, job, refusal[0])
+
+    assert len(model.converse_calls()) == 3  # one per receive: never retried, never per chunk
+    assert stack.keys("llm-work/") == []  # no chunk was saved as "refused"
+    assert stack.keys("final-output/") == []
+    result = only_result(stack)
+    assert result.status == "failed"
+    assert result.error is not None
+    assert refusal[1] in result.error
+    assert deployed in result.error
+    assert fix in result.error
+    assert f"s3://{stack.bucket}/{job.timed_key}" in result.error  # where the words still are
+    assert stack.job(job.job_id).state is JobState.FAILED
+    misconfigured = [r for r in caplog.records if "misconfigured" in r.getMessage()]
+    assert len(misconfigured) == 3
+    assert all(r.levelname == "ERROR" and fix in getattr(r, "fix", "") for r in misconfigured)
+
+
+def test_an_unknown_openai_compatible_model_is_a_misconfiguration(
+    stack: Deployment, model: FakeModel
+) -> None:
+    model.script.fail_times = 1
+    model.script.error = "ResourceNotFoundException"  # a 404, as vLLM answers an unknown model
+    options = stage_config.StageOptions(corrector="openai", openai_base_url=f"{model.url}/v1")
+    client = stack.client(options, llm_env=llm_env(model))
+    with pytest.raises(Exception, match="OPENAI_MODEL"):
+        invoke(client, transcribed(stack, LECTURE))
+    assert stack.results() == []  # back to the queue, not a chunk "refused"
 
 
 def test_a_duplicate_llm_job_makes_no_second_model_call(

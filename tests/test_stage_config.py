@@ -157,8 +157,10 @@ def test_policies_grant_each_function_only_what_it_calls(tmp_path: Path) -> None
     assert not any(a.startswith(("bedrock:", "s3:Put", "s3:Delete", "sqs:Receive")) for a in d)
 
     c = actions(caller)
+    # The default: Claude Sonnet 4.6 through the US profile, and the models it routes to.
     assert c["bedrock:InvokeModel"] == {
-        "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-5-sonnet-20240620-v1:0"
+        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-6",
+        "arn:aws:bedrock:*::foundation-model/anthropic.claude-sonnet-4-6",
     }
     assert c["s3:PutObject"] == {f"{bucket}/final-output/*", f"{bucket}/llm-work/*"}
     assert c["s3:GetObject"] == {f"{bucket}/transcriptions/*", f"{bucket}/llm-work/*"}
@@ -200,6 +202,38 @@ def test_inference_profiles_get_the_profile_and_its_base_model(tmp_path: Path) -
     ]
     options = stage_config.StageOptions(bedrock_model_id=profile)
     assert_least_privilege(stage_config.llm_caller_policy(out, "prod", options))
+
+
+@pytest.mark.parametrize(
+    ("region", "profile"),
+    [
+        ("us-east-1", "us.anthropic.claude-sonnet-4-6"),
+        ("eu-central-1", "eu.anthropic.claude-sonnet-4-6"),
+        ("ap-northeast-1", "jp.anthropic.claude-sonnet-4-6"),
+        ("ap-southeast-2", "global.anthropic.claude-sonnet-4-6"),
+    ],
+)
+def test_the_default_model_is_the_profile_of_the_regions_geography(
+    tmp_path: Path, region: str, profile: str
+) -> None:
+    assert run(tmp_path, EXAMPLE, "--stage", "prod", "--region", region).returncode == 0
+    entry = stage(tmp_path, "prod")
+    assert LlmCallerSettings.from_env(function_env(entry, "llm_caller")).bedrock_model_id == profile
+    granted = actions(policy(tmp_path, entry, "llm_caller"))["bedrock:InvokeModel"]
+    assert f"arn:aws:bedrock:{region}:123456789012:inference-profile/{profile}" in granted
+    # Unset (a hand-made stage), the function picks the same from the region it runs in.
+    unset = {**function_env(entry, "llm_caller"), "AWS_REGION": region}
+    del unset["BEDROCK_MODEL_ID"]
+    assert LlmCallerSettings.from_env(unset).bedrock_model_id == profile
+
+
+def test_a_chosen_model_id_is_deployed_and_granted(tmp_path: Path) -> None:
+    chosen = "anthropic.claude-haiku-4-5-20251001-v1:0"
+    assert run(tmp_path, EXAMPLE, "--stage", "prod", "--bedrock-model-id", chosen).returncode == 0
+    entry = stage(tmp_path, "prod")
+    assert function_env(entry, "llm_caller")["BEDROCK_MODEL_ID"] == chosen
+    granted = actions(policy(tmp_path, entry, "llm_caller"))["bedrock:InvokeModel"]
+    assert granted == {f"arn:aws:bedrock:us-east-1::foundation-model/{chosen}"}
 
 
 def test_missing_outputs_are_named(tmp_path: Path) -> None:

@@ -10,7 +10,11 @@ Errors that may pass (Bedrock throttling after botocore's retries, 5xx, timeouts
 recorded as the job's ``last_error`` and raised, so that the message comes back (after
 ``RETRY_DELAY_SECONDS``) and, after the queue's third receive, lands in its DLQ. On that last
 receive the user still gets an outcome: the transcript, with whatever chunks could not be
-corrected left as recognised, marked ``success_uncorrected``.
+corrected left as recognised, marked ``success_uncorrected``. A misconfiguration (a retired or
+unknown model, no model access, a missing permission: ``ConfigurationError``) takes the same
+path through the queue and its DLQ alarm, but its last receive fails the job with a Result
+that says what to fix: it is not the transcript's fault, and quietly delivering every job
+uncorrected would hide it.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from pipeline_core.contracts import (
     send_to_queue,
     utc_timestamp,
 )
-from pipeline_core.errors import is_missing_object
+from pipeline_core.errors import ConfigurationError, is_missing_object
 from pipeline_core.jobs import ACTIVE_STATES, JobField, JobRecord, JobState, JobTable, Lease
 from pipeline_core.jsonlog import log_context
 from pipeline_core.timed_text import TimedTranscript, parse, render_plain, render_timed
@@ -370,7 +374,10 @@ class _Correction:
         """Record why, then either give the user their outcome (last receive) or ask SQS
         to bring the message back after the retry delay."""
         reason = f"{type(exc).__name__}: {exc}"[:1000]
-        log.error("correction attempt failed", extra={"error": reason})
+        if isinstance(exc, ConfigurationError):
+            log.error("the LLM Caller is misconfigured: %s", exc.problem, extra={"fix": exc.fix})
+        else:
+            log.error("correction attempt failed", extra={"error": reason})
         if self.tracked and self.job.job_id:
             self.table.update_fields(
                 self.job.job_id,
@@ -378,7 +385,11 @@ class _Correction:
                  JobField.RECEIVE_COUNT: self.delivery.receive_count},
             )  # fmt: skip
         if self.delivery.receive_count >= self.settings.max_receives:
-            self._last_chance(reason)
+            if isinstance(exc, ConfigurationError):
+                transcript = keys.s3_uri(self.settings.bucket, self.job.timed_key)
+                self._fail(f"{exc} (the uncorrected transcript is {transcript})")
+            else:
+                self._last_chance(reason)
         # Back after the retry delay, not the queue's 90-minute visibility timeout; after the
         # last receive that is when the message moves to the DLQ (and its alarm fires).
         if self.delivery.receipt_handle and self.settings.llm_queue_url:
