@@ -32,6 +32,44 @@ class ConfigurationError(Exception):
         self.fix = fix
 
 
+# Bedrock ValidationExceptions about the model id, not the request: an unknown or retired
+# (EOL) model, or a model that is only offered through an inference profile.
+_MODEL_ID_PROBLEMS = (
+    "model identifier is invalid",
+    "end of its life",
+    "on-demand throughput",
+)
+_CHOOSE_A_MODEL = (
+    "choose a current model or inference profile offered in this region and deploy it "
+    "(scripts/deploy.sh --bedrock-model-id ID; the deploy preflight checks it)"
+)
+
+
+def bedrock_misconfiguration(code: str, message: str, model_id: str) -> ConfigurationError | None:
+    """What to fix when Bedrock's answer to a model call means the model cannot be called as
+    configured; None when the error is about this request (or may pass). The LLM Caller and
+    the deploy preflight read Bedrock's answers with this one function."""
+    said = f"Bedrock {code} for {model_id}: {message}"
+    if code == "AccessDeniedException":
+        if "not authorized to perform" in message:
+            return ConfigurationError(
+                said,
+                "grant bedrock:InvokeModel on the model (for an inference profile: the profile "
+                "and the foundation models it routes to) to the LLM Caller's role; "
+                "chalice_app/stage_config.py renders that policy for the configured model",
+            )
+        return ConfigurationError(
+            said,
+            f"enable access to {model_id} for this account in the Bedrock console (Model "
+            f"access) of this region, or {_CHOOSE_A_MODEL}",
+        )
+    if code == "ResourceNotFoundException":
+        return ConfigurationError(said, _CHOOSE_A_MODEL)
+    if code == "ValidationException" and any(p in message.lower() for p in _MODEL_ID_PROBLEMS):
+        return ConfigurationError(said, _CHOOSE_A_MODEL)
+    return None
+
+
 def is_missing_object(exc: ClientError) -> bool:
     """True when ``exc`` says the S3 object (or the version asked for) does not exist."""
     return exc.response.get("Error", {}).get("Code") in MISSING_OBJECT_CODES

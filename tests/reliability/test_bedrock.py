@@ -1,5 +1,7 @@
 """Bedrock misbehaving (the fake Converse server): throttling and 5xx bursts, answers that
-drop, invent or are cut off. Retries first; then the uncorrected lines, never less."""
+drop, invent or are cut off. Retries first; then the uncorrected lines, never less. A model
+that cannot be called (retired) is a misconfiguration: the DLQ and a failed Result that says
+what to fix, never a quiet ``success_uncorrected``."""
 
 from __future__ import annotations
 
@@ -9,10 +11,13 @@ from typing import Any
 
 import pytest
 from audio_factory import speech_mp3
+from fake_llm import MODEL_ID_INVALID
 from reliability.conftest import Report
 from reliability.scenario import scenario
 
+from cloudformation.emulated import REGION
 from pipeline_core import keys
+from pipeline_core.config import default_bedrock_model_id
 from pipeline_core.jobs import JobField
 
 pytestmark = pytest.mark.slow
@@ -32,6 +37,7 @@ class Case:
     misbehave: str | None = None
     status: str = "success"  # the Result the user gets
     outcome: str = ""
+    model_error: tuple[str, str] | None = None  # Bedrock refuses the model id itself
 
 
 CASES = [
@@ -51,13 +57,18 @@ CASES = [
     Case("cut-off", "answer cut off at the output limit (stopReason max_tokens)",
          misbehave="truncate", status="success_uncorrected",
          outcome="cut-off answer refused; original lines kept, nothing truncated"),
+    Case("retired-model", "the model id is retired (ValidationException: model identifier "
+         "is invalid)", model_error=MODEL_ID_INVALID, status="failed",
+         outcome="a misconfiguration, not a refused chunk: 3 receives, the LLM DLQ (alarm), "
+                 "and a failed Result naming the fix"),
 ]  # fmt: skip
 
 
-def test_bedrock_faults_end_in_retries_or_the_uncorrected_lines(
+def test_bedrock_faults_end_in_retries_the_uncorrected_lines_or_a_named_fix(
     tmp_path: Path, report: Report
 ) -> None:
     clip = speech_mp3(tmp_path / "talk.mp3", SPEECH)
+    deployed_model = default_bedrock_model_id(REGION)  # no BEDROCK_MODEL_ID: the default
     with scenario(tmp_path / "run") as run:
         model = run.model
         entries: list[dict[str, Any]] = []
@@ -66,20 +77,31 @@ def test_bedrock_faults_end_in_retries_or_the_uncorrected_lines(
             model.script.fail_times = len(model.calls) + case.fail
             model.script.error = case.error
             model.script.misbehave = case.misbehave
+            if case.model_error is not None:
+                model.script.model_errors[deployed_model] = case.model_error
             calls_before = len(model.calls)
             upload = run.upload(f"{case.name}.mp3", clip)
             took = run.wait_finished([upload])
             model.script.fail_times = 0
             model.script.misbehave = None
+            model.script.model_errors.pop(deployed_model, None)
 
             [result] = [r for r in run.results if r.job_id == upload.job_id(run.bucket)]
             assert result.status == case.status, case.name
             stem = keys.stem(upload.key)
-            final = run.s3.get_object(Bucket=run.bucket, Key=keys.final_keys(stem).text)
-            text = final["Body"].read().decode()
+            if case.status == "failed":
+                assert result.error is not None
+                assert "--bedrock-model-id" in result.error, result.error
+                assert not run.s3.list_objects_v2(
+                    Bucket=run.bucket, Prefix=keys.final_keys(stem).text
+                ).get("Contents")
+                text = ""
+            else:
+                final = run.s3.get_object(Bucket=run.bucket, Key=keys.final_keys(stem).text)
+                text = final["Body"].read().decode()
             if case.status == "success":
                 assert "FOX" in text, case.name
-            else:
+            elif case.status == "success_uncorrected":
                 assert "FOX" not in text, case.name  # the recognised lines, untouched
                 assert "fox" in text.lower(), case.name
             record = run.record(upload)
@@ -101,9 +123,10 @@ def test_bedrock_faults_end_in_retries_or_the_uncorrected_lines(
                 }
             )
         run.wait_scaled_in()
-        # By design the persistently throttled message also reaches the LLM DLQ (its alarm
-        # says Bedrock is failing); its job is final, so a redrive changes nothing.
-        dlq = {"LlmDlq": 1}
+        # By design the persistently throttled message and the retired model's also reach the
+        # LLM DLQ (its alarm says Bedrock is failing); their jobs are final, so a redrive
+        # changes nothing.
+        dlq = {"LlmDlq": 2}
         run.wait_queues_empty(timeout=60, expected=dlq)
         figures_all = run.check(expected_depths=dlq)  # one outcome each, all lines
         assert figures_all.files == len(CASES)

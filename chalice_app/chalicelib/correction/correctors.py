@@ -9,7 +9,7 @@ with backoff inside the call, a bounded number of times; what is left is raised 
 ``ModelUnavailableError`` so that the message goes back to the queue. A request the model refuses
 as invalid (``ModelRejectedError``: too long, filtered) costs that chunk its correction, not the
 whole job. An answer that means the model cannot be called as configured (an unknown or
-retired model id, no model access, a missing permission) is ``ModelMisconfiguredError``: it
+retired model id, no model access, a missing permission) is a ``ConfigurationError``: it
 fails the invocation and names what to fix, and is never taken for one chunk's refusal.
 """
 
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from pipeline_core.errors import ConfigurationError, PermanentError
+from pipeline_core.errors import ConfigurationError, PermanentError, bedrock_misconfiguration
 
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
@@ -42,49 +42,6 @@ class ModelUnavailableError(RuntimeError):
 
 class ModelRejectedError(PermanentError, RuntimeError):
     """The model refused this request as invalid; retrying the same request will not help."""
-
-
-class ModelMisconfiguredError(ConfigurationError):
-    """The model cannot be called as configured; every request would fail the same way."""
-
-
-# Bedrock ValidationExceptions about the model id, not the request: an unknown or retired
-# (EOL) model, or a model that is only offered through an inference profile.
-_MODEL_ID_PROBLEMS = (
-    "model identifier is invalid",
-    "end of its life",
-    "on-demand throughput",
-)
-_CHOOSE_A_MODEL = (
-    "choose a current model or inference profile offered in this region and deploy it "
-    "(scripts/deploy.sh --bedrock-model-id ID; the deploy preflight checks it)"
-)
-
-
-def bedrock_misconfiguration(
-    code: str, message: str, model_id: str
-) -> ModelMisconfiguredError | None:
-    """What to fix when Bedrock's answer means the model cannot be called as configured;
-    None when the error is about this request (or may pass)."""
-    said = f"Bedrock {code} for {model_id}: {message}"
-    if code == "AccessDeniedException":
-        if "not authorized to perform" in message:
-            return ModelMisconfiguredError(
-                said,
-                "grant bedrock:InvokeModel on the model (for an inference profile: the profile "
-                "and the foundation models it routes to) to the LLM Caller's role; "
-                "chalice_app/stage_config.py renders that policy for the configured model",
-            )
-        return ModelMisconfiguredError(
-            said,
-            f"enable access to {model_id} for this account in the Bedrock console (Model "
-            f"access) of this region, or {_CHOOSE_A_MODEL}",
-        )
-    if code == "ResourceNotFoundException":
-        return ModelMisconfiguredError(said, _CHOOSE_A_MODEL)
-    if code == "ValidationException" and any(p in message.lower() for p in _MODEL_ID_PROBLEMS):
-        return ModelMisconfiguredError(said, _CHOOSE_A_MODEL)
-    return None
 
 
 class Corrector(Protocol):
@@ -204,7 +161,7 @@ class OpenAICompatibleCorrector:
         if response.status in self.RETRY_STATUSES:
             raise ModelUnavailableError(f"{self._url} answered {response.status}: {text[:300]}")
         if response.status in self.MISCONFIGURED_STATUSES:
-            raise ModelMisconfiguredError(
+            raise ConfigurationError(
                 f"{self._url} answered {response.status} for model {self._model}: {text[:300]}",
                 "check OPENAI_BASE_URL, OPENAI_MODEL and OPENAI_API_KEY of the LLM Caller",
             )
