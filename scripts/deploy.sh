@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# The one deploy path: CloudFormation stack -> its outputs -> .chalice/config.json ->
-# chalice deploy -> the on-prem settings. Run from anywhere; needs the AWS CLI, the .venv
-# (scripts/bootstrap.sh) and credentials for the target account. See README "Deploy".
+# The one deploy path: preflight -> CloudFormation stack -> its outputs ->
+# .chalice/config.json -> chalice deploy -> the on-prem settings. Run from anywhere; needs the
+# AWS CLI, the .venv (scripts/bootstrap.sh) and credentials for the target account.
 #
 #   scripts/deploy.sh --ami-id ami-0123 --vpc-id vpc-0123 --subnets subnet-a,subnet-b \
 #       [--stage dev] [--stack-name transcription-pipeline] [--region us-east-1] \
-#       [--alarm-email ops@example.com] [--parameter Key=Value ...] [--dry-run]
+#       [--bedrock-model-id ID] [--alarm-email ops@example.com] [--parameter Key=Value ...]
+#       [--dry-run]
 #
-# --dry-run prints every command it would run (and the on-prem settings with placeholders)
-# and runs none: no AWS credentials needed.
+# The preflight (cloudformation/preflight.py) checks the account first and stops the deploy
+# before anything changes if it would fail. --dry-run prints every command and runs none
+# (the preflight only where AWS credentials exist): no credentials needed. See README "Deploy".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  sed -n '2,11s/^# \{0,1\}//p' "$0" >&2
+  sed -n '2,13s/^# \{0,1\}//p' "$0" >&2
   exit 2
 }
 
@@ -24,6 +26,7 @@ AMI_ID=""
 VPC_ID=""
 SUBNETS=""
 ALARM_EMAIL=""
+BEDROCK_MODEL_ID=""  # empty: stage_config.py's default for the region
 DRY_RUN=0
 EXTRA_PARAMETERS=()
 
@@ -36,6 +39,7 @@ while (($#)); do
     --vpc-id) VPC_ID=${2:?--vpc-id needs a value}; shift 2 ;;
     --subnets) SUBNETS=${2:?--subnets needs a value}; shift 2 ;;
     --alarm-email) ALARM_EMAIL=${2:?--alarm-email needs a value}; shift 2 ;;
+    --bedrock-model-id) BEDROCK_MODEL_ID=${2:?--bedrock-model-id needs a value}; shift 2 ;;
     --parameter) EXTRA_PARAMETERS+=("${2:?--parameter needs Key=Value}"); shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h | --help) usage ;;
@@ -70,6 +74,12 @@ PARAMETERS=("Stage=$STAGE")
 [ -n "$ALARM_EMAIL" ] && PARAMETERS+=("AlarmEmail=$ALARM_EMAIL")
 PARAMETERS+=("${EXTRA_PARAMETERS[@]}")
 
+MODEL_ARGS=()
+[ -n "$BEDROCK_MODEL_ID" ] && MODEL_ARGS=(--bedrock-model-id "$BEDROCK_MODEL_ID")
+PREFLIGHT=("$PYTHON" -m cloudformation.preflight --region "$REGION" --stage "$STAGE"
+  --stack-name "$STACK_NAME" "${MODEL_ARGS[@]}")
+for parameter in "${PARAMETERS[@]}"; do PREFLIGHT+=(--parameter "$parameter"); done
+
 if ((!DRY_RUN)); then
   for tool in aws "$PYTHON" "$CHALICE"; do
     command -v "$tool" >/dev/null || {
@@ -89,6 +99,21 @@ if ((!DRY_RUN)); then
       exit 2
     fi
   fi
+fi
+
+echo "== preflight: what the account would refuse"
+show "${PREFLIGHT[@]}"
+printf '\n'
+if ((!DRY_RUN)); then
+  "${PREFLIGHT[@]}" || {
+    echo "deploy: the preflight failed (above); nothing was changed" >&2
+    exit 1
+  }
+elif command -v aws >/dev/null && [ -x "$PYTHON" ] &&
+  aws sts get-caller-identity --region "$REGION" >/dev/null 2>&1; then
+  "${PREFLIGHT[@]}" || echo "deploy: a real deploy would stop here (the preflight failed)" >&2
+else
+  echo "(preflight not run: no AWS credentials or .venv here)"
 fi
 
 echo "== 1/4 CloudFormation stack $STACK_NAME in $REGION"
@@ -111,7 +136,8 @@ if ((!DRY_RUN)); then
 fi
 
 echo "== 3/4 Chalice app, stage $STAGE"
-run "$PYTHON" chalice_app/stage_config.py --stage "$STAGE" --outputs-json "$OUTPUTS_JSON"
+run "$PYTHON" chalice_app/stage_config.py --stage "$STAGE" --outputs-json "$OUTPUTS_JSON" \
+  "${MODEL_ARGS[@]}"
 # chalice copies vendor/ (a link to pipeline_core) as it is: this machine's bytecode stays out.
 run find pipeline_core -name __pycache__ -type d -prune -exec rm -rf {} +
 run env AWS_DEFAULT_REGION="$REGION" "$CHALICE" --project-dir chalice_app deploy --stage "$STAGE"

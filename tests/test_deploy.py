@@ -20,13 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 BARE_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C.UTF-8"}
 
 
-def _script(name: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def _script(
+    name: str, *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(ROOT / "scripts" / name), *args],
         input=stdin,
         capture_output=True,
         text=True,
-        env=BARE_ENV,
+        env=env or BARE_ENV,
         cwd="/",
         timeout=60,
         check=False,
@@ -47,7 +49,16 @@ def test_deploy_dry_run_prints_the_whole_plan_and_runs_nothing() -> None:
     )
     assert run.returncode == 0, run.stderr
     plan = _plan(run.stdout)
-    deploy, describe, stage_config, clean, chalice, toml_cmd = plan
+    preflight, deploy, describe, stage_config, clean, chalice, toml_cmd = plan
+    assert "preflight not run: no AWS credentials" in run.stdout
+
+    # The preflight comes first and checks what the deploy will use.
+    assert preflight[1:3] == ["-m", "cloudformation.preflight"]
+    assert preflight[preflight.index("--region") + 1] == "eu-west-1"
+    assert preflight[preflight.index("--stage") + 1] == "prod"
+    assert "WorkerAmiId=ami-0abc" in preflight
+    assert "MaxWorkers=2" in preflight
+    assert "--bedrock-model-id" not in preflight  # the region's default model
 
     assert deploy[:3] == ["aws", "cloudformation", "deploy"]
     assert deploy[deploy.index("--template-file") + 1] == "cloudformation/pipeline.yaml"
@@ -83,6 +94,62 @@ def test_deploy_dry_run_prints_the_whole_plan_and_runs_nothing() -> None:
     assert settings["region"] == "eu-west-1"
     assert settings["bucket"] == "<BucketName>"
     assert settings["results_dlq_url"] == "<ResultsDlqUrl>"
+
+
+def test_deploy_passes_the_chosen_bedrock_model_to_the_preflight_and_the_stage() -> None:
+    model = "eu.anthropic.claude-sonnet-4-6"
+    run = _script("deploy.sh", "--dry-run", "--region", "eu-west-1", "--bedrock-model-id", model)
+    assert run.returncode == 0, run.stderr
+    preflight, _, _, stage_config, *_ = _plan(run.stdout)
+    assert preflight[preflight.index("--bedrock-model-id") + 1] == model
+    assert stage_config[-2:] == ["--bedrock-model-id", model]
+
+
+def _fake_tools(tmp_path: Path, preflight_status: int) -> dict[str, str]:
+    """An ``aws`` that logs its calls and succeeds (credentials exist), and a Python whose
+    preflight prints a finding and exits with ``preflight_status``."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.log"
+    fake_aws = f'#!/bin/sh\necho "aws $*" >> {calls}\n'
+    fake_python = (
+        f'#!/bin/sh\necho "python $*" >> {calls}\n'
+        f'echo "[FAIL] worker AMI: ami-0abc does not exist"\nexit {preflight_status}\n'
+    )
+    for name, text in (("aws", fake_aws), ("python", fake_python), ("chalice", "#!/bin/sh\n")):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return {
+        **BARE_ENV,
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "PYTHON": str(bin_dir / "python"),
+        "CHALICE": str(bin_dir / "chalice"),
+    }
+
+
+def test_a_dry_run_with_credentials_runs_the_preflight_and_nothing_else(tmp_path: Path) -> None:
+    run = _script("deploy.sh", "--dry-run", "--ami-id", "ami-0abc", env=_fake_tools(tmp_path, 1))
+    assert run.returncode == 0, run.stderr
+    assert "[FAIL] worker AMI" in run.stdout
+    assert "a real deploy would stop here" in run.stderr
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls[0].startswith("aws sts get-caller-identity")
+    assert calls[1].startswith("python -m cloudformation.preflight")
+    assert len(calls) == 2  # nothing else ran
+
+
+def test_a_failed_preflight_stops_the_deploy_before_anything_changes(tmp_path: Path) -> None:
+    run = _script(
+        "deploy.sh", *("--ami-id", "ami-0abc", "--vpc-id", "vpc-1", "--subnets", "subnet-a"),
+        env=_fake_tools(tmp_path, 1),
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert "preflight failed" in run.stderr
+    assert "[FAIL] worker AMI" in run.stdout
+    calls = (tmp_path / "calls.log").read_text()
+    assert "python -m cloudformation.preflight" in calls
+    assert "cloudformation deploy" not in calls  # the stack was never touched
+    assert "stage_config" not in calls
 
 
 @pytest.mark.parametrize(
