@@ -106,18 +106,18 @@ def test_happy_path(pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog) -> Non
 
 
 @pytest.mark.parametrize("versioning", ["Enabled", "Suspended"])
-def test_duplicate_seed_messages_make_one_llm_job(
+def test_duplicate_bare_messages_make_one_llm_job(
     pipeline: Pipeline, fox_mp3: Path, versioning: Literal["Enabled", "Suspended"]
 ) -> None:
-    """The seed's message format (no job id, no job row) sent twice: one job, one LLM job,
-    keyed on the object's version (on its ETag where the bucket keeps no versions)."""
+    """The original design's message format (no job id, no job row) sent twice: one job, one
+    LLM job, keyed on the object's version (on its ETag where the bucket keeps no versions)."""
     pipeline.s3.put_bucket_versioning(
         Bucket=pipeline.stack.bucket, VersioningConfiguration={"Status": versioning}
     )
     key = pipeline.upload("fox.mp3", fox_mp3)
-    seed = json.dumps({"s3_key": "fox.mp3", "language": "english", "details": "twice"})
-    pipeline.send_audio(seed)
-    pipeline.send_audio(seed)
+    bare = json.dumps({"s3_key": "fox.mp3", "language": "english", "details": "twice"})
+    pipeline.send_audio(bare)
+    pipeline.send_audio(bare)
 
     assert pipeline.worker().run() == EXIT_OK
 

@@ -15,12 +15,12 @@ from pipeline_core.contracts import (
     utc_timestamp,
 )
 
-SEED_AUDIO = '{"s3_key": "recording-001.mp3", "language": "hebrew", "details": "Bava Kamma 2a"}'
-SEED_LLM = (
+DESIGN_AUDIO = '{"s3_key": "recording-001.mp3", "language": "hebrew", "details": "Bava Kamma 2a"}'
+DESIGN_LLM = (
     '{"timed_key": "transcriptions/recording-001.timed.txt", "details": "Bava Kamma 2a", '
     '"language": "hebrew"}'
 )
-SEED_RESULT = (
+DESIGN_RESULT = (
     '{"source_file": "audio-input/recording-001.mp3", '
     '"output_file": "s3://my-bucket/final-output/recording-001.txt", "status": "success", '
     '"timestamp": "2025-01-04T10:06:00Z"}'
@@ -28,16 +28,16 @@ SEED_RESULT = (
 
 
 @pytest.mark.parametrize(
-    ("model", "seed"), [(AudioJob, SEED_AUDIO), (LlmJob, SEED_LLM), (Result, SEED_RESULT)]
+    ("model", "example"), [(AudioJob, DESIGN_AUDIO), (LlmJob, DESIGN_LLM), (Result, DESIGN_RESULT)]
 )
-def test_seed_examples_round_trip_exactly(
-    model: type[AudioJob | LlmJob | Result], seed: str
+def test_the_original_designs_examples_round_trip_exactly(
+    model: type[AudioJob | LlmJob | Result], example: str
 ) -> None:
-    assert model.from_json(seed).to_json() == seed
+    assert model.from_json(example).to_json() == example
 
 
 def test_audio_job_key_resolves_with_and_without_prefix() -> None:
-    bare = AudioJob.from_json(SEED_AUDIO)
+    bare = AudioJob.from_json(DESIGN_AUDIO)
     prefixed = AudioJob(s3_key="audio-input/recording-001.mp3", language="he")
     assert bare.object_key == prefixed.object_key == "audio-input/recording-001.mp3"
     assert bare.language_code == prefixed.language_code == "he"
