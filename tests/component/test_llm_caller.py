@@ -374,6 +374,7 @@ def test_a_duplicate_while_another_invocation_corrects_is_left_alone(
     assert stack.results() == []
 
 
+@pytest.mark.slow  # waits out real timeouts; the fast loop skips it
 def test_a_transcript_too_long_for_one_invocation_continues_in_a_new_message(
     stack: Deployment, model: FakeModel
 ) -> None:
@@ -402,6 +403,7 @@ def test_a_transcript_too_long_for_one_invocation_continues_in_a_new_message(
     assert int(stack.job(job.job_id).attributes[JobField.CORRECTION_PASSES]) == invocations
 
 
+@pytest.mark.slow  # waits out real timeouts; the fast loop skips it
 def test_correction_passes_are_bounded(stack: Deployment, model: FakeModel) -> None:
     model.script.delay_seconds = 0.5
     env = llm_env(

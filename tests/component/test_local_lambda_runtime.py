@@ -48,6 +48,7 @@ def make_queue_with_dlq(name: str) -> tuple[str, str, str]:
     return url, arn, dlq_url
 
 
+@pytest.mark.slow  # waits out real timeouts; the fast loop skips it
 def test_sqs_trigger_deletes_on_success_and_redrives_poison(emulated: Emulator) -> None:
     sqs = boto3.client("sqs")
     url, arn, dlq_url = make_queue_with_dlq("llm")

@@ -50,6 +50,9 @@ def accepted_ids() -> dict[str, str]:
     return entries
 
 
+pytestmark = pytest.mark.slow  # asks the vulnerability service over the network
+
+
 def test_locked_dependencies_have_no_unreviewed_vulnerabilities(
     tmp_path: Path, report: Report
 ) -> None:
