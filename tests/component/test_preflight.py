@@ -17,7 +17,13 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.stub import Stubber
-from support.fake_llm import MODEL_ID_INVALID, NO_MODEL_ACCESS, RETIRED_MODEL_ID, FakeModel, running_model
+from support.fake_llm import (
+    MODEL_ID_INVALID,
+    NO_MODEL_ACCESS,
+    RETIRED_MODEL_ID,
+    FakeModel,
+    running_model,
+)
 
 from cloudformation import preflight
 from cloudformation.emulated import REGION
