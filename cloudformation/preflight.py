@@ -13,8 +13,8 @@ plain words what it found and what to do; the exit status is 1 when a check fail
 - the Bedrock model: a one-token Converse call (model access, the id itself, IAM), and its
   lifecycle (``GetFoundationModel``; for an inference profile, the model behind it): Legacy
   warns, end of life (or unknown) fails;
-- Lambda concurrency: the LLM Caller's reserved concurrency must leave AWS's minimum
-  unreserved (``GetAccountSettings``);
+- Lambda concurrency: the LLM Caller's reserved concurrency must leave Lambda's minimum
+  unreserved (100, or the whole limit where it is lower: ``GetAccountSettings``);
 - the Spot G and VT vCPU quota (``L-3819A6DF``) against the worker types and ``MaxWorkers``;
 - the worker AMI exists, available, in the region (``DescribeImages``);
 - Packer >= 1.7, which ``packer/`` needs to build that AMI.
@@ -48,8 +48,10 @@ import stage_config  # noqa: E402
 if TYPE_CHECKING:
     from mypy_boto3_bedrock_runtime import BedrockRuntimeClient
 
-# Lambda refuses a reservation that leaves fewer unreserved executions than this.
-MIN_UNRESERVED_CONCURRENCY: Final = 10
+# Lambda refuses a reservation that leaves fewer unreserved executions than 100, or than the
+# account's whole limit where that is lower (new accounts: 10, "below its minimum value of
+# [10]"), so such an account can reserve nothing at all.
+MAX_MIN_UNRESERVED_CONCURRENCY: Final = 100
 SPOT_G_VCPU_QUOTA: Final = "L-3819A6DF"  # EC2 "All G and VT Spot Instance Requests" (vCPUs)
 PACKER_MIN_VERSION: Final = (1, 7)
 _PROFILE_PREFIX: Final = re.compile(r"^[a-z-]+\.(?=[a-z0-9-]+\.)")  # "us." of us.anthropic...
@@ -149,8 +151,9 @@ def check_model_lifecycle(bedrock: Any, model_id: str) -> Finding:
 
 def check_lambda_concurrency(lambda_: Any, function_name: str, reserved: int) -> Finding:
     name = "Lambda concurrency"
-    needed = reserved + MIN_UNRESERVED_CONCURRENCY
     limits = lambda_.get_account_settings()["AccountLimit"]
+    minimum = min(MAX_MIN_UNRESERVED_CONCURRENCY, int(limits["ConcurrentExecutions"]))
+    needed = reserved + minimum
     unreserved = int(limits["UnreservedConcurrentExecutions"])
     try:  # a redeploy: the function's own reservation is already taken off "unreserved"
         current = lambda_.get_function_concurrency(FunctionName=function_name)
@@ -167,7 +170,7 @@ def check_lambda_concurrency(lambda_: Any, function_name: str, reserved: int) ->
         Verdict.FAIL,
         f"the account has {unreserved} unreserved concurrent executions (limit "
         f"{limits['ConcurrentExecutions']}); reserving {reserved} for the LLM Caller needs at "
-        f"least {needed}, as Lambda keeps {MIN_UNRESERVED_CONCURRENCY} unreserved. Ask for a "
+        f"least {needed}, as Lambda keeps {minimum} unreserved. Ask for a "
         "higher 'Concurrent executions' quota (Service Quotas, AWS Lambda) before deploying.",
     )
 

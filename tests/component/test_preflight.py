@@ -155,16 +155,17 @@ def test_a_model_bedrock_no_longer_knows_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("limit", "unreserved", "own", "verdict"),
+    ("limit", "unreserved", "own", "verdict", "needed"),
     [
-        (10, 10, None, Verdict.FAIL),  # a new account: reserving 3 would leave 7
-        (1000, 1000, None, Verdict.OK),
-        (13, 10, 3, Verdict.OK),  # a redeploy: its own 3 come back
+        (10, 10, None, Verdict.FAIL, 13),  # a new account: no reservation is possible
+        (1000, 1000, None, Verdict.OK, 103),
+        (1000, 102, None, Verdict.FAIL, 103),  # other functions reserve 898
+        (1000, 100, 3, Verdict.OK, 103),  # a redeploy: its own 3 come back
     ],
-    ids=["new-account", "ample", "redeploy"],
+    ids=["new-account", "ample", "mostly-reserved", "redeploy"],
 )
 def test_lambda_concurrency_leaves_the_minimum_unreserved(
-    limit: int, unreserved: int, own: int | None, verdict: Verdict
+    limit: int, unreserved: int, own: int | None, verdict: Verdict, needed: int
 ) -> None:
     lambda_, stubber = stubbed("lambda")
     stubber.add_response(
@@ -186,7 +187,7 @@ def test_lambda_concurrency_leaves_the_minimum_unreserved(
         finding = preflight.check_lambda_concurrency(lambda_, FUNCTION, 3)
     assert finding.verdict is verdict
     if verdict is Verdict.FAIL:
-        assert "at least 13" in finding.detail
+        assert f"at least {needed}" in finding.detail
 
 
 # -- EC2 ---------------------------------------------------------------------------------------
