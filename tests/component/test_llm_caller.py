@@ -403,6 +403,17 @@ def test_a_misconfigured_model_fails_loudly_through_the_dlq_never_uncorrected(
     assert all(r.levelname == "ERROR" and fix in getattr(r, "fix", "") for r in misconfigured)
 
 
+def test_a_misconfigured_model_stops_the_invocation_at_its_first_call(
+    stack: Deployment, model: FakeModel
+) -> None:
+    options = stage_config.StageOptions(bedrock_model_id=RETIRED_MODEL_ID)
+    client = stack.client(options, llm_env=llm_env(model, CHUNK_MAX_CHARS="1000"))
+    with pytest.raises(Exception, match="model identifier is invalid"):
+        invoke(client, transcribed(stack, long_lecture(120)))
+    # More than 5 chunks, corrected 4 at a time: the ones in flight, and no more.
+    assert 1 <= len(model.converse_calls()) <= 4
+
+
 def test_an_unknown_openai_compatible_model_is_a_misconfiguration(
     stack: Deployment, model: FakeModel
 ) -> None:

@@ -15,6 +15,7 @@ import contextvars
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,7 @@ from chalicelib.correction.prompt import (
     user_message,
 )
 from chalicelib.correction.validation import AnswerRefusedError, validate
-from pipeline_core.errors import is_missing_object
+from pipeline_core.errors import ConfigurationError, is_missing_object
 from pipeline_core.timed_text import TimedLine, TimedTranscript
 
 if TYPE_CHECKING:
@@ -187,17 +188,23 @@ def correct_transcript(
     params: CorrectionParams,
 ) -> CorrectionReport:
     """Correct what the deadline allows; raises what ``corrector`` raises (after every
-    chunk in flight has finished and been saved)."""
+    chunk in flight has finished and been saved). After a ``ConfigurationError`` no further
+    chunk is started."""
     groups = chunks(transcript.correctable, params.chunk_max_chars)
+    misconfigured = threading.Event()  # every further call would fail the same way
 
     def work(lines: list[TimedLine]) -> ChunkResult | None:
         key = fingerprint(corrector, context, lines)
         saved = checkpoints.load(key)
         if saved is not None:
             return saved
-        if deadline.passed():
+        if deadline.passed() or misconfigured.is_set():
             return None
-        result = correct_chunk(corrector, context, lines, params.min_similarity)
+        try:
+            result = correct_chunk(corrector, context, lines, params.min_similarity)
+        except ConfigurationError:
+            misconfigured.set()
+            raise
         checkpoints.save(key, result)
         return result
 
