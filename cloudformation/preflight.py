@@ -92,6 +92,13 @@ def check_model_access(runtime: BedrockRuntimeClient, model_id: str) -> Finding:
         )
     except ClientError as exc:
         code, message = _error(exc)
+        if "not authorized to perform" in message:
+            # This identity's IAM, not the LLM Caller's (stage_config.py grants that role
+            # the model): it says nothing about model access.
+            return Finding(
+                name, Verdict.WARN, f"could not be checked: the deploying identity may not "
+                f"call it ({message}); allow it bedrock:InvokeModel to check model access",
+            )  # fmt: skip
         misconfigured = bedrock_misconfiguration(code, message, model_id)
         if misconfigured is not None:
             return Finding(name, Verdict.FAIL, str(misconfigured))

@@ -83,6 +83,14 @@ def test_a_model_without_access_fails_and_says_where_to_enable_it(model: FakeMod
     assert "Model access" in finding.detail
 
 
+def test_a_deployer_without_bedrock_permission_is_told_so_not_failed(model: FakeModel) -> None:
+    denied = "User: arn:aws:iam::123456789012:user/deployer is not authorized to perform: ..."
+    model.script.model_errors[PROFILE] = ("AccessDeniedException", denied)
+    finding = preflight.check_model_access(runtime(model), PROFILE)
+    assert finding.verdict is Verdict.WARN
+    assert "deploying identity" in finding.detail
+
+
 def test_a_throttled_check_warns_instead_of_failing(model: FakeModel) -> None:
     model.script.fail_times = 1
     finding = preflight.check_model_access(runtime(model), PROFILE)
