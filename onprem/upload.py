@@ -33,7 +33,7 @@ from onprem.console import NoProgress, UploadProgress
 from onprem.recording import MetadataResolver, Recording, RecordingMetadataError
 from onprem.scan import find_audio, object_key
 from onprem.state import UploadState
-from pipeline_core.errors import is_missing_object
+from pipeline_core.errors import ONPREM_READER, is_missing_object
 from pipeline_core.jsonlog import log_context
 from pipeline_core.keys import InvalidKeyError
 from pipeline_core.metadata import MAX_METADATA_BYTES, MetadataError, encode_metadata
@@ -283,7 +283,7 @@ def _matches_remote(s3: S3Client, bucket: str, job: _Job) -> bool:
     try:
         head = s3.head_object(Bucket=bucket, Key=job.key)
     except ClientError as exc:
-        if is_missing_object(exc):
+        if is_missing_object(exc, ONPREM_READER, bucket, job.key):
             return False
         raise
     return (
