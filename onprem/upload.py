@@ -33,7 +33,7 @@ from onprem.console import NoProgress, UploadProgress
 from onprem.recording import MetadataResolver, Recording, RecordingMetadataError
 from onprem.scan import find_audio, object_key
 from onprem.state import UploadState
-from pipeline_core.errors import ONPREM_READER, is_missing_object
+from pipeline_core.errors import ONPREM_READER, MisconfigurationError, is_missing_object
 from pipeline_core.jsonlog import log_context
 from pipeline_core.keys import InvalidKeyError
 from pipeline_core.metadata import MAX_METADATA_BYTES, MetadataError, encode_metadata
@@ -92,14 +92,17 @@ class FileOutcome:
 @dataclass
 class UploadReport:
     outcomes: list[FileOutcome] = field(default_factory=list)
+    # Why the run stopped early: a configuration error every other file would meet too.
+    fatal: str | None = None
 
     def count(self, status: Status) -> int:
         return sum(1 for outcome in self.outcomes if outcome.status is status)
 
     @property
     def exit_code(self) -> int:
-        """0: all good or nothing to do; 1: some files failed (cron can mail on it)."""
-        return 1 if self.count(Status.FAILED) else 0
+        """0: all good or nothing to do; 1: some files failed or the run stopped (cron can
+        mail on it)."""
+        return 1 if self.fatal or self.count(Status.FAILED) else 0
 
     def summary(self) -> dict[str, int]:
         return {status.value: self.count(status) for status in Status if self.count(status)}
@@ -155,6 +158,11 @@ def run_upload(
                 advance = progress.file(job.key, job.stat.st_size)
                 try:
                     outcome = _upload_one(s3, state, options, job, advance)
+                except MisconfigurationError as exc:
+                    # A missing grant: every other file would be refused the same way.
+                    report.fatal = f"stopped: {exc}"
+                    log.error(report.fatal)
+                    break
                 finally:
                     progress.file_done()
                 report.outcomes.append(outcome)
