@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import stage_config
 
 from cloudformation.stack import OUTPUT_NAMES, TEMPLATE_PATH, load_template
 
@@ -107,13 +108,13 @@ def test_bucket_encryption_lifecycle_and_tls_only() -> None:
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_llm_queue_visibility_is_six_times_every_allowed_caller_timeout() -> None:
-    allowed = TEMPLATE["Parameters"]["LlmCallerTimeoutSeconds"]["AllowedValues"]
-    table = TEMPLATE["Mappings"]["LlmQueueVisibility"]
-    assert set(table) == set(allowed)
-    for timeout in allowed:
-        assert table[timeout]["Seconds"] == 6 * int(timeout)
-    assert TEMPLATE["Parameters"]["LlmCallerTimeoutSeconds"]["Default"] == "900"
+def test_llm_queue_visibility_is_six_times_the_timeout_the_stage_config_deploys() -> None:
+    """The LLM Caller's timeout is the stage config's (chalice deploy sets it); the template
+    has no parameter for it, which nothing would read and which could only disagree."""
+    visibility = RESOURCES["LlmQueue"]["Properties"]["VisibilityTimeout"]
+    assert visibility == stage_config.LLM_QUEUE_VISIBILITY_S
+    assert visibility == 6 * stage_config.LLM_CALLER_TIMEOUT_S
+    assert "LlmCallerTimeoutSeconds" not in TEMPLATE["Parameters"]
 
 
 def test_queues_are_encrypted_and_dead_letter_after_three_receives() -> None:
