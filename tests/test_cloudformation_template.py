@@ -237,3 +237,16 @@ def test_worker_policy_scopes_every_write_to_its_own_resources() -> None:
 def test_every_output_is_exported_under_the_stack_name(name: str) -> None:
     output = TEMPLATE["Outputs"][name]
     assert output["Export"]["Name"] == {"Fn::Sub": f"${{AWS::StackName}}-{name}"}
+
+
+def test_the_docs_count_and_time_the_alarms_as_the_template_does() -> None:
+    """docs/design.md prices the idle stack by its alarms, and the README promises when the
+    "worker not starting" alarm fires: both as the template has them."""
+    design, readme = (
+        " ".join((ROOT / name).read_text(encoding="utf-8").split())
+        for name in ("docs/design.md", "README.md")
+    )
+    alarms = _of_type("AWS::CloudWatch::Alarm")
+    assert f"{len(alarms)} alarms (about {len(alarms) * 0.10:.2f} USD)" in design
+    minutes = TEMPLATE["Parameters"]["WorkerStartAlarmSeconds"]["Default"] // 60
+    assert f'"worker not starting" alarm fires after {minutes} minutes' in readme
