@@ -4,8 +4,9 @@ One definition each, used by the Lambda functions, the GPU worker and the on-pre
 Every message is validated when it is made and when it is read; a malformed one raises
 ``ContractError`` naming the message type and the field, never a bare ``KeyError``.
 
-The seed's examples round-trip exactly: optional fields that are unset are left out of the
-JSON, fields keep the seed's order, and non-ASCII text (Hebrew ``details``) stays as it is.
+The original design's example messages round-trip exactly: optional fields that are unset
+are left out of the JSON, fields keep the design's order, and non-ASCII text (Hebrew
+``details``) stays as it is.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def decode_event_key(raw_key: str) -> str:
 def audio_key(s3_key: str) -> str:
     """Full object key of an audio job's ``s3_key``, given with or without ``audio-input/``.
 
-    The seed's messages carry the key relative to ``audio-input/``; the full key is
+    The original design's messages carry the key relative to ``audio-input/``; the full key is
     accepted too. This is the one place where that difference is resolved.
     """
     _check_safe(s3_key)

@@ -36,7 +36,7 @@ if [ ! -f "$stamp" ]; then
 fi
 
 # checkov (the CloudFormation security scan) in a virtualenv of its own: its pinned
-# dependencies conflict with the suite's. tests/test_cloudformation_template.py runs it.
+# dependencies conflict with the suite's. tests/component/test_cloudformation_template.py runs it.
 CHECKOV_SPEC="checkov>=3.2,<4"
 tools_stamp=.venv-tools/.installed-$(echo "$CHECKOV_SPEC" | sha256sum | cut -c1-16)
 if [ ! -f "$tools_stamp" ]; then
@@ -48,7 +48,7 @@ if [ ! -f "$tools_stamp" ]; then
 fi
 
 # pip-audit (known vulnerabilities in the locked dependency set) in a virtualenv of its own,
-# so that its dependencies never change the suite's. tests/reliability/test_pip_audit.py
+# so that its dependencies never change the suite's. tests/system/reliability/test_pip_audit.py
 # runs it against `pip freeze` of .venv.
 AUDIT_SPEC="pip-audit>=2.7,<3"
 audit_stamp=.venv-audit/.installed-$(echo "$AUDIT_SPEC" | sha256sum | cut -c1-16)

@@ -1,8 +1,20 @@
-"""Fixtures shared by the whole suite: fake AWS credentials and moto-backed clients."""
+"""Fixtures shared by the whole suite: fake AWS credentials and moto-backed clients.
+
+The suite is sorted by level, and each test is marked with its folder's level:
+
+- ``tests/unit/``: pure functions and parsing (no emulator, no process, no model);
+- ``tests/component/``: one component for real: moto, handlers in-process, a real model,
+  a real tool on an artefact (cfn-lint, packer, chalice package);
+- ``tests/system/``: processes and the whole pipeline: local mode, the worker daemon as a
+  process, the on-prem CLI, the fault suite (``system/reliability/``), the benchmark smoke run.
+
+What tests share lives in ``tests/support/``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import boto3
@@ -13,6 +25,19 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 REGION = "us-east-1"
+LEVELS = ("unit", "component", "system")
+
+pytest_plugins = ["support.worker_fixtures"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its level, taken from the folder it is in."""
+    root = Path(__file__).resolve().parent
+    for item in items:
+        level = item.path.resolve().relative_to(root).parts[0]
+        if level not in LEVELS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(LEVELS)}}}/")
+        item.add_marker(getattr(pytest.mark, level))
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,249 @@
+"""``onprem poll`` against moto: downloads, duplicates, crashes, failures, refusals."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import pytest
+from support.onprem_helpers import BUCKET, REGION, fast_client_config
+from support.s3_denials import deny_reads_below
+
+from onprem.cli import main
+from onprem.poll import Poller, PollOptions, PollOutcome
+from pipeline_core import keys
+from pipeline_core.contracts import Result, send_to_queue, utc_timestamp
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+
+def publish_success(
+    s3: S3Client, sqs: SQSClient, queue: str, name: str, text: str, *, timed: bool = True
+) -> Result:
+    """What the LLM Caller does: write final-output/ objects, then send a Result."""
+    audio = keys.audio_key(name + ".mp3")
+    final = keys.final_keys(keys.stem(audio))
+    s3.put_object(Bucket=BUCKET, Key=final.text, Body=text.encode())
+    if timed:
+        s3.put_object(Bucket=BUCKET, Key=final.timed, Body=f"[00:00] {text}".encode())
+    result = Result.success(
+        audio,
+        keys.s3_uri(BUCKET, final.text),
+        timed_output_file=keys.s3_uri(BUCKET, final.timed) if timed else None,
+        job_id="job-" + name.replace("/", "-"),
+    )
+    send_to_queue(sqs, queue, result)
+    return result
+
+
+def poll_once(queue: str, out: Path) -> int:
+    """The CLI, in process."""
+    return main(
+        ["poll", "--once", "--queue-url", queue, "--output-dir", str(out), "--wait-seconds", "0"]
+    )
+
+
+def poller(s3: S3Client, sqs: SQSClient, queue: str, out: Path) -> Poller:
+    return Poller(s3, sqs, PollOptions(queue_url=queue, output_dir=out, wait_seconds=0, once=True))
+
+
+def queue_depth(sqs: SQSClient, queue: str) -> int:
+    """Visible plus in-flight messages: everything not yet deleted."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def test_transcripts_land_under_their_source_names_and_messages_are_deleted(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    publish_success(s3, sqs, results_queue, "גמרא/שיעור א", "שלום עולם")
+    publish_success(s3, sqs, results_queue, "plain", "hello", timed=False)
+    code = poll_once(results_queue, out)
+    assert code == 0
+    assert (out / "גמרא" / "שיעור א.txt").read_text(encoding="utf-8") == "שלום עולם"
+    assert (out / "גמרא" / "שיעור א.timed.txt").read_text(encoding="utf-8") == "[00:00] שלום עולם"
+    assert (out / "plain.txt").read_text() == "hello"
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
+        "plain.txt",
+        "שיעור א.timed.txt",
+        "שיעור א.txt",
+    ], "no temporary files are left"
+    assert queue_depth(sqs, results_queue) == 0
+
+
+def test_a_duplicate_result_does_no_harm(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = publish_success(s3, sqs, results_queue, "dup", "same text")
+    send_to_queue(sqs, results_queue, result)
+    report = poller(s3, sqs, results_queue, out).run()
+    assert report.outcomes[PollOutcome.WRITTEN] == 1
+    assert report.outcomes[PollOutcome.UNCHANGED] == 1
+    assert report.exit_code == 0
+    assert (out / "dup.txt").read_text() == "same text"
+    assert queue_depth(sqs, results_queue) == 0
+
+
+def test_a_crash_between_write_and_delete_loses_nothing(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    publish_success(s3, sqs, results_queue, "lecture", "the text")
+
+    class Crash(BaseException):
+        pass
+
+    def crash(**_: Any) -> None:
+        assert (out / "lecture.txt").read_text() == "the text", "files are written before"
+        raise Crash
+
+    crashing_sqs: SQSClient = boto3.client("sqs", region_name=REGION, config=fast_client_config())
+    crashing_sqs.meta.events.register("before-call.sqs.DeleteMessage", crash)
+    with pytest.raises(Crash):
+        poller(s3, crashing_sqs, results_queue, out).run()
+    assert queue_depth(sqs, results_queue) == 1, "the message must still be there"
+
+    time.sleep(1.1)  # the queue's visibility timeout
+    report = poller(s3, sqs, results_queue, out).run()
+    assert report.outcomes == {PollOutcome.UNCHANGED: 1}
+    assert (out / "lecture.txt").read_text() == "the text"
+    assert queue_depth(sqs, results_queue) == 0
+
+
+def test_a_failed_result_is_reported_and_a_later_success_replaces_the_report(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    failure = Result.failure("audio-input/sub/broken.mp3", "the audio could not be decoded", "j1")
+    send_to_queue(sqs, results_queue, failure)
+    report = poller(s3, sqs, results_queue, out).run()
+    assert report.outcomes == {PollOutcome.FAILURE_REPORTED: 1}
+    written = json.loads((out / "failed" / "sub" / "broken.json").read_text(encoding="utf-8"))
+    assert written["error"] == "the audio could not be decoded"
+    assert written["source_file"] == "audio-input/sub/broken.mp3"
+    assert queue_depth(sqs, results_queue) == 0
+
+    publish_success(s3, sqs, results_queue, "sub/broken", "redriven and fine")
+    poller(s3, sqs, results_queue, out).run()
+    assert (out / "sub" / "broken.txt").read_text() == "redriven and fine"
+    assert not (out / "failed" / "sub" / "broken.json").exists()
+
+
+@pytest.mark.parametrize(
+    "output_file",
+    [
+        f"s3://{BUCKET}/final-output/../../escaped.txt",
+        f"s3://{BUCKET}/final-output/a/../../../escaped.txt",
+        f"s3://{BUCKET}/final-output//etc/escaped.txt",
+        f"s3://{BUCKET}/audio-input/not-an-output.txt",
+        f"s3://{BUCKET}/final-output/bell\x07.txt",
+        f"s3://{BUCKET}/final-output/back\\slash.txt",
+    ],
+)
+def test_keys_that_would_leave_the_output_folder_are_refused(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path, output_file: str
+) -> None:
+    out = tmp_path / "deep" / "out"
+    body = json.dumps(
+        {
+            "source_file": "audio-input/x.mp3",
+            "output_file": output_file,
+            "status": "success",
+            "timestamp": utc_timestamp(),
+        }
+    )
+    _, key = keys.parse_s3_uri(output_file)
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"payload")
+    sqs.send_message(QueueUrl=results_queue, MessageBody=body)
+    report = poller(s3, sqs, results_queue, out).run()
+    assert report.outcomes == {PollOutcome.REFUSED: 1}
+    assert report.exit_code == 1
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written == [], f"nothing may be written: {written}"
+    assert queue_depth(sqs, results_queue) == 1, "left for the DLQ"
+
+
+def test_malformed_and_undownloadable_results_stay_in_the_queue_and_others_go_on(
+    s3: S3Client,
+    sqs: SQSClient,
+    results_queue: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    sqs.send_message(QueueUrl=results_queue, MessageBody='{"status": "success"}')
+    sqs.send_message(QueueUrl=results_queue, MessageBody="not json at all")
+    missing = Result.success("audio-input/gone.mp3", f"s3://{BUCKET}/final-output/gone.txt")
+    send_to_queue(sqs, results_queue, missing)
+    publish_success(s3, sqs, results_queue, "good", "fine")
+    code = poll_once(results_queue, out)
+    assert code == 1
+    assert (out / "good.txt").read_text() == "fine"
+    assert queue_depth(sqs, results_queue) == 3
+    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    malformed = [line for line in logged if line["message"].startswith("malformed result")]
+    assert len(malformed) == 2
+    assert all(line["receive_count"] == "1" for line in malformed)
+    download = [line for line in logged if line["message"].startswith("could not download")]
+    assert [line["s3_key"] for line in download] == ["audio-input/gone.mp3"]
+
+
+def test_malformed_results_reach_the_dlq_after_the_maximum_receives(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
+) -> None:
+    sqs.send_message(QueueUrl=results_queue, MessageBody="garbage")
+    for _ in range(3):
+        poller(s3, sqs, results_queue, tmp_path / "out").run()
+        time.sleep(1.05)
+    poller(s3, sqs, results_queue, tmp_path / "out").run()
+    dlq = sqs.get_queue_url(QueueName="results-dlq")["QueueUrl"]
+    assert queue_depth(sqs, results_queue) == 0
+    assert queue_depth(sqs, dlq) == 1
+
+
+def test_missing_settings_exit_2(aws: None, tmp_path: Path) -> None:
+    assert main(["poll", "--once", "--output-dir", str(tmp_path)]) == 2
+    assert main(["poll", "--once", "--queue-url", "https://example.invalid/q"]) == 2
+
+
+def test_a_denied_transcript_read_stops_the_run_and_keeps_every_message(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
+) -> None:
+    """S3 answers a read the policy does not allow (or, without s3:ListBucket, of an expired
+    transcript) with 403 (stubbed: moto answers 404): a configuration error, so the run stops
+    instead of burning every message's receives on the same denial."""
+    publish_success(s3, sqs, results_queue, "first", "one")
+    publish_success(s3, sqs, results_queue, "second", "two")
+    client: S3Client = boto3.client("s3", region_name=REGION, config=fast_client_config())
+    denied = deny_reads_below(client, keys.FINAL_PREFIX)
+    report = poller(client, sqs, results_queue, tmp_path / "out").run()
+    assert len(denied) == 1
+    assert report.fatal is not None
+    assert "AccessDenied on GetObject" in report.fatal
+    assert "the on-prem client's policy needs" in report.fatal
+    assert report.exit_code == 1
+    assert queue_depth(sqs, results_queue) == 2
+    assert not (tmp_path / "out" / "first.txt").exists()
+
+
+def test_an_expired_transcript_is_a_download_failure_left_in_the_queue(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
+) -> None:
+    result = publish_success(s3, sqs, results_queue, "expired", "gone", timed=False)
+    s3.delete_object(Bucket=BUCKET, Key=keys.parse_s3_uri(result.output_file or "")[1])
+    report = poller(s3, sqs, results_queue, tmp_path / "out").run()
+    assert report.fatal is None
+    assert report.outcomes[PollOutcome.DOWNLOAD_FAILED] == 1
+    assert queue_depth(sqs, results_queue) == 1

@@ -1,0 +1,252 @@
+"""The template's linters and the rules moto cannot show (alarms, lifecycle, bucket policy)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stage_config
+
+from cloudformation.stack import OUTPUT_NAMES, TEMPLATE_PATH, load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECKOV = ROOT / ".venv-tools" / "bin" / "checkov"
+CFN_LINT = Path(sys.executable).parent / "cfn-lint"  # the dev group's, beside this Python
+TEMPLATE = load_template()
+RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
+
+
+def _of_type(kind: str) -> dict[str, dict[str, Any]]:
+    return {name: res for name, res in RESOURCES.items() if res["Type"] == kind}
+
+
+def _ref(value: Any) -> str | None:
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return str(value["Ref"])
+        if "Fn::GetAtt" in value:
+            return str(value["Fn::GetAtt"][0])
+    return None
+
+
+def test_cfn_lint_is_clean() -> None:
+    run = subprocess.run(
+        [str(CFN_LINT), "--regions", "us-east-1", "eu-west-1", "--", str(TEMPLATE_PATH)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (run.returncode, run.stdout) == (0, ""), run.stdout + run.stderr
+
+
+def test_checkov_is_clean_and_every_skip_says_why() -> None:
+    assert CHECKOV.exists(), "checkov lives in .venv-tools: run scripts/bootstrap.sh"
+    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE"}  # offline: no guideline download
+    run = subprocess.run(
+        [
+            str(CHECKOV),
+            *("-f", str(TEMPLATE_PATH), "--framework", "cloudformation"),
+            *("--skip-download", "--output", "json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    report = json.loads(run.stdout)
+    failed = [
+        f"{c['check_id']} {c['resource']}: {c['check_name']}"
+        for c in report["results"]["failed_checks"]
+    ]
+    assert failed == []
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert report["summary"]["passed"] >= 30
+    for skipped in report["results"]["skipped_checks"]:
+        assert len(skipped["check_result"].get("suppress_comment", "")) > 20, skipped["check_id"]
+
+
+def test_bucket_encryption_lifecycle_and_tls_only() -> None:
+    props = RESOURCES["PipelineBucket"]["Properties"]
+    assert RESOURCES["PipelineBucket"]["DeletionPolicy"] == "Retain"
+    (rule,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    assert len(props["PublicAccessBlockConfiguration"]) == 4
+    assert props["VersioningConfiguration"]["Status"] == "Enabled"
+    # chalice deploy owns the bucket notification; the template must never define one.
+    assert "NotificationConfiguration" not in props
+
+    rules = {rule["Id"]: rule for rule in props["LifecycleConfiguration"]["Rules"]}
+    assert rules["expire-audio-input"]["Prefix"] == "audio-input/"
+    assert rules["expire-audio-input"]["ExpirationInDays"] == {"Ref": "AudioRetentionDays"}
+    for rule_id, prefix in (
+        ("expire-transcriptions", "transcriptions/"),
+        ("expire-final-output", "final-output/"),
+    ):
+        assert rules[rule_id]["Prefix"] == prefix
+        assert rules[rule_id]["ExpirationInDays"] == {"Ref": "OutputRetentionDays"}
+    housekeeping = rules["housekeeping"]
+    assert "Prefix" not in housekeeping
+    assert housekeeping["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
+    assert housekeeping["NoncurrentVersionExpiration"]["NoncurrentDays"] == {
+        "Ref": "NoncurrentVersionDays"
+    }
+    assert all(rule["Status"] == "Enabled" for rule in rules.values())
+
+    (policy,) = _of_type("AWS::S3::BucketPolicy").values()
+    assert _ref(policy["Properties"]["Bucket"]) == "PipelineBucket"
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Principal"] == "*"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_llm_queue_visibility_is_six_times_the_timeout_the_stage_config_deploys() -> None:
+    """The LLM Caller's timeout is the stage config's (chalice deploy sets it); the template
+    has no parameter for it, which nothing would read and which could only disagree."""
+    visibility = RESOURCES["LlmQueue"]["Properties"]["VisibilityTimeout"]
+    assert visibility == stage_config.LLM_QUEUE_VISIBILITY_S
+    assert visibility == 6 * stage_config.LLM_CALLER_TIMEOUT_S
+    assert "LlmCallerTimeoutSeconds" not in TEMPLATE["Parameters"]
+
+
+def test_queues_are_encrypted_and_dead_letter_after_three_receives() -> None:
+    queues = _of_type("AWS::SQS::Queue")
+    assert len(queues) == 6
+    for name, queue in queues.items():
+        props = queue["Properties"]
+        assert props["SqsManagedSseEnabled"] is True, name
+        if name.endswith("Dlq"):
+            assert props["MessageRetentionPeriod"] == 14 * 86400
+        else:
+            assert props["RedrivePolicy"]["maxReceiveCount"] == 3
+            assert _ref(props["RedrivePolicy"]["deadLetterTargetArn"]) == name.replace(
+                "Queue", "Dlq"
+            )
+
+
+def _alarms() -> dict[str, dict[str, Any]]:
+    return {name: res["Properties"] for name, res in _of_type("AWS::CloudWatch::Alarm").items()}
+
+
+def test_audio_queue_depth_alarm_sets_the_gpu_group_to_one() -> None:
+    scaling = [
+        props
+        for props in _alarms().values()
+        if any(
+            RESOURCES.get(_ref(action) or "", {}).get("Type") == "AWS::AutoScaling::ScalingPolicy"
+            for action in props["AlarmActions"]
+        )
+    ]
+    (alarm,) = scaling
+    assert alarm["Namespace"] == "AWS/SQS"
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert [_ref(d["Value"]) for d in alarm["Dimensions"]] == ["AudioQueue"]
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarm["Threshold"] == 1
+    policy = RESOURCES[_ref(alarm["AlarmActions"][0]) or ""]["Properties"]
+    assert _ref(policy["AutoScalingGroupName"]) == "GpuAsg"
+    assert (policy["AdjustmentType"], policy["ScalingAdjustment"]) == ("ExactCapacity", 1)
+
+
+def test_failures_and_stuck_work_alarm_the_encrypted_topic() -> None:
+    alarms = _alarms()
+    to_topic = {
+        name: props
+        for name, props in alarms.items()
+        if [_ref(a) for a in props["AlarmActions"]] == ["AlarmTopic"]
+    }
+    watched_queues = {
+        _ref(props["Dimensions"][0]["Value"])
+        for props in to_topic.values()
+        if props["Namespace"] == "AWS/SQS"
+        and props["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    }
+    assert watched_queues == {"AudioDlq", "LlmDlq", "ResultsDlq"}
+    for props in to_topic.values():
+        if props["MetricName"] == "ApproximateNumberOfMessagesVisible":
+            assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
+
+    lambda_names = [
+        props["Dimensions"][0]["Value"]["Fn::If"][2]["Fn::Sub"]
+        for props in to_topic.values()
+        if props["Namespace"] == "AWS/Lambda"
+    ]
+    # Chalice names a function <app_name>-<stage>-<handler>: the alarms must watch those.
+    chalice_config = json.loads(
+        (Path(__file__).parents[2] / "chalice_app" / ".chalice" / "config.json").read_text()
+    )
+    handlers = chalice_config["stages"]["dev"]["lambda_functions"]
+    assert sorted(lambda_names) == sorted(
+        f"{chalice_config['app_name']}-${{Stage}}-{handler}" for handler in handlers
+    )
+    (stuck,) = [p for p in to_topic.values() if p["MetricName"] == "ApproximateAgeOfOldestMessage"]
+    assert _ref(stuck["Dimensions"][0]["Value"]) == "AudioQueue"
+    assert stuck["Threshold"] == {"Ref": "WorkerStartAlarmSeconds"}
+
+    topic = RESOURCES["AlarmTopic"]["Properties"]
+    assert _ref(topic["KmsMasterKeyId"]) == "AlarmKey"
+    key_policy = RESOURCES["AlarmKey"]["Properties"]["KeyPolicy"]["Statement"]
+    assert any(s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} for s in key_policy)
+    subscription = RESOURCES["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+
+
+def test_gpu_group_is_spot_only_rebalancing_and_never_resets_desired() -> None:
+    props = RESOURCES["GpuAsg"]["Properties"]
+    assert props["MinSize"] == "0"
+    assert props["MaxSize"] == {"Ref": "MaxWorkers"}
+    assert "DesiredCapacity" not in props  # a stack update must not kill a running job
+    assert props["CapacityRebalance"] is True
+    distribution = props["MixedInstancesPolicy"]["InstancesDistribution"]
+    assert distribution == {
+        "OnDemandBaseCapacity": 0,
+        "OnDemandPercentageAboveBaseCapacity": 0,
+        "SpotAllocationStrategy": "capacity-optimized",
+    }
+
+
+def test_worker_policy_scopes_every_write_to_its_own_resources() -> None:
+    (policy,) = [
+        res["Properties"]
+        for res in _of_type("AWS::IAM::ManagedPolicy").values()
+        if [_ref(r) for r in res["Properties"].get("Roles", [])] == ["WorkerRole"]
+    ]
+    for statement in policy["PolicyDocument"]["Statement"]:
+        actions = statement["Action"]
+        actions = actions if isinstance(actions, list) else [actions]
+        if statement["Resource"] == "*":
+            assert actions == ["autoscaling:DescribeAutoScalingGroups"]
+    (terminate,) = [
+        s
+        for s in policy["PolicyDocument"]["Statement"]
+        if s["Action"] == "autoscaling:TerminateInstanceInAutoScalingGroup"
+    ]
+    asg_name = RESOURCES["GpuAsg"]["Properties"]["AutoScalingGroupName"]["Fn::Sub"]
+    assert terminate["Resource"]["Fn::Sub"].endswith(f":autoScalingGroupName/{asg_name}")
+
+
+@pytest.mark.parametrize("name", OUTPUT_NAMES)
+def test_every_output_is_exported_under_the_stack_name(name: str) -> None:
+    output = TEMPLATE["Outputs"][name]
+    assert output["Export"]["Name"] == {"Fn::Sub": f"${{AWS::StackName}}-{name}"}
+
+
+def test_the_docs_count_and_time_the_alarms_as_the_template_does() -> None:
+    """docs/design.md prices the idle stack by its alarms, and the README promises when the
+    "worker not starting" alarm fires: both as the template has them."""
+    design, readme = (
+        " ".join((ROOT / name).read_text(encoding="utf-8").split())
+        for name in ("docs/design.md", "README.md")
+    )
+    alarms = _of_type("AWS::CloudWatch::Alarm")
+    assert f"{len(alarms)} alarms (about {len(alarms) * 0.10:.2f} USD)" in design
+    minutes = TEMPLATE["Parameters"]["WorkerStartAlarmSeconds"]["Default"] // 60
+    assert f'"worker not starting" alarm fires after {minutes} minutes' in readme

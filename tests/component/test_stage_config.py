@@ -1,0 +1,224 @@
+"""stage_config.py: the stage's settings and least-privilege policies from stack outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stage_config
+from support.repo_paths import repo_root
+
+from pipeline_core.config import DispatcherSettings, LlmCallerSettings
+
+ROOT = Path(repo_root())
+SCRIPT = ROOT / "chalice_app" / "stage_config.py"
+EXAMPLE = json.loads((ROOT / "chalice_app" / "stage-outputs.example.json").read_text())
+ASG_ARN = (
+    "arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:"
+    "6d2f9c1e-1111-2222-3333-444455556666:autoScalingGroupName/transcription-dev-gpu"
+)
+
+
+def run(tmp_path: Path, outputs: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "outputs.json"
+    path.write_text(json.dumps(outputs))
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--outputs-json", str(path),
+         "--project-dir", str(tmp_path), *args],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+
+
+def describe_stacks(outputs: dict[str, str]) -> dict[str, Any]:
+    """The shape `aws cloudformation describe-stacks` prints."""
+    return {
+        "Stacks": [
+            {
+                "StackName": "transcription",
+                "Outputs": [{"OutputKey": k, "OutputValue": v} for k, v in outputs.items()],
+            }
+        ]
+    }
+
+
+def stage(tmp_path: Path, name: str) -> dict[str, Any]:
+    config = json.loads((tmp_path / ".chalice" / "config.json").read_text())
+    entry: dict[str, Any] = config["stages"][name]
+    return entry
+
+
+def function_env(entry: dict[str, Any], function: str) -> dict[str, str]:
+    return {
+        **entry["environment_variables"],
+        **entry["lambda_functions"][function]["environment_variables"],
+    }
+
+
+def policy(tmp_path: Path, entry: dict[str, Any], function: str) -> dict[str, Any]:
+    name = entry["lambda_functions"][function]["iam_policy_file"]
+    loaded: dict[str, Any] = json.loads((tmp_path / ".chalice" / name).read_text())
+    return loaded
+
+
+def test_the_stage_environment_is_what_the_functions_read(tmp_path: Path) -> None:
+    result = run(tmp_path, describe_stacks(EXAMPLE), "--stage", "prod", "--log-level", "DEBUG")
+    assert result.returncode == 0, result.stderr
+    entry = stage(tmp_path, "prod")
+
+    dispatcher = DispatcherSettings.from_env(function_env(entry, "dispatcher"))
+    assert dispatcher.bucket == EXAMPLE["BucketName"]
+    assert dispatcher.audio_queue_url == EXAMPLE["AudioQueueUrl"]
+    assert dispatcher.results_queue_url == EXAMPLE["ResultsQueueUrl"]
+    assert dispatcher.asg_name == EXAMPLE["GpuAsgName"]
+    assert dispatcher.job_table == EXAMPLE["JobTableName"]
+    assert dispatcher.log_level == "DEBUG"
+    assert (
+        dispatcher.enqueue_lease_seconds
+        == entry["lambda_functions"]["dispatcher"]["lambda_timeout"]
+    )
+
+    caller = LlmCallerSettings.from_env(function_env(entry, "llm_caller"))
+    assert caller.llm_queue_url == EXAMPLE["LlmQueueUrl"]
+    assert caller.corrector == "bedrock"
+    assert caller.max_receives == 3
+    functions = entry["lambda_functions"]
+    assert functions["llm_caller"]["reserved_concurrency"] == 3
+    timeout = functions["llm_caller"]["lambda_timeout"]
+    assert timeout <= 900
+    assert 6 * timeout <= stage_config.LLM_QUEUE_VISIBILITY_S  # AWS's SQS event source rule
+    assert caller.lease_seconds > timeout
+    assert caller.time_reserve_seconds < timeout
+    # Read by chalice when it loads app.py to deploy: the decorators' bucket and queue.
+    assert entry["environment_variables"]["LLM_QUEUE_NAME"] == EXAMPLE["LlmQueueName"]
+    assert entry["autogen_policy"] is False
+    assert all(f["autogen_policy"] is False for f in functions.values())
+
+
+# Wildcards a policy may hold besides the "*" resources of WILDCARD_RESOURCE_SIDS, and why.
+ALLOWED_WILDCARDS: dict[str, Callable[[str], bool]] = {
+    # objects below one prefix of the pipeline's bucket
+    "s3-prefix": lambda r: r.startswith("arn:aws:s3:::") and r.endswith("/*") and r.count("*") == 1,
+    # the function's own log group's streams
+    "own-log-streams": lambda r: r.startswith("arn:aws:logs:") and r.endswith(":*")
+    and "/aws/lambda/transcription-pipeline-" in r and r.count("*") == 1,
+    # the GPU group by name where the stack does not output its ARN (the id is generated)
+    "asg-by-name": lambda r: r.startswith("arn:aws:autoscaling:")
+    and ":autoScalingGroup:*:autoScalingGroupName/" in r and r.count("*") == 1,
+    # a cross-region inference profile may route to its base model in any region
+    "profile-regions": lambda r: r.startswith("arn:aws:bedrock:*::foundation-model/")
+    and r.count("*") == 1,
+}  # fmt: skip
+
+
+def assert_least_privilege(document: dict[str, Any]) -> None:
+    assert document["Version"] == "2012-10-17"
+    for statement in document["Statement"]:
+        assert statement["Effect"] == "Allow"
+        for action in statement["Action"]:
+            assert "*" not in action, statement
+        for resource in statement["Resource"]:
+            if resource == "*":
+                assert statement["Sid"] in stage_config.WILDCARD_RESOURCE_SIDS, statement
+                assert statement["Action"] == ["autoscaling:DescribeAutoScalingGroups"]
+            elif "*" in resource:
+                assert any(ok(resource) for ok in ALLOWED_WILDCARDS.values()), resource
+
+
+def actions(document: dict[str, Any]) -> dict[str, set[str]]:
+    granted: dict[str, set[str]] = {}
+    for statement in document["Statement"]:
+        for action in statement["Action"]:
+            granted.setdefault(action, set()).update(statement["Resource"])
+    return granted
+
+
+def test_policies_grant_each_function_only_what_it_calls(tmp_path: Path) -> None:
+    outputs = {**EXAMPLE, "GpuAsgArn": ASG_ARN}
+    assert run(tmp_path, outputs, "--stage", "prod").returncode == 0
+    entry = stage(tmp_path, "prod")
+    dispatcher, caller = (
+        policy(tmp_path, entry, "dispatcher"),
+        policy(tmp_path, entry, "llm_caller"),
+    )
+    assert_least_privilege(dispatcher)
+    assert_least_privilege(caller)
+
+    bucket = f"arn:aws:s3:::{EXAMPLE['BucketName']}"
+    d = actions(dispatcher)
+    assert d["s3:GetObject"] == {f"{bucket}/audio-input/*"}
+    assert d["sqs:SendMessage"] == {EXAMPLE["AudioQueueArn"], EXAMPLE["ResultsQueueArn"]}
+    assert d["dynamodb:PutItem"] == {EXAMPLE["JobTableArn"]}
+    assert d["autoscaling:SetDesiredCapacity"] == {ASG_ARN}
+    assert not any(a.startswith(("bedrock:", "s3:Put", "s3:Delete", "sqs:Receive")) for a in d)
+
+    c = actions(caller)
+    assert c["bedrock:InvokeModel"] == {
+        "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-5-sonnet-20240620-v1:0"
+    }
+    assert c["s3:PutObject"] == {f"{bucket}/final-output/*", f"{bucket}/llm-work/*"}
+    assert c["s3:GetObject"] == {f"{bucket}/transcriptions/*", f"{bucket}/llm-work/*"}
+    assert c["sqs:ReceiveMessage"] == {EXAMPLE["LlmQueueArn"]}
+    assert c["sqs:SendMessage"] == {EXAMPLE["LlmQueueArn"], EXAMPLE["ResultsQueueArn"]}
+    assert "dynamodb:PutItem" not in c
+    assert not any(a.startswith(("autoscaling:", "kms:")) for a in c)
+    for document, function in ((dispatcher, "dispatcher"), (caller, "llm_caller")):
+        logs = actions(document)["logs:PutLogEvents"]
+        assert all(f"transcription-pipeline-prod-{function}" in r for r in logs)
+
+
+def test_options_change_exactly_their_statements(tmp_path: Path) -> None:
+    outputs = {**EXAMPLE, "KmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/abc"}
+    args = ["--stage", "eu", "--corrector", "openai", "--openai-base-url", "http://llm:8000/v1",
+            "--glossary-key", "config/glossary.txt", "--default-language", "hebrew"]  # fmt: skip
+    assert run(tmp_path, outputs, *args).returncode == 0
+    entry = stage(tmp_path, "eu")
+    caller = policy(tmp_path, entry, "llm_caller")
+    assert_least_privilege(caller)
+    granted = actions(caller)
+    assert "bedrock:InvokeModel" not in granted
+    assert f"arn:aws:s3:::{EXAMPLE['BucketName']}/config/glossary.txt" in granted["s3:GetObject"]
+    assert granted["kms:Decrypt"] == {outputs["KmsKeyArn"]}
+    settings = LlmCallerSettings.from_env(function_env(entry, "llm_caller"))
+    assert (settings.corrector, settings.openai_base_url) == ("openai", "http://llm:8000/v1")
+    assert settings.glossary_key == "config/glossary.txt"
+    dispatcher = DispatcherSettings.from_env(function_env(entry, "dispatcher"))
+    assert dispatcher.default_language == "hebrew"
+
+
+def test_inference_profiles_get_the_profile_and_its_base_model(tmp_path: Path) -> None:
+    out = stage_config.StackOutputs.from_mapping(EXAMPLE)
+    profile = "us.anthropic.claude-3-5-sonnet-20241022-v2:0"
+    arns = stage_config.bedrock_model_arns(out, profile)
+    assert arns == [
+        f"arn:aws:bedrock:us-east-1:123456789012:inference-profile/{profile}",
+        "arn:aws:bedrock:*::foundation-model/anthropic.claude-3-5-sonnet-20241022-v2:0",
+    ]
+    options = stage_config.StageOptions(bedrock_model_id=profile)
+    assert_least_privilege(stage_config.llm_caller_policy(out, "prod", options))
+
+
+def test_missing_outputs_are_named(tmp_path: Path) -> None:
+    outputs = {k: v for k, v in EXAMPLE.items() if k != "JobTableArn"}
+    result = run(tmp_path, outputs, "--stage", "prod")
+    assert result.returncode == 2
+    assert "JobTableArn" in result.stderr
+    assert not (tmp_path / ".chalice" / "config.json").exists()
+
+
+def test_an_unknown_corrector_is_refused() -> None:
+    with pytest.raises(stage_config.StageConfigError, match="openai-base-url"):
+        stage_config.StageOptions(corrector="openai")
+
+
+def test_the_committed_dev_stage_is_rendered_from_the_example(tmp_path: Path) -> None:
+    committed = ROOT / "chalice_app" / ".chalice"
+    (tmp_path / ".chalice").mkdir()
+    (tmp_path / ".chalice" / "config.json").write_text((committed / "config.json").read_text())
+    assert run(tmp_path, EXAMPLE, "--stage", "dev").returncode == 0
+    for name in ("config.json", "policy-dev-dispatcher.json", "policy-dev-llm_caller.json"):
+        assert (tmp_path / ".chalice" / name).read_text() == (committed / name).read_text(), name

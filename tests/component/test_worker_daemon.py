@@ -1,0 +1,331 @@
+"""The daemon end to end in one process: moto for AWS, real MP3s, the real tiny.en model."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from support.audio_factory import corrupt_mp3, empty_mp3, text_as_mp3
+from support.rounding import assert_derived
+from support.waiting import wait_until
+from support.worker_fixtures import JsonLog
+from support.worker_harness import MAX_RECEIVES, FakeImds, Pipeline
+
+from gpu_worker.daemon import EXIT_OK
+from gpu_worker.lifecycle.stopping import StopController
+from pipeline_core.contracts import AudioJob
+from pipeline_core.jobs import JobField, JobState, job_id_for
+from pipeline_core.keys import transcript_keys
+from pipeline_core.timed_text import TIMED_LINE, parse_timestamp
+
+pytestmark = pytest.mark.slow
+
+
+def parse_timed(text: str) -> list[tuple[float, float, str]]:
+    rows = []
+    for line in text.splitlines():
+        match = TIMED_LINE.match(line)
+        assert match, f"not a timed line: {line!r}"
+        rows.append((parse_timestamp(match["start"]), parse_timestamp(match["end"]), match["text"]))
+    return rows
+
+
+def run_in_thread(worker_run: object) -> tuple[threading.Thread, list[int]]:
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(worker_run()), daemon=True)  # type: ignore[operator]
+    thread.start()
+    return thread, codes
+
+
+def test_happy_path(pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog) -> None:
+    key = pipeline.upload("lectures/fox.mp3", fox_mp3)
+    job_id = pipeline.dispatch(key, language="english", details="שיעור א׳, Bava Kamma 2a")
+
+    assert pipeline.worker().run() == EXIT_OK
+
+    keys = transcript_keys(key)
+    assert keys.timed == "transcriptions/lectures/fox.timed.txt"
+    document = json.loads(pipeline.text(keys.json))
+    rows = parse_timed(pipeline.text(keys.timed))
+    assert "quick brown fox" in " ".join(text for _, _, text in rows).lower()
+    duration = document["audio_seconds"]
+    assert 2.0 < duration < 6.0
+    starts = [start for start, _, _ in rows]
+    assert starts == sorted(starts)
+    assert all(0.0 <= start <= end <= duration + 0.001 for start, end, _ in rows)
+    assert document["language"] == "en"
+    assert document["model"].startswith("faster-whisper:")
+    assert document["job_id"] == job_id
+    assert document["audio_seconds"] == pytest.approx(duration, abs=0.01)
+    assert_derived(
+        (document["real_time_factor"], 4),
+        lambda took, audio: took / audio,
+        (document["transcribe_seconds"], 3),
+        (document["audio_seconds"], 3),
+    )
+    assert any(
+        w["text"].strip().lower().startswith("fox")
+        for s in document["segments"]
+        for w in s["words"]
+    )
+    assert pipeline.text(keys.srt).startswith("1\n00:00:00,")
+    assert pipeline.text(keys.vtt).startswith("WEBVTT\n\n00:00:00.")
+
+    [llm_job] = pipeline.llm_jobs()
+    assert llm_job.timed_key == keys.timed
+    assert llm_job.details == "שיעור א׳, Bava Kamma 2a"
+    assert llm_job.language == "english"
+    assert llm_job.job_id == job_id
+    assert llm_job.source_key == key
+
+    job = pipeline.job(job_id)
+    assert job.state is JobState.TRANSCRIBED
+    assert float(job.attributes[JobField.AUDIO_SECONDS]) == pytest.approx(duration, abs=0.01)
+    assert float(job.attributes[JobField.TRANSCRIBE_SECONDS]) > 0
+    assert float(job.attributes[JobField.REAL_TIME_FACTOR]) > 0
+    assert job.attributes[JobField.ATTEMPTS] == 1
+    assert job.attributes[JobField.TIMED_KEY] == keys.timed
+    assert job.attributes[JobField.PROGRESS_PERCENT] == 100
+    assert JobField.LLM_JOB_SENT_AT in job.attributes
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)  # the message was deleted
+    assert pipeline.results() == []
+
+    job_lines = [line for line in json_log.lines() if line.get("job_id") == job_id]
+    assert any("transcribing:" in line["message"] for line in job_lines)  # progress
+    assert {line["s3_key"] for line in job_lines} == {key}
+    claimed_at = next(
+        i for i, line in enumerate(json_log.lines()) if line["message"] == "claimed the job"
+    )
+    after_claim = json_log.lines()[claimed_at:]
+    handed = next(i for i, line in enumerate(after_claim) if "handed to the LLM" in line["message"])
+    assert all(line.get("job_id") == job_id for line in after_claim[: handed + 1])
+
+
+@pytest.mark.parametrize("versioning", ["Enabled", "Suspended"])
+def test_duplicate_bare_messages_make_one_llm_job(
+    pipeline: Pipeline, fox_mp3: Path, versioning: Literal["Enabled", "Suspended"]
+) -> None:
+    """The original design's message format (no job id, no job row) sent twice: one job, one
+    LLM job, keyed on the object's version (on its ETag where the bucket keeps no versions)."""
+    pipeline.s3.put_bucket_versioning(
+        Bucket=pipeline.stack.bucket, VersioningConfiguration={"Status": versioning}
+    )
+    key = pipeline.upload("fox.mp3", fox_mp3)
+    bare = json.dumps({"s3_key": "fox.mp3", "language": "english", "details": "twice"})
+    pipeline.send_audio(bare)
+    pipeline.send_audio(bare)
+
+    assert pipeline.worker().run() == EXIT_OK
+
+    [llm_job] = pipeline.llm_jobs()
+    head = pipeline.s3.head_object(Bucket=pipeline.stack.bucket, Key=key)
+    version = head["VersionId"] if versioning == "Enabled" else head["ETag"].strip('"')
+    assert llm_job.job_id == job_id_for(pipeline.stack.bucket, key, version)
+    job = pipeline.job(llm_job.job_id)
+    assert job.state is JobState.TRANSCRIBED
+    assert job.attributes[JobField.ATTEMPTS] == 1
+    assert job.details == "twice"
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)
+    # The duplicate was deleted, not failed.
+    assert pipeline.drain(pipeline.stack.audio_dlq_url) == []
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (corrupt_mp3, "could not be decoded as audio"),
+        (empty_mp3, "empty (0 bytes)"),
+        (text_as_mp3, "could not be decoded as audio"),
+        (None, "does not exist"),
+    ],
+    ids=["corrupt", "zero-byte", "text-as-mp3", "missing-key"],
+)
+def test_bad_input_fails_the_job_once(
+    pipeline: Pipeline, tmp_path: Path, make: object, reason: str
+) -> None:
+    if make is None:
+        key = "audio-input/gone.mp3"
+        job_id = "job-of-a-deleted-upload"
+        pipeline.jobs().create(
+            job_id=job_id, bucket=pipeline.stack.bucket, s3_key=key, version="v", language="en",
+            details="",
+        )  # fmt: skip
+        pipeline.send_audio(AudioJob(s3_key=key, language="en", job_id=job_id).to_json())
+    else:
+        key = pipeline.upload("bad.mp3", make(tmp_path / "bad.mp3"))  # type: ignore[operator]
+        job_id = pipeline.dispatch(key)
+
+    assert pipeline.worker().run() == EXIT_OK
+
+    [result] = pipeline.results()
+    assert result.status == "failed"
+    assert result.source_file == key
+    assert result.job_id == job_id
+    assert result.error is not None
+    assert reason in result.error
+    assert key in result.error
+    job = pipeline.job(job_id)
+    assert job.state is JobState.FAILED
+    assert job.error == result.error
+    assert pipeline.llm_jobs() == []
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)  # deleted: no retry loop
+    assert pipeline.drain(pipeline.stack.audio_dlq_url) == []
+
+
+def test_a_language_the_model_cannot_do_fails_the_job_once(
+    pipeline: Pipeline, fox_mp3: Path
+) -> None:
+    """tiny.en serves every language here; a Hebrew job must fail, not come out English."""
+    key = pipeline.upload("shiur.mp3", fox_mp3)
+    job_id = pipeline.dispatch(key, language="hebrew")
+
+    assert pipeline.worker().run() == EXIT_OK
+
+    [result] = pipeline.results()
+    assert result.status == "failed"
+    assert result.job_id == job_id
+    assert result.error is not None
+    assert "English-only" in result.error
+    assert "'he'" in result.error
+    assert key in result.error
+    job = pipeline.job(job_id)
+    assert job.state is JobState.FAILED
+    assert job.error == result.error
+    assert pipeline.llm_jobs() == []
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)
+    assert pipeline.drain(pipeline.stack.audio_dlq_url) == []
+
+
+def test_malformed_message_goes_to_the_dlq_and_good_work_goes_on(
+    pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog
+) -> None:
+    garbage = "{this is not json"
+    pipeline.send_audio(garbage)
+    key = pipeline.upload("fox.mp3", fox_mp3)
+    job_id = pipeline.dispatch(key)
+
+    # The malformed message is hidden 1 s after each receive, so the good one is served
+    # between its receives; the queue's redrive policy moves it after the third.
+    worker = pipeline.worker(retry_delay_seconds=1, poll_wait_seconds=1)
+    assert worker.run() == EXIT_OK
+
+    assert pipeline.drain(pipeline.stack.audio_dlq_url) == [garbage]
+    assert [job.job_id for job in pipeline.llm_jobs()] == [job_id]
+    assert pipeline.job(job_id).state is JobState.TRANSCRIBED
+    assert pipeline.results() == []  # nobody could be told
+    lines = json_log.lines()
+    malformed = [line for line in lines if line["message"].startswith("malformed")]
+    assert [line["receive_count"] for line in malformed] == list(range(1, MAX_RECEIVES + 1))
+    assert all(line["body"] == garbage for line in malformed)
+    served = next(i for i, line in enumerate(lines) if line["message"] == "claimed the job")
+    assert lines.index(malformed[0]) < served < lines.index(malformed[-1])
+
+
+def test_malformed_message_naming_its_audio_is_failed_explicitly(pipeline: Pipeline) -> None:
+    pipeline.send_audio('{"s3_key": "talk.mp3", "language": "klingon", "job_id": "j-k"}')
+
+    assert pipeline.worker().run() == EXIT_OK
+
+    [result] = pipeline.results()
+    assert result.status == "failed"
+    assert result.source_file == "audio-input/talk.mp3"
+    assert result.job_id == "j-k"
+    assert result.error is not None
+    assert "language" in result.error
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)
+    assert pipeline.drain(pipeline.stack.audio_dlq_url) == []
+
+
+def test_transient_failure_keeps_the_message_and_the_next_delivery_resumes(
+    pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog
+) -> None:
+    key = pipeline.upload("fox.mp3", fox_mp3)
+    job_id = pipeline.dispatch(key)
+    missing_queue = pipeline.stack.llm_queue_url + "-that-does-not-exist"
+    broken = pipeline.worker(llm_queue_url=missing_queue, retry_delay_seconds=30)
+
+    message = broken.queue.receive_one()
+    assert message is not None
+    broken.handle(message)  # the LLM Queue is unreachable: logged, not raised
+
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 1)  # kept, hidden for a retry
+    assert pipeline.job(job_id).state is JobState.TRANSCRIBED
+    assert JobField.LLM_JOB_SENT_AT not in pipeline.job(job_id).attributes
+    timed = transcript_keys(key).timed
+    written_at = pipeline.s3.head_object(Bucket=pipeline.stack.bucket, Key=timed)["LastModified"]
+    assert json_log.has("the message will be delivered again")
+
+    broken.queue.set_visibility(message, 0)  # as if the retry delay had passed
+    assert pipeline.worker().run() == EXIT_OK
+
+    [llm_job] = pipeline.llm_jobs()
+    assert llm_job.job_id == job_id
+    assert JobField.LLM_JOB_SENT_AT in pipeline.job(job_id).attributes
+    assert pipeline.job(job_id).attributes[JobField.ATTEMPTS] == 1  # not transcribed again
+    rewritten_at = pipeline.s3.head_object(Bucket=pipeline.stack.bucket, Key=timed)["LastModified"]
+    assert rewritten_at == written_at
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)
+
+
+def test_heartbeat_keeps_a_long_job_hidden_and_sigterm_releases_it(
+    pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog
+) -> None:
+    key = pipeline.upload("fox.mp3", fox_mp3)
+    job_id = pipeline.dispatch(key)
+    stop = StopController()
+    worker = pipeline.worker(
+        stop, visibility_timeout_seconds=2, heartbeat_seconds=0.5, pause_after_step="downloaded"
+    )
+    thread, codes = run_in_thread(worker.run)
+    wait_until(lambda: json_log.has("paused after step downloaded"), 30, "the pause after download")
+
+    time.sleep(3.5)  # well past the 2 s visibility timeout the message was received with
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 1)
+    # WaitTimeSeconds=0: the template's Audio Queue long-polls for 20 s.
+    received = pipeline.sqs.receive_message(
+        QueueUrl=pipeline.stack.audio_queue_url, WaitTimeSeconds=0
+    )
+    assert received.get("Messages") is None
+
+    stop.request("SIGTERM", deadline=time.time())  # what the signal handler does
+    thread.join(timeout=10)
+    assert codes == [EXIT_OK]
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (1, 0)  # released at once
+    assert pipeline.job(job_id).state is JobState.TRANSCRIBING
+    assert json_log.has("released the in-flight message")
+    assert not [t for t in threading.enumerate() if t.name in ("heartbeat", "stop-enforcer")]
+
+
+def test_spot_notice_releases_the_message_and_another_worker_finishes(
+    pipeline: Pipeline, fox_mp3: Path, fake_imds: FakeImds, json_log: JsonLog
+) -> None:
+    key = pipeline.upload("fox.mp3", fox_mp3)
+    job_id = pipeline.dispatch(key)
+    doomed = pipeline.worker(imds_endpoint=fake_imds.url, pause_after_step="mid_transcription")
+    thread, codes = run_in_thread(doomed.run)
+    paused = "paused after step mid_transcription"
+    wait_until(lambda: json_log.has(paused), 30, "the pause mid-transcription")
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 1)
+
+    fake_imds.announce_spot_interruption(in_seconds=10)  # less than the finishing margin
+    wait_until(
+        lambda: pipeline.depth(pipeline.stack.audio_queue_url) == (1, 0),
+        10,
+        "the message to be released on the Spot notice",
+    )
+    thread.join(timeout=10)
+    assert codes == [EXIT_OK]
+    assert pipeline.llm_jobs() == []
+
+    assert pipeline.worker().run() == EXIT_OK  # a replacement instance
+
+    [llm_job] = pipeline.llm_jobs()
+    assert llm_job.job_id == job_id
+    job = pipeline.job(job_id)
+    assert job.state is JobState.TRANSCRIBED
+    assert job.attributes[JobField.ATTEMPTS] == 2
+    assert "quick brown fox" in pipeline.text(llm_job.timed_key).lower()

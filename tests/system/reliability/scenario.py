@@ -1,0 +1,237 @@
+"""The whole pipeline on this machine, for fault injection: what ``./run-local.sh`` runs.
+
+``Scenario`` starts a ``LocalDeployment`` (a moto server built from the CloudFormation
+template, the real Chalice handlers behind their event sources, the GPU worker daemon as a
+real process started by the emulated Auto Scaling Group) with the LLM Caller correcting
+through ``fake_llm``'s Converse server, so that Bedrock's wire protocol, botocore's retries
+and error parsing are the real ones. Uploads go through S3 like the on-prem uploader's;
+waits poll the job table with a deadline; ``check()`` runs the one-outcome invariant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from support.fake_llm import FakeModel, running_model
+from support.waiting import wait_until
+from system.reliability.invariant import Figures, Upload, check_invariant, queue_count
+
+from gpu_worker.weights.bundled import tiny_en_ct2
+from local_mode.pipeline import LocalDeployment, LocalOptions
+from pipeline_core.contracts import Result
+from pipeline_core.jobs import RESULT_NOT_SENDABLE, JobField, JobRecord, JobTable
+from pipeline_core.metadata import encode_metadata
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+# The worker's timings, shortened so that a killed worker's message is back in seconds.
+FAST_WORKER = {
+    "VISIBILITY_TIMEOUT_SECONDS": "6",
+    "HEARTBEAT_SECONDS": "2",
+    "POLL_WAIT_SECONDS": "1",
+    "RETRY_DELAY_SECONDS": "1",
+    "PROGRESS_LOG_SECONDS": "0",
+    "SPOT_POLL_SECONDS": "0.2",
+}
+# The LLM Caller: Bedrock at the fake server, no waiting between tries.
+FAST_LAMBDA = {
+    "CORRECTOR": "bedrock",
+    "TIME_RESERVE_SECONDS": "0",
+    "RETRY_DELAY_SECONDS": "0",
+    "LLM_RETRY_MODE": "standard",
+    "LLM_MAX_ATTEMPTS": "3",
+}
+FINISH_TIMEOUT = 180.0
+
+
+class Scenario:
+    def __init__(
+        self,
+        deployment: LocalDeployment,
+        model: FakeModel,
+        work_dir: Path,
+    ) -> None:
+        self.deployment = deployment
+        self.model = model
+        self.work_dir = work_dir
+        self.bucket = deployment.stack.bucket
+        self.s3: S3Client = boto3.client("s3")
+        self.sqs: SQSClient = boto3.client("sqs")
+        self.table: JobTable = deployment.job_table()
+        self.results: list[Result] = []
+        self.uploads: list[Upload] = []
+        self.worker_log = deployment.options.log_file or work_dir / "worker.log"
+
+    # ---- input ------------------------------------------------------------------------
+
+    def upload(
+        self,
+        name: str,
+        body: bytes | Path,
+        language: str | None = "english",
+        details: str = "",
+        metadata: dict[str, str] | None = None,
+    ) -> Upload:
+        data = body.read_bytes() if isinstance(body, Path) else body
+        key = name if name.startswith("audio-input/") else f"audio-input/{name}"
+        meta = encode_metadata(language, details) if metadata is None else metadata
+        response = self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata=meta)
+        # The bucket is versioned: the Dispatcher keys the job on the new VersionId.
+        version = response.get("VersionId") or response["ETag"].strip('"')
+        upload = Upload(key=key, version=version)
+        self.uploads.append(upload)
+        return upload
+
+    # ---- waiting ----------------------------------------------------------------------
+
+    def record(self, upload: Upload) -> JobRecord | None:
+        return self.table.get(upload.job_id(self.bucket))
+
+    def collect_results(self) -> list[Result]:
+        """Drain the Results Queue (what the on-prem poller would fetch)."""
+        url = self.deployment.stack.results_queue_url
+        while True:
+            messages = self.sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            ).get("Messages", [])
+            if not messages:
+                return self.results
+            for message in messages:
+                self.results.append(Result.from_json(message["Body"]))
+                self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+    def finished(self, uploads: list[Upload]) -> bool:
+        self.collect_results()
+        told = {result.job_id for result in self.results}
+        records = {record.job_id: record for record in self.table.scan()}
+        for upload in uploads:
+            record = records.get(upload.job_id(self.bucket))
+            if record is None or not record.state.is_final:
+                return False
+            sendable = record.attributes.get(JobField.RESULT_SENT_AT) != RESULT_NOT_SENDABLE
+            if sendable and record.job_id not in told:
+                return False
+        return True
+
+    def wait_finished(
+        self, uploads: list[Upload] | None = None, timeout: float = FINISH_TIMEOUT
+    ) -> float:
+        wanted = list(uploads if uploads is not None else self.uploads)
+        interval = 0.25 if len(wanted) < 20 else 5.0  # a scan of the table each time
+        return wait_until(
+            lambda: self.finished(wanted), timeout, f"{len(wanted)} final outcomes", interval
+        )
+
+    def wait_scaled_in(self, timeout: float = 60.0) -> float:
+        scaler = self.deployment.scaler
+        assert scaler is not None
+
+        def idle() -> bool:
+            return scaler.state.desired_capacity == 0 and not scaler.worker_running
+
+        return wait_until(idle, timeout, "the worker to scale to zero")
+
+    def wait_queues_empty(
+        self, timeout: float = 30.0, expected: dict[str, int] | None = None
+    ) -> float:
+        want = expected or {}
+
+        def settled() -> bool:
+            return all(
+                queue_count(self.sqs, url) == want.get(name, 0)
+                for name, url in self.queues().items()
+            )
+
+        return wait_until(settled, timeout, f"the queues to settle at {want or 'empty'}")
+
+    # ---- the worker ---------------------------------------------------------------------
+
+    def worker_lines(self) -> list[dict[str, Any]]:
+        if not self.worker_log.exists():
+            return []
+        lines = []
+        for raw in self.worker_log.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except ValueError:
+                continue
+        return lines
+
+    def wait_worker_line(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 120.0
+    ) -> dict[str, Any]:
+        found: list[dict[str, Any]] = []
+
+        def seen() -> bool:
+            found[:] = [line for line in self.worker_lines() if predicate(line)]
+            return bool(found)
+
+        wait_until(seen, timeout, "a worker log line")
+        return found[0]
+
+    def kill_worker(self) -> int:
+        """SIGKILL the running worker process (an instance crash); returns its pid."""
+        scaler = self.deployment.scaler
+        assert scaler is not None
+        pid = scaler.worker_pid
+        assert pid is not None, "no worker is running"
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    # ---- the promise ------------------------------------------------------------------
+
+    def queues(self) -> dict[str, str]:
+        return self.deployment.stack.queue_urls()
+
+    def check(
+        self,
+        uploads: list[Upload] | None = None,
+        expected_depths: dict[str, int] | None = None,
+        injected: dict[str, str] | None = None,
+        results_fetched_by_poller: bool = False,
+    ) -> Figures:
+        self.collect_results()
+        return check_invariant(
+            s3=self.s3,
+            sqs=self.sqs,
+            table=self.table,
+            bucket=self.bucket,
+            uploads=uploads if uploads is not None else self.uploads,
+            results=self.results,
+            queues=self.queues(),
+            expected_depths=expected_depths,
+            other_jobs_allowed=injected is not None,
+            injected=injected,
+            results_fetched_by_poller=results_fetched_by_poller,
+        )
+
+
+@contextmanager
+def scenario(
+    work_dir: Path,
+    *,
+    worker: dict[str, str] | None = None,
+    lambdas: dict[str, str] | None = None,
+    idle_seconds: int = 2,
+) -> Iterator[Scenario]:
+    """A fresh deployment with the fake Bedrock; everything stopped at the end."""
+    with running_model() as model:
+        options = LocalOptions(
+            work_dir=work_dir,
+            models={"*": str(tiny_en_ct2())},
+            idle_shutdown_seconds=idle_seconds,
+            log_file=work_dir / "worker.log",
+            lambda_overrides={**FAST_LAMBDA, "BEDROCK_ENDPOINT_URL": model.url, **(lambdas or {})},
+            worker_overrides={**FAST_WORKER, **(worker or {})},
+        )
+        with LocalDeployment(options) as deployment:
+            yield Scenario(deployment, model, work_dir)

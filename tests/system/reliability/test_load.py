@@ -1,0 +1,63 @@
+"""Load: 200 short recordings uploaded at once through the local mode. All complete once,
+the LLM Caller never runs more than 3 at a time, queues and DLQs end empty, the job table
+is consistent, and the GPU group is back at 0. Bounded: a one-word clip each, tiny model."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from support.audio_factory import speech_mp3
+from system.reliability.conftest import Report
+from system.reliability.scenario import scenario
+
+from local_mode.pipeline import LLM_CALLER_CONCURRENCY
+
+pytestmark = [pytest.mark.slow, pytest.mark.load]
+
+FILES = 200
+LOAD_TIMEOUT = 600.0  # the whole run fails rather than hangs (a shared 2-CPU machine)
+
+
+def test_two_hundred_files_at_once(tmp_path: Path, report: Report) -> None:
+    clip = speech_mp3(tmp_path / "word.mp3", "Hello.", speed=200).read_bytes()
+    with scenario(tmp_path / "run") as run:
+        # A slow model: LLM jobs pile up, so the concurrency cap is actually exercised.
+        run.model.script.delay_seconds = 2.0
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:  # "at once": the uploads race each other
+            uploads = list(pool.map(lambda n: run.upload(f"batch/{n:03d}.mp3", clip), range(FILES)))
+        run.wait_finished(uploads, timeout=LOAD_TIMEOUT)
+        took = time.monotonic() - started
+        run.wait_scaled_in(timeout=60)
+        figures = run.check(uploads)
+
+        trigger = run.deployment.llm_trigger
+        assert trigger is not None
+        assert figures.files == FILES
+        assert figures.succeeded == FILES
+        assert 1 <= trigger.stats.max_concurrency_seen <= LLM_CALLER_CONCURRENCY
+        assert trigger.stats.failures == 0
+        assert run.deployment.desired_capacity() == 0
+        assert len(run.model.converse_calls()) == FILES  # each transcript once
+        scaler = run.deployment.scaler
+        assert scaler is not None
+        workers = scaler.state.workers_started
+    report(
+        fault=f"load: {FILES} one-word recordings uploaded at once (local mode)",
+        happened=(
+            f"one worker took them in turn; the LLM Caller ran at most "
+            f"{trigger.stats.max_concurrency_seen} at once against a 2 s model"
+        ),
+        outcome="all complete once; queues and DLQs empty; job table final; ASG back at 0",
+        figures={
+            **figures.as_dict(),
+            "llm_max_concurrency": trigger.stats.max_concurrency_seen,
+            "llm_invocations": trigger.stats.invocations,
+            "workers_started": workers,
+            "total_s": round(took, 1),
+            "per_file_s": round(took / FILES, 2),
+        },
+    )

@@ -1,0 +1,129 @@
+"""``python -m bench --quick`` end to end, so the benchmark cannot rot.
+
+Benchmarks are not tests: nothing here asserts how fast anything is, only that every part
+ran and wrote figures of the right shape and range.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.repo_paths import REPO_ROOT
+from support.rounding import assert_derived
+
+from bench import report
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("bench")
+    readme = (REPO_ROOT / "README.md").read_text()
+    subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=REPO_ROOT,
+        check=True,
+        timeout=300,
+    )
+    assert (REPO_ROOT / "README.md").read_text() == readme, "--quick must not touch the README"
+    return out, json.loads((out / report.JSON_NAME).read_text())
+
+
+def test_every_figure_records_where_and_how_it_was_measured(
+    quick_run: tuple[Path, dict[str, Any]],
+) -> None:
+    _, results = quick_run
+    env = results["environment"]
+    for field in ("date_utc", "cpu", "device", "git_commit"):
+        assert env[field]
+    assert env["versions"]["faster-whisper"]
+    assert results["quick"] is True
+    assert results["accuracy"]["normaliser"]
+
+
+def test_accuracy_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = quick_run
+    run = results["accuracy"]["runs"][0]
+    assert (run["engine"], run["model"]) == ("faster-whisper", "tiny.en")
+    overall = run["groups"][0]
+    assert overall["scope"] == "overall"
+    assert overall["reference_words"] > 0
+    assert 0 <= overall["wer"] <= 1
+    clip = run["clips"][0]
+    assert clip["hypothesis"]
+    assert clip["rtf"] > 0
+    assert results["accuracy"]["correction"]["status"] == "not configured"
+
+
+def test_speed_loop_and_orchestration_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = quick_run
+    bare = results["speed"]["bare"][0]
+    assert bare["rtf"] > 0
+    assert bare["seconds"] > 0
+    loop = results["loop"][0]
+    assert loop["files"] == 1
+    assert loop["loop_seconds"] > 0
+    assert loop["bare_seconds"] > 0
+    assert_derived(
+        (loop["overhead"], 4),
+        lambda loop_s, bare_s: loop_s / bare_s - 1,
+        (loop["loop_seconds"], 3),
+        (loop["bare_seconds"], 3),
+    )
+    orchestration = results["orchestration"]
+    assert orchestration["total_ms_per_file"] > 0
+    assert orchestration["api_calls_per_file"]["s3"] > 0
+    assert orchestration["api_calls_per_file"]["sqs"] > 0
+    assert orchestration["api_calls_per_file"]["dynamodb"] > 0
+
+
+def test_memory_and_cost_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = quick_run
+    [memory] = results["memory"]
+    assert memory["audio_seconds"] == pytest.approx(15, abs=0.5)
+    assert memory["peak_rss_mib"] >= memory["rss_after_load_mib"] > 0
+    rows = results["cost"]["rows"]
+    assert rows[-1]["usd_per_audio_hour"] == pytest.approx(1.44)
+    measured = [r for r in rows[:-1] if r["rtf"] is not None]
+    for row in measured:  # priced from the stored RTF, so only the result is rounded
+        assert_derived(
+            (row["usd_per_audio_hour"], 4),
+            lambda usd, rtf: usd * rtf,
+            (row["usd_per_hour"], None),
+            (row["rtf"], None),
+        )
+
+
+def test_markdown_and_plots_are_written(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    out, results = quick_run
+    text = (out / report.MARKDOWN_NAME).read_text()
+    for heading in ("## Accuracy", "## Speed", "## Memory", "## Cost"):
+        assert heading in text
+    assert results["environment"]["date_utc"] in text
+    for name in (report.RTF_PLOT, report.MEMORY_PLOT):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    section = report.readme_section(results, "bench/results/results.md")
+    assert "faster-whisper" in section
+    assert "1.44" in section
+
+
+def test_render_only_rewrites_the_report_from_the_json(
+    quick_run: tuple[Path, dict[str, Any]],
+) -> None:
+    out, _ = quick_run
+    markdown = out / report.MARKDOWN_NAME
+    before = markdown.read_text()
+    markdown.unlink()
+    subprocess.run(
+        [sys.executable, "-m", "bench", "--render-only", "--out", str(out)],
+        cwd=REPO_ROOT,
+        check=True,
+        timeout=120,
+    )
+    assert markdown.read_text() == before

@@ -1,0 +1,67 @@
+"""The README's first command, end to end: the local mode on real speech with a tiny model.
+
+Everything runs as in ``./run-local.sh``: moto server built from the CloudFormation template,
+the Chalice handlers behind their event sources, the worker daemon as its own process started
+by the emulated Auto Scaling Group, the on-prem uploader and poller at both ends.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from support.audio_factory import corrupt_mp3, speech_mp3
+
+from local_mode.cli import build_parser, run_local
+from pipeline_core.timed_text import TIMED_LINE
+
+
+@pytest.mark.slow
+def test_local_mode_transcribes_and_scales_to_zero(tmp_path: Path) -> None:
+    audio = tmp_path / "in"
+    speech_mp3(audio / "lectures" / "fox talk.mp3", "The quick brown fox jumps over the lazy dog.")
+    (audio / "lectures" / "fox talk.mp3.json").write_text(
+        json.dumps({"language": "english", "details": "A pangram"})
+    )
+    corrupt_mp3(audio / "broken.mp3")
+    (audio / "broken.mp3.json").write_text(json.dumps({"language": "en"}))
+    args = build_parser().parse_args(
+        [str(audio), "--work-dir", str(tmp_path / "run"), "--model", "tiny.en",
+         "--idle-seconds", "3", "--timeout", "300"]
+    )  # fmt: skip
+    console = Console(file=io.StringIO(), width=200)
+
+    result = run_local(args, console)
+
+    by_name = {status.name: status for status in result.statuses}
+    assert set(by_name) == {"lectures/fox talk.mp3", "broken.mp3"}
+    fox = by_name["lectures/fox talk.mp3"]
+    assert fox.stage == "done"
+    assert fox.result_status == "success_uncorrected"  # no corrector in the default local run
+    assert fox.audio_seconds
+    assert fox.transcribe_seconds
+    text = (result.output_dir / "lectures" / "fox talk.txt").read_text(encoding="utf-8")
+    assert "quick brown fox" in text.lower()
+    timed = (result.output_dir / "lectures" / "fox talk.timed.txt").read_text(encoding="utf-8")
+    assert all(TIMED_LINE.match(line) for line in timed.splitlines())
+
+    broken = by_name["broken.mp3"]
+    assert broken.stage == "failed"
+    assert broken.error
+    report = json.loads((result.output_dir / "failed" / "broken.json").read_text(encoding="utf-8"))
+    assert report["status"] == "failed"
+
+    history = [event.what for event in result.scaling_events]
+    assert "ASG desired capacity 0 -> 1" in history
+    assert "ASG desired capacity 1 -> 0" in history
+    assert history.index("ASG desired capacity 0 -> 1") < history.index(
+        "ASG desired capacity 1 -> 0"
+    )
+    assert result.desired_capacity == 0
+    assert result.queue_depths
+    assert all(depth == 0 for depth in result.queue_depths.values()), result.queue_depths
+    assert result.llm_max_concurrency <= 3
+    assert result.exit_code == 1  # one file failed, and a cron wrapper should know
