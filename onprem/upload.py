@@ -33,7 +33,12 @@ from onprem.console import NoProgress, UploadProgress
 from onprem.recording import MetadataResolver, Recording, RecordingMetadataError
 from onprem.scan import find_audio, object_key
 from onprem.state import UploadState
-from pipeline_core.errors import ONPREM_READER, MisconfigurationError, is_missing_object
+from pipeline_core.errors import (
+    ONPREM_READER,
+    MisconfigurationError,
+    is_missing_object,
+    raise_if_denied,
+)
 from pipeline_core.jsonlog import log_context
 from pipeline_core.keys import InvalidKeyError
 from pipeline_core.metadata import MAX_METADATA_BYTES, MetadataError, encode_metadata
@@ -257,13 +262,7 @@ def _upload_one(
             version = _verify(s3, options, job)
             status = Status.UPLOADED
     except ClientError as exc:
-        reason = f"upload failed: {exc}"
-        if exc.operation_name == "HeadObject" and _code(exc) in ("403", "AccessDenied"):
-            reason += (
-                " (the uploader reads its objects back to verify them and to skip ones already "
-                "there: it needs s3:GetObject on audio-input/*)"
-            )
-        return FileOutcome(job.path, job.key, Status.FAILED, reason, size)
+        return FileOutcome(job.path, job.key, Status.FAILED, f"upload failed: {exc}", size)
     except (BotoCoreError, S3UploadFailedError, UploadError) as exc:
         return FileOutcome(job.path, job.key, Status.FAILED, f"upload failed: {exc}", size)
     except OSError as exc:
@@ -300,16 +299,17 @@ def _matches_remote(s3: S3Client, bucket: str, job: _Job) -> bool:
     )
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _verify(s3: S3Client, options: UploadOptions, job: _Job) -> str | None:
     """Check what S3 now holds against the file; returns the object's version id."""
     after = job.path.stat()
     if (after.st_size, after.st_mtime_ns) != (job.stat.st_size, job.stat.st_mtime_ns):
         raise UploadError("the file changed while it was being uploaded; the next run sends it")
-    head = s3.head_object(Bucket=options.bucket, Key=job.key, ChecksumMode="ENABLED")
+    try:
+        head = s3.head_object(Bucket=options.bucket, Key=job.key, ChecksumMode="ENABLED")
+    except ClientError as exc:
+        # The object was just written: a denial here is a missing s3:GetObject grant.
+        raise_if_denied(exc, ONPREM_READER, options.bucket, job.key)
+        raise
     if head.get("ContentLength") != job.stat.st_size:
         raise UploadError(
             f"S3 holds {head.get('ContentLength')} bytes, the file has {job.stat.st_size}"

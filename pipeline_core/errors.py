@@ -75,10 +75,14 @@ def is_missing_object(exc: ClientError, reader: ObjectReader, bucket: str, key: 
     that is S3's answer for a missing key too, so "missing" cannot be told from "not
     allowed", and a 403 is never taken for "missing".
     """
-    code = _code(exc)
-    if code in ACCESS_DENIED_CODES:
+    raise_if_denied(exc, reader, bucket, key)
+    return _code(exc) in MISSING_OBJECT_CODES
+
+
+def raise_if_denied(exc: ClientError, reader: ObjectReader, bucket: str, key: str) -> None:
+    """Raise ``MissingPermissionError`` when ``exc`` is S3 denying ``reader`` the object."""
+    if _code(exc) in ACCESS_DENIED_CODES:
         raise MissingPermissionError(access_denied_reason(exc, reader, bucket, key)) from exc
-    return code in MISSING_OBJECT_CODES
 
 
 def access_denied_reason(exc: ClientError, reader: ObjectReader, bucket: str, key: str) -> str:
