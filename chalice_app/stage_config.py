@@ -25,13 +25,17 @@ if str(_HERE / "vendor") not in sys.path:  # run as a script: pipeline_core via 
     sys.path.append(str(_HERE / "vendor"))
 
 from pipeline_core import config as cfg  # noqa: E402
-from pipeline_core.keys import AUDIO_PREFIX, FINAL_PREFIX, TRANSCRIPT_PREFIX  # noqa: E402
+from pipeline_core.errors import DISPATCHER_READER, LLM_CALLER_READER, ObjectReader  # noqa: E402
+from pipeline_core.keys import (  # noqa: E402
+    AUDIO_PREFIX,
+    FINAL_PREFIX,
+    LLM_WORK_PREFIX,
+    TRANSCRIPT_PREFIX,
+)
 
 APP_NAME: Final = "transcription-pipeline"
 DISPATCHER: Final = "dispatcher"
 LLM_CALLER: Final = "llm_caller"
-# chalicelib.correction.llm_caller.WORK_PREFIX (not imported: boto3)
-WORK_PREFIX: Final = "llm-work/"
 
 # Timeouts (see README "Lambda timeouts"). The LLM Queue's visibility timeout must be at
 # least 6 x the LLM Caller's timeout (AWS's rule for SQS event sources): 5400 s.
@@ -156,11 +160,15 @@ def _objects(out: StackOutputs, prefix: str) -> str:
     return f"arn:{out.partition}:s3:::{out['BucketName']}/{prefix}*"
 
 
-def _list_bucket(out: StackOutputs) -> dict[str, Any]:
+def _list_bucket(out: StackOutputs, reader: ObjectReader, *keys: str) -> dict[str, Any]:
     # Without s3:ListBucket, reading a missing object answers 403 instead of 404, and a
-    # deleted upload or transcript could not be told from a permissions problem.
+    # deleted upload or transcript could not be told from a permissions problem. S3 checks
+    # that ListBucket with the object's key as s3:prefix, so the grant lists nothing else.
     bucket = f"arn:{out.partition}:s3:::{out['BucketName']}"
-    return _statement("MissingObjectsRead404", ["s3:ListBucket"], [bucket])
+    statement = _statement("MissingObjectsRead404", ["s3:ListBucket"], [bucket])
+    patterns = [f"{prefix}*" for prefix in reader.probed_prefixes] + list(keys)
+    statement["Condition"] = {"StringLike": {"s3:prefix": patterns}}
+    return statement
 
 
 def _kms(out: StackOutputs) -> list[dict[str, Any]]:
@@ -207,7 +215,7 @@ def dispatcher_policy(out: StackOutputs, stage: str) -> dict[str, Any]:
                 ["s3:GetObject", "s3:GetObjectVersion"],
                 [_objects(out, AUDIO_PREFIX)],
             ),
-            _list_bucket(out),
+            _list_bucket(out, DISPATCHER_READER),
             _statement(
                 "SendJobsAndResults",
                 ["sqs:SendMessage"],
@@ -233,9 +241,9 @@ def llm_caller_policy(out: StackOutputs, stage: str, options: StageOptions) -> d
         _statement(
             "ChunkCheckpoints",
             ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-            [_objects(out, WORK_PREFIX)],
+            [_objects(out, LLM_WORK_PREFIX)],
         ),
-        _list_bucket(out),
+        _list_bucket(out, LLM_CALLER_READER, *filter(None, [options.glossary_key])),
         _statement(
             "LlmQueue",
             [

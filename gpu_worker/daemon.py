@@ -42,7 +42,8 @@ from gpu_worker.transcription.engines import DecodeOptions, load_engine
 from gpu_worker.transcription.formats import RunFigures
 from gpu_worker.transcription.transcribe_step import transcribe_audio
 from pipeline_core.config import ConfigError, WorkerSettings
-from pipeline_core.errors import PermanentError
+from pipeline_core.contracts import utc_timestamp
+from pipeline_core.errors import ConfigurationError, PermanentError
 from pipeline_core.jobs import JobField, JobTable
 from pipeline_core.jsonlog import configure_logging, log_context
 from pipeline_core.keys import transcript_keys
@@ -171,6 +172,7 @@ class Worker:
             if isinstance(job, Malformed):
                 self.reject(lease, job)
                 return
+            misconfigured = False
             with (
                 log_context(s3_key=job.object_key, job_id=job.job_id),
                 heartbeat(lease, self.settings.heartbeat_seconds),
@@ -180,12 +182,17 @@ class Worker:
                     self.process(job, lease, in_flight)
                 except JobAbandonedError:
                     logger.warning("abandoned the job; another worker will take it")
+                except ConfigurationError as exc:
+                    misconfigured = True
+                    self.keep_for_after_the_fix(lease, job, exc)
                 except Exception as exc:  # not the file's fault: let the message come back
                     if message.receive_count >= self.settings.max_receives:
                         self.give_up(lease, job, exc)
                     else:
                         logger.exception("the job failed; the message will be delivered again")
                         self.retry_later(lease, backoff=True)
+            if misconfigured:  # the next job would fail the same way: take none for a while
+                self.stop.wait(self.settings.misconfiguration_pause_seconds)
 
     def process(self, job: AudioJob, lease: MessageLease, in_flight: InFlight) -> None:
         """The steps of one job; each ``pauses.after`` is a point a test may kill us at."""
@@ -291,6 +298,31 @@ class Worker:
             except Exception:
                 logger.exception("could not report the malformed message")
                 self.retry_later(lease)
+
+    def keep_for_after_the_fix(
+        self, lease: MessageLease, job: AudioJob, exc: ConfigurationError
+    ) -> None:
+        """A configuration error (a grant the role lacks): the recording is not at fault,
+        so the job is not failed, even on the last delivery. The reason goes to the log and
+        the job row; the message goes back, and after its last receive to the DLQ, whose
+        alarm fires and from which it is redriven once the configuration is fixed."""
+        logger.error(
+            "configuration error, the job is kept for after the fix: %s",
+            exc,
+            extra={
+                "error": str(exc),
+                "pause_seconds": self.settings.misconfiguration_pause_seconds,
+            },
+        )
+        if job.job_id is not None:
+            try:
+                self.table.update_fields(
+                    job.job_id,
+                    {JobField.LAST_ERROR: str(exc)[:1000], JobField.LAST_ERROR_AT: utc_timestamp()},
+                )
+            except Exception:
+                logger.warning("could not record the configuration error", exc_info=True)
+        self.retry_later(lease, self.settings.misconfiguration_pause_seconds)
 
     def give_up(self, lease: MessageLease, job: AudioJob, exc: Exception) -> None:
         """The last delivery failed too: fail the job with a reason the user can read.

@@ -235,6 +235,8 @@ def _upload(args: argparse.Namespace, settings: OnpremSettings, console: Console
     else:
         with run_lock(settings.state_path), UploadState(settings.state_path) as state:
             report = upload.run_upload(s3, state, options, progress)
+    if report.fatal and console is None:
+        print(f"onprem upload: {report.fatal}", file=sys.stderr)
     if console is not None:
         summary = ", ".join(f"{count} {name}" for name, count in report.summary().items())
         console.print(summary or "no audio files found", highlight=False)

@@ -8,8 +8,9 @@ the next run does the work again; writing the same bytes twice changes nothing, 
 duplicate message is harmless. A message that is malformed, names a key that would leave
 the output folder, or whose files cannot be downloaded is logged and left alone: it comes
 back after its visibility timeout and, after the queue's maximum receives, lands in the
-Results DLQ (see ``onprem redrive``). A local write error (read-only or full disk) stops the
-run: every other message would fail the same way and burn its receives.
+Results DLQ (see ``onprem redrive``). A local write error (read-only or full disk) or a
+configuration error (S3 denies the read: a grant is missing) stops the run: every other
+message would fail the same way and burn its receives.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from onprem.atomic import TEMP_SUFFIX, OutputWriteError, write_atomic, write_byt
 from onprem.shutdown import GracefulStop, StopPolling
 from pipeline_core import keys
 from pipeline_core.contracts import ContractError, Result
+from pipeline_core.errors import ONPREM_READER, ConfigurationError, is_missing_object
 from pipeline_core.jsonlog import log_context
 
 if TYPE_CHECKING:
@@ -148,7 +150,8 @@ class Poller:
                     break
                 try:
                     outcome = self.handle(message)
-                except OutputWriteError as exc:
+                except (OutputWriteError, ConfigurationError) as exc:
+                    # Every other message would fail the same way and burn its receives.
                     report.fatal = f"stopped: {exc}; the message stays in the queue"
                     log.error(report.fatal, extra={"output_dir": str(self.options.output_dir)})
                     self._release(messages[index:])
@@ -208,8 +211,8 @@ class Poller:
             except keys.InvalidKeyError as exc:
                 log.error("refused result, left for the DLQ: %s", exc)
                 return PollOutcome.REFUSED
-            except OutputWriteError as exc:
-                log.error("could not write the result, left in the queue: %s", exc)
+            except (OutputWriteError, ConfigurationError) as exc:
+                log.error("could not fetch the result, left in the queue: %s", exc)
                 raise
             except (ClientError, BotoCoreError, DownloadError) as exc:
                 log.error(
@@ -269,7 +272,12 @@ class Poller:
         return outcome
 
     def _download(self, bucket: str, key: str, target: Path) -> bool:
-        response = self.s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        try:
+            response = self.s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if is_missing_object(exc, ONPREM_READER, bucket, key):  # expired or deleted
+                raise DownloadError(f"s3://{bucket}/{key} no longer exists") from None
+            raise
         expected = response["ContentLength"]
         body = response["Body"]
 

@@ -33,7 +33,12 @@ from onprem.console import NoProgress, UploadProgress
 from onprem.recording import MetadataResolver, Recording, RecordingMetadataError
 from onprem.scan import find_audio, object_key
 from onprem.state import UploadState
-from pipeline_core.errors import is_missing_object
+from pipeline_core.errors import (
+    ONPREM_READER,
+    ConfigurationError,
+    is_missing_object,
+    raise_if_denied,
+)
 from pipeline_core.jsonlog import log_context
 from pipeline_core.keys import InvalidKeyError
 from pipeline_core.metadata import MAX_METADATA_BYTES, MetadataError, encode_metadata
@@ -92,14 +97,17 @@ class FileOutcome:
 @dataclass
 class UploadReport:
     outcomes: list[FileOutcome] = field(default_factory=list)
+    # Why the run stopped early: a configuration error every other file would meet too.
+    fatal: str | None = None
 
     def count(self, status: Status) -> int:
         return sum(1 for outcome in self.outcomes if outcome.status is status)
 
     @property
     def exit_code(self) -> int:
-        """0: all good or nothing to do; 1: some files failed (cron can mail on it)."""
-        return 1 if self.count(Status.FAILED) else 0
+        """0: all good or nothing to do; 1: some files failed or the run stopped (cron can
+        mail on it)."""
+        return 1 if self.fatal or self.count(Status.FAILED) else 0
 
     def summary(self) -> dict[str, int]:
         return {status.value: self.count(status) for status in Status if self.count(status)}
@@ -155,6 +163,11 @@ def run_upload(
                 advance = progress.file(job.key, job.stat.st_size)
                 try:
                     outcome = _upload_one(s3, state, options, job, advance)
+                except ConfigurationError as exc:
+                    # A missing grant: every other file would be refused the same way.
+                    report.fatal = f"stopped: {exc}"
+                    log.error(report.fatal)
+                    break
                 finally:
                     progress.file_done()
                 report.outcomes.append(outcome)
@@ -249,13 +262,7 @@ def _upload_one(
             version = _verify(s3, options, job)
             status = Status.UPLOADED
     except ClientError as exc:
-        reason = f"upload failed: {exc}"
-        if exc.operation_name == "HeadObject" and _code(exc) in ("403", "AccessDenied"):
-            reason += (
-                " (the uploader reads its objects back to verify them and to skip ones already "
-                "there: it needs s3:GetObject on audio-input/*)"
-            )
-        return FileOutcome(job.path, job.key, Status.FAILED, reason, size)
+        return FileOutcome(job.path, job.key, Status.FAILED, f"upload failed: {exc}", size)
     except (BotoCoreError, S3UploadFailedError, UploadError) as exc:
         return FileOutcome(job.path, job.key, Status.FAILED, f"upload failed: {exc}", size)
     except OSError as exc:
@@ -283,7 +290,7 @@ def _matches_remote(s3: S3Client, bucket: str, job: _Job) -> bool:
     try:
         head = s3.head_object(Bucket=bucket, Key=job.key)
     except ClientError as exc:
-        if is_missing_object(exc):
+        if is_missing_object(exc, ONPREM_READER, bucket, job.key):
             return False
         raise
     return (
@@ -292,16 +299,17 @@ def _matches_remote(s3: S3Client, bucket: str, job: _Job) -> bool:
     )
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _verify(s3: S3Client, options: UploadOptions, job: _Job) -> str | None:
     """Check what S3 now holds against the file; returns the object's version id."""
     after = job.path.stat()
     if (after.st_size, after.st_mtime_ns) != (job.stat.st_size, job.stat.st_mtime_ns):
         raise UploadError("the file changed while it was being uploaded; the next run sends it")
-    head = s3.head_object(Bucket=options.bucket, Key=job.key, ChecksumMode="ENABLED")
+    try:
+        head = s3.head_object(Bucket=options.bucket, Key=job.key, ChecksumMode="ENABLED")
+    except ClientError as exc:
+        # The object was just written: a denial here is a missing s3:GetObject grant.
+        raise_if_denied(exc, ONPREM_READER, options.bucket, job.key)
+        raise
     if head.get("ContentLength") != job.stat.st_size:
         raise UploadError(
             f"S3 holds {head.get('ContentLength')} bytes, the file has {job.stat.st_size}"

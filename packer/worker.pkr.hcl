@@ -29,7 +29,7 @@ variable "source_ami_name" {
 variable "volume_size_gib" {
   type        = number
   default     = 100
-  description = "Root volume; the stack's RootVolumeGiB must be at least this."
+  description = "Root volume; the stack's RootVolumeGiB accepts nothing smaller (its MinValue is this default)."
 }
 
 # Language code (or "*" for every other language) -> Hugging Face model id, optionally

@@ -250,6 +250,9 @@ class WorkerSettings:
     # The Audio Queue's maxReceiveCount: on that delivery a job that still fails is failed
     # with its reason (a Result the user reads) rather than left to reach the DLQ unseen.
     max_receives: int = 3
+    # After a configuration error (a missing IAM grant) the worker takes no message for this
+    # long: the next job would fail the same way, and the queue keeps it for after the fix.
+    misconfiguration_pause_seconds: int = 300
     spot_poll_seconds: float = 5.0
     progress_log_seconds: float = 30.0
     # Decoding: beams per search, and 30 s chunks decoded together (transformers engine).
@@ -287,6 +290,9 @@ class WorkerSettings:
             log_level=env.text(ENV_LOG_LEVEL, "INFO"),
             retry_delay_seconds=env.integer("RETRY_DELAY_SECONDS", 10, minimum=0),
             max_receives=env.integer("MAX_RECEIVES", 3, minimum=1),
+            misconfiguration_pause_seconds=env.integer(
+                "MISCONFIGURATION_PAUSE_SECONDS", 300, minimum=0
+            ),
             spot_poll_seconds=env.number("SPOT_POLL_SECONDS", 5.0, minimum=0.1),
             progress_log_seconds=env.number("PROGRESS_LOG_SECONDS", 30.0, minimum=0),
             beam_size=env.integer("WORKER_BEAM_SIZE", 5, minimum=1),

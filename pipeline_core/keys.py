@@ -20,6 +20,8 @@ from urllib.parse import unquote_plus
 AUDIO_PREFIX: Final = "audio-input/"
 TRANSCRIPT_PREFIX: Final = "transcriptions/"
 FINAL_PREFIX: Final = "final-output/"
+# The LLM Caller's chunk checkpoints; deleted once the outputs are written.
+LLM_WORK_PREFIX: Final = "llm-work/"
 
 # What the Dispatcher accepts; anything else is failed before it costs GPU time.
 AUDIO_SUFFIXES: Final = (".mp3", ".wav", ".m4a", ".flac", ".ogg", ".opus", ".webm", ".mp4")

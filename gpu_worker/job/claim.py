@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from gpu_worker.storage.download import SourceMissingError
-from pipeline_core.errors import is_missing_object
+from pipeline_core.errors import WORKER_READER, is_missing_object
 from pipeline_core.jobs import JobField, JobRecord, JobState, JobTable, at_or_after, job_id_for
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def resolve_job_id(s3: S3Client, bucket: str, job: AudioJob) -> str:
         try:
             head = s3.head_object(Bucket=bucket, Key=job.object_key)
         except ClientError as exc:
-            if is_missing_object(exc):
+            if is_missing_object(exc, WORKER_READER, bucket, job.object_key):
                 raise SourceMissingError(
                     f"the audio object {job.object_key} does not exist"
                 ) from None

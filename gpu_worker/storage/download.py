@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
-from pipeline_core.errors import PermanentError, is_missing_object
+from pipeline_core.errors import WORKER_READER, PermanentError, is_missing_object
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -32,7 +32,7 @@ def download_audio(
     try:
         s3.download_file(bucket, key, str(path), ExtraArgs=extra)
     except ClientError as exc:
-        if is_missing_object(exc):
+        if is_missing_object(exc, WORKER_READER, bucket, key):
             version = f" (version {version_id})" if version_id else ""
             raise SourceMissingError(
                 f"the audio object {key}{version} does not exist; it was deleted or replaced "

@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote
 from botocore.exceptions import ClientError
 
 from gpu_worker.transcription import formats
-from pipeline_core.errors import is_missing_object
+from pipeline_core.errors import WORKER_READER, is_missing_object
 from pipeline_core.jobs import JobField
 from pipeline_core.keys import TranscriptKeys
 from pipeline_core.timed_text import render_segments
@@ -98,7 +98,7 @@ def find_written_transcript(
     try:
         head = s3.head_object(Bucket=bucket, Key=keys.timed)
     except ClientError as exc:
-        if is_missing_object(exc):
+        if is_missing_object(exc, WORKER_READER, bucket, keys.timed):
             return None
         raise
     metadata = head.get("Metadata", {})

@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+import stage_config
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from cloudformation.emulated import REGION, create_emulated_stack
 
 
-def test_llm_queue_visibility_is_six_times_a_shorter_caller_timeout() -> None:
+def test_queue_visibilities_follow_the_caller_timeout_and_the_parameter() -> None:
     with mock_aws():
-        stack = create_emulated_stack(
-            {"LlmCallerTimeoutSeconds": "300", "AudioVisibilityTimeoutSeconds": "900"}
-        )
+        stack = create_emulated_stack({"AudioVisibilityTimeoutSeconds": "900"})
         sqs = boto3.client("sqs", region_name=REGION)
         llm = sqs.get_queue_attributes(
             QueueUrl=stack.outputs["LlmQueueUrl"], AttributeNames=["VisibilityTimeout"]
@@ -23,7 +22,7 @@ def test_llm_queue_visibility_is_six_times_a_shorter_caller_timeout() -> None:
         audio = sqs.get_queue_attributes(
             QueueUrl=stack.outputs["AudioQueueUrl"], AttributeNames=["VisibilityTimeout"]
         )
-        assert llm["Attributes"]["VisibilityTimeout"] == "1800"
+        assert llm["Attributes"]["VisibilityTimeout"] == str(stage_config.LLM_QUEUE_VISIBILITY_S)
         assert audio["Attributes"]["VisibilityTimeout"] == "900"
 
 

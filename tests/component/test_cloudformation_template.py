@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import stage_config
 
 from cloudformation.stack import OUTPUT_NAMES, TEMPLATE_PATH, load_template
 
@@ -107,13 +108,13 @@ def test_bucket_encryption_lifecycle_and_tls_only() -> None:
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_llm_queue_visibility_is_six_times_every_allowed_caller_timeout() -> None:
-    allowed = TEMPLATE["Parameters"]["LlmCallerTimeoutSeconds"]["AllowedValues"]
-    table = TEMPLATE["Mappings"]["LlmQueueVisibility"]
-    assert set(table) == set(allowed)
-    for timeout in allowed:
-        assert table[timeout]["Seconds"] == 6 * int(timeout)
-    assert TEMPLATE["Parameters"]["LlmCallerTimeoutSeconds"]["Default"] == "900"
+def test_llm_queue_visibility_is_six_times_the_timeout_the_stage_config_deploys() -> None:
+    """The LLM Caller's timeout is the stage config's (chalice deploy sets it); the template
+    has no parameter for it, which nothing would read and which could only disagree."""
+    visibility = RESOURCES["LlmQueue"]["Properties"]["VisibilityTimeout"]
+    assert visibility == stage_config.LLM_QUEUE_VISIBILITY_S
+    assert visibility == 6 * stage_config.LLM_CALLER_TIMEOUT_S
+    assert "LlmCallerTimeoutSeconds" not in TEMPLATE["Parameters"]
 
 
 def test_queues_are_encrypted_and_dead_letter_after_three_receives() -> None:
@@ -222,7 +223,7 @@ def test_worker_policy_scopes_every_write_to_its_own_resources() -> None:
         actions = statement["Action"]
         actions = actions if isinstance(actions, list) else [actions]
         if statement["Resource"] == "*":
-            assert actions == ["autoscaling:DescribeAutoScalingInstances"]
+            assert actions == ["autoscaling:DescribeAutoScalingGroups"]
     (terminate,) = [
         s
         for s in policy["PolicyDocument"]["Statement"]
@@ -236,3 +237,16 @@ def test_worker_policy_scopes_every_write_to_its_own_resources() -> None:
 def test_every_output_is_exported_under_the_stack_name(name: str) -> None:
     output = TEMPLATE["Outputs"][name]
     assert output["Export"]["Name"] == {"Fn::Sub": f"${{AWS::StackName}}-{name}"}
+
+
+def test_the_docs_count_and_time_the_alarms_as_the_template_does() -> None:
+    """docs/design.md prices the idle stack by its alarms, and the README promises when the
+    "worker not starting" alarm fires: both as the template has them."""
+    design, readme = (
+        " ".join((ROOT / name).read_text(encoding="utf-8").split())
+        for name in ("docs/design.md", "README.md")
+    )
+    alarms = _of_type("AWS::CloudWatch::Alarm")
+    assert f"{len(alarms)} alarms (about {len(alarms) * 0.10:.2f} USD)" in design
+    minutes = TEMPLATE["Parameters"]["WorkerStartAlarmSeconds"]["Default"] // 60
+    assert f'"worker not starting" alarm fires after {minutes} minutes' in readme

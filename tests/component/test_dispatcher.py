@@ -11,10 +11,13 @@ import pytest
 import stage_config
 from chalice.app import S3Event
 from support.chalice_deploy import Deployment, deploy, s3_event
+from support.s3_denials import deny_reads_below
 
+from chalicelib import aws
 from chalicelib.dispatch.capacity import ensure_gpu_capacity
 from chalicelib.dispatch.s3_events import created_objects
 from pipeline_core.contracts import AudioJob
+from pipeline_core.errors import MissingPermissionError
 from pipeline_core.jobs import JobField, JobState, job_id_for
 from pipeline_core.jsonlog import configure_logging
 from pipeline_core.metadata import encode_metadata
@@ -189,6 +192,24 @@ def test_object_deleted_before_the_event_is_failed(stack: Deployment) -> None:
     key = "audio-input/gone.mp3"
     client.lambda_.invoke("dispatcher", s3_event(client, stack, key))
     assert "deleted" in rejected(stack, key)
+
+
+def test_a_denied_head_is_a_configuration_error_not_a_refused_upload(stack: Deployment) -> None:
+    """Without s3:ListBucket S3 answers the HEAD of a deleted upload with 403 (stubbed into
+    the function's client: moto answers 404). That is not "deleted": the invocation fails
+    naming the grant (Lambda retries it, the Errors alarm fires), and nothing blames the
+    upload."""
+    key = "audio-input/denied.mp3"
+    upload(stack, key)
+    client = stack.client()
+    event = s3_event(client, stack, key)
+    denied = deny_reads_below(aws.s3(), "audio-input/")
+    with pytest.raises(MissingPermissionError, match="the Dispatcher's role needs s3:GetObject"):
+        client.lambda_.invoke("dispatcher", event)
+    assert denied == [key]
+    assert list(stack.table().scan()) == []  # neither refused nor queued: the retry decides
+    assert stack.results() == []
+    assert audio_jobs(stack) == []
 
 
 def test_unsafe_key_is_failed_in_the_job_table(stack: Deployment) -> None:

@@ -21,8 +21,11 @@ from support.fake_llm import (
     FakeModel,
     running_model,
 )
+from support.s3_denials import deny_reads_below
 
+from chalicelib import aws
 from pipeline_core.contracts import LlmJob, Result, send_to_queue
+from pipeline_core.errors import MissingPermissionError
 from pipeline_core.jobs import ACTIVE_STATES, JobField, JobState, Lease, job_id_for
 
 DETAILS = "Bava Kamma 2a"
@@ -568,6 +571,45 @@ def test_a_missing_transcript_fails_the_job(stack: Deployment, model: FakeModel)
     assert job.timed_key in result.error
     assert job.job_id is not None
     assert stack.job(job.job_id).state is JobState.FAILED
+
+
+def test_a_denied_transcript_read_is_a_configuration_error_until_the_dlq(
+    stack: Deployment, model: FakeModel
+) -> None:
+    """Without s3:ListBucket S3 answers a read of a missing transcript with 403 (stubbed into
+    the function's client: moto answers 404). Not "the transcript does not exist": every
+    invocation fails naming the grant, the message reaches the DLQ (and its alarm), and the
+    last receive's Result says what to fix."""
+    client = stack.client(llm_env=llm_env(model))
+    job = transcribed(stack, LECTURE)
+    assert job.job_id is not None
+    denied = deny_reads_below(aws.s3(), "transcriptions/")
+    queue_url, queue_arn = stack.outputs["LlmQueueUrl"], stack.outputs["LlmQueueArn"]
+    send_to_queue(stack.sqs, queue_url, job)
+    grant = "the LLM Caller's role needs s3:GetObject"
+
+    for receive in (1, 2, 3):
+        [message] = stack.sqs.receive_message(
+            QueueUrl=queue_url, AttributeNames=["All"], MaxNumberOfMessages=1
+        )["Messages"]
+        with pytest.raises(MissingPermissionError, match=grant):
+            client.lambda_.invoke("llm_caller", sqs_event(message, queue_arn))
+        record = stack.job(job.job_id)
+        assert grant in record.attributes[JobField.LAST_ERROR]
+        if receive < 3:
+            assert record.state is JobState.CORRECTING
+            assert stack.results() == []
+
+    assert set(denied) == {job.timed_key}
+    assert model.converse_calls() == []
+    assert stack.sqs.receive_message(QueueUrl=queue_url).get("Messages", []) == []
+    [dead] = stack.drain(stack.outputs["LlmDlqUrl"])
+    assert LlmJob.from_json(dead).job_id == job.job_id
+    result = only_result(stack)
+    assert result.status == "failed"
+    assert result.error is not None
+    assert "s3:ListBucket" in result.error
+    assert "does not exist" not in result.error
 
 
 def test_a_malformed_message_fails_its_job_or_goes_to_the_dlq(

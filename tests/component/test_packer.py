@@ -75,6 +75,16 @@ def test_baked_model_directories_are_the_stacks_default_worker_models() -> None:
     assert "*" in baked
 
 
+def test_the_stacks_root_volume_cannot_be_smaller_than_the_amis() -> None:
+    """A launch with a root volume below the AMI's snapshot fails: the stack's RootVolumeGiB
+    accepts nothing below the size packer/ builds (its volume_size_gib default)."""
+    built = _packer("console", str(WORKER_TEMPLATE), stdin="var.volume_size_gib\n")
+    assert built.returncode == 0, built.stderr
+    parameter = load_template()["Parameters"]["RootVolumeGiB"]
+    assert parameter["MinValue"] == int(built.stdout.strip())
+    assert parameter["Default"] >= parameter["MinValue"]
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: str(path.relative_to(ROOT)))
 def test_shell_scripts_pass_shellcheck(script: Path) -> None:
     run = subprocess.run(

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from support.worker_harness import FakeImds, Pipeline
 
+from cloudformation.stack import load_template
 from gpu_worker.daemon import EXIT_OK
 from pipeline_core.contracts import AudioJob
 from pipeline_core.jobs import JobState
@@ -60,6 +61,43 @@ def test_message_arriving_while_terminating_raises_the_group_again(
     assert after["DesiredCapacity"] == 1  # a fresh instance comes for the late message
     assert [i["InstanceId"] for i in after["Instances"]] != [pipeline.instance_id]
     assert pipeline.drain(pipeline.stack.audio_queue_url) == [late]  # not taken, not lost
+
+
+def test_the_worker_role_grants_the_auto_scaling_calls_of_leaving_and_no_other(
+    pipeline: Pipeline, group: str, fake_imds: FakeImds
+) -> None:
+    """Every Auto Scaling call of the scale-in race, recorded, is granted by the template's
+    WorkerPolicy (the group's ARN where the action has resource-level permissions), and no
+    Auto Scaling grant is left that nothing calls. moto cannot check this under its IAM
+    enforcement: it authorises Auto Scaling actions against resource "*" only."""
+    called: set[str] = set()
+
+    def record(event_name: str, **_: Any) -> None:
+        called.add(event_name.rsplit(".", 1)[-1])
+
+    def another_upload_arrives(**_: Any) -> None:
+        pipeline.send_audio(AudioJob(s3_key="late.mp3", language="en").to_json())
+
+    pipeline.autoscaling.meta.events.register("before-call.auto-scaling", record)
+    pipeline.autoscaling.meta.events.register(TERMINATE, another_upload_arrives)
+    worker = pipeline.worker(asg_name=group, imds_endpoint=fake_imds.url)
+    assert worker.run() == EXIT_OK
+
+    statements = load_template()["Resources"]["WorkerPolicy"]["Properties"]["PolicyDocument"][
+        "Statement"
+    ]
+    granted = {
+        statement["Action"].removeprefix("autoscaling:"): statement["Resource"]
+        for statement in statements
+        if str(statement["Action"]).startswith("autoscaling:")
+    }
+    assert set(granted) == called
+    own_group = ":autoScalingGroup:*:autoScalingGroupName/${AWS::StackName}-gpu-workers"
+    for action, resource in granted.items():
+        if action.startswith("Describe"):  # no resource-level permissions
+            assert resource == "*"
+        else:
+            assert resource["Fn::Sub"].endswith(own_group), action
 
 
 def test_message_arriving_before_the_last_look_is_served_first(

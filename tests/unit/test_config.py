@@ -31,6 +31,9 @@ def test_typed_defaults_and_overrides() -> None:
     assert (settings.beam_size, settings.batch_size) == (5, 8)
     decoding = WorkerSettings.from_env({**WORKER_ENV, "WORKER_BATCH_SIZE": "16"})
     assert decoding.batch_size == 16
+    assert settings.misconfiguration_pause_seconds == 300
+    paused = WorkerSettings.from_env({**WORKER_ENV, "MISCONFIGURATION_PAUSE_SECONDS": "60"})
+    assert paused.misconfiguration_pause_seconds == 60
 
 
 @pytest.mark.parametrize(

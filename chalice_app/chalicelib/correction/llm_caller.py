@@ -48,7 +48,7 @@ from pipeline_core.contracts import (
     send_to_queue,
     utc_timestamp,
 )
-from pipeline_core.errors import ConfigurationError, is_missing_object
+from pipeline_core.errors import LLM_CALLER_READER, ConfigurationError, is_missing_object
 from pipeline_core.jobs import ACTIVE_STATES, JobField, JobRecord, JobState, JobTable, Lease
 from pipeline_core.jsonlog import log_context
 from pipeline_core.timed_text import TimedTranscript, parse, render_plain, render_timed
@@ -60,7 +60,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WORK_PREFIX = "llm-work/"  # chunk checkpoints; deleted once the outputs are written
 MAX_GLOSSARY_CHARS = 20_000
 
 
@@ -175,7 +174,8 @@ class _Correction:
         self.passes = 1
         self.source_file = job.source_key
         work_id = job.job_id or hashlib.sha256(job.timed_key.encode()).hexdigest()[:32]
-        self.checkpoints = S3Checkpoints(clients.s3, settings.bucket, f"{WORK_PREFIX}{work_id}/")
+        work_prefix = f"{keys.LLM_WORK_PREFIX}{work_id}/"
+        self.checkpoints = S3Checkpoints(clients.s3, settings.bucket, work_prefix)
 
     # -- entry ---------------------------------------------------------------------------
 
@@ -262,7 +262,7 @@ class _Correction:
         try:
             body = self.clients.s3.get_object(Bucket=self.settings.bucket, Key=self.job.timed_key)
         except ClientError as exc:
-            if is_missing_object(exc):
+            if is_missing_object(exc, LLM_CALLER_READER, self.settings.bucket, self.job.timed_key):
                 return None
             raise
         return body["Body"].read().decode("utf-8", errors="replace")
@@ -274,7 +274,7 @@ class _Correction:
         try:
             body = self.clients.s3.get_object(Bucket=self.settings.bucket, Key=key)["Body"]
         except ClientError as exc:
-            if is_missing_object(exc):
+            if is_missing_object(exc, LLM_CALLER_READER, self.settings.bucket, key):
                 log.warning("glossary object missing; correcting without it", extra={"key": key})
                 return ""
             raise

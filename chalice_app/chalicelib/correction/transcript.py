@@ -33,7 +33,7 @@ from chalicelib.correction.prompt import (
     user_message,
 )
 from chalicelib.correction.validation import AnswerRefusedError, validate
-from pipeline_core.errors import ConfigurationError, is_missing_object
+from pipeline_core.errors import LLM_CALLER_READER, ConfigurationError, is_missing_object
 from pipeline_core.timed_text import TimedLine, TimedTranscript
 
 if TYPE_CHECKING:
@@ -71,10 +71,11 @@ class S3Checkpoints:
         return key
 
     def load(self, fingerprint: str) -> ChunkResult | None:
+        key = self._key(fingerprint)
         try:
-            body = self._s3.get_object(Bucket=self._bucket, Key=self._key(fingerprint))["Body"]
+            body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"]
         except ClientError as exc:
-            if is_missing_object(exc):
+            if is_missing_object(exc, LLM_CALLER_READER, self._bucket, key):
                 return None
             raise
         data = json.loads(body.read())

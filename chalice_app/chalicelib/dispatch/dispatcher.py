@@ -38,7 +38,7 @@ from pipeline_core.contracts import (
     send_to_queue,
     utc_timestamp,
 )
-from pipeline_core.errors import is_missing_object
+from pipeline_core.errors import DISPATCHER_READER, is_missing_object
 from pipeline_core.jobs import (
     RESULT_NOT_SENDABLE,
     JobField,
@@ -227,7 +227,7 @@ class _Dispatch:
         try:
             return self.clients.s3.head_object(**kwargs)
         except ClientError as exc:
-            if is_missing_object(exc):
+            if is_missing_object(exc, DISPATCHER_READER, self.obj.bucket, self.obj.key):
                 reason = "the object was deleted before it could be processed"
                 raise UploadRejectedError(reason) from None
             raise

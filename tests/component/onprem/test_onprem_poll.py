@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import pytest
 from support.onprem_helpers import BUCKET, REGION, fast_client_config
+from support.s3_denials import deny_reads_below
 
 from onprem.cli import main
 from onprem.poll import Poller, PollOptions, PollOutcome
@@ -215,3 +216,34 @@ def test_malformed_results_reach_the_dlq_after_the_maximum_receives(
 def test_missing_settings_exit_2(aws: None, tmp_path: Path) -> None:
     assert main(["poll", "--once", "--output-dir", str(tmp_path)]) == 2
     assert main(["poll", "--once", "--queue-url", "https://example.invalid/q"]) == 2
+
+
+def test_a_denied_transcript_read_stops_the_run_and_keeps_every_message(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
+) -> None:
+    """S3 answers a read the policy does not allow (or, without s3:ListBucket, of an expired
+    transcript) with 403 (stubbed: moto answers 404): a configuration error, so the run stops
+    instead of burning every message's receives on the same denial."""
+    publish_success(s3, sqs, results_queue, "first", "one")
+    publish_success(s3, sqs, results_queue, "second", "two")
+    client: S3Client = boto3.client("s3", region_name=REGION, config=fast_client_config())
+    denied = deny_reads_below(client, keys.FINAL_PREFIX)
+    report = poller(client, sqs, results_queue, tmp_path / "out").run()
+    assert len(denied) == 1
+    assert report.fatal is not None
+    assert "AccessDenied on GetObject" in report.fatal
+    assert "the on-prem client's policy needs" in report.fatal
+    assert report.exit_code == 1
+    assert queue_depth(sqs, results_queue) == 2
+    assert not (tmp_path / "out" / "first.txt").exists()
+
+
+def test_an_expired_transcript_is_a_download_failure_left_in_the_queue(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
+) -> None:
+    result = publish_success(s3, sqs, results_queue, "expired", "gone", timed=False)
+    s3.delete_object(Bucket=BUCKET, Key=keys.parse_s3_uri(result.output_file or "")[1])
+    report = poller(s3, sqs, results_queue, tmp_path / "out").run()
+    assert report.fatal is None
+    assert report.outcomes[PollOutcome.DOWNLOAD_FAILED] == 1
+    assert queue_depth(sqs, results_queue) == 1

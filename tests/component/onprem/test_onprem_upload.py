@@ -17,6 +17,7 @@ from support.onprem_helpers import (
     fast_client_config,
     versions,
 )
+from support.s3_denials import deny_reads_below
 
 from onprem.cli import main
 from onprem.state import UploadState, run_lock
@@ -348,4 +349,27 @@ def test_an_unusable_state_file_is_a_configuration_error(s3: S3Client, tmp_path:
     write(tmp_path / "in" / "a.mp3", b"a")
     state = write(tmp_path / "state.db", b"this is not an SQLite database, just text" * 10)
     assert upload(tmp_path / "in", "--language", "en", "--state-file", str(state)) == 2
+    assert all_keys(s3) == []
+
+
+def test_a_denied_head_stops_the_run_naming_the_missing_grant(s3: S3Client, tmp_path: Path) -> None:
+    """Without s3:ListBucket S3 answers the HEAD before each upload of a new file with 403
+    (stubbed: moto answers 404); that is the policy's fault, not the files': the run stops
+    at the first denial, naming the grant, instead of failing every file."""
+    for name in ("a.mp3", "b.mp3"):
+        write(tmp_path / "in" / name, b"audio")
+    client: S3Client = boto3.client("s3", region_name=REGION, config=fast_client_config())
+    denied = deny_reads_below(client, "audio-input/")
+    options = UploadOptions(
+        bucket=BUCKET, root=tmp_path / "in", patterns=("*.mp3",), flag_language="hebrew"
+    )
+    with UploadState(tmp_path / "state.db") as state:
+        report = run_upload(client, state, options)
+    assert denied == ["audio-input/a.mp3"]  # b.mp3 is not tried
+    assert report.outcomes == []  # no file is blamed
+    assert report.fatal is not None
+    assert "AccessDenied on HeadObject" in report.fatal
+    assert "the on-prem client's policy needs" in report.fatal
+    assert "s3:ListBucket" in report.fatal
+    assert report.exit_code == 1
     assert all_keys(s3) == []

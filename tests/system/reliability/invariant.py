@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from pipeline_core import keys
 from pipeline_core.contracts import Result
-from pipeline_core.errors import is_missing_object
+from pipeline_core.errors import ObjectReader, is_missing_object
 from pipeline_core.jobs import (
     RESULT_NOT_SENDABLE,
     JobField,
@@ -94,11 +94,14 @@ def _timestamps(text: str) -> list[str]:
     return stamps
 
 
+CHECKER = ObjectReader("the invariant checker", (keys.FINAL_PREFIX,))
+
+
 def _text(s3: S3Client, bucket: str, key: str) -> str | None:
     try:
         body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as exc:
-        if is_missing_object(exc):
+        if is_missing_object(exc, CHECKER, bucket, key):
             return None
         raise
     return body.decode("utf-8")

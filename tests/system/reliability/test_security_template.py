@@ -130,3 +130,23 @@ def test_bucket_is_tls_only_private_and_encrypted(name: str) -> None:
         s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}} and s["Principal"] == "*"
         for s in denies
     )
+
+
+def test_every_queue_is_tls_only_and_still_reachable_by_its_own_services() -> None:
+    """Each queue's policy denies any request without TLS (aws:SecureTransport false), and
+    nothing else: no Allow that would open a queue, no Deny that would stop the SDKs, the
+    Lambda event source mapping or the redrive, which all use TLS."""
+    queues = set(_of_type("AWS::SQS::Queue"))
+    covered: set[str] = set()
+    for policy in _of_type("AWS::SQS::QueuePolicy").values():
+        props = policy["Properties"]
+        (statement,) = props["PolicyDocument"]["Statement"]
+        assert statement["Effect"] == "Deny"
+        assert statement["Principal"] == "*"
+        assert statement["Action"] == "sqs:*"
+        assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        refs = {queue["Ref"] for queue in props["Queues"]}
+        arns = {resource["Fn::GetAtt"][0] for resource in statement["Resource"]}
+        assert refs == arns
+        covered |= refs
+    assert covered == queues
