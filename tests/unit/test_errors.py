@@ -54,7 +54,7 @@ def test_a_denied_read_names_the_missing_grants_and_is_never_missing(
     with pytest.raises(MissingPermissionError) as caught:
         is_missing_object(_error(code, operation), WORKER_READER, "b", "transcriptions/x.timed.txt")
     message = str(caught.value)
-    assert message.startswith(f"AccessDenied on {operation} s3://b/transcriptions/x.timed.txt:")
+    assert message.startswith(f"AccessDenied on {operation} s3://b/transcriptions/x.timed.txt ")
     assert "the GPU worker's role needs s3:GetObject on arn:aws:s3:::b/transcriptions/*" in message
     assert "s3:ListBucket on arn:aws:s3:::b for s3:prefix transcriptions/*" in message
     assert isinstance(caught.value, ConfigurationError)
