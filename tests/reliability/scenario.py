@@ -23,6 +23,7 @@ from fake_llm import FakeModel, running_model
 from reliability.invariant import Figures, Upload, check_invariant, queue_count
 from waiting import wait_until
 
+from cloudformation.call_ledger import LEDGER_ALL_RUNS_ENV
 from gpu_worker.weights.bundled import tiny_en_ct2
 from local_mode.pipeline import LocalDeployment, LocalOptions
 from pipeline_core.contracts import Result
@@ -200,6 +201,8 @@ class Scenario:
         results_fetched_by_poller: bool = False,
     ) -> Figures:
         self.collect_results()
+        # Every component ran under its own role: nothing refused, nothing beyond its policy.
+        assert not self.deployment.iam_findings(), self.deployment.iam_findings()
         return check_invariant(
             s3=self.s3,
             sqs=self.sqs,
@@ -232,6 +235,7 @@ def scenario(
             log_file=work_dir / "worker.log",
             lambda_overrides={**FAST_LAMBDA, "BEDROCK_ENDPOINT_URL": model.url, **(lambdas or {})},
             worker_overrides={**FAST_WORKER, **(worker or {})},
+            calls_ledger=Path(os.environ[LEDGER_ALL_RUNS_ENV]),
         )
         with LocalDeployment(options) as deployment:
             yield Scenario(deployment, model, work_dir)
