@@ -40,6 +40,7 @@ _IAM_ACTION: Final = {
     "s3:UploadPart": "s3:PutObject",
     "s3:CompleteMultipartUpload": "s3:PutObject",
     "s3:ListMultipartUploads": "s3:ListBucketMultipartUploads",
+    "s3:DeleteObjects": "s3:DeleteObject",  # authorised for each key it names
     "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
     "sqs:SendMessageBatch": "sqs:SendMessage",
     "sqs:ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
@@ -186,22 +187,28 @@ class CallLedger:
     def _record(self, component: str, model: Any, params: Mapping[str, Any], status: int) -> None:
         service = model.service_model.service_name
         action = iam_action(service, model.name, params)
-        record = CallRecord(
-            component=component,
-            action=action,
-            resource=resource_arn(action, params, self.scope),
-            denied=status == 403,
-        )
-        if record.denied:
-            log.error(
-                "AWS refused the call: %s",
-                record.describe(),
-                extra={"component": component, "action": action, "resource": record.resource},
+        keys = [obj["Key"] for obj in params.get("Delete", {}).get("Objects", [])]
+        each = [{**params, "Key": key} for key in keys] if keys else [params]
+        records = [
+            CallRecord(
+                component=component,
+                action=action,
+                resource=resource_arn(action, one, self.scope),
+                denied=status == 403,
             )
+            for one in each
+        ]
+        for record in records:
+            if record.denied:
+                log.error(
+                    "AWS refused the call: %s",
+                    record.describe(),
+                    extra={"component": component, "action": action, "resource": record.resource},
+                )
         with self._lock:
-            self._records.append(record)
+            self._records.extend(records)
             if self.path is not None:
-                append_records([record], self.path)
+                append_records(records, self.path)
 
     def records(self) -> list[CallRecord]:
         with self._lock:
@@ -288,3 +295,59 @@ def merge_into(
         entry["calls"].sort(key=lambda c: (c["action"], c["resource"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One action one statement of a component's policy allows, and the calls that used it."""
+
+    component: str
+    sid: str
+    action: str
+    resources: tuple[str, ...]
+    used_by: tuple[str, ...]  # the called resources it granted
+
+
+def grants(
+    component: str, policies: Iterable[Mapping[str, Any]], calls: Iterable[Mapping[str, str]]
+) -> list[Grant]:
+    """Every (statement, action) of the Allow statements, with the calls it grants."""
+    calls = list(calls)
+    found = []
+    for policy in policies:
+        for statement in _statements(policy):
+            if statement.get("Effect") != "Allow":
+                continue
+            for action in _as_list(statement.get("Action")):
+                own = {"Statement": [{**statement, "Action": [action]}]}
+                used = tuple(
+                    call["resource"]
+                    for call in calls
+                    if granted([own], call["action"], call["resource"])
+                )
+                found.append(
+                    Grant(
+                        component,
+                        str(statement.get("Sid", "")),
+                        action,
+                        tuple(_as_list(statement.get("Resource"))),
+                        used,
+                    )
+                )
+    return found
+
+
+def wildcard_statements(policies: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Sid -> actions of the Allow statements whose resource is "*"."""
+    return {
+        str(statement.get("Sid", "")): _as_list(statement.get("Action"))
+        for policy in policies
+        for statement in _statements(policy)
+        if statement.get("Effect") == "Allow"
+        and ANY_RESOURCE in _as_list(statement.get("Resource"))
+    }
+
+
+def actions_without_resource(calls: Iterable[Mapping[str, str]]) -> set[str]:
+    """The actions called with no resource: the only ones a "*" statement should hold."""
+    return {call["action"] for call in calls if call["resource"] == ANY_RESOURCE}

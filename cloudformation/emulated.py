@@ -89,6 +89,19 @@ class EmulatedStack:
         """A client of the emulator the stack lives in (``"sqs"``, ``"s3"``, ...)."""
         return self.session.client(service, region_name=REGION, endpoint_url=self.endpoint_url)
 
+    def generated_names(self) -> dict[str, str]:
+        """The names moto generated -> ``${LogicalId}``, to compare runs and policies."""
+        names = {
+            self.bucket: "${PipelineBucket}",
+            self.job_table: "${JobTable}",
+            self.outputs["AudioQueueArn"].split(":")[4]: "${AWS::AccountId}",
+            self.name: "${AWS::StackName}",
+            REGION: "${AWS::Region}",
+        }
+        for logical, url in self.queue_urls().items():
+            names[url.rsplit("/", 1)[-1]] = f"${{{logical}}}"
+        return names
+
     def queue_urls(self) -> dict[str, str]:
         """Every queue and DLQ of the stack by its output's name less "Url" (``AudioDlq``)."""
         return {
@@ -268,23 +281,31 @@ _LAMBDA_TRUST: Final = {
 # Services whose resources moto's access control evaluates; for every other service it
 # checks the action against resource "*", which a statement naming its resource never grants.
 _RESOURCE_CHECKED_BY_MOTO: Final = frozenset({"s3", "sqs", "iam", "sts"})
+# AWS authorises SQS's batch operations as the single ones; moto asks for the batch name.
+_MOTO_BATCH_ACTIONS: Final = {
+    "sqs:DeleteMessage": "sqs:DeleteMessageBatch",
+    "sqs:SendMessage": "sqs:SendMessageBatch",
+    "sqs:ChangeMessageVisibility": "sqs:ChangeMessageVisibilityBatch",
+}
 
 
 def as_moto_enforces(policy: Mapping[str, Any]) -> dict[str, Any]:
     """``policy`` as moto can enforce it: statements of services whose resource moto does not
-    evaluate are widened to resource "*" (their actions stay exact). The resources of those
-    calls are held to the real policy by the call ledger's check instead."""
+    evaluate are widened to resource "*" (their actions stay exact), and SQS's single actions
+    also name their batch operations. The resources of the widened statements' calls are held
+    to the real policy by the call ledger's check instead."""
     statements = policy["Statement"]
     widened = []
     for statement in [statements] if isinstance(statements, Mapping) else statements:
-        actions = statement.get("Action", [])
-        services = {
-            a.split(":", 1)[0] for a in ([actions] if isinstance(actions, str) else actions)
-        }
-        if services <= _RESOURCE_CHECKED_BY_MOTO or statement.get("Effect") != "Allow":
+        if statement.get("Effect") != "Allow":
             widened.append(dict(statement))
-        else:
-            widened.append({**statement, "Resource": "*"})
+            continue
+        named = statement.get("Action", [])
+        actions = [named] if isinstance(named, str) else list(named)
+        actions += [_MOTO_BATCH_ACTIONS[a] for a in actions if a in _MOTO_BATCH_ACTIONS]
+        services = {action.split(":", 1)[0] for action in actions}
+        resource = statement["Resource"] if services <= _RESOURCE_CHECKED_BY_MOTO else "*"
+        widened.append({**statement, "Action": actions, "Resource": resource})
     return {**policy, "Statement": widened}
 
 

@@ -245,7 +245,8 @@ class LocalDeployment:
             sqs, self._as_function(stage_config.DISPATCHER, functions.dispatcher)
         )
         self.llm_trigger = QueueTrigger(
-            sqs,
+            # An SQS event source mapping receives and deletes with the function's role.
+            self.client_as(stage_config.LLM_CALLER, "sqs"),
             stack.llm_queue_url,
             stack.outputs["LlmQueueArn"],
             self._as_function(stage_config.LLM_CALLER, functions.llm_caller),
@@ -358,23 +359,9 @@ class LocalDeployment:
             if call not in refused
         ]
 
-    def generated_names(self) -> dict[str, str]:
-        """This deployment's generated names -> ``${LogicalId}``, to compare runs and policies."""
-        stack = self.stack
-        names = {
-            stack.bucket: "${PipelineBucket}",
-            stack.job_table: "${JobTable}",
-            account_scope(stack).account: "${AWS::AccountId}",
-            STACK_NAME: "${AWS::StackName}",
-            REGION: "${AWS::Region}",
-        }
-        for logical, url in stack.queue_urls().items():
-            names[url.rsplit("/", 1)[-1]] = f"${{{logical}}}"
-        return names
-
     def record_calls(self, path: Path) -> None:
         """Add this run's calls and policies to the ledger of all runs (``docs/iam.md``)."""
-        merge_into(path, self.identities.policies, self.calls(), self.generated_names())
+        merge_into(path, self.identities.policies, self.calls(), self.stack.generated_names())
 
     def _start_worker(self, instance_id: str) -> subprocess.Popen[bytes]:
         assert self.emulator is not None
