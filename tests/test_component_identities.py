@@ -7,19 +7,14 @@ and refused if its policy does not grant it.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import stage_config
-from botocore.exceptions import ClientError
 from chalice_deploy import Deployment, deploy, s3_event
-from moto.core import set_initial_no_auth_action_count
 
-from chalicelib.aws import calling_as
-from cloudformation.call_ledger import AccountScope, CallLedger, denied, ungranted
-from cloudformation.emulated import REGION, create_identities
+from cloudformation.call_ledger import CallLedger, denied, ungranted
 from pipeline_core.jobs import JobState
 from pipeline_core.metadata import encode_metadata
 
@@ -38,20 +33,9 @@ def _dispatch_as_role(
     )
     client = stack.client()
     event = s3_event(client, stack, key)
-    identities = create_identities(stack.stack, {stage_config.DISPATCHER: policy})
-    ledger = CallLedger(AccountScope(REGION, stack.outputs["AudioQueueArn"].split(":")[4]))
-    session = identities.components[stage_config.DISPATCHER].session()
-    ledger.attach(session.events, stage_config.DISPATCHER)
-
-    @set_initial_no_auth_action_count(0)
-    def invoke_as_the_dispatcher() -> None:
-        with calling_as(session):
-            client.lambda_.invoke("dispatcher", event)
-
-    # A refused call fails the invocation (it would be retried); the ledger names it.
-    with contextlib.suppress(ClientError):
-        invoke_as_the_dispatcher()
-    return ledger, identities.policies
+    return stack.invoke_as_role(
+        stage_config.DISPATCHER, policy, lambda: client.lambda_.invoke("dispatcher", event)
+    )
 
 
 def _dispatcher_policy(stack: Deployment) -> dict[str, Any]:
