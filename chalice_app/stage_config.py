@@ -52,6 +52,33 @@ WILDCARD_RESOURCE_SIDS: Final = {
     "permissions; it only reads.",
 }
 
+# Grants no call of the local-mode runs uses ("component/action", docs/iam.md), and why each
+# stays; tests/test_iam_report.py fails on a grant unused and unexplained, or a stale reason.
+GRANTS_WITHOUT_CALLS: Final = {
+    **{
+        f"{function}/logs:{action}": "The Lambda runtime writes the function's logs with its "
+        "role; the local mode runs the handlers in-process and logs to a file."
+        for function in (DISPATCHER, LLM_CALLER)
+        for action in ("CreateLogGroup", "CreateLogStream", "PutLogEvents")
+    },
+    **{
+        f"{function}/s3:ListBucket": "Without it S3 answers a read of a missing object with 403, "
+        "not 404 (a deleted upload or transcript); moto answers 404 either way."
+        for function in (DISPATCHER, LLM_CALLER)
+    },
+    f"{DISPATCHER}/s3:GetObject": "An upload to a bucket whose versioning was suspended has no "
+    "version id and is read without one; the emulated bucket is versioned.",
+    f"{LLM_CALLER}/sqs:GetQueueAttributes": "Lambda's SQS event source mapping reads the "
+    "queue's attributes with the function's role when it is created; the local one does not.",
+    f"{LLM_CALLER}/sqs:SendMessage": "A transcript too long for one invocation continues in a "
+    "new LLM Queue message (tests/test_llm_caller.py); the runs' transcripts are short.",
+    "worker/dynamodb:PutItem": "A message that came without a job row (an Audio Queue message "
+    "sent by hand) gets one (gpu_worker/job/claim.py); the Dispatcher always writes it first.",
+    "worker/autoscaling:SetDesiredCapacity": "The last worker lowers its group's desired "
+    "capacity before it terminates (scale-in race, gpu_worker/lifecycle/scale_to_zero.py).",
+    "worker/autoscaling:DescribeAutoScalingGroups": "Read before the scale-in above.",
+}
+
 REQUIRED_OUTPUTS: Final = (
     "BucketName", "AudioQueueUrl", "AudioQueueArn", "LlmQueueUrl", "LlmQueueArn",
     "LlmQueueName", "ResultsQueueUrl", "ResultsQueueArn", "JobTableName", "JobTableArn",

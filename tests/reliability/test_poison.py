@@ -29,9 +29,11 @@ MESSAGES: list[tuple[str, str | None, str]] = [
     ),
     (json.dumps({"s3_key": "ghost.mp3", "language": "en"}), "audio-input/ghost.mp3", "not exist"),
     (
+        # Another bucket: the worker's role reads its own only, so AWS refuses (403), as the
+        # emulator now does. (Issue 14 part B words a 403 probe as a configuration error.)
         json.dumps({"s3_key": "elsewhere.mp3", "language": "en", "bucket": "no-such-bucket"}),
         "audio-input/elsewhere.mp3",
-        "not exist",
+        "403",
     ),
 ]
 
@@ -67,7 +69,15 @@ def test_poison_input_fails_with_reasons_or_dead_letters_and_good_work_goes_on(
         run.wait_queues_empty(timeout=60, expected={"AudioDlq": 2})
         run.wait_scaled_in()
         injected = {key: words for _, key, words in MESSAGES if key is not None}
-        figures = run.check(expected_depths={"AudioDlq": 2}, injected=injected)
+        figures = run.check(
+            expected_depths={"AudioDlq": 2},
+            injected=injected,
+            # The worker's role reads its own bucket only: AWS refuses the foreign one.
+            expected_refusals=[
+                "worker may not s3:GetObject on "
+                "arn:aws:s3:::no-such-bucket/audio-input/elsewhere.mp3"
+            ],
+        )
 
         assert figures.succeeded == len(good)
         assert figures.failed == len(bad)
