@@ -280,13 +280,14 @@ def merge_into(
     calls: Iterable[CallRecord],
     names: Mapping[str, str],
 ) -> None:
-    """Add a run's calls (and its components' policies) to the ledger of all runs at ``path``,
-    generalized: ``{component: {"policies": [...], "calls": [{action, resource}, ...]}}``."""
+    """Add a run's calls AWS answered (refusals are findings, not calls) and its components'
+    policies to the ledger of all runs at ``path``, generalized:
+    ``{component: {"policies": [...], "calls": [{action, resource}, ...]}}``."""
     merged: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     for component, documents in policies.items():
         entry = merged.setdefault(component, {"policies": [], "calls": []})
         entry["policies"] = [json.loads(generalize(json.dumps(d), names)) for d in documents]
-    for record in generalized(calls, names):
+    for record in generalized((call for call in calls if not call.denied), names):
         entry = merged.setdefault(record.component, {"policies": [], "calls": []})
         call = {"action": record.action, "resource": record.resource}
         if call not in entry["calls"]:

@@ -78,8 +78,17 @@ def _code(values: Any) -> str:
     return "<br>".join(f"`{_cell(value)}`" for value in values) or "none"
 
 
+def reason_keys(grant: Grant) -> tuple[str, str]:
+    """The keys of ``GRANTS_WITHOUT_CALLS`` that may explain ``grant``: action, statement."""
+    statement = f"{grant.component}/{grant.sid}"
+    return f"{statement}/{grant.action}", statement
+
+
 def grant_reason(grant: Grant) -> str | None:
-    return stage_config.GRANTS_WITHOUT_CALLS.get(f"{grant.component}/{grant.action}")
+    for key in reason_keys(grant):
+        if key in stage_config.GRANTS_WITHOUT_CALLS:
+            return stage_config.GRANTS_WITHOUT_CALLS[key]
+    return None
 
 
 def review(ledger: Mapping[str, Any]) -> dict[str, list[Grant]]:
