@@ -55,6 +55,45 @@ WILDCARD_RESOURCE_SIDS: Final = {
     "permissions; it only reads.",
 }
 
+# Grants no call of the local-mode runs uses (docs/iam.md), and why each stays, for every
+# component's policy (these functions' and the template's worker and on-prem policies): by
+# "component/Sid" (the statement's unused actions) or "component/Sid/action".
+# tests/test_iam_report.py fails on a grant unused and unexplained, or on a stale reason.
+GRANTS_WITHOUT_CALLS: Final = {
+    **{
+        f"{function}/OwnLogs": "The Lambda runtime writes the function's logs with its role; "
+        "the local mode runs the handlers in-process and logs to a file."
+        for function in (DISPATCHER, LLM_CALLER)
+    },
+    **{
+        f"{function}/MissingObjectsRead404": "Without it S3 answers a read of a missing object "
+        "with 403, not 404 (a deleted upload or transcript); moto answers 404 either way."
+        for function in (DISPATCHER, LLM_CALLER, "worker", "onprem")
+    },
+    f"{DISPATCHER}/ReadUploads/s3:GetObject": "An upload to a bucket whose versioning was "
+    "suspended has no version id and is read without one; the emulated bucket is versioned.",
+    f"{LLM_CALLER}/LlmQueue/sqs:GetQueueAttributes": "Lambda's SQS event source mapping reads "
+    "the queue's attributes with the function's role when it is created; the local one does not.",
+    f"{LLM_CALLER}/LlmQueue/sqs:SendMessage": "A transcript too long for one invocation "
+    "continues in a new LLM Queue message (tests/test_llm_caller.py); the runs' are short.",
+    "worker/JobTable/dynamodb:PutItem": "A message that came without a job row (sent by hand) "
+    "gets one (gpu_worker/job/claim.py); the Dispatcher always writes it first.",
+    "worker/RaiseOwnGroupAgain": "A message that arrived while the last worker was leaving "
+    "raises the group back to 1 (gpu_worker/lifecycle/scale_to_zero.py); the runs' race is rare.",
+    "worker/DescribeOwnGroup": "Read before raising the group again (above).",
+    "onprem/UploadAudioAndReadItBackToVerify/s3:AbortMultipartUpload": "A killed run's "
+    "unfinished multipart upload is aborted by the next run (onprem/upload.py).",
+    "onprem/UploadAudioAndReadItBackToVerify/s3:ListMultipartUploadParts": "Resuming a large "
+    "upload of a killed run; the runs' recordings are small.",
+    "onprem/PollResults/sqs:ChangeMessageVisibility": "The poller hands back at once the "
+    "messages it received but did not handle when told to stop (onprem/poll.py).",
+    "onprem/InspectAndDrainDeadLetterQueues": "The operator's `onprem dlq` and `onprem "
+    "redrive` commands after a failure, not part of a run.",
+    "onprem/RedriveToSourceQueues": "`onprem redrive` sends a dead letter back to its queue.",
+    "onprem/JobStatusAndRedriveReset": "`onprem status` and the redrive's job reset; the local "
+    "mode's live view reads the job table as the emulator's administrator.",
+}
+
 REQUIRED_OUTPUTS: Final = (
     "BucketName", "AudioQueueUrl", "AudioQueueArn", "LlmQueueUrl", "LlmQueueArn",
     "LlmQueueName", "ResultsQueueUrl", "ResultsQueueArn", "JobTableName", "JobTableArn",

@@ -8,10 +8,13 @@ made is read from its outputs into ``EmulatedStack``; nothing is named by hand.
 from __future__ import annotations
 
 import functools
+import json
+import urllib.request
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import unquote
 
 import boto3
 
@@ -85,6 +88,19 @@ class EmulatedStack:
     def client(self, service: Any) -> Any:
         """A client of the emulator the stack lives in (``"sqs"``, ``"s3"``, ...)."""
         return self.session.client(service, region_name=REGION, endpoint_url=self.endpoint_url)
+
+    def generated_names(self) -> dict[str, str]:
+        """The names moto generated -> ``${LogicalId}``, to compare runs and policies."""
+        names = {
+            self.bucket: "${PipelineBucket}",
+            self.job_table: "${JobTable}",
+            self.outputs["AudioQueueArn"].split(":")[4]: "${AWS::AccountId}",
+            self.name: "${AWS::StackName}",
+            REGION: "${AWS::Region}",
+        }
+        for logical, url in self.queue_urls().items():
+            names[url.rsplit("/", 1)[-1]] = f"${{{logical}}}"
+        return names
 
     def queue_urls(self) -> dict[str, str]:
         """Every queue and DLQ of the stack by its output's name less "Url" (``AudioDlq``)."""
@@ -240,3 +256,166 @@ def apply_emulator_gaps(
                     TableName=table,
                     PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
                 )
+
+
+# ---- identities: every component calls as its own IAM principal ---------------------------
+
+WORKER: Final = "worker"
+ONPREM: Final = "onprem"
+_ALLOW_EVERYTHING: Final = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+}
+_LAMBDA_TRUST: Final = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+
+# Services whose resources moto's access control evaluates; for every other service it
+# checks the action against resource "*", which a statement naming its resource never grants.
+_RESOURCE_CHECKED_BY_MOTO: Final = frozenset({"s3", "sqs", "iam", "sts"})
+# AWS authorises SQS's batch operations as the single ones; moto asks for the batch name.
+_MOTO_BATCH_ACTIONS: Final = {
+    "sqs:DeleteMessage": "sqs:DeleteMessageBatch",
+    "sqs:SendMessage": "sqs:SendMessageBatch",
+    "sqs:ChangeMessageVisibility": "sqs:ChangeMessageVisibilityBatch",
+}
+
+
+def as_moto_enforces(policy: Mapping[str, Any]) -> dict[str, Any]:
+    """``policy`` as moto can enforce it: statements of services whose resource moto does not
+    evaluate are widened to resource "*" (their actions stay exact), and SQS's single actions
+    also name their batch operations. The resources of the widened statements' calls are held
+    to the real policy by the call ledger's check instead."""
+    statements = policy["Statement"]
+    widened = []
+    for statement in [statements] if isinstance(statements, Mapping) else statements:
+        if statement.get("Effect") != "Allow":
+            widened.append(dict(statement))
+            continue
+        named = statement.get("Action", [])
+        actions = [named] if isinstance(named, str) else list(named)
+        actions += [_MOTO_BATCH_ACTIONS[a] for a in actions if a in _MOTO_BATCH_ACTIONS]
+        services = {action.split(":", 1)[0] for action in actions}
+        resource = statement["Resource"] if services <= _RESOURCE_CHECKED_BY_MOTO else "*"
+        widened.append({**statement, "Action": actions, "Resource": resource})
+    return {**policy, "Statement": widened}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
+
+    def environment(self) -> dict[str, str]:
+        """As a process (a Lambda container, an instance) finds them in its environment."""
+        values = {
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+        }
+        if self.session_token:
+            values["AWS_SESSION_TOKEN"] = self.session_token
+        return values
+
+    def session(self) -> boto3.Session:
+        return boto3.Session(
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+            aws_session_token=self.session_token,
+            region_name=REGION,
+        )
+
+
+@dataclass(frozen=True)
+class Identities:
+    """Who calls the emulator once IAM is enforced, and what each component's policies say."""
+
+    admin: Credentials  # the parts that play AWS itself: event sources, the scaler
+    components: dict[str, Credentials]  # component -> its role's (or user's) credentials
+    policies: dict[str, list[dict[str, Any]]]  # component -> the policy documents it holds
+
+
+def create_identities(
+    stack: EmulatedStack, function_policies: Mapping[str, Mapping[str, Any]]
+) -> Identities:
+    """Principals for every component, made while IAM is not yet enforced.
+
+    The worker assumes the template's ``WorkerRole``; the on-prem client is a user with the
+    template's ``OnPremPolicyArn``; each Lambda function (``function_policies``: name ->
+    the policy ``chalice deploy`` attaches) gets a role carrying exactly that policy.
+    """
+    iam = stack.client("iam")
+    sts = stack.client("sts")
+
+    def user(name: str) -> Credentials:
+        iam.create_user(UserName=name)
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+
+    def assume(role_name: str, session_name: str) -> Credentials:
+        arn = iam.get_role(RoleName=role_name)["Role"]["Arn"]
+        issued = sts.assume_role(RoleArn=arn, RoleSessionName=session_name)["Credentials"]
+        return Credentials(issued["AccessKeyId"], issued["SecretAccessKey"], issued["SessionToken"])
+
+    admin_name = f"{stack.name}-emulated-aws"
+    admin = user(admin_name)
+    iam.put_user_policy(
+        UserName=admin_name, PolicyName="everything", PolicyDocument=json.dumps(_ALLOW_EVERYTHING)
+    )
+    components: dict[str, Credentials] = {}
+    policies: dict[str, list[dict[str, Any]]] = {}
+    for function, policy in function_policies.items():
+        role = f"{stack.name}-{function}"
+        iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(_LAMBDA_TRUST))
+        iam.put_role_policy(
+            RoleName=role,
+            PolicyName=function,
+            PolicyDocument=json.dumps(as_moto_enforces(policy)),
+        )
+        components[function] = assume(role, function)
+        policies[function] = [dict(policy)]
+    worker_role = stack.ids["WorkerRole"]
+    components[WORKER] = assume(worker_role, "i-local-worker")
+    policies[WORKER] = [
+        _enforceable_policy(iam, attached["PolicyArn"])
+        for attached in iam.list_attached_role_policies(RoleName=worker_role)["AttachedPolicies"]
+    ]
+    onprem_name = f"{stack.name}-onprem"
+    components[ONPREM] = user(onprem_name)
+    iam.attach_user_policy(UserName=onprem_name, PolicyArn=stack.outputs["OnPremPolicyArn"])
+    policies[ONPREM] = [_enforceable_policy(iam, stack.outputs["OnPremPolicyArn"])]
+    return Identities(admin=admin, components=components, policies=policies)
+
+
+def _enforceable_policy(iam: Any, arn: str) -> dict[str, Any]:
+    """A managed policy the template made, as written; moto is given ``as_moto_enforces``."""
+    version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+    document = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
+    policy = dict(json.loads(unquote(document)) if isinstance(document, str) else document)
+    iam.create_policy_version(
+        PolicyArn=arn, PolicyDocument=json.dumps(as_moto_enforces(policy)), SetAsDefault=True
+    )
+    return policy
+
+
+def enforce_iam(endpoint_url: str, *, enforced: bool = True) -> None:
+    """Turn the moto server's IAM checks on (every request after this one) or off.
+
+    The setting is the process's, not the server's: turn it off before the server goes.
+    """
+    request = urllib.request.Request(
+        f"{endpoint_url}/moto-api/reset-auth",
+        data=b"0" if enforced else b"inf",
+        method="POST",
+        headers={"Content-Type": "text/plain"},  # moto reads the raw body
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()

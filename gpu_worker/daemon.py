@@ -89,6 +89,10 @@ class AwsClients:
         )
 
 
+class ForeignBucketError(PermanentError):
+    """An audio job that names a bucket other than the deployment's."""
+
+
 class Worker:
     def __init__(
         self,
@@ -200,6 +204,11 @@ class Worker:
         self.pauses.after("received", in_flight.check)
         job_id = None
         try:
+            if bucket != self.settings.bucket:  # its role may not read it: a 403, not this job
+                raise ForeignBucketError(
+                    f"the message names bucket {bucket!r}; this deployment serves "
+                    f"{self.settings.bucket!r}"
+                )
             job_id = resolve_job_id(self.aws.s3, bucket, job)
             with log_context(job_id=job_id):
                 claim = claim_job(self.table, job_id, job, bucket, self.worker_id)  # 2.

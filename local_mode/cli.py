@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import boto3
 from rich.console import Console
 from rich.live import Live
 
+from cloudformation.call_ledger import LEDGER_ALL_RUNS_ENV
+from cloudformation.emulated import ONPREM
 from gpu_worker.weights import bundled
 from local_mode.pipeline import LocalDeployment, LocalOptions, job_statuses
 from local_mode.samples import make_samples
@@ -146,10 +148,13 @@ class RunResult:
     llm_max_concurrency: int
     output_dir: Path
     started_at: float
+    # Calls refused or not granted (IAM enforced in the emulator): would fail in AWS.
+    iam_findings: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.not_uploaded or any(s.stage != "done" for s in self.statuses) else 0
+        failed = self.not_uploaded or self.iam_findings
+        return 1 if failed or any(s.stage != "done" for s in self.statuses) else 0
 
 
 @dataclass(frozen=True)
@@ -192,6 +197,9 @@ def run_local(args: argparse.Namespace, console: Console) -> RunResult:
         llm_model=args.llm_model,
         idle_shutdown_seconds=args.idle_seconds,
         log_file=work_dir / "worker.log",
+        calls_ledger=Path(os.environ[LEDGER_ALL_RUNS_ENV])
+        if LEDGER_ALL_RUNS_ENV in os.environ
+        else None,
     )
     console.print("Starting the emulated AWS stack (moto) from cloudformation/pipeline.yaml ...")
     started = time.time()
@@ -205,9 +213,10 @@ def run_local(args: argparse.Namespace, console: Console) -> RunResult:
                 scaler.state.desired_capacity == 0 and not scaler.worker_running
             )
 
+        onprem = deployment.session_as(ONPREM)  # the on-prem client's user and policy
         target = _Target(
-            s3=boto3.client("s3"),
-            sqs=boto3.client("sqs"),
+            s3=onprem.client("s3"),
+            sqs=onprem.client("sqs"),
             bucket=deployment.stack.bucket,
             results_queue_url=deployment.stack.results_queue_url,
             statuses=deployment.file_statuses,
@@ -231,6 +240,7 @@ def run_local(args: argparse.Namespace, console: Console) -> RunResult:
             ),
             output_dir=out,
             started_at=started,
+            iam_findings=deployment.iam_findings(),
         )
 
 
@@ -356,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(summary_table(result.statuses, relative_to=result.output_dir))
     if not args.aws:
         console.print(scaling_table(result.scaling_events, result.started_at))
+    for finding in result.iam_findings:
+        console.print(f"[red]IAM:[/] {finding}")
     work_dir = args.work_dir.resolve()
     console.print(f"Transcripts: {result.output_dir}")
     console.print(f"Logs: {work_dir / 'pipeline.log'}, {work_dir / 'worker.log'}")

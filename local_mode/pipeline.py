@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -14,10 +15,29 @@ from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 
-from cloudformation.emulated import EmulatedStack, create_emulated_stack
+from cloudformation.call_ledger import (
+    LEDGER_ACCOUNT_ENV,
+    LEDGER_PATH_ENV,
+    AccountScope,
+    CallLedger,
+    CallRecord,
+    denied,
+    merge_into,
+    read_records,
+    ungranted,
+)
+from cloudformation.emulated import (
+    REGION,
+    WORKER,
+    EmulatedStack,
+    Identities,
+    create_emulated_stack,
+    create_identities,
+    enforce_iam,
+)
 from cloudformation.stack import load_template
 from local_mode.emulator import Emulator, environment, moto_server
-from local_mode.lambda_runtime import QueueTrigger, sqs_event, with_version_ids
+from local_mode.lambda_runtime import Handler, QueueTrigger, sqs_event, with_version_ids
 from local_mode.lambdas import chalice_functions, load_chalice_app
 from local_mode.scaler import LocalScaler
 from local_mode.template import scaling_alarm
@@ -38,6 +58,8 @@ NOTIFICATION_QUEUE: Final = "local-s3-notifications"
 # The LLM Caller's settings in .chalice/config.json: reserved concurrency and batch size.
 LLM_CALLER_CONCURRENCY: Final = 3
 LLM_CALLER_BATCH_SIZE: Final = 1
+# The stage whose policies the local Lambda functions' roles carry (names only).
+LOCAL_STAGE: Final = "local"
 
 
 @dataclass(frozen=True)
@@ -55,6 +77,8 @@ class LocalOptions:
     # Mutable on purpose: a test changes the next worker's settings while a run goes on.
     lambda_overrides: dict[str, str] = field(default_factory=dict)
     worker_overrides: dict[str, str] = field(default_factory=dict)
+    # Where the run's AWS calls are added, generalized, when it ends (scripts/iam_report.py).
+    calls_ledger: Path | None = None
 
 
 def _resource_environment(stack: EmulatedStack) -> dict[str, str]:
@@ -83,14 +107,43 @@ def lambda_environment(stack: EmulatedStack, options: LocalOptions) -> dict[str,
     return values
 
 
+def function_policies(stack: EmulatedStack, environment: dict[str, str]) -> dict[str, Any]:
+    """The policy ``chalice deploy`` attaches to each function, for this stack and settings."""
+    import stage_config  # chalice_app/, on the path once the app is loaded
+
+    outputs = stage_config.StackOutputs.from_mapping(stack.outputs)
+    options = stage_config.StageOptions(
+        corrector=environment.get("CORRECTOR", "none"),
+        bedrock_model_id=environment.get("BEDROCK_MODEL_ID"),
+        openai_base_url=environment.get("OPENAI_BASE_URL"),
+    )
+    return {
+        stage_config.DISPATCHER: stage_config.dispatcher_policy(outputs, LOCAL_STAGE),
+        stage_config.LLM_CALLER: stage_config.llm_caller_policy(outputs, LOCAL_STAGE, options),
+    }
+
+
+def account_scope(stack: EmulatedStack) -> AccountScope:
+    """The emulated account and region, read from a queue's ARN."""
+    return AccountScope(region=REGION, account=stack.outputs["AudioQueueArn"].split(":")[4])
+
+
 def worker_environment(
-    stack: EmulatedStack, options: LocalOptions, emulator: Emulator, instance_id: str
+    stack: EmulatedStack,
+    options: LocalOptions,
+    emulator: Emulator,
+    instance_id: str,
+    identities: Identities,
 ) -> dict[str, str]:
-    """What the launch template's user data writes to the worker's environment file."""
+    """What the launch template's user data writes to the worker's environment file, and the
+    instance role's credentials (the instance metadata service's, on EC2)."""
     models = ",".join(f"{lang}={path}" for lang, path in options.models.items())
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
         **emulator.environment(),
+        **identities.components[WORKER].environment(),
+        LEDGER_PATH_ENV: str(worker_ledger_path(options)),
+        LEDGER_ACCOUNT_ENV: account_scope(stack).account,
         **_resource_environment(stack),
         "WORKER_ENGINE": options.engine,
         "WORKER_MODELS": models,
@@ -102,8 +155,20 @@ def worker_environment(
     }
 
 
+def worker_ledger_path(options: LocalOptions) -> Path:
+    return options.work_dir / "worker-aws-calls.jsonl"
+
+
 class LocalDeployment:
-    """Everything the cloud would run, on this machine; a context manager that cleans up."""
+    """Everything the cloud would run, on this machine; a context manager that cleans up.
+
+    IAM is enforced: each Lambda function calls with its own role's credentials (the policy
+    ``chalice deploy`` attaches), the worker with the template's instance role, the on-prem
+    client (``client_as(ONPREM, ...)``) with the template's on-prem policy. Only what plays
+    AWS itself (event sources, the scaler, the notification pump) calls as an administrator,
+    through the process's environment. Every component's calls are recorded (``calls()``);
+    ``denied_calls()`` names each refusal.
+    """
 
     def __init__(self, options: LocalOptions) -> None:
         self.options = options
@@ -113,6 +178,8 @@ class LocalDeployment:
         self.scaler: LocalScaler | None = None
         self.llm_trigger: QueueTrigger | None = None
         self.dispatch_trigger: QueueTrigger | None = None
+        self._identities: Identities | None = None
+        self._ledger: CallLedger | None = None
 
     def __enter__(self) -> LocalDeployment:
         try:
@@ -151,16 +218,38 @@ class LocalDeployment:
             "emulated stack created",
             extra={"endpoint_url": emulator.endpoint_url, "outputs": stack.outputs},
         )
-        self._cleanup.enter_context(environment(lambda_environment(stack, options)))
+        function_environment = lambda_environment(stack, options)
+        self._cleanup.enter_context(environment(function_environment))
 
         functions = chalice_functions(load_chalice_app())
+        import stage_config  # chalice_app/, on the path once the app is loaded
+
+        identities = create_identities(stack, function_policies(stack, function_environment))
+        self._identities = identities
+        self._ledger = CallLedger(account_scope(stack))
+        worker_ledger_path(options).unlink(missing_ok=True)
+        if options.calls_ledger is not None:
+            self._cleanup.callback(self.record_calls, options.calls_ledger)
+        # From here the process calls as the administrator: boto3's default session (and the
+        # stack's) would keep the credentials they resolved first, so they are made again.
+        self._cleanup.callback(boto3.setup_default_session)
+        self._cleanup.enter_context(environment(identities.admin.environment()))
+        boto3.setup_default_session()
+        self._resources = dataclasses.replace(stack, session=identities.admin.session())
+        enforce_iam(emulator.endpoint_url)
+        # moto's switch is the process's: off again before the server and its state go.
+        self._cleanup.callback(enforce_iam, emulator.endpoint_url, enforced=False)
+
         sqs = boto3.client("sqs")
-        self.dispatch_trigger = self._notification_trigger(sqs, functions.dispatcher)
+        self.dispatch_trigger = self._notification_trigger(
+            sqs, self._as_function(stage_config.DISPATCHER, functions.dispatcher)
+        )
         self.llm_trigger = QueueTrigger(
-            sqs,
+            # An SQS event source mapping receives and deletes with the function's role.
+            self.client_as(stage_config.LLM_CALLER, "sqs"),
             stack.llm_queue_url,
             stack.outputs["LlmQueueArn"],
-            functions.llm_caller,
+            self._as_function(stage_config.LLM_CALLER, functions.llm_caller),
             function_name=functions.llm_caller_name,
             make_event=sqs_event,
             batch_size=LLM_CALLER_BATCH_SIZE,
@@ -220,13 +309,69 @@ class LocalDeployment:
             max_concurrency=4,
         )
 
+    @property
+    def identities(self) -> Identities:
+        if self._identities is None:
+            raise RuntimeError("the local deployment has not started")
+        return self._identities
+
+    @property
+    def ledger(self) -> CallLedger:
+        if self._ledger is None:
+            raise RuntimeError("the local deployment has not started")
+        return self._ledger
+
+    def session_as(self, component: str) -> boto3.Session:
+        """A session with ``component``'s credentials whose calls the ledger records."""
+        session = self.identities.components[component].session()
+        self.ledger.attach(session.events, component)
+        return session
+
+    def client_as(self, component: str, service: str) -> Any:
+        return self.session_as(component).client(  # type: ignore[call-overload]
+            service, endpoint_url=self.stack.endpoint_url
+        )
+
+    def _as_function(self, function: str, handler: Handler) -> Handler:
+        """``handler`` invoked with the function's role, as its Lambda container would be."""
+        from chalicelib.aws import calling_as  # chalice_app/, on the path once the app is loaded
+
+        session = self.session_as(function)
+
+        def invoke(event: dict[str, Any], context: Any) -> Any:
+            with calling_as(session):
+                return handler(event, context)
+
+        return invoke
+
+    def calls(self) -> list[CallRecord]:
+        """Every recorded AWS call of the components: in this process and the workers'."""
+        return self.ledger.records() + read_records(worker_ledger_path(self.options))
+
+    def iam_findings(self) -> list[str]:
+        """Each call AWS refused, and each call its component's policy does not grant (moto
+        checks only the action of most services), once: component, action and resource."""
+        calls = self.calls()
+        refused = denied(calls)
+        return [f"refused: {call.describe()}" for call in refused] + [
+            f"not granted by its policy: {call.describe()}"
+            for call in ungranted(calls, self.identities.policies)
+            if call not in refused
+        ]
+
+    def record_calls(self, path: Path) -> None:
+        """Add this run's calls and policies to the ledger of all runs (``docs/iam.md``)."""
+        merge_into(path, self.identities.policies, self.calls(), self.stack.generated_names())
+
     def _start_worker(self, instance_id: str) -> subprocess.Popen[bytes]:
         assert self.emulator is not None
-        env = worker_environment(self.stack, self.options, self.emulator, instance_id)
+        env = worker_environment(
+            self.stack, self.options, self.emulator, instance_id, self.identities
+        )
         log_path = self.options.log_file or (self.options.work_dir / "worker.log")
         log_file = log_path.open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "gpu_worker"],
+            [sys.executable, "-m", "local_mode.worker_process"],
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -13,6 +13,7 @@ What tests share lives in ``tests/support/``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,9 @@ from typing import TYPE_CHECKING
 import boto3
 import pytest
 from moto import mock_aws
+from support.repo_paths import REPO_ROOT
+
+from cloudformation.call_ledger import LEDGER_ALL_RUNS_ENV
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -40,6 +44,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(getattr(pytest.mark, level))
 
 
+_OUTSIDE_LEDGER = os.environ.get(LEDGER_ALL_RUNS_ENV)
+
+
 @pytest.fixture(autouse=True)
 def _aws_test_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test ever talks to a real AWS account."""
@@ -49,6 +56,13 @@ def _aws_test_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("AWS_REGION", REGION)
+    # Every local-mode run of the suite adds its AWS calls to the ledger behind docs/iam.md.
+    monkeypatch.setenv(LEDGER_ALL_RUNS_ENV, str(iam_ledger_path()))
+
+
+def iam_ledger_path() -> Path:
+    """Where the suite's local-mode runs add their calls (``$IAM_LEDGER`` if set outside)."""
+    return Path(_OUTSIDE_LEDGER or REPO_ROOT / "build" / "iam" / "calls.json")
 
 
 @pytest.fixture

@@ -227,7 +227,7 @@ def test_worker_policy_scopes_every_write_to_its_own_resources() -> None:
     (terminate,) = [
         s
         for s in policy["PolicyDocument"]["Statement"]
-        if s["Action"] == "autoscaling:TerminateInstanceInAutoScalingGroup"
+        if "autoscaling:TerminateInstanceInAutoScalingGroup" in s["Action"]
     ]
     asg_name = RESOURCES["GpuAsg"]["Properties"]["AutoScalingGroupName"]["Fn::Sub"]
     assert terminate["Resource"]["Fn::Sub"].endswith(f":autoScalingGroupName/{asg_name}")

@@ -24,6 +24,7 @@ from support.fake_llm import (
 from support.s3_denials import deny_reads_below
 
 from chalicelib import aws
+from cloudformation.call_ledger import denied, ungranted
 from pipeline_core.contracts import LlmJob, Result, send_to_queue
 from pipeline_core.errors import MissingPermissionError
 from pipeline_core.jobs import ACTIVE_STATES, JobField, JobState, Lease, job_id_for
@@ -140,6 +141,27 @@ def test_corrects_text_with_the_details_and_keeps_every_timestamp(
     figures = {k: int(record.attributes[k]) for k in (JobField.LINES_TOTAL, JobField.LINES_CHANGED)}
     assert figures == {JobField.LINES_TOTAL: 3, JobField.LINES_CHANGED: 2}
     assert stack.keys("llm-work/") == []  # checkpoints removed once the outputs exist
+
+
+def test_corrects_with_only_its_own_role(stack: Deployment, model: FakeModel) -> None:
+    client = stack.client(llm_env=llm_env(model))
+    job = transcribed(stack, LECTURE)
+    policy = stage_config.llm_caller_policy(
+        stage_config.StackOutputs.from_mapping(stack.outputs), "test", stage_config.StageOptions()
+    )
+
+    ledger, policies = stack.invoke_as_role(
+        stage_config.LLM_CALLER, policy, lambda: invoke(client, job)
+    )
+
+    calls = ledger.records()
+    assert {call.action for call in calls} >= {
+        "s3:GetObject", "s3:PutObject", "dynamodb:UpdateItem", "sqs:SendMessage",
+        "bedrock:InvokeModel",
+    }  # fmt: skip
+    assert denied(calls) == []
+    assert ungranted(calls, policies) == []
+    assert only_result(stack).status == "success"
 
 
 def test_hebrew_transcript_in_a_hebrew_folder(stack: Deployment, model: FakeModel) -> None:

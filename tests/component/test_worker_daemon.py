@@ -9,13 +9,16 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from moto.core import set_initial_no_auth_action_count
 from support.audio_factory import corrupt_mp3, empty_mp3, text_as_mp3
 from support.rounding import assert_derived
 from support.waiting import wait_until
 from support.worker_fixtures import JsonLog
 from support.worker_harness import MAX_RECEIVES, FakeImds, Pipeline
 
-from gpu_worker.daemon import EXIT_OK
+from cloudformation.call_ledger import AccountScope, CallLedger, denied, ungranted
+from cloudformation.emulated import REGION, WORKER, create_identities
+from gpu_worker.daemon import EXIT_OK, AwsClients
 from gpu_worker.lifecycle.stopping import StopController
 from pipeline_core.contracts import AudioJob
 from pipeline_core.jobs import JobField, JobState, job_id_for
@@ -103,6 +106,36 @@ def test_happy_path(pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog) -> Non
     after_claim = json_log.lines()[claimed_at:]
     handed = next(i for i, line in enumerate(after_claim) if "handed to the LLM" in line["message"])
     assert all(line.get("job_id") == job_id for line in after_claim[: handed + 1])
+
+
+def test_the_worker_transcribes_with_only_its_instance_role(
+    pipeline: Pipeline, fox_mp3: Path
+) -> None:
+    key = pipeline.upload("fox.mp3", fox_mp3)
+    pipeline.dispatch(key)
+    identities = create_identities(pipeline.stack, {})
+    ledger = CallLedger(AccountScope(REGION, pipeline.stack.outputs["AudioQueueArn"].split(":")[4]))
+    session = identities.components[WORKER].session()
+    ledger.attach(session.events, WORKER)
+    aws = AwsClients(
+        sqs=session.client("sqs"),
+        s3=session.client("s3"),
+        dynamodb=session.client("dynamodb"),
+        autoscaling=session.client("autoscaling"),
+    )
+
+    @set_initial_no_auth_action_count(0)
+    def run_as_the_instance() -> int:
+        return pipeline.worker(aws=aws).run()
+
+    assert run_as_the_instance() == EXIT_OK
+
+    calls = ledger.records()
+    assert denied(calls) == []
+    assert ungranted(calls, identities.policies) == []
+    assert {"s3:GetObject", "s3:PutObject", "sqs:SendMessage"} <= {c.action for c in calls}
+    [llm_job] = pipeline.llm_jobs()
+    assert llm_job.source_key == key
 
 
 @pytest.mark.parametrize("versioning", ["Enabled", "Suspended"])

@@ -4,20 +4,25 @@ real handlers with that stage's environment."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 import stage_config
+from botocore.exceptions import ClientError
 from chalice.local import LambdaContext
 from chalice.test import Client, InvokeResponse, TestLambdaClient
+from moto.core import set_initial_no_auth_action_count
 
 from app import app
 from chalicelib import entrypoints
-from cloudformation.emulated import EmulatedStack, create_emulated_stack
+from chalicelib.aws import calling_as
+from cloudformation.call_ledger import AccountScope, CallLedger
+from cloudformation.emulated import REGION, EmulatedStack, create_emulated_stack, create_identities
 from pipeline_core.contracts import Result
 from pipeline_core.jobs import JobRecord, JobTable
 
@@ -102,6 +107,26 @@ class Deployment:
             functions["llm_caller"]["lambda_timeout"] = llm_timeout_seconds
         path.write_text(json.dumps(config))
         return _Client(app, stage_name=stage, project_dir=str(self.project_dir))
+
+    def invoke_as_role(
+        self, function: str, policy: dict[str, Any], invoke: Callable[[], object]
+    ) -> tuple[CallLedger, dict[str, list[dict[str, Any]]]]:
+        """Run ``invoke`` (a test client's invocation) with moto's access control on and the
+        function's clients calling as a role that carries ``policy``, every call recorded.
+        A refused call fails the invocation (it would be retried); the ledger names it."""
+        identities = create_identities(self.stack, {function: policy})
+        ledger = CallLedger(AccountScope(REGION, self.outputs["AudioQueueArn"].split(":")[4]))
+        session = identities.components[function].session()
+        ledger.attach(session.events, function)
+
+        @set_initial_no_auth_action_count(0)
+        def enforced() -> None:
+            with calling_as(session):
+                invoke()
+
+        with contextlib.suppress(ClientError):
+            enforced()
+        return ledger, identities.policies
 
     # -- reading what the functions did ----------------------------------------------------
 

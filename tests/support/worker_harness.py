@@ -197,8 +197,11 @@ class Pipeline:
         )
         return replace(base, **overrides)
 
-    def worker(self, stop: StopController | None = None, **overrides: Any) -> Worker:
-        """An in-process worker on the shared tiny.en engine."""
+    def worker(
+        self, stop: StopController | None = None, aws: AwsClients | None = None, **overrides: Any
+    ) -> Worker:
+        """An in-process worker on the shared tiny.en engine (``aws``: its clients, if not
+        the emulator's administrator's)."""
         from gpu_worker.lifecycle.imds import ImdsClient
 
         settings = self.settings(**overrides)
@@ -208,7 +211,7 @@ class Pipeline:
             settings.device,
             loaded={str(tiny_en_ct2()): tiny_engine()},
         )
-        aws = AwsClients(
+        aws = aws or AwsClients(
             sqs=self.sqs, s3=self.s3, dynamodb=self.dynamodb, autoscaling=self.autoscaling
         )
         imds = ImdsClient(settings.imds_endpoint) if settings.imds_endpoint else None

@@ -64,4 +64,7 @@ def test_local_mode_transcribes_and_scales_to_zero(tmp_path: Path) -> None:
     assert result.queue_depths
     assert all(depth == 0 for depth in result.queue_depths.values()), result.queue_depths
     assert result.llm_max_concurrency <= 3
+    # Every component ran under its own IAM identity (enforced by the emulator), and every
+    # call it made is one its policy grants.
+    assert result.iam_findings == []
     assert result.exit_code == 1  # one file failed, and a cron wrapper should know

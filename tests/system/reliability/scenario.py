@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from support.fake_llm import FakeModel, running_model
 from support.waiting import wait_until
 from system.reliability.invariant import Figures, Upload, check_invariant, queue_count
 
+from cloudformation.call_ledger import LEDGER_ALL_RUNS_ENV
 from gpu_worker.weights.bundled import tiny_en_ct2
 from local_mode.pipeline import LocalDeployment, LocalOptions
 from pipeline_core.contracts import Result
@@ -198,8 +199,17 @@ class Scenario:
         expected_depths: dict[str, int] | None = None,
         injected: dict[str, str] | None = None,
         results_fetched_by_poller: bool = False,
+        expected_refusals: Collection[str] = (),
     ) -> Figures:
+        """The one-outcome invariant, and IAM's: every component ran under its own role, and
+        nothing was refused (but ``expected_refusals``, each of which must have happened:
+        "worker may not s3:GetObject on ARN") and nothing called beyond its policy."""
         self.collect_results()
+        findings = self.deployment.iam_findings()
+        refused = {f.removeprefix("refused: ") for f in findings if f.startswith("refused: ")}
+        assert set(expected_refusals) <= refused, (expected_refusals, findings)
+        unexpected = [f for f in findings if f.removeprefix("refused: ") not in expected_refusals]
+        assert unexpected == []
         return check_invariant(
             s3=self.s3,
             sqs=self.sqs,
@@ -232,6 +242,7 @@ def scenario(
             log_file=work_dir / "worker.log",
             lambda_overrides={**FAST_LAMBDA, "BEDROCK_ENDPOINT_URL": model.url, **(lambdas or {})},
             worker_overrides={**FAST_WORKER, **(worker or {})},
+            calls_ledger=Path(os.environ[LEDGER_ALL_RUNS_ENV]),
         )
         with LocalDeployment(options) as deployment:
             yield Scenario(deployment, model, work_dir)

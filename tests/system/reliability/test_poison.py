@@ -29,9 +29,11 @@ MESSAGES: list[tuple[str, str | None, str]] = [
     ),
     (json.dumps({"s3_key": "ghost.mp3", "language": "en"}), "audio-input/ghost.mp3", "not exist"),
     (
+        # Another bucket: failed as this job's input before any read (the worker's role
+        # could not read it: AWS would answer 403, a configuration error for the worker).
         json.dumps({"s3_key": "elsewhere.mp3", "language": "en", "bucket": "no-such-bucket"}),
         "audio-input/elsewhere.mp3",
-        "not exist",
+        "names bucket 'no-such-bucket'",
     ),
 ]
 
@@ -67,7 +69,10 @@ def test_poison_input_fails_with_reasons_or_dead_letters_and_good_work_goes_on(
         run.wait_queues_empty(timeout=60, expected={"AudioDlq": 2})
         run.wait_scaled_in()
         injected = {key: words for _, key, words in MESSAGES if key is not None}
-        figures = run.check(expected_depths={"AudioDlq": 2}, injected=injected)
+        figures = run.check(
+            expected_depths={"AudioDlq": 2},
+            injected=injected,
+        )
 
         assert figures.succeeded == len(good)
         assert figures.failed == len(bad)

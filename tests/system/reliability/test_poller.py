@@ -18,6 +18,7 @@ from system.reliability.conftest import Report
 from system.reliability.invariant import queue_count
 from system.reliability.scenario import Scenario, scenario
 
+from cloudformation.emulated import ONPREM
 from pipeline_core import keys
 
 pytestmark = pytest.mark.slow
@@ -46,7 +47,8 @@ def poll(run: Scenario, out: Path, *, prefix: list[str] | None = None, code: str
     command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "onprem"]
     args = ["poll", "--once", "--queue-url", run.deployment.stack.results_queue_url,
             "--output-dir", str(out), "--wait-seconds", "1"]  # fmt: skip
-    env = {**os.environ, **emulator.environment(), "PYTHONPATH": str(REPO)}
+    onprem = run.deployment.identities.components[ONPREM]  # the on-prem user polls at home
+    env = {**os.environ, **emulator.environment(), **onprem.environment(), "PYTHONPATH": str(REPO)}
     return subprocess.run(
         [*(prefix or []), *command, *args],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=90, check=False,

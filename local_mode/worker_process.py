@@ -1,0 +1,36 @@
+"""``python -m local_mode.worker_process``: the worker daemon, with its AWS calls recorded.
+
+The local mode starts this instead of ``python -m gpu_worker`` so that the calls the worker
+makes under its instance role land in the run's call ledger (a JSON-lines file).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import boto3
+
+from cloudformation.call_ledger import (
+    LEDGER_ACCOUNT_ENV,
+    LEDGER_PATH_ENV,
+    AccountScope,
+    CallLedger,
+)
+from cloudformation.emulated import REGION, WORKER
+from gpu_worker.daemon import main
+
+
+def run() -> int:
+    path = os.environ.get(LEDGER_PATH_ENV)
+    if path:
+        boto3.setup_default_session()
+        assert boto3.DEFAULT_SESSION is not None
+        ledger = CallLedger(AccountScope(REGION, os.environ[LEDGER_ACCOUNT_ENV]), Path(path))
+        ledger.attach(boto3.DEFAULT_SESSION.events, WORKER)
+    return main()
+
+
+if __name__ == "__main__":
+    sys.exit(run())
