@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+import pytest
 import stage_config
 from botocore.exceptions import ClientError
 from moto import mock_aws
@@ -12,6 +13,7 @@ from moto import mock_aws
 from cloudformation.emulated import REGION, create_emulated_stack
 
 
+@pytest.mark.slow  # waits out retries or runs an external tool; not in the fast loop
 def test_queue_visibilities_follow_the_caller_timeout_and_the_parameter() -> None:
     with mock_aws():
         stack = create_emulated_stack({"AudioVisibilityTimeoutSeconds": "900"})

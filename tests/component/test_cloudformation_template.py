@@ -34,6 +34,7 @@ def _ref(value: Any) -> str | None:
     return None
 
 
+@pytest.mark.slow  # waits out retries or runs an external tool; not in the fast loop
 def test_cfn_lint_is_clean() -> None:
     run = subprocess.run(
         [str(CFN_LINT), "--regions", "us-east-1", "eu-west-1", "--", str(TEMPLATE_PATH)],
@@ -45,6 +46,7 @@ def test_cfn_lint_is_clean() -> None:
     assert (run.returncode, run.stdout) == (0, ""), run.stdout + run.stderr
 
 
+@pytest.mark.slow  # waits out retries or runs an external tool; not in the fast loop
 def test_checkov_is_clean_and_every_skip_says_why() -> None:
     assert CHECKOV.exists(), "checkov lives in .venv-tools: run scripts/bootstrap.sh"
     env = {**os.environ, "BC_SKIP_MAPPING": "TRUE"}  # offline: no guideline download

@@ -299,6 +299,7 @@ def test_bedrock_validation_error_costs_the_chunk_its_correction_only(
     assert only_result(stack).status == "success_uncorrected"
 
 
+@pytest.mark.slow  # waits out retries or runs an external tool; not in the fast loop
 @pytest.mark.parametrize("error", ["ThrottlingException", "ServiceUnavailableException"])
 def test_transient_errors_are_retried_by_botocore_within_one_invocation(
     stack: Deployment, model: FakeModel, error: str
@@ -353,6 +354,7 @@ def fail_every_receive(stack: Deployment, client: Client, job: LlmJob, error: st
     assert LlmJob.from_json(dead).job_id == job.job_id
 
 
+@pytest.mark.slow  # waits out retries or runs an external tool; not in the fast loop
 def test_persistent_throttling_ends_in_the_dlq_after_three_receives(
     stack: Deployment, model: FakeModel
 ) -> None:
@@ -389,6 +391,7 @@ class Misconfiguration:
     model_id: str | None = None  # None: the stage's default model
 
 
+@pytest.mark.slow  # three receives per case; not in the fast loop
 @pytest.mark.parametrize(
     "case",
     [

@@ -233,6 +233,7 @@ def test_an_unset_quota_reads_the_default(aws: None) -> None:
     assert finding.verdict is Verdict.FAIL
 
 
+@pytest.mark.slow  # waits out retries or runs an external tool; not in the fast loop
 def test_the_ami_must_exist_in_the_region(aws: None) -> None:
     ec2 = boto3.client("ec2", region_name=REGION)
     instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]

@@ -18,6 +18,7 @@ from pipeline_core.jobs import JobField, JobState
 from pipeline_core.keys import TRANSCRIPT_PREFIX, transcript_keys
 
 
+@pytest.mark.slow  # pauses the worker; not in the fast loop
 @pytest.mark.parametrize("receive", [1, MAX_RECEIVES])
 def test_a_denied_transcript_probe_keeps_the_job_and_pauses_the_worker(
     pipeline: Pipeline,

@@ -15,6 +15,8 @@ from support.waiting import wait_until
 from local_mode.emulator import Emulator, environment, moto_server
 from local_mode.scaler import LocalScaler, QueueDepthAlarm
 
+pytestmark = pytest.mark.slow  # processes of their own: not in the fast loop
+
 # A process that behaves as the worker does at the end of its life: it scales its own
 # instance in through the Auto Scaling API, then exits.
 SELF_TERMINATING = textwrap.dedent(

@@ -200,6 +200,7 @@ def test_malformed_and_undownloadable_results_stay_in_the_queue_and_others_go_on
     assert [line["s3_key"] for line in download] == ["audio-input/gone.mp3"]
 
 
+@pytest.mark.slow  # waits out retries or runs an external tool; not in the fast loop
 def test_malformed_results_reach_the_dlq_after_the_maximum_receives(
     s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
 ) -> None:

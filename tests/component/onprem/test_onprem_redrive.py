@@ -71,6 +71,7 @@ def setup(
     return sqs, jobs, queues
 
 
+@pytest.mark.slow  # waits out retries or runs an external tool; not in the fast loop
 def test_shows_dead_letters_with_reasons_and_moves_nothing_without_yes(
     setup: tuple[SQSClient, JobTable, dict[str, tuple[str, str]]],
     capsys: pytest.CaptureFixture[str],
@@ -96,6 +97,7 @@ def test_shows_dead_letters_with_reasons_and_moves_nothing_without_yes(
     assert "--yes" in table
 
 
+@pytest.mark.slow  # waits out retries or runs an external tool; not in the fast loop
 def test_yes_moves_messages_back_and_reopens_failed_jobs(
     setup: tuple[SQSClient, JobTable, dict[str, tuple[str, str]]],
     capsys: pytest.CaptureFixture[str],

@@ -29,6 +29,8 @@ from support.waiting import wait_until
 from pipeline_core import keys
 from pipeline_core.contracts import Result, send_to_queue
 
+pytestmark = pytest.mark.slow  # processes of their own: not in the fast loop
+
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
