@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import boto3
 import pytest
 from moto import mock_aws
+from moto.server import ThreadedMotoServer
 from support.repo_paths import REPO_ROOT
 
 from cloudformation.call_ledger import LEDGER_ALL_RUNS_ENV
@@ -63,6 +64,16 @@ def _aws_test_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 def iam_ledger_path() -> Path:
     """Where the suite's local-mode runs add their calls (``$IAM_LEDGER`` if set outside)."""
     return Path(_OUTSIDE_LEDGER or REPO_ROOT / "build" / "iam" / "calls.json")
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """A moto server on a free loopback port, one per test module."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
 
 
 @pytest.fixture

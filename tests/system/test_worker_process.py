@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from moto.server import ThreadedMotoServer
 from support.worker_harness import Pipeline, WorkerProcess
 
 from gpu_worker.daemon import EXIT_CONFIG, EXIT_OK
@@ -25,15 +24,6 @@ pytestmark = pytest.mark.slow
 # (harmless: the LLM Caller skips completed jobs) cannot be avoided on a standard queue.
 KILL_MATRIX = {"mid_transcription": 1, "transcript_written": 1}
 START_TIMEOUT = 90.0
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture
