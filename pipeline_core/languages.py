@@ -78,3 +78,12 @@ def normalize_language(value: str) -> str:
 def language_name(code: str) -> str:
     """English name of a Whisper language code, for prompts and reports."""
     return WHISPER_LANGUAGES[normalize_language(code)]
+
+
+# The Whisper languages whose script runs right to left (Hebrew and Yiddish, Arabic script).
+RIGHT_TO_LEFT_LANGUAGES: Final = frozenset({"he", "yi", "ar", "fa", "ur", "ps", "sd"})
+
+
+def is_right_to_left(language: str) -> bool:
+    """Whether text in ``language`` (any name or code ``normalize_language`` accepts) runs RTL."""
+    return normalize_language(language) in RIGHT_TO_LEFT_LANGUAGES
