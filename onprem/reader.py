@@ -24,10 +24,10 @@ import logging
 import os
 import sqlite3
 import unicodedata
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 from urllib.parse import quote
 
 # Jinja2 with autoescaping rather than a format string escaped by hand: no insertion point
@@ -35,8 +35,10 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
-from onprem.atomic import write_bytes_atomic
+from onprem.atomic import OutputWriteError, write_bytes_atomic
 from onprem.state import UploadState
+from pipeline_core import keys
+from pipeline_core.contracts import Result
 from pipeline_core.languages import UnknownLanguageError, is_right_to_left, normalize_language
 from pipeline_core.timed_text import TIMED_PREFIX, parse, parse_timestamp
 
@@ -52,7 +54,8 @@ class ReaderLine:
     text: str
     start: float | None  # seconds; None for a line without a timing (not playable)
     end: float | None
-    corrected: bool = False
+    corrected: bool = False  # the correction changed this line's text
+    original_text: str | None = None  # what was recognised, where the correction changed it
 
 
 @dataclass(frozen=True)
@@ -66,9 +69,41 @@ class ReaderDocument:
     recording_href: str | None = None  # relative URL of the local recording
 
 
-def corrected_segments_from_records(records: Iterable[Mapping[str, object]]) -> frozenset[int]:
-    """Indices of the segment records (the corrected JSON's ``segments``) marked corrected."""
-    return frozenset(i for i, record in enumerate(records) if record.get("corrected") is True)
+class CorrectedSegment(Protocol):
+    """A segment of the corrected transcript document (the LLM Caller's ``.json``)."""
+
+    @property
+    def start(self) -> float: ...
+
+    @property
+    def end(self) -> float: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def original_text(self) -> str | None: ...  # set where the correction changed the text
+
+
+def document_from_segments(
+    title: str,
+    segments: Iterable[CorrectedSegment],
+    *,
+    language: str | None = None,
+    recording_href: str | None = None,
+) -> ReaderDocument:
+    """The reader's input from the corrected document's segments (which say what changed)."""
+    lines = tuple(
+        ReaderLine(
+            segment.text.strip(),
+            segment.start,
+            segment.end,
+            corrected=segment.original_text is not None,
+            original_text=segment.original_text,
+        )
+        for segment in segments
+    )
+    return ReaderDocument(title, lines, True, language, recording_href)
 
 
 def document_from_timed_text(
@@ -128,10 +163,10 @@ def local_recording(state_file: Path | None, bucket: str, key: str) -> Path | No
     return recorded if recorded is not None and recorded.is_file() else None
 
 
-def text_direction(language_code: str | None, texts: Iterable[str]) -> Direction:
+def text_direction(language: str | None, texts: Iterable[str]) -> Direction:
     """RTL for an RTL language; with no language, the direction most letters are written in."""
-    if language_code is not None:
-        return "rtl" if is_right_to_left(language_code) else "ltr"
+    if language is not None:
+        return "rtl" if is_right_to_left(language) else "ltr"
     right_to_left = left_to_right = 0
     for text in texts:
         for character in text:
@@ -209,8 +244,8 @@ _SCRIPT: Final = """
     }
     current = line;
   };
+  // Fired while playing and after every seek.
   player.addEventListener("timeupdate", highlight);
-  player.addEventListener("seeked", highlight);
   document.getElementById("transcript").addEventListener("click", (event) => {
     const line = event.target.closest("li[data-start]");
     if (!line) return;
@@ -271,7 +306,9 @@ data-end="{{ '%.3f' % line.end }}"{% endif %}>
 {%- elif playable %}<button type="button" class="time">{{ clock(line.start) }}</button>
 {%- else %}<span class="time">{{ clock(line.start) }}</span>{% endif -%}
 <span class="text">{{ line.text }}</span>
-{%- if line.corrected %}<span class="badge" lang="en">corrected</span>{% endif -%}
+{%- if line.corrected %}<span class="badge" lang="en"\
+{% if line.original_text is not none %} title="was: {{ line.original_text }}"{% endif %}\
+>corrected</span>{% endif -%}
 </li>
 {% endfor %}
 </ol>
@@ -287,15 +324,14 @@ _TEMPLATE: Final = _ENVIRONMENT.from_string(_PAGE)
 
 
 def render_page(document: ReaderDocument) -> str:
-    texts = [line.text for line in document.lines]
     try:
         language = normalize_language(document.language) if document.language else None
-    except UnknownLanguageError:
+    except UnknownLanguageError:  # shown without a lang attribute rather than not at all
         language = None
     return _TEMPLATE.render(
         title=document.title,
         language=language,
-        direction=text_direction(language, texts),
+        direction=text_direction(language, (line.text for line in document.lines)),
         csp=_CONTENT_SECURITY_POLICY,
         style=Markup(_STYLE),
         script=Markup(_SCRIPT),
@@ -311,3 +347,34 @@ def render_page(document: ReaderDocument) -> str:
 def write_page(target: Path, document: ReaderDocument) -> bool:
     """Write the page atomically; False when it already held exactly this page."""
     return write_bytes_atomic(target, render_page(document).encode("utf-8"))
+
+
+def write_page_for_result(result: Result, output_dir: Path, state_file: Path | None) -> bool:
+    """The page beside a fetched result's transcript, from its timed text (already at home).
+
+    False when it was unchanged, or when the result names no timed text to show.
+    """
+    if result.output_file is None or result.timed_output_file is None:
+        log.info("no timed transcript in the result: no reader page")
+        return False
+    bucket, text_key = keys.parse_s3_uri(result.output_file)
+    _, timed_key = keys.parse_s3_uri(result.timed_output_file)
+    page = page_path(output_dir / keys.local_relative_path(text_key, keys.FINAL_PREFIX))
+    timed = output_dir / keys.local_relative_path(timed_key, keys.FINAL_PREFIX)
+    try:
+        timed_text = timed.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:  # written a moment ago: the folder itself is failing
+        raise OutputWriteError(timed, exc) from exc
+    recording = local_recording(state_file, bucket, result.source_file)
+    document = document_from_timed_text(
+        keys.relative_audio_name(result.source_file),
+        timed_text,
+        recording_href=None if recording is None else recording_href(recording, page),
+    )
+    changed = write_page(page, document)
+    log.info(
+        "reader page %s",
+        page,
+        extra={"page": str(page), "recording": str(recording) if recording else None},
+    )
+    return changed

@@ -80,10 +80,15 @@ def language_name(code: str) -> str:
     return WHISPER_LANGUAGES[normalize_language(code)]
 
 
-# The Whisper languages whose script runs right to left (Hebrew and Yiddish, Arabic script).
-RIGHT_TO_LEFT_LANGUAGES: Final = frozenset({"he", "yi", "ar", "fa", "ur", "ps", "sd"})
+# Whisper languages written right to left (Hebrew and Yiddish in Hebrew script; Arabic,
+# Persian, Urdu, Pashto and Sindhi in Arabic script): their subtitles and documents carry
+# the direction marks and settings that make players and word processors lay them out RTL.
+RIGHT_TO_LEFT: Final = frozenset({"he", "yi", "ar", "fa", "ur", "ps", "sd"})
 
 
-def is_right_to_left(language: str) -> bool:
-    """Whether text in ``language`` (any name or code ``normalize_language`` accepts) runs RTL."""
-    return normalize_language(language) in RIGHT_TO_LEFT_LANGUAGES
+def is_right_to_left(code: str) -> bool:
+    """Whether a language (any name or code ``normalize_language`` accepts) is written RTL."""
+    try:
+        return normalize_language(code) in RIGHT_TO_LEFT
+    except UnknownLanguageError:
+        return False
