@@ -373,8 +373,9 @@ def write_page_for_result(result: Result, output_dir: Path, state_file: Path | N
     )
     changed = write_page(page, document)
     log.info(
-        "reader page %s",
+        "reader page %s: %s",
         page,
+        "written" if changed else "unchanged",
         extra={"page": str(page), "recording": str(recording) if recording else None},
     )
     return changed
