@@ -6,12 +6,12 @@ by writing ``final-output/`` and sending the Result, and the poller brings it ho
 
 from __future__ import annotations
 
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from support.onprem_helpers import BUCKET
+from support.reader_page import page_parts
 
 from onprem.cli import main
 from onprem.poll import Poller, PollOptions, PollOutcome
@@ -28,43 +28,6 @@ TIMED = (
     "[00:00:02.500 --> 00:00:05.000] היום נלמד <b>בבא קמא</b> דף ב.\n"
     "[00:01:05.000 --> 00:01:07.250] סוף.\n"
 )
-
-
-class PageParts(HTMLParser):
-    """What a test checks in a page: the player's source, direction, the timed lines."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.audio_src: str | None = None
-        self.direction: str | None = None
-        self.starts: list[str] = []
-        self.texts: list[str] = []
-        self._in_text = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = dict(attrs)
-        if tag == "audio":
-            self.audio_src = values.get("src")
-        elif tag == "html":
-            self.direction = values.get("dir")
-        elif tag == "li" and values.get("data-start") is not None:
-            self.starts.append(values["data-start"] or "")
-        self._in_text = tag == "span" and values.get("class") == "text"
-        if self._in_text:
-            self.texts.append("")
-
-    def handle_endtag(self, tag: str) -> None:
-        self._in_text = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_text:
-            self.texts[-1] += data
-
-
-def page_parts(page: Path) -> PageParts:
-    parts = PageParts()
-    parts.feed(page.read_text(encoding="utf-8"))
-    return parts
 
 
 def publish(s3: S3Client, sqs: SQSClient, queue: str, audio_key: str) -> Result:
