@@ -2,7 +2,8 @@
 
 For each result the ``final-output/`` files are downloaded into the output folder under
 their own names (``final-output/a/b.txt`` -> ``<output>/a/b.txt``), written atomically and
-checked against the object's size; a failed result becomes ``<output>/failed/<name>.json``.
+checked against the object's size, with the reader page ``<name>.html`` beside them
+(``onprem/reader.py``); a failed result becomes ``<output>/failed/<name>.json``.
 The message is deleted only after that, so a crash at any point leaves it in the queue and
 the next run does the work again; writing the same bytes twice changes nothing, so a
 duplicate message is harmless. A message that is malformed, names a key that would leave

@@ -191,8 +191,10 @@ header { position: sticky; top: 0; background: Canvas; padding: .75rem 0;
   border-bottom: 1px solid #8886; }
 h1 { font-size: 1.15rem; margin: 0 0 .5rem; overflow-wrap: anywhere; }
 audio { width: 100%; }
-.note { font-size: .85rem; color: GrayText; margin: .25rem 0 0; }
-.note .badge { margin: 0 .2em; }
+.notes p { font-size: .85rem; color: GrayText; margin: .25rem 0 0; }
+/* The notes are English: left to right inside, but on the page's side. */
+[dir="rtl"] .notes { text-align: right; }
+.notes .badge { margin: 0 .2em; }
 ol { list-style: none; padding: 0; margin: 1rem 0; }
 .line { display: flex; gap: .75rem; align-items: baseline; padding: .3rem .5rem;
   border-inline-start: 4px solid transparent; border-radius: 4px; }
@@ -204,7 +206,6 @@ ol { list-style: none; padding: 0; margin: 1rem 0; }
   opacity: .7; background: none; border: 0; padding: 0; direction: ltr;
   unicode-bidi: isolate; text-align: start; }
 button.time { cursor: pointer; }
-.text { flex: 1; }
 .badge { flex: none; font-size: .7rem; color: var(--mark); border: 1px solid currentColor;
   border-radius: 3px; padding: 0 .3em; }
 """
@@ -284,18 +285,21 @@ _PAGE: Final = """\
 <h1>{{ title }}</h1>
 {% if recording_href %}
 <audio id="player" controls preload="metadata" src="{{ recording_href }}"></audio>
-<p class="note" lang="en">Click a line to play the recording from there.</p>
+{% endif %}
+<div class="notes" lang="en" dir="ltr">
+{% if recording_href %}
+<p>Click a line to play the recording from there.</p>
 {% else %}
-<p class="note" lang="en">No copy of the recording was found on this machine, so there is \
-no player; the transcript follows.</p>
+<p>No copy of the recording was found on this machine, so there is no player; the \
+transcript follows.</p>
 {% endif %}
 {% if corrections_known %}
-<p class="note" lang="en">{{ corrected_count }} of {{ lines | length }} lines were changed \
-by the correction; they are marked <span class="badge">corrected</span>.</p>
+<p>{{ corrected_count }} of {{ lines | length }} lines were changed by the correction; \
+they are marked <span class="badge">corrected</span>.</p>
 {% else %}
-<p class="note" lang="en">Which lines the correction changed is not known for this \
-transcript.</p>
+<p>Which lines the correction changed is not known for this transcript.</p>
 {% endif %}
+</div>
 </header>
 <ol id="transcript">
 {% for line in lines %}

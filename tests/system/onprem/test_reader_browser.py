@@ -6,6 +6,9 @@ under a name that needs percent-encoding, and the page links it relatively.
 
 from __future__ import annotations
 
+import struct
+import subprocess
+import sys
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from support.audio_factory import speech_wav
 from support.browser import browser_missing, console_errors, headless_chromium
+from support.repo_paths import REPO_ROOT
 from support.waiting import wait_until
 
 from onprem.reader import (
@@ -246,3 +250,23 @@ def test_without_a_recording_the_transcript_is_still_there(
     ]
     lines[1].click()  # nothing to play, and no error either (checked after each test)
     assert "No copy of the recording" in browser.find_element(By.TAG_NAME, "header").text
+
+
+def test_the_readme_screenshot_script_photographs_a_page(tmp_path: Path) -> None:
+    picture = tmp_path / "reader.png"
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "scripts" / "reader_screenshot.py"),
+            "--output",
+            str(picture),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    png = picture.read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk comes first
+    assert width == 900
+    assert height > 300
