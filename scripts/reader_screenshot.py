@@ -70,12 +70,11 @@ def screenshot(output: Path) -> None:
             write_page(page, lecture(recording, page, seconds))
             browser.get(page.as_uri())
             wait_until(
-                lambda: (
-                    browser.execute_script("return document.getElementById('player').duration")
-                    is not None
+                lambda: browser.execute_script(
+                    "return document.getElementById('player').readyState >= 1"
                 ),
                 20,
-                "the recording to load",
+                "the recording's metadata to load",
             )
             # Hold the position where the click puts it, so the picture shows that line lit.
             browser.execute_script(
