@@ -24,7 +24,7 @@ import logging
 import os
 import sqlite3
 import unicodedata
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, Protocol
@@ -83,6 +83,19 @@ class CorrectedSegment(Protocol):
 
     @property
     def original_text(self) -> str | None: ...  # set where the correction changed the text
+
+
+class CorrectedTranscript(Protocol):
+    """The corrected document (the LLM Caller's ``.json``), as far as the page needs it."""
+
+    @property
+    def source_key(self) -> str: ...  # the recording's object key, ``audio-input/...``
+
+    @property
+    def language(self) -> str: ...
+
+    @property
+    def segments(self) -> Sequence[CorrectedSegment]: ...
 
 
 def document_from_segments(
@@ -161,6 +174,14 @@ def local_recording(state_file: Path | None, bucket: str, key: str) -> Path | No
         log.warning("cannot read the upload state %s: %s", state_file, exc)
         return None
     return recorded if recorded is not None and recorded.is_file() else None
+
+
+def local_recording_href(
+    state_file: Path | None, bucket: str, source_key: str, page: Path
+) -> str | None:
+    """The page's link to the local copy of the recording ``source_key``; None if none."""
+    recording = local_recording(state_file, bucket, source_key)
+    return None if recording is None else recording_href(recording, page)
 
 
 def text_direction(language: str | None, texts: Iterable[str]) -> Direction:
@@ -369,17 +390,29 @@ def write_page_for_result(result: Result, output_dir: Path, state_file: Path | N
         timed_text = timed.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:  # written a moment ago: the folder itself is failing
         raise OutputWriteError(timed, exc) from exc
-    recording = local_recording(state_file, bucket, result.source_file)
     document = document_from_timed_text(
         keys.relative_audio_name(result.source_file),
         timed_text,
-        recording_href=None if recording is None else recording_href(recording, page),
+        recording_href=local_recording_href(state_file, bucket, result.source_file, page),
     )
     changed = write_page(page, document)
     log.info(
         "reader page %s: %s",
         page,
         "written" if changed else "unchanged",
-        extra={"page": str(page), "recording": str(recording) if recording else None},
+        extra={"page": str(page), "recording": document.recording_href},
     )
     return changed
+
+
+def page_from_transcript(
+    transcript: CorrectedTranscript, page: Path, bucket: str, state_file: Path | None
+) -> bytes:
+    """The page for ``page`` from the corrected document: its language, what changed."""
+    document = document_from_segments(
+        keys.relative_audio_name(transcript.source_key),
+        transcript.segments,
+        language=transcript.language,
+        recording_href=local_recording_href(state_file, bucket, transcript.source_key, page),
+    )
+    return render_page(document).encode("utf-8")

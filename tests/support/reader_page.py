@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 class PageParts(HTMLParser):
-    """What tests check in a page: its language and direction, the player's source, the
+    """What tests check in a page: title, language and direction, the player's source, the
     timed lines, the corrected marks' tooltips, the scripts and the security policy."""
 
     def __init__(self) -> None:
@@ -20,7 +20,8 @@ class PageParts(HTMLParser):
         self.texts: list[str] = []
         self.badge_titles: list[str] = []
         self.scripts: list[str] = []
-        self._in_text = self._in_script = False
+        self.title = ""
+        self._in_text = self._in_script = self._in_title = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = dict(attrs)
@@ -35,6 +36,7 @@ class PageParts(HTMLParser):
         elif tag == "span" and values.get("class") == "badge" and "title" in values:
             self.badge_titles.append(values["title"] or "")
         self._in_script = tag == "script"
+        self._in_title = tag == "title"
         self._in_text = tag == "span" and values.get("class") == "text"
         if self._in_text:
             self.texts.append("")
@@ -42,13 +44,15 @@ class PageParts(HTMLParser):
             self.scripts.append("")
 
     def handle_endtag(self, tag: str) -> None:
-        self._in_text = self._in_script = False
+        self._in_text = self._in_script = self._in_title = False
 
     def handle_data(self, data: str) -> None:
         if self._in_text:
             self.texts[-1] += data
         if self._in_script:
             self.scripts[-1] += data
+        if self._in_title:
+            self.title += data
 
 
 def parse_page(html: str) -> PageParts:

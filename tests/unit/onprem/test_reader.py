@@ -20,6 +20,7 @@ from onprem.reader import (
     document_from_segments,
     document_from_timed_text,
     local_recording,
+    page_from_transcript,
     page_path,
     recording_href,
     render_page,
@@ -79,6 +80,32 @@ def test_segments_of_the_corrected_document_mark_what_changed() -> None:
     parts = parse_page(render_page(document))
     assert parts.badge_titles == ["was: fixd txt"]
     assert parts.texts == ["kept", "fixed text"]
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """Shaped like the corrected JSON document."""
+
+    source_key: str
+    language: str
+    segments: tuple[Segment, ...]
+
+
+def test_a_page_from_the_corrected_document_names_the_recording_and_its_language(
+    tmp_path: Path,
+) -> None:
+    transcript = Transcript(
+        "audio-input/גמרא/שיעור א.mp3",
+        "he",
+        (Segment(0.0, 1.0, "שלום"), Segment(1.0, 2.0, "עולם", original_text="עולמ")),
+    )
+    page = tmp_path / "out" / "גמרא" / "שיעור א.html"
+    parts = parse_page(page_from_transcript(transcript, page, "bucket", None).decode())
+    assert (parts.language, parts.direction) == ("he", "rtl")
+    assert parts.title == "גמרא/שיעור א.mp3"
+    assert parts.texts == ["שלום", "עולם"]
+    assert parts.badge_titles == ["was: עולמ"]
+    assert parts.audio_src is None, "no uploader state: no player"
 
 
 @pytest.mark.parametrize(
