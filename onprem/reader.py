@@ -40,7 +40,7 @@ from onprem.state import UploadState
 from pipeline_core import keys
 from pipeline_core.contracts import Result
 from pipeline_core.languages import UnknownLanguageError, is_right_to_left, normalize_language
-from pipeline_core.timed_text import TIMED_PREFIX, parse, parse_timestamp
+from pipeline_core.timed_text import TIMED_PREFIX, TimedSegment, parse, parse_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +69,8 @@ class ReaderDocument:
     recording_href: str | None = None  # relative URL of the local recording
 
 
-class CorrectedSegment(Protocol):
+class CorrectedSegment(TimedSegment, Protocol):
     """A segment of the corrected transcript document (the LLM Caller's ``.json``)."""
-
-    @property
-    def start(self) -> float: ...
-
-    @property
-    def end(self) -> float: ...
-
-    @property
-    def text(self) -> str: ...
 
     @property
     def original_text(self) -> str | None: ...  # set where the correction changed the text
