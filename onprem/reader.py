@@ -12,8 +12,8 @@ rendered by Jinja2 with autoescaping on: every value is escaped for where it lan
 is marked safe, and the only things marked safe are this module's constant script and style.
 The script reads the timings from ``data-`` attributes, so nothing is ever interpolated into
 JavaScript. A Content-Security-Policy allows only that script and style (by hash) and media
-from the page's own folder, as a second line of defence and a guarantee that the page never
-reaches the network.
+from local files, as a second line of defence and a guarantee that the page never reaches
+the network.
 """
 
 from __future__ import annotations
@@ -120,9 +120,9 @@ def document_from_timed_text(
 ) -> ReaderDocument:
     """The reader's input from a (corrected) timed transcript.
 
-    ``corrected_segments`` holds 0-based segment indices, a segment being each non-blank line
-    of the timed text in order (the worker writes one segment a line); None when which lines
-    were corrected is not known.
+    ``corrected_segments`` holds 0-based segment indices, a segment being each line with text
+    in order (the worker writes one segment a line, never an empty one); None when which
+    lines were corrected is not known.
     """
     marked = frozenset(corrected_segments or ())
     lines = []
@@ -275,8 +275,9 @@ def _csp_hash(source: str) -> str:
     return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
 
 
-# Only this page's own script and style; media from the page's folder (file: when opened from
-# disk); nothing else, so the page cannot load or send anything.
+# Only this page's own script and style, and media from local files (``file:``: browsers
+# differ on whether 'self' covers a page opened from disk); nothing else, so the page
+# cannot load or send anything.
 _CONTENT_SECURITY_POLICY: Final = (
     f"default-src 'none'; script-src {_csp_hash(_SCRIPT)}; style-src {_csp_hash(_STYLE)}; "
     "media-src 'self' file:"
