@@ -73,7 +73,9 @@ class PollOptions:
     once: bool = False
     max_messages: int = 10
     # The HTML reader beside each transcript (onprem/reader.py); it links the recording when
-    # the uploader's state (state_file) names a local copy.
+    # the uploader's state (state_file) names a local copy. On by default: it is built here
+    # from the timed text already fetched (no AWS call, no grant), a few kB, and it is how a
+    # reviewer checks the transcript against the audio.
     reader_page: bool = True
     state_file: Path | None = None
 
