@@ -15,9 +15,9 @@ from support.chalice_deploy import Deployment, deploy, s3_event
 from support.notifications import Notification, subscribe_queue
 from support.worker_harness import Pipeline
 
-from cloudformation.call_ledger import AccountScope, CallLedger, CallRecord, denied, ungranted
-from cloudformation.emulated import REGION, WORKER, create_identities
-from gpu_worker.daemon import EXIT_OK, AwsClients
+from cloudformation.call_ledger import CallRecord, denied, ungranted
+from cloudformation.emulated import WORKER
+from gpu_worker.daemon import EXIT_OK
 from pipeline_core.contracts import Result, ResultTopic, send_result
 
 SOURCE = "audio-input/course-a/lesson-001.mp3"
@@ -170,17 +170,7 @@ def test_the_worker_publishes_a_failed_job_with_only_its_instance_role(
     subscriber = subscribe_queue(pipeline.stack, "subscriber", raw=True)
     key = pipeline.upload("shiur.mp3", fox_mp3)
     job_id = pipeline.dispatch(key, language="hebrew")  # tiny.en cannot do Hebrew
-    identities = create_identities(pipeline.stack, {})
-    ledger = CallLedger(AccountScope(REGION, pipeline.stack.outputs["AudioQueueArn"].split(":")[4]))
-    session = identities.components[WORKER].session()
-    ledger.attach(session.events, WORKER)
-    aws = AwsClients(
-        sqs=session.client("sqs"),
-        s3=session.client("s3"),
-        dynamodb=session.client("dynamodb"),
-        autoscaling=session.client("autoscaling"),
-        sns=session.client("sns"),
-    )
+    aws, ledger, policies = pipeline.instance_role()
     worker = pipeline.worker(aws=aws, notification_topic_arn=pipeline.stack.notification_topic_arn)
 
     @set_initial_no_auth_action_count(0)
@@ -197,4 +187,4 @@ def test_the_worker_publishes_a_failed_job_with_only_its_instance_role(
     calls = ledger.records()
     assert publishes(calls, WORKER, pipeline.stack.notification_topic_arn)
     assert denied(calls) == []
-    assert ungranted(calls, identities.policies) == []
+    assert ungranted(calls, policies) == []
