@@ -1,0 +1,197 @@
+"""Subtitles (``.srt``, ``.vtt``) of a transcript, cut the way players and editors expect.
+
+A segment of speech can run for 30 seconds and hundreds of characters; a subtitle cannot.
+Each segment is cut into cues of at most ``CueLimits.lines`` lines of ``line_chars``
+characters and ``seconds`` seconds (2 x 42 characters, 7 s: the figures of the common
+subtitling guidelines, e.g. Netflix's Timed Text Style Guide, General Requirements), at word
+boundaries. A cue's times are its words' times when the engine gave
+word timings; otherwise the segment's time is shared among its words in proportion to their
+length. A cue never crosses a segment, so a cue's text is always part of one segment's.
+A word longer than a line stands alone in its cue rather than being broken.
+
+Right-to-left languages: each line is wrapped in RIGHT-TO-LEFT MARKs (U+200F). Players lay
+out each subtitle line as a Unicode bidi paragraph. Those that follow the Unicode Bidi
+Algorithm take the paragraph's direction from its first strong character (UAX #9, rules
+P2-P3, https://www.unicode.org/reports/tr9/#The_Paragraph_Level); WebVTT requires exactly
+that, line by line (https://www.w3.org/TR/webvtt1/#webvtt-cue-text-rendering-rules, "each
+line of the cue is reordered as if it was a separate paragraph"). A Hebrew line that starts
+with a number, a quote or a Latin acronym would then be laid out left to right, and its final
+"?" or "." would show on the wrong side. A leading RLM makes every such line RTL. Players
+that lay every line out left to right regardless (common in TVs and older desktop players)
+would still put a final "." after the Hebrew, on the right; a trailing RLM makes that
+punctuation sit between two strong RTL characters, so it takes their direction (UAX #9 rule
+N1) and stays at the sentence's end, on the left. RLM is a plain strong character, in
+Unicode since 1.1, which every renderer knows; the isolate controls (U+2066-2069) that the
+W3C prefers for inline markup are not yet understood by all subtitle renderers and would
+show as boxes there (https://www.w3.org/International/questions/qa-bidi-unicode-controls).
+WebVTT's ``&rlm;`` escape would mean the same, but SRT has no escapes, so both formats carry
+the character itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from pipeline_core.languages import is_right_to_left
+from pipeline_core.timed_text import format_timestamp, one_line
+from pipeline_core.transcript_document import SegmentRecord, TranscriptDocument
+
+RLM: Final = "\u200f"
+
+
+@dataclass(frozen=True)
+class CueLimits:
+    line_chars: int = 42
+    lines: int = 2
+    seconds: float = 7.0
+
+
+@dataclass(frozen=True)
+class Cue:
+    start: float
+    end: float
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.lines)
+
+
+@dataclass(frozen=True)
+class _Token:
+    text: str
+    start: float
+    end: float
+
+
+def _word_tokens(segment: SegmentRecord) -> list[_Token] | None:
+    """The segment's words as timed tokens, or None when they do not spell its text.
+
+    A word that does not start with a space continues the previous one (engines split
+    numbers and some punctuation that way)."""
+    tokens: list[_Token] = []
+    for word in segment.words:
+        text = word.text.strip()
+        if not text:
+            continue
+        if tokens and not word.text[:1].isspace():
+            last = tokens[-1]
+            tokens[-1] = _Token(last.text + text, last.start, max(last.end, word.end))
+        else:
+            tokens.append(_Token(text, word.start, max(word.start, word.end)))
+    spelled = " ".join(token.text for token in tokens)
+    return tokens if tokens and spelled == one_line(segment.text) else None
+
+
+def _proportional_tokens(segment: SegmentRecord) -> list[_Token]:
+    """The segment's words, its time shared among them in proportion to their length."""
+    words = one_line(segment.text).split(" ")
+    weights = [len(word) + 1 for word in words]
+    total = sum(weights)
+    span = max(0.0, segment.end - segment.start)
+    tokens = []
+    elapsed = 0
+    for word, weight in zip(words, weights, strict=True):
+        start = segment.start + span * elapsed / total
+        elapsed += weight
+        tokens.append(_Token(word, start, segment.start + span * elapsed / total))
+    return tokens
+
+
+def wrap(words: Sequence[str], limits: CueLimits = CueLimits()) -> tuple[str, ...] | None:
+    """``words`` as at most ``limits.lines`` lines of ``limits.line_chars``, or None.
+
+    Two lines are balanced (the shorter line on top when they cannot be equal), as the
+    guidelines ask; a single word longer than a line is a line of its own."""
+    one = " ".join(words)
+    if len(one) <= limits.line_chars or len(words) == 1:
+        return (one,)
+    if limits.lines < 2:
+        return None
+    best: tuple[str, str] | None = None
+    for split in range(1, len(words)):
+        top, bottom = " ".join(words[:split]), " ".join(words[split:])
+        if len(top) > limits.line_chars or len(bottom) > limits.line_chars:
+            continue
+        if best is None or _balance(top, bottom) < _balance(*best):
+            best = (top, bottom)
+    return best
+
+
+def _balance(top: str, bottom: str) -> tuple[int, bool]:
+    return max(len(top), len(bottom)), len(top) > len(bottom)
+
+
+def segment_cues(segment: SegmentRecord, limits: CueLimits = CueLimits()) -> list[Cue]:
+    tokens = _word_tokens(segment) or _proportional_tokens(segment)
+    cues: list[Cue] = []
+    current: list[_Token] = []
+
+    def close() -> None:
+        lines = wrap([t.text for t in current], limits)
+        assert lines is not None  # every cue is built to fit
+        cues.append(Cue(current[0].start, max(current[0].start, current[-1].end), lines))
+
+    for token in tokens:
+        candidate = [*current, token]
+        fits = (
+            wrap([t.text for t in candidate], limits) is not None
+            and candidate[-1].end - candidate[0].start <= limits.seconds
+        )
+        if current and not fits:
+            close()
+            current = [token]
+        else:
+            current = candidate
+    if current:
+        close()
+    return cues
+
+
+def cues(segments: Iterable[SegmentRecord], limits: CueLimits = CueLimits()) -> list[Cue]:
+    """Every segment's cues in order; a cue ends no later than the next one starts."""
+    result = [
+        cue for segment in segments if segment.text.strip() for cue in segment_cues(segment, limits)
+    ]
+    for index, (cue, following) in enumerate(itertools.pairwise(result)):
+        if cue.end > following.start > cue.start:
+            result[index] = Cue(cue.start, following.start, cue.lines)
+    return result
+
+
+def _display(line: str, rtl: bool) -> str:
+    return f"{RLM}{line}{RLM}" if rtl else line
+
+
+def render_srt(cue_list: Iterable[Cue], *, rtl: bool) -> str:
+    blocks = [
+        f"{index}\n{format_timestamp(cue.start, ',')} --> {format_timestamp(cue.end, ',')}\n"
+        + "".join(_display(line, rtl) + "\n" for line in cue.lines)
+        for index, cue in enumerate(cue_list, start=1)
+    ]
+    return "\n".join(blocks)
+
+
+def _vtt_escape(text: str) -> str:
+    # WebVTT cue text is markup; escaping ">" also keeps "-->" out of the cue, as required.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_vtt(cue_list: Iterable[Cue], *, rtl: bool) -> str:
+    blocks = [
+        f"{format_timestamp(cue.start)} --> {format_timestamp(cue.end)}\n"
+        + "".join(_display(_vtt_escape(line), rtl) + "\n" for line in cue.lines)
+        for cue in cue_list
+    ]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def srt(document: TranscriptDocument, limits: CueLimits = CueLimits()) -> str:
+    return render_srt(cues(document.segments, limits), rtl=is_right_to_left(document.language))
+
+
+def vtt(document: TranscriptDocument, limits: CueLimits = CueLimits()) -> str:
+    return render_vtt(cues(document.segments, limits), rtl=is_right_to_left(document.language))
