@@ -4,7 +4,6 @@ import html
 import json
 
 import pytest
-
 import srt as srt_parser
 import webvtt
 
@@ -76,7 +75,7 @@ def test_srt_and_vtt_of_english_text_escape_only_what_vtt_needs() -> None:
     cue_text = text.rstrip("\n").split("\n")[-1]
     assert cue_text == "a &lt;b&gt; &amp; c --&gt; d"
     # webvtt-py hands cue text over as written; the entities decode back to the words.
-    captions = webvtt.from_string(text)
+    captions = webvtt.from_string(text).captions
     assert [html.unescape(c.text) for c in captions] == ["hello world", "a <b> & c --> d"]
 
 
@@ -85,7 +84,7 @@ def test_hebrew_subtitles_carry_right_to_left_marks_and_parse() -> None:
     subtitles = list(srt_parser.parse(srt(document)))
     assert [s.content for s in subtitles] == [f"{RLM}שלום עולם{RLM}", f"{RLM}{HEBREW}{RLM}"]
     assert subtitles[1].start.total_seconds() == 3725.5
-    captions = webvtt.from_string(vtt(document))
+    captions = webvtt.from_string(vtt(document)).captions
     assert [c.text for c in captions] == [f"{RLM}שלום עולם{RLM}", f"{RLM}{HEBREW}{RLM}"]
 
 
@@ -131,4 +130,4 @@ def test_empty_transcript_is_still_valid_files() -> None:
     document = transcript_document([], _figures())
     assert srt(document) == ""
     assert vtt(document) == "WEBVTT\n\n"
-    assert list(webvtt.from_string(vtt(document))) == []
+    assert list(webvtt.from_string(vtt(document)).captions) == []
