@@ -36,7 +36,7 @@ from onprem.console import (
     setup_logging,
     stdout_console,
 )
-from onprem.settings import DEFAULT_FORMATS, OnpremSettings, load_settings, parse_formats
+from onprem.settings import DEFAULT_FORMATS, OnpremSettings, formats_flag, load_settings
 from onprem.shutdown import GracefulStop
 from onprem.state import AlreadyRunningError, UploadState, run_lock
 from pipeline_core.config import ConfigError
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     po.add_argument(
         "--formats",
-        type=_formats_flag,
+        type=formats_flag,
         metavar="LIST",
         help="what to bring home for each transcript, comma-separated, from "
         f"{','.join(f.value for f in OutputFormat)} (default "
@@ -204,13 +204,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if values["patterns"] is not None:
         values["patterns"] = tuple(values["patterns"])
     return values
-
-
-def _formats_flag(value: str) -> tuple[OutputFormat, ...]:
-    try:
-        return parse_formats(value)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

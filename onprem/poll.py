@@ -288,12 +288,7 @@ class Poller:
         final = keys.final_keys(keys.stem_from_final_text_key(text_key))
         targets: dict[OutputFormat, Path] = {}
         for output in self.options.formats:
-            # A home-built format is named as if it were in the bucket beside the JSON.
-            if output.built_at_home:
-                key = final.json.removesuffix(OutputFormat.JSON.suffix) + output.suffix
-            else:
-                key = final.of(output)
-            relative = keys.local_relative_path(key, keys.FINAL_PREFIX)
+            relative = keys.local_relative_path(final.of(output), keys.FINAL_PREFIX)
             targets[output] = self.options.output_dir / relative
         changed: list[bool] = []
         missing: list[OutputFormat] = []

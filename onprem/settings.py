@@ -10,6 +10,7 @@ stay one contract. AWS credentials are never read or stored here: boto3's standa
 
 from __future__ import annotations
 
+import argparse
 import os
 import tomllib
 from collections.abc import Mapping
@@ -143,6 +144,14 @@ def parse_formats(names: str | list[str] | tuple[str, ...]) -> tuple[OutputForma
         what = f"unknown format {', '.join(map(repr, unknown))}" if unknown else "no format"
         raise ConfigError(f"{what}; the formats are {', '.join(known)}")
     return tuple(dict.fromkeys(known[name] for name in wanted))
+
+
+def formats_flag(value: str) -> tuple[OutputFormat, ...]:
+    """``parse_formats`` as an argparse type: a bad list is a usage error naming the formats."""
+    try:
+        return parse_formats(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _from_file(path: Path) -> dict[str, Any]:

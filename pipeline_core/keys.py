@@ -175,7 +175,10 @@ class FinalKeys:
     vtt: str
 
     def of(self, output: OutputFormat) -> str:
-        """The key of a format the LLM Caller writes (not one built at home)."""
+        """The key of a format; for one built at home, the name it would have beside the
+        JSON (never an object: the on-prem side names its local file after it)."""
+        if output.built_at_home:
+            return self.json.removesuffix(OutputFormat.JSON.suffix) + output.suffix
         return {
             OutputFormat.TXT: self.text,
             OutputFormat.TIMED: self.timed,
