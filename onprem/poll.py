@@ -25,6 +25,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -124,6 +125,12 @@ def sweep_temp_files(output_dir: Path, older_than: float = STALE_TEMP_SECONDS) -
                         path.unlink()
                         removed += 1
     return removed
+
+
+# The formats built here from the corrected JSON (``OutputFormat.built_at_home``).
+HOME_BUILDERS: Final[dict[OutputFormat, Callable[[TranscriptDocument], bytes]]] = {
+    OutputFormat.DOCX: transcript_docx,
+}
 
 
 def failure_report_path(output_dir: Path, source_file: str) -> Path:
@@ -292,10 +299,17 @@ class Poller:
             targets[output] = self.options.output_dir / relative
         changed: list[bool] = []
         missing: list[OutputFormat] = []
-        for output, target in targets.items():
+        # Downloads first: a format built here reads the JSON just downloaded, if asked for.
+        for output, target in sorted(targets.items(), key=lambda item: item[0].built_at_home):
             try:
                 if output.built_at_home:
-                    changed.append(self._build(output, bucket, final, target, targets))
+                    json_here = OutputFormat.JSON in targets and OutputFormat.JSON not in missing
+                    body = (
+                        targets[OutputFormat.JSON].read_bytes()
+                        if json_here
+                        else self._read(bucket, final.json)
+                    )
+                    changed.append(self._build(output, body, f"s3://{bucket}/{final.json}", target))
                 else:
                     changed.append(self._download(bucket, final.of(output), target))
             except MissingOutputError:
@@ -324,26 +338,13 @@ class Poller:
         )
         return outcome
 
-    def _build(
-        self,
-        output: OutputFormat,
-        bucket: str,
-        final: keys.FinalKeys,
-        target: Path,
-        targets: dict[OutputFormat, Path],
-    ) -> bool:
-        """A format made here from the corrected JSON (downloaded already when asked for)."""
-        fetched = targets.get(OutputFormat.JSON)
-        if fetched is not None and fetched.is_file():
-            body = fetched.read_bytes()
-        else:
-            body = self._read(bucket, final.json)
+    def _build(self, output: OutputFormat, json_body: bytes, source: str, target: Path) -> bool:
+        """A format made here from the corrected JSON."""
         try:
-            document = TranscriptDocument.from_json(body)
+            document = TranscriptDocument.from_json(json_body)
         except ValueError as exc:
-            raise DownloadError(f"s3://{bucket}/{final.json} is not a transcript: {exc}") from None
-        assert output is OutputFormat.DOCX
-        return write_bytes_atomic(target, transcript_docx(document))
+            raise DownloadError(f"{source} is not a transcript: {exc}") from None
+        return write_bytes_atomic(target, HOME_BUILDERS[output](document))
 
     def _read(self, bucket: str, key: str) -> bytes:
         try:
