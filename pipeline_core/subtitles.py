@@ -7,7 +7,9 @@ subtitling guidelines, e.g. Netflix's Timed Text Style Guide, General Requiremen
 boundaries. A cue's times are its words' times when the engine gave
 word timings; otherwise the segment's time is shared among its words in proportion to their
 length. A cue never crosses a segment, so a cue's text is always part of one segment's.
-A word longer than a line stands alone in its cue rather than being broken.
+A cue that must end early ends after a punctuation mark in its second half when there is
+one, so that clauses stay together. A word longer than a line stands alone in its cue
+rather than being broken.
 
 Right-to-left languages: each line is wrapped in RIGHT-TO-LEFT MARKs (U+200F). Players lay
 out each subtitle line as a Unicode bidi paragraph. Those that follow the Unicode Bidi
@@ -40,6 +42,8 @@ from pipeline_core.timed_text import format_timestamp, one_line
 from pipeline_core.transcript_document import SegmentRecord, TranscriptDocument
 
 RLM: Final = "\u200f"
+# A cue that must end early ends after one of these rather than mid-clause.
+PAUSE_PUNCTUATION: Final = (".", "?", "!", ",", ";", ":", "\u2026", "\u05c3")  # ..., sof pasuq
 
 
 @dataclass(frozen=True)
@@ -125,30 +129,44 @@ def _balance(top: str, bottom: str) -> tuple[int, bool]:
     return max(len(top), len(bottom)), len(top) > len(bottom)
 
 
+def _natural_cut(tokens: Sequence[_Token]) -> int | None:
+    """Where to end a full cue early: after the last punctuation in its second half."""
+    for cut in range(len(tokens) - 1, max(1, (len(tokens) + 1) // 2) - 1, -1):
+        if tokens[cut - 1].text.endswith(PAUSE_PUNCTUATION):
+            return cut
+    return None
+
+
 def segment_cues(segment: SegmentRecord, limits: CueLimits = CueLimits()) -> list[Cue]:
+    """A segment's cues: as many words as fit each, ending at a punctuation mark in the
+    cue's second half when there is one (a sentence or clause is not cut mid-way)."""
     tokens = _word_tokens(segment) or _proportional_tokens(segment)
-    cues: list[Cue] = []
-    current: list[_Token] = []
+    result: list[Cue] = []
 
-    def close() -> None:
-        lines = wrap([t.text for t in current], limits)
+    def fits(group: Sequence[_Token]) -> bool:
+        duration = group[-1].end - group[0].start
+        return wrap([t.text for t in group], limits) is not None and duration <= limits.seconds
+
+    def close(group: Sequence[_Token]) -> None:
+        lines = wrap([t.text for t in group], limits)
         assert lines is not None  # every cue is built to fit
-        cues.append(Cue(current[0].start, max(current[0].start, current[-1].end), lines))
+        result.append(Cue(group[0].start, max(group[0].start, group[-1].end), lines))
 
+    current: list[_Token] = []
     for token in tokens:
-        candidate = [*current, token]
-        fits = (
-            wrap([t.text for t in candidate], limits) is not None
-            and candidate[-1].end - candidate[0].start <= limits.seconds
-        )
-        if current and not fits:
-            close()
-            current = [token]
+        if not current or fits([*current, token]):
+            current.append(token)
+            continue
+        cut = _natural_cut(current)
+        if cut is not None and fits([*current[cut:], token]):
+            close(current[:cut])
+            current = [*current[cut:], token]
         else:
-            current = candidate
+            close(current)
+            current = [token]
     if current:
-        close()
-    return cues
+        close(current)
+    return result
 
 
 def cues(segments: Iterable[SegmentRecord], limits: CueLimits = CueLimits()) -> list[Cue]:

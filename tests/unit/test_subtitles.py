@@ -145,3 +145,22 @@ def test_hebrew_lines_are_wrapped_in_right_to_left_marks_english_not() -> None:
     assert RLM in srt(arabic)
     english = _document([SegmentRecord(start=0.0, end=1.0, text="hello")], language="en")
     assert RLM not in srt(english) + vtt(english)
+
+
+def test_a_full_cue_ends_after_a_clause_in_its_second_half_not_mid_clause() -> None:
+    text = (
+        "today we finish the first chapter of the tractate, and then we begin the second one "
+        "after a short break"
+    )
+    segment = SegmentRecord(start=0.0, end=7.0, text=text, words=_timed_words(text, 0.0, 0.3))
+    assert [cue.text for cue in cues([segment])] == [
+        "today we finish the first chapter of the tractate,",
+        "and then we begin the second one after a short break",
+    ]
+    # without punctuation in the second half, as many words as fit
+    plain = text.replace(",", "")
+    unpunctuated = SegmentRecord(
+        start=0.0, end=7.0, text=plain, words=_timed_words(plain, 0.0, 0.3)
+    )
+    first = cues([unpunctuated])[0]
+    assert len(first.text) > len("today we finish the first chapter of the tractate")
