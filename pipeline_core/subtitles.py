@@ -4,9 +4,8 @@ A segment of speech can run for 30 seconds and hundreds of characters; a subtitl
 Each segment is cut into cues of at most ``CueLimits.lines`` lines of ``line_chars``
 characters and ``seconds`` seconds (2 x 42 characters, 7 s: the figures of the common
 subtitling guidelines, e.g. Netflix's Timed Text Style Guide, General Requirements), at word
-boundaries. A cue's times are its words' times when the engine gave
-word timings; otherwise the segment's time is shared among its words in proportion to their
-length. A cue never crosses a segment, so a cue's text is always part of one segment's.
+boundaries. A cue's times are its words' times when the engine gave word timings;
+otherwise the segment's time is shared among its words in proportion to their length. A cue never crosses a segment, so a cue's text is always part of one segment's.
 A cue that must end early ends after a punctuation mark in its second half when there is
 one, so that clauses stay together. A word longer than a line stands alone in its cue
 rather than being broken.
@@ -15,17 +14,18 @@ Right-to-left languages: each line is wrapped in RIGHT-TO-LEFT MARKs (U+200F). P
 out each subtitle line as a Unicode bidi paragraph. Those that follow the Unicode Bidi
 Algorithm take the paragraph's direction from its first strong character (UAX #9, rules
 P2-P3, https://www.unicode.org/reports/tr9/#The_Paragraph_Level); WebVTT requires exactly
-that, line by line (https://www.w3.org/TR/webvtt1/#webvtt-cue-text-rendering-rules, "each
-line of the cue is reordered as if it was a separate paragraph"). A Hebrew line that starts
-with a number, a quote or a Latin acronym would then be laid out left to right, and its final
-"?" or "." would show on the wrong side. A leading RLM makes every such line RTL. Players
-that lay every line out left to right regardless (common in TVs and older desktop players)
-would still put a final "." after the Hebrew, on the right; a trailing RLM makes that
-punctuation sit between two strong RTL characters, so it takes their direction (UAX #9 rule
-N1) and stays at the sentence's end, on the left. RLM is a plain strong character, in
-Unicode since 1.1, which every renderer knows; the isolate controls (U+2066-2069) that the
-W3C prefers for inline markup are not yet understood by all subtitle renderers and would
-show as boxes there (https://www.w3.org/International/questions/qa-bidi-unicode-controls).
+that, line by line (https://www.w3.org/TR/webvtt1/#webvtt-cue-text-rendering-rules: "each
+line of the cue is reordered as if it was a separate paragraph"). A Hebrew line that opens
+with a Latin name or acronym would then be laid out left to right; the leading RLM makes
+every line RTL. Players that lay every line out left to right whatever it holds (some TVs
+and older players do) put a final "." or "?" after the Hebrew, on the right, and a
+leading number on the left; with an RLM at each end, that punctuation sits between two
+strong right-to-left characters and takes their direction (UAX #9 rule N1), and the whole
+line is one right-to-left run, so it reads correctly there too. RLM is a plain strong
+character, in Unicode since 1.1, that every renderer knows; the isolate controls
+(U+2066-2069) the W3C prefers for inline markup are not understood by all subtitle
+renderers and show as boxes there
+(https://www.w3.org/International/questions/qa-bidi-unicode-controls).
 WebVTT's ``&rlm;`` escape would mean the same, but SRT has no escapes, so both formats carry
 the character itself.
 """
