@@ -4,11 +4,11 @@ A segment of speech can run for 30 seconds and hundreds of characters; a subtitl
 Each segment is cut into cues of at most ``CueLimits.lines`` lines of ``line_chars``
 characters and ``seconds`` seconds (2 x 42 characters, 7 s: the figures of the common
 subtitling guidelines, e.g. Netflix's Timed Text Style Guide, General Requirements), at word
-boundaries. A cue's times are its words' times when the engine gave word timings;
-otherwise the segment's time is shared among its words in proportion to their length. A cue never crosses a segment, so a cue's text is always part of one segment's.
-A cue that must end early ends after a punctuation mark in its second half when there is
-one, so that clauses stay together. A word longer than a line stands alone in its cue
-rather than being broken.
+boundaries. A cue's times are its words' times when the engine gave word timings; otherwise
+the segment's time is shared among its words in proportion to their length. A cue never
+crosses a segment, so a cue's text is always part of one segment's. A cue that must end
+early ends after a punctuation mark in its second half when there is one, so that clauses
+stay together. A word longer than a line stands alone in its cue rather than being broken.
 
 Right-to-left languages: each line is wrapped in RIGHT-TO-LEFT MARKs (U+200F). Players lay
 out each subtitle line as a Unicode bidi paragraph. Those that follow the Unicode Bidi
