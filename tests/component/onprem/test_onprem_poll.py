@@ -13,17 +13,17 @@ import pytest
 import srt as srt_parser
 import webvtt
 from docx.oxml.ns import qn
-from support.onprem_helpers import BUCKET, REGION, fast_client_config
+from support.onprem_helpers import BUCKET, REGION, fast_client_config, write_final_outputs
 from support.s3_denials import deny_reads_below
 
 from onprem.cli import main
 from onprem.poll import Poller, PollOptions, PollOutcome
 from onprem.settings import parse_formats
-from pipeline_core import keys, subtitles
+from pipeline_core import keys
 from pipeline_core.contracts import Result, send_to_queue, utc_timestamp
 from pipeline_core.keys import OutputFormat
 from pipeline_core.subtitles import RLM
-from pipeline_core.transcript_document import SegmentRecord, TranscriptDocument
+from pipeline_core.transcript_document import TranscriptDocument
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -42,29 +42,12 @@ def publish_success(
     """What the LLM Caller does: write final-output/ objects (all but ``left_out``), then
     send a Result."""
     audio = keys.audio_key(name + ".mp3")
-    final = keys.final_keys(keys.stem(audio))
-    job_id = "job-" + name.replace("/", "-")
-    language = "he" if any("\u0590" <= ch <= "\u05ff" for ch in text) else "en"
-    document = TranscriptDocument(
-        source_key=audio, job_id=job_id, language=language, model="whisper", audio_seconds=2.0,
-        transcribe_seconds=0.2, real_time_factor=0.1, corrector="bedrock:model",
-        segments=(SegmentRecord(start=0.0, end=2.0, text=text, corrected=True),),
-    )  # fmt: skip
-    bodies = {
-        OutputFormat.TXT: text,
-        OutputFormat.TIMED: f"[00:00] {text}",
-        OutputFormat.JSON: document.to_json(),
-        OutputFormat.SRT: subtitles.srt(document),
-        OutputFormat.VTT: subtitles.vtt(document),
-    }
-    for output, body in bodies.items():
-        if output not in left_out:
-            s3.put_object(Bucket=BUCKET, Key=final.of(output), Body=body.encode())
+    final = write_final_outputs(s3, audio, text, left_out=left_out)
     result = Result.success(
         audio,
         keys.s3_uri(BUCKET, final.text),
         timed_output_file=keys.s3_uri(BUCKET, final.timed),
-        job_id=job_id,
+        job_id="job-" + name.replace("/", "-"),
     )
     send_to_queue(sqs, queue, result)
     return result
