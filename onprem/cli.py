@@ -36,11 +36,12 @@ from onprem.console import (
     setup_logging,
     stdout_console,
 )
-from onprem.settings import OnpremSettings, load_settings
+from onprem.settings import DEFAULT_FORMATS, OnpremSettings, formats_flag, load_settings
 from onprem.shutdown import GracefulStop
 from onprem.state import AlreadyRunningError, UploadState, run_lock
 from pipeline_core.config import ConfigError
 from pipeline_core.jobs import JobState, JobTable
+from pipeline_core.keys import OutputFormat
 from pipeline_core.languages import UnknownLanguageError, normalize_language
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="poll_wait_seconds",
         help="long-poll wait (default 20)",
     )
+    po.add_argument(
+        "--formats",
+        type=formats_flag,
+        metavar="LIST",
+        help="what to bring home for each transcript, comma-separated, from "
+        f"{','.join(f.value for f in OutputFormat)} (default "
+        f"{','.join(f.value for f in DEFAULT_FORMATS)})",
+    )
     po.set_defaults(handler=_poll)
 
     st = commands.add_parser("status", parents=[common], help="jobs in the job table")
@@ -182,6 +191,7 @@ _OVERRIDES: Final = {
     "queue_url": "results_queue_url",
     "output_dir": "output_dir",
     "poll_wait_seconds": "poll_wait_seconds",
+    "formats": "formats",
     "job_table": "job_table",
     "region": "region",
     "profile": "profile",
@@ -250,6 +260,7 @@ def _poll(args: argparse.Namespace, settings: OnpremSettings, console: Console |
         wait_seconds=settings.poll_wait_seconds,
         once=args.once,
         state_file=settings.state_path,
+        formats=settings.formats,
     )
     clients = Clients(settings)
     stop = GracefulStop()
