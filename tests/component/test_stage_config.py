@@ -153,7 +153,9 @@ def test_policies_grant_each_function_only_what_it_calls(tmp_path: Path) -> None
     assert d["s3:GetObject"] == {f"{bucket}/audio-input/*"}
     # Its jobs and results, and (Lambda sends with its role) its on-failure destination.
     assert d["sqs:SendMessage"] == {
-        EXAMPLE["AudioQueueArn"], EXAMPLE["ResultsQueueArn"], EXAMPLE["DispatcherDlqArn"]
+        EXAMPLE["AudioQueueArn"],
+        EXAMPLE["ResultsQueueArn"],
+        EXAMPLE["DispatcherDlqArn"],
     }
     assert d["dynamodb:PutItem"] == {EXAMPLE["JobTableArn"]}
     assert d["autoscaling:SetDesiredCapacity"] == {ASG_ARN}
@@ -257,8 +259,9 @@ def test_the_committed_dev_stage_is_rendered_from_the_example(tmp_path: Path) ->
     (tmp_path / ".chalice").mkdir()
     (tmp_path / ".chalice" / "config.json").write_text((committed / "config.json").read_text())
     assert run(tmp_path, EXAMPLE, "--stage", "dev").returncode == 0
-    rendered = ("config.json", "policy-dev-dispatcher.json", "policy-dev-llm_caller.json",
-                "policy-dev-reconciler.json", stage_config.event_invoke_config_file("dev"))  # fmt: skip
+    rendered = [f"policy-dev-{function}.json" for function in ("dispatcher", "llm_caller")]
+    rendered += ["config.json", "policy-dev-reconciler.json"]
+    rendered.append(stage_config.event_invoke_config_file("dev"))
     for name in rendered:
         assert (tmp_path / ".chalice" / name).read_text() == (committed / name).read_text(), name
 
@@ -302,9 +305,11 @@ def test_the_reconciler_may_dispatch_and_read_the_dispatcher_dlq_only(tmp_path: 
         assert granted[action] == dispatcher[action], action
     assert granted["sqs:SendMessage"] == {EXAMPLE["AudioQueueArn"], EXAMPLE["ResultsQueueArn"]}
     # ... and the Dispatcher DLQ and the upload listing, which the Dispatcher does not hold.
-    assert granted["sqs:ReceiveMessage"] == granted["sqs:DeleteMessage"] == {
-        EXAMPLE["DispatcherDlqArn"]
-    }
+    assert (
+        granted["sqs:ReceiveMessage"]
+        == granted["sqs:DeleteMessage"]
+        == {EXAMPLE["DispatcherDlqArn"]}
+    )
     assert "sqs:ReceiveMessage" not in dispatcher
     (listing,) = [s for s in document["Statement"] if "s3:ListBucketVersions" in s["Action"]]
     assert listing["Condition"] == {"StringLike": {"s3:prefix": ["audio-input/*"]}}
