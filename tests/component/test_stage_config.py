@@ -278,6 +278,7 @@ def test_the_dispatchers_async_invocation_config_is_valid_for_lambda(tmp_path: P
     config = json.loads(path.read_text())
     model = get_session().get_service_model("lambda")
     shape = model.operation_model("PutFunctionEventInvokeConfig").input_shape
+    assert shape is not None
     report = ParamValidator().validate(config, shape)
     assert not report.has_errors(), report.generate_report()
     assert config["FunctionName"] == "transcription-pipeline-prod-dispatcher"
