@@ -105,6 +105,10 @@ GRANTS_WITHOUT_CALLS: Final = {
     "onprem/InspectAndDrainDeadLetterQueues": "The operator's `onprem dlq` and `onprem "
     "redrive` commands after a failure, not part of a run.",
     "onprem/RedriveToSourceQueues": "`onprem redrive` sends a dead letter back to its queue.",
+    "onprem/ListUploadVersionsToReconcile": "`onprem status --reconcile`, an operator's "
+    "command (tests/component/onprem/test_onprem_reconcile.py), not part of a run.",
+    "onprem/HandUnfinishedUploadsToTheReconciler": "`onprem status --reconcile` asks the "
+    "reconciler for an upload whose dispatch did not finish; not part of a run.",
     "onprem/JobStatusAndRedriveReset": "`onprem status` and the redrive's job reset; the local "
     "mode's live view reads the job table as the emulator's administrator.",
 }

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 RECORD_VERSION: Final = "1.0"
 RETRIES_EXHAUSTED: Final = "RetriesExhausted"
+# Not Lambda's: the condition of a record that asks the reconciler to look at an upload.
+RECONCILE_REQUESTED: Final = "ReconcileRequested"
 # S3 versioning's id of an object written while versioning was off (or suspended).
 _NULL_VERSION: Final = "null"
 
@@ -87,6 +89,48 @@ def invocation_record(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The record Lambda sends on failure (its Python runtime's shape for a raised error)."""
+    return _record(
+        payload=payload,
+        function_arn=function_arn,
+        request_id=request_id,
+        invoke_count=invoke_count,
+        condition=condition,
+        now=now,
+        response={
+            "errorMessage": str(error),
+            "errorType": type(error).__name__,
+            "requestId": request_id,
+            "stackTrace": traceback.format_tb(error.__traceback__),
+        },
+    )
+
+
+def reconcile_request(
+    upload: StoredUpload, *, requester: str, request_id: str, reason: str
+) -> dict[str, Any]:
+    """A record in the same shape asking the reconciler to dispatch ``upload`` (what
+    ``onprem status --reconcile`` puts on the Dispatcher DLQ); nothing was invoked."""
+    return _record(
+        payload=upload.s3_event(),
+        function_arn=requester,
+        request_id=request_id,
+        invoke_count=0,
+        condition=RECONCILE_REQUESTED,
+        now=None,
+        response={"errorMessage": reason},
+    )
+
+
+def _record(
+    *,
+    payload: Mapping[str, Any],
+    function_arn: str,
+    request_id: str,
+    invoke_count: int,
+    condition: str,
+    now: datetime | None,
+    response: Mapping[str, Any],
+) -> dict[str, Any]:
     return {
         "version": RECORD_VERSION,
         "timestamp": _iso_millis(now or datetime.now(UTC)),
@@ -102,12 +146,7 @@ def invocation_record(
             "executedVersion": "$LATEST",
             "functionError": "Unhandled",
         },
-        "responsePayload": {
-            "errorMessage": str(error),
-            "errorType": type(error).__name__,
-            "requestId": request_id,
-            "stackTrace": traceback.format_tb(error.__traceback__),
-        },
+        "responsePayload": dict(response),
     }
 
 

@@ -212,6 +212,7 @@ def test_onprem_settings_come_from_the_stack_outputs(tmp_path: Path) -> None:
         "AudioDlqUrl": "https://sqs/audio-dlq",
         "LlmDlqUrl": "https://sqs/llm-dlq",
         "ResultsDlqUrl": "https://sqs/results-dlq",
+        "DispatcherDlqUrl": "https://sqs/dispatcher-dlq",
         "OnPremPolicyArn": "arn:aws:iam::1:policy/p",
     }
     described = tmp_path / "outputs.json"  # the shape `describe-stacks --query ...` writes
@@ -230,6 +231,7 @@ def test_onprem_settings_come_from_the_stack_outputs(tmp_path: Path) -> None:
         "audio_dlq_url": "https://sqs/audio-dlq",
         "llm_dlq_url": "https://sqs/llm-dlq",
         "results_dlq_url": "https://sqs/results-dlq",
+        "dispatcher_dlq_url": "https://sqs/dispatcher-dlq",
     }
     del outputs["JobTableName"]
     with pytest.raises(ValueError, match="JobTableName"):
