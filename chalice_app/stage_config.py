@@ -380,6 +380,18 @@ def _present(values: Mapping[str, str | None]) -> dict[str, str]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _dispatch_environment(out: StackOutputs, options: StageOptions) -> dict[str, str]:
+    """What ``dispatch_object`` reads: the Dispatcher's settings, the reconciler's too."""
+    return _present(
+        {
+            cfg.ENV_AUDIO_QUEUE_URL: out["AudioQueueUrl"],
+            cfg.ENV_ASG_NAME: out["GpuAsgName"],
+            "DEFAULT_LANGUAGE": options.default_language,
+            "ENQUEUE_LEASE_SECONDS": str(DISPATCHER_TIMEOUT_S),
+        }
+    )
+
+
 def stage_entry(out: StackOutputs, stage: str, options: StageOptions) -> dict[str, Any]:
     """This tool's keys of ``stages[stage]`` in ``.chalice/config.json``."""
     return {
@@ -402,14 +414,7 @@ def stage_entry(out: StackOutputs, stage: str, options: StageOptions) -> dict[st
                 "lambda_memory_size": DISPATCHER_MEMORY_MB,
                 "autogen_policy": False,
                 "iam_policy_file": f"policy-{stage}-{DISPATCHER}.json",
-                "environment_variables": _present(
-                    {
-                        cfg.ENV_AUDIO_QUEUE_URL: out["AudioQueueUrl"],
-                        cfg.ENV_ASG_NAME: out["GpuAsgName"],
-                        "DEFAULT_LANGUAGE": options.default_language,
-                        "ENQUEUE_LEASE_SECONDS": str(DISPATCHER_TIMEOUT_S),
-                    }
-                ),
+                "environment_variables": _dispatch_environment(out, options),
             },
             LLM_CALLER: {
                 "lambda_timeout": LLM_CALLER_TIMEOUT_S,
@@ -437,16 +442,11 @@ def stage_entry(out: StackOutputs, stage: str, options: StageOptions) -> dict[st
                 "lambda_memory_size": RECONCILER_MEMORY_MB,
                 "autogen_policy": False,
                 "iam_policy_file": f"policy-{stage}-{RECONCILER}.json",
-                "environment_variables": _present(
-                    {
-                        cfg.ENV_AUDIO_QUEUE_URL: out["AudioQueueUrl"],
-                        cfg.ENV_ASG_NAME: out["GpuAsgName"],
-                        cfg.ENV_DISPATCHER_DLQ_URL: out["DispatcherDlqUrl"],
-                        "DEFAULT_LANGUAGE": options.default_language,
-                        "ENQUEUE_LEASE_SECONDS": str(DISPATCHER_TIMEOUT_S),
-                        "RECONCILE_GRACE_SECONDS": str(RECONCILE_GRACE_S),
-                    }
-                ),
+                "environment_variables": {
+                    **_dispatch_environment(out, options),
+                    cfg.ENV_DISPATCHER_DLQ_URL: out["DispatcherDlqUrl"],
+                    "RECONCILE_GRACE_SECONDS": str(RECONCILE_GRACE_S),
+                },
             },
         },
     }
