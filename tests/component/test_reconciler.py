@@ -190,3 +190,38 @@ def test_a_record_that_fails_again_or_cannot_be_read_stays_for_the_next_run(
     assert len(report["failures"]) == 2
     assert dlq_depth(stack) == 2  # both still there, for the next run and the alarm
     assert audio_jobs(stack) == []
+
+
+def test_a_record_whose_job_another_delivery_is_dispatching_stays_until_it_is_done(
+    stack: Deployment,
+) -> None:
+    """Lambda's last retry still holds the job's lease when the reconciler runs: it leaves
+    the job to that delivery and keeps the record; once the lease has lapsed (after the
+    Dispatcher's timeout) a later run finishes the job."""
+    client = stack.client()
+    key = "audio-input/lease-held.mp3"
+    version = upload(stack, key)
+    job_id = job_id_for(stack.bucket, key, version)
+    assert stack.table().create(
+        job_id=job_id,
+        bucket=stack.bucket,
+        s3_key=key,
+        version=version,
+        language="english",
+        details="",
+        extra={JobField.VERSION_ID: version},
+        lease=Lease(JobField.ENQUEUE_LEASE_UNTIL, "the-last-retry", 3600),
+    )
+    send_failure_record(stack, s3_event(client, stack, key))
+    report = reconcile(client)
+    assert report["outcomes"] == {"duplicate": 1}
+    assert report["records_left"] == 1
+    assert audio_jobs(stack) == []
+
+    assert dlq_depth(stack) == 1  # kept (in flight until its visibility timeout)
+
+    stack.table().update_fields(job_id, {JobField.ENQUEUE_LEASE_UNTIL: 0})  # it lapsed
+    report = reconcile(stack.client(reconciler_env=GRACE_NONE))
+    assert (report["uploads_found"], report["outcomes"]) == (1, {"resent": 1})
+    [job] = audio_jobs(stack)
+    assert job.job_id == job_id

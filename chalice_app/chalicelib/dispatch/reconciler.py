@@ -20,12 +20,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.dispatch.dispatcher import Dispatched, DispatcherClients, dispatch_object
+from chalicelib.dispatch.dispatcher import (
+    Dispatched,
+    DispatcherClients,
+    DispatchOutcome,
+    dispatch_object,
+)
 from chalicelib.dispatch.s3_events import CreatedObject, created_objects
 from pipeline_core.config import ReconcilerSettings
 from pipeline_core.jobs import JobTable
 from pipeline_core.jsonlog import log_context
-from pipeline_core.reconcile import InvocationFailure, InvocationRecordError, unfinished_uploads
+from pipeline_core.reconcile import (
+    InvocationFailure,
+    InvocationRecordError,
+    needs_dispatch,
+    unfinished_uploads,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageTypeDef
@@ -152,4 +162,21 @@ def _dispatch_all(
                 "dispatched again",
                 extra={"outcome": dispatched.outcome.value, "job_id": dispatched.job_id},
             )
+            if dispatched.outcome is DispatchOutcome.DUPLICATE and _still_unfinished(
+                dispatched, clients, settings
+            ):
+                # Another delivery holds the job's lease (Lambda's own retry, just now): its
+                # claim lapses after the Dispatcher's timeout; the next run checks again.
+                log.warning("another dispatch of it is under way; the next run checks again")
+                report.failures.append(f"{obj.key}: another dispatch under way")
+                done = False
     return done
+
+
+def _still_unfinished(
+    dispatched: Dispatched, clients: DispatcherClients, settings: ReconcilerSettings
+) -> bool:
+    if dispatched.job_id is None:
+        return False
+    table = JobTable(clients.dynamodb, settings.dispatcher.job_table)
+    return needs_dispatch(table.get(dispatched.job_id))

@@ -6,10 +6,13 @@ ends in exactly one outcome."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import stage_config
+from support.waiting import wait_until
 from system.reliability.conftest import Report
 from system.reliability.scenario import scenario
 
@@ -19,6 +22,7 @@ from pipeline_core.reconcile import InvocationFailure
 pytestmark = pytest.mark.slow
 
 RECORD_TIMEOUT = 180.0  # three attempts, each through botocore's retries with back-off
+DISPATCHED = {"enqueued", "resent"}
 
 
 @pytest.mark.parametrize(
@@ -56,16 +60,28 @@ def test_a_dispatcher_outage_beyond_its_retries_is_reconciled(
         if record_lost:
             run.purge("DispatcherDlq")
 
-        reconciled = run.deployment.run_reconciler()
+        # The reconciler's schedule, shortened: runs until one has dispatched the upload (a
+        # run while Lambda's last attempt still holds the job's lease leaves it for later).
+        runs: list[dict[str, Any]] = []
+
+        def dispatched_again() -> bool:
+            runs.append(run.deployment.run_reconciler())
+            return any(DISPATCHED & set(done["outcomes"]) for done in runs)
+
+        wait_until(dispatched_again, 60, "the reconciler to dispatch the upload", interval=1.0)
         run.wait_finished([upload])
         run.wait_scaled_in()
         again = run.deployment.run_reconciler()  # nothing left to do
         figures = run.check()
     assert figures.succeeded == 1
-    assert reconciled["records_done"] == (0 if record_lost else 1)
-    assert reconciled["uploads_found"] == (1 if record_lost else 0)
-    assert sum(reconciled["outcomes"].values()) == 1
+    outcomes = Counter[str]()
+    for done in runs:
+        outcomes.update(done["outcomes"])
+    assert sum(outcomes[outcome] for outcome in DISPATCHED) == 1  # once, whatever the runs
+    assert sum(done["records_done"] for done in runs) == (0 if record_lost else 1)
+    assert (sum(done["uploads_found"] for done in runs) > 0) is record_lost
     assert again["outcomes"] == {}
+    reconciled = dict(outcomes)
     source = "the bucket listing (record lost)" if record_lost else "the Dispatcher DLQ record"
     report(
         case=service,
@@ -81,6 +97,7 @@ def test_a_dispatcher_outage_beyond_its_retries_is_reconciled(
         figures={
             **figures.as_dict(),
             "dispatcher_attempts": attempts,
-            "reconciled": reconciled["outcomes"],
+            "reconciler_runs": len(runs),
+            "reconciled": reconciled,
         },
     )
