@@ -36,6 +36,22 @@ def upload(stack: Deployment, key: str) -> str:
     return str(put["VersionId"])
 
 
+def begin_job(stack: Deployment, key: str, version: str, *, lease_seconds: int) -> str:
+    """The job row a Dispatcher writes before its Audio Queue send, holding its lease."""
+    job_id = job_id_for(stack.bucket, key, version)
+    assert stack.table().create(
+        job_id=job_id,
+        bucket=stack.bucket,
+        s3_key=key,
+        version=version,
+        language="english",
+        details="",
+        extra={JobField.VERSION_ID: version},
+        lease=Lease(JobField.ENQUEUE_LEASE_UNTIL, "a-dispatcher-invocation", lease_seconds),
+    )
+    return job_id
+
+
 def audio_jobs(stack: Deployment) -> list[AudioJob]:
     return [AudioJob.from_json(b) for b in stack.drain(stack.outputs["AudioQueueUrl"])]
 
@@ -124,16 +140,7 @@ def test_unfinished_uploads_past_the_grace_period_are_dispatched(stack: Deployme
     half = "audio-input/died-before-sending.mp3"
     half_version = upload(stack, half)
     # A Dispatcher that died between the job row and the Audio Queue send, its lease lapsed.
-    assert stack.table().create(
-        job_id=job_id_for(stack.bucket, half, half_version),
-        bucket=stack.bucket,
-        s3_key=half,
-        version=half_version,
-        language="english",
-        details="",
-        extra={JobField.VERSION_ID: half_version},
-        lease=Lease(JobField.ENQUEUE_LEASE_UNTIL, "dead-invocation", 0),
-    )
+    begin_job(stack, half, half_version, lease_seconds=0)
     stack.drain(stack.outputs["AudioQueueUrl"])
 
     # Young uploads are left to Lambda, which may still deliver their event.
@@ -201,17 +208,7 @@ def test_a_record_whose_job_another_delivery_is_dispatching_stays_until_it_is_do
     client = stack.client()
     key = "audio-input/lease-held.mp3"
     version = upload(stack, key)
-    job_id = job_id_for(stack.bucket, key, version)
-    assert stack.table().create(
-        job_id=job_id,
-        bucket=stack.bucket,
-        s3_key=key,
-        version=version,
-        language="english",
-        details="",
-        extra={JobField.VERSION_ID: version},
-        lease=Lease(JobField.ENQUEUE_LEASE_UNTIL, "the-last-retry", 3600),
-    )
+    job_id = begin_job(stack, key, version, lease_seconds=3600)
     send_failure_record(stack, s3_event(client, stack, key))
     report = reconcile(client)
     assert report["outcomes"] == {"duplicate": 1}
