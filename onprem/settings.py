@@ -51,6 +51,7 @@ _SPECS: Final[dict[str, _Spec]] = {
     "audio_dlq_url": _Spec("AUDIO_DLQ_URL", "str"),
     "llm_dlq_url": _Spec("LLM_DLQ_URL", "str"),
     "results_dlq_url": _Spec("RESULTS_DLQ_URL", "str"),
+    "dispatcher_dlq_url": _Spec(core.ENV_DISPATCHER_DLQ_URL, "str"),
     "input_dir": _Spec("ONPREM_INPUT_DIR", "path"),
     "output_dir": _Spec("ONPREM_OUTPUT_DIR", "path"),
     "state_file": _Spec("ONPREM_STATE_FILE", "path"),
@@ -99,6 +100,8 @@ class OnpremSettings:
     audio_dlq_url: str | None = None
     llm_dlq_url: str | None = None
     results_dlq_url: str | None = None
+    # The Dispatcher's on-failure destination, where `status --reconcile` asks the reconciler.
+    dispatcher_dlq_url: str | None = None
     input_dir: Path | None = None
     output_dir: Path | None = None
     state_file: Path | None = None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Final
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 AUDIO_PREFIX: Final = "audio-input/"
 TRANSCRIPT_PREFIX: Final = "transcriptions/"
@@ -55,6 +55,11 @@ def _check_safe(key: str) -> None:
 def decode_event_key(raw_key: str) -> str:
     """Decode a key as S3 event notifications carry it (URL-encoded, ``+`` for space)."""
     return unquote_plus(raw_key, encoding="utf-8", errors="strict")
+
+
+def encode_event_key(key: str) -> str:
+    """A key as S3 event notifications carry it; ``decode_event_key`` reverses it."""
+    return quote_plus(key, safe="/", encoding="utf-8")
 
 
 def audio_key(s3_key: str) -> str:

@@ -33,6 +33,7 @@ DOC: Final = ROOT / "docs" / "iam.md"
 IDENTITIES: Final = {
     "dispatcher": "Lambda role with `chalice_app/stage_config.py` `dispatcher_policy`",
     "llm_caller": "Lambda role with `chalice_app/stage_config.py` `llm_caller_policy`",
+    "reconciler": "Lambda role with `chalice_app/stage_config.py` `reconciler_policy`",
     "worker": "the template's `WorkerRole` (`WorkerPolicy`), assumed as the instance",
     "onprem": "an IAM user with the template's `OnPremPolicy` (`OnPremPolicyArn`)",
 }
