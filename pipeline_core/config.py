@@ -20,6 +20,8 @@ ENV_LLM_QUEUE_URL: Final = "LLM_QUEUE_URL"
 ENV_RESULTS_QUEUE_URL: Final = "RESULTS_QUEUE_URL"
 ENV_ASG_NAME: Final = "GPU_ASG_NAME"
 ENV_LOG_LEVEL: Final = "LOG_LEVEL"
+ENV_IMDS_ENDPOINT: Final = "IMDS_ENDPOINT"
+ENV_INSTANCE_ID: Final = "WORKER_INSTANCE_ID"
 
 
 class ConfigError(RuntimeError):
@@ -286,7 +288,7 @@ class WorkerSettings:
             visibility_timeout_seconds=env.integer("VISIBILITY_TIMEOUT_SECONDS", 600, minimum=6),
             heartbeat_seconds=env.integer("HEARTBEAT_SECONDS", 120, minimum=1),
             idle_shutdown_seconds=env.integer("IDLE_SHUTDOWN_SECONDS", 300, minimum=0),
-            imds_endpoint=env.optional("IMDS_ENDPOINT"),
+            imds_endpoint=env.optional(ENV_IMDS_ENDPOINT),
             log_level=env.text(ENV_LOG_LEVEL, "INFO"),
             retry_delay_seconds=env.integer("RETRY_DELAY_SECONDS", 10, minimum=0),
             max_receives=env.integer("MAX_RECEIVES", 3, minimum=1),
@@ -298,7 +300,7 @@ class WorkerSettings:
             beam_size=env.integer("WORKER_BEAM_SIZE", 5, minimum=1),
             batch_size=env.integer("WORKER_BATCH_SIZE", 8, minimum=1),
             pause_after_step=env.optional("WORKER_PAUSE_AFTER_STEP"),
-            instance_id=env.optional("WORKER_INSTANCE_ID"),
+            instance_id=env.optional(ENV_INSTANCE_ID),
         )
         if settings.heartbeat_seconds >= settings.visibility_timeout_seconds:
             raise ConfigError(

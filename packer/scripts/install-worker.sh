@@ -6,6 +6,7 @@ set -euo pipefail
 : "${TORCH_VERSION:?set by packer}" "${TORCH_INDEX_URL:?set by packer}"
 PREFIX=/opt/transcription
 UNIT=transcription-worker.service
+GIVE_BACK_UNIT=transcription-worker-give-back.service
 export DEBIAN_FRONTEND=noninteractive
 
 # First boot: cloud-init may still hold the apt lock.
@@ -26,17 +27,23 @@ python3.11 -m venv "$PREFIX/venv"
 "$PREFIX/venv/bin/python" -m pip install -q "$PREFIX/src[worker]"
 test -x "$PREFIX/venv/bin/gpu-worker"
 
-unit_source="$PREFIX/src/gpu_worker/systemd/$UNIT"
-if [ ! -f "$unit_source" ]; then
-  echo "install-worker: $unit_source is missing from the committed source" >&2
-  exit 1
-fi
-install -m 0644 "$unit_source" "/etc/systemd/system/$UNIT"
+# The worker's unit and the unit its OnFailure= starts (gives the instance back).
+for unit in "$UNIT" "$GIVE_BACK_UNIT"; do
+  unit_source="$PREFIX/src/gpu_worker/systemd/$unit"
+  if [ ! -f "$unit_source" ]; then
+    echo "install-worker: $unit_source is missing from the committed source" >&2
+    exit 1
+  fi
+  install -m 0644 "$unit_source" "/etc/systemd/system/$unit"
+done
+test -x "$PREFIX/venv/bin/gpu-worker-give-back"
+# Both units append their JSON log lines here; the CloudWatch agent ships them.
+install -d -m 0755 -o transcription -g transcription /var/log/transcription-worker
 install -d "/etc/systemd/system/$UNIT.d"
 site_packages=$("$PREFIX/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 sed "s|@SITE_PACKAGES@|$site_packages|g" /tmp/transcription-worker-ami.conf \
   >"/etc/systemd/system/$UNIT.d/10-ami.conf"
 systemctl daemon-reload
 # Fails the build when the unit names a program or user this image does not have.
-systemd-analyze verify "/etc/systemd/system/$UNIT"
+systemd-analyze verify "/etc/systemd/system/$UNIT" "/etc/systemd/system/$GIVE_BACK_UNIT"
 systemctl enable "$UNIT"
