@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.worker_harness import FakeImds, Pipeline
@@ -101,6 +102,28 @@ def test_a_model_that_does_not_load_is_reported_and_the_instance_given_back(
         pipeline.stack.client("cloudwatch"),
     )
     assert pipeline.depth(pipeline.stack.audio_queue_url) == (1, 0)  # untouched
+
+
+def test_the_give_back_calls_only_its_own_group(pipeline: Pipeline) -> None:
+    """Its Auto Scaling calls, as the template's WorkerPolicy grants them (and the group's
+    suspended process is the one the queue-depth alarm scales through)."""
+    group = pipeline.start_gpu_instance()
+    assert pipeline.instance_id is not None
+    called: list[tuple[str, str | None]] = []
+
+    def record(event_name: str, params: dict[str, Any], **_: Any) -> None:
+        called.append((event_name.rsplit(".", 1)[-1], params.get("AutoScalingGroupName")))
+
+    pipeline.autoscaling.meta.events.register("provide-client-params.auto-scaling", record)
+    give_back.give_back(
+        pipeline.autoscaling,
+        pipeline.stack.client("cloudwatch"),
+        give_back.Instance(group, pipeline.instance_id),
+    )
+    assert called == [
+        ("SuspendProcesses", group),
+        ("TerminateInstanceInAutoScalingGroup", None),
+    ]
 
 
 def test_a_configuration_error_is_the_cause_even_with_no_instance_to_give_back(
