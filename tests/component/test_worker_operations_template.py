@@ -112,7 +112,10 @@ def test_the_agent_ships_the_file_both_units_write_to_the_stacks_worker_log_grou
 def test_the_worker_may_write_only_streams_of_its_log_group() -> None:
     ship = worker_statements()["ShipLogLines"]
     assert sorted(ship["Action"]) == ["logs:CreateLogStream", "logs:PutLogEvents"]
-    assert ship["Resource"] == {"Fn::GetAtt": ["WorkerLogGroup", "Arn"]}
+    assert ship["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:"
+        "${WorkerLogGroup}:*"
+    }
     group = RESOURCES["WorkerLogGroup"]["Properties"]
     assert group["LogGroupName"] == {"Fn::Sub": "/transcription-pipeline/${AWS::StackName}/worker"}
     assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
