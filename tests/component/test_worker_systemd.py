@@ -49,6 +49,7 @@ def test_a_worker_that_failed_for_good_starts_the_give_back_unit() -> None:
     assert give_back["Service.StateDirectory"] == unit["Service.StateDirectory"]
     assert give_back["Service.StandardOutput"] == unit["Service.StandardOutput"]
     assert give_back["Service.Type"] == ["oneshot"]
+    assert give_back["Service.Restart"] == ["on-failure"]  # until the instance is given back
     assert give_back["Service.ExecStart"][0].endswith("/venv/bin/gpu-worker-give-back")
     assert give_back["Service.User"] == unit["Service.User"]
     # A broken environment file must not keep the instance from being given back.
