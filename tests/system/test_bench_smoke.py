@@ -83,6 +83,37 @@ def test_speed_loop_and_orchestration_figures(quick_run: tuple[Path, dict[str, A
     assert orchestration["api_calls_per_file"]["dynamodb"] > 0
 
 
+def test_latency_injected_loop_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = quick_run
+    [section] = results["latency"]
+    assert section["label"] == "this checkout"
+    assert section["environment"]["date_utc"]
+    [run] = section["runs"]
+    assert (run["files"], run["seconds_per_file"]) == (2, 30)
+    assert (run["call_latency_ms"], run["engine_fraction"]) == (20, 0.02)
+    assert_derived(
+        (run["overhead"], 4),
+        lambda loop_s, engine_s: loop_s / engine_s - 1,
+        (run["loop_seconds"], 3),
+        (run["engine_seconds"], 3),
+    )
+    assert_derived(
+        (run["overhead_ms_per_file"], 1),
+        lambda loop_s, engine_s: 1000 * (loop_s - engine_s) / 2,
+        (run["loop_seconds"], 3),
+        (run["engine_seconds"], 3),
+    )
+    # The worker claims, downloads, writes and hands off each file: every service is called.
+    operations = run["api_calls_by_operation_per_file"]
+    for operation in ("sqs.ReceiveMessage", "dynamodb.UpdateItem", "s3.GetObject"):
+        assert operations[operation] >= 1
+    for service, calls in run["api_calls_per_file"].items():
+        of_service = [(n, 2) for op, n in operations.items() if op.startswith(f"{service}.")]
+        assert_derived((calls, 2), lambda *counts: sum(counts), *of_service)
+    assert run["proxied_requests_per_file"] >= sum(run["api_calls_per_file"].values())
+    assert run["peak_rss_mib"] >= run["rss_before_mib"] > 0
+
+
 def test_memory_and_cost_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
     _, results = quick_run
     [memory] = results["memory"]
@@ -103,7 +134,8 @@ def test_memory_and_cost_figures(quick_run: tuple[Path, dict[str, Any]]) -> None
 def test_markdown_and_plots_are_written(quick_run: tuple[Path, dict[str, Any]]) -> None:
     out, results = quick_run
     text = (out / report.MARKDOWN_NAME).read_text()
-    for heading in ("## Accuracy", "## Speed", "## Memory", "## Cost"):
+    latency = "### Worker overhead at GPU speed"
+    for heading in ("## Accuracy", "## Speed", latency, "## Memory", "## Cost"):
         assert heading in text
     assert results["environment"]["date_utc"] in text
     for name in (report.RTF_PLOT, report.MEMORY_PLOT):
