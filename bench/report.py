@@ -294,15 +294,16 @@ def readme_section(results: dict[str, Any], results_link: str) -> str:
     for section in results.get("latency", []):
         runs = section["runs"]
         overheads = ", ".join(
-            f"{r['seconds_per_file']:g} s files {_pct(r['overhead'])}" for r in runs
+            f"{r['seconds_per_file']:g} s files {_pct(r['overhead'])} "
+            f"({sum(r['api_calls_per_file'].values()):g} worker AWS calls per file)"
+            for r in runs
         )
-        calls = "/".join(f"{sum(r['api_calls_per_file'].values()):g}" for r in runs)
         first = runs[0]
         lines.append(
-            f"Worker overhead at GPU speed ({section['label']}; {first['call_latency_ms']:g} ms "
-            f"per AWS call, engine stand-in at {_fraction(first)} of the audio's "
-            f"length): {overheads}; {calls} worker AWS calls per file; peak RSS "
-            f"{max(r['peak_rss_mib'] for r in runs):.0f} MiB."
+            f"Worker overhead at GPU speed, {section['label']} (measured "
+            f"{section['environment']['date_utc']}; {first['call_latency_ms']:g} ms per AWS "
+            f"call, engine stand-in at {_fraction(first)} of the audio's length): {overheads}; "
+            f"peak RSS {max(r['peak_rss_mib'] for r in runs):.0f} MiB."
         )
     memory = results.get("memory", [])
     if memory:

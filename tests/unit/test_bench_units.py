@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
+from support.bench_figures import assert_latency_run_consistent
 from support.rounding import assert_derived
 
 from bench import cost, report
 from bench.accuracy import Transcribed, normalise, pooled
 from bench.clips import Clip
 from bench.correction import measure
+from bench.paths import RESULTS_DIR
 from gpu_worker.transcription.transcript import Segment
 
 
@@ -171,3 +174,14 @@ def test_merge_replaces_the_parts_run_and_latency_sections_by_label() -> None:
         "total": 900.0,
         "latency": 60.0,
     }
+
+
+def test_published_latency_figures_agree_with_what_they_are_derived_from() -> None:
+    results = json.loads((RESULTS_DIR / report.JSON_NAME).read_text())
+    sections = {s["label"]: s for s in results["latency"]}
+    before = sections["before prefetch"]
+    assert before["environment"]["date_utc"]
+    assert {r["seconds_per_file"] for r in before["runs"]} == {30, 600}
+    for section in sections.values():
+        for run in section["runs"]:
+            assert_latency_run_consistent(run)
