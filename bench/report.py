@@ -122,6 +122,34 @@ def _speed_md(section: dict[str, Any]) -> list[str]:
     return out
 
 
+def _error_rate(row: dict[str, Any], path: str) -> str | None:
+    """WER, or CER for a language written without spaces between words."""
+    wer = row[f"{path}_wer"]
+    return _pct(wer if wer is not None else row[f"{path}_cer"])
+
+
+def _batching_md(section: dict[str, Any]) -> list[str]:
+    out = [
+        "### Batched inference in the worker's engine, per language",
+        "",
+        f"{section['engine']} {section['model']} {section['compute_type']} on "
+        f"{section['device']}, batch size {section['batch_size']}; {section['settings']}.",
+        "",
+        _machine(section),
+        "",
+    ]
+    rows = [
+        [r["language"], r["clips"], r["repeats"], r["audio_seconds"], r["reference_words"],
+         _pct(r["unbatched_wer"]), _pct(r["batched_wer"]), _pct(r["unbatched_cer"]),
+         _pct(r["batched_cer"]), r["unbatched_rtf"], r["batched_rtf"]]
+        for r in section["languages"]
+    ]  # fmt: skip
+    header = ["language", "clips", "joined x", "audio s", "reference words", "WER unbatched",
+              "WER batched", "CER unbatched", "CER batched", "RTF unbatched",
+              "RTF batched"]  # fmt: skip
+    return [*out, table(header, rows), ""]
+
+
 def _loop_md(runs: list[dict[str, Any]]) -> list[str]:
     if not runs:
         return []
@@ -237,6 +265,8 @@ def markdown(results: dict[str, Any]) -> str:
         out += _accuracy_md(results["accuracy"])
     if "speed" in results:
         out += _speed_md(results["speed"])
+    if "batching" in results:
+        out += _batching_md(results["batching"])
     out += _loop_md(results.get("loop", []))
     out += _latency_md(results.get("latency", []))
     if "orchestration" in results:
@@ -290,6 +320,19 @@ def readme_section(results: dict[str, Any], results_link: str) -> str:
         lines.append(
             f"Orchestration without ASR: {o['total_ms_per_file']:g} ms per file on moto "
             f"({sum(o['api_calls_per_file'].values()):g} AWS API calls per file)."
+        )
+    if "batching" in results:
+        b = results["batching"]
+        by_language = ", ".join(
+            f"{r['language']} {_error_rate(r, 'unbatched')} -> {_error_rate(r, 'batched')} "
+            f"(RTF {r['unbatched_rtf']:g} -> {r['batched_rtf']:g})"
+            for r in b["languages"]
+        )
+        lines.append(
+            f"Batched inference (WORKER_BATCHED_INFERENCE; {b['engine']} {b['model']} "
+            f"{b['compute_type']} on {b['device']}, batch {b['batch_size']}, measured "
+            f"{b['environment']['date_utc']}), WER (CER where words are not spaced) unbatched "
+            f"-> batched: {by_language}."
         )
     for section in results.get("latency", []):
         runs = section["runs"]
@@ -393,7 +436,7 @@ def merged(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     The run's environment stays ``previous``'s: a merged latency section carries its own.
     """
     out = dict(previous)
-    for part in ("accuracy", "speed", "loop", "orchestration", "memory", "cost"):
+    for part in ("accuracy", "speed", "batching", "loop", "orchestration", "memory", "cost"):
         if part in new:
             out[part] = new[part]
     labels = {s["label"] for s in new.get("latency", [])}

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from bench import accuracy, correction, cost, latency, memory, orchestration, speed
+from bench import accuracy, batching, correction, cost, latency, memory, orchestration, speed
 from bench.clips import Clip, concatenated_mp3, eval_clips, generated_clips, looped_mp3
 from bench.engines import (
     FASTER_WHISPER,
@@ -32,7 +32,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PARTS: Final = ("accuracy", "speed", "loop", "latency", "orchestration", "memory", "cost")
+PARTS: Final = (
+    "accuracy",
+    "speed",
+    "batching",
+    "loop",
+    "latency",
+    "orchestration",
+    "memory",
+    "cost",
+)
 SCHEMA: Final = 1
 LONG_LOOP_SECONDS: Final = 180.0  # one longer recording for the worker loop
 # The latency-injected loop: (seconds per file, files) for a full run and for --quick.
@@ -262,6 +271,27 @@ def _speed(plan: Plan, engines: list[str], quick: bool) -> dict[str, Any]:
     }
 
 
+def _batching(plan: Plan, work_dir: Path) -> dict[str, Any]:
+    """The worker's engine batched and not, with the multilingual model where there is one."""
+    model = plan.models[-1]
+    spec = EngineSpec(FASTER_WHISPER, model, _default_compute(plan.device))
+    batch_size = max(_batch_sizes(plan.device))
+    log.info("batching: %s, batch size %d", spec.label, batch_size)
+    rows = batching.measure(spec, plan.device, plan.clips, work_dir, batch_size)
+    return {
+        "engine": spec.engine,
+        "model": spec.model,
+        "compute_type": spec.compute_type,
+        "device": plan.device,
+        "batch_size": batch_size,
+        "settings": batching.SETTINGS,
+        "languages": [asdict(r) for r in rows],
+        # Its own record: a part merged into earlier results (--merge) is measured later.
+        "environment": asdict(collect(plan.device)),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
 def _loop(plan: Plan, engines: list[str], quick: bool) -> list[dict[str, Any]]:
     runs = []
     for engine_name in engines:
@@ -334,6 +364,8 @@ def run(options: Options) -> dict[str, Any]:
             results["speed"] = _timed(
                 "speed", timings, lambda: _speed(plan, engines, options.quick)
             )
+        if "batching" in options.parts:
+            results["batching"] = _timed("batching", timings, lambda: _batching(plan, work_dir))
         if "loop" in options.parts:
             results["loop"] = _timed("loop", timings, lambda: _loop(plan, engines, options.quick))
         if "latency" in options.parts:

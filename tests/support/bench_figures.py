@@ -29,3 +29,18 @@ def assert_latency_run_consistent(run: dict[str, Any]) -> None:
         assert_derived((calls, 2), lambda *counts: sum(counts), *of_service)
     assert run["proxied_requests_per_file"] >= sum(run["api_calls_per_file"].values())
     assert run["peak_rss_mib"] >= run["rss_before_mib"] > 0
+
+
+def assert_batching_row_consistent(row: dict[str, Any]) -> None:
+    """A language's RTFs follow from its seconds; its error rates are rates."""
+    assert row["audio_seconds"] > 30  # longer than one window: the batched path ran
+    for path in ("unbatched", "batched"):
+        assert_derived(
+            (row[f"{path}_rtf"], 4),
+            lambda seconds, audio: seconds / audio,
+            (row[f"{path}_seconds"], 3),
+            (row["audio_seconds"], 2),
+        )
+        assert row[f"{path}_cer"] >= 0
+        wer = row[f"{path}_wer"]
+        assert wer is None or wer >= 0
