@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from support.bench_figures import assert_latency_run_consistent
+from support.bench_figures import assert_batching_row_consistent, assert_latency_run_consistent
 from support.rounding import assert_derived
 
 from bench import cost, report
@@ -185,3 +185,13 @@ def test_published_latency_figures_agree_with_what_they_are_derived_from() -> No
     for section in sections.values():
         for run in section["runs"]:
             assert_latency_run_consistent(run)
+
+
+def test_published_batching_figures_agree_with_what_they_are_derived_from() -> None:
+    results = json.loads((RESULTS_DIR / report.JSON_NAME).read_text())
+    section = results["batching"]
+    assert section["environment"]["date_utc"]
+    languages = {row["language"] for row in section["languages"]}
+    assert {"en", "he"} <= languages
+    for row in section["languages"]:
+        assert_batching_row_consistent(row)
