@@ -479,7 +479,11 @@ def main() -> int:
     try:
         imds = ImdsClient(settings.imds_endpoint) if settings.imds_endpoint else None
         worker_id = settings.instance_id or (imds.instance_id() if imds is not None else None)
-        options = DecodeOptions(beam_size=settings.beam_size, batch_size=settings.batch_size)
+        options = DecodeOptions(
+            beam_size=settings.beam_size,
+            batch_size=settings.batch_size,
+            batched=settings.batched_inference,
+        )
         engines = EngineCache(
             settings.engine,
             settings.models,

@@ -286,9 +286,11 @@ class WorkerSettings:
     misconfiguration_pause_seconds: int = 300
     spot_poll_seconds: float = 5.0
     progress_log_seconds: float = 30.0
-    # Decoding: beams per search, and 30 s chunks decoded together (transformers engine).
+    # Decoding: beams per search, and 30 s chunks decoded together (transformers engine;
+    # faster-whisper too with batched_inference, on audio longer than one window).
     beam_size: int = 5
     batch_size: int = 8
+    batched_inference: bool = False
     # Fault injection for the reliability tests: log and sleep after this named step.
     pause_after_step: str | None = None
     # The own instance id where there is no IMDS to ask (local mode's stand-in instances).
@@ -329,6 +331,7 @@ class WorkerSettings:
             progress_log_seconds=env.number("PROGRESS_LOG_SECONDS", 30.0, minimum=0),
             beam_size=env.integer("WORKER_BEAM_SIZE", 5, minimum=1),
             batch_size=env.integer("WORKER_BATCH_SIZE", 8, minimum=1),
+            batched_inference=env.flag("WORKER_BATCHED_INFERENCE", False),
             pause_after_step=env.optional("WORKER_PAUSE_AFTER_STEP"),
             instance_id=env.optional(ENV_INSTANCE_ID),
             notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),
