@@ -276,7 +276,8 @@ def llm_caller_policy(out: StackOutputs, stage: str, options: StageOptions) -> d
     statements = [
         _logs(out, stage, LLM_CALLER),
         _statement("ReadTranscripts", ["s3:GetObject"], [_objects(out, TRANSCRIPT_PREFIX)]),
-        _statement("WriteOutputs", ["s3:PutObject"], [_objects(out, FINAL_PREFIX)]),
+        # GetObject: HEAD before writing, so that another recording's output is not replaced.
+        _statement("WriteOutputs", ["s3:GetObject", "s3:PutObject"], [_objects(out, FINAL_PREFIX)]),
         _statement(
             "ChunkCheckpoints",
             ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],

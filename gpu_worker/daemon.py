@@ -227,7 +227,7 @@ class Worker:
                     self.pauses.after("marked_transcribed", in_flight.check)
                     timed_key = written.keys.timed
                 else:
-                    timed_key = transcript_keys(job.object_key).timed
+                    timed_key = transcript_keys(job.resolved_output_name).timed
                 send_llm_job(self.aws.sqs, self.settings.llm_queue_url, job, job_id, timed_key)
                 self.pauses.after("llm_job_sent", in_flight.check)  # 6.
                 record_handed_off(self.table, job_id)
@@ -237,14 +237,22 @@ class Worker:
         except PermanentError as exc:
             # Retrying will not help: fail the job with the reason.
             with log_context(job_id=job_id):
-                self.fail(lease, job.object_key, job_id, f"{job.object_key}: {exc}")
+                self.fail(
+                    lease,
+                    job.object_key,
+                    job_id,
+                    f"{job.object_key}: {exc}",
+                    output_name=job.resolved_output_name,
+                )
 
     def transcribe(
         self, job: AudioJob, bucket: str, claim: Claim, in_flight: InFlight
     ) -> WrittenTranscript:
         """Steps 3-5, unless an earlier delivery already wrote this job's transcript."""
-        keys = transcript_keys(job.object_key)
-        written = find_written_transcript(self.aws.s3, self.settings.bucket, keys, claim.job_id)
+        keys = transcript_keys(job.resolved_output_name)
+        written = find_written_transcript(
+            self.aws.s3, self.settings.bucket, keys, claim.job_id, job.object_key
+        )
         if written is not None:
             logger.info("the transcript was written by an earlier delivery; not redoing it")
             return written
@@ -358,12 +366,20 @@ class Worker:
                 logger.info("the job has its outcome already; not failing it")
                 lease.delete()
                 return
-            self.fail(lease, job.object_key, job_id, reason)
+            self.fail(lease, job.object_key, job_id, reason, output_name=job.resolved_output_name)
         except Exception:
             logger.exception("could not report the failure; the DLQ will keep the message")
             self.retry_later(lease)
 
-    def fail(self, lease: MessageLease, source_key: str, job_id: str | None, reason: str) -> None:
+    def fail(
+        self,
+        lease: MessageLease,
+        source_key: str,
+        job_id: str | None,
+        reason: str,
+        *,
+        output_name: str | None = None,
+    ) -> None:
         """The job's one outcome is a failure: the Result (and job row) first, then the
         message goes; a report that raises leaves the message to the caller."""
         report_failure(
@@ -373,6 +389,7 @@ class Worker:
             source_key=source_key,
             job_id=job_id,
             reason=reason,
+            output_name=output_name,
         )
         lease.delete()
 

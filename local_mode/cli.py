@@ -35,7 +35,7 @@ from onprem.upload import FileOutcome, Status, UploadOptions, run_upload
 from pipeline_core.config import ConfigError
 from pipeline_core.jobs import JobTable
 from pipeline_core.jsonlog import configure_logging
-from pipeline_core.keys import AUDIO_SUFFIXES, FINAL_PREFIX, final_keys, local_relative_path, stem
+from pipeline_core.keys import AUDIO_SUFFIXES, FINAL_PREFIX, final_keys, local_relative_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -111,24 +111,27 @@ def model_dirs(engine: str, model: str) -> dict[str, str]:
     return {"*": str(path)}
 
 
-def output_files(output_dir: Path, key: str) -> tuple[str, ...]:
-    """What the poller wrote for an uploaded key (final text, timed text, or a failure report)."""
-    final = final_keys(stem(key))
+def output_files(output_dir: Path, output_name: str | None) -> tuple[str, ...]:
+    """What the poller wrote for the recording named ``output_name`` (final text, timed
+    text, or a failure report); nothing before the Dispatcher named it."""
+    if output_name is None:
+        return ()
+    final = final_keys(output_name)
     found = []
     for final_key in (final.text, final.timed):
         path = output_dir / local_relative_path(final_key, FINAL_PREFIX)
         if path.exists():
             found.append(str(path))
-    failed = failure_report_path(output_dir, key)
+    failed = failure_report_path(output_dir, output_name)
     if failed.exists():
         found.append(str(failed))
     return tuple(found)
 
 
-def _with_outputs(statuses: list[FileStatus], keys: list[str], out: Path) -> list[FileStatus]:
+def _with_outputs(statuses: list[FileStatus], out: Path) -> list[FileStatus]:
     return [
-        FileStatus(**{**vars(status), "outputs": output_files(out, key)})
-        for status, key in zip(statuses, keys, strict=True)
+        FileStatus(**{**vars(status), "outputs": output_files(out, status.output_name)})
+        for status in statuses
     ]
 
 
@@ -330,10 +333,10 @@ def _watch(
 ) -> list[FileStatus]:
     """Show each file's stage until all are home and nothing is left running."""
     deadline = time.monotonic() + timeout
-    statuses = _with_outputs(target.statuses(keys), keys, out)
+    statuses = _with_outputs(target.statuses(keys), out)
     with Live(progress_table(statuses), console=console, refresh_per_second=4) as live:
         while time.monotonic() < deadline:
-            statuses = _with_outputs(target.statuses(keys), keys, out)
+            statuses = _with_outputs(target.statuses(keys), out)
             live.update(progress_table(statuses))
             if _all_home(statuses) and target.settled():
                 break

@@ -2,7 +2,9 @@
 
 For each result the ``final-output/`` files are downloaded into the output folder under
 their own names (``final-output/a/b.txt`` -> ``<output>/a/b.txt``), written atomically and
-checked against the object's size; a failed result becomes ``<output>/failed/<name>.json``.
+checked against the object's size; a failed result becomes ``<output>/failed/<name>.json``,
+``<name>`` being the recording's output name (``pipeline_core.keys``), so that no two
+recordings' files or reports meet, not even on a case-insensitive file system.
 The message is deleted only after that, so a crash at any point leaves it in the queue and
 the next run does the work again; writing the same bytes twice changes nothing, so a
 duplicate message is harmless. A message that is malformed, names a key that would leave
@@ -109,9 +111,18 @@ def sweep_temp_files(output_dir: Path, older_than: float = STALE_TEMP_SECONDS) -
     return removed
 
 
-def failure_report_path(output_dir: Path, source_file: str) -> Path:
-    relative = keys.local_relative_path(keys.audio_key(source_file), keys.AUDIO_PREFIX)
-    return output_dir / FAILED_FOLDER / relative.with_suffix(".json")
+def failure_report_path(output_dir: Path, output_name: str) -> Path:
+    """Where the failure of the recording named ``output_name`` is reported."""
+    return output_dir / FAILED_FOLDER / keys.failure_report_relative_path(output_name)
+
+
+def _reports_failure_of(report: Path, source_file: str) -> bool:
+    """True when ``report`` is a failure report of ``source_file`` (not another recording's)."""
+    try:
+        written = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(written, dict) and written.get("source_file") == source_file
 
 
 class Poller:
@@ -234,7 +245,7 @@ class Poller:
             log.warning("files written but the message was not deleted: %s", exc)
 
     def _report_failure(self, result: Result) -> PollOutcome:
-        target = failure_report_path(self.options.output_dir, result.source_file)
+        target = failure_report_path(self.options.output_dir, result.resolved_output_name)
         report = json.dumps(result.to_dict(), ensure_ascii=False, indent=2) + "\n"
         changed = write_bytes_atomic(target, report.encode("utf-8"))
         log.warning(
@@ -255,8 +266,8 @@ class Poller:
             relative: PurePosixPath = keys.local_relative_path(key, keys.FINAL_PREFIX)
             targets.append((bucket, key, self.options.output_dir / relative))
         changed = [self._download(bucket, key, target) for bucket, key, target in targets]
-        stale = failure_report_path(self.options.output_dir, result.source_file)
-        if stale.is_file():
+        stale = failure_report_path(self.options.output_dir, result.resolved_output_name)
+        if stale.is_file() and _reports_failure_of(stale, result.source_file):
             # An earlier attempt failed and a redrive succeeded: the transcript is the outcome.
             with contextlib.suppress(OSError):
                 stale.unlink()

@@ -1,10 +1,20 @@
 """The bucket's key layout, in one place.
 
-``audio-input/<name>.<ext>`` is what the on-prem side uploads; the worker writes
+``audio-input/<path>.<ext>`` is what the on-prem side uploads; the worker writes
 ``transcriptions/<name>.timed.txt`` (+ ``.json``, ``.srt``, ``.vtt``); the LLM Caller writes
-``final-output/<name>.txt`` and ``final-output/<name>.timed.txt``. ``<name>`` keeps any
-sub-folders below ``audio-input/`` so that two uploads with the same file name in different
-folders never overwrite each other's outputs.
+``final-output/<name>.txt`` and ``final-output/<name>.timed.txt``; the poller mirrors those
+into its folder and writes a failure report as ``failed/<name>.json``.
+
+``<name>``, the recording's output name, is the upload's path below ``audio-input/``
+without its extension (``recording-001.mp3`` -> ``recording-001``) when no other recording
+holds that name; names are compared case-folded, as a Windows or macOS folder compares
+them. Another source with the same folded name gets the first free of
+``<stem> (<ext>)``, ``<stem> (<ext> 2)``, ``<stem> (<ext> 3)`` ... (``lecture.wav`` ->
+``lecture (wav)``, ``Lecture.MP3`` -> ``Lecture (MP3)``): ``output_name_candidates`` lists
+them in that order, and the Dispatcher reserves the first free one in the job table
+(``pipeline_core.jobs.JobTable.reserve_output_name``), where the same source finds its own
+name again. Sub-folders are kept, so two uploads with the same file name in different
+folders never meet.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Final
@@ -30,6 +41,10 @@ TIMED_SUFFIX: Final = ".timed.txt"
 MAX_KEY_BYTES: Final = 1024  # S3's own limit on a key's UTF-8 length
 # A local file name's limit (255 bytes on ext4, NTFS, APFS) less room for a temporary suffix.
 MAX_LOCAL_NAME_BYTES: Final = 200
+# ``<stem> (<ext> N)`` is tried up to this N before a name with a digest of the key.
+MAX_NUMBERED_NAMES: Final = 20
+# The on-prem poller's report of a failed recording: ``failed/<output name>.json``.
+FAILURE_REPORT_SUFFIX: Final = ".json"
 
 
 class InvalidKeyError(ValueError):
@@ -78,10 +93,49 @@ def has_audio_suffix(key: str) -> bool:
 
 
 def stem(key: str) -> str:
-    """Name of a job's outputs: the audio key below ``audio-input/`` without its extension."""
+    """The plain output name of an upload: its key below ``audio-input/`` without its
+    extension. It is the name when no other recording holds it, and the name of a job whose
+    message predates reserved names (no ``output_name``)."""
     name = relative_audio_name(key)
     base, ext = posixpath.splitext(name)
     return base if ext and base and not base.endswith("/") else name
+
+
+def folded_name(name: str) -> str:
+    """What a case-insensitive file system (Windows, macOS) sees of a name: two names with
+    the same folded form are one file there. Unicode case folding after NFC (macOS also
+    treats the composed and decomposed forms of a letter as one)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+
+
+def output_name_candidates(source_key: str) -> Iterator[str]:
+    """The output names an upload may take, best first; the first free one is reserved.
+
+    A recording first asks for its plain ``stem``; then (and any other upload at once, so
+    that a refused ``notes.txt`` never takes ``notes`` from ``notes.mp3``) ``<stem> (<ext>)``
+    and ``<stem> (<ext> 2)``, ``(<ext> 3)`` ...; past ``MAX_NUMBERED_NAMES`` a digest of
+    the exact key, which no other upload shares.
+    """
+    relative = relative_audio_name(source_key)
+    plain = stem(source_key)
+    label = relative[len(plain) + 1 :] if len(relative) > len(plain) else ""
+    if has_audio_suffix(source_key):
+        yield plain
+    yield f"{plain} ({label})" if label else f"{plain} (1)"
+    for number in range(2, MAX_NUMBERED_NAMES + 1):
+        yield f"{plain} ({label} {number})" if label else f"{plain} ({number})"
+    digest = hashlib.sha256(relative.encode("utf-8")).hexdigest()[:16]
+    yield f"{plain} ({label} {digest})" if label else f"{plain} ({digest})"
+
+
+def check_output_name(name: str) -> str:
+    """``name`` if every key derived from it is a safe key of our layout."""
+    _check_safe(name)
+    for key in (TRANSCRIPT_PREFIX + name + TIMED_SUFFIX, FINAL_PREFIX + name + TIMED_SUFFIX):
+        _check_safe(key)
+    if name.endswith("/"):
+        raise InvalidKeyError(f"the output name {name!r} names a folder")
+    return name
 
 
 @dataclass(frozen=True)
@@ -94,8 +148,9 @@ class TranscriptKeys:
     vtt: str
 
 
-def transcript_keys(audio: str) -> TranscriptKeys:
-    base = TRANSCRIPT_PREFIX + stem(audio)
+def transcript_keys(output_name: str) -> TranscriptKeys:
+    """The worker's files for the recording whose output name is ``output_name``."""
+    base = TRANSCRIPT_PREFIX + output_name
     return TranscriptKeys(
         timed=base + TIMED_SUFFIX, json=base + ".json", srt=base + ".srt", vtt=base + ".vtt"
     )
@@ -122,9 +177,14 @@ class FinalKeys:
     timed: str
 
 
-def final_keys(stem_name: str) -> FinalKeys:
-    base = FINAL_PREFIX + stem_name
+def final_keys(output_name: str) -> FinalKeys:
+    base = FINAL_PREFIX + output_name
     return FinalKeys(text=base + ".txt", timed=base + TIMED_SUFFIX)
+
+
+def llm_work_prefix(work_id: str) -> str:
+    """The LLM Caller's chunk checkpoints of one job (its job id: never shared)."""
+    return f"{LLM_WORK_PREFIX}{work_id}/"
 
 
 def s3_uri(bucket: str, key: str) -> str:
@@ -150,9 +210,19 @@ def local_relative_path(key: str, prefix: str) -> PurePosixPath:
     _check_safe(key)
     if not key.startswith(prefix) or len(key) == len(prefix):
         raise InvalidKeyError(f"the key {key!r} is not below {prefix!r}")
-    relative = PurePosixPath(key[len(prefix) :])
-    if relative.is_absolute() or ".." in relative.parts or "\\" in key:
-        raise InvalidKeyError(f"the key {key!r} would leave the output folder")
+    return _local_path(key[len(prefix) :])
+
+
+def failure_report_relative_path(output_name: str) -> PurePosixPath:
+    """Where the poller reports a failed recording, below its ``failed/`` folder: named
+    after the recording's output name, so that two recordings' reports never meet either."""
+    return _local_path(check_output_name(output_name) + FAILURE_REPORT_SUFFIX)
+
+
+def _local_path(relative_key: str) -> PurePosixPath:
+    relative = PurePosixPath(relative_key)
+    if relative.is_absolute() or ".." in relative.parts or "\\" in relative_key:
+        raise InvalidKeyError(f"the name {relative_key!r} would leave the output folder")
     return PurePosixPath(*(local_name(part) for part in relative.parts))
 
 

@@ -70,9 +70,11 @@ def report_failure(
     source_key: str,
     job_id: str | None,
     reason: str,
+    output_name: str | None = None,
 ) -> None:
     """Tell the user the job failed and why, and record it; the caller deletes the message."""
-    send_to_queue(sqs, results_queue_url, Result.failure(source_key, reason, job_id=job_id))
+    result = Result.failure(source_key, reason, job_id=job_id, output_name=output_name)
+    send_to_queue(sqs, results_queue_url, result)
     if job_id is not None and table.get(job_id) is not None:
         table.fail(job_id, reason)
     logger.error("the job failed: %s", reason, extra={"error": reason})

@@ -4,6 +4,8 @@ Each ``put_object`` is atomic for readers (a reader sees the old object or the w
 one). The timed file is written last because it is what the LLM Caller reads and what a
 restarted worker looks for: it carries the job id and the run's figures as S3 metadata,
 so a redelivered job whose transcript was already written skips straight to the hand-off.
+Every file names its recording (``pipeline_core.ownership``); a timed file of another
+recording at this job's key fails the job instead of being overwritten.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from gpu_worker.transcription import formats
 from pipeline_core.errors import WORKER_READER, is_missing_object
 from pipeline_core.jobs import JobField
 from pipeline_core.keys import TranscriptKeys
+from pipeline_core.ownership import OutputTakenError, Owner, owner_metadata
 from pipeline_core.timed_text import render_segments
 
 if TYPE_CHECKING:
@@ -60,12 +63,19 @@ def write_transcripts(
     figures: formats.RunFigures,
 ) -> WrittenTranscript:
     segments = transcription.segments
+    owner = owner_metadata(figures.job_id, figures.source_key)
     for key, body, content_type in (
         (keys.json, formats.transcript_json(segments, figures), "application/json"),
         (keys.srt, formats.srt(segments), "application/x-subrip; charset=utf-8"),
         (keys.vtt, formats.vtt(segments), "text/vtt; charset=utf-8"),
     ):
-        s3.put_object(Bucket=bucket, Key=key, Body=body.encode("utf-8"), ContentType=content_type)
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=body.encode("utf-8"),
+            ContentType=content_type,
+            Metadata=owner,
+        )
     written = WrittenTranscript(
         keys=keys,
         audio_seconds=figures.audio_seconds,
@@ -78,7 +88,7 @@ def write_transcripts(
         Body=render_segments(segments).encode("utf-8"),
         ContentType="text/plain; charset=utf-8",
         Metadata={  # S3 metadata is ASCII: the model id is percent-encoded
-            "job-id": figures.job_id,
+            **owner,
             "audio-seconds": f"{figures.audio_seconds:.3f}",
             "transcribe-seconds": f"{figures.transcribe_seconds:.3f}",
             "model": quote(figures.model, safe=":/"),
@@ -92,9 +102,13 @@ def write_transcripts(
 
 
 def find_written_transcript(
-    s3: S3Client, bucket: str, keys: TranscriptKeys, job_id: str
+    s3: S3Client, bucket: str, keys: TranscriptKeys, job_id: str, source_key: str
 ) -> WrittenTranscript | None:
-    """The transcript an earlier delivery of this job finished writing, if any."""
+    """The transcript an earlier delivery of this job finished writing, if any.
+
+    Raises ``OutputTakenError`` when the timed file is another recording's: not this job's,
+    nor an earlier upload's of the same source (which this one replaces).
+    """
     try:
         head = s3.head_object(Bucket=bucket, Key=keys.timed)
     except ClientError as exc:
@@ -102,7 +116,10 @@ def find_written_transcript(
             return None
         raise
     metadata = head.get("Metadata", {})
-    if metadata.get("job-id") != job_id:  # absent, or another upload's transcript
+    owner = Owner.of(metadata)
+    if not owner.may_be_replaced_by(job_id, source_key):
+        raise OutputTakenError(keys.timed, owner, source_key)
+    if owner.job_id != job_id:  # an earlier upload of the same source: transcribed anew
         return None
     try:
         return WrittenTranscript(

@@ -28,6 +28,7 @@ from cloudformation.call_ledger import denied, ungranted
 from pipeline_core.contracts import LlmJob, Result, send_to_queue
 from pipeline_core.errors import MissingPermissionError
 from pipeline_core.jobs import ACTIVE_STATES, JobField, JobState, Lease, job_id_for
+from pipeline_core.ownership import owner_metadata
 
 DETAILS = "Bava Kamma 2a"
 LECTURE = [
@@ -79,7 +80,12 @@ def transcribed(
     assert table.transition(job_id, JobState.TRANSCRIBING, expected=[JobState.QUEUED])
     assert table.transition(job_id, JobState.TRANSCRIBED, expected=[JobState.TRANSCRIBING])
     timed_key = f"transcriptions/{stem}.timed.txt"
-    stack.s3.put_object(Bucket=stack.bucket, Key=timed_key, Body=("\n".join(lines) + "\n").encode())
+    stack.s3.put_object(
+        Bucket=stack.bucket,
+        Key=timed_key,
+        Body=("\n".join(lines) + "\n").encode(),
+        Metadata=owner_metadata(job_id, audio_key),  # as the worker writes it
+    )
     return LlmJob(
         timed_key=timed_key, details=details, language=language, job_id=job_id,
         source_key=audio_key,

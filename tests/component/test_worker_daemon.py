@@ -50,7 +50,7 @@ def test_happy_path(pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog) -> Non
 
     assert pipeline.worker().run() == EXIT_OK
 
-    keys = transcript_keys(key)
+    keys = transcript_keys(pipeline.job(job_id).output_name or "")
     assert keys.timed == "transcriptions/lectures/fox.timed.txt"
     document = json.loads(pipeline.text(keys.json))
     rows = parse_timed(pipeline.text(keys.timed))
@@ -288,7 +288,7 @@ def test_transient_failure_keeps_the_message_and_the_next_delivery_resumes(
     assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 1)  # kept, hidden for a retry
     assert pipeline.job(job_id).state is JobState.TRANSCRIBED
     assert JobField.LLM_JOB_SENT_AT not in pipeline.job(job_id).attributes
-    timed = transcript_keys(key).timed
+    timed = transcript_keys(pipeline.job(job_id).output_name or "").timed
     written_at = pipeline.s3.head_object(Bucket=pipeline.stack.bucket, Key=timed)["LastModified"]
     assert json_log.has("the message will be delivered again")
 

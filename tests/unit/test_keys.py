@@ -26,7 +26,7 @@ def test_plus_in_event_key_is_a_space() -> None:
 def test_derived_names_keep_folders_and_unicode() -> None:
     audio = "audio-input/2025/שיעור 1.mp3"
     assert keys.stem(audio) == "2025/שיעור 1"
-    derived = keys.transcript_keys(audio)
+    derived = keys.transcript_keys(keys.stem(audio))
     assert derived.timed == "transcriptions/2025/שיעור 1.timed.txt"
     assert derived.json == "transcriptions/2025/שיעור 1.json"
     assert derived.srt.endswith(".srt")

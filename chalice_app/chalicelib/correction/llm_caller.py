@@ -15,6 +15,10 @@ unknown model, no model access, a missing permission: ``ConfigurationError``) ta
 path through the queue and its DLQ alarm, but its last receive fails the job with a Result
 that says what to fix: it is not the transcript's fault, and quietly delivering every job
 uncorrected would hide it.
+
+A transcript is only corrected when it carries its job's id (``pipeline_core.ownership``),
+and the final files are only written where no other recording's are: either mismatch
+fails the job with a reason, never delivering or overwriting another recording's text.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from pipeline_core.contracts import (
 from pipeline_core.errors import LLM_CALLER_READER, ConfigurationError, is_missing_object
 from pipeline_core.jobs import ACTIVE_STATES, JobField, JobRecord, JobState, JobTable, Lease
 from pipeline_core.jsonlog import log_context
+from pipeline_core.ownership import OutputTakenError, Owner, owner_metadata
 from pipeline_core.timed_text import TimedTranscript, parse, render_plain, render_timed
 
 if TYPE_CHECKING:
@@ -144,7 +149,9 @@ def _malformed(
             send_to_queue(
                 clients.sqs,
                 settings.results_queue_url,
-                Result.failure(record.s3_key, reason, job_id=record.job_id),
+                Result.failure(
+                    record.s3_key, reason, job_id=record.job_id, output_name=record.output_name
+                ),
             )
     return CorrectionOutcome.FAILED
 
@@ -174,8 +181,7 @@ class _Correction:
         self.passes = 1
         self.source_file = job.source_key
         work_id = job.job_id or hashlib.sha256(job.timed_key.encode()).hexdigest()[:32]
-        work_prefix = f"{keys.LLM_WORK_PREFIX}{work_id}/"
-        self.checkpoints = S3Checkpoints(clients.s3, settings.bucket, work_prefix)
+        self.checkpoints = S3Checkpoints(clients.s3, settings.bucket, keys.llm_work_prefix(work_id))
 
     # -- entry ---------------------------------------------------------------------------
 
@@ -226,9 +232,16 @@ class _Correction:
     # -- the work ------------------------------------------------------------------------
 
     def _correct(self, *, final: bool = False) -> CorrectionOutcome:
-        text = self._read_transcript()
-        if text is None:
+        read = self._read_transcript()
+        if read is None:
             return self._fail(f"the transcript {self.job.timed_key} does not exist")
+        text, owner = read
+        if self.job.job_id and owner.job_id != self.job.job_id:
+            return self._fail(
+                f"the transcript {self.job.timed_key} belongs to {owner.describe()}, not to "
+                f"{self.source_file} (job {self.job.job_id}); another recording's text is "
+                "not delivered"
+            )
         transcript = parse(text)
         if self.corrector is None:
             report = CorrectionReport(lines_total=len(transcript.correctable))
@@ -258,14 +271,16 @@ class _Correction:
             )
         return self._finish(transcript, report, self.corrector.identity)
 
-    def _read_transcript(self) -> str | None:
+    def _read_transcript(self) -> tuple[str, Owner] | None:
+        """The timed transcript's text and the recording it names; None when missing."""
         try:
             body = self.clients.s3.get_object(Bucket=self.settings.bucket, Key=self.job.timed_key)
         except ClientError as exc:
             if is_missing_object(exc, LLM_CALLER_READER, self.settings.bucket, self.job.timed_key):
                 return None
             raise
-        return body["Body"].read().decode("utf-8", errors="replace")
+        text = body["Body"].read().decode("utf-8", errors="replace")
+        return text, Owner.of(body.get("Metadata", {}))
 
     def _glossary(self) -> str:
         key = self.settings.glossary_key
@@ -303,6 +318,10 @@ class _Correction:
         self, transcript: TimedTranscript, report: CorrectionReport, model: str
     ) -> CorrectionOutcome:
         final = keys.final_keys(self.job.stem)
+        try:
+            self._check_final_outputs_free(final.text)
+        except OutputTakenError as exc:
+            return self._fail(str(exc))
         self._put(final.text, render_plain(transcript, report.texts))
         self._put(final.timed, render_timed(transcript, report.texts))
         corrected = self.corrector is not None and report.fully_corrected
@@ -314,6 +333,7 @@ class _Correction:
             status=status,
             timed_output_file=keys.s3_uri(bucket, final.timed),
             job_id=self.job.job_id,
+            output_name=self.job.stem,
         )
         figures: dict[str, Any] = {
             JobField.RESULT_STATUS: status,
@@ -352,19 +372,38 @@ class _Correction:
             log.warning("checkpoints not deleted; the bucket's lifecycle rule will", exc_info=True)
         return CorrectionOutcome.SUCCEEDED
 
+    def _check_final_outputs_free(self, key: str) -> None:
+        """Raise ``OutputTakenError`` when ``key`` (the text every Result names, written
+        first) holds another recording's final output; an untracked job (no job id) only
+        replaces an output of its own source."""
+        bucket = self.settings.bucket
+        try:
+            head = self.clients.s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if is_missing_object(exc, LLM_CALLER_READER, bucket, key):
+                return
+            raise
+        owner = Owner.of(head.get("Metadata", {}))
+        source = self.source_file or ""
+        if not owner.may_be_replaced_by(self.job.job_id or "", source):
+            raise OutputTakenError(key, owner, source)
+
     def _put(self, key: str, text: str) -> None:
         self.clients.s3.put_object(
             Bucket=self.settings.bucket,
             Key=key,
             Body=text.encode("utf-8"),
             ContentType="text/plain; charset=utf-8",
+            Metadata=owner_metadata(self.job.job_id, self.source_file),
         )
 
     def _fail(self, reason: str) -> CorrectionOutcome:
         log.error("correction failed: %s", reason)
         if self.tracked and self.job.job_id and not self.table.fail(self.job.job_id, reason):
             return CorrectionOutcome.DUPLICATE
-        result = Result.failure(self.source_file or "", reason, job_id=self.job.job_id)
+        result = Result.failure(
+            self.source_file or "", reason, job_id=self.job.job_id, output_name=self.job.stem
+        )
         send_to_queue(self.clients.sqs, self.settings.results_queue_url, result)
         if self.tracked and self.job.job_id:
             self.table.update_fields(self.job.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
@@ -420,6 +459,7 @@ class _Correction:
                 status=attributes.get(JobField.RESULT_STATUS, "success"),
                 timed_output_file=attributes.get(JobField.TIMED_OUTPUT_FILE),
                 job_id=record.job_id,
+                output_name=record.output_name,
             )
             send_to_queue(self.clients.sqs, self.settings.results_queue_url, result)
             self.table.update_fields(record.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
