@@ -28,7 +28,7 @@ from cloudformation.call_ledger import denied, ungranted
 from pipeline_core.contracts import LlmJob, Result, send_to_queue
 from pipeline_core.errors import MissingPermissionError
 from pipeline_core.jobs import ACTIVE_STATES, JobField, JobState, Lease, job_id_for
-from pipeline_core.ownership import owner_metadata
+from pipeline_core.ownership import Owner, owner_metadata
 
 DETAILS = "Bava Kamma 2a"
 LECTURE = [
@@ -656,3 +656,95 @@ def test_a_malformed_message_fails_its_job_or_goes_to_the_dlq(
     assert "timed_key" in result.error
     with pytest.raises(ValueError, match="not valid JSON"):
         client.lambda_.invoke("llm_caller", client.events.generate_sqs_event(["not json"]))
+
+
+def transcribed_as(
+    stack: Deployment, audio_key: str, timed_key: str, version: str, lines: list[str]
+) -> LlmJob:
+    """A transcribed job of ``audio_key`` whose LLM job names ``timed_key``, which this
+    writes as that job's transcript only when it is not there yet."""
+    job_id = job_id_for(stack.bucket, audio_key, version)
+    table = stack.table()
+    table.create(
+        job_id=job_id, bucket=stack.bucket, s3_key=audio_key, version=version,
+        language="english", details=DETAILS, state=JobState.TRANSCRIBED,
+    )  # fmt: skip
+    if not stack.keys(timed_key):
+        stack.s3.put_object(
+            Bucket=stack.bucket,
+            Key=timed_key,
+            Body=("\n".join(lines) + "\n").encode(),
+            Metadata=owner_metadata(job_id, audio_key),
+        )
+    return LlmJob(
+        timed_key=timed_key, details=DETAILS, language="english", job_id=job_id,
+        source_key=audio_key,
+    )  # fmt: skip
+
+
+def test_a_transcript_of_another_recording_is_not_delivered(
+    stack: Deployment, model: FakeModel
+) -> None:
+    client = stack.client(llm_env=llm_env(model))
+    timed_key = "transcriptions/lecture.timed.txt"
+    theirs = transcribed_as(stack, "audio-input/lecture.mp3", timed_key, "v1", LECTURE)
+    # lecture.wav's LLM job names the same transcript (a message from before output names).
+    ours = transcribed_as(stack, "audio-input/lecture.wav", timed_key, "v1", ["unused"])
+
+    invoke(client, ours)
+
+    result = only_result(stack)
+    assert (result.status, result.source_file) == ("failed", "audio-input/lecture.wav")
+    assert result.error is not None
+    assert f"belongs to audio-input/lecture.mp3 (job {theirs.job_id})" in result.error
+    assert ours.job_id is not None
+    assert theirs.job_id is not None
+    assert stack.job(ours.job_id).state is JobState.FAILED
+    assert stack.job(theirs.job_id).state is JobState.TRANSCRIBED
+    assert stack.keys("final-output/") == []
+    assert model.converse_calls() == []
+
+
+def test_another_recordings_final_output_is_not_overwritten(
+    stack: Deployment, model: FakeModel
+) -> None:
+    client = stack.client(llm_env=llm_env(model))
+    theirs = "final-output/lecture.txt"
+    stack.s3.put_object(
+        Bucket=stack.bucket,
+        Key=theirs,
+        Body=b"their corrected text\n",
+        Metadata=owner_metadata("their-job", "audio-input/Lecture.MP3"),
+    )
+    ours = transcribed_as(
+        stack, "audio-input/lecture.mp3", "transcriptions/lecture.timed.txt", "v1", LECTURE
+    )
+
+    invoke(client, ours)
+
+    result = only_result(stack)
+    assert result.status == "failed"
+    assert result.error is not None
+    assert f"{theirs} already holds the output of audio-input/Lecture.MP3" in result.error
+    assert stack.read(theirs) == "their corrected text\n"
+    assert stack.keys("final-output/") == [theirs]
+    assert ours.job_id is not None
+    assert stack.job(ours.job_id).state is JobState.FAILED
+
+
+def test_a_new_upload_of_the_same_source_replaces_its_final_output(
+    stack: Deployment, model: FakeModel
+) -> None:
+    client = stack.client(llm_env=llm_env(model))
+    timed_key = "transcriptions/lecture.timed.txt"
+    first = transcribed_as(stack, "audio-input/lecture.mp3", timed_key, "v1", LECTURE)
+    invoke(client, first)
+    stack.s3.delete_object(Bucket=stack.bucket, Key=timed_key)
+    second = transcribed_as(stack, "audio-input/lecture.mp3", timed_key, "v2", LECTURE[:1])
+
+    invoke(client, second)
+
+    assert [r.status for r in stack.results()] == ["success", "success"]
+    assert stack.read("final-output/lecture.txt") == "today we learn Bava Kamma page two\n"
+    head = stack.s3.head_object(Bucket=stack.bucket, Key="final-output/lecture.txt")
+    assert Owner.of(head["Metadata"]) == Owner(second.job_id, "audio-input/lecture.mp3")
