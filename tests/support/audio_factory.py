@@ -23,6 +23,15 @@ def speech_mp3(path: Path, text: str, voice: str = "en-us", speed: int = 150) ->
     return path
 
 
+def speech_wav(path: Path, text: str, voice: str = "en-us", speed: int = 150) -> Path:
+    """Spoken ``text`` as a WAV at ``path``, as espeak-ng writes it."""
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError("tests need espeak-ng: run scripts/bootstrap.sh")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _run("espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text)
+    return path
+
+
 def silence_mp3(path: Path, seconds: float = 5.0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     _run(
