@@ -275,7 +275,11 @@ def dispatcher_policy(out: StackOutputs, stage: str) -> dict[str, Any]:
 def llm_caller_policy(out: StackOutputs, stage: str, options: StageOptions) -> dict[str, Any]:
     statements = [
         _logs(out, stage, LLM_CALLER),
-        _statement("ReadTranscripts", ["s3:GetObject"], [_objects(out, TRANSCRIPT_PREFIX)]),
+        _statement(
+            "ReadTranscripts",
+            ["s3:GetObject", "s3:GetObjectVersion"],  # the version its job's worker wrote
+            [_objects(out, TRANSCRIPT_PREFIX)],
+        ),
         # GetObject: HEAD before writing, so that another recording's output is not replaced.
         _statement("WriteOutputs", ["s3:GetObject", "s3:PutObject"], [_objects(out, FINAL_PREFIX)]),
         _statement(

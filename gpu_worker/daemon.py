@@ -225,10 +225,23 @@ class Worker:
                         lease.delete()
                         return
                     self.pauses.after("marked_transcribed", in_flight.check)
-                    timed_key = written.keys.timed
-                else:
-                    timed_key = transcript_keys(job.resolved_output_name).timed
-                send_llm_job(self.aws.sqs, self.settings.llm_queue_url, job, job_id, timed_key)
+                    timed_key, timed_version = written.keys.timed, written.timed_version_id
+                else:  # what the delivery that transcribed it recorded
+                    record = self.table.get(job_id)
+                    recorded = record.attributes if record is not None else {}
+                    timed_key = str(
+                        recorded.get(JobField.TIMED_KEY)
+                        or transcript_keys(job.resolved_output_name).timed
+                    )
+                    timed_version = recorded.get(JobField.TIMED_VERSION_ID)
+                send_llm_job(
+                    self.aws.sqs,
+                    self.settings.llm_queue_url,
+                    job,
+                    job_id,
+                    timed_key=timed_key,
+                    timed_version_id=timed_version,
+                )
                 self.pauses.after("llm_job_sent", in_flight.check)  # 6.
                 record_handed_off(self.table, job_id)
                 self.pauses.after("handed_off", in_flight.check)

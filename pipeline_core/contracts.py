@@ -164,6 +164,9 @@ class LlmJob(_Message):
     language: str = Field(min_length=1, max_length=64)
     job_id: str | None = Field(default=None, min_length=1, max_length=128)
     source_key: str | None = None
+    # The S3 version the worker wrote: a newer upload of the same recording may have
+    # replaced the transcript at ``timed_key`` since, and this job corrects its own.
+    timed_version_id: str | None = Field(default=None, min_length=1)
     schema_version: int | None = None
 
     @field_validator("timed_key")

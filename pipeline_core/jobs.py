@@ -68,6 +68,7 @@ class JobField:
     WORKER_ID: Final = "worker_id"
     PROGRESS_PERCENT: Final = "progress_percent"
     TIMED_KEY: Final = "timed_key"
+    TIMED_VERSION_ID: Final = "timed_version_id"  # the S3 version of the timed transcript
     AUDIO_SECONDS: Final = "audio_seconds"
     TRANSCRIBE_SECONDS: Final = "transcribe_seconds"
     REAL_TIME_FACTOR: Final = "real_time_factor"

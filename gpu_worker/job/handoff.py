@@ -45,7 +45,13 @@ def mark_transcribed(table: JobTable, job_id: str, written: WrittenTranscript) -
 
 
 def send_llm_job(
-    sqs: SQSClient, llm_queue_url: str, job: AudioJob, job_id: str, timed_key: str
+    sqs: SQSClient,
+    llm_queue_url: str,
+    job: AudioJob,
+    job_id: str,
+    *,
+    timed_key: str,
+    timed_version_id: str | None,
 ) -> None:
     message = LlmJob(
         timed_key=timed_key,
@@ -53,6 +59,7 @@ def send_llm_job(
         language=job.language,
         job_id=job_id,
         source_key=job.object_key,
+        timed_version_id=timed_version_id,
     )
     message_id = send_to_queue(sqs, llm_queue_url, message)
     logger.info("sent the LLM job", extra={"timed_key": timed_key, "llm_message_id": message_id})

@@ -38,6 +38,7 @@ class WrittenTranscript:
     audio_seconds: float
     transcribe_seconds: float
     model: str
+    timed_version_id: str | None = None  # None in a bucket without versioning
 
     @property
     def real_time_factor(self) -> float:
@@ -47,6 +48,7 @@ class WrittenTranscript:
         """What the job table records about the transcription."""
         return {
             JobField.TIMED_KEY: self.keys.timed,
+            JobField.TIMED_VERSION_ID: self.timed_version_id,
             JobField.AUDIO_SECONDS: round(self.audio_seconds, 3),
             JobField.TRANSCRIBE_SECONDS: round(self.transcribe_seconds, 3),
             JobField.REAL_TIME_FACTOR: round(self.real_time_factor, 4),
@@ -76,13 +78,7 @@ def write_transcripts(
             ContentType=content_type,
             Metadata=owner,
         )
-    written = WrittenTranscript(
-        keys=keys,
-        audio_seconds=figures.audio_seconds,
-        transcribe_seconds=figures.transcribe_seconds,
-        model=figures.model,
-    )
-    s3.put_object(
+    put = s3.put_object(
         Bucket=bucket,
         Key=keys.timed,
         Body=render_segments(segments).encode("utf-8"),
@@ -93,6 +89,13 @@ def write_transcripts(
             "transcribe-seconds": f"{figures.transcribe_seconds:.3f}",
             "model": quote(figures.model, safe=":/"),
         },
+    )
+    written = WrittenTranscript(
+        keys=keys,
+        audio_seconds=figures.audio_seconds,
+        transcribe_seconds=figures.transcribe_seconds,
+        model=figures.model,
+        timed_version_id=_version(put.get("VersionId")),
     )
     logger.info(
         "wrote the transcript",
@@ -127,6 +130,12 @@ def find_written_transcript(
             audio_seconds=float(metadata["audio-seconds"]),
             transcribe_seconds=float(metadata["transcribe-seconds"]),
             model=unquote(metadata.get("model", "")),
+            timed_version_id=_version(head.get("VersionId")),
         )
     except (KeyError, ValueError):
         return None
+
+
+def _version(version_id: str | None) -> str | None:
+    """An S3 version id, or None where the bucket keeps none (``"null"``)."""
+    return version_id if version_id not in (None, "null") else None

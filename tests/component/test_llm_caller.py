@@ -748,3 +748,28 @@ def test_a_new_upload_of_the_same_source_replaces_its_final_output(
     assert stack.read("final-output/lecture.txt") == "today we learn Bava Kamma page two\n"
     head = stack.s3.head_object(Bucket=stack.bucket, Key="final-output/lecture.txt")
     assert Owner.of(head["Metadata"]) == Owner(second.job_id, "audio-input/lecture.mp3")
+
+
+def test_a_job_corrects_the_transcript_version_its_worker_wrote(
+    tmp_path: Path, aws: None, model: FakeModel
+) -> None:
+    """Two uploads of lecture.mp3 at once share its name: the newer one's worker replaced the
+    transcript before the older job's correction read it. The older job reads its own."""
+    stack = deploy(tmp_path, versioned=True)
+    client = stack.client(llm_env=llm_env(model))
+    timed_key = "transcriptions/lecture.timed.txt"
+    older = transcribed_as(stack, "audio-input/lecture.mp3", timed_key, "v1", LECTURE)
+    written = stack.s3.head_object(Bucket=stack.bucket, Key=timed_key)["VersionId"]
+    stack.s3.put_object(
+        Bucket=stack.bucket,
+        Key=timed_key,
+        Body=b"[00:00:00.000 --> 00:00:01.000] the newer take\n",
+        Metadata=owner_metadata("newer-job", "audio-input/lecture.mp3"),
+    )
+
+    invoke(client, LlmJob.from_dict({**older.to_dict(), "timed_version_id": written}))
+
+    result = only_result(stack)
+    assert result.status == "success"
+    assert "four primary damages" in stack.read("final-output/lecture.txt")
+    assert "newer take" not in stack.read("final-output/lecture.txt")

@@ -383,6 +383,7 @@ def test_same_stem_recordings_get_their_own_transcripts(
     for job_id, key in ((fox_job, fox_key), (other_job, other_key)):
         head = pipeline.s3.head_object(Bucket=pipeline.stack.bucket, Key=by_job[job_id].timed_key)
         assert Owner.of(head["Metadata"]) == Owner(job_id=job_id, source_key=key)
+        assert by_job[job_id].timed_version_id == head["VersionId"]  # what the LLM Caller reads
 
 
 def test_another_recordings_transcript_is_never_overwritten(

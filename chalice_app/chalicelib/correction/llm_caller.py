@@ -273,8 +273,11 @@ class _Correction:
 
     def _read_transcript(self) -> tuple[str, Owner] | None:
         """The timed transcript's text and the recording it names; None when missing."""
+        request: dict[str, Any] = {"Bucket": self.settings.bucket, "Key": self.job.timed_key}
+        if self.job.timed_version_id:  # the worker's own write, whatever replaced it since
+            request["VersionId"] = self.job.timed_version_id
         try:
-            body = self.clients.s3.get_object(Bucket=self.settings.bucket, Key=self.job.timed_key)
+            body = self.clients.s3.get_object(**request)
         except ClientError as exc:
             if is_missing_object(exc, LLM_CALLER_READER, self.settings.bucket, self.job.timed_key):
                 return None
