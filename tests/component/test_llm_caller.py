@@ -70,22 +70,39 @@ def transcribed(
     details: str = DETAILS,
 ) -> LlmJob:
     """A job the worker has finished: its record is 'transcribed', its transcript in S3."""
-    audio_key = f"audio-input/{stem}.mp3"
-    job_id = job_id_for(stack.bucket, audio_key, "etag-1")
+    return transcribed_as(
+        stack, f"audio-input/{stem}.mp3", f"transcriptions/{stem}.timed.txt", "etag-1", lines,
+        language=language, details=details,
+    )  # fmt: skip
+
+
+def transcribed_as(
+    stack: Deployment,
+    audio_key: str,
+    timed_key: str,
+    version: str,
+    lines: list[str],
+    *,
+    language: str = "english",
+    details: str = DETAILS,
+) -> LlmJob:
+    """A transcribed job of ``audio_key`` whose LLM job names ``timed_key``, which this
+    writes (as the worker does, naming the job) only when it is not there yet."""
+    job_id = job_id_for(stack.bucket, audio_key, version)
     table = stack.table()
     table.create(
-        job_id=job_id, bucket=stack.bucket, s3_key=audio_key, version="etag-1",
+        job_id=job_id, bucket=stack.bucket, s3_key=audio_key, version=version,
         language=language, details=details,
     )  # fmt: skip
     assert table.transition(job_id, JobState.TRANSCRIBING, expected=[JobState.QUEUED])
     assert table.transition(job_id, JobState.TRANSCRIBED, expected=[JobState.TRANSCRIBING])
-    timed_key = f"transcriptions/{stem}.timed.txt"
-    stack.s3.put_object(
-        Bucket=stack.bucket,
-        Key=timed_key,
-        Body=("\n".join(lines) + "\n").encode(),
-        Metadata=owner_metadata(job_id, audio_key),  # as the worker writes it
-    )
+    if not stack.keys(timed_key):
+        stack.s3.put_object(
+            Bucket=stack.bucket,
+            Key=timed_key,
+            Body=("\n".join(lines) + "\n").encode(),
+            Metadata=owner_metadata(job_id, audio_key),
+        )
     return LlmJob(
         timed_key=timed_key, details=details, language=language, job_id=job_id,
         source_key=audio_key,
@@ -656,30 +673,6 @@ def test_a_malformed_message_fails_its_job_or_goes_to_the_dlq(
     assert "timed_key" in result.error
     with pytest.raises(ValueError, match="not valid JSON"):
         client.lambda_.invoke("llm_caller", client.events.generate_sqs_event(["not json"]))
-
-
-def transcribed_as(
-    stack: Deployment, audio_key: str, timed_key: str, version: str, lines: list[str]
-) -> LlmJob:
-    """A transcribed job of ``audio_key`` whose LLM job names ``timed_key``, which this
-    writes as that job's transcript only when it is not there yet."""
-    job_id = job_id_for(stack.bucket, audio_key, version)
-    table = stack.table()
-    table.create(
-        job_id=job_id, bucket=stack.bucket, s3_key=audio_key, version=version,
-        language="english", details=DETAILS, state=JobState.TRANSCRIBED,
-    )  # fmt: skip
-    if not stack.keys(timed_key):
-        stack.s3.put_object(
-            Bucket=stack.bucket,
-            Key=timed_key,
-            Body=("\n".join(lines) + "\n").encode(),
-            Metadata=owner_metadata(job_id, audio_key),
-        )
-    return LlmJob(
-        timed_key=timed_key, details=DETAILS, language="english", job_id=job_id,
-        source_key=audio_key,
-    )  # fmt: skip
 
 
 def test_a_transcript_of_another_recording_is_not_delivered(
