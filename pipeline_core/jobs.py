@@ -425,6 +425,7 @@ class JobTable:
         ``keys.output_name_candidates`` that no other upload holds (case-folded), taken
         with a conditional put, or the one this upload took before (a re-upload, a
         redelivered event, a retried dispatch). Never two uploads with one name."""
+        source_key = keys.audio_key(source_key)
         for name in keys.output_name_candidates(source_key):
             keys.check_output_name(name)
             item_key = _output_name_key(name)

@@ -38,6 +38,7 @@ LLM_WORK_PREFIX: Final = "llm-work/"
 AUDIO_SUFFIXES: Final = (".mp3", ".wav", ".m4a", ".flac", ".ogg", ".opus", ".webm", ".mp4")
 
 TIMED_SUFFIX: Final = ".timed.txt"
+TIMED_STEM_SUFFIX: Final = TIMED_SUFFIX.removesuffix(".txt")
 MAX_KEY_BYTES: Final = 1024  # S3's own limit on a key's UTF-8 length
 # A local file name's limit (255 bytes on ext4, NTFS, APFS) less room for a temporary suffix.
 MAX_LOCAL_NAME_BYTES: Final = 200
@@ -111,15 +112,17 @@ def folded_name(name: str) -> str:
 def output_name_candidates(source_key: str) -> Iterator[str]:
     """The output names an upload may take, best first; the first free one is reserved.
 
-    A recording first asks for its plain ``stem``; then (and any other upload at once, so
-    that a refused ``notes.txt`` never takes ``notes`` from ``notes.mp3``) ``<stem> (<ext>)``
-    and ``<stem> (<ext> 2)``, ``(<ext> 3)`` ...; past ``MAX_NUMBERED_NAMES`` a digest of
-    the exact key, which no other upload shares.
+    A recording first asks for its plain ``stem`` (unless it ends in ``.timed``); then (and
+    any other upload at once, so that a refused ``notes.txt`` never takes ``notes`` from
+    ``notes.mp3``) ``<stem> (<ext>)`` and ``<stem> (<ext> 2)``, ``(<ext> 3)`` ...; past
+    ``MAX_NUMBERED_NAMES`` a digest of the exact key, which no other upload shares.
     """
     relative = relative_audio_name(source_key)
     plain = stem(source_key)
     label = relative[len(plain) + 1 :] if len(relative) > len(plain) else ""
-    if has_audio_suffix(source_key):
+    # ``x.timed``'s text (``x.timed.txt``) would be ``x``'s timed file: such a name is never
+    # asked for, and every other candidate ends in ")".
+    if has_audio_suffix(source_key) and not folded_name(plain).endswith(TIMED_STEM_SUFFIX):
         yield plain
     yield f"{plain} ({label})" if label else f"{plain} (1)"
     for number in range(2, MAX_NUMBERED_NAMES + 1):

@@ -118,6 +118,12 @@ def test_an_upload_that_is_not_audio_never_asks_for_the_plain_name() -> None:
     assert first("audio-input/notes.txt", 2) == ["notes (txt)", "notes (txt 2)"]
 
 
+def test_no_name_makes_a_text_file_that_is_another_names_timed_file() -> None:
+    # "lecture.Timed"'s text would be final-output/lecture.Timed.txt: lecture's timed file.
+    assert first("audio-input/lecture.Timed.mp3", 1) == ["lecture.Timed (mp3)"]
+    assert keys.final_keys("lecture.Timed (mp3)").text != keys.final_keys("lecture").timed
+
+
 def test_output_name_candidates_end_in_a_name_of_the_key_alone() -> None:
     a = list(keys.output_name_candidates("audio-input/a.mp3"))
     b = list(keys.output_name_candidates("audio-input/A.mp3"))
