@@ -322,7 +322,7 @@ class _Correction:
     ) -> CorrectionOutcome:
         final = keys.final_keys(self.job.stem)
         try:
-            self._check_final_outputs_free(final.text)
+            self._check_final_output_free(final.text)
         except OutputTakenError as exc:
             return self._fail(str(exc))
         self._put(final.text, render_plain(transcript, report.texts))
@@ -375,7 +375,7 @@ class _Correction:
             log.warning("checkpoints not deleted; the bucket's lifecycle rule will", exc_info=True)
         return CorrectionOutcome.SUCCEEDED
 
-    def _check_final_outputs_free(self, key: str) -> None:
+    def _check_final_output_free(self, key: str) -> None:
         """Raise ``OutputTakenError`` when ``key`` (the text every Result names, written
         first) holds another recording's final output; an untracked job (no job id) only
         replaces an output of its own source."""
