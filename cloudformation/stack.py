@@ -33,11 +33,14 @@ OUTPUT_NAMES: Final = (
     "AudioDlqUrl",
     "LlmDlqUrl",
     "ResultsDlqUrl",
+    "DispatcherDlqUrl",
+    "DispatcherDlqArn",
     "JobTableName",
     "JobTableArn",
     "GpuAsgName",
     "GpuAsgArn",
     "AlarmTopicArn",
+    "NotificationTopicArn",
     "OnPremPolicyArn",
 )
 

@@ -19,7 +19,10 @@ ENV_AUDIO_QUEUE_URL: Final = "AUDIO_QUEUE_URL"
 ENV_LLM_QUEUE_URL: Final = "LLM_QUEUE_URL"
 ENV_RESULTS_QUEUE_URL: Final = "RESULTS_QUEUE_URL"
 ENV_ASG_NAME: Final = "GPU_ASG_NAME"
+# The stack's notification topic: every Result sent is also published there (optional).
+ENV_NOTIFICATION_TOPIC_ARN: Final = "NOTIFICATION_TOPIC_ARN"
 ENV_LOG_LEVEL: Final = "LOG_LEVEL"
+ENV_DISPATCHER_DLQ_URL: Final = "DISPATCHER_DLQ_URL"
 
 
 class ConfigError(RuntimeError):
@@ -122,6 +125,7 @@ class DispatcherSettings:
     # job-table put and the send) is re-sent by a later delivery once its claim is this old;
     # the Dispatcher's function timeout, so a live first attempt is never raced.
     enqueue_lease_seconds: int = 60
+    notification_topic_arn: str | None = None  # None: refusals go to the Results Queue only
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DispatcherSettings:
@@ -135,6 +139,29 @@ class DispatcherSettings:
             default_language=env.optional("DEFAULT_LANGUAGE"),
             log_level=env.text(ENV_LOG_LEVEL, "INFO"),
             enqueue_lease_seconds=env.integer("ENQUEUE_LEASE_SECONDS", 60, minimum=0),
+            notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),
+        )
+
+
+@dataclass(frozen=True)
+class ReconcilerSettings:
+    """The reconciler dispatches again what the Dispatcher did not finish, with its settings."""
+
+    dispatcher: DispatcherSettings
+    dispatcher_dlq_url: str  # the Dispatcher's on-failure destination
+    # Uploads younger than this are left to Lambda, which may still deliver their S3 event.
+    grace_seconds: int = 3600
+    # On-failure records handled per run (the rest wait for the next run).
+    max_records: int = 500
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ReconcilerSettings:
+        env = Env(environ)
+        return cls(
+            dispatcher=DispatcherSettings.from_env(environ),
+            dispatcher_dlq_url=env.required(ENV_DISPATCHER_DLQ_URL),
+            grace_seconds=env.integer("RECONCILE_GRACE_SECONDS", 3600, minimum=0),
+            max_records=env.integer("RECONCILE_MAX_RECORDS", 500, minimum=1),
         )
 
 
@@ -188,6 +215,7 @@ class LlmCallerSettings:
     lease_seconds: int = 960  # a crashed invocation's hold on its job lapses after this
     max_receives: int = 3  # the LLM Queue's maxReceiveCount: the last try before its DLQ
     openai_api_key: str | None = None
+    notification_topic_arn: str | None = None  # None: Results go to the Results Queue only
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LlmCallerSettings:
@@ -220,6 +248,7 @@ class LlmCallerSettings:
             lease_seconds=env.integer("CORRECTION_LEASE_SECONDS", 960, minimum=1),
             max_receives=env.integer("MAX_RECEIVES", 3, minimum=1),
             openai_api_key=env.optional("OPENAI_API_KEY"),
+            notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),
         )
 
 
@@ -262,6 +291,7 @@ class WorkerSettings:
     pause_after_step: str | None = None
     # The own instance id where there is no IMDS to ask (local mode's stand-in instances).
     instance_id: str | None = None
+    notification_topic_arn: str | None = None  # None: failure Results go to the queue only
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -299,6 +329,7 @@ class WorkerSettings:
             batch_size=env.integer("WORKER_BATCH_SIZE", 8, minimum=1),
             pause_after_step=env.optional("WORKER_PAUSE_AFTER_STEP"),
             instance_id=env.optional("WORKER_INSTANCE_ID"),
+            notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),
         )
         if settings.heartbeat_seconds >= settings.visibility_timeout_seconds:
             raise ConfigError(

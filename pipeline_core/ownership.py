@@ -8,7 +8,8 @@ anything else belongs to another recording, and the job fails with a reason rath
 overwrite it. Reserved output names (``pipeline_core.keys``) keep that from happening; this
 check catches what they cannot (objects written before names were reserved, a message sent
 by hand without its name). The LLM Caller also reads the job id on the transcript it
-corrects, so that it never delivers another recording's text.
+corrects, and on the worker's JSON it takes the word timings from, so that it never
+delivers another recording's text or timings.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from pipeline_core.errors import PermanentError
 
 JOB_ID: Final = "job-id"
 SOURCE_KEY: Final = "source-key"
+# On the worker's timed transcript: the S3 version of the JSON it wrote just before, so that
+# the LLM Caller reads that JSON's word timings even if a newer upload replaced the object.
+JSON_VERSION_ID: Final = "json-version-id"
 
 
 def owner_metadata(job_id: str | None, source_key: str | None) -> dict[str, str]:
@@ -32,6 +36,17 @@ def owner_metadata(job_id: str | None, source_key: str | None) -> dict[str, str]
     if source_key:
         metadata[SOURCE_KEY] = quote(source_key, safe="/")
     return metadata
+
+
+def json_version_metadata(json_version_id: str | None) -> dict[str, str]:
+    """The timed transcript's ``Metadata=`` entry naming its JSON's version (none in a
+    bucket without versioning)."""
+    return {JSON_VERSION_ID: json_version_id} if json_version_id else {}
+
+
+def json_version_of(metadata: Mapping[str, str]) -> str | None:
+    """The JSON version a timed transcript's metadata names, if any."""
+    return {key.lower(): value for key, value in metadata.items()}.get(JSON_VERSION_ID) or None
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ Each ``put_object`` is atomic for readers (a reader sees the old object or the w
 one). The timed file is written last because it is what the LLM Caller reads and what a
 restarted worker looks for: it carries the job id and the run's figures as S3 metadata,
 so a redelivered job whose transcript was already written skips straight to the hand-off.
-Every file names its recording (``pipeline_core.ownership``); a timed file of another
-recording at this job's key fails the job instead of being overwritten.
+Every file names its recording (``pipeline_core.ownership``), and the timed file the S3
+version of the JSON written with it (the LLM Caller reads that one for the word timings);
+a timed file of another recording at this job's key fails the job instead of being
+overwritten.
 """
 
 from __future__ import annotations
@@ -18,10 +20,16 @@ from urllib.parse import quote, unquote
 from botocore.exceptions import ClientError
 
 from gpu_worker.transcription import formats
+from pipeline_core import subtitles
 from pipeline_core.errors import WORKER_READER, is_missing_object
 from pipeline_core.jobs import JobField
-from pipeline_core.keys import TranscriptKeys
-from pipeline_core.ownership import OutputTakenError, Owner, owner_metadata
+from pipeline_core.keys import OutputFormat, TranscriptKeys
+from pipeline_core.ownership import (
+    OutputTakenError,
+    Owner,
+    json_version_metadata,
+    owner_metadata,
+)
 from pipeline_core.timed_text import render_segments
 
 if TYPE_CHECKING:
@@ -66,18 +74,21 @@ def write_transcripts(
 ) -> WrittenTranscript:
     segments = transcription.segments
     owner = owner_metadata(figures.job_id, figures.source_key)
+    document = formats.transcript_document(segments, figures)
+    versions: dict[str, str | None] = {}
     for key, body, content_type in (
-        (keys.json, formats.transcript_json(segments, figures), "application/json"),
-        (keys.srt, formats.srt(segments), "application/x-subrip; charset=utf-8"),
-        (keys.vtt, formats.vtt(segments), "text/vtt; charset=utf-8"),
+        (keys.json, document.to_json(), OutputFormat.JSON.content_type),
+        (keys.srt, subtitles.srt(document), OutputFormat.SRT.content_type),
+        (keys.vtt, subtitles.vtt(document), OutputFormat.VTT.content_type),
     ):
-        s3.put_object(
+        written_object = s3.put_object(
             Bucket=bucket,
             Key=key,
             Body=body.encode("utf-8"),
             ContentType=content_type,
             Metadata=owner,
         )
+        versions[key] = _version(written_object.get("VersionId"))
     put = s3.put_object(
         Bucket=bucket,
         Key=keys.timed,
@@ -85,6 +96,7 @@ def write_transcripts(
         ContentType="text/plain; charset=utf-8",
         Metadata={  # S3 metadata is ASCII: the model id is percent-encoded
             **owner,
+            **json_version_metadata(versions[keys.json]),
             "audio-seconds": f"{figures.audio_seconds:.3f}",
             "transcribe-seconds": f"{figures.transcribe_seconds:.3f}",
             "model": quote(figures.model, safe=":/"),

@@ -13,6 +13,7 @@ import pytest
 import stage_config
 
 from cloudformation.stack import OUTPUT_NAMES, TEMPLATE_PATH, load_template
+from pipeline_core import contracts, keys
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKOV = ROOT / ".venv-tools" / "bin" / "checkov"
@@ -110,6 +111,47 @@ def test_bucket_encryption_lifecycle_and_tls_only() -> None:
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
+def test_every_prefix_the_pipeline_writes_expires() -> None:
+    """Each prefix of pipeline_core/keys.py has its expiry rule, the LLM Caller's checkpoints
+    (full transcript text) included, kept longer than the LLM DLQ keeps a message so that a
+    redriven job still resumes from them."""
+    rules = RESOURCES["PipelineBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    expiring = {rule["Prefix"]: rule["ExpirationInDays"] for rule in rules if "Prefix" in rule}
+    prefixes = {keys.AUDIO_PREFIX, keys.TRANSCRIPT_PREFIX, keys.FINAL_PREFIX, keys.LLM_WORK_PREFIX}
+    assert set(expiring) == prefixes
+    dlq_days = RESOURCES["LlmDlq"]["Properties"]["MessageRetentionPeriod"] / 86400
+    assert expiring[keys.LLM_WORK_PREFIX] > dlq_days
+
+
+def test_notification_topic_is_encrypted_tls_only_and_subscribed_only_when_asked() -> None:
+    topic = RESOURCES["NotificationTopic"]["Properties"]
+    # The AWS managed key: its key policy admits the account's SNS publishers, no grants.
+    assert topic["KmsMasterKeyId"] == "alias/aws/sns"
+    (policy,) = _of_type("AWS::SNS::TopicPolicy").values()
+    assert [_ref(t) for t in policy["Properties"]["Topics"]] == ["NotificationTopic"]
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Principal"]) == ("Deny", "*")
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert _ref(statement["Resource"]) == "NotificationTopic"
+
+    subscriptions = {
+        props["Protocol"]: (resource["Condition"], props)
+        for resource in _of_type("AWS::SNS::Subscription").values()
+        for props in [resource["Properties"]]
+        if _ref(props["TopicArn"]) == "NotificationTopic"
+    }
+    assert set(subscriptions) == {"email", "https"}
+    for protocol, parameter in (("email", "NotificationEmail"), ("https", "NotificationHttpsUrl")):
+        condition, props = subscriptions[protocol]
+        assert TEMPLATE["Conditions"][condition] == {
+            "Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, ""]}]
+        }
+        assert TEMPLATE["Parameters"][parameter]["Default"] == ""
+        assert props["FilterPolicy"] == {"status": {"Ref": "NotificationStatuses"}}
+    default_statuses = TEMPLATE["Parameters"]["NotificationStatuses"]["Default"].split(",")
+    assert tuple(default_statuses) == contracts.RESULT_STATUSES
+
+
 def test_llm_queue_visibility_is_six_times_the_timeout_the_stage_config_deploys() -> None:
     """The LLM Caller's timeout is the stage config's (chalice deploy sets it); the template
     has no parameter for it, which nothing would read and which could only disagree."""
@@ -121,7 +163,7 @@ def test_llm_queue_visibility_is_six_times_the_timeout_the_stage_config_deploys(
 
 def test_queues_are_encrypted_and_dead_letter_after_three_receives() -> None:
     queues = _of_type("AWS::SQS::Queue")
-    assert len(queues) == 6
+    assert len(queues) == 7  # three queues, their DLQs, the Dispatcher's on-failure destination
     for name, queue in queues.items():
         props = queue["Properties"]
         assert props["SqsManagedSseEnabled"] is True, name
@@ -171,13 +213,16 @@ def test_failures_and_stuck_work_alarm_the_encrypted_topic() -> None:
         if props["Namespace"] == "AWS/SQS"
         and props["MetricName"] == "ApproximateNumberOfMessagesVisible"
     }
-    assert watched_queues == {"AudioDlq", "LlmDlq", "ResultsDlq"}
+    assert watched_queues == {"AudioDlq", "LlmDlq", "ResultsDlq", "DispatcherDlq"}
     for props in to_topic.values():
         if props["MetricName"] == "ApproximateNumberOfMessagesVisible":
             assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
 
     lambda_names = [
-        props["Dimensions"][0]["Value"]["Fn::If"][2]["Fn::Sub"]
+        # A name the stack may be told (Fn::If on its parameter), else Chalice's by default.
+        props["Dimensions"][0]["Value"].get(
+            "Fn::If", [None, None, props["Dimensions"][0]["Value"]]
+        )[2]["Fn::Sub"]
         for props in to_topic.values()
         if props["Namespace"] == "AWS/Lambda"
     ]
@@ -233,6 +278,12 @@ def test_worker_policy_scopes_every_write_to_its_own_resources() -> None:
     ]
     asg_name = RESOURCES["GpuAsg"]["Properties"]["AutoScalingGroupName"]["Fn::Sub"]
     assert terminate["Resource"]["Fn::Sub"].endswith(f":autoScalingGroupName/{asg_name}")
+    publishing = [
+        s for s in policy["PolicyDocument"]["Statement"] if "sns:Publish" in str(s["Action"])
+    ]
+    assert [(s["Action"], _ref(s["Resource"])) for s in publishing] == [
+        ("sns:Publish", "NotificationTopic")
+    ]
 
 
 @pytest.mark.parametrize("name", OUTPUT_NAMES)
@@ -252,3 +303,29 @@ def test_the_docs_count_and_time_the_alarms_as_the_template_does() -> None:
     assert f"{len(alarms)} alarms (about {len(alarms) * 0.10:.2f} USD)" in design
     minutes = TEMPLATE["Parameters"]["WorkerStartAlarmSeconds"]["Default"] // 60
     assert f'"worker not starting" alarm fires after {minutes} minutes' in readme
+
+
+def test_the_dispatchers_on_failure_destination_is_a_tls_only_encrypted_queue_with_an_alarm() -> (
+    None
+):
+    """The queue scripts/deploy.sh names as the Dispatcher's on-failure destination."""
+    props = RESOURCES["DispatcherDlq"]["Properties"]
+    assert props["SqsManagedSseEnabled"] is True
+    assert "RedrivePolicy" not in props  # Lambda writes to it; the reconciler reads it
+    assert props["MessageRetentionPeriod"] == 14 * 86400
+    # A record in hand is not received again by the next run while this one works on it.
+    assert props["VisibilityTimeout"] > stage_config.RECONCILER_TIMEOUT_S
+    (policy,) = [
+        p["Properties"]
+        for p in _of_type("AWS::SQS::QueuePolicy").values()
+        if [_ref(q) for q in p["Properties"]["Queues"]] == ["DispatcherDlq"]
+    ]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Action"]) == ("Deny", "sqs:*")
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    (alarm,) = [
+        a for a in _alarms().values() if _ref(a["Dimensions"][0]["Value"]) == "DispatcherDlq"
+    ]
+    assert (alarm["MetricName"], alarm["Threshold"]) == ("ApproximateNumberOfMessagesVisible", 0)
+    assert [_ref(action) for action in alarm["AlarmActions"]] == ["AlarmTopic"]
+    assert _ref(TEMPLATE["Outputs"]["DispatcherDlqArn"]["Value"]) == "DispatcherDlq"

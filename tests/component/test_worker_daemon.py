@@ -16,14 +16,13 @@ from support.waiting import wait_until
 from support.worker_fixtures import JsonLog
 from support.worker_harness import MAX_RECEIVES, FakeImds, Pipeline
 
-from cloudformation.call_ledger import AccountScope, CallLedger, denied, ungranted
-from cloudformation.emulated import REGION, WORKER, create_identities
-from gpu_worker.daemon import EXIT_OK, AwsClients
+from cloudformation.call_ledger import denied, ungranted
+from gpu_worker.daemon import EXIT_OK
 from gpu_worker.lifecycle.stopping import StopController
 from pipeline_core.contracts import AudioJob
 from pipeline_core.jobs import JobField, JobState, job_id_for
-from pipeline_core.keys import transcript_keys
-from pipeline_core.ownership import Owner, owner_metadata
+from pipeline_core.keys import transcript_keys, transcript_keys_of_timed
+from pipeline_core.ownership import Owner, json_version_of, owner_metadata
 from pipeline_core.timed_text import TIMED_LINE, parse_timestamp
 
 pytestmark = pytest.mark.slow
@@ -114,16 +113,7 @@ def test_the_worker_transcribes_with_only_its_instance_role(
 ) -> None:
     key = pipeline.upload("fox.mp3", fox_mp3)
     pipeline.dispatch(key)
-    identities = create_identities(pipeline.stack, {})
-    ledger = CallLedger(AccountScope(REGION, pipeline.stack.outputs["AudioQueueArn"].split(":")[4]))
-    session = identities.components[WORKER].session()
-    ledger.attach(session.events, WORKER)
-    aws = AwsClients(
-        sqs=session.client("sqs"),
-        s3=session.client("s3"),
-        dynamodb=session.client("dynamodb"),
-        autoscaling=session.client("autoscaling"),
-    )
+    aws, ledger, policies = pipeline.instance_role()
 
     @set_initial_no_auth_action_count(0)
     def run_as_the_instance() -> int:
@@ -133,7 +123,7 @@ def test_the_worker_transcribes_with_only_its_instance_role(
 
     calls = ledger.records()
     assert denied(calls) == []
-    assert ungranted(calls, identities.policies) == []
+    assert ungranted(calls, policies) == []
     assert {"s3:GetObject", "s3:PutObject", "sqs:SendMessage"} <= {c.action for c in calls}
     [llm_job] = pipeline.llm_jobs()
     assert llm_job.source_key == key
@@ -384,6 +374,13 @@ def test_same_stem_recordings_get_their_own_transcripts(
         head = pipeline.s3.head_object(Bucket=pipeline.stack.bucket, Key=by_job[job_id].timed_key)
         assert Owner.of(head["Metadata"]) == Owner(job_id=job_id, source_key=key)
         assert by_job[job_id].timed_version_id == head["VersionId"]  # what the LLM Caller reads
+        written = transcript_keys_of_timed(by_job[job_id].timed_key)
+        for other_format in (written.json, written.srt, written.vtt):
+            other_head = pipeline.s3.head_object(Bucket=pipeline.stack.bucket, Key=other_format)
+            assert Owner.of(other_head["Metadata"]) == Owner(job_id=job_id, source_key=key)
+        # The timed file names the JSON written with it: the LLM Caller's word timings.
+        json_head = pipeline.s3.head_object(Bucket=pipeline.stack.bucket, Key=written.json)
+        assert json_version_of(head["Metadata"]) == json_head["VersionId"]
 
 
 def test_another_recordings_transcript_is_never_overwritten(

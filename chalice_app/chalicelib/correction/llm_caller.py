@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib.correction.corrected_document import CorrectionSource, corrected_document
 from chalicelib.correction.correctors import Corrector
 from chalicelib.correction.prompt import PromptContext
 from chalicelib.correction.transcript import (
@@ -42,21 +43,24 @@ from chalicelib.correction.transcript import (
     S3Checkpoints,
     correct_transcript,
 )
-from pipeline_core import keys
+from pipeline_core import keys, subtitles
 from pipeline_core.config import LlmCallerSettings
 from pipeline_core.contracts import (
     ContractError,
     LlmJob,
     Result,
     ResultStatus,
+    ResultTopic,
+    send_result,
     send_to_queue,
     utc_timestamp,
 )
 from pipeline_core.errors import LLM_CALLER_READER, ConfigurationError, is_missing_object
 from pipeline_core.jobs import ACTIVE_STATES, JobField, JobRecord, JobState, JobTable, Lease
 from pipeline_core.jsonlog import log_context
-from pipeline_core.ownership import OutputTakenError, Owner, owner_metadata
+from pipeline_core.ownership import OutputTakenError, Owner, json_version_of, owner_metadata
 from pipeline_core.timed_text import TimedTranscript, parse, render_plain, render_timed
+from pipeline_core.transcript_document import TranscriptDocument
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -73,6 +77,15 @@ class LlmCallerClients:
     s3: S3Client
     sqs: SQSClient
     dynamodb: DynamoDBClient
+    sns: Any = None  # an SNS client, for the notification topic when the settings name one
+
+
+def _send_result(
+    clients: LlmCallerClients, settings: LlmCallerSettings, result: Result, language: str | None
+) -> None:
+    """The Result to the Results Queue and, where one is configured, the notification topic."""
+    topic = ResultTopic.configured(clients.sns, settings.notification_topic_arn)
+    send_result(clients.sqs, settings.results_queue_url, result, topic=topic, language=language)
 
 
 @dataclass(frozen=True)
@@ -146,13 +159,10 @@ def _malformed(
         reason = f"the LLM job message is malformed: {exc}"
         log.error(reason)
         if table.fail(record.job_id, reason):
-            send_to_queue(
-                clients.sqs,
-                settings.results_queue_url,
-                Result.failure(
-                    record.s3_key, reason, job_id=record.job_id, output_name=record.output_name
-                ),
+            result = Result.failure(
+                record.s3_key, reason, job_id=record.job_id, output_name=record.output_name
             )
+            _send_result(clients, settings, result, record.language)
     return CorrectionOutcome.FAILED
 
 
@@ -181,6 +191,7 @@ class _Correction:
         self.passes = 1
         self.source_file = job.source_key
         work_id = job.job_id or hashlib.sha256(job.timed_key.encode()).hexdigest()[:32]
+        self.json_version_id: str | None = None  # set from the timed transcript's metadata
         self.checkpoints = S3Checkpoints(clients.s3, settings.bucket, keys.llm_work_prefix(work_id))
 
     # -- entry ---------------------------------------------------------------------------
@@ -235,7 +246,7 @@ class _Correction:
         read = self._read_transcript()
         if read is None:
             return self._fail(f"the transcript {self.job.timed_key} does not exist")
-        text, owner = read
+        text, owner, self.json_version_id = read
         if self.job.job_id and owner.job_id != self.job.job_id:
             return self._fail(
                 f"the transcript {self.job.timed_key} belongs to {owner.describe()}, not to "
@@ -271,8 +282,9 @@ class _Correction:
             )
         return self._finish(transcript, report, self.corrector.identity)
 
-    def _read_transcript(self) -> tuple[str, Owner] | None:
-        """The timed transcript's text and the recording it names; None when missing."""
+    def _read_transcript(self) -> tuple[str, Owner, str | None] | None:
+        """The timed transcript's text, the recording it names and the version of the JSON
+        written with it; None when missing."""
         request: dict[str, Any] = {"Bucket": self.settings.bucket, "Key": self.job.timed_key}
         if self.job.timed_version_id:  # the worker's own write, whatever replaced it since
             request["VersionId"] = self.job.timed_version_id
@@ -283,7 +295,8 @@ class _Correction:
                 return None
             raise
         text = body["Body"].read().decode("utf-8", errors="replace")
-        return text, Owner.of(body.get("Metadata", {}))
+        metadata = body.get("Metadata", {})
+        return text, Owner.of(metadata), json_version_of(metadata)
 
     def _glossary(self) -> str:
         key = self.settings.glossary_key
@@ -322,11 +335,9 @@ class _Correction:
     ) -> CorrectionOutcome:
         final = keys.final_keys(self.job.stem)
         try:
-            self._check_final_output_free(final.text)
+            self._write_outputs(final, transcript, report, model)
         except OutputTakenError as exc:
             return self._fail(str(exc))
-        self._put(final.text, render_plain(transcript, report.texts))
-        self._put(final.timed, render_timed(transcript, report.texts))
         corrected = self.corrector is not None and report.fully_corrected
         status: ResultStatus = "success" if corrected else "success_uncorrected"
         bucket = self.settings.bucket
@@ -366,7 +377,7 @@ class _Correction:
                     return self._already_succeeded(record)
                 log.warning("the job left 'correcting' meanwhile; no result sent")
                 return CorrectionOutcome.DUPLICATE
-        send_to_queue(self.clients.sqs, self.settings.results_queue_url, result)
+        self._send_result(result)
         if self.tracked and self.job.job_id:
             self.table.update_fields(self.job.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
         try:
@@ -375,10 +386,43 @@ class _Correction:
             log.warning("checkpoints not deleted; the bucket's lifecycle rule will", exc_info=True)
         return CorrectionOutcome.SUCCEEDED
 
+    def _send_result(self, result: Result) -> None:
+        _send_result(self.clients, self.settings, result, self.job.language)
+
+    def _write_outputs(
+        self,
+        final: keys.FinalKeys,
+        transcript: TimedTranscript,
+        report: CorrectionReport,
+        model: str,
+    ) -> None:
+        """Every format of the corrected text: the text, timed text, JSON and subtitles.
+
+        Raises ``OutputTakenError``, having written nothing, when any of their keys holds
+        another recording's final output.
+        """
+        for output in keys.FINAL_OUTPUT_FORMATS:
+            self._check_final_output_free(final.of(output))
+        source = CorrectionSource(
+            job_id=self.job.job_id,
+            source_key=self.source_file or "",
+            language=self.job.language_code,
+            corrector=model,
+        )
+        document = corrected_document(transcript, report.texts, self._recognised_document(), source)
+        bodies = {
+            keys.OutputFormat.TXT: render_plain(transcript, report.texts),
+            keys.OutputFormat.TIMED: render_timed(transcript, report.texts),
+            keys.OutputFormat.JSON: document.to_json(),
+            keys.OutputFormat.SRT: subtitles.srt(document),
+            keys.OutputFormat.VTT: subtitles.vtt(document),
+        }
+        for output in keys.FINAL_OUTPUT_FORMATS:
+            self._put(final.of(output), bodies[output], output.content_type)
+
     def _check_final_output_free(self, key: str) -> None:
-        """Raise ``OutputTakenError`` when ``key`` (the text every Result names, written
-        first) holds another recording's final output; an untracked job (no job id) only
-        replaces an output of its own source."""
+        """Raise ``OutputTakenError`` when ``key`` holds another recording's final output;
+        an untracked job (no job id) only replaces an output of its own source."""
         bucket = self.settings.bucket
         try:
             head = self.clients.s3.head_object(Bucket=bucket, Key=key)
@@ -391,14 +435,47 @@ class _Correction:
         if not owner.may_be_replaced_by(self.job.job_id or "", source):
             raise OutputTakenError(key, owner, source)
 
-    def _put(self, key: str, text: str) -> None:
+    def _put(self, key: str, text: str, content_type: str) -> None:
+        """Every final output is written here: stamped with its recording."""
         self.clients.s3.put_object(
             Bucket=self.settings.bucket,
             Key=key,
             Body=text.encode("utf-8"),
-            ContentType="text/plain; charset=utf-8",
+            ContentType=content_type,
             Metadata=owner_metadata(self.job.job_id, self.source_file),
         )
+
+    def _recognised_document(self) -> TranscriptDocument | None:
+        """The worker's JSON of this job's transcript (words and timings), if readable: the
+        version its timed transcript names, and never another recording's."""
+        key = keys.transcript_keys_of_timed(self.job.timed_key).json
+        request: dict[str, Any] = {"Bucket": self.settings.bucket, "Key": key}
+        if self.json_version_id:
+            request["VersionId"] = self.json_version_id
+        try:
+            body = self.clients.s3.get_object(**request)
+        except ClientError as exc:
+            if is_missing_object(exc, LLM_CALLER_READER, self.settings.bucket, key):
+                log.warning(
+                    "no recognised JSON; subtitles without word timings", extra={"key": key}
+                )
+                return None
+            raise
+        owner = Owner.of(body.get("Metadata", {}))
+        if self.job.job_id and owner.job_id != self.job.job_id:
+            log.warning(
+                "the recognised JSON is another job's; subtitles without word timings",
+                extra={"key": key, "owner": owner.describe()},
+            )
+            return None
+        try:
+            return TranscriptDocument.from_json(body["Body"].read())
+        except ValueError as exc:
+            log.warning(
+                "the recognised JSON is malformed; not used",
+                extra={"key": key, "error": str(exc)[:500]},
+            )
+            return None
 
     def _fail(self, reason: str) -> CorrectionOutcome:
         log.error("correction failed: %s", reason)
@@ -407,7 +484,7 @@ class _Correction:
         result = Result.failure(
             self.source_file or "", reason, job_id=self.job.job_id, output_name=self.job.stem
         )
-        send_to_queue(self.clients.sqs, self.settings.results_queue_url, result)
+        self._send_result(result)
         if self.tracked and self.job.job_id:
             self.table.update_fields(self.job.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
         return CorrectionOutcome.FAILED
@@ -464,7 +541,7 @@ class _Correction:
                 job_id=record.job_id,
                 output_name=record.output_name,
             )
-            send_to_queue(self.clients.sqs, self.settings.results_queue_url, result)
+            self._send_result(result)
             self.table.update_fields(record.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
             log.warning("result re-sent: an earlier invocation died before sending it")
         else:
