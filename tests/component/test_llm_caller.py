@@ -243,16 +243,14 @@ def recognised_json(job: LlmJob, lines: list[str], language: str) -> TranscriptD
     )  # fmt: skip
 
 
-def put_recognised(
-    stack: Deployment, job: LlmJob, document: TranscriptDocument, owner_job: str | None = None
-) -> str | None:
-    """The worker's ``.json`` beside ``job``'s transcript, naming its job (or ``owner_job``)
-    as the worker does; its S3 version id (None in an unversioned bucket)."""
+def put_recognised(stack: Deployment, job: LlmJob, document: TranscriptDocument) -> str | None:
+    """The worker's ``.json`` beside ``job``'s transcript, stamped with the document's job as
+    the worker does; its S3 version id (None in an unversioned bucket)."""
     put = stack.s3.put_object(
         Bucket=stack.bucket,
         Key=transcript_keys_of_timed(job.timed_key).json,
         Body=document.to_json().encode(),
-        Metadata=owner_metadata(owner_job or job.job_id, job.source_key),
+        Metadata=owner_metadata(document.job_id, document.source_key),
     )
     return put.get("VersionId")
 
@@ -859,7 +857,8 @@ def test_the_recognised_json_of_another_job_gives_no_word_timings(
     """lecture.mp3's JSON, replaced by a newer upload's job: its words are not this job's."""
     client = stack.client(llm_env=llm_env(model))
     job = transcribed(stack, LECTURE)
-    put_recognised(stack, job, recognised_json(job, LECTURE[:2], "en"), owner_job="newer-job")
+    theirs = recognised_json(job, LECTURE[:2], "en").model_copy(update={"job_id": "newer-job"})
+    put_recognised(stack, job, theirs)
 
     invoke(client, job)
 
@@ -890,8 +889,8 @@ def test_word_timings_come_from_the_json_version_the_transcript_names(
             **json_version_metadata(json_version),
         },
     )
-    newer = recognised_json(job, ["[00:00:00.000 --> 00:00:01.000] the newer take"], "en")
-    put_recognised(stack, job, newer, owner_job="newer-job")
+    newer = recognised_json(job, lines, "en").model_copy(update={"job_id": "newer-job"})
+    put_recognised(stack, job, newer)
 
     invoke(client, LlmJob.from_dict({**job.to_dict(), "timed_version_id": written["VersionId"]}))
 

@@ -447,7 +447,8 @@ class _Correction:
 
     def _recognised_document(self) -> TranscriptDocument | None:
         """The worker's JSON of this job's transcript (words and timings), if readable: the
-        version its timed transcript names, and never another recording's."""
+        version its timed transcript names (``corrected_document`` uses it only when it
+        names this job)."""
         key = keys.transcript_keys_of_timed(self.job.timed_key).json
         request: dict[str, Any] = {"Bucket": self.settings.bucket, "Key": key}
         if self.json_version_id:
@@ -461,13 +462,6 @@ class _Correction:
                 )
                 return None
             raise
-        owner = Owner.of(body.get("Metadata", {}))
-        if self.job.job_id and owner.job_id != self.job.job_id:
-            log.warning(
-                "the recognised JSON is another job's; subtitles without word timings",
-                extra={"key": key, "owner": owner.describe()},
-            )
-            return None
         try:
             return TranscriptDocument.from_json(body["Body"].read())
         except ValueError as exc:
