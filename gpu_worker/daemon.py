@@ -253,15 +253,7 @@ class Worker:
         except PermanentError as exc:
             # Retrying will not help: fail the job with the reason.
             with log_context(job_id=job_id):
-                reason = f"{job.object_key}: {exc}"
-                self.fail(
-                    lease,
-                    job.object_key,
-                    job_id,
-                    reason,
-                    language=job.language,
-                    output_name=job.resolved_output_name,
-                )
+                self.fail_job(lease, job, job_id, f"{job.object_key}: {exc}")
 
     def transcribe(
         self, job: AudioJob, bucket: str, claim: Claim, in_flight: InFlight
@@ -384,17 +376,21 @@ class Worker:
                 logger.info("the job has its outcome already; not failing it")
                 lease.delete()
                 return
-            self.fail(
-                lease,
-                job.object_key,
-                job_id,
-                reason,
-                language=job.language,
-                output_name=job.resolved_output_name,
-            )
+            self.fail_job(lease, job, job_id, reason)
         except Exception:
             logger.exception("could not report the failure; the DLQ will keep the message")
             self.retry_later(lease)
+
+    def fail_job(self, lease: MessageLease, job: AudioJob, job_id: str | None, reason: str) -> None:
+        """``fail`` for a job whose message was read: its Result names its files and language."""
+        self.fail(
+            lease,
+            job.object_key,
+            job_id,
+            reason,
+            language=job.language,
+            output_name=job.resolved_output_name,
+        )
 
     def fail(
         self,

@@ -805,33 +805,6 @@ def test_a_transcript_of_another_recording_is_not_delivered(
     assert model.converse_calls() == []
 
 
-def test_another_recordings_final_output_is_not_overwritten(
-    stack: Deployment, model: FakeModel
-) -> None:
-    client = stack.client(llm_env=llm_env(model))
-    theirs = "final-output/lecture.txt"
-    stack.s3.put_object(
-        Bucket=stack.bucket,
-        Key=theirs,
-        Body=b"their corrected text\n",
-        Metadata=owner_metadata("their-job", "audio-input/Lecture.MP3"),
-    )
-    ours = transcribed_as(
-        stack, "audio-input/lecture.mp3", "transcriptions/lecture.timed.txt", "v1", LECTURE
-    )
-
-    invoke(client, ours)
-
-    result = only_result(stack)
-    assert result.status == "failed"
-    assert result.error is not None
-    assert f"{theirs} already holds the output of audio-input/Lecture.MP3" in result.error
-    assert stack.read(theirs) == "their corrected text\n"
-    assert stack.keys("final-output/") == [theirs]
-    assert ours.job_id is not None
-    assert stack.job(ours.job_id).state is JobState.FAILED
-
-
 def test_a_new_upload_of_the_same_source_replaces_its_final_output(
     stack: Deployment, model: FakeModel
 ) -> None:
@@ -902,12 +875,12 @@ def test_word_timings_come_from_the_json_version_the_transcript_names(
     ]
 
 
-@pytest.mark.parametrize("taken", [f for f in FINAL_OUTPUT_FORMATS if f is not OutputFormat.TXT])
-def test_no_format_is_written_over_another_recordings_output(
+@pytest.mark.parametrize("taken", FINAL_OUTPUT_FORMATS)
+def test_another_recordings_final_output_is_not_overwritten(
     stack: Deployment, model: FakeModel, taken: OutputFormat
 ) -> None:
-    """Another recording's subtitles (or JSON, timed text) at one of the job's keys: the
-    job fails before it writes any format."""
+    """Another recording's text (or subtitles, JSON, timed text) at one of the job's keys:
+    the job fails before it writes any format."""
     client = stack.client(llm_env=llm_env(model))
     theirs = final_keys("lecture").of(taken)
     stack.s3.put_object(
