@@ -91,6 +91,9 @@ GRANTS_WITHOUT_CALLS: Final = {
     "the queue's attributes with the function's role when it is created; the local one does not.",
     f"{LLM_CALLER}/LlmQueue/sqs:SendMessage": "A transcript too long for one invocation "
     "continues in a new LLM Queue message (tests/test_llm_caller.py); the runs' are short.",
+    f"{RECONCILER}/PublishResultNotifications": "An upload the reconciler dispatches again "
+    "and the Dispatcher's checks refuse (not audio, empty, gone) gets its failure Result "
+    "published as the Dispatcher's would; the fault suite re-dispatches audio only.",
     "worker/JobTable/dynamodb:PutItem": "A message that came without a job row (sent by hand) "
     "gets one (gpu_worker/job/claim.py); the Dispatcher always writes it first.",
     "worker/RaiseOwnGroupAgain": "A message that arrived while the last worker was leaving "
@@ -354,8 +357,13 @@ def event_invoke_config_file(stage: str) -> str:
 def llm_caller_policy(out: StackOutputs, stage: str, options: StageOptions) -> dict[str, Any]:
     statements = [
         _logs(out, stage, LLM_CALLER),
-        _statement("ReadTranscripts", ["s3:GetObject"], [_objects(out, TRANSCRIPT_PREFIX)]),
-        _statement("WriteOutputs", ["s3:PutObject"], [_objects(out, FINAL_PREFIX)]),
+        _statement(
+            "ReadTranscripts",
+            ["s3:GetObject", "s3:GetObjectVersion"],  # the version its job's worker wrote
+            [_objects(out, TRANSCRIPT_PREFIX)],
+        ),
+        # GetObject: HEAD before writing, so that another recording's output is not replaced.
+        _statement("WriteOutputs", ["s3:GetObject", "s3:PutObject"], [_objects(out, FINAL_PREFIX)]),
         _statement(
             "ChunkCheckpoints",
             ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],

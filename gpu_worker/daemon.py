@@ -234,10 +234,23 @@ class Worker:
                         lease.delete()
                         return
                     self.pauses.after("marked_transcribed", in_flight.check)
-                    timed_key = written.keys.timed
-                else:
-                    timed_key = transcript_keys(job.object_key).timed
-                send_llm_job(self.aws.sqs, self.settings.llm_queue_url, job, job_id, timed_key)
+                    timed_key, timed_version = written.keys.timed, written.timed_version_id
+                else:  # what the delivery that transcribed it recorded
+                    record = self.table.get(job_id)
+                    recorded = record.attributes if record is not None else {}
+                    timed_key = str(
+                        recorded.get(JobField.TIMED_KEY)
+                        or transcript_keys(job.resolved_output_name).timed
+                    )
+                    timed_version = recorded.get(JobField.TIMED_VERSION_ID)
+                send_llm_job(
+                    self.aws.sqs,
+                    self.settings.llm_queue_url,
+                    job,
+                    job_id,
+                    timed_key=timed_key,
+                    timed_version_id=timed_version,
+                )
                 self.pauses.after("llm_job_sent", in_flight.check)  # 6.
                 record_handed_off(self.table, job_id)
                 self.pauses.after("handed_off", in_flight.check)
@@ -246,15 +259,16 @@ class Worker:
         except PermanentError as exc:
             # Retrying will not help: fail the job with the reason.
             with log_context(job_id=job_id):
-                reason = f"{job.object_key}: {exc}"
-                self.fail(lease, job.object_key, job_id, reason, language=job.language)
+                self.fail_job(lease, job, job_id, f"{job.object_key}: {exc}")
 
     def transcribe(
         self, job: AudioJob, bucket: str, claim: Claim, in_flight: InFlight
     ) -> WrittenTranscript:
         """Steps 3-5, unless an earlier delivery already wrote this job's transcript."""
-        keys = transcript_keys(job.object_key)
-        written = find_written_transcript(self.aws.s3, self.settings.bucket, keys, claim.job_id)
+        keys = transcript_keys(job.resolved_output_name)
+        written = find_written_transcript(
+            self.aws.s3, self.settings.bucket, keys, claim.job_id, job.object_key
+        )
         if written is not None:
             logger.info("the transcript was written by an earlier delivery; not redoing it")
             return written
@@ -368,10 +382,21 @@ class Worker:
                 logger.info("the job has its outcome already; not failing it")
                 lease.delete()
                 return
-            self.fail(lease, job.object_key, job_id, reason, language=job.language)
+            self.fail_job(lease, job, job_id, reason)
         except Exception:
             logger.exception("could not report the failure; the DLQ will keep the message")
             self.retry_later(lease)
+
+    def fail_job(self, lease: MessageLease, job: AudioJob, job_id: str | None, reason: str) -> None:
+        """``fail`` for a job whose message was read: its Result names its files and language."""
+        self.fail(
+            lease,
+            job.object_key,
+            job_id,
+            reason,
+            language=job.language,
+            output_name=job.resolved_output_name,
+        )
 
     def fail(
         self,
@@ -381,6 +406,7 @@ class Worker:
         reason: str,
         *,
         language: str | None = None,
+        output_name: str | None = None,
     ) -> None:
         """The job's one outcome is a failure: the Result (and job row) first, then the
         message goes; a report that raises leaves the message to the caller."""
@@ -393,6 +419,7 @@ class Worker:
             reason=reason,
             topic=self.results_topic,
             language=language,
+            output_name=output_name,
         )
         lease.delete()
 

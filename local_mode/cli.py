@@ -41,7 +41,6 @@ from pipeline_core.keys import (
     OutputFormat,
     final_keys,
     local_relative_path,
-    stem,
 )
 
 if TYPE_CHECKING:
@@ -127,27 +126,30 @@ def model_dirs(engine: str, model: str) -> dict[str, str]:
 
 
 def output_files(
-    output_dir: Path, key: str, formats: Sequence[OutputFormat] = DEFAULT_FORMATS
+    output_dir: Path, output_name: str | None, formats: Sequence[OutputFormat] = DEFAULT_FORMATS
 ) -> tuple[str, ...]:
-    """What the poller wrote for an uploaded key (the formats asked for, a failure report)."""
-    final = final_keys(stem(key))
+    """What the poller wrote for the recording named ``output_name`` (the formats asked
+    for, a failure report); nothing before the Dispatcher named it."""
+    if output_name is None:
+        return ()
+    final = final_keys(output_name)
     found = []
     for output in formats:
         path = output_dir / local_relative_path(final.of(output), FINAL_PREFIX)
         if path.exists():
             found.append(str(path))
-    failed = failure_report_path(output_dir, key)
+    failed = failure_report_path(output_dir, output_name)
     if failed.exists():
         found.append(str(failed))
     return tuple(found)
 
 
 def _with_outputs(
-    statuses: list[FileStatus], keys: list[str], out: Path, formats: Sequence[OutputFormat]
+    statuses: list[FileStatus], out: Path, formats: Sequence[OutputFormat]
 ) -> list[FileStatus]:
     return [
-        FileStatus(**{**vars(status), "outputs": output_files(out, key, formats)})
-        for status, key in zip(statuses, keys, strict=True)
+        FileStatus(**{**vars(status), "outputs": output_files(out, status.output_name, formats)})
+        for status in statuses
     ]
 
 
@@ -369,10 +371,10 @@ def _watch(
 ) -> list[FileStatus]:
     """Show each file's stage until all are home and nothing is left running."""
     deadline = time.monotonic() + timeout
-    statuses = _with_outputs(target.statuses(keys), keys, out, formats)
+    statuses = _with_outputs(target.statuses(keys), out, formats)
     with Live(progress_table(statuses), console=console, refresh_per_second=4) as live:
         while time.monotonic() < deadline:
-            statuses = _with_outputs(target.statuses(keys), keys, out, formats)
+            statuses = _with_outputs(target.statuses(keys), out, formats)
             live.update(progress_table(statuses))
             if _all_home(statuses) and target.settled():
                 break

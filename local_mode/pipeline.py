@@ -536,4 +536,5 @@ def _status(key: str, record: JobRecord | None) -> FileStatus:
         transcribe_seconds=_number(record, JobField.TRANSCRIBE_SECONDS),
         result_status=record.attributes.get(JobField.RESULT_STATUS),
         error=record.error,
+        output_name=record.output_name,
     )

@@ -6,7 +6,9 @@ otherwise) are downloaded from ``final-output/`` into the output folder under th
 the object's size; a ``.docx`` is built here from the corrected ``.json``. A failed result
 becomes ``<output>/failed/<name>.json``; so does a result some of whose formats are missing
 (the others are written, the report names what is missing). When none of them is there
-(expired, deleted) the result is a download failure, as below.
+(expired, deleted) the result is a download failure, as below. ``<name>`` is the
+recording's output name (``pipeline_core.keys``), so that no two recordings' files or
+reports meet, not even on a case-insensitive file system.
 The message is deleted only after that, so a crash at any point leaves it in the queue and
 the next run does the work again; writing the same bytes twice changes nothing, so a
 duplicate message is harmless. A message that is malformed, names a key that would leave
@@ -148,9 +150,30 @@ HOME_BUILDERS: Final[dict[OutputFormat, Callable[[TranscriptDocument, HomeBuild]
 }
 
 
-def failure_report_path(output_dir: Path, source_file: str) -> Path:
-    relative = keys.local_relative_path(keys.audio_key(source_file), keys.AUDIO_PREFIX)
-    return output_dir / FAILED_FOLDER / relative.with_suffix(".json")
+def failure_report_path(output_dir: Path, output_name: str) -> Path:
+    """Where the failure of the recording named ``output_name`` is reported."""
+    return output_dir / FAILED_FOLDER / keys.failure_report_relative_path(output_name)
+
+
+def _reports_failure_of(report: Path, source_file: str) -> bool:
+    """True when ``report`` is a failure report of ``source_file`` (not another recording's)."""
+    try:
+        written = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(written, dict) and written.get("source_file") == source_file
+
+
+def _output_name(result: Result, text_key: str) -> str:
+    """The name of a finished recording's files: its text key's, which is the Result's
+    ``output_name`` (a Result sent before names were reserved has only the key); a Result
+    whose two disagree is refused (another recording's files are not brought home as its)."""
+    name = keys.stem_from_final_text_key(text_key)
+    if result.output_name is not None and result.output_name != name:
+        raise keys.InvalidKeyError(
+            f"the result's output file {text_key} is not its output name's ({result.output_name!r})"
+        )
+    return name
 
 
 class Poller:
@@ -273,7 +296,7 @@ class Poller:
             log.warning("files written but the message was not deleted: %s", exc)
 
     def _report_failure(self, result: Result) -> PollOutcome:
-        target = failure_report_path(self.options.output_dir, result.source_file)
+        target = failure_report_path(self.options.output_dir, result.resolved_output_name)
         report = json.dumps(result.to_dict(), ensure_ascii=False, indent=2) + "\n"
         changed = write_bytes_atomic(target, report.encode("utf-8"))
         log.warning(
@@ -285,8 +308,10 @@ class Poller:
         )
         return PollOutcome.FAILURE_REPORTED
 
-    def _report_missing(self, result: Result, missing: list[OutputFormat]) -> None:
-        target = failure_report_path(self.options.output_dir, result.source_file)
+    def _report_missing(
+        self, result: Result, output_name: str, missing: list[OutputFormat]
+    ) -> None:
+        target = failure_report_path(self.options.output_dir, output_name)
         names = ", ".join(output.value for output in missing)
         report = {
             **result.to_dict(),
@@ -307,7 +332,8 @@ class Poller:
         if result.output_file is None:  # the contract requires it of a success
             raise DownloadError("the result names no output file")
         bucket, text_key = keys.parse_s3_uri(result.output_file)
-        final = keys.final_keys(keys.stem_from_final_text_key(text_key))
+        output_name = _output_name(result, text_key)
+        final = keys.final_keys(output_name)
         targets: dict[OutputFormat, Path] = {}
         for output in self.options.formats:
             relative = keys.local_relative_path(final.of(output), keys.FINAL_PREFIX)
@@ -332,10 +358,10 @@ class Poller:
                 missing.append(output)
         if len(missing) == len(targets):
             raise MissingOutputError(f"none of {', '.join(o.value for o in missing)} is there")
-        report = failure_report_path(self.options.output_dir, result.source_file)
+        report = failure_report_path(self.options.output_dir, output_name)
         if missing:
-            self._report_missing(result, missing)
-        elif report.is_file():
+            self._report_missing(result, output_name, missing)
+        elif report.is_file() and _reports_failure_of(report, result.source_file):
             # An earlier attempt failed and a redrive succeeded: the transcript is the outcome.
             with contextlib.suppress(OSError):
                 report.unlink()

@@ -178,6 +178,36 @@ def test_the_reconcilers_policy_is_all_it_needs(stack: Deployment) -> None:
     assert {c.action for c in calls} >= {"s3:ListBucketVersions", "sqs:ReceiveMessage"}
 
 
+def test_a_redispatched_upload_gets_its_own_output_name_under_the_reconcilers_policy(
+    stack: Deployment,
+) -> None:
+    """lecture.mp3 was dispatched and named ``lecture``; lecture.wav's dispatch failed. The
+    reconciler's dispatch reserves lecture.wav's name as the Dispatcher would, with only
+    the grants its policy has."""
+    client = stack.client(reconciler_env=GRACE_NONE)
+    upload(stack, "audio-input/lecture.mp3")
+    client.lambda_.invoke("dispatcher", s3_event(client, stack, "audio-input/lecture.mp3"))
+    wav_version = upload(stack, "audio-input/lecture.wav")
+    send_failure_record(stack, s3_event(client, stack, "audio-input/lecture.wav"))
+    policy = stage_config.reconciler_policy(
+        stage_config.StackOutputs.from_mapping(stack.outputs), "test"
+    )
+
+    ledger, policies = stack.invoke_as_role(
+        stage_config.RECONCILER, policy, lambda: reconcile(client)
+    )
+
+    assert denied(ledger.records()) == []
+    assert ungranted(ledger.records(), policies) == []
+    names = {job.object_key: job.output_name for job in audio_jobs(stack)}
+    assert names == {
+        "audio-input/lecture.mp3": "lecture",
+        "audio-input/lecture.wav": "lecture (wav)",
+    }
+    wav_job = job_id_for(stack.bucket, "audio-input/lecture.wav", wav_version)
+    assert stack.job(wav_job).output_name == "lecture (wav)"
+
+
 def test_a_record_that_fails_again_or_cannot_be_read_stays_for_the_next_run(
     stack: Deployment,
 ) -> None:

@@ -168,7 +168,11 @@ def test_policies_grant_each_function_only_what_it_calls(tmp_path: Path) -> None
         "arn:aws:bedrock:*::foundation-model/anthropic.claude-sonnet-4-6",
     }
     assert c["s3:PutObject"] == {f"{bucket}/final-output/*", f"{bucket}/llm-work/*"}
-    assert c["s3:GetObject"] == {f"{bucket}/transcriptions/*", f"{bucket}/llm-work/*"}
+    # final-output/: the HEAD that keeps it from writing over another recording's output.
+    assert c["s3:GetObject"] == {
+        f"{bucket}/transcriptions/*", f"{bucket}/llm-work/*", f"{bucket}/final-output/*",
+    }  # fmt: skip
+    assert c["s3:GetObjectVersion"] == {f"{bucket}/transcriptions/*"}  # its worker's version
     assert c["sqs:ReceiveMessage"] == {EXAMPLE["LlmQueueArn"]}
     assert c["sqs:SendMessage"] == {EXAMPLE["LlmQueueArn"], EXAMPLE["ResultsQueueArn"]}
     assert "dynamodb:PutItem" not in c

@@ -34,11 +34,17 @@ def all_keys(s3: S3Client) -> list[str]:
 
 
 def write_final_outputs(
-    s3: S3Client, audio: str, text: str, *, left_out: tuple[OutputFormat, ...] = ()
+    s3: S3Client,
+    audio: str,
+    text: str,
+    *,
+    left_out: tuple[OutputFormat, ...] = (),
+    output_name: str | None = None,
 ) -> keys.FinalKeys:
     """What the LLM Caller writes to ``final-output/`` for ``audio`` (all but ``left_out``):
-    ``text`` as one corrected segment, in every format."""
-    final = keys.final_keys(keys.stem(audio))
+    ``text`` as one corrected segment, in every format, under ``output_name`` (by default
+    the plain stem)."""
+    final = keys.final_keys(output_name or keys.stem(audio))
     language = "he" if any("\u0590" <= ch <= "\u05ff" for ch in text) else "en"
     document = TranscriptDocument(
         source_key=audio, job_id="job-" + keys.stem(audio).replace("/", "-"), language=language,

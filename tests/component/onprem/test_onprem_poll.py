@@ -224,6 +224,76 @@ def test_a_failed_result_is_reported_and_a_later_success_replaces_the_report(
     assert not (out / "failed" / "sub" / "broken.json").exists()
 
 
+def test_same_stem_recordings_keep_their_own_reports_and_transcripts(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
+) -> None:
+    """lecture.mp3 failed, Lecture.MP3 and lecture.wav failed too, then lecture.wav succeeded:
+    each report is named after its recording's output name, and the success removes its
+    own report only, whatever the case (the names would meet on Windows or macOS)."""
+    out = tmp_path / "out"
+    for source, name in (
+        ("audio-input/lecture.mp3", "lecture"),
+        ("audio-input/lecture.wav", "lecture (wav)"),
+        ("audio-input/Lecture.MP3", "Lecture (MP3)"),
+    ):
+        reason = f"{source} could not be decoded"
+        send_to_queue(sqs, results_queue, Result.failure(source, reason, "j", output_name=name))
+    poller(s3, sqs, results_queue, out).run()
+    reports = {p.name: json.loads(p.read_text()) for p in (out / "failed").iterdir()}
+    assert {name: report["source_file"] for name, report in reports.items()} == {
+        "lecture.json": "audio-input/lecture.mp3",
+        "lecture (wav).json": "audio-input/lecture.wav",
+        "Lecture (MP3).json": "audio-input/Lecture.MP3",
+    }
+
+    final = write_final_outputs(
+        s3, "audio-input/lecture.wav", "the wav's words", output_name="lecture (wav)"
+    )
+    success = Result.success(
+        "audio-input/lecture.wav",
+        keys.s3_uri(BUCKET, final.text),
+        job_id="j2",
+        output_name="lecture (wav)",
+    )
+    send_to_queue(sqs, results_queue, success)
+    # An old report at the name of another recording is not this success's to remove.
+    (out / "failed" / "lecture (wav).json").write_text(json.dumps(reports["lecture.json"]))
+    poller(s3, sqs, results_queue, out).run()
+    assert (out / "lecture (wav).txt").read_text() == "the wav's words"
+    [cue] = srt_parser.parse((out / "lecture (wav).srt").read_text())  # every format asked for
+    assert cue.content == "the wav's words"
+    assert sorted(p.name for p in (out / "failed").iterdir()) == [
+        "Lecture (MP3).json", "lecture (wav).json", "lecture.json",
+    ]  # fmt: skip
+
+    (out / "failed" / "lecture (wav).json").write_text(json.dumps(reports["lecture (wav).json"]))
+    send_to_queue(sqs, results_queue, success)
+    poller(s3, sqs, results_queue, out).run()
+    assert sorted(p.name for p in (out / "failed").iterdir()) == [
+        "Lecture (MP3).json", "lecture.json",
+    ]  # fmt: skip
+
+
+def test_a_result_whose_output_file_is_not_its_output_names_is_refused(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
+) -> None:
+    final = write_final_outputs(s3, "audio-input/lecture.mp3", "the mp3's words")
+    mixed_up = Result.success(
+        "audio-input/lecture.wav",
+        keys.s3_uri(BUCKET, final.text),
+        job_id="j",
+        output_name="lecture (wav)",
+    )
+    send_to_queue(sqs, results_queue, mixed_up)
+    out = tmp_path / "out"
+
+    report = poller(s3, sqs, results_queue, out).run()
+
+    assert report.outcomes == {PollOutcome.REFUSED: 1}
+    assert not out.exists() or list(out.iterdir()) == []
+    assert queue_depth(sqs, results_queue) == 1, "left for the DLQ"
+
+
 @pytest.mark.parametrize(
     "output_file",
     [

@@ -268,9 +268,9 @@ def _check_success(
         figures.uncorrected += 1
     if len(sent) != 1 or sent[0].status not in ("success", "success_uncorrected"):
         problems.append(f"{upload.key}: succeeded but its Results are {[r.status for r in sent]}")
-    stem = keys.stem(upload.key)
-    final = keys.final_keys(stem)
-    transcript = _text(s3, bucket, keys.transcript_keys(upload.key).timed)
+    name = record.output_name or ""
+    final = keys.final_keys(name)
+    transcript = _text(s3, bucket, keys.transcript_keys(name).timed)
     text = _text(s3, bucket, final.text)
     timed = _text(s3, bucket, final.timed)
     if transcript is None or text is None or timed is None:
