@@ -24,6 +24,8 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE / "vendor") not in sys.path:  # run as a script: pipeline_core via the bundle link
     sys.path.append(str(_HERE / "vendor"))
 
+import lambda_wildcards  # noqa: E402
+
 from pipeline_core import config as cfg  # noqa: E402
 from pipeline_core.errors import DISPATCHER_READER, LLM_CALLER_READER, ObjectReader  # noqa: E402
 from pipeline_core.keys import (  # noqa: E402
@@ -49,10 +51,15 @@ LLM_QUEUE_MAX_RECEIVES: Final = 3
 LLM_RETRY_DELAY_S: Final = 300  # a throttled message comes back after 5 min, not 90
 LLM_TIME_RESERVE_S: Final = 240  # no new model call in the last 4 min of an invocation
 
-# Statements whose resource is "*", and why; a test holds every rendered policy to this list.
-WILDCARD_RESOURCE_SIDS: Final = {
-    "DescribeGpuGroup": "autoscaling:DescribeAutoScalingGroups supports no resource-level "
-    "permissions; it only reads.",
+# The one statement of a policy whose resource is "*": the actions it calls that have no
+# resource-level permissions. scripts/iam_report.py writes its actions from the recorded calls
+# (here: lambda_wildcards.py; in the template: WorkerPolicy and OnPremPolicy) and fails on a
+# generated action without a reason below, or on a reason for an action nothing calls.
+WILDCARD_SID: Final = "NoResourceLevelPermissions"
+WILDCARD_ACTION_REASONS: Final = {
+    "autoscaling:DescribeAutoScalingGroups": "reads the GPU group's desired capacity before "
+    "raising it (the Dispatcher on each upload, the worker when a message arrived as it left); "
+    "read-only.",
 }
 
 # Grants no call of the local-mode runs uses (docs/iam.md), and why each stays, for every
@@ -80,7 +87,8 @@ GRANTS_WITHOUT_CALLS: Final = {
     "gets one (gpu_worker/job/claim.py); the Dispatcher always writes it first.",
     "worker/RaiseOwnGroupAgain": "A message that arrived while the last worker was leaving "
     "raises the group back to 1 (gpu_worker/lifecycle/scale_to_zero.py); the runs' race is rare.",
-    "worker/DescribeOwnGroup": "Read before raising the group again (above).",
+    f"worker/{WILDCARD_SID}/autoscaling:DescribeAutoScalingGroups": "Read before raising "
+    "the group again (above).",
     "onprem/UploadAudioAndReadItBackToVerify/s3:AbortMultipartUpload": "A killed run's "
     "unfinished multipart upload is aborted by the next run (onprem/upload.py).",
     "onprem/UploadAudioAndReadItBackToVerify/s3:ListMultipartUploadParts": "Resuming a large "
@@ -217,6 +225,11 @@ def _kms(out: StackOutputs) -> list[dict[str, Any]]:
     return [_statement("UseDataKey", ["kms:Decrypt", "kms:GenerateDataKey"], [key])]
 
 
+def _without_resource_level_permissions(function: str) -> list[dict[str, Any]]:
+    actions = lambda_wildcards.WILDCARD_ACTIONS.get(function, ())
+    return [_statement(WILDCARD_SID, actions, ["*"])] if actions else []
+
+
 def _asg_arn(out: StackOutputs) -> str:
     arn = out.get("GpuAsgArn")
     if arn:
@@ -265,9 +278,9 @@ def dispatcher_policy(out: StackOutputs, stage: str) -> dict[str, Any]:
                 ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
                 [out["JobTableArn"]],
             ),
-            _statement("DescribeGpuGroup", ["autoscaling:DescribeAutoScalingGroups"], ["*"]),
             _statement("StartGpuWorker", ["autoscaling:SetDesiredCapacity"], [_asg_arn(out)]),
             *_kms(out),
+            *_without_resource_level_permissions(DISPATCHER),
         ],
     }
 
@@ -309,6 +322,7 @@ def llm_caller_policy(out: StackOutputs, stage: str, options: StageOptions) -> d
                 bedrock_model_arns(out, options.model_id(out)),
             )
         )
+    statements += _without_resource_level_permissions(LLM_CALLER)
     return {"Version": "2012-10-17", "Statement": statements}
 
 
