@@ -78,6 +78,9 @@ refused there as in AWS. moto is lenient or different in these places; the ledge
 - **SQS batch operations.** AWS authorises `DeleteMessageBatch`, `SendMessageBatch` and
   `ChangeMessageVisibilityBatch` as the single actions; moto asks for the batch names, which the
   emulated roles are given beside the single ones.
+- **S3 `DeleteObjects`.** AWS authorises it as `s3:DeleteObject` on each key; moto asks for
+  `s3:DeleteObject` on the bucket and otherwise refuses every key inside a 200 answer (so the
+  call looks granted). The emulated roles hold it on the bucket of each object deletion grant.
 - **S3 403 instead of 404.** Without `s3:ListBucket` on the bucket, S3 answers a read of a
   missing key with 403; moto answers 404 whatever the caller holds. Only a check of the
   policies themselves finds a role that probes possibly-missing objects without it.
