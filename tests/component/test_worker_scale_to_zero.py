@@ -20,6 +20,10 @@ from pipeline_core.jobs import JobState
 TERMINATE = "before-call.auto-scaling.TerminateInstanceInAutoScalingGroup"
 
 
+def _listed(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
 @pytest.fixture
 def group(pipeline: Pipeline, fake_imds: FakeImds) -> str:
     name = pipeline.start_gpu_instance()
@@ -87,9 +91,10 @@ def test_the_worker_role_grants_the_auto_scaling_calls_of_leaving_and_no_other(
         "Statement"
     ]
     granted = {
-        statement["Action"].removeprefix("autoscaling:"): statement["Resource"]
+        action.removeprefix("autoscaling:"): statement["Resource"]
         for statement in statements
-        if str(statement["Action"]).startswith("autoscaling:")
+        for action in _listed(statement["Action"])
+        if action.startswith("autoscaling:")
     }
     assert set(granted) == called
     own_group = ":autoScalingGroup:*:autoScalingGroupName/${AWS::StackName}-gpu-workers"
