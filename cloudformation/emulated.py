@@ -378,7 +378,7 @@ def create_identities(
         components[function] = function_role(stack, function, policy)
         policies[function] = [dict(policy)]
     worker_role = stack.ids["WorkerRole"]
-    components[WORKER] = _assume(stack, worker_role, "i-local-worker")
+    components[WORKER] = _assume(stack, iam, worker_role, "i-local-worker")
     policies[WORKER] = [
         _enforceable_policy(iam, attached["PolicyArn"])
         for attached in iam.list_attached_role_policies(RoleName=worker_role)["AttachedPolicies"]
@@ -400,11 +400,11 @@ def function_role(stack: EmulatedStack, function: str, policy: Mapping[str, Any]
     iam.put_role_policy(
         RoleName=role, PolicyName=function, PolicyDocument=json.dumps(as_moto_enforces(policy))
     )
-    return _assume(stack, role, function)
+    return _assume(stack, iam, role, function)
 
 
-def _assume(stack: EmulatedStack, role_name: str, session_name: str) -> Credentials:
-    arn = stack.client("iam").get_role(RoleName=role_name)["Role"]["Arn"]
+def _assume(stack: EmulatedStack, iam: Any, role_name: str, session_name: str) -> Credentials:
+    arn = iam.get_role(RoleName=role_name)["Role"]["Arn"]
     issued = stack.client("sts").assume_role(RoleArn=arn, RoleSessionName=session_name)
     keys = issued["Credentials"]
     return Credentials(keys["AccessKeyId"], keys["SecretAccessKey"], keys["SessionToken"])
