@@ -257,6 +257,15 @@ def bedrock_model_arns(out: StackOutputs, model_id: str) -> list[str]:
     return [f"arn:{out.partition}:bedrock:{out.region}::foundation-model/{model_id}"]
 
 
+def _publish_results(out: StackOutputs) -> list[dict[str, Any]]:
+    """sns:Publish on the stack's notification topic, where the stack has one (a stack made
+    before the topic existed has no NotificationTopicArn output: nothing is published)."""
+    topic = out.get("NotificationTopicArn")
+    if topic is None:
+        return []
+    return [_statement("PublishResultNotifications", ["sns:Publish"], [topic])]
+
+
 def dispatcher_policy(out: StackOutputs, stage: str) -> dict[str, Any]:
     return {
         "Version": "2012-10-17",
@@ -279,6 +288,7 @@ def dispatcher_policy(out: StackOutputs, stage: str) -> dict[str, Any]:
                 [out["JobTableArn"]],
             ),
             _statement("StartGpuWorker", ["autoscaling:SetDesiredCapacity"], [_asg_arn(out)]),
+            *_publish_results(out),
             *_kms(out),
             *_without_resource_level_permissions(DISPATCHER),
         ],
@@ -308,6 +318,7 @@ def llm_caller_policy(out: StackOutputs, stage: str, options: StageOptions) -> d
             [out["LlmQueueArn"]],
         ),
         _statement("SendResults", ["sqs:SendMessage"], [out["ResultsQueueArn"]]),
+        *_publish_results(out),
         _statement("JobTable", ["dynamodb:GetItem", "dynamodb:UpdateItem"], [out["JobTableArn"]]),
         *_kms(out),
     ]
@@ -341,6 +352,7 @@ def stage_entry(out: StackOutputs, stage: str, options: StageOptions) -> dict[st
                 cfg.ENV_BUCKET: out["BucketName"],
                 cfg.ENV_JOB_TABLE: out["JobTableName"],
                 cfg.ENV_RESULTS_QUEUE_URL: out["ResultsQueueUrl"],
+                cfg.ENV_NOTIFICATION_TOPIC_ARN: out.get("NotificationTopicArn"),
                 cfg.ENV_LOG_LEVEL: options.log_level,
                 "LLM_QUEUE_NAME": out["LlmQueueName"],
                 "LLM_MAX_CONCURRENCY": str(LLM_CALLER_CONCURRENCY),

@@ -111,6 +111,8 @@ def resource_arn(action: str, params: Mapping[str, Any], scope: AccountScope) ->
             f"{base}:autoscaling:{scope.region}:{scope.account}:autoScalingGroup:*:"
             f"autoScalingGroupName/{params['AutoScalingGroupName']}"
         )
+    if service == "sns" and "TopicArn" in params:
+        return str(params["TopicArn"])
     if service == "bedrock" and "modelId" in params:
         model = str(params["modelId"])
         if model.startswith("arn:"):

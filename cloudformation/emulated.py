@@ -52,6 +52,7 @@ class EmulatedStack:
     results_queue_url: str
     results_dlq_url: str
     asg_name: str
+    notification_topic_arn: str
     # Where the stack lives: clients for it come from this session at this endpoint.
     session: boto3.Session = field(compare=False, repr=False)
     endpoint_url: str | None = None
@@ -84,6 +85,7 @@ class EmulatedStack:
             results_queue_url=outputs["ResultsQueueUrl"],
             results_dlq_url=outputs["ResultsDlqUrl"],
             asg_name=outputs["GpuAsgName"],
+            notification_topic_arn=outputs["NotificationTopicArn"],
         )
 
     def client(self, service: Any) -> Any:
@@ -96,6 +98,7 @@ class EmulatedStack:
             self.bucket: "${PipelineBucket}",
             self.job_table: "${JobTable}",
             self.outputs["AudioQueueArn"].split(":")[4]: "${AWS::AccountId}",
+            self.notification_topic_arn.rsplit(":", 1)[-1]: "${NotificationTopic}",
             self.name: "${AWS::StackName}",
             REGION: "${AWS::Region}",
         }

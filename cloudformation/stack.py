@@ -38,6 +38,7 @@ OUTPUT_NAMES: Final = (
     "GpuAsgName",
     "GpuAsgArn",
     "AlarmTopicArn",
+    "NotificationTopicArn",
     "OnPremPolicyArn",
 )
 

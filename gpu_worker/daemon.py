@@ -20,7 +20,7 @@ import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 from botocore.config import Config
@@ -42,7 +42,7 @@ from gpu_worker.transcription.engines import DecodeOptions, load_engine
 from gpu_worker.transcription.formats import RunFigures
 from gpu_worker.transcription.transcribe_step import transcribe_audio
 from pipeline_core.config import ConfigError, WorkerSettings
-from pipeline_core.contracts import utc_timestamp
+from pipeline_core.contracts import ResultTopic, utc_timestamp
 from pipeline_core.errors import ConfigurationError, PermanentError
 from pipeline_core.jobs import JobField, JobTable
 from pipeline_core.jsonlog import configure_logging, log_context
@@ -76,6 +76,7 @@ class AwsClients:
     s3: S3Client
     dynamodb: DynamoDBClient
     autoscaling: AutoScalingClient
+    sns: Any = None  # an SNS client, for the notification topic when the settings name one
 
     @classmethod
     def from_environment(cls) -> AwsClients:
@@ -86,6 +87,7 @@ class AwsClients:
             s3=boto3.client("s3", config=config),
             dynamodb=boto3.client("dynamodb", config=config),
             autoscaling=boto3.client("autoscaling", config=config),
+            sns=boto3.client("sns", config=config),
         )
 
 
@@ -117,6 +119,7 @@ class Worker:
             settings.visibility_timeout_seconds,
         )
         self.table = JobTable(aws.dynamodb, settings.job_table)
+        self.results_topic = ResultTopic.configured(aws.sns, settings.notification_topic_arn)
         self.idle = IdleClock(settings.idle_shutdown_seconds)
         self.pauses = PausePoints(settings.pause_after_step)
 
@@ -237,7 +240,8 @@ class Worker:
         except PermanentError as exc:
             # Retrying will not help: fail the job with the reason.
             with log_context(job_id=job_id):
-                self.fail(lease, job.object_key, job_id, f"{job.object_key}: {exc}")
+                reason = f"{job.object_key}: {exc}"
+                self.fail(lease, job.object_key, job_id, reason, language=job.language)
 
     def transcribe(
         self, job: AudioJob, bucket: str, claim: Claim, in_flight: InFlight
@@ -358,12 +362,20 @@ class Worker:
                 logger.info("the job has its outcome already; not failing it")
                 lease.delete()
                 return
-            self.fail(lease, job.object_key, job_id, reason)
+            self.fail(lease, job.object_key, job_id, reason, language=job.language)
         except Exception:
             logger.exception("could not report the failure; the DLQ will keep the message")
             self.retry_later(lease)
 
-    def fail(self, lease: MessageLease, source_key: str, job_id: str | None, reason: str) -> None:
+    def fail(
+        self,
+        lease: MessageLease,
+        source_key: str,
+        job_id: str | None,
+        reason: str,
+        *,
+        language: str | None = None,
+    ) -> None:
         """The job's one outcome is a failure: the Result (and job row) first, then the
         message goes; a report that raises leaves the message to the caller."""
         report_failure(
@@ -373,6 +385,8 @@ class Worker:
             source_key=source_key,
             job_id=job_id,
             reason=reason,
+            topic=self.results_topic,
+            language=language,
         )
         lease.delete()
 

@@ -308,7 +308,12 @@ def _upload_and_bring_home(
     poller = Poller(
         target.s3,
         target.sqs,
-        PollOptions(queue_url=target.results_queue_url, output_dir=out, wait_seconds=1),
+        PollOptions(
+            queue_url=target.results_queue_url,
+            output_dir=out,
+            wait_seconds=1,
+            state_file=target.state_path,
+        ),
         stop=stop,
     )
     poll_thread = threading.Thread(target=poller.run, name="onprem-poller")

@@ -90,6 +90,9 @@ def _resource_environment(stack: EmulatedStack) -> dict[str, str]:
         core.ENV_LLM_QUEUE_URL: stack.llm_queue_url,
         core.ENV_RESULTS_QUEUE_URL: stack.results_queue_url,
         core.ENV_ASG_NAME: stack.asg_name,
+        # Created by the stack with no subscriber: the publishes are made and granted as in
+        # AWS, and a test or an operator may subscribe (docs/operations.md).
+        core.ENV_NOTIFICATION_TOPIC_ARN: stack.notification_topic_arn,
     }
 
 

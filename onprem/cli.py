@@ -249,6 +249,7 @@ def _poll(args: argparse.Namespace, settings: OnpremSettings, console: Console |
         output_dir=settings.need("output_dir"),
         wait_seconds=settings.poll_wait_seconds,
         once=args.once,
+        state_file=settings.state_path,
     )
     clients = Clients(settings)
     stop = GracefulStop()

@@ -2,7 +2,8 @@
 
 For each result the ``final-output/`` files are downloaded into the output folder under
 their own names (``final-output/a/b.txt`` -> ``<output>/a/b.txt``), written atomically and
-checked against the object's size; a failed result becomes ``<output>/failed/<name>.json``.
+checked against the object's size, with the reader page ``<name>.html`` beside them
+(``onprem/reader.py``); a failed result becomes ``<output>/failed/<name>.json``.
 The message is deleted only after that, so a crash at any point leaves it in the queue and
 the next run does the work again; writing the same bytes twice changes nothing, so a
 duplicate message is harmless. A message that is malformed, names a key that would leave
@@ -28,6 +29,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from onprem import reader
 from onprem.atomic import TEMP_SUFFIX, OutputWriteError, write_atomic, write_bytes_atomic
 from onprem.shutdown import GracefulStop, StopPolling
 from pipeline_core import keys
@@ -70,6 +72,12 @@ class PollOptions:
     wait_seconds: int = 20
     once: bool = False
     max_messages: int = 10
+    # The HTML reader beside each transcript (onprem/reader.py); it links the recording when
+    # the uploader's state (state_file) names a local copy. On by default: it is built here
+    # from the timed text already fetched (no AWS call, no grant), a few kB, and it is how a
+    # reviewer checks the transcript against the audio.
+    reader_page: bool = True
+    state_file: Path | None = None
 
 
 @dataclass
@@ -255,6 +263,12 @@ class Poller:
             relative: PurePosixPath = keys.local_relative_path(key, keys.FINAL_PREFIX)
             targets.append((bucket, key, self.options.output_dir / relative))
         changed = [self._download(bucket, key, target) for bucket, key, target in targets]
+        if self.options.reader_page:
+            changed.append(
+                reader.write_page_for_result(
+                    result, self.options.output_dir, self.options.state_file
+                )
+            )
         stale = failure_report_path(self.options.output_dir, result.source_file)
         if stale.is_file():
             # An earlier attempt failed and a redrive succeeded: the transcript is the outcome.

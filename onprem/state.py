@@ -102,6 +102,14 @@ class UploadState:
         ).fetchone()
         return None if row is None else str(row[0])
 
+    def uploaded_path(self, bucket: str, key: str) -> Path | None:
+        """The local file most recently uploaded as ``key``, if any."""
+        row = self._db.execute(
+            "SELECT path FROM uploads WHERE bucket = ? AND key = ? ORDER BY uploaded_at DESC",
+            (bucket, key),
+        ).fetchone()
+        return None if row is None else Path(row[0])
+
     def record_upload(
         self,
         *,

@@ -19,6 +19,8 @@ ENV_AUDIO_QUEUE_URL: Final = "AUDIO_QUEUE_URL"
 ENV_LLM_QUEUE_URL: Final = "LLM_QUEUE_URL"
 ENV_RESULTS_QUEUE_URL: Final = "RESULTS_QUEUE_URL"
 ENV_ASG_NAME: Final = "GPU_ASG_NAME"
+# The stack's notification topic: every Result sent is also published there (optional).
+ENV_NOTIFICATION_TOPIC_ARN: Final = "NOTIFICATION_TOPIC_ARN"
 ENV_LOG_LEVEL: Final = "LOG_LEVEL"
 
 
@@ -122,6 +124,7 @@ class DispatcherSettings:
     # job-table put and the send) is re-sent by a later delivery once its claim is this old;
     # the Dispatcher's function timeout, so a live first attempt is never raced.
     enqueue_lease_seconds: int = 60
+    notification_topic_arn: str | None = None  # None: refusals go to the Results Queue only
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DispatcherSettings:
@@ -135,6 +138,7 @@ class DispatcherSettings:
             default_language=env.optional("DEFAULT_LANGUAGE"),
             log_level=env.text(ENV_LOG_LEVEL, "INFO"),
             enqueue_lease_seconds=env.integer("ENQUEUE_LEASE_SECONDS", 60, minimum=0),
+            notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),
         )
 
 
@@ -188,6 +192,7 @@ class LlmCallerSettings:
     lease_seconds: int = 960  # a crashed invocation's hold on its job lapses after this
     max_receives: int = 3  # the LLM Queue's maxReceiveCount: the last try before its DLQ
     openai_api_key: str | None = None
+    notification_topic_arn: str | None = None  # None: Results go to the Results Queue only
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> LlmCallerSettings:
@@ -220,6 +225,7 @@ class LlmCallerSettings:
             lease_seconds=env.integer("CORRECTION_LEASE_SECONDS", 960, minimum=1),
             max_receives=env.integer("MAX_RECEIVES", 3, minimum=1),
             openai_api_key=env.optional("OPENAI_API_KEY"),
+            notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),
         )
 
 
@@ -262,6 +268,7 @@ class WorkerSettings:
     pause_after_step: str | None = None
     # The own instance id where there is no IMDS to ask (local mode's stand-in instances).
     instance_id: str | None = None
+    notification_topic_arn: str | None = None  # None: failure Results go to the queue only
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -299,6 +306,7 @@ class WorkerSettings:
             batch_size=env.integer("WORKER_BATCH_SIZE", 8, minimum=1),
             pause_after_step=env.optional("WORKER_PAUSE_AFTER_STEP"),
             instance_id=env.optional("WORKER_INSTANCE_ID"),
+            notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),
         )
         if settings.heartbeat_seconds >= settings.visibility_timeout_seconds:
             raise ConfigError(

@@ -11,7 +11,10 @@ are left out of the JSON, fields keep the design's order, and non-ASCII text (He
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Self
 
@@ -22,6 +25,8 @@ from pipeline_core.languages import UnknownLanguageError, normalize_language
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION: Final = 1
 MAX_DETAILS_CHARS: Final = 2000  # context for the corrector's prompt, not a document
@@ -263,3 +268,92 @@ class Result(_Message):
 def send_to_queue(sqs: SQSClient, queue_url: str, message: AudioJob | LlmJob | Result) -> str:
     """Send one contract message to an SQS queue; returns the SQS message id."""
     return sqs.send_message(QueueUrl=queue_url, MessageBody=message.to_json())["MessageId"]
+
+
+# The message attributes of a Result's notification, which subscribers' filter policies
+# match (docs/operations.md, "Notifications"): the Result's status, the recording's language
+# as its Whisper code (``he``), and the upload's key (a prefix filter picks a folder).
+NOTIFICATION_STATUS: Final = "status"
+NOTIFICATION_LANGUAGE: Final = "language"
+NOTIFICATION_SOURCE_FILE: Final = "source_file"
+
+
+def notification_attributes(
+    result: Result, language: str | None = None
+) -> dict[str, dict[str, str]]:
+    """The SNS message attributes of ``result``; ``language`` (a name or code) is left out
+    when it is unknown or not a language, since SNS refuses an empty attribute value."""
+    attributes = {
+        NOTIFICATION_STATUS: result.status,
+        NOTIFICATION_SOURCE_FILE: result.source_file,
+    }
+    if language:
+        with contextlib.suppress(UnknownLanguageError):
+            attributes[NOTIFICATION_LANGUAGE] = normalize_language(language)
+    return {name: {"DataType": "String", "StringValue": text} for name, text in attributes.items()}
+
+
+@dataclass(frozen=True)
+class ResultTopic:
+    """The stack's notification topic (``NotificationTopic``), to which ``send_result``
+    publishes each Result it sends: the Result's JSON as the message, with
+    ``notification_attributes``."""
+
+    sns: Any  # an SNS client (its stubs, mypy_boto3_sns, are not among the dev stubs)
+    topic_arn: str
+
+    @classmethod
+    def configured(cls, sns: Any, topic_arn: str | None) -> ResultTopic | None:
+        """The topic a runtime's settings name, or None where they name none."""
+        if topic_arn is None:
+            return None
+        if sns is None:
+            raise ValueError(f"a notification topic ({topic_arn}) needs an SNS client")
+        return cls(sns, topic_arn)
+
+    def publish(self, result: Result, language: str | None = None) -> str:
+        response = self.sns.publish(
+            TopicArn=self.topic_arn,
+            Message=result.to_json(),
+            # For e-mail subscribers; SNS allows only ASCII here, so no (Hebrew) file name.
+            Subject=f"Transcription {result.status}",
+            MessageAttributes=notification_attributes(result, language),
+        )
+        return str(response["MessageId"])
+
+
+def send_result(
+    sqs: SQSClient,
+    results_queue_url: str,
+    result: Result,
+    *,
+    topic: ResultTopic | None = None,
+    language: str | None = None,
+) -> str:
+    """Send ``result`` to the Results Queue, then publish it to ``topic``; returns the SQS
+    message id.
+
+    The queue comes first and a failed publish is logged, never raised: the Results Queue is
+    the delivery of record (the on-prem poller), the topic a copy for whoever subscribes.
+    Raising after the send would make the caller retry it and put a second Result on the
+    queue; publishing first would notify of a Result that may never be sent. So a Result is
+    on the queue once per send whatever SNS does, and its notification is best effort: lost
+    when the publish fails or the process dies between the two calls (the log line below
+    says which), repeated only when the Result itself is re-sent.
+    """
+    message_id = send_to_queue(sqs, results_queue_url, result)
+    if topic is not None:
+        try:
+            topic.publish(result, language)
+        except Exception:  # any failure: raising would duplicate the Result (above)
+            log.error(
+                "the Result is on the Results Queue, but its notification was not published",
+                exc_info=True,
+                extra={
+                    "topic_arn": topic.topic_arn,
+                    "status": result.status,
+                    "source_file": result.source_file,
+                    "job_id": result.job_id,
+                },
+            )
+    return message_id

@@ -78,3 +78,17 @@ def normalize_language(value: str) -> str:
 def language_name(code: str) -> str:
     """English name of a Whisper language code, for prompts and reports."""
     return WHISPER_LANGUAGES[normalize_language(code)]
+
+
+# Whisper languages written right to left (Hebrew and Yiddish in Hebrew script; Arabic,
+# Persian, Urdu, Pashto and Sindhi in Arabic script): their subtitles and documents carry
+# the direction marks and settings that make players and word processors lay them out RTL.
+RIGHT_TO_LEFT: Final = frozenset({"he", "yi", "ar", "fa", "ur", "ps", "sd"})
+
+
+def is_right_to_left(code: str) -> bool:
+    """Whether a language (any name or code ``normalize_language`` accepts) is written RTL."""
+    try:
+        return normalize_language(code) in RIGHT_TO_LEFT
+    except UnknownLanguageError:
+        return False

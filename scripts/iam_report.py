@@ -87,9 +87,10 @@ refused there as in AWS. moto is lenient or different in these places; the ledge
 - **Condition keys.** moto ignores conditions (`aws:SecureTransport`, `s3:prefix`,
   `aws:SourceAccount`, ...): a statement narrowed by a condition is enforced as if unconditioned,
   and the ledger check does not evaluate conditions either.
-- **Resource policies and KMS.** Bucket and queue policies (the TLS-only denies) and KMS key
-  policies are not evaluated; the emulated stack has no customer managed key, so the
-  `kms:Decrypt`/`kms:GenerateDataKey` grants are never exercised.
+- **Resource policies and KMS.** Bucket, queue and topic policies (the TLS-only denies) and
+  KMS key policies are not evaluated; the emulated stack has no customer managed key, so the
+  `kms:Decrypt`/`kms:GenerateDataKey` grants are never exercised, and moto publishes to the
+  notification topic without the SNS-managed key (`alias/aws/sns`) that encrypts it in AWS.
 - **Bedrock.** Converse goes to a local fake server, not to moto: the call is recorded and held
   to the `InvokeModel` statement by the ledger, but nothing refuses it, and model access
   (account-level model enablement, inference-profile routing to other regions) is not emulated.

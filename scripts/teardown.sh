@@ -87,6 +87,7 @@ if ((DELETE_DATA)); then
   run "$PYTHON" -m cloudformation.deploy_tools empty-bucket --region "$REGION" --bucket "$BUCKET"
   run aws s3api delete-bucket --region "$REGION" --bucket "$BUCKET"
 else
-  echo "teardown: kept bucket $BUCKET; to remove it and its data later:"
+  echo "teardown: kept bucket $BUCKET; its lifecycle rules keep expiring what it holds"
+  echo "  (docs/operations.md, \"Data lifecycle\"); to remove it and its data now:"
   echo "  scripts/teardown.sh --region $REGION --delete-data --bucket $BUCKET"
 fi

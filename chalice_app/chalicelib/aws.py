@@ -63,6 +63,10 @@ def dynamodb() -> DynamoDBClient:
     return client
 
 
+def sns() -> Any:  # an SNS client (its stubs, mypy_boto3_sns, are not among the dev stubs)
+    return _client("sns")
+
+
 def autoscaling() -> AutoScalingClient:
     client: AutoScalingClient = _client("autoscaling")
     return client

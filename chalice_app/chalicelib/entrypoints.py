@@ -20,14 +20,14 @@ from pipeline_core.config import DispatcherSettings, LlmCallerSettings
 
 def dispatcher_handler(event: Mapping[str, Any]) -> list[Dispatched]:
     """One S3 event: every uploaded object it announces."""
-    clients = DispatcherClients(aws.s3(), aws.sqs(), aws.dynamodb(), aws.autoscaling())
+    clients = DispatcherClients(aws.s3(), aws.sqs(), aws.dynamodb(), aws.autoscaling(), aws.sns())
     return handle_s3_event(event, clients, DispatcherSettings.from_env())
 
 
 def llm_caller_handler(event: Mapping[str, Any], context: Any) -> list[CorrectionOutcome]:
     """One LLM Queue batch (one message: batch size 1, so a failure returns only it)."""
     settings = LlmCallerSettings.from_env()
-    clients = LlmCallerClients(aws.s3(), aws.sqs(), aws.dynamodb())
+    clients = LlmCallerClients(aws.s3(), aws.sqs(), aws.dynamodb(), aws.sns())
     corrector = make_corrector(settings)
     outcomes = []
     for record in event.get("Records", []):

@@ -6,8 +6,9 @@ delete the audio message. Marking first means the LLM Caller always finds the jo
 delivery send the LLM job again (a harmless duplicate in a window of milliseconds), and
 a crash after it only deletes the message.
 
-Order on failure: send the failed ``Result`` -> mark ``failed`` -> delete. A crash
-before the mark repeats the (identical) failure; none loses it.
+Order on failure: send the failed ``Result`` (and publish it to the notification topic,
+``send_result``) -> mark ``failed`` -> delete. A crash before the mark repeats the
+(identical) failure; none loses it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,15 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from pipeline_core.contracts import AudioJob, LlmJob, Result, send_to_queue, utc_timestamp
+from pipeline_core.contracts import (
+    AudioJob,
+    LlmJob,
+    Result,
+    ResultTopic,
+    send_result,
+    send_to_queue,
+    utc_timestamp,
+)
 from pipeline_core.jobs import JobField, JobState, JobTable, at_or_after
 
 if TYPE_CHECKING:
@@ -70,9 +79,12 @@ def report_failure(
     source_key: str,
     job_id: str | None,
     reason: str,
+    topic: ResultTopic | None = None,
+    language: str | None = None,
 ) -> None:
     """Tell the user the job failed and why, and record it; the caller deletes the message."""
-    send_to_queue(sqs, results_queue_url, Result.failure(source_key, reason, job_id=job_id))
+    result = Result.failure(source_key, reason, job_id=job_id)
+    send_result(sqs, results_queue_url, result, topic=topic, language=language)
     if job_id is not None and table.get(job_id) is not None:
         table.fail(job_id, reason)
     logger.error("the job failed: %s", reason, extra={"error": reason})

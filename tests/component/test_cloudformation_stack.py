@@ -227,6 +227,7 @@ def test_launch_template_configures_the_worker_from_the_stack(stack: EmulatedSta
     assert settings.llm_queue_url == stack.outputs["LlmQueueUrl"]
     assert settings.results_queue_url == stack.outputs["ResultsQueueUrl"]
     assert settings.asg_name == stack.outputs["GpuAsgName"]
+    assert settings.notification_topic_arn == stack.outputs["NotificationTopicArn"]
     assert settings.visibility_timeout_seconds == 600
     assert settings.device == "cuda"
     assert settings.imds_endpoint == "http://169.254.169.254"

@@ -13,6 +13,7 @@ import pytest
 import stage_config
 
 from cloudformation.stack import OUTPUT_NAMES, TEMPLATE_PATH, load_template
+from pipeline_core import contracts, keys
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKOV = ROOT / ".venv-tools" / "bin" / "checkov"
@@ -108,6 +109,47 @@ def test_bucket_encryption_lifecycle_and_tls_only() -> None:
     assert statement["Effect"] == "Deny"
     assert statement["Principal"] == "*"
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_every_prefix_the_pipeline_writes_expires() -> None:
+    """Each prefix of pipeline_core/keys.py has its expiry rule, the LLM Caller's checkpoints
+    (full transcript text) included, kept longer than the LLM DLQ keeps a message so that a
+    redriven job still resumes from them."""
+    rules = RESOURCES["PipelineBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    expiring = {rule["Prefix"]: rule["ExpirationInDays"] for rule in rules if "Prefix" in rule}
+    prefixes = {keys.AUDIO_PREFIX, keys.TRANSCRIPT_PREFIX, keys.FINAL_PREFIX, keys.LLM_WORK_PREFIX}
+    assert set(expiring) == prefixes
+    dlq_days = RESOURCES["LlmDlq"]["Properties"]["MessageRetentionPeriod"] / 86400
+    assert expiring[keys.LLM_WORK_PREFIX] > dlq_days
+
+
+def test_notification_topic_is_encrypted_tls_only_and_subscribed_only_when_asked() -> None:
+    topic = RESOURCES["NotificationTopic"]["Properties"]
+    # The AWS managed key: its key policy admits the account's SNS publishers, no grants.
+    assert topic["KmsMasterKeyId"] == "alias/aws/sns"
+    (policy,) = _of_type("AWS::SNS::TopicPolicy").values()
+    assert [_ref(t) for t in policy["Properties"]["Topics"]] == ["NotificationTopic"]
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Principal"]) == ("Deny", "*")
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert _ref(statement["Resource"]) == "NotificationTopic"
+
+    subscriptions = {
+        props["Protocol"]: (resource["Condition"], props)
+        for resource in _of_type("AWS::SNS::Subscription").values()
+        for props in [resource["Properties"]]
+        if _ref(props["TopicArn"]) == "NotificationTopic"
+    }
+    assert set(subscriptions) == {"email", "https"}
+    for protocol, parameter in (("email", "NotificationEmail"), ("https", "NotificationHttpsUrl")):
+        condition, props = subscriptions[protocol]
+        assert TEMPLATE["Conditions"][condition] == {
+            "Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, ""]}]
+        }
+        assert TEMPLATE["Parameters"][parameter]["Default"] == ""
+        assert props["FilterPolicy"] == {"status": {"Ref": "NotificationStatuses"}}
+    default_statuses = TEMPLATE["Parameters"]["NotificationStatuses"]["Default"].split(",")
+    assert tuple(default_statuses) == contracts.RESULT_STATUSES
 
 
 def test_llm_queue_visibility_is_six_times_the_timeout_the_stage_config_deploys() -> None:
@@ -233,6 +275,12 @@ def test_worker_policy_scopes_every_write_to_its_own_resources() -> None:
     ]
     asg_name = RESOURCES["GpuAsg"]["Properties"]["AutoScalingGroupName"]["Fn::Sub"]
     assert terminate["Resource"]["Fn::Sub"].endswith(f":autoScalingGroupName/{asg_name}")
+    publishing = [
+        s for s in policy["PolicyDocument"]["Statement"] if "sns:Publish" in str(s["Action"])
+    ]
+    assert [(s["Action"], _ref(s["Resource"])) for s in publishing] == [
+        ("sns:Publish", "NotificationTopic")
+    ]
 
 
 @pytest.mark.parametrize("name", OUTPUT_NAMES)

@@ -16,9 +16,8 @@ from support.waiting import wait_until
 from support.worker_fixtures import JsonLog
 from support.worker_harness import MAX_RECEIVES, FakeImds, Pipeline
 
-from cloudformation.call_ledger import AccountScope, CallLedger, denied, ungranted
-from cloudformation.emulated import REGION, WORKER, create_identities
-from gpu_worker.daemon import EXIT_OK, AwsClients
+from cloudformation.call_ledger import denied, ungranted
+from gpu_worker.daemon import EXIT_OK
 from gpu_worker.lifecycle.stopping import StopController
 from pipeline_core.contracts import AudioJob
 from pipeline_core.jobs import JobField, JobState, job_id_for
@@ -113,16 +112,7 @@ def test_the_worker_transcribes_with_only_its_instance_role(
 ) -> None:
     key = pipeline.upload("fox.mp3", fox_mp3)
     pipeline.dispatch(key)
-    identities = create_identities(pipeline.stack, {})
-    ledger = CallLedger(AccountScope(REGION, pipeline.stack.outputs["AudioQueueArn"].split(":")[4]))
-    session = identities.components[WORKER].session()
-    ledger.attach(session.events, WORKER)
-    aws = AwsClients(
-        sqs=session.client("sqs"),
-        s3=session.client("s3"),
-        dynamodb=session.client("dynamodb"),
-        autoscaling=session.client("autoscaling"),
-    )
+    aws, ledger, policies = pipeline.instance_role()
 
     @set_initial_no_auth_action_count(0)
     def run_as_the_instance() -> int:
@@ -132,7 +122,7 @@ def test_the_worker_transcribes_with_only_its_instance_role(
 
     calls = ledger.records()
     assert denied(calls) == []
-    assert ungranted(calls, identities.policies) == []
+    assert ungranted(calls, policies) == []
     assert {"s3:GetObject", "s3:PutObject", "sqs:SendMessage"} <= {c.action for c in calls}
     [llm_job] = pipeline.llm_jobs()
     assert llm_job.source_key == key

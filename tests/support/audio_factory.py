@@ -1,4 +1,4 @@
-"""Real audio for tests: espeak-ng speech encoded to MP3 by ffmpeg, plus bad files."""
+"""Real audio for tests: espeak-ng speech (WAV, or MP3 encoded by ffmpeg), plus bad files."""
 
 from __future__ import annotations
 
@@ -11,13 +11,18 @@ def _run(*cmd: str) -> None:
     subprocess.run(cmd, check=True, capture_output=True)
 
 
-def speech_mp3(path: Path, text: str, voice: str = "en-us", speed: int = 150) -> Path:
-    """Spoken ``text`` as an MP3 at ``path`` (espeak-ng -> WAV -> ffmpeg/lame)."""
+def speech_wav(path: Path, text: str, voice: str = "en-us", speed: int = 150) -> Path:
+    """Spoken ``text`` as a WAV at ``path`` (espeak-ng: 22.05 kHz mono PCM)."""
     if shutil.which("espeak-ng") is None or shutil.which("ffmpeg") is None:
         raise RuntimeError("tests need espeak-ng and ffmpeg: run scripts/bootstrap.sh")
     path.parent.mkdir(parents=True, exist_ok=True)
-    wav = path.with_suffix(".speech.wav")
-    _run("espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav), text)
+    _run("espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text)
+    return path
+
+
+def speech_mp3(path: Path, text: str, voice: str = "en-us", speed: int = 150) -> Path:
+    """Spoken ``text`` as an MP3 at ``path`` (espeak-ng -> WAV -> ffmpeg/lame)."""
+    wav = speech_wav(path.with_suffix(".speech.wav"), text, voice, speed)
     _run("ffmpeg", "-y", "-loglevel", "error", "-i", str(wav), "-ac", "1", "-b:a", "64k", str(path))
     wav.unlink()
     return path

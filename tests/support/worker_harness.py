@@ -27,7 +27,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudformation.emulated import REGION, EmulatedStack, create_emulated_stack
+from cloudformation.call_ledger import AccountScope, CallLedger
+from cloudformation.emulated import (
+    REGION,
+    WORKER,
+    EmulatedStack,
+    create_emulated_stack,
+    create_identities,
+)
 from gpu_worker.daemon import AwsClients, Worker
 from gpu_worker.lifecycle.stopping import StopController
 from gpu_worker.transcription.engine_cache import EngineCache
@@ -216,6 +223,22 @@ class Pipeline:
         )
         imds = ImdsClient(settings.imds_endpoint) if settings.imds_endpoint else None
         return Worker(settings, aws, engines, stop or StopController(), imds=imds)
+
+    def instance_role(self) -> tuple[AwsClients, CallLedger, dict[str, list[dict[str, Any]]]]:
+        """Clients that call as the template's worker role (once moto enforces IAM), the
+        ledger that records their calls, and the role's policies to hold the calls to."""
+        identities = create_identities(self.stack, {})
+        ledger = CallLedger(AccountScope(REGION, self.stack.outputs["AudioQueueArn"].split(":")[4]))
+        session = identities.components[WORKER].session()
+        ledger.attach(session.events, WORKER)
+        aws = AwsClients(
+            sqs=session.client("sqs"),
+            s3=session.client("s3"),
+            dynamodb=session.client("dynamodb"),
+            autoscaling=session.client("autoscaling"),
+            sns=session.client("sns"),
+        )
+        return aws, ledger, identities.policies
 
     def environment(self, **overrides: str) -> dict[str, str]:
         """The environment of a worker subprocess (what the systemd env file sets)."""

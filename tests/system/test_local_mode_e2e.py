@@ -10,10 +10,12 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from rich.console import Console
 from support.audio_factory import corrupt_mp3, speech_mp3
+from support.reader_page import page_parts
 
 from local_mode.cli import build_parser, run_local
 from pipeline_core.timed_text import TIMED_LINE
@@ -47,6 +49,12 @@ def test_local_mode_transcribes_and_scales_to_zero(tmp_path: Path) -> None:
     assert "quick brown fox" in text.lower()
     timed = (result.output_dir / "lectures" / "fox talk.timed.txt").read_text(encoding="utf-8")
     assert all(TIMED_LINE.match(line) for line in timed.splitlines())
+    # The reader page beside it links the recording the uploader sent, from its own folder.
+    page = page_parts(result.output_dir / "lectures" / "fox talk.html")
+    assert page.audio_src is not None
+    linked = result.output_dir / "lectures" / unquote(page.audio_src)
+    assert linked.resolve() == (audio / "lectures" / "fox talk.mp3").resolve()
+    assert len(page.starts) == len(timed.splitlines())
 
     broken = by_name["broken.mp3"]
     assert broken.stage == "failed"

@@ -11,6 +11,7 @@ from pipeline_core.contracts import (
     ContractError,
     LlmJob,
     Result,
+    notification_attributes,
     send_to_queue,
     utc_timestamp,
 )
@@ -177,3 +178,23 @@ def test_send_to_queue_sends_the_message_as_its_json(aws: None) -> None:
     assert message["MessageId"] == message_id
     assert message["Body"] == result.to_json()
     assert Result.from_json(message["Body"]) == result
+
+
+@pytest.mark.parametrize(
+    ("language", "expected"),
+    [("Hebrew", "he"), ("iw", "he"), ("en", "en"), ("klingon", None), ("", None), (None, None)],
+)
+def test_notification_attributes_carry_the_language_code_or_leave_it_out(
+    language: str | None, expected: str | None
+) -> None:
+    result = Result.failure("audio-input/a/b.mp3", "silent")
+    attributes = notification_attributes(result, language)
+    assert attributes.pop("status") == {"DataType": "String", "StringValue": "failed"}
+    assert attributes.pop("source_file") == {
+        "DataType": "String",
+        "StringValue": "audio-input/a/b.mp3",
+    }
+    # SNS refuses an empty attribute value: an unknown language is left out, not blank.
+    assert attributes == (
+        {} if expected is None else {"language": {"DataType": "String", "StringValue": expected}}
+    )

@@ -45,6 +45,8 @@ from pipeline_core.contracts import (
     LlmJob,
     Result,
     ResultStatus,
+    ResultTopic,
+    send_result,
     send_to_queue,
     utc_timestamp,
 )
@@ -68,6 +70,15 @@ class LlmCallerClients:
     s3: S3Client
     sqs: SQSClient
     dynamodb: DynamoDBClient
+    sns: Any = None  # an SNS client, for the notification topic when the settings name one
+
+
+def _send_result(
+    clients: LlmCallerClients, settings: LlmCallerSettings, result: Result, language: str | None
+) -> None:
+    """The Result to the Results Queue and, where one is configured, the notification topic."""
+    topic = ResultTopic.configured(clients.sns, settings.notification_topic_arn)
+    send_result(clients.sqs, settings.results_queue_url, result, topic=topic, language=language)
 
 
 @dataclass(frozen=True)
@@ -141,11 +152,8 @@ def _malformed(
         reason = f"the LLM job message is malformed: {exc}"
         log.error(reason)
         if table.fail(record.job_id, reason):
-            send_to_queue(
-                clients.sqs,
-                settings.results_queue_url,
-                Result.failure(record.s3_key, reason, job_id=record.job_id),
-            )
+            result = Result.failure(record.s3_key, reason, job_id=record.job_id)
+            _send_result(clients, settings, result, record.language)
     return CorrectionOutcome.FAILED
 
 
@@ -343,7 +351,7 @@ class _Correction:
                     return self._already_succeeded(record)
                 log.warning("the job left 'correcting' meanwhile; no result sent")
                 return CorrectionOutcome.DUPLICATE
-        send_to_queue(self.clients.sqs, self.settings.results_queue_url, result)
+        self._send_result(result)
         if self.tracked and self.job.job_id:
             self.table.update_fields(self.job.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
         try:
@@ -351,6 +359,9 @@ class _Correction:
         except ClientError:
             log.warning("checkpoints not deleted; the bucket's lifecycle rule will", exc_info=True)
         return CorrectionOutcome.SUCCEEDED
+
+    def _send_result(self, result: Result) -> None:
+        _send_result(self.clients, self.settings, result, self.job.language)
 
     def _put(self, key: str, text: str) -> None:
         self.clients.s3.put_object(
@@ -365,7 +376,7 @@ class _Correction:
         if self.tracked and self.job.job_id and not self.table.fail(self.job.job_id, reason):
             return CorrectionOutcome.DUPLICATE
         result = Result.failure(self.source_file or "", reason, job_id=self.job.job_id)
-        send_to_queue(self.clients.sqs, self.settings.results_queue_url, result)
+        self._send_result(result)
         if self.tracked and self.job.job_id:
             self.table.update_fields(self.job.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
         return CorrectionOutcome.FAILED
@@ -421,7 +432,7 @@ class _Correction:
                 timed_output_file=attributes.get(JobField.TIMED_OUTPUT_FILE),
                 job_id=record.job_id,
             )
-            send_to_queue(self.clients.sqs, self.settings.results_queue_url, result)
+            self._send_result(result)
             self.table.update_fields(record.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
             log.warning("result re-sent: an earlier invocation died before sending it")
         else:

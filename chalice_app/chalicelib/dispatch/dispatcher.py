@@ -35,6 +35,8 @@ from pipeline_core.contracts import (
     AudioJob,
     ContractError,
     Result,
+    ResultTopic,
+    send_result,
     send_to_queue,
     utc_timestamp,
 )
@@ -69,6 +71,7 @@ class DispatcherClients:
     sqs: SQSClient
     dynamodb: DynamoDBClient
     autoscaling: AutoScalingClient
+    sns: Any = None  # an SNS client, for the notification topic when the settings name one
 
 
 class DispatchOutcome(StrEnum):
@@ -295,7 +298,8 @@ class _Dispatch:
             self.table.update_fields(self.job_id, {JobField.RESULT_SENT_AT: RESULT_NOT_SENDABLE})
             return
         result = Result.failure(self.obj.key, reason, job_id=self.job_id)
-        send_to_queue(self.clients.sqs, self.settings.results_queue_url, result)
+        topic = ResultTopic.configured(self.clients.sns, self.settings.notification_topic_arn)
+        send_result(self.clients.sqs, self.settings.results_queue_url, result, topic=topic)
         self.table.update_fields(self.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
 
     def _redelivered(self, record: JobRecord) -> Dispatched:

@@ -76,6 +76,7 @@ def test_transcripts_land_under_their_source_names_and_messages_are_deleted(
     assert (out / "plain.txt").read_text() == "hello"
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
         "plain.txt",
+        "שיעור א.html",  # the reader page (onprem/reader.py), where there is timed text
         "שיעור א.timed.txt",
         "שיעור א.txt",
     ], "no temporary files are left"
