@@ -152,6 +152,25 @@ def test_a_hand_written_wildcard_statement_outside_the_generated_block_is_found(
     assert report.hand_written_wildcards(template) == ["OnPremPolicy/ListEveryBucket"]
 
 
+def test_a_template_without_the_generated_block_is_an_error(tmp_path: Path) -> None:
+    template = tmp_path / "pipeline.yaml"
+    template.write_text(
+        report.TEMPLATE_PATH.read_text(encoding="utf-8").replace(
+            "          # END generated: OnPremPolicy\n", ""
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(report.WildcardError, match="END generated: OnPremPolicy"):
+        report.stale_policies(_ledger(), template, report.LAMBDA_WILDCARDS)
+
+
+def test_a_deliberate_extra_must_name_its_action(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = f"onprem/{stage_config.WILDCARD_SID}"
+    monkeypatch.setitem(stage_config.GRANTS_WITHOUT_CALLS, key, "for the operator")
+    with pytest.raises(report.WildcardError, match=f"{key}: name the action"):
+        report.wildcard_actions(_ledger())
+
+
 def _with_call(component: str, action: str, resource: str) -> dict[str, Any]:
     ledger = _ledger()
     ledger[component]["calls"].append({"action": action, "resource": resource})
