@@ -22,6 +22,7 @@ ENV_ASG_NAME: Final = "GPU_ASG_NAME"
 # The stack's notification topic: every Result sent is also published there (optional).
 ENV_NOTIFICATION_TOPIC_ARN: Final = "NOTIFICATION_TOPIC_ARN"
 ENV_LOG_LEVEL: Final = "LOG_LEVEL"
+ENV_DISPATCHER_DLQ_URL: Final = "DISPATCHER_DLQ_URL"
 
 
 class ConfigError(RuntimeError):
@@ -139,6 +140,28 @@ class DispatcherSettings:
             log_level=env.text(ENV_LOG_LEVEL, "INFO"),
             enqueue_lease_seconds=env.integer("ENQUEUE_LEASE_SECONDS", 60, minimum=0),
             notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),
+        )
+
+
+@dataclass(frozen=True)
+class ReconcilerSettings:
+    """The reconciler dispatches again what the Dispatcher did not finish, with its settings."""
+
+    dispatcher: DispatcherSettings
+    dispatcher_dlq_url: str  # the Dispatcher's on-failure destination
+    # Uploads younger than this are left to Lambda, which may still deliver their S3 event.
+    grace_seconds: int = 3600
+    # On-failure records handled per run (the rest wait for the next run).
+    max_records: int = 500
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ReconcilerSettings:
+        env = Env(environ)
+        return cls(
+            dispatcher=DispatcherSettings.from_env(environ),
+            dispatcher_dlq_url=env.required(ENV_DISPATCHER_DLQ_URL),
+            grace_seconds=env.integer("RECONCILE_GRACE_SECONDS", 3600, minimum=0),
+            max_records=env.integer("RECONCILE_MAX_RECORDS", 500, minimum=1),
         )
 
 

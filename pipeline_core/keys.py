@@ -2,7 +2,9 @@
 
 ``audio-input/<name>.<ext>`` is what the on-prem side uploads; the worker writes
 ``transcriptions/<name>.timed.txt`` (+ ``.json``, ``.srt``, ``.vtt``); the LLM Caller writes
-``final-output/<name>.txt`` and ``final-output/<name>.timed.txt``. ``<name>`` keeps any
+``final-output/<name>.txt`` and the corrected ``.timed.txt``, ``.json``, ``.srt`` and
+``.vtt`` (``OutputFormat``: what each is, and what the on-prem side builds at home from
+them). ``<name>`` keeps any
 sub-folders below ``audio-input/`` so that two uploads with the same file name in different
 folders never overwrite each other's outputs.
 """
@@ -13,9 +15,10 @@ import hashlib
 import posixpath
 import unicodedata
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Final
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 AUDIO_PREFIX: Final = "audio-input/"
 TRANSCRIPT_PREFIX: Final = "transcriptions/"
@@ -52,6 +55,11 @@ def _check_safe(key: str) -> None:
 def decode_event_key(raw_key: str) -> str:
     """Decode a key as S3 event notifications carry it (URL-encoded, ``+`` for space)."""
     return unquote_plus(raw_key, encoding="utf-8", errors="strict")
+
+
+def encode_event_key(key: str) -> str:
+    """A key as S3 event notifications carry it; ``decode_event_key`` reverses it."""
+    return quote_plus(key, safe="/", encoding="utf-8")
 
 
 def audio_key(s3_key: str) -> str:
@@ -94,11 +102,23 @@ class TranscriptKeys:
     vtt: str
 
 
-def transcript_keys(audio: str) -> TranscriptKeys:
-    base = TRANSCRIPT_PREFIX + stem(audio)
+def _transcript_keys_of(stem_name: str) -> TranscriptKeys:
+    base = TRANSCRIPT_PREFIX + stem_name
     return TranscriptKeys(
-        timed=base + TIMED_SUFFIX, json=base + ".json", srt=base + ".srt", vtt=base + ".vtt"
+        timed=base + OutputFormat.TIMED.suffix,
+        json=base + OutputFormat.JSON.suffix,
+        srt=base + OutputFormat.SRT.suffix,
+        vtt=base + OutputFormat.VTT.suffix,
     )
+
+
+def transcript_keys(audio: str) -> TranscriptKeys:
+    return _transcript_keys_of(stem(audio))
+
+
+def transcript_keys_of_timed(timed_key: str) -> TranscriptKeys:
+    """The worker's other files beside a timed transcript (the LLM Caller reads the JSON)."""
+    return _transcript_keys_of(stem_from_timed_key(timed_key))
 
 
 def stem_from_timed_key(timed_key: str) -> str:
@@ -114,17 +134,88 @@ def stem_from_timed_key(timed_key: str) -> str:
     return name
 
 
+class OutputFormat(StrEnum):
+    """A deliverable, by the name users ask for it (the poller's ``formats`` setting)."""
+
+    TXT = "txt"  # the corrected text, one segment a line
+    TIMED = "timed"  # the same with each segment's timing
+    SRT = "srt"
+    VTT = "vtt"
+    JSON = "json"  # segments, words, timings, which segments were corrected
+    DOCX = "docx"  # for word processors; built at home from the JSON
+    HTML = "html"  # the reader page (onprem/reader.py); built at home from the JSON
+
+    @property
+    def suffix(self) -> str:
+        return TIMED_SUFFIX if self is OutputFormat.TIMED else f".{self.value}"
+
+    @property
+    def built_at_home(self) -> bool:
+        """Made by the on-prem poller from the corrected JSON rather than fetched."""
+        return self in HOME_BUILT_FORMATS
+
+    @property
+    def content_type(self) -> str:
+        return _CONTENT_TYPES[self]
+
+
+HOME_BUILT_FORMATS: Final = frozenset({OutputFormat.DOCX, OutputFormat.HTML})
+_CONTENT_TYPES: Final = {
+    OutputFormat.TXT: "text/plain; charset=utf-8",
+    OutputFormat.TIMED: "text/plain; charset=utf-8",
+    OutputFormat.SRT: "application/x-subrip; charset=utf-8",
+    OutputFormat.VTT: "text/vtt; charset=utf-8",
+    OutputFormat.JSON: "application/json; charset=utf-8",
+    OutputFormat.DOCX: "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    OutputFormat.HTML: "text/html; charset=utf-8",
+}
+
+
 @dataclass(frozen=True)
 class FinalKeys:
     """What the LLM Caller writes for one transcript."""
 
     text: str
     timed: str
+    json: str
+    srt: str
+    vtt: str
+
+    def of(self, output: OutputFormat) -> str:
+        """The key of a format; for one built at home, the name it would have beside the
+        JSON (never an object: the on-prem side names its local file after it)."""
+        if output.built_at_home:
+            return self.json.removesuffix(OutputFormat.JSON.suffix) + output.suffix
+        return {
+            OutputFormat.TXT: self.text,
+            OutputFormat.TIMED: self.timed,
+            OutputFormat.JSON: self.json,
+            OutputFormat.SRT: self.srt,
+            OutputFormat.VTT: self.vtt,
+        }[output]
 
 
 def final_keys(stem_name: str) -> FinalKeys:
     base = FINAL_PREFIX + stem_name
-    return FinalKeys(text=base + ".txt", timed=base + TIMED_SUFFIX)
+    return FinalKeys(
+        text=base + OutputFormat.TXT.suffix,
+        timed=base + OutputFormat.TIMED.suffix,
+        json=base + OutputFormat.JSON.suffix,
+        srt=base + OutputFormat.SRT.suffix,
+        vtt=base + OutputFormat.VTT.suffix,
+    )
+
+
+def stem_from_final_text_key(text_key: str) -> str:
+    """Inverse of ``final_keys(...).text``: ``final-output/x.txt`` -> ``x``."""
+    _check_safe(text_key)
+    suffix = OutputFormat.TXT.suffix
+    if not text_key.startswith(FINAL_PREFIX) or not text_key.endswith(suffix):
+        raise InvalidKeyError(f"the output key {text_key!r} is not {FINAL_PREFIX}<name>{suffix}")
+    name = text_key[len(FINAL_PREFIX) : -len(suffix)]
+    if not name or name.endswith("/"):
+        raise InvalidKeyError(f"the output key {text_key!r} has no file name")
+    return name
 
 
 def s3_uri(bucket: str, key: str) -> str:

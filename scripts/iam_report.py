@@ -47,7 +47,7 @@ LEDGER: Final = ROOT / "build" / "iam" / "calls.json"
 COMMITTED_LEDGER: Final = ROOT / "docs" / "iam-calls.json"
 DOC: Final = ROOT / "docs" / "iam.md"
 LAMBDA_WILDCARDS: Final = ROOT / "chalice_app" / "lambda_wildcards.py"
-LAMBDAS: Final = (stage_config.DISPATCHER, stage_config.LLM_CALLER)
+LAMBDAS: Final = (stage_config.DISPATCHER, stage_config.LLM_CALLER, stage_config.RECONCILER)
 # The components whose policy the template holds, by the policy's logical id.
 TEMPLATE_POLICIES: Final = {WORKER: "WorkerPolicy", ONPREM: "OnPremPolicy"}
 REASONS_BLOCK: Final = "IamWildcards"
@@ -60,6 +60,7 @@ TEMPLATE_LINE_WIDTH: Final = 100
 IDENTITIES: Final = {
     "dispatcher": "Lambda role with `chalice_app/stage_config.py` `dispatcher_policy`",
     "llm_caller": "Lambda role with `chalice_app/stage_config.py` `llm_caller_policy`",
+    "reconciler": "Lambda role with `chalice_app/stage_config.py` `reconciler_policy`",
     "worker": "the template's `WorkerRole` (`WorkerPolicy`), assumed as the instance",
     "onprem": "an IAM user with the template's `OnPremPolicy` (`OnPremPolicyArn`)",
 }

@@ -16,9 +16,10 @@ from urllib.parse import quote, unquote
 from botocore.exceptions import ClientError
 
 from gpu_worker.transcription import formats
+from pipeline_core import subtitles
 from pipeline_core.errors import WORKER_READER, is_missing_object
 from pipeline_core.jobs import JobField
-from pipeline_core.keys import TranscriptKeys
+from pipeline_core.keys import OutputFormat, TranscriptKeys
 from pipeline_core.timed_text import render_segments
 
 if TYPE_CHECKING:
@@ -60,10 +61,11 @@ def write_transcripts(
     figures: formats.RunFigures,
 ) -> WrittenTranscript:
     segments = transcription.segments
+    document = formats.transcript_document(segments, figures)
     for key, body, content_type in (
-        (keys.json, formats.transcript_json(segments, figures), "application/json"),
-        (keys.srt, formats.srt(segments), "application/x-subrip; charset=utf-8"),
-        (keys.vtt, formats.vtt(segments), "text/vtt; charset=utf-8"),
+        (keys.json, document.to_json(), OutputFormat.JSON.content_type),
+        (keys.srt, subtitles.srt(document), OutputFormat.SRT.content_type),
+        (keys.vtt, subtitles.vtt(document), OutputFormat.VTT.content_type),
     ):
         s3.put_object(Bucket=bucket, Key=key, Body=body.encode("utf-8"), ContentType=content_type)
     written = WrittenTranscript(

@@ -163,7 +163,7 @@ def test_llm_queue_visibility_is_six_times_the_timeout_the_stage_config_deploys(
 
 def test_queues_are_encrypted_and_dead_letter_after_three_receives() -> None:
     queues = _of_type("AWS::SQS::Queue")
-    assert len(queues) == 6
+    assert len(queues) == 7  # three queues, their DLQs, the Dispatcher's on-failure destination
     for name, queue in queues.items():
         props = queue["Properties"]
         assert props["SqsManagedSseEnabled"] is True, name
@@ -213,13 +213,16 @@ def test_failures_and_stuck_work_alarm_the_encrypted_topic() -> None:
         if props["Namespace"] == "AWS/SQS"
         and props["MetricName"] == "ApproximateNumberOfMessagesVisible"
     }
-    assert watched_queues == {"AudioDlq", "LlmDlq", "ResultsDlq"}
+    assert watched_queues == {"AudioDlq", "LlmDlq", "ResultsDlq", "DispatcherDlq"}
     for props in to_topic.values():
         if props["MetricName"] == "ApproximateNumberOfMessagesVisible":
             assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
 
     lambda_names = [
-        props["Dimensions"][0]["Value"]["Fn::If"][2]["Fn::Sub"]
+        # A name the stack may be told (Fn::If on its parameter), else Chalice's by default.
+        props["Dimensions"][0]["Value"].get(
+            "Fn::If", [None, None, props["Dimensions"][0]["Value"]]
+        )[2]["Fn::Sub"]
         for props in to_topic.values()
         if props["Namespace"] == "AWS/Lambda"
     ]
@@ -300,3 +303,29 @@ def test_the_docs_count_and_time_the_alarms_as_the_template_does() -> None:
     assert f"{len(alarms)} alarms (about {len(alarms) * 0.10:.2f} USD)" in design
     minutes = TEMPLATE["Parameters"]["WorkerStartAlarmSeconds"]["Default"] // 60
     assert f'"worker not starting" alarm fires after {minutes} minutes' in readme
+
+
+def test_the_dispatchers_on_failure_destination_is_a_tls_only_encrypted_queue_with_an_alarm() -> (
+    None
+):
+    """The queue scripts/deploy.sh names as the Dispatcher's on-failure destination."""
+    props = RESOURCES["DispatcherDlq"]["Properties"]
+    assert props["SqsManagedSseEnabled"] is True
+    assert "RedrivePolicy" not in props  # Lambda writes to it; the reconciler reads it
+    assert props["MessageRetentionPeriod"] == 14 * 86400
+    # A record in hand is not received again by the next run while this one works on it.
+    assert props["VisibilityTimeout"] > stage_config.RECONCILER_TIMEOUT_S
+    (policy,) = [
+        p["Properties"]
+        for p in _of_type("AWS::SQS::QueuePolicy").values()
+        if [_ref(q) for q in p["Properties"]["Queues"]] == ["DispatcherDlq"]
+    ]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Action"]) == ("Deny", "sqs:*")
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    (alarm,) = [
+        a for a in _alarms().values() if _ref(a["Dimensions"][0]["Value"]) == "DispatcherDlq"
+    ]
+    assert (alarm["MetricName"], alarm["Threshold"]) == ("ApproximateNumberOfMessagesVisible", 0)
+    assert [_ref(action) for action in alarm["AlarmActions"]] == ["AlarmTopic"]
+    assert _ref(TEMPLATE["Outputs"]["DispatcherDlqArn"]["Value"]) == "DispatcherDlq"

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import srt as srt_parser
 import stage_config
+import webvtt
 from chalice.test import Client
 from support.chalice_deploy import Deployment, deploy
 from support.fake_llm import (
@@ -28,6 +30,9 @@ from cloudformation.call_ledger import denied, ungranted
 from pipeline_core.contracts import LlmJob, Result, send_to_queue
 from pipeline_core.errors import MissingPermissionError
 from pipeline_core.jobs import ACTIVE_STATES, JobField, JobState, Lease, job_id_for
+from pipeline_core.subtitles import RLM
+from pipeline_core.timed_text import prefix_times
+from pipeline_core.transcript_document import SegmentRecord, TranscriptDocument, WordRecord
 
 DETAILS = "Bava Kamma 2a"
 LECTURE = [
@@ -186,6 +191,91 @@ def test_hebrew_transcript_in_a_hebrew_folder(stack: Deployment, model: FakeMode
     result = only_result(stack)
     assert result.status == "success"
     assert result.source_file == "audio-input/שיעורים/בבא קמא 2.mp3"
+
+
+def recognised_json(job: LlmJob, lines: list[str], language: str) -> TranscriptDocument:
+    """The worker's ``.json`` for ``lines``: each word 0.5 s, as an engine would time them."""
+    segments = []
+    for line in lines:
+        times = prefix_times(prefix_of(line))
+        assert times is not None
+        text = text_of(line)
+        words = tuple(
+            WordRecord(start=times[0] + 0.5 * i, end=times[0] + 0.5 * (i + 1), text=f" {word}")
+            for i, word in enumerate(text.split())
+        )
+        segments.append(SegmentRecord(start=times[0], end=times[1], text=text, words=words))
+    assert job.job_id is not None
+    assert job.source_key is not None
+    return TranscriptDocument(
+        source_key=job.source_key, job_id=job.job_id, language=language, model="whisper",
+        audio_seconds=segments[-1].end, transcribe_seconds=1.0, real_time_factor=0.1,
+        segments=tuple(segments),
+    )  # fmt: skip
+
+
+def test_writes_every_format_of_the_corrected_text_on_the_recognised_timings(
+    stack: Deployment, model: FakeModel
+) -> None:
+    model.script.replacements = {"בבה קמה": "בבא קמא"}
+    client = stack.client(llm_env=llm_env(model))
+    lines = [
+        "[00:00:00.000 --> 00:00:04.000] היום נלמד מסכת בבה קמה דף ב",
+        "[00:00:04.000 --> 00:00:08.000] ארבעה אבות נזיקין, אומרת המשנה.",
+    ]
+    job = transcribed(stack, lines, stem="שיעורים/ב״ק", language="hebrew")
+    recognised = recognised_json(job, lines, "he")
+    json_key = "transcriptions/שיעורים/ב״ק.json"
+    stack.s3.put_object(Bucket=stack.bucket, Key=json_key, Body=recognised.to_json().encode())
+    policy = stage_config.llm_caller_policy(
+        stage_config.StackOutputs.from_mapping(stack.outputs), "test", stage_config.StageOptions()
+    )
+
+    ledger, policies = stack.invoke_as_role(
+        stage_config.LLM_CALLER, policy, lambda: invoke(client, job)
+    )
+
+    calls = ledger.records()
+    assert any(c.action == "s3:GetObject" and c.resource.endswith(".json") for c in calls)
+    assert denied(calls) == []
+    assert ungranted(calls, policies) == []
+    document = TranscriptDocument.from_json(stack.read("final-output/שיעורים/ב״ק.json"))
+    assert document.corrector is not None
+    assert document.corrector.startswith("bedrock:")
+    first, second = document.segments
+    assert first.text == "היום נלמד מסכת בבא קמא דף ב"
+    assert first.corrected
+    assert first.original_text == "היום נלמד מסכת בבה קמה דף ב"
+    assert first.words[:3] == recognised.segments[0].words[:3]  # unchanged: measured timings
+    assert [w.estimated for w in first.words[3:5]] == [True, True]
+    assert second.corrected
+    assert not second.changed
+    assert second.words == recognised.segments[1].words
+
+    subtitles = list(srt_parser.parse(stack.read("final-output/שיעורים/ב״ק.srt")))
+    assert [s.content for s in subtitles] == [f"{RLM}{first.text}{RLM}", f"{RLM}{second.text}{RLM}"]
+    assert subtitles[0].end.total_seconds() == first.words[-1].end
+    captions = webvtt.from_string(stack.read("final-output/שיעורים/ב״ק.vtt")).captions
+    assert [c.text for c in captions] == [s.content for s in subtitles]
+    assert [c.start for c in captions] == ["00:00:00.000", "00:00:04.000"]
+
+
+def test_without_the_recognised_json_the_formats_take_the_timed_lines_timings(
+    stack: Deployment, model: FakeModel
+) -> None:
+    client = stack.client(llm_env=llm_env(model))
+    invoke(client, transcribed(stack, LECTURE))
+
+    document = TranscriptDocument.from_json(stack.read("final-output/lesson-001.json"))
+    assert [(s.start, s.end) for s in document.segments] == [(0.0, 3.5), (3.5, 7.25), (7.25, 9.0)]
+    assert [s.changed for s in document.segments] == [True, True, False]
+    subtitles = list(srt_parser.parse(stack.read("final-output/lesson-001.srt")))
+    assert " ".join(s.content.replace("\n", " ") for s in subtitles) == (
+        "today we learn Bava Kamma page two the Mishnah says there are four primary damages ok"
+    )
+    assert len(webvtt.from_string(stack.read("final-output/lesson-001.vtt")).captions) == len(
+        subtitles
+    )
 
 
 def long_lecture(lines: int, marker_at: int | None = None) -> list[str]:

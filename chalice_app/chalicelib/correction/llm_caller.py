@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib.correction.corrected_document import CorrectionSource, corrected_document
 from chalicelib.correction.correctors import Corrector
 from chalicelib.correction.prompt import PromptContext
 from chalicelib.correction.transcript import (
@@ -38,7 +39,7 @@ from chalicelib.correction.transcript import (
     S3Checkpoints,
     correct_transcript,
 )
-from pipeline_core import keys
+from pipeline_core import keys, subtitles
 from pipeline_core.config import LlmCallerSettings
 from pipeline_core.contracts import (
     ContractError,
@@ -54,6 +55,7 @@ from pipeline_core.errors import LLM_CALLER_READER, ConfigurationError, is_missi
 from pipeline_core.jobs import ACTIVE_STATES, JobField, JobRecord, JobState, JobTable, Lease
 from pipeline_core.jsonlog import log_context
 from pipeline_core.timed_text import TimedTranscript, parse, render_plain, render_timed
+from pipeline_core.transcript_document import TranscriptDocument
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -311,8 +313,7 @@ class _Correction:
         self, transcript: TimedTranscript, report: CorrectionReport, model: str
     ) -> CorrectionOutcome:
         final = keys.final_keys(self.job.stem)
-        self._put(final.text, render_plain(transcript, report.texts))
-        self._put(final.timed, render_timed(transcript, report.texts))
+        self._write_outputs(final, transcript, report, model)
         corrected = self.corrector is not None and report.fully_corrected
         status: ResultStatus = "success" if corrected else "success_uncorrected"
         bucket = self.settings.bucket
@@ -363,13 +364,55 @@ class _Correction:
     def _send_result(self, result: Result) -> None:
         _send_result(self.clients, self.settings, result, self.job.language)
 
-    def _put(self, key: str, text: str) -> None:
-        self.clients.s3.put_object(
-            Bucket=self.settings.bucket,
-            Key=key,
-            Body=text.encode("utf-8"),
-            ContentType="text/plain; charset=utf-8",
+    def _write_outputs(
+        self,
+        final: keys.FinalKeys,
+        transcript: TimedTranscript,
+        report: CorrectionReport,
+        model: str,
+    ) -> None:
+        """Every format of the corrected text: the text, timed text, JSON and subtitles."""
+        source = CorrectionSource(
+            job_id=self.job.job_id,
+            source_key=self.source_file or "",
+            language=self.job.language_code,
+            corrector=model,
         )
+        document = corrected_document(transcript, report.texts, self._recognised_document(), source)
+        for output, body in (
+            (keys.OutputFormat.TXT, render_plain(transcript, report.texts)),
+            (keys.OutputFormat.TIMED, render_timed(transcript, report.texts)),
+            (keys.OutputFormat.JSON, document.to_json()),
+            (keys.OutputFormat.SRT, subtitles.srt(document)),
+            (keys.OutputFormat.VTT, subtitles.vtt(document)),
+        ):
+            self.clients.s3.put_object(
+                Bucket=self.settings.bucket,
+                Key=final.of(output),
+                Body=body.encode("utf-8"),
+                ContentType=output.content_type,
+            )
+
+    def _recognised_document(self) -> TranscriptDocument | None:
+        """The worker's JSON beside the timed transcript (words and timings), if readable."""
+        key = keys.transcript_keys_of_timed(self.job.timed_key).json
+        try:
+            body = self.clients.s3.get_object(Bucket=self.settings.bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if is_missing_object(exc, LLM_CALLER_READER, self.settings.bucket, key):
+                log.warning(
+                    "no recognised JSON; subtitles without word timings", extra={"key": key}
+                )
+                return None
+            raise
+        try:
+            return TranscriptDocument.from_json(body.read())
+        except ValueError as exc:
+            log.warning(
+                "the recognised JSON is malformed; not used",
+                extra={"key": key, "error": str(exc)[:500]},
+            )
+            return None
 
     def _fail(self, reason: str) -> CorrectionOutcome:
         log.error("correction failed: %s", reason)
