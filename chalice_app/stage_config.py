@@ -104,6 +104,10 @@ GRANTS_WITHOUT_CALLS: Final = {
     "raises the group back to 1 (gpu_worker/lifecycle/scale_to_zero.py); the runs' race is rare.",
     f"worker/{WILDCARD_SID}/autoscaling:DescribeAutoScalingGroups": "Read before raising "
     "the group again (above).",
+    "worker/ShipLogLines": "The AMI's CloudWatch agent ships the worker's log file with the "
+    "instance role (packer/files/amazon-cloudwatch-agent.json); local mode writes a file.",
+    "worker/SessionManager": "The AMI's SSM agent, for an operator's `aws ssm start-session` "
+    "(docs/operations.md); no instance runs it in local mode.",
     "onprem/UploadAudioAndReadItBackToVerify/s3:AbortMultipartUpload": "A killed run's "
     "unfinished multipart upload is aborted by the next run (onprem/upload.py).",
     "onprem/UploadAudioAndReadItBackToVerify/s3:ListMultipartUploadParts": "Resuming a large "

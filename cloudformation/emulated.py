@@ -292,13 +292,17 @@ _MOTO_BATCH_ACTIONS: Final = {
     "sqs:ChangeMessageVisibility": "sqs:ChangeMessageVisibilityBatch",
 }
 
+# moto names some services' actions by their endpoint ("monitoring:PutMetricData").
+_MOTO_ACTION_PREFIXES: Final = {"cloudwatch": "monitoring"}
+
 
 def as_moto_enforces(policy: Mapping[str, Any]) -> dict[str, Any]:
     """``policy`` as moto can enforce it: statements of services whose resource moto does not
-    evaluate are widened to resource "*" (their actions stay exact), and SQS's single actions
-    also name their batch operations; an object deletion is also granted on its bucket, where
-    moto checks S3's DeleteObjects. The resources of the widened statements' calls are held
-    to the real policy by the call ledger's check instead."""
+    evaluate are widened to resource "*" without their conditions (their actions stay exact),
+    SQS's single actions also name their batch operations, and CloudWatch's their moto names;
+    an object deletion is also granted on its bucket, where moto checks S3's DeleteObjects.
+    The resources of the widened statements' calls are held to the real policy by the call
+    ledger's check instead."""
     statements = policy["Statement"]
     widened = []
     for statement in [statements] if isinstance(statements, Mapping) else statements:
@@ -308,15 +312,26 @@ def as_moto_enforces(policy: Mapping[str, Any]) -> dict[str, Any]:
         named = statement.get("Action", [])
         actions = [named] if isinstance(named, str) else list(named)
         actions += [_MOTO_BATCH_ACTIONS[a] for a in actions if a in _MOTO_BATCH_ACTIONS]
+        actions += [
+            f"{_MOTO_ACTION_PREFIXES[service]}:{name}"
+            for service, name in (action.split(":", 1) for action in list(actions))
+            if service in _MOTO_ACTION_PREFIXES
+        ]
         services = {action.split(":", 1)[0] for action in actions}
-        resource = statement["Resource"] if services <= _RESOURCE_CHECKED_BY_MOTO else "*"
-        widened.append({**statement, "Action": actions, "Resource": resource})
         if "s3:DeleteObject" in actions:
             # AWS authorises DeleteObjects for each key it names; moto asks for DeleteObject on
             # the bucket, and refuses every key (in a 200 answer) when that is not granted.
-            objects = [resource] if isinstance(resource, str) else list(resource)
+            named = statement["Resource"]
+            objects = [named] if isinstance(named, str) else list(named)
             buckets = sorted({arn.split("/", 1)[0] for arn in objects if ":s3:::" in arn})
             widened.append({"Effect": "Allow", "Action": "s3:DeleteObject", "Resource": buckets})
+        if services <= _RESOURCE_CHECKED_BY_MOTO:
+            widened.append({**statement, "Action": actions})
+            continue
+        # moto knows none of these services' condition keys (a statement with one never
+        # applies there), so the condition goes with the resource.
+        unconditional = {key: value for key, value in statement.items() if key != "Condition"}
+        widened.append({**unconditional, "Action": actions, "Resource": "*"})
     return {**policy, "Statement": widened}
 
 

@@ -7,7 +7,8 @@ by the job table (``job.claim``), the transcript's commit mark (``storage.output
 order of the final writes (``job.handoff``); a crash or SIGKILL at any point loses nothing.
 
 Exit codes: 0 stopped as asked (idle, SIGTERM, Spot notice), 1 unexpected failure (systemd
-restarts the daemon), 2 bad configuration (systemd does not).
+restarts the daemon), 2 bad configuration (systemd does not). A fatal exit leaves its cause
+for ``lifecycle.give_back``, which gives the instance back once the unit has failed for good.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from gpu_worker.delivery.queues import AudioQueue, Received
 from gpu_worker.faults import PausePoints
 from gpu_worker.job.claim import Action, Claim, claim_job, object_version, resolve_job_id
 from gpu_worker.job.handoff import mark_transcribed, record_handed_off, report_failure, send_llm_job
+from gpu_worker.lifecycle.give_back import clear_fatal_exit, record_fatal_exit
 from gpu_worker.lifecycle.imds import ImdsClient
 from gpu_worker.lifecycle.interruption import install_signal_handlers, watching_interruptions
 from gpu_worker.lifecycle.scale_to_zero import IdleClock, Leave, leave_group
@@ -89,6 +91,10 @@ class AwsClients:
             autoscaling=boto3.client("autoscaling", config=config),
             sns=boto3.client("sns", config=config),
         )
+
+
+class ModelLoadError(RuntimeError):
+    """The default model does not load: no job can be done on this instance."""
 
 
 class ForeignBucketError(PermanentError):
@@ -454,6 +460,7 @@ class Worker:
 def main() -> int:
     """Entry point of ``gpu-worker`` and ``python -m gpu_worker``."""
     configure_logging("INFO", service="gpu-worker")
+    clear_fatal_exit()
     try:
         settings = WorkerSettings.from_env()
         configure_logging(settings.log_level, service="gpu-worker")
@@ -465,6 +472,7 @@ def main() -> int:
             )
     except ConfigError as exc:
         logger.error("bad configuration: %s", exc)
+        record_fatal_exit(EXIT_CONFIG, f"bad configuration: {exc}")
         return EXIT_CONFIG
     stop = StopController()
     install_signal_handlers(stop)
@@ -478,13 +486,20 @@ def main() -> int:
             settings.device,
             loader=functools.partial(load_engine, options=options),
         )
-        engines.for_language("*")  # load the default model now: fail fast, warm first job
+        try:
+            engines.for_language("*")  # load the default model now: fail fast, warm first job
+        except Exception as exc:
+            raise ModelLoadError(
+                f"could not load the default model {settings.models['*']!r} with the "
+                f"{settings.engine} engine on {settings.device}: {type(exc).__name__}: {exc}"
+            ) from exc
         worker = Worker(
             settings, AwsClients.from_environment(), engines, stop, imds=imds, worker_id=worker_id
         )
         return worker.run()
-    except Exception:
-        logger.exception("the worker failed")
+    except Exception as exc:
+        logger.exception("the worker failed: %s", exc)
+        record_fatal_exit(EXIT_FAILURE, f"{type(exc).__name__}: {exc}")
         return EXIT_FAILURE
 
 

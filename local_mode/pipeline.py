@@ -36,6 +36,7 @@ from cloudformation.emulated import (
     enforce_iam,
 )
 from cloudformation.stack import load_template
+from gpu_worker.lifecycle.give_back import ENV_STATE_DIRECTORY
 from local_mode.emulator import Emulator, environment, moto_server
 from local_mode.lambda_runtime import (
     AsyncInvocation,
@@ -48,8 +49,10 @@ from local_mode.lambda_runtime import (
 )
 from local_mode.lambdas import chalice_functions, load_chalice_app
 from local_mode.scaler import LocalScaler
+from local_mode.systemd_unit import RestartPolicy
 from local_mode.template import scaling_alarm
 from local_mode.view import FileStatus
+from local_mode.worker_process import GIVE_BACK
 from pipeline_core import config as core
 from pipeline_core.jobs import JobField, JobRecord, JobState, JobTable
 from pipeline_core.keys import AUDIO_PREFIX
@@ -298,6 +301,8 @@ class LocalDeployment:
             stack.asg_name,
             alarm,
             self._start_worker,
+            restart_policy=RestartPolicy.from_unit(),
+            on_failure=self._start_give_back,
         )
         triggers: list[QueueTrigger | ScheduleTrigger] = [self.dispatch_trigger, self.llm_trigger]
         if options.reconcile_every_seconds is not None:
@@ -444,14 +449,26 @@ class LocalDeployment:
         merge_into(path, self.identities.policies, self.calls(), self.stack.generated_names())
 
     def _start_worker(self, instance_id: str) -> subprocess.Popen[bytes]:
+        return self._on_instance(instance_id)
+
+    def _start_give_back(self, instance_id: str) -> subprocess.Popen[bytes]:
+        """The worker unit's OnFailure= program, on the instance whose worker failed."""
+        return self._on_instance(instance_id, GIVE_BACK)
+
+    def _on_instance(self, instance_id: str, *args: str) -> subprocess.Popen[bytes]:
+        """``local_mode.worker_process`` as a program of the instance: its environment file,
+        its role, its state directory (systemd's StateDirectory=) and its log file."""
         assert self.emulator is not None
         env = worker_environment(
             self.stack, self.options, self.emulator, instance_id, self.identities
         )
+        state_directory = self.options.work_dir / "instances" / instance_id
+        state_directory.mkdir(parents=True, exist_ok=True)
+        env[ENV_STATE_DIRECTORY] = str(state_directory)
         log_path = self.options.log_file or (self.options.work_dir / "worker.log")
         log_file = log_path.open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "local_mode.worker_process"],
+            [sys.executable, "-m", "local_mode.worker_process", *args],
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -23,6 +23,8 @@ ENV_ASG_NAME: Final = "GPU_ASG_NAME"
 ENV_NOTIFICATION_TOPIC_ARN: Final = "NOTIFICATION_TOPIC_ARN"
 ENV_LOG_LEVEL: Final = "LOG_LEVEL"
 ENV_DISPATCHER_DLQ_URL: Final = "DISPATCHER_DLQ_URL"
+ENV_IMDS_ENDPOINT: Final = "IMDS_ENDPOINT"
+ENV_INSTANCE_ID: Final = "WORKER_INSTANCE_ID"
 
 
 class ConfigError(RuntimeError):
@@ -316,7 +318,7 @@ class WorkerSettings:
             visibility_timeout_seconds=env.integer("VISIBILITY_TIMEOUT_SECONDS", 600, minimum=6),
             heartbeat_seconds=env.integer("HEARTBEAT_SECONDS", 120, minimum=1),
             idle_shutdown_seconds=env.integer("IDLE_SHUTDOWN_SECONDS", 300, minimum=0),
-            imds_endpoint=env.optional("IMDS_ENDPOINT"),
+            imds_endpoint=env.optional(ENV_IMDS_ENDPOINT),
             log_level=env.text(ENV_LOG_LEVEL, "INFO"),
             retry_delay_seconds=env.integer("RETRY_DELAY_SECONDS", 10, minimum=0),
             max_receives=env.integer("MAX_RECEIVES", 3, minimum=1),
@@ -328,7 +330,7 @@ class WorkerSettings:
             beam_size=env.integer("WORKER_BEAM_SIZE", 5, minimum=1),
             batch_size=env.integer("WORKER_BATCH_SIZE", 8, minimum=1),
             pause_after_step=env.optional("WORKER_PAUSE_AFTER_STEP"),
-            instance_id=env.optional("WORKER_INSTANCE_ID"),
+            instance_id=env.optional(ENV_INSTANCE_ID),
             notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),
         )
         if settings.heartbeat_seconds >= settings.visibility_timeout_seconds:

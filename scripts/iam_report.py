@@ -78,18 +78,22 @@ refused there as in AWS. moto is lenient or different in these places; the ledge
   against the real statement by the ledger (`cloudformation/call_ledger.py`).
 - **SQS batch operations.** AWS authorises `DeleteMessageBatch`, `SendMessageBatch` and
   `ChangeMessageVisibilityBatch` as the single actions; moto asks for the batch names, which the
-  emulated roles are given beside the single ones.
+  emulated roles are given beside the single ones. Likewise moto asks for CloudWatch's actions
+  by the endpoint's name (`monitoring:PutMetricData`), which the roles are given beside
+  `cloudwatch:`.
 - **S3 `DeleteObjects`.** AWS authorises it as `s3:DeleteObject` on each key; moto asks for
   `s3:DeleteObject` on the bucket and otherwise refuses every key inside a 200 answer (so the
   call looks granted). The emulated roles hold it on the bucket of each object deletion grant.
 - **S3 403 instead of 404.** Without `s3:ListBucket` on the bucket, S3 answers a read of a
   missing key with 403; moto answers 404 whatever the caller holds. Only a check of the
   policies themselves finds a role that probes possibly-missing objects without it.
-- **Condition keys.** moto ignores conditions (`aws:SecureTransport`, `s3:prefix`,
-  `aws:SourceAccount`, ...): a statement narrowed by a condition is enforced as if unconditioned,
-  and the ledger check does not evaluate conditions either.
-- **Resource policies and KMS.** Bucket, queue and topic policies (the TLS-only denies) and
-  KMS key policies are not evaluated; the emulated stack has no customer managed key, so the
+- **Condition keys.** moto supplies no condition key but `sts:ExternalId`, so an Allow with
+  a condition never applies there. The statements widened to resource `"*"` lose their
+  conditions with it (`cloudwatch:namespace` on the worker's `PutMetricData`); the others
+  (`s3:prefix`) are enforced as written, which moto's 404 for missing keys makes moot. Deny
+  statements (`aws:SecureTransport`) and the ledger check do not evaluate conditions either.
+- **Resource policies and KMS.** Bucket, queue and topic policies (the TLS-only denies) and KMS key
+  policies are not evaluated; the emulated stack has no customer managed key, so the
   `kms:Decrypt`/`kms:GenerateDataKey` grants are never exercised, and moto publishes to the
   notification topic without the SNS-managed key (`alias/aws/sns`) that encrypts it in AWS.
 - **Bedrock.** Converse goes to a local fake server, not to moto: the call is recorded and held
@@ -219,10 +223,13 @@ def _declared_without_calls() -> tuple[dict[str, set[str]], list[str]]:
     return declared, problems
 
 
-def wildcard_actions(ledger: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+def wildcard_actions(
+    ledger: Mapping[str, Any], template: Path = TEMPLATE_PATH
+) -> dict[str, tuple[str, ...]]:
     """Per component, the actions its "*" statement grants: those it called with no resource
-    and those ``GRANTS_WITHOUT_CALLS`` declares; each must lack resource-level permissions and
-    have a reason in ``WILDCARD_ACTION_REASONS``, and every reason must be for one of them."""
+    and those ``GRANTS_WITHOUT_CALLS`` declares, less those a hand-written "*" statement grants
+    (narrowed by a condition); each must lack resource-level permissions and have a reason in
+    ``WILDCARD_ACTION_REASONS``, and every reason must be for one of them."""
     found, problems = _declared_without_calls()
     for component in (*LAMBDAS, *TEMPLATE_POLICIES):
         found.setdefault(component, set())
@@ -230,6 +237,9 @@ def wildcard_actions(ledger: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
         found.setdefault(component, set()).update(
             call["action"] for call in entry["calls"] if call["resource"] == ANY_RESOURCE
         )
+    for component, statements in hand_written_wildcards(template).items():
+        for statement in statements.values():
+            found[component] -= set(_listed(statement.get("Action")))
     reasons = stage_config.WILDCARD_ACTION_REASONS
     for component, actions in sorted(found.items()):
         if actions and component not in (*LAMBDAS, *TEMPLATE_POLICIES):
@@ -345,7 +355,7 @@ def generated_policies(
     ledger: Mapping[str, Any], template: Path = TEMPLATE_PATH, module: Path = LAMBDA_WILDCARDS
 ) -> dict[Path, str]:
     """The template and the Lambdas' wildcard module as the ledger makes them."""
-    wildcards = wildcard_actions(ledger)
+    wildcards = wildcard_actions(ledger, template)
     text = template.read_text(encoding="utf-8")
     for component, policy in TEMPLATE_POLICIES.items():
         text = replace_block(text, policy, _template_statement(wildcards[component]))
@@ -366,16 +376,37 @@ def stale_policies(
     ]
 
 
-def hand_written_wildcards(template: Path = TEMPLATE_PATH) -> list[str]:
-    """The template's statements with a "*" resource in the components' policies that are not
-    the generated one."""
+def hand_written_wildcards(template: Path = TEMPLATE_PATH) -> dict[str, dict[str, Any]]:
+    """Per component of the template, its statements with a "*" resource other than the
+    generated one, by Sid."""
     resources = load_template(template)["Resources"]
+    found: dict[str, dict[str, Any]] = {}
+    for component, policy in TEMPLATE_POLICIES.items():
+        document = resources[policy]["Properties"]["PolicyDocument"]
+        statements = {str(s.get("Sid", "")): s for s in _listed(document["Statement"])}
+        found[component] = {
+            sid: statements[sid]
+            for sid in wildcard_statements([document])
+            if sid != stage_config.WILDCARD_SID
+        }
+    return found
+
+
+def unexplained_hand_written_wildcards(template: Path = TEMPLATE_PATH) -> list[str]:
+    """The hand-written "*" statements the generator should own: one stays hand-written only
+    for what the generated statement cannot say, a condition that narrows it, or grants no run
+    calls (a statement-level reason in ``GRANTS_WITHOUT_CALLS``)."""
     return [
-        f"{policy}/{sid}"
-        for policy in TEMPLATE_POLICIES.values()
-        for sid in wildcard_statements([resources[policy]["Properties"]["PolicyDocument"]])
-        if sid != stage_config.WILDCARD_SID
+        f"{TEMPLATE_POLICIES[component]}/{sid}"
+        for component, statements in hand_written_wildcards(template).items()
+        for sid, statement in statements.items()
+        if "Condition" not in statement
+        and f"{component}/{sid}" not in stage_config.GRANTS_WITHOUT_CALLS
     ]
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def write_policies(

@@ -73,9 +73,13 @@ class Pipeline:
     @classmethod
     def create(cls, endpoint_url: str | None = None) -> Pipeline:
         """The stack in the emulator at ``endpoint_url`` (the library mock if None)."""
-        # A unique stack name: the tests of a module share one moto server.
+        # A unique stack name and stage: the tests of a module share one moto server, and
+        # the stage names the stack's Lambda log groups (/aws/lambda/<app>-<stage>-<function>).
+        unique = secrets.token_hex(4)
         stack = create_emulated_stack(
-            stack_name=f"pipeline-{secrets.token_hex(4)}", endpoint_url=endpoint_url
+            {"Stage": f"test-{unique}"},
+            stack_name=f"pipeline-{unique}",
+            endpoint_url=endpoint_url,
         )
         return cls(
             stack=stack,
