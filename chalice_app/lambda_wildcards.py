@@ -9,5 +9,5 @@ from typing import Final
 WILDCARD_ACTIONS: Final[dict[str, tuple[str, ...]]] = {
     "dispatcher": ("autoscaling:DescribeAutoScalingGroups",),
     "llm_caller": (),
-    "reconciler": (),
+    "reconciler": ("autoscaling:DescribeAutoScalingGroups",),
 }

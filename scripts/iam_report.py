@@ -151,9 +151,11 @@ def render(ledger: Mapping[str, Any]) -> str:
         "`chalice_app/lambda_wildcards.py`) from these calls: the actions called with no",
         "resource, which the AWS Service Authorization Reference (as cfn-lint ships it) says",
         "have no resource-level permissions, each with its reason in",
-        "`stage_config.WILDCARD_ACTION_REASONS`. After changing calls or grants: run the tests",
-        "above, then `scripts/iam_report.py`; after changing only reasons:",
-        "`scripts/iam_report.py --write-policies` (from the committed ledger).",
+        '`stage_config.WILDCARD_ACTION_REASONS`. Another `"*"` statement stays hand-written',
+        "only where a condition narrows it or no run makes its calls (`GRANTS_WITHOUT_CALLS`).",
+        "After changing calls or grants: run the tests above, then `scripts/iam_report.py`;",
+        "after changing only reasons: `scripts/iam_report.py --write-policies` (from the",
+        "committed ledger).",
         "",
     ]
     for component, component_grants in review(ledger).items():
