@@ -24,6 +24,8 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE / "vendor") not in sys.path:  # run as a script: pipeline_core via the bundle link
     sys.path.append(str(_HERE / "vendor"))
 
+import lambda_wildcards  # noqa: E402
+
 from pipeline_core import config as cfg  # noqa: E402
 from pipeline_core.errors import DISPATCHER_READER, LLM_CALLER_READER, ObjectReader  # noqa: E402
 from pipeline_core.keys import (  # noqa: E402
@@ -61,10 +63,28 @@ RECONCILER_TIMEOUT_S: Final = 300
 RECONCILER_MEMORY_MB: Final = 256
 RECONCILE_GRACE_S: Final = DISPATCHER_MAX_EVENT_AGE_S
 
-# Statements whose resource is "*", and why; a test holds every rendered policy to this list.
-WILDCARD_RESOURCE_SIDS: Final = {
-    "DescribeGpuGroup": "autoscaling:DescribeAutoScalingGroups supports no resource-level "
-    "permissions; it only reads.",
+# The one statement of a policy whose resource is "*": the actions it calls that have no
+# resource-level permissions. scripts/iam_report.py writes its actions from the recorded calls
+# (here: lambda_wildcards.py; in the template: WorkerPolicy and OnPremPolicy) and fails on a
+# generated action without a reason below, or on a reason for an action nothing calls. A
+# template statement may stay hand-written on "*" only with a condition that narrows it or a
+# statement-level reason in GRANTS_WITHOUT_CALLS (no run calls it).
+WILDCARD_SID: Final = "NoResourceLevelPermissions"
+WILDCARD_ACTION_REASONS: Final = {
+    "autoscaling:DescribeAutoScalingGroups": "reads the GPU group's desired capacity before "
+    "raising it (the Dispatcher on each upload, the worker when a message arrived as it left); "
+    "read-only.",
+}
+
+# Grants a run may or may not use, by the same keys as GRANTS_WITHOUT_CALLS: a race decides
+# (never stale, unlike those). The generated "*" statement holds such an action either way.
+GRANTS_CALLED_SOMETIMES: Final = {
+    f"worker/{WILDCARD_SID}/autoscaling:DescribeAutoScalingGroups": "The scale-in race: a "
+    "message arrived while the last worker left the group; the worker reads the group's "
+    "desired capacity before raising it back (gpu_worker/lifecycle/scale_to_zero.py). A run "
+    "hits the race only when an upload lands in that instant.",
+    "worker/RaiseOwnGroupAgain/autoscaling:SetDesiredCapacity": "The same race: the leaving "
+    "worker raises its group back to 1 so the message is not stranded.",
 }
 
 # Grants no call of the local-mode runs uses (docs/iam.md), and why each stays, for every
@@ -96,9 +116,6 @@ GRANTS_WITHOUT_CALLS: Final = {
     "published as the Dispatcher's would; the fault suite re-dispatches audio only.",
     "worker/JobTable/dynamodb:PutItem": "A message that came without a job row (sent by hand) "
     "gets one (gpu_worker/job/claim.py); the Dispatcher always writes it first.",
-    "worker/RaiseOwnGroupAgain": "A message that arrived while the last worker was leaving "
-    "raises the group back to 1 (gpu_worker/lifecycle/scale_to_zero.py); the runs' race is rare.",
-    "worker/DescribeOwnGroup": "Read before raising the group again (above).",
     "worker/ShipLogLines": "The AMI's CloudWatch agent ships the worker's log file with the "
     "instance role (packer/files/amazon-cloudwatch-agent.json); local mode writes a file.",
     "worker/SessionManager": "The AMI's SSM agent, for an operator's `aws ssm start-session` "
@@ -243,6 +260,11 @@ def _kms(out: StackOutputs) -> list[dict[str, Any]]:
     return [_statement("UseDataKey", ["kms:Decrypt", "kms:GenerateDataKey"], [key])]
 
 
+def _without_resource_level_permissions(function: str) -> list[dict[str, Any]]:
+    actions = lambda_wildcards.WILDCARD_ACTIONS.get(function, ())
+    return [_statement(WILDCARD_SID, actions, ["*"])] if actions else []
+
+
 def _asg_arn(out: StackOutputs) -> str:
     arn = out.get("GpuAsgArn")
     if arn:
@@ -298,7 +320,6 @@ def _dispatch_statements(out: StackOutputs) -> list[dict[str, Any]]:
             ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
             [out["JobTableArn"]],
         ),
-        _statement("DescribeGpuGroup", ["autoscaling:DescribeAutoScalingGroups"], ["*"]),
         _statement("StartGpuWorker", ["autoscaling:SetDesiredCapacity"], [_asg_arn(out)]),
         # A refused upload's failure Result is published too (contracts.send_result).
         *_publish_results(out),
@@ -315,6 +336,7 @@ def dispatcher_policy(out: StackOutputs, stage: str) -> dict[str, Any]:
             # on-failure destination with the function's role.
             _statement("OnFailureDestination", ["sqs:SendMessage"], [out["DispatcherDlqArn"]]),
             *_kms(out),
+            *_without_resource_level_permissions(DISPATCHER),
         ],
     }
 
@@ -335,6 +357,7 @@ def reconciler_policy(out: StackOutputs, stage: str) -> dict[str, Any]:
                 [out["DispatcherDlqArn"]],
             ),
             *_kms(out),
+            *_without_resource_level_permissions(RECONCILER),
         ],
     }
 
@@ -397,6 +420,7 @@ def llm_caller_policy(out: StackOutputs, stage: str, options: StageOptions) -> d
                 bedrock_model_arns(out, options.model_id(out)),
             )
         )
+    statements += _without_resource_level_permissions(LLM_CALLER)
     return {"Version": "2012-10-17", "Statement": statements}
 
 

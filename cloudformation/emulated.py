@@ -7,6 +7,7 @@ made is read from its outputs into ``EmulatedStack``; nothing is named by hand.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import urllib.request
@@ -298,7 +299,8 @@ _MOTO_ACTION_PREFIXES: Final = {"cloudwatch": "monitoring"}
 def as_moto_enforces(policy: Mapping[str, Any]) -> dict[str, Any]:
     """``policy`` as moto can enforce it: statements of services whose resource moto does not
     evaluate are widened to resource "*" without their conditions (their actions stay exact),
-    SQS's single actions also name their batch operations, and CloudWatch's their moto names.
+    SQS's single actions also name their batch operations, and CloudWatch's their moto names;
+    an object deletion is also granted on its bucket, where moto checks S3's DeleteObjects.
     The resources of the widened statements' calls are held to the real policy by the call
     ledger's check instead."""
     statements = policy["Statement"]
@@ -316,6 +318,13 @@ def as_moto_enforces(policy: Mapping[str, Any]) -> dict[str, Any]:
             if service in _MOTO_ACTION_PREFIXES
         ]
         services = {action.split(":", 1)[0] for action in actions}
+        if "s3:DeleteObject" in actions:
+            # AWS authorises DeleteObjects for each key it names; moto asks for DeleteObject on
+            # the bucket, and refuses every key (in a 200 answer) when that is not granted.
+            named = statement["Resource"]
+            objects = [named] if isinstance(named, str) else list(named)
+            buckets = sorted({arn.split("/", 1)[0] for arn in objects if ":s3:::" in arn})
+            widened.append({"Effect": "Allow", "Action": "s3:DeleteObject", "Resource": buckets})
         if services <= _RESOURCE_CHECKED_BY_MOTO:
             widened.append({**statement, "Action": actions})
             continue
@@ -370,17 +379,11 @@ def create_identities(
     the policy ``chalice deploy`` attaches) gets a role carrying exactly that policy.
     """
     iam = stack.client("iam")
-    sts = stack.client("sts")
 
     def user(name: str) -> Credentials:
         iam.create_user(UserName=name)
         key = iam.create_access_key(UserName=name)["AccessKey"]
         return Credentials(key["AccessKeyId"], key["SecretAccessKey"])
-
-    def assume(role_name: str, session_name: str) -> Credentials:
-        arn = iam.get_role(RoleName=role_name)["Role"]["Arn"]
-        issued = sts.assume_role(RoleArn=arn, RoleSessionName=session_name)["Credentials"]
-        return Credentials(issued["AccessKeyId"], issued["SecretAccessKey"], issued["SessionToken"])
 
     admin_name = f"{stack.name}-emulated-aws"
     admin = user(admin_name)
@@ -390,17 +393,10 @@ def create_identities(
     components: dict[str, Credentials] = {}
     policies: dict[str, list[dict[str, Any]]] = {}
     for function, policy in function_policies.items():
-        role = f"{stack.name}-{function}"
-        iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(_LAMBDA_TRUST))
-        iam.put_role_policy(
-            RoleName=role,
-            PolicyName=function,
-            PolicyDocument=json.dumps(as_moto_enforces(policy)),
-        )
-        components[function] = assume(role, function)
+        components[function] = function_role(stack, function, policy)
         policies[function] = [dict(policy)]
     worker_role = stack.ids["WorkerRole"]
-    components[WORKER] = assume(worker_role, "i-local-worker")
+    components[WORKER] = _assume(stack, iam, worker_role, "i-local-worker")
     policies[WORKER] = [
         _enforceable_policy(iam, attached["PolicyArn"])
         for attached in iam.list_attached_role_policies(RoleName=worker_role)["AttachedPolicies"]
@@ -410,6 +406,26 @@ def create_identities(
     iam.attach_user_policy(UserName=onprem_name, PolicyArn=stack.outputs["OnPremPolicyArn"])
     policies[ONPREM] = [_enforceable_policy(iam, stack.outputs["OnPremPolicyArn"])]
     return Identities(admin=admin, components=components, policies=policies)
+
+
+def function_role(stack: EmulatedStack, function: str, policy: Mapping[str, Any]) -> Credentials:
+    """The credentials of a Lambda function's role that carries exactly ``policy`` (made while
+    IAM is not yet enforced; made again, the role's policy is replaced)."""
+    iam = stack.client("iam")
+    role = f"{stack.name}-{function}"
+    with contextlib.suppress(iam.exceptions.EntityAlreadyExistsException):
+        iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(_LAMBDA_TRUST))
+    iam.put_role_policy(
+        RoleName=role, PolicyName=function, PolicyDocument=json.dumps(as_moto_enforces(policy))
+    )
+    return _assume(stack, iam, role, function)
+
+
+def _assume(stack: EmulatedStack, iam: Any, role_name: str, session_name: str) -> Credentials:
+    arn = iam.get_role(RoleName=role_name)["Role"]["Arn"]
+    issued = stack.client("sts").assume_role(RoleArn=arn, RoleSessionName=session_name)
+    keys = issued["Credentials"]
+    return Credentials(keys["AccessKeyId"], keys["SecretAccessKey"], keys["SessionToken"])
 
 
 def _enforceable_policy(iam: Any, arn: str) -> dict[str, Any]:

@@ -276,7 +276,7 @@ def test_worker_policy_scopes_every_write_to_its_own_resources() -> None:
         for statement in policy["PolicyDocument"]["Statement"]
         if statement["Resource"] == "*"
     }
-    assert wildcards == {"DescribeOwnGroup", "CountFatalExits", "SessionManager"}
+    assert wildcards == {stage_config.WILDCARD_SID, "CountFatalExits", "SessionManager"}
     (terminate,) = [
         s
         for s in policy["PolicyDocument"]["Statement"]

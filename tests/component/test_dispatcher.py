@@ -28,7 +28,7 @@ HEBREW_DETAILS = "בבא קמא דף ב עמוד א"
 
 @pytest.fixture
 def stack(tmp_path: Path, aws: None) -> Deployment:
-    return deploy(tmp_path)
+    return deploy(tmp_path, as_roles=True)
 
 
 def upload(stack: Deployment, key: str, body: bytes = b"ID3fake-mp3-bytes", **meta: str) -> None:
@@ -200,6 +200,7 @@ def test_a_denied_head_is_a_configuration_error_not_a_refused_upload(stack: Depl
     the function's client: moto answers 404). That is not "deleted": the invocation fails
     naming the grant (Lambda retries it, the Errors alarm fires), and nothing blames the
     upload."""
+    stack.as_roles = False  # the 403 is stubbed into a client of the test's own credentials
     key = "audio-input/denied.mp3"
     upload(stack, key)
     client = stack.client()
@@ -248,7 +249,9 @@ def test_a_refused_upload_is_refused_once(stack: Deployment) -> None:
     assert "empty" in rejected(stack, key)
 
 
+# A send to a queue that does not exist: under the role (as in AWS) a refusal comes first.
 def test_a_crash_between_put_and_send_is_repaired_by_the_retry(stack: Deployment) -> None:
+    stack.as_roles = False
     key = "audio-input/crash.mp3"
     upload(stack, key)
     # The first attempt dies at the send (its queue is missing); its claim on the job lasts
@@ -280,6 +283,7 @@ def test_a_crash_between_put_and_send_is_repaired_by_the_retry(stack: Deployment
 
 
 def test_a_crash_before_the_failure_result_is_repaired_by_the_retry(stack: Deployment) -> None:
+    stack.as_roles = False  # as above
     key = "audio-input/empty.mp3"
     upload(stack, key, b"")
     missing_queue = stack.outputs["ResultsQueueUrl"] + "-missing"

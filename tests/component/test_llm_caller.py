@@ -52,7 +52,7 @@ LECTURE = [
 
 @pytest.fixture
 def stack(tmp_path: Path, aws: None) -> Deployment:
-    return deploy(tmp_path)
+    return deploy(tmp_path, as_roles=True)
 
 
 @pytest.fixture
@@ -598,6 +598,7 @@ def test_a_duplicate_llm_job_makes_no_second_model_call(
 def test_a_crash_before_the_result_is_repaired_without_a_model_call(
     stack: Deployment, model: FakeModel
 ) -> None:
+    stack.as_roles = False  # a queue that does not exist: under the role, a refusal comes first
     job = transcribed(stack, LECTURE)
     missing = stack.outputs["ResultsQueueUrl"] + "-missing"
     crashing = stack.client(llm_env=llm_env(model, RESULTS_QUEUE_URL=missing))
@@ -735,6 +736,7 @@ def test_a_denied_transcript_read_is_a_configuration_error_until_the_dlq(
     the function's client: moto answers 404). Not "the transcript does not exist": every
     invocation fails naming the grant, the message reaches the DLQ (and its alarm), and the
     last receive's Result says what to fix."""
+    stack.as_roles = False  # the 403 is stubbed into a client of the test's own credentials
     client = stack.client(llm_env=llm_env(model))
     job = transcribed(stack, LECTURE)
     assert job.job_id is not None

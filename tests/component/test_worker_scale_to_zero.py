@@ -10,8 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import stage_config
+from moto.core import set_initial_no_auth_action_count
 from support.worker_harness import FakeImds, Pipeline
 
+from cloudformation.call_ledger import denied, ungranted
+from cloudformation.emulated import function_role
 from cloudformation.stack import load_template
 from gpu_worker.daemon import EXIT_OK
 from pipeline_core.contracts import AudioJob
@@ -19,6 +23,10 @@ from pipeline_core.jobs import JobState
 
 TERMINATE = "before-call.auto-scaling.TerminateInstanceInAutoScalingGroup"
 GIVE_BACK_ONLY = {"SuspendProcesses"}
+
+
+def _listed(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
 
 
 @pytest.fixture
@@ -64,6 +72,41 @@ def test_message_arriving_while_terminating_raises_the_group_again(
     assert pipeline.drain(pipeline.stack.audio_queue_url) == [late]  # not taken, not lost
 
 
+def test_the_race_is_won_under_the_worker_role(
+    pipeline: Pipeline, group: str, fake_imds: FakeImds
+) -> None:
+    """The same race with moto's IAM on: the worker calls as the template's role, whose one
+    "*" grant (DescribeAutoScalingGroups, generated from GRANTS_WITHOUT_CALLS: the local-mode
+    runs never meet this race) and whose raise of its own group are what the race needs; the
+    late message is the Dispatcher's, sent under its own role."""
+    aws, ledger, policies = pipeline.instance_role()
+    dispatcher_policy = stage_config.dispatcher_policy(
+        stage_config.StackOutputs.from_mapping(pipeline.stack.outputs), "test"
+    )
+    dispatcher = function_role(pipeline.stack, stage_config.DISPATCHER, dispatcher_policy)
+    dispatcher_sqs = dispatcher.session().client("sqs")
+    late = AudioJob(s3_key="late.mp3", language="en").to_json()
+
+    def another_upload_arrives(**_: Any) -> None:
+        dispatcher_sqs.send_message(QueueUrl=pipeline.stack.audio_queue_url, MessageBody=late)
+
+    aws.autoscaling.meta.events.register(TERMINATE, another_upload_arrives)
+
+    @set_initial_no_auth_action_count(0)
+    def run_as_the_instance() -> int:
+        return pipeline.worker(aws=aws, asg_name=group, imds_endpoint=fake_imds.url).run()
+
+    assert run_as_the_instance() == EXIT_OK
+
+    calls = ledger.records()
+    assert denied(calls) == []
+    assert ungranted(calls, policies) == []
+    called = {call.action for call in calls}
+    assert {"autoscaling:DescribeAutoScalingGroups", "autoscaling:SetDesiredCapacity"} <= called
+    assert pipeline.group()["DesiredCapacity"] == 1
+    assert pipeline.drain(pipeline.stack.audio_queue_url) == [late]
+
+
 def test_the_worker_role_grants_the_auto_scaling_calls_of_leaving_and_no_other(
     pipeline: Pipeline, group: str, fake_imds: FakeImds
 ) -> None:
@@ -88,9 +131,10 @@ def test_the_worker_role_grants_the_auto_scaling_calls_of_leaving_and_no_other(
         "Statement"
     ]
     granted = {
-        statement["Action"].removeprefix("autoscaling:"): statement["Resource"]
+        action.removeprefix("autoscaling:"): statement["Resource"]
         for statement in statements
-        if str(statement["Action"]).startswith("autoscaling:")
+        for action in _listed(statement["Action"])
+        if action.startswith("autoscaling:")
     }
     # The give-back of a worker that cannot work also suspends the group's alarm scaling
     # (tests/component/test_worker_give_back.py records its calls).

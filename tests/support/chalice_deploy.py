@@ -5,6 +5,7 @@ real handlers with that stage's environment."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,8 +22,8 @@ from moto.core import set_initial_no_auth_action_count
 from app import app
 from chalicelib import entrypoints
 from chalicelib.aws import calling_as
-from cloudformation.call_ledger import AccountScope, CallLedger
-from cloudformation.emulated import REGION, EmulatedStack, create_emulated_stack, create_identities
+from cloudformation.call_ledger import AccountScope, CallLedger, denied, ungranted
+from cloudformation.emulated import REGION, EmulatedStack, create_emulated_stack, function_role
 from pipeline_core.contracts import Result
 from pipeline_core.jobs import JobRecord, JobTable
 
@@ -38,6 +39,9 @@ class _LambdaClientWithTimeout(TestLambdaClient):
     time. The LLM Caller plans its model calls by the time left, so with 3 s a busy machine
     made it stop early. This is chalice's ``invoke`` with the configured timeout."""
 
+    # Runs each invocation (function name, the handler's call): as the function's role.
+    around: Callable[[str, Callable[[], Any]], Any] | None = None
+
     def invoke(self, function_name: str, payload: Any = None) -> InvokeResponse:
         scoped = self._config.scope(self._config.chalice_stage, function_name)
         context = LambdaContext(
@@ -46,24 +50,37 @@ class _LambdaClientWithTimeout(TestLambdaClient):
             max_runtime_ms=scoped.lambda_timeout * 1000,
         )
         handler = self._app.handler_map[function_name]
+        call = functools.partial(handler, {} if payload is None else payload, context)
         with self._patched_env_vars(scoped.environment_variables):
-            return InvokeResponse(payload=handler({} if payload is None else payload, context))
+            result = call() if self.around is None else self.around(function_name, call)
+            return InvokeResponse(payload=result)
 
 
 class _Client(Client):
+    around: Callable[[str, Callable[[], Any]], Any] | None = None
+
     @property
     def lambda_(self) -> TestLambdaClient:
         if self._lambda_client is None:
-            self._lambda_client = _LambdaClientWithTimeout(self._app, self._chalice_config)
+            lambda_client = _LambdaClientWithTimeout(self._app, self._chalice_config)
+            lambda_client.around = self.around
+            self._lambda_client = lambda_client
         return self._lambda_client
 
 
 @dataclass
 class Deployment:
-    """One stage in moto; ``client(**env)`` renders the stage with test overrides."""
+    """One stage in moto; ``client(**env)`` renders the stage with test overrides.
+
+    With ``as_roles`` every invocation calls as its function's role, carrying the policy the
+    rendered stage attaches, with moto's access control on; a call refused, or not granted by
+    that policy's resources (the ledger's check), fails the invocation's test.
+    """
 
     project_dir: Path
     stack: EmulatedStack
+    as_roles: bool = False
+    _in_role: bool = field(default=False, init=False)
     s3: S3Client = field(init=False)
     sqs: SQSClient = field(init=False)
     autoscaling: AutoScalingClient = field(init=False)
@@ -109,7 +126,47 @@ class Deployment:
         if llm_timeout_seconds is not None:
             functions["llm_caller"]["lambda_timeout"] = llm_timeout_seconds
         path.write_text(json.dumps(config))
-        return _Client(app, stage_name=stage, project_dir=str(self.project_dir))
+        client = _Client(app, stage_name=stage, project_dir=str(self.project_dir))
+        if self.as_roles:
+            chalice_dir = self.project_dir / ".chalice"
+            client.around = functools.partial(
+                self._as_stage_role,
+                {name: chalice_dir / entry["iam_policy_file"] for name, entry in functions.items()},
+            )
+        return client
+
+    def _as_stage_role(
+        self, policy_files: Mapping[str, Path], function: str, call: Callable[[], Any]
+    ) -> Any:
+        if self._in_role:  # inside invoke_as_role: its role and policy apply
+            return call()
+        policy = json.loads(policy_files[function].read_text())
+        ledger = self._ledger()
+        result = self._call_as_role(function, policy, call, ledger)
+        calls = ledger.records()
+        refused = [c.describe() for c in [*denied(calls), *ungranted(calls, {function: [policy]})]]
+        assert refused == [], f"the stage's {function} policy does not grant: {refused}"
+        return result
+
+    def _ledger(self) -> CallLedger:
+        return CallLedger(AccountScope(REGION, self.outputs["AudioQueueArn"].split(":")[4]))
+
+    def _call_as_role(
+        self, function: str, policy: dict[str, Any], call: Callable[[], Any], ledger: CallLedger
+    ) -> Any:
+        session = function_role(self.stack, function, policy).session()
+        ledger.attach(session.events, function)
+
+        @set_initial_no_auth_action_count(0)
+        def enforced() -> Any:
+            with calling_as(session):
+                return call()
+
+        self._in_role = True
+        try:
+            return enforced()
+        finally:
+            self._in_role = False
 
     def invoke_as_role(
         self, function: str, policy: dict[str, Any], invoke: Callable[[], object]
@@ -117,19 +174,10 @@ class Deployment:
         """Run ``invoke`` (a test client's invocation) with moto's access control on and the
         function's clients calling as a role that carries ``policy``, every call recorded.
         A refused call fails the invocation (it would be retried); the ledger names it."""
-        identities = create_identities(self.stack, {function: policy})
-        ledger = CallLedger(AccountScope(REGION, self.outputs["AudioQueueArn"].split(":")[4]))
-        session = identities.components[function].session()
-        ledger.attach(session.events, function)
-
-        @set_initial_no_auth_action_count(0)
-        def enforced() -> None:
-            with calling_as(session):
-                invoke()
-
+        ledger = self._ledger()
         with contextlib.suppress(ClientError):
-            enforced()
-        return ledger, identities.policies
+            self._call_as_role(function, policy, invoke, ledger)
+        return ledger, {function: [policy]}
 
     # -- reading what the functions did ----------------------------------------------------
 
@@ -187,14 +235,15 @@ def s3_event(client: Client, deployment: Deployment, key: str, **obj: Any) -> di
     return event
 
 
-def deploy(tmp_path: Path, *, versioned: bool = False) -> Deployment:
+def deploy(tmp_path: Path, *, versioned: bool = False, as_roles: bool = False) -> Deployment:
     """The stack created from the template (inside an active ``mock_aws``), and a stage for it.
 
     The template's bucket is versioned; ``versioned=False`` suspends versioning, for the
-    tests of S3 events that carry no ``versionId`` (a job keyed on the ETag).
+    tests of S3 events that carry no ``versionId`` (a job keyed on the ETag). ``as_roles``:
+    see ``Deployment``.
     """
     stack = create_emulated_stack()
-    deployment = Deployment(tmp_path, stack)
+    deployment = Deployment(tmp_path, stack, as_roles=as_roles)
     if not versioned:
         deployment.s3.put_bucket_versioning(
             Bucket=stack.bucket, VersioningConfiguration={"Status": "Suspended"}

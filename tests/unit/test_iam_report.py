@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -18,14 +19,13 @@ import stage_config
 from support.repo_paths import REPO_ROOT
 
 from cloudformation.call_ledger import (
-    actions_without_resource,
+    ANY_RESOURCE,
     generalize,
     granted,
     grants,
     wildcard_statements,
 )
 from cloudformation.emulated import create_emulated_stack, create_identities
-from cloudformation.stack import load_template
 from local_mode.pipeline import STACK_NAME, function_policies
 
 
@@ -97,33 +97,134 @@ def test_every_grant_is_called_or_has_a_written_reason(current_policies: dict[st
     assert stale == [], "these reasons explain grants that are called now, or gone"
 
 
-def test_wildcard_statements_hold_only_actions_called_without_a_resource(
-    current_policies: dict[str, Any],
-) -> None:
-    ledger = _ledger()
+def test_the_wildcard_statements_are_what_the_ledger_generates() -> None:
+    assert report.stale_policies(_ledger()) == [], "run scripts/iam_report.py --write-policies"
+    assert report.unexplained_hand_written_wildcards() == []
+
+
+def test_each_policy_holds_no_other_wildcard_statement(current_policies: dict[str, Any]) -> None:
+    generated = report.wildcard_actions(_ledger())
+    hand_written = report.hand_written_wildcards()
     for component, documents in current_policies.items():
-        called_without = actions_without_resource(ledger.get(component, {}).get("calls", []))
-        for sid, actions in wildcard_statements(documents).items():
-            unexplained = {
-                action
-                for action in actions
-                if action not in called_without
-                and not {f"{component}/{sid}/{action}", f"{component}/{sid}"}
-                & set(stage_config.GRANTS_WITHOUT_CALLS)
-            }
-            assert unexplained == set(), f"{component}/{sid}: called with a resource, or never"
-    lambda_wildcards = {
-        sid
-        for component in (stage_config.DISPATCHER, stage_config.LLM_CALLER)
-        for sid in wildcard_statements(current_policies[component])
+        actions = list(generated[component])
+        expected = {stage_config.WILDCARD_SID: actions} if actions else {}
+        own = hand_written.get(component, {})
+        found = {sid: a for sid, a in wildcard_statements(documents).items() if sid not in own}
+        assert found == expected, component
+
+
+def test_the_check_fails_on_a_hand_edited_wildcard_statement(tmp_path: Path) -> None:
+    template = tmp_path / "pipeline.yaml"
+    module = tmp_path / "lambda_wildcards.py"
+    committed = report.TEMPLATE_PATH.read_text(encoding="utf-8")
+    listed = "              - autoscaling:DescribeAutoScalingGroups\n"
+    template.write_text(
+        committed.replace(listed, f"{listed}              - ec2:DescribeImages\n"),
+        encoding="utf-8",
+    )
+    committed_module = report.LAMBDA_WILDCARDS.read_text(encoding="utf-8")
+    module.write_text(
+        committed_module.replace('"llm_caller": ()', '"llm_caller": ("s3:ListAllMyBuckets",)')
+    )
+    assert template.read_text(encoding="utf-8") != committed
+
+    assert report.stale_policies(_ledger(), template, module) == [template, module]
+
+    assert report.write_policies(_ledger(), template, module) == [template, module]
+    # Rewritten to what is committed: the rest of the file, comments included, untouched.
+    assert template.read_text(encoding="utf-8") == committed
+    assert module.read_text(encoding="utf-8") == committed_module
+    assert report.stale_policies(_ledger(), template, module) == []
+
+
+def test_a_hand_written_wildcard_statement_outside_the_generated_block_is_found(
+    tmp_path: Path,
+) -> None:
+    template = tmp_path / "pipeline.yaml"
+    template.write_text(
+        report.TEMPLATE_PATH.read_text(encoding="utf-8").replace(
+            "          # END generated: OnPremPolicy\n",
+            "          # END generated: OnPremPolicy\n"
+            "          - Sid: ListEveryBucket\n"
+            "            Effect: Allow\n"
+            "            Action: s3:ListAllMyBuckets\n"
+            '            Resource: "*"\n',
+        ),
+        encoding="utf-8",
+    )
+    assert report.unexplained_hand_written_wildcards(template) == ["OnPremPolicy/ListEveryBucket"]
+
+
+def test_a_template_without_the_generated_block_is_an_error(tmp_path: Path) -> None:
+    template = tmp_path / "pipeline.yaml"
+    template.write_text(
+        report.TEMPLATE_PATH.read_text(encoding="utf-8").replace(
+            "          # END generated: OnPremPolicy\n", ""
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(report.WildcardError, match="END generated: OnPremPolicy"):
+        report.stale_policies(_ledger(), template, report.LAMBDA_WILDCARDS)
+
+
+def test_a_deliberate_extra_must_name_its_action(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = f"onprem/{stage_config.WILDCARD_SID}"
+    monkeypatch.setitem(stage_config.GRANTS_WITHOUT_CALLS, key, "for the operator")
+    with pytest.raises(report.WildcardError, match=f"{key}: name the action"):
+        report.wildcard_actions(_ledger())
+
+
+def _with_call(component: str, action: str, resource: str) -> dict[str, Any]:
+    ledger = _ledger()
+    ledger[component]["calls"].append({"action": action, "resource": resource})
+    return ledger
+
+
+def test_a_wildcard_action_without_a_written_reason_is_an_error() -> None:
+    ledger = _with_call("worker", "ec2:DescribeImages", "*")
+    with pytest.raises(report.WildcardError, match=r"worker: ec2:DescribeImages needs a reason"):
+        report.wildcard_actions(ledger)
+
+
+def test_a_reason_for_an_action_nothing_calls_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(stage_config.WILDCARD_ACTION_REASONS, "ec2:DescribeImages", "finds AMIs")
+    with pytest.raises(report.WildcardError, match=r"explains ec2:DescribeImages, which nothing"):
+        report.wildcard_actions(_ledger())
+
+
+def test_a_deliberate_extra_named_in_grants_without_calls_is_generated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An action without resource-level permissions that no run calls (the worker's describe
+    before the rare scale-in race) is written into the statement from its reason."""
+    describe = "autoscaling:DescribeAutoScalingGroups"
+    ledger = _ledger()
+    ledger["worker"]["calls"] = [c for c in ledger["worker"]["calls"] if c["action"] != describe]
+    assert report.wildcard_actions(ledger)["worker"] == ()
+    key = f"worker/{stage_config.WILDCARD_SID}/{describe}"
+    monkeypatch.setitem(stage_config.GRANTS_WITHOUT_CALLS, key, "before raising the group")
+    assert report.wildcard_actions(ledger)["worker"] == (describe,)
+
+
+def test_a_call_the_ledger_could_not_name_the_resource_of_is_an_error() -> None:
+    ledger = _with_call("llm_caller", "sqs:SendMessage", "*")
+    with pytest.raises(report.WildcardError, match=r"sqs:SendMessage is authorised against a"):
+        report.wildcard_actions(ledger)
+
+
+def test_resource_level_permissions_come_from_the_service_reference() -> None:
+    assert not report.has_resource_level_permissions("autoscaling:DescribeAutoScalingGroups")
+    assert report.has_resource_level_permissions("autoscaling:SetDesiredCapacity")
+    with pytest.raises(report.WildcardError, match="not in the Service Authorization Reference"):
+        report.has_resource_level_permissions("autoscaling:DescribeEverything")
+    # Every call the ledger named a resource for is one IAM authorises against a resource.
+    named = {
+        call["action"]
+        for entry in _ledger().values()
+        for call in entry["calls"]
+        if call["resource"] != ANY_RESOURCE
     }
-    assert lambda_wildcards == set(stage_config.WILDCARD_RESOURCE_SIDS)
-    template_wildcards = {
-        f"WorkerPolicy/{sid}" for sid in wildcard_statements(current_policies["worker"])
-    } | {f"OnPremPolicy/{sid}" for sid in wildcard_statements(current_policies["onprem"])}
-    listed = {
-        name
-        for name in load_template()["Metadata"]["IamWildcards"]
-        if name.startswith(("WorkerPolicy/", "OnPremPolicy/"))
-    }
-    assert template_wildcards == listed
+    assert named
+    assert [
+        action for action in sorted(named) if not report.has_resource_level_permissions(action)
+    ] == []

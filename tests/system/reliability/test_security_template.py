@@ -108,7 +108,7 @@ def test_no_wildcard_without_a_written_reason(report: Report) -> None:
         happened=(
             f"{len(seen)} wildcard statements in the template, each with a written reason; "
             f"{len(POLICY_FILES)} Chalice policies least-privilege "
-            f"({len(stage_config.WILDCARD_RESOURCE_SIDS)} '*' resource, reasoned)"
+            f"(actions on '*', each reasoned: {len(stage_config.WILDCARD_ACTION_REASONS)})"
         ),
         outcome="TLS-only bucket, public access blocked, SSE everywhere, IMDSv2, DLQ alarms",
         figures={"template_wildcards": len(seen), "chalice_policies": len(POLICY_FILES)},
