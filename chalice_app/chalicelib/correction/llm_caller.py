@@ -246,7 +246,12 @@ class _Correction:
         report = correct_transcript(
             transcript,
             corrector=self.corrector,
-            context=PromptContext(self.job.language_code, self.job.details, self._glossary()),
+            context=PromptContext(
+                self.job.language_code,
+                self.job.details,
+                self._glossary(),
+                self.settings.correction_format,
+            ),
             checkpoints=self.checkpoints,
             deadline=deadline,
             params=CorrectionParams(
@@ -332,12 +337,17 @@ class _Correction:
             JobField.LINES_CORRECTED: report.lines_total - report.lines_uncorrected,
             JobField.LINES_UNCORRECTED: report.lines_uncorrected,
             JobField.LINES_CHANGED: report.lines_changed,
+            JobField.LINES_REFUSED: report.lines_refused,
             JobField.CHUNKS_TOTAL: report.chunks_total,
             JobField.CHUNKS_UNCORRECTED: report.chunks_uncorrected + report.chunks_pending,
             JobField.MODEL_CALLS: report.model_calls,
+            JobField.INPUT_TOKENS: report.input_tokens,
+            JobField.OUTPUT_TOKENS: report.output_tokens,
         }
         if report.reasons:
             figures[JobField.UNCORRECTED_REASONS] = "; ".join(report.reasons)[:2000]
+        if report.refusals:
+            figures[JobField.REFUSED_EDITS] = "; ".join(report.refusals)[:2000]
         log.info("transcript corrected", extra=figures)
         if self.tracked and self.job.job_id:
             moved = self.table.transition(
