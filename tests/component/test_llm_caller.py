@@ -134,6 +134,7 @@ def test_corrects_text_with_the_details_and_keeps_every_timestamp(
 
     result = only_result(stack)
     assert result.status == "success"
+    assert (result.lines_corrected, result.lines_refused, result.lines_left) == (2, 0, 1)
     assert result.source_file == "audio-input/lesson-001.mp3"
     assert result.output_file == f"s3://{stack.bucket}/final-output/lesson-001.txt"
     assert result.timed_output_file == f"s3://{stack.bucket}/final-output/lesson-001.timed.txt"
@@ -322,6 +323,7 @@ def test_each_edit_is_accepted_or_refused_on_its_own(
         }
     result = only_result(stack)
     assert result.status == "success"  # every line was reviewed; the refusals are counted
+    assert (result.lines_corrected, result.lines_refused, result.lines_left) == (2, 4, 2)
     assert job.job_id is not None
     record = stack.job(job.job_id)
     assert int(record.attributes[JobField.LINES_CHANGED]) == 2

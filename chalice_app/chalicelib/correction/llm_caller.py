@@ -42,6 +42,7 @@ from pipeline_core import keys
 from pipeline_core.config import LlmCallerSettings
 from pipeline_core.contracts import (
     ContractError,
+    LineCounts,
     LlmJob,
     Result,
     ResultStatus,
@@ -327,6 +328,11 @@ class _Correction:
             status=status,
             timed_output_file=keys.s3_uri(bucket, final.timed),
             job_id=self.job.job_id,
+            line_counts=LineCounts(
+                lines_corrected=report.lines_changed,
+                lines_refused=report.lines_refused,
+                lines_left=report.lines_total - report.lines_changed,
+            ),
         )
         figures: dict[str, Any] = {
             JobField.RESULT_STATUS: status,
@@ -435,12 +441,15 @@ class _Correction:
     def _already_succeeded(self, record: JobRecord) -> CorrectionOutcome:
         attributes = record.attributes
         if JobField.RESULT_SENT_AT not in attributes and attributes.get(JobField.OUTPUT_FILE):
+            counted = (JobField.LINES_TOTAL, JobField.LINES_CHANGED, JobField.LINES_REFUSED)
+            total, changed, refused = (int(attributes.get(field, 0)) for field in counted)
             result = Result.success(
                 self.source_file or record.s3_key,
                 attributes[JobField.OUTPUT_FILE],
                 status=attributes.get(JobField.RESULT_STATUS, "success"),
                 timed_output_file=attributes.get(JobField.TIMED_OUTPUT_FILE),
                 job_id=record.job_id,
+                line_counts=LineCounts(changed, refused, total - changed),
             )
             self._send_result(result)
             self.table.update_fields(record.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})

@@ -1,7 +1,8 @@
 """Bedrock misbehaving (the fake Converse server): throttling and 5xx bursts, answers in
-prose instead of edits, edits for lines never sent, answers cut off. Retries first; then the uncorrected lines, never less. A model
-that cannot be called (retired) is a misconfiguration: the DLQ and a failed Result that says
-what to fix, never a quiet ``success_uncorrected``."""
+prose instead of edits, edits for lines never sent, answers cut off. Retries first; then the
+uncorrected lines, never less. A model that cannot be called (retired) is a
+misconfiguration: the DLQ and a failed Result that says what to fix, never a quiet
+``success_uncorrected``."""
 
 from __future__ import annotations
 
