@@ -226,8 +226,16 @@ def test_a_long_transcript_goes_in_chunks_within_the_limit(
     asked = [n for call in calls for n in call.line_ids]
     assert sorted(asked) == list(range(1, 121))  # every line exactly once
     for call in calls:
-        block = call.user.split("Transcript lines:\n", 1)[1]
+        block = call.user.split("Transcript lines:\n", 1)[1].split("\n\n", 1)[0]
         assert len(block) <= 1000
+    # Each chunk shows the two lines on either side of it, to read, not to correct.
+    second = next(call for call in calls if call.line_ids[0] > 1 and call.line_ids[-1] < 120)
+    first, last = second.line_ids[0], second.line_ids[-1]
+    before, after = second.user.split("Transcript lines:\n", 1)
+    assert f"just before (context only, not to correct):\n{first - 2}|" in before
+    assert f"\n{first - 1}|sentence {first - 2} of" in before
+    assert f"just after (context only, not to correct):\n{last + 1}|" in after
+    assert f"\n{last + 2}|sentence {last + 1} of" in after
     timed = stack.read("final-output/lesson-001.timed.txt").split("\n")[:-1]
     assert [prefix_of(line) for line in timed] == [prefix_of(line) for line in lines]
     assert all("Bava Kamma" in text_of(line) for line in timed)

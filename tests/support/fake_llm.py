@@ -123,7 +123,9 @@ class FakeModel:
             (a.strip(), b.strip())
             for a, _, b in (line.partition("=>") for line in user.split("\n") if "=>" in line)
         )
-        block = user.split("Transcript lines:\n", 1)[-1]
+        # The lines to correct: after their heading, up to the next blank line (read-only
+        # context lines and a retry's instruction follow one).
+        block = user.split("Transcript lines:\n", 1)[-1].split("\n\n", 1)[0]
         lines = [(int(m[1]), m[2]) for m in map(_LINE.match, block.split("\n")) if m]
         ids = [n for n, _ in lines]
         corrected = []

@@ -259,6 +259,7 @@ class _Correction:
                 self.settings.chunk_max_chars,
                 self.settings.chunk_concurrency,
                 self.settings.min_line_similarity,
+                self.settings.context_lines,
             ),
         )
         if not report.complete and not final:

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from chalicelib.correction.correctors import Tool
 from pipeline_core.languages import language_name
 from pipeline_core.timed_text import TimedLine
 
-PROMPT_VERSION = "2"  # part of every checkpoint's fingerprint: a new prompt redoes the work
+PROMPT_VERSION = "3"  # part of every checkpoint's fingerprint: a new prompt redoes the work
 
 _TASK = """\
 You proofread automatic speech recognition transcripts of recorded lectures in {language}.
 Fix spelling, punctuation and misrecognised words, above all names, titles and domain terms,
 using the recording description and glossary as context. Keep the speaker's words, language
 and style: do not translate, summarise, explain, censor, merge, split, reorder, add or remove
-lines."""
+lines. Lines shown as context only belong to the neighbouring parts of the transcript: read
+them, never correct or repeat them."""
 
 _DOMAIN_RULES = """\
 The lectures often quote Talmudic Aramaic inside Hebrew: never turn Aramaic into Hebrew, never
@@ -72,11 +74,12 @@ EDIT_TOOL = Tool(
     },
 )
 
+_CONTEXT_ONLY = "context only, not to correct"
 USER = """\
 Recording description: {details}
-{glossary}
+{glossary}{before}
 Transcript lines:
-{lines}"""
+{lines}{after}"""
 
 
 @dataclass(frozen=True)
@@ -121,12 +124,38 @@ def chunks(lines: Sequence[TimedLine], max_chars: int) -> list[list[TimedLine]]:
     return groups
 
 
-def user_message(context: PromptContext, lines: Sequence[TimedLine], strict: bool = False) -> str:
+@dataclass(frozen=True)
+class Neighbours:
+    """Read-only lines around a chunk, so that a sentence cut by the chunk's edge reads whole;
+    edits to them are refused (they are another chunk's to correct)."""
+
+    before: Sequence[TimedLine] = ()
+    after: Sequence[TimedLine] = ()
+
+
+NO_NEIGHBOURS: Final = Neighbours()
+
+
+def user_message(
+    context: PromptContext,
+    lines: Sequence[TimedLine],
+    strict: bool = False,
+    neighbours: Neighbours = NO_NEIGHBOURS,
+) -> str:
     glossary = context.glossary.strip()
     if glossary:
         glossary = f"Glossary (preferred spellings):\n{glossary}\n"
+    before = after = ""
+    if neighbours.before:
+        before = f"\nThe lines just before ({_CONTEXT_ONLY}):\n{numbered(neighbours.before)}\n"
+    if neighbours.after:
+        after = f"\n\nThe lines just after ({_CONTEXT_ONLY}):\n{numbered(neighbours.after)}"
     message = USER.format(
-        details=context.details.strip() or "(none)", glossary=glossary, lines=numbered(lines)
+        details=context.details.strip() or "(none)",
+        glossary=glossary,
+        before=before,
+        lines=numbered(lines),
+        after=after,
     )
     if strict and context.answer_format == "echo":
         message += (

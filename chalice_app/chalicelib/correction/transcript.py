@@ -28,7 +28,9 @@ from botocore.exceptions import ClientError
 
 from chalicelib.correction.correctors import Corrector, ModelRejectedError
 from chalicelib.correction.prompt import (
+    NO_NEIGHBOURS,
     PROMPT_VERSION,
+    Neighbours,
     PromptContext,
     chunks,
     numbered,
@@ -40,6 +42,7 @@ from chalicelib.correction.validation import (
     parse_edits,
     validate,
 )
+from pipeline_core.config import CONTEXT_LINES
 from pipeline_core.errors import LLM_CALLER_READER, ConfigurationError, is_missing_object
 from pipeline_core.timed_text import TimedLine, TimedTranscript
 
@@ -167,25 +170,36 @@ class CorrectionParams:
     chunk_max_chars: int
     concurrency: int
     min_similarity: float
+    context_lines: int = CONTEXT_LINES
 
 
-def fingerprint(corrector: Corrector, context: PromptContext, lines: Sequence[TimedLine]) -> str:
+def fingerprint(
+    corrector: Corrector,
+    context: PromptContext,
+    lines: Sequence[TimedLine],
+    neighbours: Neighbours = NO_NEIGHBOURS,
+) -> str:
     material = "\x1f".join(
         (PROMPT_VERSION, context.answer_format, corrector.identity, context.language_code,
-         context.details, context.glossary, numbered(lines))
+         context.details, context.glossary, numbered(neighbours.before), numbered(lines),
+         numbered(neighbours.after))
     )  # fmt: skip
     return hashlib.sha256(material.encode()).hexdigest()[:40]
 
 
 def correct_chunk(
-    corrector: Corrector, context: PromptContext, lines: Sequence[TimedLine], min_similarity: float
+    corrector: Corrector,
+    context: PromptContext,
+    lines: Sequence[TimedLine],
+    min_similarity: float,
+    neighbours: Neighbours = NO_NEIGHBOURS,
 ) -> ChunkResult:
     """One chunk: ask, validate, ask once more if refused, else keep the original."""
     reason = "no answer"
     calls = input_tokens = output_tokens = 0
     for attempt in range(2):
         calls += 1
-        message = user_message(context, lines, attempt > 0)
+        message = user_message(context, lines, attempt > 0, neighbours)
         try:
             answer = corrector.complete(context.system, message, context.tool)
         except ModelRejectedError as exc:
@@ -231,18 +245,19 @@ def correct_transcript(
     """Correct what the deadline allows; raises what ``corrector`` raises (after every
     chunk in flight has finished and been saved). After a ``ConfigurationError`` no further
     chunk is started."""
-    groups = chunks(transcript.correctable, params.chunk_max_chars)
+    correctable = transcript.correctable
+    groups = chunks(correctable, params.chunk_max_chars)
     misconfigured = threading.Event()  # every further call would fail the same way
 
-    def work(lines: list[TimedLine]) -> ChunkResult | None:
-        key = fingerprint(corrector, context, lines)
+    def work(lines: list[TimedLine], neighbours: Neighbours) -> ChunkResult | None:
+        key = fingerprint(corrector, context, lines, neighbours)
         saved = checkpoints.load(key)
         if saved is not None:
             return saved
         if deadline.passed() or misconfigured.is_set():
             return None
         try:
-            result = correct_chunk(corrector, context, lines, params.min_similarity)
+            result = correct_chunk(corrector, context, lines, params.min_similarity, neighbours)
         except ConfigurationError:
             misconfigured.set()
             raise
@@ -251,7 +266,16 @@ def correct_transcript(
 
     with ThreadPoolExecutor(max_workers=params.concurrency) as pool:
         # Each task runs in a copy of this context, so its log lines carry the job's fields.
-        futures = [pool.submit(contextvars.copy_context().run, work, g) for g in groups]
+        futures = []
+        start = 0
+        for group in groups:
+            end = start + len(group)
+            around = Neighbours(
+                before=correctable[max(0, start - params.context_lines) : start],
+                after=correctable[end : end + params.context_lines],
+            )
+            futures.append(pool.submit(contextvars.copy_context().run, work, group, around))
+            start = end
     errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         raise errors[0]  # type: ignore[misc]
