@@ -343,15 +343,26 @@ def test_each_edit_is_accepted_or_refused_on_its_own(
         assert why in refusals
 
 
-@pytest.mark.parametrize(("answer_format", "misbehave"), [("echo", "drop"), ("edits", "prose")])
+@pytest.mark.parametrize(
+    ("corrector", "answer_format", "misbehave"),
+    [
+        ("bedrock", "echo", "drop"),
+        ("bedrock", "edits", "prose"),
+        ("openai", "edits", "prose"),  # content, no tool_calls
+        ("openai", "edits", "truncate"),  # arguments cut off mid-JSON, finish_reason "length"
+    ],
+)
 def test_a_refused_answer_is_asked_once_more(
-    stack: Deployment, model: FakeModel, answer_format: str, misbehave: str
+    stack: Deployment, model: FakeModel, corrector: str, answer_format: str, misbehave: str
 ) -> None:
     model.script.misbehave = misbehave
     model.script.misbehave_times = 1
-    client = stack.client(llm_env=llm_env(model, CORRECTION_FORMAT=answer_format))
+    options = stage_config.StageOptions(
+        corrector=corrector, openai_base_url=f"{model.url}/v1" if corrector == "openai" else None
+    )
+    client = stack.client(options, llm_env=llm_env(model, CORRECTION_FORMAT=answer_format))
     invoke(client, transcribed(stack, LECTURE))
-    calls = model.converse_calls()
+    calls = model.calls
     assert len(calls) == 2
     assert "previous answer was refused" in calls[1].user
     assert only_result(stack).status == "success"
