@@ -3,8 +3,9 @@
 Edits (the default format) are judged one by one, each accepted or refused alone
 (``apply_edits``): an edit must name a line of the chunk, its ``from`` must occur in that
 line, it must be small, keep the line's script, keep the words it replaces when they are
-Talmudic Aramaic (a "correction" into Hebrew is a translation), keep content rather than
-delete it, and leave the whole line close to its original. Only an answer that is no list
+Talmudic Aramaic (a "correction" into Hebrew is a translation), keep at least half the
+letters it replaces (no deletion of content), and leave the whole line close to its
+original. Only an answer that is no list
 of edits at all, or was cut off, is refused as a whole.
 
 In the echo format the answer must hold exactly the ids it was sent, once each, and each
@@ -28,7 +29,7 @@ from pipeline_core.timed_text import TimedLine
 
 _LINE = re.compile(r"^\s*(\d+)\s*\|(.*)$")
 SMALL_EDIT_CHARS = 16  # characters any line may change, however short it is
-MAX_EDIT_CHARS: Final = 60  # the longest `from` or `to` one edit may have
+MAX_EDIT_CHARS: Final = 80  # the longest `from` or `to` one edit may have
 # Words of Talmudic Aramaic that Hebrew says otherwise: an edit whose `from` has one and whose
 # `to` has lost it is rewriting Aramaic as Hebrew (מאי טעמא -> מה הטעם). A heuristic: an
 # Aramaic phrase without any of these words is judged by the other rules only.
@@ -146,6 +147,10 @@ def _words(text: str) -> list[str]:
     return re.findall(r"\w+", text)
 
 
+def _letters(text: str) -> int:
+    return sum(ch.isalpha() for ch in text)
+
+
 def edit_refusal(original: str, current: str, edit: Edit, min_similarity: float) -> str | None:
     """Why ``edit`` may not apply to a line now reading ``current`` (``original`` before any
     edit); None: it may."""
@@ -160,8 +165,9 @@ def edit_refusal(original: str, current: str, edit: Edit, min_similarity: float)
     lost = {w for w in _words(edit.old) if w in ARAMAIC_MARKERS} - set(_words(edit.new))
     if lost:
         return f"the edit rewrites Aramaic ({' '.join(sorted(lost))})"
-    old_words, new_words = _words(edit.old), _words(edit.new)
-    if old_words and 2 * len(new_words) < len(old_words):
+    # Letters, not words: a word the recogniser split ("se lebraré en" -> "celebraré") is
+    # one mishearing, not a deletion.
+    if 2 * _letters(edit.new) < _letters(edit.old):
         return "the edit deletes words"
     after = current.replace(edit.old, edit.new, 1).strip()
     if not after:
