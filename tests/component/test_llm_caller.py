@@ -24,6 +24,7 @@ from support.fake_llm import (
 from support.s3_denials import deny_reads_below
 
 from chalicelib import aws
+from chalicelib.correction.validation import MAX_EDIT_CHARS
 from cloudformation.call_ledger import denied, ungranted
 from pipeline_core.contracts import LlmJob, Result, send_to_queue
 from pipeline_core.errors import MissingPermissionError
@@ -303,7 +304,7 @@ def test_each_edit_is_accepted_or_refused_on_its_own(
         {"line": 3, "from": "השור והבור", "to": ""},  # deletes the words
         {"line": 3, "from": "ארבעה", "to": "Four"},  # another script: a translation
         {"line": 4, "from": "והשן", "to": "והשן,"},  # `from` absent from the line
-        {"line": 2, "from": "היום", "to": "היום, " + "מילים " * 12},  # too long
+        {"line": 2, "from": "היום", "to": "היום " + "מילים " * MAX_EDIT_CHARS},  # too long
         {"line": 9, "from": "x", "to": "y"},  # a line it was not asked about
         {"line": 4, "from": "והמבעה", "to": "והמבעה,"},  # a good edit after refused ones
     ]
