@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from bench import cost, report
+from bench import cost, latency, report
 from bench.correction import make_corrector
 from bench.paths import README, RESULTS_DIR, default_eval_dir
 from bench.run import PARTS, Options, run
@@ -61,6 +61,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--bedrock-model", help="model or inference profile id (default: the LLM Caller's)"
     )
     parser.add_argument(
+        "--call-latency-ms",
+        type=float,
+        default=latency.DEFAULT_CALL_LATENCY_MS,
+        help="latency: how long the proxy holds each of the worker's AWS calls",
+    )
+    parser.add_argument(
+        "--engine-fraction",
+        type=float,
+        default=latency.DEFAULT_ENGINE_FRACTION,
+        help="latency: the engine stand-in's time per audio second (0.02: a T4, large model)",
+    )
+    parser.add_argument(
+        "--latency-label",
+        default="this checkout",
+        help='latency: names the worker measured ("before prefetch"); one section per label',
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep OUT/results.json's other parts (and other latency labels), replace those run",
+    )
+    parser.add_argument(
         "--update-readme", action="store_true", help="rewrite README.md's generated section"
     )
     parser.add_argument(
@@ -75,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick and args.update_readme:
         print("--quick figures are not published: drop --update-readme", file=sys.stderr)
+        return 2
+    if args.quick and args.merge:
+        print("--quick figures are not merged with published ones: drop --merge", file=sys.stderr)
         return 2
     readme = README if args.update_readme else None
     if args.render_only:
@@ -102,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         memory_minutes=tuple(float(m) for m in args.memory_minutes.split(",")),
         memory_cap_seconds=args.memory_cap_seconds,
+        call_latency_ms=args.call_latency_ms,
+        engine_fraction=args.engine_fraction,
+        latency_label=args.latency_label,
         corrector=make_corrector(
             args.corrector,
             llm_url=args.llm_url,
@@ -110,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     results = run(options)
+    previous = args.out / report.JSON_NAME
+    if args.merge and previous.exists():
+        results = report.merged(json.loads(previous.read_text()), results)
     written = report.write(results, args.out, readme)
     for path in written:
         print(path)

@@ -24,7 +24,8 @@ class EngineSpec:
     engine: str
     model: str  # "tiny.en" (English only) or "base" (multilingual)
     compute_type: str  # faster-whisper's compute type; transformers: the dtype it picks
-    batch_size: int | None = None  # transformers: 30 s chunks decoded together
+    # 30 s chunks decoded together: transformers; faster-whisper batched inference when set
+    batch_size: int | None = None
 
     @property
     def english_only(self) -> bool:
@@ -118,7 +119,12 @@ def load(spec: EngineSpec, device: str) -> tuple[AsrEngine, float]:
         from gpu_worker.transcription.engines.faster_whisper_engine import FasterWhisperEngine
 
         compute = None if spec.compute_type == "default" else spec.compute_type
-        engine = FasterWhisperEngine(directory, device=device, compute_type=compute)
+        options = None
+        if spec.batch_size is not None:
+            options = _decode_options_class()(batch_size=spec.batch_size, batched=True)
+        engine = FasterWhisperEngine(
+            directory, device=device, compute_type=compute, options=options
+        )
     else:
         # Callable[..., ]: this checkout's load_engine may not take decoding options yet.
         loader: Callable[..., AsrEngine] = gpu_worker.transcription.engines.load_engine

@@ -35,6 +35,11 @@ def _pct(value: float | None) -> str | None:
 
 
 def measured_on(results: dict[str, Any]) -> str:
+    return f"{_machine(results)} Audio: {results.get('evaluation_audio')}."
+
+
+def _machine(results: dict[str, Any]) -> str:
+    """Date, machine, load, device, commit and versions of a run (or of a merged section)."""
     env = results["environment"]
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
     dirty = " (uncommitted changes)" if env.get("git_dirty") else ""
@@ -43,8 +48,7 @@ def measured_on(results: dict[str, Any]) -> str:
         f"{env['memory_gib']} GiB, load average {env.get('load_average_1min')} at the start, "
         f"{results.get('load_average_1min_at_end')} at the end), GPU: {env['gpu'] or 'none'}; "
         "engines on "
-        f"**{env['device']}**; commit {env['git_commit']}{dirty}; {versions}. "
-        f"Audio: {results.get('evaluation_audio')}."
+        f"**{env['device']}**; commit {env['git_commit']}{dirty}; {versions}."
     )
 
 
@@ -118,6 +122,34 @@ def _speed_md(section: dict[str, Any]) -> list[str]:
     return out
 
 
+def _error_rate(row: dict[str, Any], path: str) -> str | None:
+    """WER, or CER for a language written without spaces between words."""
+    wer = row[f"{path}_wer"]
+    return _pct(wer if wer is not None else row[f"{path}_cer"])
+
+
+def _batching_md(section: dict[str, Any]) -> list[str]:
+    out = [
+        "### Batched inference in the worker's engine, per language",
+        "",
+        f"{section['engine']} {section['model']} {section['compute_type']} on "
+        f"{section['device']}, batch size {section['batch_size']}; {section['settings']}.",
+        "",
+        _machine(section),
+        "",
+    ]
+    rows = [
+        [r["language"], r["clips"], r["repeats"], r["audio_seconds"], r["reference_words"],
+         _pct(r["unbatched_wer"]), _pct(r["batched_wer"]), _pct(r["unbatched_cer"]),
+         _pct(r["batched_cer"]), r["unbatched_rtf"], r["batched_rtf"]]
+        for r in section["languages"]
+    ]  # fmt: skip
+    header = ["language", "clips", "joined x", "audio s", "reference words", "WER unbatched",
+              "WER batched", "CER unbatched", "CER batched", "RTF unbatched",
+              "RTF batched"]  # fmt: skip
+    return [*out, table(header, rows), ""]
+
+
 def _loop_md(runs: list[dict[str, Any]]) -> list[str]:
     if not runs:
         return []
@@ -131,6 +163,39 @@ def _loop_md(runs: list[dict[str, Any]]) -> list[str]:
     header = ["engine", "model", "compute", "files", "audio s", "s per file", "bare s", "loop s",
               "decode s", "bare RTF", "loop RTF", "overhead (target < 5%)"]  # fmt: skip
     return [*out, table(header, rows), ""]
+
+
+def _fraction(run: dict[str, Any]) -> str:
+    return f"1/{1 / run['engine_fraction']:.4g}"
+
+
+def _latency_md(sections: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for section in sections:
+        runs = section["runs"]
+        out += [f"### Worker overhead at GPU speed: {section['label']}", "",
+                _machine(section), "", section["settings"] + ".", ""]  # fmt: skip
+        rows = [
+            [r["files"], r["seconds_per_file"], r["call_latency_ms"], _fraction(r),
+             r["engine_seconds"], r["loop_seconds"], _pct(r["overhead"]), r["overhead_ms_per_file"],
+             sum(r["api_calls_per_file"].values()), r["proxied_requests_per_file"],
+             r["rss_before_mib"], r["peak_rss_mib"]]
+            for r in runs
+        ]  # fmt: skip
+        header = ["files", "s per file", "ms per AWS call", "stand-in time", "stand-in s",
+                  "loop s", "overhead (target < 5% at 30 s)", "overhead ms per file",
+                  "worker AWS calls per file", "HTTP requests per file", "RSS before MiB",
+                  "peak RSS MiB"]  # fmt: skip
+        out += [table(header, rows), ""]
+        operations = sorted({op for r in runs for op in r["api_calls_by_operation_per_file"]})
+        header = [
+            "worker AWS calls per file",
+            *(f"{r['seconds_per_file']:g} s files" for r in runs),
+        ]
+        rows = [[op, *(r["api_calls_by_operation_per_file"].get(op, 0) for r in runs)]
+                for op in operations]  # fmt: skip
+        out += [table(header, rows), ""]
+    return out
 
 
 def _orchestration_md(o: dict[str, Any]) -> list[str]:
@@ -200,7 +265,10 @@ def markdown(results: dict[str, Any]) -> str:
         out += _accuracy_md(results["accuracy"])
     if "speed" in results:
         out += _speed_md(results["speed"])
+    if "batching" in results:
+        out += _batching_md(results["batching"])
     out += _loop_md(results.get("loop", []))
+    out += _latency_md(results.get("latency", []))
     if "orchestration" in results:
         out += _orchestration_md(results["orchestration"])
     out += _memory_md(results.get("memory", []))
@@ -252,6 +320,33 @@ def readme_section(results: dict[str, Any], results_link: str) -> str:
         lines.append(
             f"Orchestration without ASR: {o['total_ms_per_file']:g} ms per file on moto "
             f"({sum(o['api_calls_per_file'].values()):g} AWS API calls per file)."
+        )
+    if "batching" in results:
+        b = results["batching"]
+        by_language = ", ".join(
+            f"{r['language']} {_error_rate(r, 'unbatched')} -> {_error_rate(r, 'batched')} "
+            f"(RTF {r['unbatched_rtf']:g} -> {r['batched_rtf']:g})"
+            for r in b["languages"]
+        )
+        lines.append(
+            f"Batched inference (WORKER_BATCHED_INFERENCE; {b['engine']} {b['model']} "
+            f"{b['compute_type']} on {b['device']}, batch {b['batch_size']}, measured "
+            f"{b['environment']['date_utc']}), WER (CER where words are not spaced) unbatched "
+            f"-> batched: {by_language}."
+        )
+    for section in results.get("latency", []):
+        runs = section["runs"]
+        overheads = ", ".join(
+            f"{r['seconds_per_file']:g} s files {_pct(r['overhead'])} "
+            f"({sum(r['api_calls_per_file'].values()):g} worker AWS calls per file)"
+            for r in runs
+        )
+        first = runs[0]
+        lines.append(
+            f"Worker overhead at GPU speed, {section['label']} (measured "
+            f"{section['environment']['date_utc']}; {first['call_latency_ms']:g} ms per AWS "
+            f"call, engine stand-in at {_fraction(first)} of the audio's length): {overheads}; "
+            f"peak RSS {max(r['peak_rss_mib'] for r in runs):.0f} MiB."
         )
     memory = results.get("memory", [])
     if memory:
@@ -333,6 +428,25 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
         written.append(MEMORY_PLOT)
         plt.close(fig)
     return written
+
+
+def merged(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``previous`` with the parts ``new`` measured replaced; latency sections by label.
+
+    The run's environment stays ``previous``'s: a merged latency section carries its own.
+    """
+    out = dict(previous)
+    for part in ("accuracy", "speed", "batching", "loop", "orchestration", "memory", "cost"):
+        if part in new:
+            out[part] = new[part]
+    labels = {s["label"] for s in new.get("latency", [])}
+    kept = [s for s in previous.get("latency", []) if s["label"] not in labels]
+    if kept or labels:
+        out["latency"] = kept + new.get("latency", [])
+    # Each part's time is added; the total stays that of the run that measured everything.
+    parts = {k: v for k, v in new["wall_seconds"].items() if k != "total"}
+    out["wall_seconds"] = {**previous.get("wall_seconds", {}), **parts}
+    return out
 
 
 def write(results: dict[str, Any], out_dir: Path, readme: Path | None = None) -> list[Path]:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from bench import accuracy, correction, cost, memory, orchestration, speed
+from bench import accuracy, batching, correction, cost, latency, memory, orchestration, speed
 from bench.clips import Clip, concatenated_mp3, eval_clips, generated_clips, looped_mp3
 from bench.engines import (
     FASTER_WHISPER,
@@ -32,9 +32,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PARTS: Final = ("accuracy", "speed", "loop", "orchestration", "memory", "cost")
+PARTS: Final = (
+    "accuracy",
+    "speed",
+    "batching",
+    "loop",
+    "latency",
+    "orchestration",
+    "memory",
+    "cost",
+)
 SCHEMA: Final = 1
 LONG_LOOP_SECONDS: Final = 180.0  # one longer recording for the worker loop
+# The latency-injected loop: (seconds per file, files) for a full run and for --quick.
+LATENCY_FILES: Final = ((30.0, 10), (600.0, 3))
+LATENCY_FILES_QUICK: Final = ((30.0, 2),)
 T = TypeVar("T")
 
 
@@ -53,6 +65,9 @@ class Options:
     memory_minutes: tuple[float, ...] = (1, 10, 60, 180)
     memory_cap_seconds: float = 300
     corrector: Corrector | None = None
+    call_latency_ms: float = latency.DEFAULT_CALL_LATENCY_MS
+    engine_fraction: float = latency.DEFAULT_ENGINE_FRACTION
+    latency_label: str = "this checkout"
 
 
 @dataclass
@@ -256,6 +271,27 @@ def _speed(plan: Plan, engines: list[str], quick: bool) -> dict[str, Any]:
     }
 
 
+def _batching(plan: Plan, work_dir: Path) -> dict[str, Any]:
+    """The worker's engine batched and not, with the multilingual model where there is one."""
+    model = plan.models[-1]
+    spec = EngineSpec(FASTER_WHISPER, model, _default_compute(plan.device))
+    batch_size = max(_batch_sizes(plan.device))
+    log.info("batching: %s, batch size %d", spec.label, batch_size)
+    rows = batching.measure(spec, plan.device, plan.clips, work_dir, batch_size)
+    return {
+        "engine": spec.engine,
+        "model": spec.model,
+        "compute_type": spec.compute_type,
+        "device": plan.device,
+        "batch_size": batch_size,
+        "settings": batching.SETTINGS,
+        "languages": [asdict(r) for r in rows],
+        # Its own record: a part merged into earlier results (--merge) is measured later.
+        "environment": asdict(collect(plan.device)),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
 def _loop(plan: Plan, engines: list[str], quick: bool) -> list[dict[str, Any]]:
     runs = []
     for engine_name in engines:
@@ -276,6 +312,30 @@ def _loop(plan: Plan, engines: list[str], quick: bool) -> list[dict[str, Any]]:
                 if run is not None:
                     runs.append(asdict(run))
     return runs
+
+
+def _latency(plan: Plan, options: Options, work_dir: Path) -> dict[str, Any]:
+    runs = []
+    for seconds, files in LATENCY_FILES_QUICK if options.quick else LATENCY_FILES:
+        path = looped_mp3(plan.speed_clip.path, seconds, work_dir / f"latency-{seconds:g}s.mp3")
+        log.info("latency: %d files of %g s", files, seconds)
+        run = latency.measure(
+            path,
+            plan.speed_clip.language,
+            seconds,
+            files,
+            latency_ms=options.call_latency_ms,
+            fraction=options.engine_fraction,
+            repeats=1 if options.quick else 2,
+        )
+        runs.append(asdict(run))
+    return {
+        "label": options.latency_label,
+        "environment": asdict(collect(plan.device)),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+        "settings": latency.SETTINGS,
+        "runs": runs,
+    }
 
 
 def _timed(name: str, timings: dict[str, float], work: Callable[[], T]) -> T:
@@ -304,8 +364,14 @@ def run(options: Options) -> dict[str, Any]:
             results["speed"] = _timed(
                 "speed", timings, lambda: _speed(plan, engines, options.quick)
             )
+        if "batching" in options.parts:
+            results["batching"] = _timed("batching", timings, lambda: _batching(plan, work_dir))
         if "loop" in options.parts:
             results["loop"] = _timed("loop", timings, lambda: _loop(plan, engines, options.quick))
+        if "latency" in options.parts:
+            results["latency"] = [
+                _timed("latency", timings, lambda: _latency(plan, options, work_dir))
+            ]
         if "orchestration" in options.parts:
             clip = plan.clips[0]
             results["orchestration"] = asdict(

@@ -24,6 +24,7 @@ from cloudformation.emulated import REGION, EmulatedStack, create_emulated_stack
 from gpu_worker.daemon import AwsClients, Worker
 from gpu_worker.lifecycle.stopping import StopController
 from gpu_worker.transcription.engine_cache import EngineCache
+from local_mode.emulator import moto_server
 from pipeline_core.config import DispatcherSettings, LlmCallerSettings, WorkerSettings
 from pipeline_core.metadata import encode_metadata
 
@@ -111,11 +112,20 @@ class World:
             progress_log_seconds=5,
         )
 
-    def run_worker(self, engine: AsrEngine, engine_name: str, model_dir: str, device: str) -> int:
-        """The daemon's loop, with ``engine`` already loaded, until the Audio Queue is empty."""
+    def run_worker(
+        self,
+        engine: AsrEngine,
+        engine_name: str,
+        model_dir: str,
+        device: str,
+        clients: AwsClients | None = None,
+    ) -> int:
+        """The daemon's loop, with ``engine`` already loaded, until the Audio Queue is empty;
+        its AWS calls go through ``clients`` (default: the world's own)."""
         settings = self.worker_settings(engine_name, model_dir, device)
         engines = EngineCache(settings.engine, settings.models, device, loaded={model_dir: engine})
-        worker = Worker(settings, self.clients, engines, StopController(), worker_id="bench")
+        chosen = clients or self.clients
+        worker = Worker(settings, chosen, engines, StopController(), worker_id="bench")
         return worker.run()
 
     def run_llm_caller(self) -> int:
@@ -183,24 +193,43 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def counted_clients(
+    session: boto3.Session, endpoint_url: str | None = None
+) -> tuple[AwsClients, Counter[str]]:
+    """Clients of ``session`` at ``endpoint_url`` and a count of their calls by operation."""
+    calls: Counter[str] = Counter()
+
+    def count_call(event_name: str, **_: Any) -> None:
+        calls[event_name.removeprefix("before-call.")] += 1  # "<service>.<Operation>"
+
+    # Before the clients are made: each client takes a copy of the session's handlers.
+    session.events.register("before-call", count_call)
+    clients = AwsClients(
+        sqs=session.client("sqs", endpoint_url=endpoint_url),
+        s3=session.client("s3", endpoint_url=endpoint_url),
+        dynamodb=session.client("dynamodb", endpoint_url=endpoint_url),
+        autoscaling=session.client("autoscaling", endpoint_url=endpoint_url),
+    )
+    return clients, calls
+
+
 @contextmanager
 def moto_world() -> Iterator[World]:
     """The pipeline's stack created from the template in a fresh moto mock."""
     with _environment(_FAKE_CREDENTIALS), mock_aws():
         session = boto3.Session(region_name=REGION)
         stack = create_emulated_stack(stack_name="bench", session=session)
-        calls: Counter[str] = Counter()
+        clients, calls = counted_clients(session)
+        yield World(session=session, clients=clients, stack=stack, calls=calls)
 
-        def count_call(event_name: str, **_: Any) -> None:
-            calls[event_name.removeprefix("before-call.")] += 1  # "<service>.<Operation>"
 
-        # Before the clients are made: each client takes a copy of the session's handlers.
-        session.events.register("before-call", count_call)
-        clients = AwsClients(
-            sqs=session.client("sqs"),
-            s3=session.client("s3"),
-            dynamodb=session.client("dynamodb"),
-            autoscaling=session.client("autoscaling"),
+@contextmanager
+def server_world() -> Iterator[World]:
+    """The same stack in a moto server on 127.0.0.1, for clients that go over HTTP."""
+    with _environment(_FAKE_CREDENTIALS), moto_server() as emulator:
+        session = boto3.Session(region_name=REGION)
+        stack = create_emulated_stack(
+            stack_name="bench", session=session, endpoint_url=emulator.endpoint_url
         )
-        world = World(session=session, clients=clients, stack=stack, calls=calls)
-        yield world
+        clients, calls = counted_clients(session, emulator.endpoint_url)
+        yield World(session=session, clients=clients, stack=stack, calls=calls)

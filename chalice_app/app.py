@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from chalice.app import Chalice, S3Event, SQSEvent
+from chalice.app import Chalice, CloudWatchEvent, Rate, S3Event, SQSEvent
 
 from chalicelib import entrypoints
 from pipeline_core.config import ENV_BUCKET, ENV_LOG_LEVEL
@@ -26,6 +27,8 @@ LLM_QUEUE_NAME = os.environ.get("LLM_QUEUE_NAME", "transcription-pipeline-llm")
 # poll faster than the 3 reserved instances run, and each throttled invocation would count
 # as a receive towards the DLQ.
 LLM_MAX_CONCURRENCY = int(os.environ.get("LLM_MAX_CONCURRENCY", "3"))
+# How often the reconciler looks for uploads whose dispatch failed (docs/design.md).
+RECONCILE_EVERY_MINUTES = 15
 
 
 # One notification takes one suffix only, so file types are checked in the Dispatcher.
@@ -39,3 +42,10 @@ def dispatcher(event: S3Event) -> None:
 @app.on_sqs_message(queue=LLM_QUEUE_NAME, batch_size=1, maximum_concurrency=LLM_MAX_CONCURRENCY)
 def llm_caller(event: SQSEvent) -> None:
     entrypoints.llm_caller_handler(event.to_dict(), event.context)
+
+
+# Uploads whose Dispatcher invocation failed all its retries (the Dispatcher DLQ) or never
+# finished (audio-input/ against the job table) are dispatched again.
+@app.schedule(Rate(RECONCILE_EVERY_MINUTES, unit=Rate.MINUTES))
+def reconciler(event: CloudWatchEvent) -> dict[str, Any]:
+    return entrypoints.reconciler_handler().as_dict()

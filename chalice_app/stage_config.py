@@ -36,6 +36,7 @@ from pipeline_core.keys import (  # noqa: E402
 APP_NAME: Final = "transcription-pipeline"
 DISPATCHER: Final = "dispatcher"
 LLM_CALLER: Final = "llm_caller"
+RECONCILER: Final = "reconciler"
 
 # Timeouts (see README "Lambda timeouts"). The LLM Queue's visibility timeout must be at
 # least 6 x the LLM Caller's timeout (AWS's rule for SQS event sources): 5400 s.
@@ -48,6 +49,17 @@ LLM_QUEUE_VISIBILITY_S: Final = 6 * LLM_CALLER_TIMEOUT_S
 LLM_QUEUE_MAX_RECEIVES: Final = 3
 LLM_RETRY_DELAY_S: Final = 300  # a throttled message comes back after 5 min, not 90
 LLM_TIME_RESERVE_S: Final = 240  # no new model call in the last 4 min of an invocation
+# The Dispatcher's asynchronous invocations (S3 -> Lambda), set by scripts/deploy.sh from
+# the file write_stage renders (docs/design.md "Dispatch failures"): Lambda's 2 retries (1
+# and 2 minutes apart; the Dispatcher is idempotent), and an event throttled for an hour is
+# given up to the on-failure destination rather than kept 6 hours (Lambda's default).
+DISPATCHER_MAX_RETRY_ATTEMPTS: Final = 2
+DISPATCHER_MAX_EVENT_AGE_S: Final = 3600
+# The reconciler (every 15 minutes, app.py): uploads younger than the maximum event age may
+# still reach the Dispatcher through Lambda, so only older ones are dispatched from a listing.
+RECONCILER_TIMEOUT_S: Final = 300
+RECONCILER_MEMORY_MB: Final = 256
+RECONCILE_GRACE_S: Final = DISPATCHER_MAX_EVENT_AGE_S
 
 # Statements whose resource is "*", and why; a test holds every rendered policy to this list.
 WILDCARD_RESOURCE_SIDS: Final = {
@@ -63,24 +75,34 @@ GRANTS_WITHOUT_CALLS: Final = {
     **{
         f"{function}/OwnLogs": "The Lambda runtime writes the function's logs with its role; "
         "the local mode runs the handlers in-process and logs to a file."
-        for function in (DISPATCHER, LLM_CALLER)
+        for function in (DISPATCHER, LLM_CALLER, RECONCILER)
     },
     **{
         f"{function}/MissingObjectsRead404": "Without it S3 answers a read of a missing object "
         "with 403, not 404 (a deleted upload or transcript); moto answers 404 either way."
-        for function in (DISPATCHER, LLM_CALLER, "worker", "onprem")
+        for function in (DISPATCHER, LLM_CALLER, RECONCILER, "worker", "onprem")
     },
-    f"{DISPATCHER}/ReadUploads/s3:GetObject": "An upload to a bucket whose versioning was "
-    "suspended has no version id and is read without one; the emulated bucket is versioned.",
+    **{
+        f"{function}/ReadUploads/s3:GetObject": "An upload to a bucket whose versioning was "
+        "suspended has no version id and is read without one; the emulated bucket is versioned."
+        for function in (DISPATCHER, RECONCILER)
+    },
     f"{LLM_CALLER}/LlmQueue/sqs:GetQueueAttributes": "Lambda's SQS event source mapping reads "
     "the queue's attributes with the function's role when it is created; the local one does not.",
     f"{LLM_CALLER}/LlmQueue/sqs:SendMessage": "A transcript too long for one invocation "
     "continues in a new LLM Queue message (tests/test_llm_caller.py); the runs' are short.",
+    f"{RECONCILER}/PublishResultNotifications": "An upload the reconciler dispatches again "
+    "and the Dispatcher's checks refuse (not audio, empty, gone) gets its failure Result "
+    "published as the Dispatcher's would; the fault suite re-dispatches audio only.",
     "worker/JobTable/dynamodb:PutItem": "A message that came without a job row (sent by hand) "
     "gets one (gpu_worker/job/claim.py); the Dispatcher always writes it first.",
     "worker/RaiseOwnGroupAgain": "A message that arrived while the last worker was leaving "
     "raises the group back to 1 (gpu_worker/lifecycle/scale_to_zero.py); the runs' race is rare.",
     "worker/DescribeOwnGroup": "Read before raising the group again (above).",
+    "worker/ShipLogLines": "The AMI's CloudWatch agent ships the worker's log file with the "
+    "instance role (packer/files/amazon-cloudwatch-agent.json); local mode writes a file.",
+    "worker/SessionManager": "The AMI's SSM agent, for an operator's `aws ssm start-session` "
+    "(docs/operations.md); no instance runs it in local mode.",
     "onprem/UploadAudioAndReadItBackToVerify/s3:AbortMultipartUpload": "A killed run's "
     "unfinished multipart upload is aborted by the next run (onprem/upload.py).",
     "onprem/UploadAudioAndReadItBackToVerify/s3:ListMultipartUploadParts": "Resuming a large "
@@ -90,6 +112,10 @@ GRANTS_WITHOUT_CALLS: Final = {
     "onprem/InspectAndDrainDeadLetterQueues": "The operator's `onprem dlq` and `onprem "
     "redrive` commands after a failure, not part of a run.",
     "onprem/RedriveToSourceQueues": "`onprem redrive` sends a dead letter back to its queue.",
+    "onprem/ListUploadVersionsToReconcile": "`onprem status --reconcile`, an operator's "
+    "command (tests/component/onprem/test_onprem_reconcile.py), not part of a run.",
+    "onprem/HandUnfinishedUploadsToTheReconciler": "`onprem status --reconcile` asks the "
+    "reconciler for an upload whose dispatch did not finish; not part of a run.",
     "onprem/JobStatusAndRedriveReset": "`onprem status` and the redrive's job reset; the local "
     "mode's live view reads the job table as the emulator's administrator.",
 }
@@ -97,7 +123,7 @@ GRANTS_WITHOUT_CALLS: Final = {
 REQUIRED_OUTPUTS: Final = (
     "BucketName", "AudioQueueUrl", "AudioQueueArn", "LlmQueueUrl", "LlmQueueArn",
     "LlmQueueName", "ResultsQueueUrl", "ResultsQueueArn", "JobTableName", "JobTableArn",
-    "GpuAsgName",
+    "GpuAsgName", "DispatcherDlqUrl", "DispatcherDlqArn",
 )  # fmt: skip
 # Cross-region inference profile ids start with their geography.
 _PROFILE_PREFIXES: Final = ("us.", "eu.", "apac.", "us-gov.", "ca.", "jp.", "au.", "global.")
@@ -253,40 +279,91 @@ def _publish_results(out: StackOutputs) -> list[dict[str, Any]]:
     return [_statement("PublishResultNotifications", ["sns:Publish"], [topic])]
 
 
+def _dispatch_statements(out: StackOutputs) -> list[dict[str, Any]]:
+    """What ``dispatch_object`` calls: the Dispatcher's and the reconciler's."""
+    return [
+        _statement(
+            "ReadUploads",
+            ["s3:GetObject", "s3:GetObjectVersion"],
+            [_objects(out, AUDIO_PREFIX)],
+        ),
+        _list_bucket(out, DISPATCHER_READER),
+        _statement(
+            "SendJobsAndResults",
+            ["sqs:SendMessage"],
+            [out["AudioQueueArn"], out["ResultsQueueArn"]],
+        ),
+        _statement(
+            "JobTable",
+            ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+            [out["JobTableArn"]],
+        ),
+        _statement("DescribeGpuGroup", ["autoscaling:DescribeAutoScalingGroups"], ["*"]),
+        _statement("StartGpuWorker", ["autoscaling:SetDesiredCapacity"], [_asg_arn(out)]),
+        # A refused upload's failure Result is published too (contracts.send_result).
+        *_publish_results(out),
+    ]
+
+
 def dispatcher_policy(out: StackOutputs, stage: str) -> dict[str, Any]:
     return {
         "Version": "2012-10-17",
         "Statement": [
             _logs(out, stage, DISPATCHER),
-            _statement(
-                "ReadUploads",
-                ["s3:GetObject", "s3:GetObjectVersion"],
-                [_objects(out, AUDIO_PREFIX)],
-            ),
-            _list_bucket(out, DISPATCHER_READER),
-            _statement(
-                "SendJobsAndResults",
-                ["sqs:SendMessage"],
-                [out["AudioQueueArn"], out["ResultsQueueArn"]],
-            ),
-            _statement(
-                "JobTable",
-                ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
-                [out["JobTableArn"]],
-            ),
-            _statement("DescribeGpuGroup", ["autoscaling:DescribeAutoScalingGroups"], ["*"]),
-            _statement("StartGpuWorker", ["autoscaling:SetDesiredCapacity"], [_asg_arn(out)]),
-            *_publish_results(out),
+            *_dispatch_statements(out),
+            # Lambda sends the record of an invocation that failed all its retries to the
+            # on-failure destination with the function's role.
+            _statement("OnFailureDestination", ["sqs:SendMessage"], [out["DispatcherDlqArn"]]),
             *_kms(out),
         ],
     }
 
 
+def reconciler_policy(out: StackOutputs, stage: str) -> dict[str, Any]:
+    bucket = f"arn:{out.partition}:s3:::{out['BucketName']}"
+    list_versions = _statement("ListUploadVersions", ["s3:ListBucketVersions"], [bucket])
+    list_versions["Condition"] = {"StringLike": {"s3:prefix": [f"{AUDIO_PREFIX}*"]}}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            _logs(out, stage, RECONCILER),
+            *_dispatch_statements(out),
+            list_versions,
+            _statement(
+                "ReadDispatchFailures",
+                ["sqs:ReceiveMessage", "sqs:DeleteMessage"],
+                [out["DispatcherDlqArn"]],
+            ),
+            *_kms(out),
+        ],
+    }
+
+
+def dispatcher_event_invoke_config(out: StackOutputs, stage: str) -> dict[str, Any]:
+    """``aws lambda put-function-event-invoke-config --cli-input-json`` for the Dispatcher."""
+    return {
+        "FunctionName": function_name(stage, DISPATCHER),
+        "MaximumRetryAttempts": DISPATCHER_MAX_RETRY_ATTEMPTS,
+        "MaximumEventAgeInSeconds": DISPATCHER_MAX_EVENT_AGE_S,
+        "DestinationConfig": {"OnFailure": {"Destination": out["DispatcherDlqArn"]}},
+    }
+
+
+def event_invoke_config_file(stage: str) -> str:
+    """Where write_stage puts it, in the project's ``.chalice/`` (scripts/deploy.sh reads it)."""
+    return f"event-invoke-config-{stage}-{DISPATCHER}.json"
+
+
 def llm_caller_policy(out: StackOutputs, stage: str, options: StageOptions) -> dict[str, Any]:
     statements = [
         _logs(out, stage, LLM_CALLER),
-        _statement("ReadTranscripts", ["s3:GetObject"], [_objects(out, TRANSCRIPT_PREFIX)]),
-        _statement("WriteOutputs", ["s3:PutObject"], [_objects(out, FINAL_PREFIX)]),
+        _statement(
+            "ReadTranscripts",
+            ["s3:GetObject", "s3:GetObjectVersion"],  # the version its job's worker wrote
+            [_objects(out, TRANSCRIPT_PREFIX)],
+        ),
+        # GetObject: HEAD before writing, so that another recording's output is not replaced.
+        _statement("WriteOutputs", ["s3:GetObject", "s3:PutObject"], [_objects(out, FINAL_PREFIX)]),
         _statement(
             "ChunkCheckpoints",
             ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
@@ -327,6 +404,18 @@ def _present(values: Mapping[str, str | None]) -> dict[str, str]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _dispatch_environment(out: StackOutputs, options: StageOptions) -> dict[str, str]:
+    """What ``dispatch_object`` reads: the Dispatcher's settings, the reconciler's too."""
+    return _present(
+        {
+            cfg.ENV_AUDIO_QUEUE_URL: out["AudioQueueUrl"],
+            cfg.ENV_ASG_NAME: out["GpuAsgName"],
+            "DEFAULT_LANGUAGE": options.default_language,
+            "ENQUEUE_LEASE_SECONDS": str(DISPATCHER_TIMEOUT_S),
+        }
+    )
+
+
 def stage_entry(out: StackOutputs, stage: str, options: StageOptions) -> dict[str, Any]:
     """This tool's keys of ``stages[stage]`` in ``.chalice/config.json``."""
     return {
@@ -350,14 +439,7 @@ def stage_entry(out: StackOutputs, stage: str, options: StageOptions) -> dict[st
                 "lambda_memory_size": DISPATCHER_MEMORY_MB,
                 "autogen_policy": False,
                 "iam_policy_file": f"policy-{stage}-{DISPATCHER}.json",
-                "environment_variables": _present(
-                    {
-                        cfg.ENV_AUDIO_QUEUE_URL: out["AudioQueueUrl"],
-                        cfg.ENV_ASG_NAME: out["GpuAsgName"],
-                        "DEFAULT_LANGUAGE": options.default_language,
-                        "ENQUEUE_LEASE_SECONDS": str(DISPATCHER_TIMEOUT_S),
-                    }
-                ),
+                "environment_variables": _dispatch_environment(out, options),
             },
             LLM_CALLER: {
                 "lambda_timeout": LLM_CALLER_TIMEOUT_S,
@@ -380,6 +462,17 @@ def stage_entry(out: StackOutputs, stage: str, options: StageOptions) -> dict[st
                     }
                 ),
             },
+            RECONCILER: {
+                "lambda_timeout": RECONCILER_TIMEOUT_S,
+                "lambda_memory_size": RECONCILER_MEMORY_MB,
+                "autogen_policy": False,
+                "iam_policy_file": f"policy-{stage}-{RECONCILER}.json",
+                "environment_variables": {
+                    **_dispatch_environment(out, options),
+                    cfg.ENV_DISPATCHER_DLQ_URL: out["DispatcherDlqUrl"],
+                    "RECONCILE_GRACE_SECONDS": str(RECONCILE_GRACE_S),
+                },
+            },
         },
     }
 
@@ -400,12 +493,18 @@ def write_stage(
     policies = {
         DISPATCHER: dispatcher_policy(outputs, stage),
         LLM_CALLER: llm_caller_policy(outputs, stage, options),
+        RECONCILER: reconciler_policy(outputs, stage),
     }
+    documents = {
+        entry["lambda_functions"][function]["iam_policy_file"]: policy
+        for function, policy in policies.items()
+    }
+    documents[event_invoke_config_file(stage)] = dispatcher_event_invoke_config(outputs, stage)
     written = []
     chalice_dir.mkdir(parents=True, exist_ok=True)
-    for function, policy in policies.items():
-        path = chalice_dir / entry["lambda_functions"][function]["iam_policy_file"]
-        path.write_text(json.dumps(policy, indent=2) + "\n", encoding="utf-8")
+    for name, document in documents.items():
+        path = chalice_dir / name
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
         written.append(path)
     text = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
     config_path.write_text(text, encoding="utf-8")

@@ -29,6 +29,7 @@ ONPREM_SETTINGS: Final = {
     "audio_dlq_url": "AudioDlqUrl",
     "llm_dlq_url": "LlmDlqUrl",
     "results_dlq_url": "ResultsDlqUrl",
+    "dispatcher_dlq_url": "DispatcherDlqUrl",
 }
 
 

@@ -291,12 +291,16 @@ _MOTO_BATCH_ACTIONS: Final = {
     "sqs:ChangeMessageVisibility": "sqs:ChangeMessageVisibilityBatch",
 }
 
+# moto names some services' actions by their endpoint ("monitoring:PutMetricData").
+_MOTO_ACTION_PREFIXES: Final = {"cloudwatch": "monitoring"}
+
 
 def as_moto_enforces(policy: Mapping[str, Any]) -> dict[str, Any]:
     """``policy`` as moto can enforce it: statements of services whose resource moto does not
-    evaluate are widened to resource "*" (their actions stay exact), and SQS's single actions
-    also name their batch operations. The resources of the widened statements' calls are held
-    to the real policy by the call ledger's check instead."""
+    evaluate are widened to resource "*" without their conditions (their actions stay exact),
+    SQS's single actions also name their batch operations, and CloudWatch's their moto names.
+    The resources of the widened statements' calls are held to the real policy by the call
+    ledger's check instead."""
     statements = policy["Statement"]
     widened = []
     for statement in [statements] if isinstance(statements, Mapping) else statements:
@@ -306,9 +310,19 @@ def as_moto_enforces(policy: Mapping[str, Any]) -> dict[str, Any]:
         named = statement.get("Action", [])
         actions = [named] if isinstance(named, str) else list(named)
         actions += [_MOTO_BATCH_ACTIONS[a] for a in actions if a in _MOTO_BATCH_ACTIONS]
+        actions += [
+            f"{_MOTO_ACTION_PREFIXES[service]}:{name}"
+            for service, name in (action.split(":", 1) for action in list(actions))
+            if service in _MOTO_ACTION_PREFIXES
+        ]
         services = {action.split(":", 1)[0] for action in actions}
-        resource = statement["Resource"] if services <= _RESOURCE_CHECKED_BY_MOTO else "*"
-        widened.append({**statement, "Action": actions, "Resource": resource})
+        if services <= _RESOURCE_CHECKED_BY_MOTO:
+            widened.append({**statement, "Action": actions})
+            continue
+        # moto knows none of these services' condition keys (a statement with one never
+        # applies there), so the condition goes with the resource.
+        unconditional = {key: value for key, value in statement.items() if key != "Condition"}
+        widened.append({**unconditional, "Action": actions, "Resource": "*"})
     return {**policy, "Statement": widened}
 
 

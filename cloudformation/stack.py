@@ -33,6 +33,8 @@ OUTPUT_NAMES: Final = (
     "AudioDlqUrl",
     "LlmDlqUrl",
     "ResultsDlqUrl",
+    "DispatcherDlqUrl",
+    "DispatcherDlqArn",
     "JobTableName",
     "JobTableArn",
     "GpuAsgName",

@@ -7,7 +7,8 @@ by the job table (``job.claim``), the transcript's commit mark (``storage.output
 order of the final writes (``job.handoff``); a crash or SIGKILL at any point loses nothing.
 
 Exit codes: 0 stopped as asked (idle, SIGTERM, Spot notice), 1 unexpected failure (systemd
-restarts the daemon), 2 bad configuration (systemd does not).
+restarts the daemon), 2 bad configuration (systemd does not). A fatal exit leaves its cause
+for ``lifecycle.give_back``, which gives the instance back once the unit has failed for good.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from gpu_worker.delivery.queues import AudioQueue, Received
 from gpu_worker.faults import PausePoints
 from gpu_worker.job.claim import Action, Claim, claim_job, object_version, resolve_job_id
 from gpu_worker.job.handoff import mark_transcribed, record_handed_off, report_failure, send_llm_job
+from gpu_worker.lifecycle.give_back import clear_fatal_exit, record_fatal_exit
 from gpu_worker.lifecycle.imds import ImdsClient
 from gpu_worker.lifecycle.interruption import install_signal_handlers, watching_interruptions
 from gpu_worker.lifecycle.scale_to_zero import IdleClock, Leave, leave_group
@@ -89,6 +91,10 @@ class AwsClients:
             autoscaling=boto3.client("autoscaling", config=config),
             sns=boto3.client("sns", config=config),
         )
+
+
+class ModelLoadError(RuntimeError):
+    """The default model does not load: no job can be done on this instance."""
 
 
 class ForeignBucketError(PermanentError):
@@ -228,10 +234,23 @@ class Worker:
                         lease.delete()
                         return
                     self.pauses.after("marked_transcribed", in_flight.check)
-                    timed_key = written.keys.timed
-                else:
-                    timed_key = transcript_keys(job.object_key).timed
-                send_llm_job(self.aws.sqs, self.settings.llm_queue_url, job, job_id, timed_key)
+                    timed_key, timed_version = written.keys.timed, written.timed_version_id
+                else:  # what the delivery that transcribed it recorded
+                    record = self.table.get(job_id)
+                    recorded = record.attributes if record is not None else {}
+                    timed_key = str(
+                        recorded.get(JobField.TIMED_KEY)
+                        or transcript_keys(job.resolved_output_name).timed
+                    )
+                    timed_version = recorded.get(JobField.TIMED_VERSION_ID)
+                send_llm_job(
+                    self.aws.sqs,
+                    self.settings.llm_queue_url,
+                    job,
+                    job_id,
+                    timed_key=timed_key,
+                    timed_version_id=timed_version,
+                )
                 self.pauses.after("llm_job_sent", in_flight.check)  # 6.
                 record_handed_off(self.table, job_id)
                 self.pauses.after("handed_off", in_flight.check)
@@ -240,15 +259,16 @@ class Worker:
         except PermanentError as exc:
             # Retrying will not help: fail the job with the reason.
             with log_context(job_id=job_id):
-                reason = f"{job.object_key}: {exc}"
-                self.fail(lease, job.object_key, job_id, reason, language=job.language)
+                self.fail_job(lease, job, job_id, f"{job.object_key}: {exc}")
 
     def transcribe(
         self, job: AudioJob, bucket: str, claim: Claim, in_flight: InFlight
     ) -> WrittenTranscript:
         """Steps 3-5, unless an earlier delivery already wrote this job's transcript."""
-        keys = transcript_keys(job.object_key)
-        written = find_written_transcript(self.aws.s3, self.settings.bucket, keys, claim.job_id)
+        keys = transcript_keys(job.resolved_output_name)
+        written = find_written_transcript(
+            self.aws.s3, self.settings.bucket, keys, claim.job_id, job.object_key
+        )
         if written is not None:
             logger.info("the transcript was written by an earlier delivery; not redoing it")
             return written
@@ -362,10 +382,21 @@ class Worker:
                 logger.info("the job has its outcome already; not failing it")
                 lease.delete()
                 return
-            self.fail(lease, job.object_key, job_id, reason, language=job.language)
+            self.fail_job(lease, job, job_id, reason)
         except Exception:
             logger.exception("could not report the failure; the DLQ will keep the message")
             self.retry_later(lease)
+
+    def fail_job(self, lease: MessageLease, job: AudioJob, job_id: str | None, reason: str) -> None:
+        """``fail`` for a job whose message was read: its Result names its files and language."""
+        self.fail(
+            lease,
+            job.object_key,
+            job_id,
+            reason,
+            language=job.language,
+            output_name=job.resolved_output_name,
+        )
 
     def fail(
         self,
@@ -375,6 +406,7 @@ class Worker:
         reason: str,
         *,
         language: str | None = None,
+        output_name: str | None = None,
     ) -> None:
         """The job's one outcome is a failure: the Result (and job row) first, then the
         message goes; a report that raises leaves the message to the caller."""
@@ -387,6 +419,7 @@ class Worker:
             reason=reason,
             topic=self.results_topic,
             language=language,
+            output_name=output_name,
         )
         lease.delete()
 
@@ -454,6 +487,7 @@ class Worker:
 def main() -> int:
     """Entry point of ``gpu-worker`` and ``python -m gpu_worker``."""
     configure_logging("INFO", service="gpu-worker")
+    clear_fatal_exit()
     try:
         settings = WorkerSettings.from_env()
         configure_logging(settings.log_level, service="gpu-worker")
@@ -465,26 +499,38 @@ def main() -> int:
             )
     except ConfigError as exc:
         logger.error("bad configuration: %s", exc)
+        record_fatal_exit(EXIT_CONFIG, f"bad configuration: {exc}")
         return EXIT_CONFIG
     stop = StopController()
     install_signal_handlers(stop)
     try:
         imds = ImdsClient(settings.imds_endpoint) if settings.imds_endpoint else None
         worker_id = settings.instance_id or (imds.instance_id() if imds is not None else None)
-        options = DecodeOptions(beam_size=settings.beam_size, batch_size=settings.batch_size)
+        options = DecodeOptions(
+            beam_size=settings.beam_size,
+            batch_size=settings.batch_size,
+            batched=settings.batched_inference,
+        )
         engines = EngineCache(
             settings.engine,
             settings.models,
             settings.device,
             loader=functools.partial(load_engine, options=options),
         )
-        engines.for_language("*")  # load the default model now: fail fast, warm first job
+        try:
+            engines.for_language("*")  # load the default model now: fail fast, warm first job
+        except Exception as exc:
+            raise ModelLoadError(
+                f"could not load the default model {settings.models['*']!r} with the "
+                f"{settings.engine} engine on {settings.device}: {type(exc).__name__}: {exc}"
+            ) from exc
         worker = Worker(
             settings, AwsClients.from_environment(), engines, stop, imds=imds, worker_id=worker_id
         )
         return worker.run()
-    except Exception:
-        logger.exception("the worker failed")
+    except Exception as exc:
+        logger.exception("the worker failed: %s", exc)
+        record_fatal_exit(EXIT_FAILURE, f"{type(exc).__name__}: {exc}")
         return EXIT_FAILURE
 
 

@@ -28,14 +28,20 @@ from local_mode.samples import make_samples
 from local_mode.view import FileStatus, progress_table, scaling_table, summary_table
 from onprem.aws import Clients
 from onprem.poll import Poller, PollOptions, failure_report_path
-from onprem.settings import load_settings
+from onprem.settings import DEFAULT_FORMATS, formats_flag, load_settings
 from onprem.shutdown import GracefulStop
 from onprem.state import UploadState
 from onprem.upload import FileOutcome, Status, UploadOptions, run_upload
 from pipeline_core.config import ConfigError
 from pipeline_core.jobs import JobTable
 from pipeline_core.jsonlog import configure_logging
-from pipeline_core.keys import AUDIO_SUFFIXES, FINAL_PREFIX, final_keys, local_relative_path, stem
+from pipeline_core.keys import (
+    AUDIO_SUFFIXES,
+    FINAL_PREFIX,
+    OutputFormat,
+    final_keys,
+    local_relative_path,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -73,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="bundled weights (base: multilingual; tiny.en: English only) or a model directory",
     )
     parser.add_argument("--language", help="language for files without a sidecar or default")
+    parser.add_argument(
+        "--formats",
+        type=formats_flag,
+        metavar="LIST",
+        help="what to bring home, comma-separated, from "
+        f"{','.join(f.value for f in OutputFormat)} (default "
+        f"{','.join(f.value for f in DEFAULT_FORMATS)}; with --aws the settings file's)",
+    )
     parser.add_argument("--corrector", choices=("none", "openai"), default="none")
     parser.add_argument("--llm-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1")
     parser.add_argument("--llm-model", default="local-model")
@@ -111,24 +125,31 @@ def model_dirs(engine: str, model: str) -> dict[str, str]:
     return {"*": str(path)}
 
 
-def output_files(output_dir: Path, key: str) -> tuple[str, ...]:
-    """What the poller wrote for an uploaded key (final text, timed text, or a failure report)."""
-    final = final_keys(stem(key))
+def output_files(
+    output_dir: Path, output_name: str | None, formats: Sequence[OutputFormat] = DEFAULT_FORMATS
+) -> tuple[str, ...]:
+    """What the poller wrote for the recording named ``output_name`` (the formats asked
+    for, a failure report); nothing before the Dispatcher named it."""
+    if output_name is None:
+        return ()
+    final = final_keys(output_name)
     found = []
-    for final_key in (final.text, final.timed):
-        path = output_dir / local_relative_path(final_key, FINAL_PREFIX)
+    for output in formats:
+        path = output_dir / local_relative_path(final.of(output), FINAL_PREFIX)
         if path.exists():
             found.append(str(path))
-    failed = failure_report_path(output_dir, key)
+    failed = failure_report_path(output_dir, output_name)
     if failed.exists():
         found.append(str(failed))
     return tuple(found)
 
 
-def _with_outputs(statuses: list[FileStatus], keys: list[str], out: Path) -> list[FileStatus]:
+def _with_outputs(
+    statuses: list[FileStatus], out: Path, formats: Sequence[OutputFormat]
+) -> list[FileStatus]:
     return [
-        FileStatus(**{**vars(status), "outputs": output_files(out, key)})
-        for status, key in zip(statuses, keys, strict=True)
+        FileStatus(**{**vars(status), "outputs": output_files(out, status.output_name, formats)})
+        for status in statuses
     ]
 
 
@@ -226,7 +247,10 @@ def run_local(args: argparse.Namespace, console: Console) -> RunResult:
             refresh_seconds=0.5,
         )
         try:
-            statuses, not_uploaded = _upload_and_bring_home(target, audio_dir, out, args, console)
+            formats = args.formats or DEFAULT_FORMATS
+            statuses, not_uploaded = _upload_and_bring_home(
+                target, audio_dir, out, args, console, formats=formats
+            )
         finally:
             target.state_path.unlink(missing_ok=True)
         return RunResult(
@@ -270,7 +294,10 @@ def _run_deployed(
         # Each refresh scans the job table, which costs read units in AWS.
         refresh_seconds=5.0,
     )
-    statuses, not_uploaded = _upload_and_bring_home(target, audio_dir, out, args, console)
+    formats = args.formats or settings.formats
+    statuses, not_uploaded = _upload_and_bring_home(
+        target, audio_dir, out, args, console, formats=formats
+    )
     return RunResult(
         statuses=statuses,
         not_uploaded=not_uploaded,
@@ -284,7 +311,13 @@ def _run_deployed(
 
 
 def _upload_and_bring_home(
-    target: _Target, audio_dir: Path, out: Path, args: argparse.Namespace, console: Console
+    target: _Target,
+    audio_dir: Path,
+    out: Path,
+    args: argparse.Namespace,
+    console: Console,
+    *,
+    formats: tuple[OutputFormat, ...],
 ) -> tuple[list[FileStatus], list[FileOutcome]]:
     """The on-prem uploader, then the poller in the background until every file is home."""
     target.state_path.parent.mkdir(parents=True, exist_ok=True)
@@ -305,21 +338,18 @@ def _upload_and_bring_home(
     keys = [o.key for o in report.outcomes if o.status is Status.UPLOADED and o.key]
 
     stop = GracefulStop()
-    poller = Poller(
-        target.s3,
-        target.sqs,
-        PollOptions(
-            queue_url=target.results_queue_url,
-            output_dir=out,
-            wait_seconds=1,
-            state_file=target.state_path,
-        ),
-        stop=stop,
+    options = PollOptions(
+        queue_url=target.results_queue_url,
+        output_dir=out,
+        wait_seconds=1,
+        formats=formats,
+        state_file=target.state_path,
     )
+    poller = Poller(target.s3, target.sqs, options, stop=stop)
     poll_thread = threading.Thread(target=poller.run, name="onprem-poller")
     poll_thread.start()
     try:
-        statuses = _watch(target, keys, out, args.timeout, console) if keys else []
+        statuses = _watch(target, keys, out, args.timeout, console, formats=formats) if keys else []
     finally:
         stop.request()
         poll_thread.join()
@@ -331,14 +361,20 @@ class UsageError(ValueError):
 
 
 def _watch(
-    target: _Target, keys: list[str], out: Path, timeout: float, console: Console
+    target: _Target,
+    keys: list[str],
+    out: Path,
+    timeout: float,
+    console: Console,
+    *,
+    formats: Sequence[OutputFormat],
 ) -> list[FileStatus]:
     """Show each file's stage until all are home and nothing is left running."""
     deadline = time.monotonic() + timeout
-    statuses = _with_outputs(target.statuses(keys), keys, out)
+    statuses = _with_outputs(target.statuses(keys), out, formats)
     with Live(progress_table(statuses), console=console, refresh_per_second=4) as live:
         while time.monotonic() < deadline:
-            statuses = _with_outputs(target.statuses(keys), keys, out)
+            statuses = _with_outputs(target.statuses(keys), out, formats)
             live.update(progress_table(statuses))
             if _all_home(statuses) and target.settled():
                 break

@@ -12,6 +12,12 @@ event payloads AWS sends:
 One difference, on purpose: after a failed invocation the message's visibility is cut to a
 few seconds, where AWS waits out the queue's full visibility timeout (up to 90 minutes for the
 LLM Queue). The number of attempts is the same; only the wait is shortened.
+
+An asynchronous invocation (S3 -> the Dispatcher) is retried as Lambda retries it
+(``AsyncInvocation``: the first attempt and ``max_retry_attempts`` more, the delays between
+them shortened), then its invocation record goes to the on-failure destination, sent with the
+function's role as Lambda sends it. The maximum event age is not emulated: nothing here is
+throttled. A schedule (EventBridge) invokes its function every so often (``ScheduleTrigger``).
 """
 
 from __future__ import annotations
@@ -24,8 +30,11 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
+
+from pipeline_core.reconcile import invocation_record
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -147,8 +156,34 @@ def with_version_ids(
     return make
 
 
+@dataclass(frozen=True)
+class AsyncInvocation:
+    """How Lambda handles a failed asynchronous invocation (PutFunctionEventInvokeConfig)."""
+
+    function_arn: str
+    max_retry_attempts: int
+    # Before each retry; Lambda waits about 1 and 2 minutes, shortened here.
+    retry_delays_seconds: tuple[int, ...]
+    # Sends the invocation record (as JSON) to the on-failure destination.
+    send_on_failure: Callable[[str], None]
+
+    @property
+    def max_attempts(self) -> int:
+        return 1 + self.max_retry_attempts
+
+    def retry_delay(self, attempts_made: int) -> int:
+        delays = self.retry_delays_seconds
+        return delays[min(attempts_made, len(delays)) - 1] if delays else 0
+
+
+def _request_id(message: MessageTypeDef) -> str:
+    """One event, one request id across its retries (as Lambda keeps it)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, message["MessageId"]))
+
+
 class QueueTrigger:
-    """Polls a queue and invokes ``handler`` like an event source mapping would."""
+    """Polls a queue and invokes ``handler`` like an event source mapping would (or, with
+    ``asynchronous``, like Lambda's queue of asynchronous invocations: one event a message)."""
 
     def __init__(
         self,
@@ -164,6 +199,7 @@ class QueueTrigger:
         timeout_seconds: int = 900,
         retry_after_seconds: int = 2,
         region: str = "us-east-1",
+        asynchronous: AsyncInvocation | None = None,
     ) -> None:
         self._sqs = sqs
         self._queue_url = queue_url
@@ -176,6 +212,7 @@ class QueueTrigger:
         self._timeout = timeout_seconds
         self._retry_after = retry_after_seconds
         self._region = region
+        self._asynchronous = asynchronous
         self.stats = InvocationStats()
         self._slots = threading.Semaphore(max_concurrency)
         self._stop = threading.Event()
@@ -216,30 +253,144 @@ class QueueTrigger:
     def _invoke(self, messages: list[MessageTypeDef]) -> None:
         self.stats.started()
         failed = False
+        event: dict[str, Any] | None = None
         try:
             event = self._make_event(messages, self._queue_arn, self._region)
             if event is not None:
-                self._handler(event, LambdaContext(self._function_name, self._timeout))
+                context = LambdaContext(self._function_name, self._timeout)
+                if self._asynchronous is not None:  # one request id across the retries
+                    context = LambdaContext(
+                        self._function_name, self._timeout, _request_id(messages[0])
+                    )
+                self._handler(event, context)
         except Exception as exc:
             failed = True
-            log.warning(
-                "invocation failed; the messages go back to the queue",
-                extra={"function": self._function_name, "error": f"{type(exc).__name__}: {exc}"},
-            )
-            for message in messages:
-                self._sqs.change_message_visibility(
-                    QueueUrl=self._queue_url,
-                    ReceiptHandle=message["ReceiptHandle"],
-                    VisibilityTimeout=self._retry_after,
-                )
+            if self._asynchronous is not None and event is not None:
+                self._failed_asynchronously(messages[0], event, exc, self._asynchronous)
+            else:
+                self._retry_later(messages, exc, self._retry_after)
         else:
-            self._sqs.delete_message_batch(
-                QueueUrl=self._queue_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                    for i, m in enumerate(messages)
-                ],
-            )
+            self._delete(messages)
         finally:
             self.stats.finished(failed)
             self._slots.release()
+
+    def _retry_later(self, messages: list[MessageTypeDef], exc: Exception, delay: int) -> None:
+        log.warning(
+            "invocation failed; the messages go back to the queue",
+            extra={"function": self._function_name, "error": f"{type(exc).__name__}: {exc}"},
+        )
+        for message in messages:
+            self._sqs.change_message_visibility(
+                QueueUrl=self._queue_url,
+                ReceiptHandle=message["ReceiptHandle"],
+                VisibilityTimeout=delay,
+            )
+
+    def _failed_asynchronously(
+        self,
+        message: MessageTypeDef,
+        event: dict[str, Any],
+        exc: Exception,
+        config: AsyncInvocation,
+    ) -> None:
+        attempts = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        if attempts < config.max_attempts:
+            self._retry_later([message], exc, config.retry_delay(attempts))
+            return
+        record = invocation_record(
+            payload=event,
+            function_arn=config.function_arn,
+            request_id=_request_id(message),
+            invoke_count=attempts,
+            error=exc,
+            now=datetime.now(UTC),
+        )
+        try:
+            config.send_on_failure(json.dumps(record))
+        except Exception:
+            # Lambda then counts a DestinationDeliveryFailures metric and drops the event.
+            log.exception(
+                "the invocation record could not reach the on-failure destination; dropped",
+                extra={"function": self._function_name},
+            )
+        else:
+            log.error(
+                "invocation failed all its attempts; its record went to the on-failure destination",
+                extra={"function": self._function_name, "attempts": attempts, "error": str(exc)},
+            )
+        self._delete([message])
+
+    def _delete(self, messages: list[MessageTypeDef]) -> None:
+        self._sqs.delete_message_batch(
+            QueueUrl=self._queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+            ],
+        )
+
+
+# The event EventBridge hands a function on its schedule (Chalice's CloudWatchEvent).
+def scheduled_event(rule_arn: str, region: str, account: str) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": account,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [rule_arn],
+        "detail": {},
+    }
+
+
+class ScheduleTrigger:
+    """Invokes ``handler`` every ``every_seconds`` like an EventBridge schedule rule."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        function_name: str,
+        every_seconds: float,
+        make_event: Callable[[], dict[str, Any]],
+        timeout_seconds: int = 300,
+    ) -> None:
+        self._handler = handler
+        self._function_name = function_name
+        self._every = every_seconds
+        self._make_event = make_event
+        self._timeout = timeout_seconds
+        self.stats = InvocationStats()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"{function_name}-schedule")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def invoke(self) -> Any:
+        """One invocation now, as the schedule makes it; its error is raised."""
+        self.stats.started()
+        failed = True
+        try:
+            result = self._handler(
+                self._make_event(), LambdaContext(self._function_name, self._timeout)
+            )
+            failed = False
+            return result
+        finally:
+            self.stats.finished(failed)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                self.invoke()
+            except Exception:
+                log.exception(
+                    "scheduled invocation failed", extra={"function": self._function_name}
+                )

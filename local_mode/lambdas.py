@@ -18,8 +18,10 @@ class ChaliceFunctions:
 
     dispatcher: Any
     llm_caller: Any
+    reconciler: Any
     dispatcher_name: str
     llm_caller_name: str
+    reconciler_name: str
 
 
 def load_chalice_app(chalice_dir: Path = CHALICE_DIR) -> ModuleType:
@@ -41,7 +43,7 @@ def load_chalice_app(chalice_dir: Path = CHALICE_DIR) -> ModuleType:
 
 
 def chalice_functions(module: ModuleType) -> ChaliceFunctions:
-    """Find the S3 and SQS handlers among what the app registered."""
+    """Find the S3, SQS and schedule handlers among what the app registered."""
     from chalice.app import EventSourceHandler
 
     app = module.app
@@ -51,14 +53,17 @@ def chalice_functions(module: ModuleType) -> ChaliceFunctions:
             by_kind.setdefault(handler.event_class.__name__, []).append(name)
     s3 = by_kind.get("S3Event", [])
     sqs = by_kind.get("SQSEvent", [])
-    if len(s3) != 1 or len(sqs) != 1:
+    schedule = by_kind.get("CloudWatchEvent", [])
+    if len(s3) != 1 or len(sqs) != 1 or len(schedule) != 1:
         raise RuntimeError(
-            f"the Chalice app {app.app_name!r} should register one S3 handler and one SQS "
-            f"handler; found S3 {s3}, SQS {sqs}"
+            f"the Chalice app {app.app_name!r} should register one S3 handler, one SQS "
+            f"handler and one scheduled one; found S3 {s3}, SQS {sqs}, schedule {schedule}"
         )
     return ChaliceFunctions(
         dispatcher=getattr(module, s3[0]),
         llm_caller=getattr(module, sqs[0]),
+        reconciler=getattr(module, schedule[0]),
         dispatcher_name=f"{app.app_name}-local-{s3[0]}",
         llm_caller_name=f"{app.app_name}-local-{sqs[0]}",
+        reconciler_name=f"{app.app_name}-local-{schedule[0]}",
     )

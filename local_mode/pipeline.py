@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import subprocess
 import sys
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -36,18 +36,31 @@ from cloudformation.emulated import (
     enforce_iam,
 )
 from cloudformation.stack import load_template
+from gpu_worker.lifecycle.give_back import ENV_STATE_DIRECTORY
 from local_mode.emulator import Emulator, environment, moto_server
-from local_mode.lambda_runtime import Handler, QueueTrigger, sqs_event, with_version_ids
+from local_mode.lambda_runtime import (
+    AsyncInvocation,
+    Handler,
+    QueueTrigger,
+    ScheduleTrigger,
+    scheduled_event,
+    sqs_event,
+    with_version_ids,
+)
 from local_mode.lambdas import chalice_functions, load_chalice_app
 from local_mode.scaler import LocalScaler
+from local_mode.systemd_unit import RestartPolicy
 from local_mode.template import scaling_alarm
 from local_mode.view import FileStatus
+from local_mode.worker_process import GIVE_BACK
 from pipeline_core import config as core
 from pipeline_core.jobs import JobField, JobRecord, JobState, JobTable
 from pipeline_core.keys import AUDIO_PREFIX
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+    from botocore.awsrequest import AWSPreparedRequest
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +73,8 @@ LLM_CALLER_CONCURRENCY: Final = 3
 LLM_CALLER_BATCH_SIZE: Final = 1
 # The stage whose policies the local Lambda functions' roles carry (names only).
 LOCAL_STAGE: Final = "local"
+# Lambda waits about 1 and then 2 minutes before retrying a failed asynchronous invocation.
+ASYNC_RETRY_DELAYS_SECONDS: Final = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,9 @@ class LocalOptions:
     worker_overrides: dict[str, str] = field(default_factory=dict)
     # Where the run's AWS calls are added, generalized, when it ends (scripts/iam_report.py).
     calls_ledger: Path | None = None
+    # How often the reconciler runs (app.py's schedule is 15 minutes); None: only when
+    # ``LocalDeployment.run_reconciler`` is called.
+    reconcile_every_seconds: float | None = 60.0
 
 
 def _resource_environment(stack: EmulatedStack) -> dict[str, str]:
@@ -100,6 +118,7 @@ def lambda_environment(stack: EmulatedStack, options: LocalOptions) -> dict[str,
     """What ``.chalice/config.json`` gives both functions, from the stack's outputs."""
     values = {
         **_resource_environment(stack),
+        core.ENV_DISPATCHER_DLQ_URL: stack.outputs["DispatcherDlqUrl"],
         "LLM_QUEUE_NAME": stack.llm_queue_name,
         "CORRECTOR": options.corrector,
         "OPENAI_MODEL": options.llm_model,
@@ -123,6 +142,7 @@ def function_policies(stack: EmulatedStack, environment: dict[str, str]) -> dict
     return {
         stage_config.DISPATCHER: stage_config.dispatcher_policy(outputs, LOCAL_STAGE),
         stage_config.LLM_CALLER: stage_config.llm_caller_policy(outputs, LOCAL_STAGE, options),
+        stage_config.RECONCILER: stage_config.reconciler_policy(outputs, LOCAL_STAGE),
     }
 
 
@@ -181,6 +201,8 @@ class LocalDeployment:
         self.scaler: LocalScaler | None = None
         self.llm_trigger: QueueTrigger | None = None
         self.dispatch_trigger: QueueTrigger | None = None
+        self.reconcile_trigger: ScheduleTrigger | None = None
+        self._outages: set[tuple[str, str]] = set()  # (function, service) refused
         self._identities: Identities | None = None
         self._ledger: CallLedger | None = None
 
@@ -245,7 +267,21 @@ class LocalDeployment:
 
         sqs = boto3.client("sqs")
         self.dispatch_trigger = self._notification_trigger(
-            sqs, self._as_function(stage_config.DISPATCHER, functions.dispatcher)
+            sqs,
+            self._as_function(stage_config.DISPATCHER, functions.dispatcher),
+            self._dispatcher_async_invocation(functions.dispatcher_name),
+        )
+        account = account_scope(stack).account
+        self.reconcile_trigger = ScheduleTrigger(
+            self._as_function(stage_config.RECONCILER, functions.reconciler),
+            function_name=functions.reconciler_name,
+            every_seconds=options.reconcile_every_seconds or 0.0,
+            make_event=lambda: scheduled_event(
+                f"arn:aws:events:{REGION}:{account}:rule/{functions.reconciler_name}",
+                REGION,
+                account,
+            ),
+            timeout_seconds=stage_config.RECONCILER_TIMEOUT_S,
         )
         self.llm_trigger = QueueTrigger(
             # An SQS event source mapping receives and deletes with the function's role.
@@ -265,26 +301,40 @@ class LocalDeployment:
             stack.asg_name,
             alarm,
             self._start_worker,
+            restart_policy=RestartPolicy.from_unit(),
+            on_failure=self._start_give_back,
         )
-        for trigger in (self.dispatch_trigger, self.llm_trigger):
+        triggers: list[QueueTrigger | ScheduleTrigger] = [self.dispatch_trigger, self.llm_trigger]
+        if options.reconcile_every_seconds is not None:
+            triggers.append(self.reconcile_trigger)
+        for trigger in triggers:
             trigger.start()
             self._cleanup.callback(trigger.stop)
         self.scaler.start()
         self._cleanup.callback(self.scaler.stop)
 
-    def _notification_trigger(self, sqs: Any, dispatcher: Any) -> QueueTrigger:
-        """Wire the bucket's ObjectCreated notification (as `chalice deploy` does) via SQS."""
-        dlq_url = sqs.create_queue(QueueName=f"{NOTIFICATION_QUEUE}-dlq")["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-        url = sqs.create_queue(
-            QueueName=NOTIFICATION_QUEUE,
-            Attributes={
-                # Lambda's asynchronous invocation: the first try and two retries.
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3})
-            },
-        )["QueueUrl"]
+    def _dispatcher_async_invocation(self, function_name: str) -> AsyncInvocation:
+        """The Dispatcher's asynchronous invocation config, as scripts/deploy.sh sets it; the
+        record goes to the stack's Dispatcher DLQ, sent with the function's role."""
+        import stage_config  # chalice_app/, on the path once the app is loaded
+
+        destination = self.client_as(stage_config.DISPATCHER, "sqs")
+        url = self.stack.outputs["DispatcherDlqUrl"]
+        scope = account_scope(self.stack)
+        return AsyncInvocation(
+            function_arn=f"arn:aws:lambda:{scope.region}:{scope.account}:function:"
+            f"{function_name}:$LATEST",
+            max_retry_attempts=stage_config.DISPATCHER_MAX_RETRY_ATTEMPTS,
+            retry_delays_seconds=ASYNC_RETRY_DELAYS_SECONDS,
+            send_on_failure=lambda body: destination.send_message(QueueUrl=url, MessageBody=body),
+        )
+
+    def _notification_trigger(
+        self, sqs: Any, dispatcher: Any, asynchronous: AsyncInvocation
+    ) -> QueueTrigger:
+        """Wire the bucket's ObjectCreated notification (as `chalice deploy` does) via SQS: one
+        message is one asynchronous invocation, retried and recorded as Lambda does."""
+        url = sqs.create_queue(QueueName=NOTIFICATION_QUEUE)["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
@@ -310,7 +360,38 @@ class LocalDeployment:
             function_name="dispatcher",
             make_event=with_version_ids(boto3.client("s3")),
             max_concurrency=4,
+            asynchronous=asynchronous,
         )
+
+    def run_reconciler(self) -> Any:
+        """Invoke the reconciler now, as its schedule does; returns what it reports."""
+        if self.reconcile_trigger is None:
+            raise RuntimeError("the local deployment has not started")
+        return self.reconcile_trigger.invoke()
+
+    @contextmanager
+    def unreachable(self, function: str, service: str) -> Iterator[None]:
+        """``service``'s endpoint (``"dynamodb"``, ``"sqs"``) refuses ``function``'s
+        connections inside the block: an outage as the function sees it (botocore retries,
+        then the call fails). Other components reach the service as before."""
+        outage = (function, service)
+        self._outages.add(outage)
+        try:
+            yield
+        finally:
+            self._outages.discard(outage)
+
+    def _refuse_during_outages(self, function: str, session: boto3.Session) -> None:
+        # Registered before the function makes its clients: each client copies the session's
+        # handlers when it is made.
+        from botocore.exceptions import EndpointConnectionError
+
+        def refuse(request: AWSPreparedRequest, event_name: str, **_: Any) -> None:
+            service = event_name.split(".")[1]
+            if (function, service) in self._outages:
+                raise EndpointConnectionError(endpoint_url=request.url)
+
+        session.events.register("before-send", refuse, unique_id=f"outage-{function}")
 
     @property
     def identities(self) -> Identities:
@@ -340,6 +421,7 @@ class LocalDeployment:
         from chalicelib.aws import calling_as  # chalice_app/, on the path once the app is loaded
 
         session = self.session_as(function)
+        self._refuse_during_outages(function, session)
 
         def invoke(event: dict[str, Any], context: Any) -> Any:
             with calling_as(session):
@@ -367,14 +449,26 @@ class LocalDeployment:
         merge_into(path, self.identities.policies, self.calls(), self.stack.generated_names())
 
     def _start_worker(self, instance_id: str) -> subprocess.Popen[bytes]:
+        return self._on_instance(instance_id)
+
+    def _start_give_back(self, instance_id: str) -> subprocess.Popen[bytes]:
+        """The worker unit's OnFailure= program, on the instance whose worker failed."""
+        return self._on_instance(instance_id, GIVE_BACK)
+
+    def _on_instance(self, instance_id: str, *args: str) -> subprocess.Popen[bytes]:
+        """``local_mode.worker_process`` as a program of the instance: its environment file,
+        its role, its state directory (systemd's StateDirectory=) and its log file."""
         assert self.emulator is not None
         env = worker_environment(
             self.stack, self.options, self.emulator, instance_id, self.identities
         )
+        state_directory = self.options.work_dir / "instances" / instance_id
+        state_directory.mkdir(parents=True, exist_ok=True)
+        env[ENV_STATE_DIRECTORY] = str(state_directory)
         log_path = self.options.log_file or (self.options.work_dir / "worker.log")
         log_file = log_path.open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "local_mode.worker_process"],
+            [sys.executable, "-m", "local_mode.worker_process", *args],
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -442,4 +536,5 @@ def _status(key: str, record: JobRecord | None) -> FileStatus:
         transcribe_seconds=_number(record, JobField.TRANSCRIBE_SECONDS),
         result_status=record.attributes.get(JobField.RESULT_STATUS),
         error=record.error,
+        output_name=record.output_name,
     )

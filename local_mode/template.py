@@ -1,10 +1,14 @@
-"""Reading the CloudFormation template for what moto does not emulate: the scaling alarm."""
+"""Reading the CloudFormation template for what moto does not emulate: its alarms."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from local_mode.scaler import QueueDepthAlarm
+from local_mode.scaler import COMPARISONS, QueueDepthAlarm
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
 
 
 def _referenced(value: Any) -> str | None:
@@ -55,3 +59,37 @@ def scaling_alarm(template: dict[str, Any], physical_ids: dict[str, str]) -> Que
             capacity=_policy_capacity(policies[0]),
         )
     raise ValueError("the template has no queue-depth alarm that triggers a scaling policy")
+
+
+def alarm_condition_met(
+    template: dict[str, Any],
+    logical_id: str,
+    physical_ids: dict[str, str],
+    cloudwatch: CloudWatchClient,
+) -> bool:
+    """Whether the template's metric alarm ``logical_id`` would be in ALARM now, from the
+    datapoints in (emulated) CloudWatch: a statistic of its last ``EvaluationPeriods`` that
+    meets its threshold. Dimension values name stack resources (``!Ref X``) or are literal.
+    """
+    props = template["Resources"][logical_id]["Properties"]
+    dimensions = []
+    for dimension in props.get("Dimensions", []):
+        named = _referenced(dimension["Value"])
+        value = physical_ids[named] if named is not None else str(dimension["Value"])
+        dimensions.append({"Name": str(dimension["Name"]), "Value": value})
+    period = int(props["Period"])
+    statistic = str(props["Statistic"])
+    now = datetime.now(UTC)
+    end = now + timedelta(seconds=period)  # the period in progress counts too
+    datapoints = cloudwatch.get_metric_statistics(
+        Namespace=str(props["Namespace"]),
+        MetricName=str(props["MetricName"]),
+        Dimensions=dimensions,  # type: ignore[arg-type]
+        StartTime=now - timedelta(seconds=period * int(props["EvaluationPeriods"])),
+        EndTime=end,
+        Period=period,
+        Statistics=[statistic],  # type: ignore[list-item]
+    )["Datapoints"]
+    compare = COMPARISONS[str(props["ComparisonOperator"])]
+    threshold = float(props["Threshold"])
+    return any(compare(float(point[statistic]), threshold) for point in datapoints)  # type: ignore[literal-required]

@@ -25,6 +25,7 @@ class FileStatus:
     transcribe_seconds: float | None = None
     result_status: str | None = None
     error: str | None = None
+    output_name: str | None = None  # its files' name (pipeline_core.keys), once dispatched
     outputs: tuple[str, ...] = ()
 
     @property

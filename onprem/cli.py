@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
@@ -27,7 +28,7 @@ from botocore.exceptions import (
 )
 from rich.console import Console
 
-from onprem import poll, redrive, status, upload
+from onprem import poll, reconcile, redrive, status, upload
 from onprem.aws import Clients
 from onprem.console import (
     NoProgress,
@@ -36,11 +37,12 @@ from onprem.console import (
     setup_logging,
     stdout_console,
 )
-from onprem.settings import OnpremSettings, load_settings
+from onprem.settings import DEFAULT_FORMATS, OnpremSettings, formats_flag, load_settings
 from onprem.shutdown import GracefulStop
 from onprem.state import AlreadyRunningError, UploadState, run_lock
 from pipeline_core.config import ConfigError
 from pipeline_core.jobs import JobState, JobTable
+from pipeline_core.keys import OutputFormat
 from pipeline_core.languages import UnknownLanguageError, normalize_language
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="poll_wait_seconds",
         help="long-poll wait (default 20)",
     )
+    po.add_argument(
+        "--formats",
+        type=formats_flag,
+        metavar="LIST",
+        help="what to bring home for each transcript, comma-separated, from "
+        f"{','.join(f.value for f in OutputFormat)} (default "
+        f"{','.join(f.value for f in DEFAULT_FORMATS)})",
+    )
     po.set_defaults(handler=_poll)
 
     st = commands.add_parser("status", parents=[common], help="jobs in the job table")
@@ -150,6 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--since", help="only jobs created since: 2025-01-01, 2025-01-01T10:00, 7d")
     st.add_argument("--limit", type=int, default=200, help="rows in the table (default 200)")
     st.add_argument("--json", action="store_true", help="all matching jobs as JSON")
+    st.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="find uploads in audio-input/ whose dispatch did not finish and hand them to "
+        "the pipeline's reconciler (instead of listing jobs)",
+    )
+    st.add_argument(
+        "--grace-minutes",
+        type=float,
+        default=60.0,
+        help="with --reconcile: leave younger uploads to Lambda's own retries (default 60, "
+        "the Dispatcher's maximum event age)",
+    )
+    st.add_argument("--bucket", help="with --reconcile: the pipeline bucket (PIPELINE_BUCKET)")
     st.set_defaults(handler=_status)
 
     rd = commands.add_parser(
@@ -182,6 +206,7 @@ _OVERRIDES: Final = {
     "queue_url": "results_queue_url",
     "output_dir": "output_dir",
     "poll_wait_seconds": "poll_wait_seconds",
+    "formats": "formats",
     "job_table": "job_table",
     "region": "region",
     "profile": "profile",
@@ -250,6 +275,7 @@ def _poll(args: argparse.Namespace, settings: OnpremSettings, console: Console |
         wait_seconds=settings.poll_wait_seconds,
         once=args.once,
         state_file=settings.state_path,
+        formats=settings.formats,
     )
     clients = Clients(settings)
     stop = GracefulStop()
@@ -262,6 +288,8 @@ def _poll(args: argparse.Namespace, settings: OnpremSettings, console: Console |
 
 
 def _status(args: argparse.Namespace, settings: OnpremSettings, console: Console | None) -> int:
+    if args.reconcile:
+        return _reconcile(args, settings)
     table = JobTable(Clients(settings).dynamodb(), settings.need("job_table"))
     try:
         since = status.parse_since(args.since) if args.since else None
@@ -273,6 +301,23 @@ def _status(args: argparse.Namespace, settings: OnpremSettings, console: Console
         print(status.to_json(rows))
     else:
         status.render(rows[: args.limit], stdout_console(), total=len(rows))
+    return EXIT_OK
+
+
+def _reconcile(args: argparse.Namespace, settings: OnpremSettings) -> int:
+    clients = Clients(settings)
+    handed = reconcile.hand_over_unfinished(
+        clients.s3(),
+        clients.sqs(),
+        JobTable(clients.dynamodb(), settings.need("job_table")),
+        bucket=settings.need("bucket"),
+        dispatcher_dlq_url=settings.need("dispatcher_dlq_url"),
+        grace=timedelta(minutes=args.grace_minutes),
+    )
+    if args.json:
+        print(reconcile.to_json(handed))
+    else:
+        reconcile.render(handed, stdout_console())
     return EXIT_OK
 
 

@@ -1,9 +1,14 @@
 """``onprem poll``: fetch finished transcripts from the Results Queue.
 
-For each result the ``final-output/`` files are downloaded into the output folder under
-their own names (``final-output/a/b.txt`` -> ``<output>/a/b.txt``), written atomically and
-checked against the object's size, with the reader page ``<name>.html`` beside them
-(``onprem/reader.py``); a failed result becomes ``<output>/failed/<name>.json``.
+For each result the formats asked for (``formats``: ``txt`` and ``srt`` unless told
+otherwise) are downloaded from ``final-output/`` into the output folder under their own names
+(``final-output/a/b.txt`` -> ``<output>/a/b.txt``), written atomically and checked against
+the object's size; a ``.docx`` is built here from the corrected ``.json``. A failed result
+becomes ``<output>/failed/<name>.json``; so does a result some of whose formats are missing
+(the others are written, the report names what is missing). When none of them is there
+(expired, deleted) the result is a download failure, as below. ``<name>`` is the
+recording's output name (``pipeline_core.keys``), so that no two recordings' files or
+reports meet, not even on a case-insensitive file system.
 The message is deleted only after that, so a crash at any point leaves it in the queue and
 the next run does the work again; writing the same bytes twice changes nothing, so a
 duplicate message is harmless. A message that is malformed, names a key that would leave
@@ -22,20 +27,25 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from onprem import reader
 from onprem.atomic import TEMP_SUFFIX, OutputWriteError, write_atomic, write_bytes_atomic
+from onprem.docx_writer import transcript_docx
+from onprem.settings import DEFAULT_FORMATS
 from onprem.shutdown import GracefulStop, StopPolling
 from pipeline_core import keys
 from pipeline_core.contracts import ContractError, Result
 from pipeline_core.errors import ONPREM_READER, ConfigurationError, is_missing_object
 from pipeline_core.jsonlog import log_context
+from pipeline_core.keys import OutputFormat
+from pipeline_core.transcript_document import TranscriptDocument
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -53,16 +63,23 @@ class PollOutcome(StrEnum):
     WRITTEN = "written"
     UNCHANGED = "unchanged"  # a duplicate: the files already hold these bytes
     FAILURE_REPORTED = "failure-reported"
+    PARTLY_WRITTEN = "partly-written"  # some formats missing: reported in failed/
     MALFORMED = "malformed"  # left for the DLQ
     REFUSED = "refused"  # unsafe key; left for the DLQ
     DOWNLOAD_FAILED = "download-failed"  # left; retried after the visibility timeout
 
 
 LEFT_IN_QUEUE: Final = (PollOutcome.MALFORMED, PollOutcome.REFUSED, PollOutcome.DOWNLOAD_FAILED)
+# Outcomes that make the run's exit code 1: a cron wrapper should hear about them.
+NEEDS_ATTENTION: Final = (*LEFT_IN_QUEUE, PollOutcome.PARTLY_WRITTEN)
 
 
 class DownloadError(Exception):
     """An object that did not arrive whole."""
+
+
+class MissingOutputError(DownloadError):
+    """An object the result implies that is not (or no longer) in the bucket."""
 
 
 @dataclass(frozen=True)
@@ -72,11 +89,8 @@ class PollOptions:
     wait_seconds: int = 20
     once: bool = False
     max_messages: int = 10
-    # The HTML reader beside each transcript (onprem/reader.py); it links the recording when
-    # the uploader's state (state_file) names a local copy. On by default: it is built here
-    # from the timed text already fetched (no AWS call, no grant), a few kB, and it is how a
-    # reviewer checks the transcript against the audio.
-    reader_page: bool = True
+    formats: tuple[OutputFormat, ...] = DEFAULT_FORMATS
+    # The uploader's state on this machine: the reader page links the recording it names.
     state_file: Path | None = None
 
 
@@ -87,8 +101,9 @@ class PollReport:
 
     @property
     def exit_code(self) -> int:
-        """0: all handled (or nothing to do); 1: something was left in the queue or broke."""
-        return 1 if self.fatal or any(self.outcomes[o] for o in LEFT_IN_QUEUE) else 0
+        """0: all handled (or nothing to do); 1: something was left in the queue, is missing
+        or broke."""
+        return 1 if self.fatal or any(self.outcomes[o] for o in NEEDS_ATTENTION) else 0
 
     def summary(self) -> dict[str, Any]:
         counts: dict[str, Any] = {o.value: n for o, n in self.outcomes.items() if n}
@@ -117,9 +132,48 @@ def sweep_temp_files(output_dir: Path, older_than: float = STALE_TEMP_SECONDS) -
     return removed
 
 
-def failure_report_path(output_dir: Path, source_file: str) -> Path:
-    relative = keys.local_relative_path(keys.audio_key(source_file), keys.AUDIO_PREFIX)
-    return output_dir / FAILED_FOLDER / relative.with_suffix(".json")
+@dataclass(frozen=True)
+class HomeBuild:
+    """What a format built here needs besides the document: its file, the recording's home."""
+
+    target: Path
+    bucket: str
+    state_file: Path | None
+
+
+# The formats built here from the corrected JSON (``OutputFormat.built_at_home``).
+HOME_BUILDERS: Final[dict[OutputFormat, Callable[[TranscriptDocument, HomeBuild], bytes]]] = {
+    OutputFormat.DOCX: lambda document, _build: transcript_docx(document),
+    OutputFormat.HTML: lambda document, build: reader.page_from_transcript(
+        document, build.target, build.bucket, build.state_file
+    ),
+}
+
+
+def failure_report_path(output_dir: Path, output_name: str) -> Path:
+    """Where the failure of the recording named ``output_name`` is reported."""
+    return output_dir / FAILED_FOLDER / keys.failure_report_relative_path(output_name)
+
+
+def _reports_failure_of(report: Path, source_file: str) -> bool:
+    """True when ``report`` is a failure report of ``source_file`` (not another recording's)."""
+    try:
+        written = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(written, dict) and written.get("source_file") == source_file
+
+
+def _output_name(result: Result, text_key: str) -> str:
+    """The name of a finished recording's files: its text key's, which is the Result's
+    ``output_name`` (a Result sent before names were reserved has only the key); a Result
+    whose two disagree is refused (another recording's files are not brought home as its)."""
+    name = keys.stem_from_final_text_key(text_key)
+    if result.output_name is not None and result.output_name != name:
+        raise keys.InvalidKeyError(
+            f"the result's output file {text_key} is not its output name's ({result.output_name!r})"
+        )
+    return name
 
 
 class Poller:
@@ -242,7 +296,7 @@ class Poller:
             log.warning("files written but the message was not deleted: %s", exc)
 
     def _report_failure(self, result: Result) -> PollOutcome:
-        target = failure_report_path(self.options.output_dir, result.source_file)
+        target = failure_report_path(self.options.output_dir, result.resolved_output_name)
         report = json.dumps(result.to_dict(), ensure_ascii=False, indent=2) + "\n"
         changed = write_bytes_atomic(target, report.encode("utf-8"))
         log.warning(
@@ -254,43 +308,105 @@ class Poller:
         )
         return PollOutcome.FAILURE_REPORTED
 
+    def _report_missing(
+        self, result: Result, output_name: str, missing: list[OutputFormat]
+    ) -> None:
+        target = failure_report_path(self.options.output_dir, output_name)
+        names = ", ".join(output.value for output in missing)
+        report = {
+            **result.to_dict(),
+            "error": f"not in the bucket: {names} (the other formats asked for were written)",
+            "missing_formats": [output.value for output in missing],
+        }
+        text = json.dumps(report, ensure_ascii=False, indent=2) + "\n"
+        write_bytes_atomic(target, text.encode("utf-8"))
+        log.error(
+            "%s: formats missing: %s (report %s)",
+            result.source_file,
+            names,
+            target,
+            extra={"missing_formats": report["missing_formats"], "report": str(target)},
+        )
+
     def _fetch_outputs(self, result: Result) -> PollOutcome:
-        targets: list[tuple[str, str, Path]] = []
-        for uri in (result.output_file, result.timed_output_file):
-            if uri is None:
-                continue
-            bucket, key = keys.parse_s3_uri(uri)
-            relative: PurePosixPath = keys.local_relative_path(key, keys.FINAL_PREFIX)
-            targets.append((bucket, key, self.options.output_dir / relative))
-        changed = [self._download(bucket, key, target) for bucket, key, target in targets]
-        if self.options.reader_page:
-            changed.append(
-                reader.write_page_for_result(
-                    result, self.options.output_dir, self.options.state_file
-                )
-            )
-        stale = failure_report_path(self.options.output_dir, result.source_file)
-        if stale.is_file():
+        if result.output_file is None:  # the contract requires it of a success
+            raise DownloadError("the result names no output file")
+        bucket, text_key = keys.parse_s3_uri(result.output_file)
+        output_name = _output_name(result, text_key)
+        final = keys.final_keys(output_name)
+        targets: dict[OutputFormat, Path] = {}
+        for output in self.options.formats:
+            relative = keys.local_relative_path(final.of(output), keys.FINAL_PREFIX)
+            targets[output] = self.options.output_dir / relative
+        changed: list[bool] = []
+        missing: list[OutputFormat] = []
+        # Downloads first: a format built here reads the JSON just downloaded, if asked for.
+        for output, target in sorted(targets.items(), key=lambda item: item[0].built_at_home):
+            try:
+                if output.built_at_home:
+                    json_here = OutputFormat.JSON in targets and OutputFormat.JSON not in missing
+                    body = (
+                        targets[OutputFormat.JSON].read_bytes()
+                        if json_here
+                        else self._read(bucket, final.json)
+                    )
+                    build = HomeBuild(target, bucket, self.options.state_file)
+                    changed.append(self._build(output, body, f"s3://{bucket}/{final.json}", build))
+                else:
+                    changed.append(self._download(bucket, final.of(output), target))
+            except MissingOutputError:
+                missing.append(output)
+        if len(missing) == len(targets):
+            raise MissingOutputError(f"none of {', '.join(o.value for o in missing)} is there")
+        report = failure_report_path(self.options.output_dir, output_name)
+        if missing:
+            self._report_missing(result, output_name, missing)
+        elif report.is_file() and _reports_failure_of(report, result.source_file):
             # An earlier attempt failed and a redrive succeeded: the transcript is the outcome.
             with contextlib.suppress(OSError):
-                stale.unlink()
-                log.info("removed the earlier failure report %s", stale)
-        outcome = PollOutcome.WRITTEN if any(changed) else PollOutcome.UNCHANGED
+                report.unlink()
+                log.info("removed the earlier failure report %s", report)
+        if missing:
+            outcome = PollOutcome.PARTLY_WRITTEN
+        else:
+            outcome = PollOutcome.WRITTEN if any(changed) else PollOutcome.UNCHANGED
+        written = [str(t) for o, t in targets.items() if o not in missing]
         log.info(
             "%s: %s %s",
             result.source_file,
             outcome.value,
-            ", ".join(str(t) for _, _, t in targets),
-            extra={"status": result.status, "files": [str(t) for _, _, t in targets]},
+            ", ".join(written),
+            extra={"status": result.status, "files": written},
         )
         return outcome
+
+    def _build(self, output: OutputFormat, json_body: bytes, source: str, build: HomeBuild) -> bool:
+        """A format made here from the corrected JSON."""
+        try:
+            document = TranscriptDocument.from_json(json_body)
+        except ValueError as exc:
+            raise DownloadError(f"{source} is not a transcript: {exc}") from None
+        return write_bytes_atomic(build.target, HOME_BUILDERS[output](document, build))
+
+    def _read(self, bucket: str, key: str) -> bytes:
+        try:
+            response = self.s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if is_missing_object(exc, ONPREM_READER, bucket, key):
+                raise MissingOutputError(f"s3://{bucket}/{key} does not exist") from None
+            raise
+        with contextlib.closing(response["Body"]) as body:
+            data = body.read()
+        if len(data) != response["ContentLength"]:
+            raise DownloadError(f"s3://{bucket}/{key}: got {len(data)} bytes")
+        return data
 
     def _download(self, bucket: str, key: str, target: Path) -> bool:
         try:
             response = self.s3.get_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
         except ClientError as exc:
             if is_missing_object(exc, ONPREM_READER, bucket, key):  # expired or deleted
-                raise DownloadError(f"s3://{bucket}/{key} no longer exists") from None
+                raise MissingOutputError(f"s3://{bucket}/{key} does not exist") from None
             raise
         expected = response["ContentLength"]
         body = response["Body"]

@@ -35,10 +35,9 @@ from urllib.parse import quote
 import jinja2
 from markupsafe import Markup
 
-from onprem.atomic import OutputWriteError, write_bytes_atomic
+from onprem.atomic import write_bytes_atomic
 from onprem.state import UploadState
 from pipeline_core import keys
-from pipeline_core.contracts import Result
 from pipeline_core.languages import UnknownLanguageError, is_right_to_left, normalize_language
 from pipeline_core.timed_text import TIMED_PREFIX, TimedSegment, parse, parse_timestamp
 
@@ -364,37 +363,6 @@ def render_page(document: ReaderDocument) -> str:
 def write_page(target: Path, document: ReaderDocument) -> bool:
     """Write the page atomically; False when it already held exactly this page."""
     return write_bytes_atomic(target, render_page(document).encode("utf-8"))
-
-
-def write_page_for_result(result: Result, output_dir: Path, state_file: Path | None) -> bool:
-    """The page beside a fetched result's transcript, from its timed text (already at home).
-
-    False when it was unchanged, or when the result names no timed text to show.
-    """
-    if result.output_file is None or result.timed_output_file is None:
-        log.info("no timed transcript in the result: no reader page")
-        return False
-    bucket, text_key = keys.parse_s3_uri(result.output_file)
-    _, timed_key = keys.parse_s3_uri(result.timed_output_file)
-    page = page_path(output_dir / keys.local_relative_path(text_key, keys.FINAL_PREFIX))
-    timed = output_dir / keys.local_relative_path(timed_key, keys.FINAL_PREFIX)
-    try:
-        timed_text = timed.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:  # written a moment ago: the folder itself is failing
-        raise OutputWriteError(timed, exc) from exc
-    document = document_from_timed_text(
-        keys.relative_audio_name(result.source_file),
-        timed_text,
-        recording_href=local_recording_href(state_file, bucket, result.source_file, page),
-    )
-    changed = write_page(page, document)
-    log.info(
-        "reader page %s: %s",
-        page,
-        "written" if changed else "unchanged",
-        extra={"page": str(page), "recording": document.recording_href},
-    )
-    return changed
 
 
 def page_from_transcript(

@@ -10,6 +10,7 @@ stay one contract. AWS credentials are never read or stored here: boto3's standa
 
 from __future__ import annotations
 
+import argparse
 import os
 import tomllib
 from collections.abc import Mapping
@@ -19,15 +20,18 @@ from typing import Any, Final, Literal
 
 from pipeline_core import config as core
 from pipeline_core.config import ConfigError, Env
-from pipeline_core.keys import AUDIO_SUFFIXES
+from pipeline_core.keys import AUDIO_SUFFIXES, OutputFormat
 
 ENV_CONFIG: Final = "ONPREM_CONFIG"
 CONFIG_NAME: Final = "transcribe-onprem.toml"
 DEFAULT_PATTERNS: Final = tuple(f"*{suffix}" for suffix in AUDIO_SUFFIXES)
+# What the poller brings home unless told otherwise: the text, subtitles of it, and the reader
+# page to check it against the recording (built here: no AWS call, no grant, a few kB).
+DEFAULT_FORMATS: Final = (OutputFormat.TXT, OutputFormat.SRT, OutputFormat.HTML)
 
 _LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
-Kind = Literal["str", "path", "int", "float", "patterns"]
+Kind = Literal["str", "path", "int", "float", "patterns", "formats"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ _SPECS: Final[dict[str, _Spec]] = {
     "audio_dlq_url": _Spec("AUDIO_DLQ_URL", "str"),
     "llm_dlq_url": _Spec("LLM_DLQ_URL", "str"),
     "results_dlq_url": _Spec("RESULTS_DLQ_URL", "str"),
+    "dispatcher_dlq_url": _Spec(core.ENV_DISPATCHER_DLQ_URL, "str"),
     "input_dir": _Spec("ONPREM_INPUT_DIR", "path"),
     "output_dir": _Spec("ONPREM_OUTPUT_DIR", "path"),
     "state_file": _Spec("ONPREM_STATE_FILE", "path"),
@@ -58,6 +63,7 @@ _SPECS: Final[dict[str, _Spec]] = {
     "max_concurrency": _Spec("ONPREM_MAX_CONCURRENCY", "int", 1),
     "max_attempts": _Spec("ONPREM_MAX_ATTEMPTS", "int", 1),
     "poll_wait_seconds": _Spec("ONPREM_POLL_WAIT_SECONDS", "int", 0),
+    "formats": _Spec("ONPREM_FORMATS", "formats"),
     "region": _Spec("AWS_REGION", "str"),
     "profile": _Spec("AWS_PROFILE", "str"),
     "log_level": _Spec(core.ENV_LOG_LEVEL, "str"),
@@ -94,6 +100,8 @@ class OnpremSettings:
     audio_dlq_url: str | None = None
     llm_dlq_url: str | None = None
     results_dlq_url: str | None = None
+    # The Dispatcher's on-failure destination, where `status --reconcile` asks the reconciler.
+    dispatcher_dlq_url: str | None = None
     input_dir: Path | None = None
     output_dir: Path | None = None
     state_file: Path | None = None
@@ -107,6 +115,8 @@ class OnpremSettings:
     max_concurrency: int = 4
     max_attempts: int = 8
     poll_wait_seconds: int = 20
+    # The deliverables the poller brings home for each transcript.
+    formats: tuple[OutputFormat, ...] = DEFAULT_FORMATS
     region: str | None = None
     profile: str | None = None
     log_level: str = "INFO"
@@ -126,6 +136,26 @@ class OnpremSettings:
                 where.append(FLAGS[name])
             raise ConfigError(f"{name} is not set: give it as {', '.join(where)}")
         return value
+
+
+def parse_formats(names: str | list[str] | tuple[str, ...]) -> tuple[OutputFormat, ...]:
+    """``"txt,srt"`` or ``["txt", "srt"]`` -> the formats, in order, each once."""
+    items = names.split(",") if isinstance(names, str) else list(names)
+    wanted = [item.strip().lower().removeprefix(".") for item in items if item.strip()]
+    known = {output.value: output for output in OutputFormat}
+    unknown = [name for name in wanted if name not in known]
+    if unknown or not wanted:
+        what = f"unknown format {', '.join(map(repr, unknown))}" if unknown else "no format"
+        raise ConfigError(f"{what}; the formats are {', '.join(known)}")
+    return tuple(dict.fromkeys(known[name] for name in wanted))
+
+
+def formats_flag(value: str) -> tuple[OutputFormat, ...]:
+    """``parse_formats`` as an argparse type: a bad list is a usage error naming the formats."""
+    try:
+        return parse_formats(value)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _from_file(path: Path) -> dict[str, Any]:
@@ -158,6 +188,13 @@ def _check_file_value(path: Path, key: str, spec: _Spec, value: object) -> objec
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
             raise wrong('a list of glob patterns such as ["*.mp3", "*.wav"]')
         return tuple(value)
+    if spec.kind == "formats":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise wrong('a list of formats such as ["txt", "srt", "docx"]')
+        try:
+            return parse_formats(value)
+        except ConfigError as exc:
+            raise ConfigError(f"config file {path}: {key!r}: {exc}") from None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise wrong("a number")
     if spec.kind == "int" and not isinstance(value, int):
@@ -183,6 +220,11 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
             if not patterns:
                 raise ConfigError(f"environment variable {spec.env} names no glob pattern")
             values[key] = patterns
+        elif spec.kind == "formats":
+            try:
+                values[key] = parse_formats(raw)
+            except ConfigError as exc:
+                raise ConfigError(f"environment variable {spec.env}: {exc}") from None
         elif spec.kind == "int":
             minimum = None if spec.minimum is None else int(spec.minimum)
             values[key] = env.integer(spec.env, 0, minimum=minimum)

@@ -122,6 +122,12 @@ build {
     destination = "/tmp/transcription-worker-ami.conf"
   }
 
+  # The worker's log lines -> the stack's log group (its name is filled in by the user data).
+  provisioner "file" {
+    source      = "${path.root}/files/amazon-cloudwatch-agent.json"
+    destination = "/tmp/amazon-cloudwatch-agent.json"
+  }
+
   provisioner "shell" {
     execute_command = "chmod +x {{ .Path }}; sudo -E env {{ .Vars }} {{ .Path }}"
     environment_vars = [

@@ -22,6 +22,9 @@ ENV_ASG_NAME: Final = "GPU_ASG_NAME"
 # The stack's notification topic: every Result sent is also published there (optional).
 ENV_NOTIFICATION_TOPIC_ARN: Final = "NOTIFICATION_TOPIC_ARN"
 ENV_LOG_LEVEL: Final = "LOG_LEVEL"
+ENV_DISPATCHER_DLQ_URL: Final = "DISPATCHER_DLQ_URL"
+ENV_IMDS_ENDPOINT: Final = "IMDS_ENDPOINT"
+ENV_INSTANCE_ID: Final = "WORKER_INSTANCE_ID"
 
 
 class ConfigError(RuntimeError):
@@ -139,6 +142,28 @@ class DispatcherSettings:
             log_level=env.text(ENV_LOG_LEVEL, "INFO"),
             enqueue_lease_seconds=env.integer("ENQUEUE_LEASE_SECONDS", 60, minimum=0),
             notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),
+        )
+
+
+@dataclass(frozen=True)
+class ReconcilerSettings:
+    """The reconciler dispatches again what the Dispatcher did not finish, with its settings."""
+
+    dispatcher: DispatcherSettings
+    dispatcher_dlq_url: str  # the Dispatcher's on-failure destination
+    # Uploads younger than this are left to Lambda, which may still deliver their S3 event.
+    grace_seconds: int = 3600
+    # On-failure records handled per run (the rest wait for the next run).
+    max_records: int = 500
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ReconcilerSettings:
+        env = Env(environ)
+        return cls(
+            dispatcher=DispatcherSettings.from_env(environ),
+            dispatcher_dlq_url=env.required(ENV_DISPATCHER_DLQ_URL),
+            grace_seconds=env.integer("RECONCILE_GRACE_SECONDS", 3600, minimum=0),
+            max_records=env.integer("RECONCILE_MAX_RECORDS", 500, minimum=1),
         )
 
 
@@ -270,9 +295,11 @@ class WorkerSettings:
     misconfiguration_pause_seconds: int = 300
     spot_poll_seconds: float = 5.0
     progress_log_seconds: float = 30.0
-    # Decoding: beams per search, and 30 s chunks decoded together (transformers engine).
+    # Decoding: beams per search, and 30 s chunks decoded together (transformers engine;
+    # faster-whisper too with batched_inference, on audio longer than one window).
     beam_size: int = 5
     batch_size: int = 8
+    batched_inference: bool = False
     # Fault injection for the reliability tests: log and sleep after this named step.
     pause_after_step: str | None = None
     # The own instance id where there is no IMDS to ask (local mode's stand-in instances).
@@ -302,7 +329,7 @@ class WorkerSettings:
             visibility_timeout_seconds=env.integer("VISIBILITY_TIMEOUT_SECONDS", 600, minimum=6),
             heartbeat_seconds=env.integer("HEARTBEAT_SECONDS", 120, minimum=1),
             idle_shutdown_seconds=env.integer("IDLE_SHUTDOWN_SECONDS", 300, minimum=0),
-            imds_endpoint=env.optional("IMDS_ENDPOINT"),
+            imds_endpoint=env.optional(ENV_IMDS_ENDPOINT),
             log_level=env.text(ENV_LOG_LEVEL, "INFO"),
             retry_delay_seconds=env.integer("RETRY_DELAY_SECONDS", 10, minimum=0),
             max_receives=env.integer("MAX_RECEIVES", 3, minimum=1),
@@ -313,8 +340,9 @@ class WorkerSettings:
             progress_log_seconds=env.number("PROGRESS_LOG_SECONDS", 30.0, minimum=0),
             beam_size=env.integer("WORKER_BEAM_SIZE", 5, minimum=1),
             batch_size=env.integer("WORKER_BATCH_SIZE", 8, minimum=1),
+            batched_inference=env.flag("WORKER_BATCHED_INFERENCE", False),
             pause_after_step=env.optional("WORKER_PAUSE_AFTER_STEP"),
-            instance_id=env.optional("WORKER_INSTANCE_ID"),
+            instance_id=env.optional(ENV_INSTANCE_ID),
             notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),
         )
         if settings.heartbeat_seconds >= settings.visibility_timeout_seconds:

@@ -107,6 +107,10 @@ class _Message(BaseModel):
         return json.dumps(self.to_dict(), ensure_ascii=False)
 
 
+def _check_output_name(value: str | None) -> str | None:
+    return None if value is None else keys.check_output_name(value)
+
+
 def _check_language(value: str) -> str:
     try:
         normalize_language(value)
@@ -127,6 +131,7 @@ class AudioJob(_Message):
     bucket: str | None = None
     etag: str | None = None
     version_id: str | None = None
+    output_name: str | None = Field(default=None, min_length=1)
     schema_version: int | None = None
 
     @field_validator("s3_key")
@@ -136,11 +141,18 @@ class AudioJob(_Message):
         return value
 
     _language_is_known = field_validator("language")(_check_language)
+    _output_name_is_safe = field_validator("output_name")(_check_output_name)
 
     @property
     def object_key(self) -> str:
         """The full key under ``audio-input/``, whichever form the message used."""
         return keys.audio_key(self.s3_key)
+
+    @property
+    def resolved_output_name(self) -> str:
+        """The name of this recording's files: the one the Dispatcher reserved, or for a
+        message without one (sent before names were reserved, or by hand) the plain stem."""
+        return self.output_name or keys.stem(self.object_key)
 
     @property
     def language_code(self) -> str:
@@ -157,6 +169,9 @@ class LlmJob(_Message):
     language: str = Field(min_length=1, max_length=64)
     job_id: str | None = Field(default=None, min_length=1, max_length=128)
     source_key: str | None = None
+    # The S3 version the worker wrote: a newer upload of the same recording may have
+    # replaced the transcript at ``timed_key`` since, and this job corrects its own.
+    timed_version_id: str | None = Field(default=None, min_length=1)
     schema_version: int | None = None
 
     @field_validator("timed_key")
@@ -201,6 +216,7 @@ class Result(_Message):
     error: str | None = Field(default=None, max_length=MAX_ERROR_CHARS)
     job_id: str | None = None
     timed_output_file: str | None = None
+    output_name: str | None = Field(default=None, min_length=1)
     schema_version: int | None = None
     # What correction did, in transcript lines (optional: absent from failures, from a run
     # without a corrector's figures and from older messages): changed by an accepted edit;
@@ -208,6 +224,8 @@ class Result(_Message):
     lines_corrected: int | None = Field(default=None, ge=0)
     lines_refused: int | None = Field(default=None, ge=0)
     lines_left: int | None = Field(default=None, ge=0)
+
+    _output_name_is_safe = field_validator("output_name")(_check_output_name)
 
     @field_validator("source_file")
     @classmethod
@@ -250,6 +268,7 @@ class Result(_Message):
         status: ResultStatus = "success",
         timed_output_file: str | None = None,
         job_id: str | None = None,
+        output_name: str | None = None,
         line_counts: LineCounts | None = None,
     ) -> Result:
         """A finished job's Result: ``success``, or ``success_uncorrected`` when its text was
@@ -265,21 +284,35 @@ class Result(_Message):
                 "timestamp": utc_timestamp(),
                 "job_id": job_id,
                 "timed_output_file": timed_output_file,
+                "output_name": output_name,
                 "schema_version": SCHEMA_VERSION,
                 **counts,
             }
         )
 
     @classmethod
-    def failure(cls, source_file: str, error: str, job_id: str | None = None) -> Result:
+    def failure(
+        cls,
+        source_file: str,
+        error: str,
+        job_id: str | None = None,
+        output_name: str | None = None,
+    ) -> Result:
         return cls(
             source_file=keys.audio_key(source_file),
             status="failed",
             timestamp=utc_timestamp(),
             error=error[:MAX_ERROR_CHARS],
             job_id=job_id,
+            output_name=output_name,
             schema_version=SCHEMA_VERSION,
         )
+
+    @property
+    def resolved_output_name(self) -> str:
+        """The name of the recording's files (its failure report's too); a Result without
+        one (sent before names were reserved) names them after the plain stem."""
+        return self.output_name or keys.stem(self.source_file)
 
 
 def send_to_queue(sqs: SQSClient, queue_url: str, message: AudioJob | LlmJob | Result) -> str:

@@ -100,9 +100,10 @@ class ObjectReader:
 WORKER_READER: Final = ObjectReader("the GPU worker's role", (AUDIO_PREFIX, TRANSCRIPT_PREFIX))
 # The Dispatcher HEADs each upload; it may be deleted before the event arrives.
 DISPATCHER_READER: Final = ObjectReader("the Dispatcher's role", (AUDIO_PREFIX,))
-# The LLM Caller reads the timed transcript and its chunk checkpoints (absent until saved).
+# The LLM Caller reads the timed transcript and its chunk checkpoints (absent until saved),
+# and HEADs its final output before writing it (another recording's is not overwritten).
 LLM_CALLER_READER: Final = ObjectReader(
-    "the LLM Caller's role", (TRANSCRIPT_PREFIX, LLM_WORK_PREFIX)
+    "the LLM Caller's role", (TRANSCRIPT_PREFIX, LLM_WORK_PREFIX, FINAL_PREFIX)
 )
 # The uploader HEADs each key before it uploads; the poller reads final transcripts, which
 # expire with the bucket's lifecycle rule.

@@ -8,6 +8,10 @@ so a redelivered message finds its work done and skips it.
 The row's attribute names are ``JobField``'s; a step that must not run twice at once (the
 Dispatcher re-sending a lost message, the LLM Caller correcting a transcript) holds a
 ``Lease`` on the row.
+
+The table also holds one item per reserved output name (``reserve_output_name``), keyed
+``output-name#<digest of the folded name>``, which ``scan`` leaves out: the conditional put
+of that item is what keeps two recordings from sharing output files.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
+from pipeline_core import keys
 from pipeline_core.contracts import utc_timestamp
 
 if TYPE_CHECKING:
@@ -49,7 +54,8 @@ class JobField:
     UPDATED_AT: Final = "updated_at"
     ERROR: Final = "error"
     EXPIRES_AT: Final = "expires_at"  # the table's TTL attribute
-    # The Dispatcher: the upload, its Audio Queue message, and its refusal.
+    # The Dispatcher: the upload, its output name, its Audio Queue message, its refusal.
+    OUTPUT_NAME: Final = "output_name"
     ETAG: Final = "etag"
     VERSION_ID: Final = "version_id"
     SIZE_BYTES: Final = "size_bytes"
@@ -62,6 +68,7 @@ class JobField:
     WORKER_ID: Final = "worker_id"
     PROGRESS_PERCENT: Final = "progress_percent"
     TIMED_KEY: Final = "timed_key"
+    TIMED_VERSION_ID: Final = "timed_version_id"  # the S3 version of the timed transcript
     AUDIO_SECONDS: Final = "audio_seconds"
     TRANSCRIBE_SECONDS: Final = "transcribe_seconds"
     REAL_TIME_FACTOR: Final = "real_time_factor"
@@ -95,6 +102,13 @@ class JobField:
     RESULT_SENT_AT: Final = "result_sent_at"
     # ``onprem redrive``: when a failed job was sent back to a stage.
     REDRIVEN_AT: Final = "redriven_at"
+    # An output name's reservation item (not a job): what it is, and whose.
+    RECORD_KIND: Final = "record_kind"
+
+
+# ``JobField.RECORD_KIND`` of an output name's reservation, and its key's prefix.
+OUTPUT_NAME_KIND: Final = "output-name"
+_OUTPUT_NAME_KEY_PREFIX: Final = OUTPUT_NAME_KIND + "#"
 
 
 class JobState(StrEnum):
@@ -123,6 +137,12 @@ _ORDER: Final = {state: rank for rank, state in enumerate(JobState)}
 def at_or_after(state: JobState, step: JobState) -> bool:
     """True when a job in ``state`` has already reached ``step`` (failed counts as past all)."""
     return state is JobState.FAILED or _ORDER[state] >= _ORDER[step]
+
+
+def _output_name_key(name: str) -> str:
+    """The reservation item's key: a digest of the folded name (bounded in length, and
+    never the 32 hex digits of a job id)."""
+    return _OUTPUT_NAME_KEY_PREFIX + hashlib.sha256(keys.folded_name(name).encode()).hexdigest()
 
 
 def job_id_for(bucket: str, key: str, version: str) -> str:
@@ -165,6 +185,19 @@ class JobRecord:
             error=item.get(JobField.ERROR),
             attributes={k: v for k, v in item.items() if k not in known},
         )
+
+    @property
+    def output_name(self) -> str | None:
+        """The name of the job's files (``pipeline_core.keys``): the one the Dispatcher
+        reserved, else (a row from before reserved names) the upload's plain stem; None for
+        an upload whose key cannot name files."""
+        reserved = self.attributes.get(JobField.OUTPUT_NAME)
+        if reserved:
+            return str(reserved)
+        try:
+            return keys.stem(self.s3_key)
+        except keys.InvalidKeyError:
+            return None
 
 
 def _now_ms() -> int:
@@ -310,13 +343,7 @@ class JobTable:
             JobField.ERROR: error,
             JobField.EXPIRES_AT: int(time.time()) + self._ttl_seconds,
         }
-        return _written(
-            lambda: self._client.put_item(
-                TableName=self._table,
-                Item=self._serialize(item),
-                ConditionExpression=f"attribute_not_exists({JobField.JOB_ID})",
-            )
-        )
+        return self._put_new(item)
 
     def transition(
         self,
@@ -397,22 +424,67 @@ class JobTable:
         update.require(f"{update.name(lease.owner_field)} = {update.value(lease.owner)}")
         _written(lambda: self._update(job_id, update))  # False: no longer ours to give back
 
-    def get(self, job_id: str) -> JobRecord | None:
+    def reserve_output_name(self, bucket: str, source_key: str) -> str:
+        """The output name of the upload ``source_key``: the first of
+        ``keys.output_name_candidates`` that no other upload holds (case-folded), taken
+        with a conditional put, or the one this upload took before (a re-upload, a
+        redelivered event, a retried dispatch). Never two uploads with one name."""
+        source_key = keys.audio_key(source_key)
+        for name in keys.output_name_candidates(source_key):
+            keys.check_output_name(name)
+            item_key = _output_name_key(name)
+            item = {
+                JobField.JOB_ID: item_key,
+                JobField.RECORD_KIND: OUTPUT_NAME_KIND,
+                JobField.OUTPUT_NAME: name,
+                JobField.BUCKET: bucket,
+                JobField.S3_KEY: source_key,
+                JobField.CREATED_AT: utc_timestamp(),
+            }
+            if self._put_new(item):
+                return name
+            holder = self._get_item(item_key)
+            if holder is not None and (
+                holder.get(JobField.BUCKET) == bucket and holder.get(JobField.S3_KEY) == source_key
+            ):
+                return str(holder[JobField.OUTPUT_NAME])
+        # Not reached: the last candidate, a digest of the exact key, is this upload's alone.
+        raise RuntimeError(f"no output name is free for {source_key!r}")
+
+    def _put_new(self, item: Mapping[str, Any]) -> bool:
+        """Put ``item`` unless its key exists; False (nothing written) when it does."""
+        return _written(
+            lambda: self._client.put_item(
+                TableName=self._table,
+                Item=self._serialize(item),
+                ConditionExpression=f"attribute_not_exists({JobField.JOB_ID})",
+            )
+        )
+
+    def _get_item(self, item_key: str) -> dict[str, Any] | None:
         response = self._client.get_item(
             TableName=self._table,
-            Key=self._serialize({JobField.JOB_ID: job_id}),
+            Key=self._serialize({JobField.JOB_ID: item_key}),
             ConsistentRead=True,
         )
         item = response.get("Item")
-        return None if item is None else JobRecord.from_item(self._deserialize(item))
+        return None if item is None else self._deserialize(item)
+
+    def get(self, job_id: str) -> JobRecord | None:
+        item = self._get_item(job_id)
+        return None if item is None else JobRecord.from_item(item)
 
     def scan(self, states: Iterable[JobState] | None = None) -> Iterator[JobRecord]:
-        """Every job, optionally only those in ``states``; paginates through the table."""
+        """Every job, optionally only those in ``states``; paginates through the table.
+        Output name reservations are not jobs and are left out."""
         wanted = {state.value for state in states} if states is not None else None
         paginator = self._client.get_paginator("scan")
         for page in paginator.paginate(TableName=self._table):
             for item in page.get("Items", []):
-                record = JobRecord.from_item(self._deserialize(item))
+                values = self._deserialize(item)
+                if values.get(JobField.RECORD_KIND) == OUTPUT_NAME_KIND:
+                    continue
+                record = JobRecord.from_item(values)
                 if wanted is None or record.state.value in wanted:
                     yield record
 

@@ -27,6 +27,8 @@ _READ_PREFIX = re.compile(
     rf"^(\s*\[[^\]\n]*\]\s*|\s*{_READ_TIME}\s*-->\s*{_READ_TIME}\s+)(.*)$", re.DOTALL
 )
 _SPACES = re.compile(r"\s+")
+_ANY_TIME = r"\d+(?::\d{2}){1,2}(?:[.,]\d+)?"  # hours past 99 too
+_PREFIX_TIMES = re.compile(rf"({_ANY_TIME})\s*-->\s*({_ANY_TIME})")
 
 
 class TimedSegment(Protocol):
@@ -60,6 +62,22 @@ def parse_timestamp(stamp: str) -> float:
     """``01:02:05.500`` -> ``3725.5``, the inverse of ``format_timestamp``."""
     hours, minutes, seconds = stamp.split(":")
     return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def _read_time(stamp: str) -> float:
+    """``01:02:05.500``, ``1:02:05,5`` or ``02:05.500`` -> seconds."""
+    total = 0.0
+    for part in stamp.replace(",", ".").split(":"):
+        total = total * 60 + float(part)
+    return total
+
+
+def prefix_times(prefix: str) -> tuple[float, float] | None:
+    """The start and end a line's timing prefix gives (ours or SRT-style), if it gives both."""
+    match = _PREFIX_TIMES.search(prefix)
+    if match is None:
+        return None
+    return _read_time(match.group(1)), _read_time(match.group(2))
 
 
 def render_segments(segments: Iterable[TimedSegment]) -> str:

@@ -116,7 +116,7 @@ else
   echo "(preflight not run: no AWS credentials or .venv here)"
 fi
 
-echo "== 1/4 CloudFormation stack $STACK_NAME in $REGION"
+echo "== 1/5 CloudFormation stack $STACK_NAME in $REGION"
 run aws cloudformation deploy \
   --region "$REGION" \
   --stack-name "$STACK_NAME" \
@@ -125,7 +125,7 @@ run aws cloudformation deploy \
   --no-fail-on-empty-changeset \
   --parameter-overrides "${PARAMETERS[@]}"
 
-echo "== 2/4 stack outputs -> $OUTPUTS_JSON"
+echo "== 2/5 stack outputs -> $OUTPUTS_JSON"
 ((DRY_RUN)) || mkdir -p "$(dirname "$OUTPUTS_JSON")"
 show aws cloudformation describe-stacks --region "$REGION" --stack-name "$STACK_NAME" \
   --query "Stacks[0].Outputs" --output json
@@ -135,14 +135,21 @@ if ((!DRY_RUN)); then
     --query "Stacks[0].Outputs" --output json >"$OUTPUTS_JSON"
 fi
 
-echo "== 3/4 Chalice app, stage $STAGE"
+echo "== 3/5 Chalice app, stage $STAGE"
 run "$PYTHON" chalice_app/stage_config.py --stage "$STAGE" --outputs-json "$OUTPUTS_JSON" \
   "${MODEL_ARGS[@]}"
 # chalice copies vendor/ (a link to pipeline_core) as it is: this machine's bytecode stays out.
 run find pipeline_core -name __pycache__ -type d -prune -exec rm -rf {} +
 run env AWS_DEFAULT_REGION="$REGION" "$CHALICE" --project-dir chalice_app deploy --stage "$STAGE"
 
-echo "== 4/4 on-prem settings (save as ~/.config/transcribe-onprem.toml)"
+# S3 invokes the Dispatcher asynchronously; Chalice cannot configure what Lambda does when an
+# invocation fails. stage_config.py rendered it (retries, maximum event age, the stack's
+# Dispatcher DLQ as on-failure destination; docs/design.md "Dispatch failures").
+echo "== 4/5 the Dispatcher's asynchronous invocations: retries, event age, on-failure destination"
+run aws lambda put-function-event-invoke-config --region "$REGION" \
+  --cli-input-json "file://chalice_app/.chalice/event-invoke-config-$STAGE-dispatcher.json"
+
+echo "== 5/5 on-prem settings (save as ~/.config/transcribe-onprem.toml)"
 if ((DRY_RUN)); then
   show "$PYTHON" -m cloudformation.deploy_tools onprem-toml --region "$REGION" \
     --outputs-json "$OUTPUTS_JSON"

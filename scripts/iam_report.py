@@ -33,6 +33,7 @@ DOC: Final = ROOT / "docs" / "iam.md"
 IDENTITIES: Final = {
     "dispatcher": "Lambda role with `chalice_app/stage_config.py` `dispatcher_policy`",
     "llm_caller": "Lambda role with `chalice_app/stage_config.py` `llm_caller_policy`",
+    "reconciler": "Lambda role with `chalice_app/stage_config.py` `reconciler_policy`",
     "worker": "the template's `WorkerRole` (`WorkerPolicy`), assumed as the instance",
     "onprem": "an IAM user with the template's `OnPremPolicy` (`OnPremPolicyArn`)",
 }
@@ -50,15 +51,19 @@ refused there as in AWS. moto is lenient or different in these places; the ledge
   against the real statement by the ledger (`cloudformation/call_ledger.py`).
 - **SQS batch operations.** AWS authorises `DeleteMessageBatch`, `SendMessageBatch` and
   `ChangeMessageVisibilityBatch` as the single actions; moto asks for the batch names, which the
-  emulated roles are given beside the single ones.
+  emulated roles are given beside the single ones. Likewise moto asks for CloudWatch's actions
+  by the endpoint's name (`monitoring:PutMetricData`), which the roles are given beside
+  `cloudwatch:`.
 - **S3 403 instead of 404.** Without `s3:ListBucket` on the bucket, S3 answers a read of a
   missing key with 403; moto answers 404 whatever the caller holds. Only a check of the
   policies themselves finds a role that probes possibly-missing objects without it.
-- **Condition keys.** moto ignores conditions (`aws:SecureTransport`, `s3:prefix`,
-  `aws:SourceAccount`, ...): a statement narrowed by a condition is enforced as if unconditioned,
-  and the ledger check does not evaluate conditions either.
-- **Resource policies and KMS.** Bucket, queue and topic policies (the TLS-only denies) and
-  KMS key policies are not evaluated; the emulated stack has no customer managed key, so the
+- **Condition keys.** moto supplies no condition key but `sts:ExternalId`, so an Allow with
+  a condition never applies there. The statements widened to resource `"*"` lose their
+  conditions with it (`cloudwatch:namespace` on the worker's `PutMetricData`); the others
+  (`s3:prefix`) are enforced as written, which moto's 404 for missing keys makes moot. Deny
+  statements (`aws:SecureTransport`) and the ledger check do not evaluate conditions either.
+- **Resource policies and KMS.** Bucket, queue and topic policies (the TLS-only denies) and KMS key
+  policies are not evaluated; the emulated stack has no customer managed key, so the
   `kms:Decrypt`/`kms:GenerateDataKey` grants are never exercised, and moto publishes to the
   notification topic without the SNS-managed key (`alias/aws/sns`) that encrypts it in AWS.
 - **Bedrock.** Converse goes to a local fake server, not to moto: the call is recorded and held

@@ -22,6 +22,7 @@ ORDER = [
     "test_poison.py",
     "test_bedrock.py",
     "test_outage.py",
+    "test_dispatch_failure.py",
     "test_poller.py",
     "test_load.py",
     "test_input_hardening.py",

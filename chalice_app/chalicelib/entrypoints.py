@@ -15,13 +15,22 @@ from chalicelib.correction.llm_caller import (
     handle_llm_message,
 )
 from chalicelib.dispatch.dispatcher import Dispatched, DispatcherClients, handle_s3_event
-from pipeline_core.config import DispatcherSettings, LlmCallerSettings
+from chalicelib.dispatch.reconciler import ReconcileReport, reconcile
+from pipeline_core.config import DispatcherSettings, LlmCallerSettings, ReconcilerSettings
+
+
+def _dispatcher_clients() -> DispatcherClients:
+    return DispatcherClients(aws.s3(), aws.sqs(), aws.dynamodb(), aws.autoscaling(), aws.sns())
 
 
 def dispatcher_handler(event: Mapping[str, Any]) -> list[Dispatched]:
     """One S3 event: every uploaded object it announces."""
-    clients = DispatcherClients(aws.s3(), aws.sqs(), aws.dynamodb(), aws.autoscaling(), aws.sns())
-    return handle_s3_event(event, clients, DispatcherSettings.from_env())
+    return handle_s3_event(event, _dispatcher_clients(), DispatcherSettings.from_env())
+
+
+def reconciler_handler() -> ReconcileReport:
+    """One scheduled run: what the Dispatcher did not finish is dispatched again."""
+    return reconcile(_dispatcher_clients(), ReconcilerSettings.from_env())
 
 
 def llm_caller_handler(event: Mapping[str, Any], context: Any) -> list[CorrectionOutcome]:

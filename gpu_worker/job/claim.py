@@ -86,6 +86,7 @@ def claim_job(table: JobTable, job_id: str, job: AudioJob, bucket: str, worker_i
                 version=job.version_id or job.etag or "",
                 language=job.language_code,
                 details=job.details,
+                extra={JobField.OUTPUT_NAME: job.resolved_output_name},
             )
             record = table.get(job_id)
             if record is None:

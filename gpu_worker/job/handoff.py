@@ -54,7 +54,13 @@ def mark_transcribed(table: JobTable, job_id: str, written: WrittenTranscript) -
 
 
 def send_llm_job(
-    sqs: SQSClient, llm_queue_url: str, job: AudioJob, job_id: str, timed_key: str
+    sqs: SQSClient,
+    llm_queue_url: str,
+    job: AudioJob,
+    job_id: str,
+    *,
+    timed_key: str,
+    timed_version_id: str | None,
 ) -> None:
     message = LlmJob(
         timed_key=timed_key,
@@ -62,6 +68,7 @@ def send_llm_job(
         language=job.language,
         job_id=job_id,
         source_key=job.object_key,
+        timed_version_id=timed_version_id,
     )
     message_id = send_to_queue(sqs, llm_queue_url, message)
     logger.info("sent the LLM job", extra={"timed_key": timed_key, "llm_message_id": message_id})
@@ -81,9 +88,10 @@ def report_failure(
     reason: str,
     topic: ResultTopic | None = None,
     language: str | None = None,
+    output_name: str | None = None,
 ) -> None:
     """Tell the user the job failed and why, and record it; the caller deletes the message."""
-    result = Result.failure(source_key, reason, job_id=job_id)
+    result = Result.failure(source_key, reason, job_id=job_id, output_name=output_name)
     send_result(sqs, results_queue_url, result, topic=topic, language=language)
     if job_id is not None and table.get(job_id) is not None:
         table.fail(job_id, reason)

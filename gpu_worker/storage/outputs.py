@@ -4,6 +4,10 @@ Each ``put_object`` is atomic for readers (a reader sees the old object or the w
 one). The timed file is written last because it is what the LLM Caller reads and what a
 restarted worker looks for: it carries the job id and the run's figures as S3 metadata,
 so a redelivered job whose transcript was already written skips straight to the hand-off.
+Every file names its recording (``pipeline_core.ownership``), and the timed file the S3
+version of the JSON written with it (the LLM Caller reads that one for the word timings);
+a timed file of another recording at this job's key fails the job instead of being
+overwritten.
 """
 
 from __future__ import annotations
@@ -16,9 +20,16 @@ from urllib.parse import quote, unquote
 from botocore.exceptions import ClientError
 
 from gpu_worker.transcription import formats
+from pipeline_core import subtitles
 from pipeline_core.errors import WORKER_READER, is_missing_object
 from pipeline_core.jobs import JobField
-from pipeline_core.keys import TranscriptKeys
+from pipeline_core.keys import OutputFormat, TranscriptKeys
+from pipeline_core.ownership import (
+    OutputTakenError,
+    Owner,
+    json_version_metadata,
+    owner_metadata,
+)
 from pipeline_core.timed_text import render_segments
 
 if TYPE_CHECKING:
@@ -35,6 +46,7 @@ class WrittenTranscript:
     audio_seconds: float
     transcribe_seconds: float
     model: str
+    timed_version_id: str | None = None  # None in a bucket without versioning
 
     @property
     def real_time_factor(self) -> float:
@@ -44,6 +56,7 @@ class WrittenTranscript:
         """What the job table records about the transcription."""
         return {
             JobField.TIMED_KEY: self.keys.timed,
+            JobField.TIMED_VERSION_ID: self.timed_version_id,
             JobField.AUDIO_SECONDS: round(self.audio_seconds, 3),
             JobField.TRANSCRIBE_SECONDS: round(self.transcribe_seconds, 3),
             JobField.REAL_TIME_FACTOR: round(self.real_time_factor, 4),
@@ -60,29 +73,41 @@ def write_transcripts(
     figures: formats.RunFigures,
 ) -> WrittenTranscript:
     segments = transcription.segments
+    owner = owner_metadata(figures.job_id, figures.source_key)
+    document = formats.transcript_document(segments, figures)
+    versions: dict[str, str | None] = {}
     for key, body, content_type in (
-        (keys.json, formats.transcript_json(segments, figures), "application/json"),
-        (keys.srt, formats.srt(segments), "application/x-subrip; charset=utf-8"),
-        (keys.vtt, formats.vtt(segments), "text/vtt; charset=utf-8"),
+        (keys.json, document.to_json(), OutputFormat.JSON.content_type),
+        (keys.srt, subtitles.srt(document), OutputFormat.SRT.content_type),
+        (keys.vtt, subtitles.vtt(document), OutputFormat.VTT.content_type),
     ):
-        s3.put_object(Bucket=bucket, Key=key, Body=body.encode("utf-8"), ContentType=content_type)
-    written = WrittenTranscript(
-        keys=keys,
-        audio_seconds=figures.audio_seconds,
-        transcribe_seconds=figures.transcribe_seconds,
-        model=figures.model,
-    )
-    s3.put_object(
+        written_object = s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=body.encode("utf-8"),
+            ContentType=content_type,
+            Metadata=owner,
+        )
+        versions[key] = _version(written_object.get("VersionId"))
+    put = s3.put_object(
         Bucket=bucket,
         Key=keys.timed,
         Body=render_segments(segments).encode("utf-8"),
         ContentType="text/plain; charset=utf-8",
         Metadata={  # S3 metadata is ASCII: the model id is percent-encoded
-            "job-id": figures.job_id,
+            **owner,
+            **json_version_metadata(versions[keys.json]),
             "audio-seconds": f"{figures.audio_seconds:.3f}",
             "transcribe-seconds": f"{figures.transcribe_seconds:.3f}",
             "model": quote(figures.model, safe=":/"),
         },
+    )
+    written = WrittenTranscript(
+        keys=keys,
+        audio_seconds=figures.audio_seconds,
+        transcribe_seconds=figures.transcribe_seconds,
+        model=figures.model,
+        timed_version_id=_version(put.get("VersionId")),
     )
     logger.info(
         "wrote the transcript",
@@ -92,9 +117,13 @@ def write_transcripts(
 
 
 def find_written_transcript(
-    s3: S3Client, bucket: str, keys: TranscriptKeys, job_id: str
+    s3: S3Client, bucket: str, keys: TranscriptKeys, job_id: str, source_key: str
 ) -> WrittenTranscript | None:
-    """The transcript an earlier delivery of this job finished writing, if any."""
+    """The transcript an earlier delivery of this job finished writing, if any.
+
+    Raises ``OutputTakenError`` when the timed file is another recording's: not this job's,
+    nor an earlier upload's of the same source (which this one replaces).
+    """
     try:
         head = s3.head_object(Bucket=bucket, Key=keys.timed)
     except ClientError as exc:
@@ -102,7 +131,10 @@ def find_written_transcript(
             return None
         raise
     metadata = head.get("Metadata", {})
-    if metadata.get("job-id") != job_id:  # absent, or another upload's transcript
+    owner = Owner.of(metadata)
+    if not owner.may_be_replaced_by(job_id, source_key):
+        raise OutputTakenError(keys.timed, owner, source_key)
+    if owner.job_id != job_id:  # an earlier upload of the same source: transcribed anew
         return None
     try:
         return WrittenTranscript(
@@ -110,6 +142,12 @@ def find_written_transcript(
             audio_seconds=float(metadata["audio-seconds"]),
             transcribe_seconds=float(metadata["transcribe-seconds"]),
             model=unquote(metadata.get("model", "")),
+            timed_version_id=_version(head.get("VersionId")),
         )
     except (KeyError, ValueError):
         return None
+
+
+def _version(version_id: str | None) -> str | None:
+    """An S3 version id, or None where the bucket keeps none (``"null"``)."""
+    return version_id if version_id not in (None, "null") else None

@@ -1,24 +1,30 @@
-"""The four transcript files the worker writes, as pure functions of the segments.
+"""The segments the worker writes, and the document its files are made from.
 
 - ``.timed.txt``: one segment a line (the LLM Caller's input, so its format is part of the
   pipeline's contract: ``pipeline_core.timed_text`` writes and reads it);
-- ``.json``: segments with words, and the figures of the run;
-- ``.srt`` and ``.vtt``: subtitles.
+- ``.json``: segments with words, and the figures of the run
+  (``pipeline_core.transcript_document``);
+- ``.srt`` and ``.vtt``: subtitles (``pipeline_core.subtitles``).
 
-Text is kept as the engine produced it (Hebrew stays logical-order UTF-8, no bidi marks
-are added); only line breaks inside a segment are folded into spaces, so that one segment
-is always one line of the timed file.
+The LLM Caller writes the same three formats of the corrected text, from the same code.
+Text is kept as the engine produced it (Hebrew stays logical-order UTF-8); only line breaks
+inside a segment are folded into spaces, so that one segment is always one line of the
+timed file.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from gpu_worker.transcription.transcript import Segment, Word
-from pipeline_core.timed_text import format_timestamp, one_line
+from pipeline_core.timed_text import one_line
+from pipeline_core.transcript_document import (
+    SegmentRecord,
+    TranscriptDocument,
+    WordRecord,
+    seconds,
+)
 
 
 def normalize_segments(segments: Iterable[Segment], duration: float | None) -> list[Segment]:
@@ -50,28 +56,6 @@ def normalize_segments(segments: Iterable[Segment], duration: float | None) -> l
     return result
 
 
-def srt(segments: Iterable[Segment]) -> str:
-    cues = [
-        f"{index}\n{format_timestamp(s.start, ',')} --> {format_timestamp(s.end, ',')}\n"
-        f"{one_line(s.text)}\n"
-        for index, s in enumerate(segments, start=1)
-    ]
-    return "\n".join(cues)
-
-
-def _vtt_text(text: str) -> str:
-    # WebVTT cue text is markup; escaping ">" also keeps "-->" out of the cue, as required.
-    return one_line(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def vtt(segments: Iterable[Segment]) -> str:
-    cues = [
-        f"{format_timestamp(s.start)} --> {format_timestamp(s.end)}\n{_vtt_text(s.text)}\n"
-        for s in segments
-    ]
-    return "WEBVTT\n\n" + "\n".join(cues)
-
-
 @dataclass(frozen=True)
 class RunFigures:
     """What the JSON file records about the run besides the segments."""
@@ -89,38 +73,31 @@ class RunFigures:
         return self.transcribe_seconds / self.audio_seconds if self.audio_seconds > 0 else 0.0
 
 
-def _seconds(value: float) -> float:
-    return round(float(value), 3)
+def _word(word: Word) -> WordRecord:
+    probability = None if word.probability is None else round(float(word.probability), 4)
+    return WordRecord(
+        start=seconds(word.start), end=seconds(word.end), text=word.text, probability=probability
+    )
 
 
-def _word(word: Word) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "start": _seconds(word.start),
-        "end": _seconds(word.end),
-        "text": word.text,
-    }
-    if word.probability is not None:
-        data["probability"] = round(float(word.probability), 4)
-    return data
-
-
-def transcript_json(segments: Iterable[Segment], figures: RunFigures) -> str:
-    document: Mapping[str, Any] = {
-        "source_key": figures.source_key,
-        "job_id": figures.job_id,
-        "language": figures.language,
-        "model": figures.model,
-        "audio_seconds": _seconds(figures.audio_seconds),
-        "transcribe_seconds": _seconds(figures.transcribe_seconds),
-        "real_time_factor": round(figures.real_time_factor, 4),
-        "segments": [
-            {
-                "start": _seconds(s.start),
-                "end": _seconds(s.end),
-                "text": one_line(s.text),
-                "words": [_word(w) for w in s.words],
-            }
+def transcript_document(segments: Iterable[Segment], figures: RunFigures) -> TranscriptDocument:
+    """The ``.json`` the worker writes; its ``.srt`` and ``.vtt`` are made from it
+    (``pipeline_core.subtitles``), like the LLM Caller's corrected ones."""
+    return TranscriptDocument(
+        source_key=figures.source_key,
+        job_id=figures.job_id,
+        language=figures.language,
+        model=figures.model,
+        audio_seconds=seconds(figures.audio_seconds),
+        transcribe_seconds=seconds(figures.transcribe_seconds),
+        real_time_factor=round(figures.real_time_factor, 4),
+        segments=tuple(
+            SegmentRecord(
+                start=seconds(s.start),
+                end=seconds(s.end),
+                text=one_line(s.text),
+                words=tuple(_word(w) for w in s.words),
+            )
             for s in segments
-        ],
-    }
-    return json.dumps(document, ensure_ascii=False, indent=1) + "\n"
+        ),
+    )

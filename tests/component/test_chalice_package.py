@@ -62,6 +62,10 @@ def test_package_holds_the_app_and_the_shared_core_only(tmp_path: Path) -> None:
     assert mapping["batch_size"] == 1
     assert mapping["scaling_config"] == {"maximum_concurrency": 3}
     assert resources["aws_lambda_function"]["llm_caller"]["reserved_concurrent_executions"] == 3
+    # The reconciler on its schedule (app.py), with its own function and timeout.
+    [rule] = resources["aws_cloudwatch_event_rule"].values()
+    assert rule["schedule_expression"] == "rate(15 minutes)"
+    assert resources["aws_lambda_function"]["reconciler"]["timeout"] == 300
     [notification] = resources["aws_s3_bucket_notification"].values()
     [target] = notification["lambda_function"]
     assert target["filter_prefix"] == "audio-input/"

@@ -92,7 +92,7 @@ def test_a_job_travels_through_the_bucket_queues_and_table(stack: EmulatedStack)
     body = s3.get_object(Bucket=bucket, Key=received.object_key, VersionId=version)
     assert body["Body"].read() == b"ID3 not really audio"
     assert jobs.transition(job_id, JobState.TRANSCRIBING, expected=[JobState.QUEUED])
-    timed = keys.transcript_keys(key).timed
+    timed = keys.transcript_keys(keys.stem(key)).timed
     s3.put_object(Bucket=bucket, Key=timed, Body="[00:00.000 --> 00:01.000] שלום".encode())
     llm = LlmJob(timed_key=timed, details="x", language="hebrew", job_id=job_id, source_key=key)
     send_to_queue(sqs, stack.outputs["LlmQueueUrl"], llm)

@@ -163,7 +163,7 @@ def test_llm_queue_visibility_is_six_times_the_timeout_the_stage_config_deploys(
 
 def test_queues_are_encrypted_and_dead_letter_after_three_receives() -> None:
     queues = _of_type("AWS::SQS::Queue")
-    assert len(queues) == 6
+    assert len(queues) == 7  # three queues, their DLQs, the Dispatcher's on-failure destination
     for name, queue in queues.items():
         props = queue["Properties"]
         assert props["SqsManagedSseEnabled"] is True, name
@@ -210,18 +210,21 @@ def test_failures_and_stuck_work_alarm_the_encrypted_topic() -> None:
     watched_queues = {
         _ref(props["Dimensions"][0]["Value"])
         for props in to_topic.values()
-        if props["Namespace"] == "AWS/SQS"
+        if props.get("Namespace") == "AWS/SQS"
         and props["MetricName"] == "ApproximateNumberOfMessagesVisible"
     }
-    assert watched_queues == {"AudioDlq", "LlmDlq", "ResultsDlq"}
+    assert watched_queues == {"AudioDlq", "LlmDlq", "ResultsDlq", "DispatcherDlq"}
     for props in to_topic.values():
-        if props["MetricName"] == "ApproximateNumberOfMessagesVisible":
+        if props.get("MetricName") == "ApproximateNumberOfMessagesVisible":
             assert (props["ComparisonOperator"], props["Threshold"]) == ("GreaterThanThreshold", 0)
 
     lambda_names = [
-        props["Dimensions"][0]["Value"]["Fn::If"][2]["Fn::Sub"]
+        # A name the stack may be told (Fn::If on its parameter), else Chalice's by default.
+        props["Dimensions"][0]["Value"].get(
+            "Fn::If", [None, None, props["Dimensions"][0]["Value"]]
+        )[2]["Fn::Sub"]
         for props in to_topic.values()
-        if props["Namespace"] == "AWS/Lambda"
+        if props.get("Namespace") == "AWS/Lambda"
     ]
     # Chalice names a function <app_name>-<stage>-<handler>: the alarms must watch those.
     chalice_config = json.loads(
@@ -231,7 +234,9 @@ def test_failures_and_stuck_work_alarm_the_encrypted_topic() -> None:
     assert sorted(lambda_names) == sorted(
         f"{chalice_config['app_name']}-${{Stage}}-{handler}" for handler in handlers
     )
-    (stuck,) = [p for p in to_topic.values() if p["MetricName"] == "ApproximateAgeOfOldestMessage"]
+    (stuck,) = [
+        p for p in to_topic.values() if p.get("MetricName") == "ApproximateAgeOfOldestMessage"
+    ]
     assert _ref(stuck["Dimensions"][0]["Value"]) == "AudioQueue"
     assert stuck["Threshold"] == {"Ref": "WorkerStartAlarmSeconds"}
 
@@ -243,12 +248,13 @@ def test_failures_and_stuck_work_alarm_the_encrypted_topic() -> None:
     assert subscription["Condition"] == "HasAlarmEmail"
 
 
-def test_gpu_group_is_spot_only_rebalancing_and_never_resets_desired() -> None:
+def test_gpu_group_is_spot_only_and_never_resets_desired() -> None:
     props = RESOURCES["GpuAsg"]["Properties"]
     assert props["MinSize"] == "0"
     assert props["MaxSize"] == {"Ref": "MaxWorkers"}
     assert "DesiredCapacity" not in props  # a stack update must not kill a running job
-    assert props["CapacityRebalance"] is True
+    # Off (docs/design.md "Capacity Rebalancing"): the worker drains on the advice itself.
+    assert props["CapacityRebalance"] is False
     distribution = props["MixedInstancesPolicy"]["InstancesDistribution"]
     assert distribution == {
         "OnDemandBaseCapacity": 0,
@@ -263,11 +269,14 @@ def test_worker_policy_scopes_every_write_to_its_own_resources() -> None:
         for res in _of_type("AWS::IAM::ManagedPolicy").values()
         if [_ref(r) for r in res["Properties"].get("Roles", [])] == ["WorkerRole"]
     ]
-    for statement in policy["PolicyDocument"]["Statement"]:
-        actions = statement["Action"]
-        actions = actions if isinstance(actions, list) else [actions]
-        if statement["Resource"] == "*":
-            assert actions == ["autoscaling:DescribeAutoScalingGroups"]
+    # Only actions without resource-level permissions take "*" (reasons: the template's
+    # IamWildcards); tests/component/test_worker_operations_template.py holds the last two.
+    wildcards = {
+        statement["Sid"]
+        for statement in policy["PolicyDocument"]["Statement"]
+        if statement["Resource"] == "*"
+    }
+    assert wildcards == {"DescribeOwnGroup", "CountFatalExits", "SessionManager"}
     (terminate,) = [
         s
         for s in policy["PolicyDocument"]["Statement"]
@@ -300,3 +309,32 @@ def test_the_docs_count_and_time_the_alarms_as_the_template_does() -> None:
     assert f"{len(alarms)} alarms (about {len(alarms) * 0.10:.2f} USD)" in design
     minutes = TEMPLATE["Parameters"]["WorkerStartAlarmSeconds"]["Default"] // 60
     assert f'"worker not starting" alarm fires after {minutes} minutes' in readme
+
+
+def test_the_dispatchers_on_failure_destination_is_a_tls_only_encrypted_queue_with_an_alarm() -> (
+    None
+):
+    """The queue scripts/deploy.sh names as the Dispatcher's on-failure destination."""
+    props = RESOURCES["DispatcherDlq"]["Properties"]
+    assert props["SqsManagedSseEnabled"] is True
+    assert "RedrivePolicy" not in props  # Lambda writes to it; the reconciler reads it
+    assert props["MessageRetentionPeriod"] == 14 * 86400
+    # A record in hand is not received again by the next run while this one works on it.
+    assert props["VisibilityTimeout"] > stage_config.RECONCILER_TIMEOUT_S
+    (policy,) = [
+        p["Properties"]
+        for p in _of_type("AWS::SQS::QueuePolicy").values()
+        if [_ref(q) for q in p["Properties"]["Queues"]] == ["DispatcherDlq"]
+    ]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert (statement["Effect"], statement["Action"]) == ("Deny", "sqs:*")
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    (alarm,) = [
+        a
+        for a in _alarms().values()
+        if "Dimensions" in a  # not a metric-math alarm
+        and _ref(a["Dimensions"][0]["Value"]) == "DispatcherDlq"
+    ]
+    assert (alarm["MetricName"], alarm["Threshold"]) == ("ApproximateNumberOfMessagesVisible", 0)
+    assert [_ref(action) for action in alarm["AlarmActions"]] == ["AlarmTopic"]
+    assert _ref(TEMPLATE["Outputs"]["DispatcherDlqArn"]["Value"]) == "DispatcherDlq"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+import stage_config as stage_config_module
 
 from cloudformation.deploy_tools import empty_bucket, main, onprem_toml, read_outputs
 from cloudformation.emulated import REGION, create_emulated_stack
@@ -49,7 +50,7 @@ def test_deploy_dry_run_prints_the_whole_plan_and_runs_nothing() -> None:
     )
     assert run.returncode == 0, run.stderr
     plan = _plan(run.stdout)
-    preflight, deploy, describe, stage_config, clean, chalice, toml_cmd = plan
+    preflight, deploy, describe, stage_config, clean, chalice, invoke_config, toml_cmd = plan
     assert "preflight not run: no AWS credentials" in run.stdout
 
     # The preflight comes first and checks what the deploy will use.
@@ -86,6 +87,13 @@ def test_deploy_dry_run_prints_the_whole_plan_and_runs_nothing() -> None:
     assert "__pycache__" in clean
     assert chalice[-4:] == ["chalice_app", "deploy", "--stage", "prod"]
     assert "AWS_DEFAULT_REGION=eu-west-1" in chalice
+    # Then what Chalice cannot set: the Dispatcher's asynchronous invocation config, from the
+    # file stage_config.py wrote for this stage (tests/component/test_stage_config.py).
+    assert invoke_config[:3] == ["aws", "lambda", "put-function-event-invoke-config"]
+    assert invoke_config[invoke_config.index("--region") + 1] == "eu-west-1"
+    assert invoke_config[invoke_config.index("--cli-input-json") + 1] == (
+        f"file://chalice_app/.chalice/{stage_config_module.event_invoke_config_file('prod')}"
+    )
     assert toml_cmd[-2:] == ["--outputs-json", outputs_file]
 
     # The on-prem settings it prints parse as TOML with the on-prem client's keys.
@@ -204,6 +212,7 @@ def test_onprem_settings_come_from_the_stack_outputs(tmp_path: Path) -> None:
         "AudioDlqUrl": "https://sqs/audio-dlq",
         "LlmDlqUrl": "https://sqs/llm-dlq",
         "ResultsDlqUrl": "https://sqs/results-dlq",
+        "DispatcherDlqUrl": "https://sqs/dispatcher-dlq",
         "OnPremPolicyArn": "arn:aws:iam::1:policy/p",
     }
     described = tmp_path / "outputs.json"  # the shape `describe-stacks --query ...` writes
@@ -222,6 +231,7 @@ def test_onprem_settings_come_from_the_stack_outputs(tmp_path: Path) -> None:
         "audio_dlq_url": "https://sqs/audio-dlq",
         "llm_dlq_url": "https://sqs/llm-dlq",
         "results_dlq_url": "https://sqs/results-dlq",
+        "dispatcher_dlq_url": "https://sqs/dispatcher-dlq",
     }
     del outputs["JobTableName"]
     with pytest.raises(ValueError, match="JobTableName"):

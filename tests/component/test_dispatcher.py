@@ -10,6 +10,7 @@ from urllib.parse import quote_plus
 import pytest
 import stage_config
 from chalice.app import S3Event
+from chalice.test import Client
 from support.chalice_deploy import Deployment, deploy, s3_event
 from support.s3_denials import deny_reads_below
 
@@ -273,6 +274,7 @@ def test_a_crash_between_put_and_send_is_repaired_by_the_retry(stack: Deployment
     retry.lambda_.invoke("dispatcher", event)
     [job] = audio_jobs(stack)
     assert job.job_id == record.job_id
+    assert job.output_name == "crash"  # the name reserved by the attempt that crashed
     assert JobField.ENQUEUED_AT in stack.job(record.job_id).attributes
     assert stack.desired_capacity() == 1
 
@@ -317,3 +319,62 @@ def test_every_log_line_names_the_object(stack: Deployment) -> None:
     ours = [line for line in lines if line["logger"].startswith("chalicelib")]
     assert ours
     assert all(line["s3_key"] == key and line.get("job_id") for line in ours)
+
+
+def dispatched_names(stack: Deployment, client: Client, keys: list[str]) -> dict[str, str]:
+    """Upload and dispatch each key in turn; the output name each Audio Queue message carries."""
+    for key in keys:
+        upload(stack, key, key.encode())  # different bytes: different recordings
+        client.lambda_.invoke("dispatcher", s3_event(client, stack, key))
+    names = {job.object_key: job.output_name for job in audio_jobs(stack)}
+    assert all(name is not None for name in names.values())
+    return {key: str(name) for key, name in names.items()}
+
+
+def test_same_stem_recordings_get_distinct_output_names(stack: Deployment) -> None:
+    client = stack.client()
+    names = dispatched_names(
+        stack,
+        client,
+        ["audio-input/lecture.mp3", "audio-input/lecture.wav", "audio-input/Lecture.MP3",
+         "audio-input/LECTURE.mp3", "audio-input/other/lecture.mp3"],
+    )  # fmt: skip
+    assert names == {
+        "audio-input/lecture.mp3": "lecture",  # the original design's name, where it is free
+        "audio-input/lecture.wav": "lecture (wav)",
+        "audio-input/Lecture.MP3": "Lecture (MP3)",
+        "audio-input/LECTURE.mp3": "LECTURE (mp3 2)",  # "lecture (mp3)" folded is taken
+        "audio-input/other/lecture.mp3": "other/lecture",  # another folder: no clash
+    }
+    for key, name in names.items():
+        [record] = [r for r in stack.table().scan() if r.s3_key == key]
+        assert record.attributes[JobField.OUTPUT_NAME] == name
+    assert len(list(stack.table().scan())) == len(names)  # reservations are not jobs
+
+
+def test_a_source_gets_its_own_name_back(stack: Deployment) -> None:
+    client = stack.client()
+    first = dispatched_names(stack, client, ["audio-input/talk.mp3", "audio-input/talk.wav"])
+    assert first["audio-input/talk.wav"] == "talk (wav)"
+    # A re-upload of talk.wav (new content: a new job) and a duplicate event of it.
+    upload(stack, "audio-input/talk.wav", b"the second take")
+    event = s3_event(client, stack, "audio-input/talk.wav")
+    client.lambda_.invoke("dispatcher", event)
+    client.lambda_.invoke("dispatcher", event)
+    [again] = audio_jobs(stack)
+    assert again.output_name == "talk (wav)"
+    assert len({r.job_id for r in stack.table().scan() if r.s3_key.endswith("talk.wav")}) == 2
+
+
+def test_a_refused_upload_names_its_failure_report_by_its_own_name(stack: Deployment) -> None:
+    client = stack.client()
+    names = dispatched_names(stack, client, ["audio-input/exam.mp3"])
+    assert names == {"audio-input/exam.mp3": "exam"}
+    upload(stack, "audio-input/Exam.mp3", b"")  # empty: refused, but named
+    upload(stack, "audio-input/exam.txt", b"notes")  # not audio: never the plain name
+    for key in ("audio-input/Exam.mp3", "audio-input/exam.txt"):
+        client.lambda_.invoke("dispatcher", s3_event(client, stack, key))
+    failures = {result.source_file: result for result in stack.results()}
+    assert failures["audio-input/Exam.mp3"].output_name == "Exam (mp3)"
+    assert failures["audio-input/exam.txt"].output_name == "exam (txt)"
+    assert failures["audio-input/Exam.mp3"].status == "failed"

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import srt as srt_parser
 import stage_config
+import webvtt
 from chalice.test import Client
 from support.chalice_deploy import Deployment, deploy
 from support.fake_llm import (
@@ -29,6 +31,16 @@ from cloudformation.call_ledger import denied, ungranted
 from pipeline_core.contracts import LlmJob, Result, send_to_queue
 from pipeline_core.errors import MissingPermissionError
 from pipeline_core.jobs import ACTIVE_STATES, JobField, JobState, Lease, job_id_for
+from pipeline_core.keys import (
+    FINAL_OUTPUT_FORMATS,
+    OutputFormat,
+    final_keys,
+    transcript_keys_of_timed,
+)
+from pipeline_core.ownership import Owner, json_version_metadata, owner_metadata
+from pipeline_core.subtitles import RLM
+from pipeline_core.timed_text import prefix_times
+from pipeline_core.transcript_document import SegmentRecord, TranscriptDocument, WordRecord
 
 DETAILS = "Bava Kamma 2a"
 LECTURE = [
@@ -70,17 +82,39 @@ def transcribed(
     details: str = DETAILS,
 ) -> LlmJob:
     """A job the worker has finished: its record is 'transcribed', its transcript in S3."""
-    audio_key = f"audio-input/{stem}.mp3"
-    job_id = job_id_for(stack.bucket, audio_key, "etag-1")
+    return transcribed_as(
+        stack, f"audio-input/{stem}.mp3", f"transcriptions/{stem}.timed.txt", "etag-1", lines,
+        language=language, details=details,
+    )  # fmt: skip
+
+
+def transcribed_as(
+    stack: Deployment,
+    audio_key: str,
+    timed_key: str,
+    version: str,
+    lines: list[str],
+    *,
+    language: str = "english",
+    details: str = DETAILS,
+) -> LlmJob:
+    """A transcribed job of ``audio_key`` whose LLM job names ``timed_key``, which this
+    writes (as the worker does, naming the job) only when it is not there yet."""
+    job_id = job_id_for(stack.bucket, audio_key, version)
     table = stack.table()
     table.create(
-        job_id=job_id, bucket=stack.bucket, s3_key=audio_key, version="etag-1",
+        job_id=job_id, bucket=stack.bucket, s3_key=audio_key, version=version,
         language=language, details=details,
     )  # fmt: skip
     assert table.transition(job_id, JobState.TRANSCRIBING, expected=[JobState.QUEUED])
     assert table.transition(job_id, JobState.TRANSCRIBED, expected=[JobState.TRANSCRIBING])
-    timed_key = f"transcriptions/{stem}.timed.txt"
-    stack.s3.put_object(Bucket=stack.bucket, Key=timed_key, Body=("\n".join(lines) + "\n").encode())
+    if not stack.keys(timed_key):
+        stack.s3.put_object(
+            Bucket=stack.bucket,
+            Key=timed_key,
+            Body=("\n".join(lines) + "\n").encode(),
+            Metadata=owner_metadata(job_id, audio_key),
+        )
     return LlmJob(
         timed_key=timed_key, details=details, language=language, job_id=job_id,
         source_key=audio_key,
@@ -199,6 +233,102 @@ def test_hebrew_transcript_in_a_hebrew_folder(stack: Deployment, model: FakeMode
     result = only_result(stack)
     assert result.status == "success"
     assert result.source_file == "audio-input/שיעורים/בבא קמא 2.mp3"
+
+
+def recognised_json(job: LlmJob, lines: list[str], language: str) -> TranscriptDocument:
+    """The worker's ``.json`` for ``lines``: each word 0.5 s, as an engine would time them."""
+    segments = []
+    for line in lines:
+        times = prefix_times(prefix_of(line))
+        assert times is not None
+        text = text_of(line)
+        words = tuple(
+            WordRecord(start=times[0] + 0.5 * i, end=times[0] + 0.5 * (i + 1), text=f" {word}")
+            for i, word in enumerate(text.split())
+        )
+        segments.append(SegmentRecord(start=times[0], end=times[1], text=text, words=words))
+    assert job.job_id is not None
+    assert job.source_key is not None
+    return TranscriptDocument(
+        source_key=job.source_key, job_id=job.job_id, language=language, model="whisper",
+        audio_seconds=segments[-1].end, transcribe_seconds=1.0, real_time_factor=0.1,
+        segments=tuple(segments),
+    )  # fmt: skip
+
+
+def put_recognised(stack: Deployment, job: LlmJob, document: TranscriptDocument) -> str | None:
+    """The worker's ``.json`` beside ``job``'s transcript, stamped with the document's job as
+    the worker does; its S3 version id (None in an unversioned bucket)."""
+    put = stack.s3.put_object(
+        Bucket=stack.bucket,
+        Key=transcript_keys_of_timed(job.timed_key).json,
+        Body=document.to_json().encode(),
+        Metadata=owner_metadata(document.job_id, document.source_key),
+    )
+    return put.get("VersionId")
+
+
+def test_writes_every_format_of_the_corrected_text_on_the_recognised_timings(
+    stack: Deployment, model: FakeModel
+) -> None:
+    model.script.replacements = {"בבה קמה": "בבא קמא"}
+    client = stack.client(llm_env=llm_env(model))
+    lines = [
+        "[00:00:00.000 --> 00:00:04.000] היום נלמד מסכת בבה קמה דף ב",
+        "[00:00:04.000 --> 00:00:08.000] ארבעה אבות נזיקין, אומרת המשנה.",
+    ]
+    job = transcribed(stack, lines, stem="שיעורים/ב״ק", language="hebrew")
+    recognised = recognised_json(job, lines, "he")
+    put_recognised(stack, job, recognised)
+    policy = stage_config.llm_caller_policy(
+        stage_config.StackOutputs.from_mapping(stack.outputs), "test", stage_config.StageOptions()
+    )
+
+    ledger, policies = stack.invoke_as_role(
+        stage_config.LLM_CALLER, policy, lambda: invoke(client, job)
+    )
+
+    calls = ledger.records()
+    assert any(c.action == "s3:GetObject" and c.resource.endswith(".json") for c in calls)
+    assert denied(calls) == []
+    assert ungranted(calls, policies) == []
+    document = TranscriptDocument.from_json(stack.read("final-output/שיעורים/ב״ק.json"))
+    assert document.corrector is not None
+    assert document.corrector.startswith("bedrock:")
+    first, second = document.segments
+    assert first.text == "היום נלמד מסכת בבא קמא דף ב"
+    assert first.corrected
+    assert first.original_text == "היום נלמד מסכת בבה קמה דף ב"
+    assert first.words[:3] == recognised.segments[0].words[:3]  # unchanged: measured timings
+    assert [w.estimated for w in first.words[3:5]] == [True, True]
+    assert second.corrected
+    assert not second.changed
+    assert second.words == recognised.segments[1].words
+
+    subtitles = list(srt_parser.parse(stack.read("final-output/שיעורים/ב״ק.srt")))
+    assert [s.content for s in subtitles] == [f"{RLM}{first.text}{RLM}", f"{RLM}{second.text}{RLM}"]
+    assert subtitles[0].end.total_seconds() == first.words[-1].end
+    captions = webvtt.from_string(stack.read("final-output/שיעורים/ב״ק.vtt")).captions
+    assert [c.text for c in captions] == [s.content for s in subtitles]
+    assert [c.start for c in captions] == ["00:00:00.000", "00:00:04.000"]
+
+
+def test_without_the_recognised_json_the_formats_take_the_timed_lines_timings(
+    stack: Deployment, model: FakeModel
+) -> None:
+    client = stack.client(llm_env=llm_env(model))
+    invoke(client, transcribed(stack, LECTURE))
+
+    document = TranscriptDocument.from_json(stack.read("final-output/lesson-001.json"))
+    assert [(s.start, s.end) for s in document.segments] == [(0.0, 3.5), (3.5, 7.25), (7.25, 9.0)]
+    assert [s.changed for s in document.segments] == [True, True, False]
+    subtitles = list(srt_parser.parse(stack.read("final-output/lesson-001.srt")))
+    assert " ".join(s.content.replace("\n", " ") for s in subtitles) == (
+        "today we learn Bava Kamma page two the Mishnah says there are four primary damages ok"
+    )
+    assert len(webvtt.from_string(stack.read("final-output/lesson-001.vtt")).captions) == len(
+        subtitles
+    )
 
 
 def long_lecture(lines: int, marker_at: int | None = None) -> list[str]:
@@ -764,3 +894,149 @@ def test_a_malformed_message_fails_its_job_or_goes_to_the_dlq(
     assert "timed_key" in result.error
     with pytest.raises(ValueError, match="not valid JSON"):
         client.lambda_.invoke("llm_caller", client.events.generate_sqs_event(["not json"]))
+
+
+def test_a_transcript_of_another_recording_is_not_delivered(
+    stack: Deployment, model: FakeModel
+) -> None:
+    client = stack.client(llm_env=llm_env(model))
+    timed_key = "transcriptions/lecture.timed.txt"
+    theirs = transcribed_as(stack, "audio-input/lecture.mp3", timed_key, "v1", LECTURE)
+    # lecture.wav's LLM job names the same transcript (a message from before output names).
+    ours = transcribed_as(stack, "audio-input/lecture.wav", timed_key, "v1", ["unused"])
+
+    invoke(client, ours)
+
+    result = only_result(stack)
+    assert (result.status, result.source_file) == ("failed", "audio-input/lecture.wav")
+    assert result.error is not None
+    assert f"belongs to audio-input/lecture.mp3 (job {theirs.job_id})" in result.error
+    assert ours.job_id is not None
+    assert theirs.job_id is not None
+    assert stack.job(ours.job_id).state is JobState.FAILED
+    assert stack.job(theirs.job_id).state is JobState.TRANSCRIBED
+    assert stack.keys("final-output/") == []
+    assert model.converse_calls() == []
+
+
+def test_a_new_upload_of_the_same_source_replaces_its_final_output(
+    stack: Deployment, model: FakeModel
+) -> None:
+    client = stack.client(llm_env=llm_env(model))
+    timed_key = "transcriptions/lecture.timed.txt"
+    first = transcribed_as(stack, "audio-input/lecture.mp3", timed_key, "v1", LECTURE)
+    invoke(client, first)
+    stack.s3.delete_object(Bucket=stack.bucket, Key=timed_key)
+    second = transcribed_as(stack, "audio-input/lecture.mp3", timed_key, "v2", LECTURE[:1])
+
+    invoke(client, second)
+
+    assert [r.status for r in stack.results()] == ["success", "success"]
+    assert stack.read("final-output/lecture.txt") == "today we learn Bava Kamma page two\n"
+    for output in FINAL_OUTPUT_FORMATS:  # every format names the recording it belongs to
+        head = stack.s3.head_object(Bucket=stack.bucket, Key=final_keys("lecture").of(output))
+        assert Owner.of(head["Metadata"]) == Owner(second.job_id, "audio-input/lecture.mp3")
+
+
+def test_the_recognised_json_of_another_job_gives_no_word_timings(
+    stack: Deployment, model: FakeModel
+) -> None:
+    """lecture.mp3's JSON, replaced by a newer upload's job: its words are not this job's."""
+    client = stack.client(llm_env=llm_env(model))
+    job = transcribed(stack, LECTURE)
+    theirs = recognised_json(job, LECTURE[:2], "en").model_copy(update={"job_id": "newer-job"})
+    put_recognised(stack, job, theirs)
+
+    invoke(client, job)
+
+    assert only_result(stack).status == "success"
+    document = TranscriptDocument.from_json(stack.read("final-output/lesson-001.json"))
+    assert [(s.start, s.end) for s in document.segments] == [(0.0, 3.5), (3.5, 7.25), (7.25, 9.0)]
+    assert all(word.estimated for segment in document.segments for word in segment.words)
+
+
+def test_word_timings_come_from_the_json_version_the_transcript_names(
+    tmp_path: Path, aws: None, model: FakeModel
+) -> None:
+    """The worker names its JSON's version on the timed transcript; a newer upload of the
+    same source that replaced the JSON since does not lend this job its words."""
+    stack = deploy(tmp_path, versioned=True)
+    client = stack.client(llm_env=llm_env(model))
+    lines = LECTURE[:2]
+    timed_key = "transcriptions/lecture.timed.txt"
+    job = transcribed_as(stack, "audio-input/lecture.mp3", timed_key, "v1", ["placeholder"])
+    ours = recognised_json(job, lines, "en")
+    json_version = put_recognised(stack, job, ours)
+    written = stack.s3.put_object(
+        Bucket=stack.bucket,
+        Key=timed_key,
+        Body=("\n".join(lines) + "\n").encode(),
+        Metadata={
+            **owner_metadata(job.job_id, job.source_key),
+            **json_version_metadata(json_version),
+        },
+    )
+    newer = recognised_json(job, lines, "en").model_copy(update={"job_id": "newer-job"})
+    put_recognised(stack, job, newer)
+
+    invoke(client, LlmJob.from_dict({**job.to_dict(), "timed_version_id": written["VersionId"]}))
+
+    assert only_result(stack).status == "success"
+    document = TranscriptDocument.from_json(stack.read("final-output/lecture.json"))
+    # The measured timings of the first words, which the correction left alone.
+    assert [segment.words[0] for segment in document.segments] == [
+        segment.words[0] for segment in ours.segments
+    ]
+
+
+@pytest.mark.parametrize("taken", FINAL_OUTPUT_FORMATS)
+def test_another_recordings_final_output_is_not_overwritten(
+    stack: Deployment, model: FakeModel, taken: OutputFormat
+) -> None:
+    """Another recording's text (or subtitles, JSON, timed text) at one of the job's keys:
+    the job fails before it writes any format."""
+    client = stack.client(llm_env=llm_env(model))
+    theirs = final_keys("lecture").of(taken)
+    stack.s3.put_object(
+        Bucket=stack.bucket,
+        Key=theirs,
+        Body=b"their output\n",
+        Metadata=owner_metadata("their-job", "audio-input/Lecture.MP3"),
+    )
+    ours = transcribed_as(
+        stack, "audio-input/lecture.mp3", "transcriptions/lecture.timed.txt", "v1", LECTURE
+    )
+
+    invoke(client, ours)
+
+    result = only_result(stack)
+    assert result.status == "failed"
+    assert result.error is not None
+    assert f"{theirs} already holds the output of audio-input/Lecture.MP3" in result.error
+    assert stack.keys("final-output/") == [theirs]
+    assert stack.read(theirs) == "their output\n"
+
+
+def test_a_job_corrects_the_transcript_version_its_worker_wrote(
+    tmp_path: Path, aws: None, model: FakeModel
+) -> None:
+    """Two uploads of lecture.mp3 at once share its name: the newer one's worker replaced the
+    transcript before the older job's correction read it. The older job reads its own."""
+    stack = deploy(tmp_path, versioned=True)
+    client = stack.client(llm_env=llm_env(model))
+    timed_key = "transcriptions/lecture.timed.txt"
+    older = transcribed_as(stack, "audio-input/lecture.mp3", timed_key, "v1", LECTURE)
+    written = stack.s3.head_object(Bucket=stack.bucket, Key=timed_key)["VersionId"]
+    stack.s3.put_object(
+        Bucket=stack.bucket,
+        Key=timed_key,
+        Body=b"[00:00:00.000 --> 00:00:01.000] the newer take\n",
+        Metadata=owner_metadata("newer-job", "audio-input/lecture.mp3"),
+    )
+
+    invoke(client, LlmJob.from_dict({**older.to_dict(), "timed_version_id": written}))
+
+    result = only_result(stack)
+    assert result.status == "success"
+    assert "four primary damages" in stack.read("final-output/lecture.txt")
+    assert "newer take" not in stack.read("final-output/lecture.txt")

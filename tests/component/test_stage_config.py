@@ -13,7 +13,7 @@ import pytest
 import stage_config
 from support.repo_paths import repo_root
 
-from pipeline_core.config import DispatcherSettings, LlmCallerSettings
+from pipeline_core.config import DispatcherSettings, LlmCallerSettings, ReconcilerSettings
 
 ROOT = Path(repo_root())
 SCRIPT = ROOT / "chalice_app" / "stage_config.py"
@@ -151,7 +151,12 @@ def test_policies_grant_each_function_only_what_it_calls(tmp_path: Path) -> None
     bucket = f"arn:aws:s3:::{EXAMPLE['BucketName']}"
     d = actions(dispatcher)
     assert d["s3:GetObject"] == {f"{bucket}/audio-input/*"}
-    assert d["sqs:SendMessage"] == {EXAMPLE["AudioQueueArn"], EXAMPLE["ResultsQueueArn"]}
+    # Its jobs and results, and (Lambda sends with its role) its on-failure destination.
+    assert d["sqs:SendMessage"] == {
+        EXAMPLE["AudioQueueArn"],
+        EXAMPLE["ResultsQueueArn"],
+        EXAMPLE["DispatcherDlqArn"],
+    }
     assert d["dynamodb:PutItem"] == {EXAMPLE["JobTableArn"]}
     assert d["autoscaling:SetDesiredCapacity"] == {ASG_ARN}
     assert not any(a.startswith(("bedrock:", "s3:Put", "s3:Delete", "sqs:Receive")) for a in d)
@@ -163,7 +168,11 @@ def test_policies_grant_each_function_only_what_it_calls(tmp_path: Path) -> None
         "arn:aws:bedrock:*::foundation-model/anthropic.claude-sonnet-4-6",
     }
     assert c["s3:PutObject"] == {f"{bucket}/final-output/*", f"{bucket}/llm-work/*"}
-    assert c["s3:GetObject"] == {f"{bucket}/transcriptions/*", f"{bucket}/llm-work/*"}
+    # final-output/: the HEAD that keeps it from writing over another recording's output.
+    assert c["s3:GetObject"] == {
+        f"{bucket}/transcriptions/*", f"{bucket}/llm-work/*", f"{bucket}/final-output/*",
+    }  # fmt: skip
+    assert c["s3:GetObjectVersion"] == {f"{bucket}/transcriptions/*"}  # its worker's version
     assert c["sqs:ReceiveMessage"] == {EXAMPLE["LlmQueueArn"]}
     assert c["sqs:SendMessage"] == {EXAMPLE["LlmQueueArn"], EXAMPLE["ResultsQueueArn"]}
     assert "dynamodb:PutItem" not in c
@@ -254,5 +263,63 @@ def test_the_committed_dev_stage_is_rendered_from_the_example(tmp_path: Path) ->
     (tmp_path / ".chalice").mkdir()
     (tmp_path / ".chalice" / "config.json").write_text((committed / "config.json").read_text())
     assert run(tmp_path, EXAMPLE, "--stage", "dev").returncode == 0
-    for name in ("config.json", "policy-dev-dispatcher.json", "policy-dev-llm_caller.json"):
+    rendered = [f"policy-dev-{function}.json" for function in ("dispatcher", "llm_caller")]
+    rendered += ["config.json", "policy-dev-reconciler.json"]
+    rendered.append(stage_config.event_invoke_config_file("dev"))
+    for name in rendered:
         assert (tmp_path / ".chalice" / name).read_text() == (committed / name).read_text(), name
+
+
+def test_the_dispatchers_async_invocation_config_is_valid_for_lambda(tmp_path: Path) -> None:
+    """What scripts/deploy.sh hands to ``aws lambda put-function-event-invoke-config``: valid
+    input for Lambda's API (botocore's own model), for the function Chalice deploys, with the
+    stack's Dispatcher DLQ as on-failure destination, which the Dispatcher's role may reach."""
+    from botocore.session import get_session
+    from botocore.validate import ParamValidator
+
+    assert run(tmp_path, EXAMPLE, "--stage", "prod").returncode == 0
+    path = tmp_path / ".chalice" / stage_config.event_invoke_config_file("prod")
+    config = json.loads(path.read_text())
+    model = get_session().get_service_model("lambda")
+    shape = model.operation_model("PutFunctionEventInvokeConfig").input_shape
+    assert shape is not None
+    report = ParamValidator().validate(config, shape)
+    assert not report.has_errors(), report.generate_report()
+    assert config["FunctionName"] == "transcription-pipeline-prod-dispatcher"
+    assert config["MaximumRetryAttempts"] == stage_config.DISPATCHER_MAX_RETRY_ATTEMPTS == 2
+    assert 60 <= config["MaximumEventAgeInSeconds"] <= 21600  # Lambda's bounds
+    destination = config["DestinationConfig"]["OnFailure"]["Destination"]
+    assert destination == EXAMPLE["DispatcherDlqArn"]
+    granted = actions(policy(tmp_path, stage(tmp_path, "prod"), "dispatcher"))
+    assert granted["sqs:SendMessage"] >= {destination}
+    # The reconciler leaves alone what Lambda may still deliver.
+    reconciler = function_env(stage(tmp_path, "prod"), "reconciler")
+    assert int(reconciler["RECONCILE_GRACE_SECONDS"]) >= config["MaximumEventAgeInSeconds"]
+
+
+def test_the_reconciler_may_dispatch_and_read_the_dispatcher_dlq_only(tmp_path: Path) -> None:
+    outputs = {**EXAMPLE, "GpuAsgArn": ASG_ARN}
+    assert run(tmp_path, outputs, "--stage", "prod").returncode == 0
+    entry = stage(tmp_path, "prod")
+    document = policy(tmp_path, entry, "reconciler")
+    assert_least_privilege(document)
+    granted = actions(document)
+    dispatcher = actions(policy(tmp_path, entry, "dispatcher"))
+    # What dispatch_object calls, as the Dispatcher holds it ...
+    for action in ("s3:GetObject", "dynamodb:PutItem", "autoscaling:SetDesiredCapacity"):
+        assert granted[action] == dispatcher[action], action
+    assert granted["sqs:SendMessage"] == {EXAMPLE["AudioQueueArn"], EXAMPLE["ResultsQueueArn"]}
+    # ... and the Dispatcher DLQ and the upload listing, which the Dispatcher does not hold.
+    assert (
+        granted["sqs:ReceiveMessage"]
+        == granted["sqs:DeleteMessage"]
+        == {EXAMPLE["DispatcherDlqArn"]}
+    )
+    assert "sqs:ReceiveMessage" not in dispatcher
+    (listing,) = [s for s in document["Statement"] if "s3:ListBucketVersions" in s["Action"]]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["audio-input/*"]}}
+    assert not any(a.startswith(("s3:Put", "s3:Delete", "bedrock:")) for a in granted)
+    settings = ReconcilerSettings.from_env(function_env(entry, "reconciler"))
+    assert settings.dispatcher_dlq_url == EXAMPLE["DispatcherDlqUrl"]
+    assert settings.dispatcher.audio_queue_url == EXAMPLE["AudioQueueUrl"]
+    assert settings.grace_seconds == stage_config.RECONCILE_GRACE_S

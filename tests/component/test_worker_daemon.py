@@ -10,7 +10,7 @@ from typing import Literal
 
 import pytest
 from moto.core import set_initial_no_auth_action_count
-from support.audio_factory import corrupt_mp3, empty_mp3, text_as_mp3
+from support.audio_factory import corrupt_mp3, empty_mp3, speech_mp3, text_as_mp3
 from support.rounding import assert_derived
 from support.waiting import wait_until
 from support.worker_fixtures import JsonLog
@@ -21,7 +21,8 @@ from gpu_worker.daemon import EXIT_OK
 from gpu_worker.lifecycle.stopping import StopController
 from pipeline_core.contracts import AudioJob
 from pipeline_core.jobs import JobField, JobState, job_id_for
-from pipeline_core.keys import transcript_keys
+from pipeline_core.keys import transcript_keys, transcript_keys_of_timed
+from pipeline_core.ownership import Owner, json_version_of, owner_metadata
 from pipeline_core.timed_text import TIMED_LINE, parse_timestamp
 
 pytestmark = pytest.mark.slow
@@ -49,7 +50,7 @@ def test_happy_path(pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog) -> Non
 
     assert pipeline.worker().run() == EXIT_OK
 
-    keys = transcript_keys(key)
+    keys = transcript_keys(pipeline.job(job_id).output_name or "")
     assert keys.timed == "transcriptions/lectures/fox.timed.txt"
     document = json.loads(pipeline.text(keys.json))
     rows = parse_timed(pipeline.text(keys.timed))
@@ -278,7 +279,7 @@ def test_transient_failure_keeps_the_message_and_the_next_delivery_resumes(
     assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 1)  # kept, hidden for a retry
     assert pipeline.job(job_id).state is JobState.TRANSCRIBED
     assert JobField.LLM_JOB_SENT_AT not in pipeline.job(job_id).attributes
-    timed = transcript_keys(key).timed
+    timed = transcript_keys(pipeline.job(job_id).output_name or "").timed
     written_at = pipeline.s3.head_object(Bucket=pipeline.stack.bucket, Key=timed)["LastModified"]
     assert json_log.has("the message will be delivered again")
 
@@ -352,3 +353,60 @@ def test_spot_notice_releases_the_message_and_another_worker_finishes(
     assert job.state is JobState.TRANSCRIBED
     assert job.attributes[JobField.ATTEMPTS] == 2
     assert "quick brown fox" in pipeline.text(llm_job.timed_key).lower()
+
+
+def test_same_stem_recordings_get_their_own_transcripts(
+    pipeline: Pipeline, fox_mp3: Path, tmp_path: Path
+) -> None:
+    other = speech_mp3(tmp_path / "other.mp3", "Seven purple elephants sing in the rain.")
+    fox_key = pipeline.upload("lecture.mp3", fox_mp3)
+    other_key = pipeline.upload("Lecture.MP3", other)
+    fox_job, other_job = pipeline.dispatch(fox_key), pipeline.dispatch(other_key)
+
+    assert pipeline.worker().run() == EXIT_OK
+
+    by_job = {job.job_id: job for job in pipeline.llm_jobs()}
+    assert by_job[fox_job].timed_key == "transcriptions/lecture.timed.txt"
+    assert by_job[other_job].timed_key == "transcriptions/Lecture (MP3).timed.txt"
+    assert "fox" in pipeline.text(by_job[fox_job].timed_key).lower()
+    assert "elephant" in pipeline.text(by_job[other_job].timed_key).lower()
+    for job_id, key in ((fox_job, fox_key), (other_job, other_key)):
+        head = pipeline.s3.head_object(Bucket=pipeline.stack.bucket, Key=by_job[job_id].timed_key)
+        assert Owner.of(head["Metadata"]) == Owner(job_id=job_id, source_key=key)
+        assert by_job[job_id].timed_version_id == head["VersionId"]  # what the LLM Caller reads
+        written = transcript_keys_of_timed(by_job[job_id].timed_key)
+        for other_format in (written.json, written.srt, written.vtt):
+            other_head = pipeline.s3.head_object(Bucket=pipeline.stack.bucket, Key=other_format)
+            assert Owner.of(other_head["Metadata"]) == Owner(job_id=job_id, source_key=key)
+        # The timed file names the JSON written with it: the LLM Caller's word timings.
+        json_head = pipeline.s3.head_object(Bucket=pipeline.stack.bucket, Key=written.json)
+        assert json_version_of(head["Metadata"]) == json_head["VersionId"]
+
+
+def test_another_recordings_transcript_is_never_overwritten(
+    pipeline: Pipeline, fox_mp3: Path
+) -> None:
+    # A transcript of lecture.mp3 from before names were reserved, and a message for
+    # lecture.wav without an output name (sent by hand): both name "lecture".
+    theirs = transcript_keys("lecture").timed
+    bucket = pipeline.stack.bucket
+    pipeline.s3.put_object(
+        Bucket=bucket,
+        Key=theirs,
+        Body=b"[00:00:00.000 --> 00:00:01.000] their words\n",
+        Metadata=owner_metadata("their-job", "audio-input/lecture.mp3"),
+    )
+    key = pipeline.upload("lecture.wav", fox_mp3)
+    job_id = pipeline.dispatch(key)
+    pipeline.drain(pipeline.stack.audio_queue_url)
+    pipeline.send_audio(AudioJob(s3_key=key, language="english", job_id=job_id).to_json())
+
+    assert pipeline.worker().run() == EXIT_OK
+
+    [result] = pipeline.results()
+    assert result.status == "failed"
+    assert result.error is not None
+    assert f"{theirs} already holds the output of audio-input/lecture.mp3" in result.error
+    assert pipeline.job(job_id).state is JobState.FAILED
+    assert pipeline.text(theirs) == "[00:00:00.000 --> 00:00:01.000] their words\n"
+    assert pipeline.llm_jobs() == []

@@ -15,7 +15,7 @@ from support.worker_fixtures import JsonLog
 from support.worker_harness import MAX_RECEIVES, Pipeline
 
 from pipeline_core.jobs import JobField, JobState
-from pipeline_core.keys import TRANSCRIPT_PREFIX, transcript_keys
+from pipeline_core.keys import TRANSCRIPT_PREFIX, stem, transcript_keys
 
 
 @pytest.mark.slow  # pauses the worker; not in the fast loop
@@ -44,7 +44,7 @@ def test_a_denied_transcript_probe_keeps_the_job_and_pauses_the_worker(
     assert message is not None
     worker.handle(message)  # on the last receive too: never a failure that blames the file
 
-    assert denied == [transcript_keys(key).timed]
+    assert denied == [transcript_keys(stem(key)).timed]
     assert pipeline.results() == []  # no failure Result
     job = pipeline.job(job_id)
     assert job.state is not JobState.FAILED

@@ -87,6 +87,8 @@ class Deployment:
         dispatcher_env: Mapping[str, str] | None = None,
         llm_env: Mapping[str, str] | None = None,
         stage: str = "test",
+        *,
+        reconciler_env: Mapping[str, str] | None = None,
         llm_timeout_seconds: int | None = None,
     ) -> Client:
         """A test client for the stage rendered from the stack outputs, plus overrides
@@ -103,6 +105,7 @@ class Deployment:
         functions = config["stages"][stage]["lambda_functions"]
         functions["dispatcher"]["environment_variables"].update(dispatcher_env or {})
         functions["llm_caller"]["environment_variables"].update(llm_env or {})
+        functions["reconciler"]["environment_variables"].update(reconciler_env or {})
         if llm_timeout_seconds is not None:
             functions["llm_caller"]["lambda_timeout"] = llm_timeout_seconds
         path.write_text(json.dumps(config))

@@ -42,7 +42,7 @@ from gpu_worker.transcription.engines import AsrEngine, load_engine
 from gpu_worker.weights.bundled import tiny_en_ct2
 from pipeline_core.config import WorkerSettings
 from pipeline_core.contracts import AudioJob, LlmJob, Result
-from pipeline_core.jobs import JobRecord, JobTable, job_id_for
+from pipeline_core.jobs import JobField, JobRecord, JobTable, job_id_for
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
@@ -73,9 +73,13 @@ class Pipeline:
     @classmethod
     def create(cls, endpoint_url: str | None = None) -> Pipeline:
         """The stack in the emulator at ``endpoint_url`` (the library mock if None)."""
-        # A unique stack name: the tests of a module share one moto server.
+        # A unique stack name and stage: the tests of a module share one moto server, and
+        # the stage names the stack's Lambda log groups (/aws/lambda/<app>-<stage>-<function>).
+        unique = secrets.token_hex(4)
         stack = create_emulated_stack(
-            stack_name=f"pipeline-{secrets.token_hex(4)}", endpoint_url=endpoint_url
+            {"Stage": f"test-{unique}"},
+            stack_name=f"pipeline-{unique}",
+            endpoint_url=endpoint_url,
         )
         return cls(
             stack=stack,
@@ -116,7 +120,9 @@ class Pipeline:
         """What the Dispatcher does for an upload: a job row and an Audio Queue message."""
         etag = self.s3.head_object(Bucket=self.stack.bucket, Key=key)["ETag"].strip('"')
         job_id = job_id_for(self.stack.bucket, key, etag)
+        output_name = None
         if with_job_row:
+            output_name = self.jobs().reserve_output_name(self.stack.bucket, key)
             self.jobs().create(
                 job_id=job_id,
                 bucket=self.stack.bucket,
@@ -124,8 +130,11 @@ class Pipeline:
                 version=etag,
                 language=language,
                 details=details,
+                extra={JobField.OUTPUT_NAME: output_name},
             )
-        message = AudioJob(s3_key=key, language=language, details=details, job_id=job_id)
+        message = AudioJob(
+            s3_key=key, language=language, details=details, job_id=job_id, output_name=output_name
+        )
         self.send_audio(message.to_json())
         return job_id
 

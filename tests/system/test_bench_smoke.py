@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.bench_figures import assert_batching_row_consistent, assert_latency_run_consistent
 from support.repo_paths import REPO_ROOT
 from support.rounding import assert_derived
 
@@ -83,6 +84,32 @@ def test_speed_loop_and_orchestration_figures(quick_run: tuple[Path, dict[str, A
     assert orchestration["api_calls_per_file"]["dynamodb"] > 0
 
 
+def test_batched_against_unbatched_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = quick_run
+    section = results["batching"]
+    assert (section["engine"], section["model"]) == ("faster-whisper", "tiny.en")
+    [row] = section["languages"]
+    assert row["language"] == "en"
+    assert row["repeats"] >= 2  # one short generated clip, joined past one window
+    assert row["reference_words"] > 0
+    assert_batching_row_consistent(row)
+
+
+def test_latency_injected_loop_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = quick_run
+    [section] = results["latency"]
+    assert section["label"] == "this checkout"
+    assert section["environment"]["date_utc"]
+    [run] = section["runs"]
+    assert (run["files"], run["seconds_per_file"]) == (2, 30)
+    assert (run["call_latency_ms"], run["engine_fraction"]) == (20, 0.02)
+    assert_latency_run_consistent(run)
+    # The worker claims, downloads, writes and hands off each file: every service is called.
+    operations = run["api_calls_by_operation_per_file"]
+    for operation in ("sqs.ReceiveMessage", "dynamodb.UpdateItem", "s3.GetObject"):
+        assert operations[operation] >= 1
+
+
 def test_memory_and_cost_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
     _, results = quick_run
     [memory] = results["memory"]
@@ -103,7 +130,9 @@ def test_memory_and_cost_figures(quick_run: tuple[Path, dict[str, Any]]) -> None
 def test_markdown_and_plots_are_written(quick_run: tuple[Path, dict[str, Any]]) -> None:
     out, results = quick_run
     text = (out / report.MARKDOWN_NAME).read_text()
-    for heading in ("## Accuracy", "## Speed", "## Memory", "## Cost"):
+    latency = "### Worker overhead at GPU speed"
+    batching = "### Batched inference in the worker's engine"
+    for heading in ("## Accuracy", "## Speed", batching, latency, "## Memory", "## Cost"):
         assert heading in text
     assert results["environment"]["date_utc"] in text
     for name in (report.RTF_PLOT, report.MEMORY_PLOT):

@@ -12,13 +12,18 @@ import json
 from pathlib import Path
 from urllib.parse import unquote
 
+import docx
 import pytest
+import srt
+import webvtt
 from rich.console import Console
 from support.audio_factory import corrupt_mp3, speech_mp3
 from support.reader_page import page_parts
 
 from local_mode.cli import build_parser, run_local
+from pipeline_core.subtitles import CueLimits
 from pipeline_core.timed_text import TIMED_LINE
+from pipeline_core.transcript_document import TranscriptDocument
 
 
 @pytest.mark.slow
@@ -32,7 +37,7 @@ def test_local_mode_transcribes_and_scales_to_zero(tmp_path: Path) -> None:
     (audio / "broken.mp3.json").write_text(json.dumps({"language": "en"}))
     args = build_parser().parse_args(
         [str(audio), "--work-dir", str(tmp_path / "run"), "--model", "tiny.en",
-         "--idle-seconds", "3", "--timeout", "300"]
+         "--idle-seconds", "3", "--timeout", "300", "--formats", "txt,timed,srt,vtt,json,docx,html"]
     )  # fmt: skip
     console = Console(file=io.StringIO(), width=200)
 
@@ -49,6 +54,22 @@ def test_local_mode_transcribes_and_scales_to_zero(tmp_path: Path) -> None:
     assert "quick brown fox" in text.lower()
     timed = (result.output_dir / "lectures" / "fox talk.timed.txt").read_text(encoding="utf-8")
     assert all(TIMED_LINE.match(line) for line in timed.splitlines())
+    # Every format asked for came home, and reads back with its format's parser.
+    home = result.output_dir / "lectures"
+    document = TranscriptDocument.from_json((home / "fox talk.json").read_bytes())
+    assert document.source_key == "audio-input/lectures/fox talk.mp3"
+    assert document.corrector == "none"
+    assert "quick brown fox" in " ".join(s.text for s in document.segments).lower()
+    assert all(s.words for s in document.segments)  # the worker's word timings, kept
+    subtitles = list(srt.parse((home / "fox talk.srt").read_text(encoding="utf-8")))
+    assert " ".join(s.content.replace("\n", " ") for s in subtitles) == " ".join(
+        s.text for s in document.segments
+    )
+    assert all((s.end - s.start).total_seconds() <= CueLimits().seconds for s in subtitles)
+    captions = webvtt.read(str(home / "fox talk.vtt")).captions
+    assert [c.text for c in captions] == [s.content for s in subtitles]
+    word = docx.Document(str(home / "fox talk.docx"))
+    assert "quick brown fox" in "\n".join(p.text for p in word.paragraphs).lower()
     # The reader page beside it links the recording the uploader sent, from its own folder.
     page = page_parts(result.output_dir / "lectures" / "fox talk.html")
     assert page.audio_src is not None

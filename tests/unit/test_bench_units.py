@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
+from support.bench_figures import assert_batching_row_consistent, assert_latency_run_consistent
 from support.rounding import assert_derived
 
 from bench import cost, report
 from bench.accuracy import Transcribed, normalise, pooled
 from bench.clips import Clip
 from bench.correction import measure
+from bench.paths import RESULTS_DIR
 from gpu_worker.transcription.transcript import Segment
 
 
@@ -137,3 +140,61 @@ def test_a_derived_figure_is_checked_within_its_rounding() -> None:
     assert_derived((0.1814, 4), lambda loop, bare: loop / bare - 1, (0.544, 3), (0.461, 3))
     with pytest.raises(AssertionError, match="possible"):
         assert_derived((0.1900, 4), lambda loop, bare: loop / bare - 1, (0.544, 3), (0.461, 3))
+
+
+def _latency_section(label: str, overhead: float) -> dict[str, object]:
+    return {"label": label, "runs": [{"overhead": overhead}]}
+
+
+def test_merge_replaces_the_parts_run_and_latency_sections_by_label() -> None:
+    previous = {
+        "environment": {"date_utc": "then"},
+        "speed": {"bare": ["old"]},
+        "memory": ["kept"],
+        "latency": [_latency_section("before prefetch", 1.2), _latency_section("old", 0.5)],
+        "wall_seconds": {"speed": 10.0, "memory": 5.0, "total": 900.0},
+    }
+    new = {
+        "environment": {"date_utc": "now"},
+        "speed": {"bare": ["new"]},
+        "latency": [_latency_section("old", 0.3), _latency_section("after prefetch", 0.04)],
+        "wall_seconds": {"speed": 12.0, "latency": 60.0, "total": 75.0},
+    }
+
+    merged = report.merged(previous, new)
+
+    assert merged["environment"] == {"date_utc": "then"}  # a latency section carries its own
+    assert merged["speed"] == {"bare": ["new"]}
+    assert merged["memory"] == ["kept"]
+    assert [(s["label"], s["runs"][0]["overhead"]) for s in merged["latency"]] == [
+        ("before prefetch", 1.2),
+        ("old", 0.3),
+        ("after prefetch", 0.04),
+    ]
+    assert merged["wall_seconds"] == {
+        "speed": 12.0,
+        "memory": 5.0,
+        "total": 900.0,
+        "latency": 60.0,
+    }
+
+
+def test_published_latency_figures_agree_with_what_they_are_derived_from() -> None:
+    results = json.loads((RESULTS_DIR / report.JSON_NAME).read_text())
+    sections = {s["label"]: s for s in results["latency"]}
+    before = sections["before prefetch"]
+    assert before["environment"]["date_utc"]
+    assert {r["seconds_per_file"] for r in before["runs"]} == {30, 600}
+    for section in sections.values():
+        for run in section["runs"]:
+            assert_latency_run_consistent(run)
+
+
+def test_published_batching_figures_agree_with_what_they_are_derived_from() -> None:
+    results = json.loads((RESULTS_DIR / report.JSON_NAME).read_text())
+    section = results["batching"]
+    assert section["environment"]["date_utc"]
+    languages = {row["language"] for row in section["languages"]}
+    assert {"en", "he"} <= languages
+    for row in section["languages"]:
+        assert_batching_row_consistent(row)

@@ -29,8 +29,11 @@ def test_typed_defaults_and_overrides() -> None:
     assert tuned.poll_wait_seconds == 1
     assert tuned.asg_name == "g"
     assert (settings.beam_size, settings.batch_size) == (5, 8)
-    decoding = WorkerSettings.from_env({**WORKER_ENV, "WORKER_BATCH_SIZE": "16"})
+    decoding = WorkerSettings.from_env(
+        {**WORKER_ENV, "WORKER_BATCH_SIZE": "16", "WORKER_BATCHED_INFERENCE": "true"}
+    )
     assert decoding.batch_size == 16
+    assert (settings.batched_inference, decoding.batched_inference) == (False, True)
     assert settings.misconfiguration_pause_seconds == 300
     paused = WorkerSettings.from_env({**WORKER_ENV, "MISCONFIGURATION_PAUSE_SECONDS": "60"})
     assert paused.misconfiguration_pause_seconds == 60

@@ -1,18 +1,17 @@
 from __future__ import annotations
 
+import html
 import json
 
 import pytest
+import srt as srt_parser
+import webvtt
 
-from gpu_worker.transcription.formats import (
-    RunFigures,
-    normalize_segments,
-    srt,
-    transcript_json,
-    vtt,
-)
+from gpu_worker.transcription.formats import RunFigures, normalize_segments, transcript_document
 from gpu_worker.transcription.transcript import Segment, Word
+from pipeline_core.subtitles import RLM, srt, vtt
 from pipeline_core.timed_text import TIMED_LINE, format_timestamp, render_segments
+from pipeline_core.transcript_document import SCHEMA_VERSION, TranscriptDocument
 
 HEBREW = "אמר רבי יוחנן, (שבת ב.) מה?"
 
@@ -53,43 +52,61 @@ def test_timed_text_one_segment_a_line_with_hebrew_and_hours() -> None:
     assert text.endswith("\n")
 
 
-def test_srt_and_vtt() -> None:
-    segments = [*_segments(), Segment(3728.0, 3729.0, "a <b> & c --> d")]
-    assert srt(segments) == (
-        "1\n00:00:00,000 --> 00:00:02,500\nשלום עולם\n\n"
-        f"2\n01:02:05,500 --> 01:02:07,000\n{HEBREW}\n\n"
-        "3\n01:02:08,000 --> 01:02:09,000\na <b> & c --> d\n"
-    )
-    document = vtt(segments)
-    assert document.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:02.500\nשלום עולם\n\n")
-    assert f"01:02:05.500 --> 01:02:07.000\n{HEBREW}\n" in document
-    cue_text = document.rstrip("\n").split("\n")[-1]
-    assert cue_text == "a &lt;b&gt; &amp; c --&gt; d"
-    assert "-->" not in cue_text
-
-
-def test_json_carries_segments_words_and_figures() -> None:
-    figures = RunFigures(
+def _figures(language: str = "he") -> RunFigures:
+    return RunFigures(
         source_key="audio-input/שיעור.mp3",
         job_id="j1",
-        language="he",
+        language=language,
         model="faster-whisper:tiny",
         audio_seconds=3727.0,
         transcribe_seconds=186.35,
     )
-    document = json.loads(transcript_json(_segments(), figures))
+
+
+def test_srt_and_vtt_of_english_text_escape_only_what_vtt_needs() -> None:
+    segments = [Segment(0.0, 2.5, "hello world"), Segment(3.0, 4.0, "a <b> & c --> d")]
+    document = transcript_document(segments, _figures("en"))
+    assert srt(document) == (
+        "1\n00:00:00,000 --> 00:00:02,500\nhello world\n\n"
+        "2\n00:00:03,000 --> 00:00:04,000\na <b> & c --> d\n"
+    )
+    text = vtt(document)
+    assert text.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:02.500\nhello world\n\n")
+    cue_text = text.rstrip("\n").split("\n")[-1]
+    assert cue_text == "a &lt;b&gt; &amp; c --&gt; d"
+    # webvtt-py hands cue text over as written; the entities decode back to the words.
+    captions = webvtt.from_string(text).captions
+    assert [html.unescape(c.text) for c in captions] == ["hello world", "a <b> & c --> d"]
+
+
+def test_hebrew_subtitles_carry_right_to_left_marks_and_parse() -> None:
+    document = transcript_document(_segments(), _figures("he"))
+    subtitles = list(srt_parser.parse(srt(document)))
+    assert [s.content for s in subtitles] == [f"{RLM}שלום עולם{RLM}", f"{RLM}{HEBREW}{RLM}"]
+    assert subtitles[1].start.total_seconds() == 3725.5
+    captions = webvtt.from_string(vtt(document)).captions
+    assert [c.text for c in captions] == [f"{RLM}שלום עולם{RLM}", f"{RLM}{HEBREW}{RLM}"]
+
+
+def test_json_carries_segments_words_and_figures() -> None:
+    text = transcript_document(_segments(), _figures()).to_json()
+    document = json.loads(text)
+    assert document["schema_version"] == SCHEMA_VERSION
     assert document["source_key"] == "audio-input/שיעור.mp3"
     assert document["language"] == "he"
     assert document["model"] == "faster-whisper:tiny"
     assert document["audio_seconds"] == 3727.0
     assert document["transcribe_seconds"] == 186.35
     assert document["real_time_factor"] == pytest.approx(0.05, abs=1e-4)
+    assert "corrector" not in document  # as recognised
     assert [s["text"] for s in document["segments"]] == ["שלום עולם", HEBREW]
+    assert [s["corrected"] for s in document["segments"]] == [False, False]
     assert document["segments"][0]["words"] == [
         {"start": 0.0, "end": 1.0, "text": " שלום", "probability": 0.9},
         {"start": 1.0, "end": 2.5, "text": " עולם"},
     ]
-    assert "שלום" in transcript_json(_segments(), figures)  # UTF-8, not \\u escapes
+    assert "שלום" in text  # UTF-8, not \\u escapes
+    assert TranscriptDocument.from_json(text) == transcript_document(_segments(), _figures())
 
 
 def test_normalize_clamps_orders_and_drops_empty() -> None:
@@ -110,5 +127,7 @@ def test_normalize_clamps_orders_and_drops_empty() -> None:
 
 def test_empty_transcript_is_still_valid_files() -> None:
     assert render_segments([]) == ""
-    assert srt([]) == ""
-    assert vtt([]) == "WEBVTT\n\n"
+    document = transcript_document([], _figures())
+    assert srt(document) == ""
+    assert vtt(document) == "WEBVTT\n\n"
+    assert list(webvtt.from_string(vtt(document)).captions) == []

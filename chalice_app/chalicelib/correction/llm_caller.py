@@ -15,6 +15,10 @@ unknown model, no model access, a missing permission: ``ConfigurationError``) ta
 path through the queue and its DLQ alarm, but its last receive fails the job with a Result
 that says what to fix: it is not the transcript's fault, and quietly delivering every job
 uncorrected would hide it.
+
+A transcript is only corrected when it carries its job's id (``pipeline_core.ownership``),
+and the final files are only written where no other recording's are: either mismatch
+fails the job with a reason, never delivering or overwriting another recording's text.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib.correction.corrected_document import CorrectionSource, corrected_document
 from chalicelib.correction.correctors import Corrector
 from chalicelib.correction.prompt import PromptContext
 from chalicelib.correction.transcript import (
@@ -38,7 +43,7 @@ from chalicelib.correction.transcript import (
     S3Checkpoints,
     correct_transcript,
 )
-from pipeline_core import keys
+from pipeline_core import keys, subtitles
 from pipeline_core.config import LlmCallerSettings
 from pipeline_core.contracts import (
     ContractError,
@@ -54,7 +59,9 @@ from pipeline_core.contracts import (
 from pipeline_core.errors import LLM_CALLER_READER, ConfigurationError, is_missing_object
 from pipeline_core.jobs import ACTIVE_STATES, JobField, JobRecord, JobState, JobTable, Lease
 from pipeline_core.jsonlog import log_context
+from pipeline_core.ownership import OutputTakenError, Owner, json_version_of, owner_metadata
 from pipeline_core.timed_text import TimedTranscript, parse, render_plain, render_timed
+from pipeline_core.transcript_document import TranscriptDocument
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -153,7 +160,9 @@ def _malformed(
         reason = f"the LLM job message is malformed: {exc}"
         log.error(reason)
         if table.fail(record.job_id, reason):
-            result = Result.failure(record.s3_key, reason, job_id=record.job_id)
+            result = Result.failure(
+                record.s3_key, reason, job_id=record.job_id, output_name=record.output_name
+            )
             _send_result(clients, settings, result, record.language)
     return CorrectionOutcome.FAILED
 
@@ -183,8 +192,8 @@ class _Correction:
         self.passes = 1
         self.source_file = job.source_key
         work_id = job.job_id or hashlib.sha256(job.timed_key.encode()).hexdigest()[:32]
-        work_prefix = f"{keys.LLM_WORK_PREFIX}{work_id}/"
-        self.checkpoints = S3Checkpoints(clients.s3, settings.bucket, work_prefix)
+        self.json_version_id: str | None = None  # set from the timed transcript's metadata
+        self.checkpoints = S3Checkpoints(clients.s3, settings.bucket, keys.llm_work_prefix(work_id))
 
     # -- entry ---------------------------------------------------------------------------
 
@@ -235,9 +244,16 @@ class _Correction:
     # -- the work ------------------------------------------------------------------------
 
     def _correct(self, *, final: bool = False) -> CorrectionOutcome:
-        text = self._read_transcript()
-        if text is None:
+        read = self._read_transcript()
+        if read is None:
             return self._fail(f"the transcript {self.job.timed_key} does not exist")
+        text, owner, self.json_version_id = read
+        if self.job.job_id and owner.job_id != self.job.job_id:
+            return self._fail(
+                f"the transcript {self.job.timed_key} belongs to {owner.describe()}, not to "
+                f"{self.source_file} (job {self.job.job_id}); another recording's text is "
+                "not delivered"
+            )
         transcript = parse(text)
         if self.corrector is None:
             report = CorrectionReport(lines_total=len(transcript.correctable))
@@ -273,14 +289,21 @@ class _Correction:
             )
         return self._finish(transcript, report, self.corrector.identity)
 
-    def _read_transcript(self) -> str | None:
+    def _read_transcript(self) -> tuple[str, Owner, str | None] | None:
+        """The timed transcript's text, the recording it names and the version of the JSON
+        written with it; None when missing."""
+        request: dict[str, Any] = {"Bucket": self.settings.bucket, "Key": self.job.timed_key}
+        if self.job.timed_version_id:  # the worker's own write, whatever replaced it since
+            request["VersionId"] = self.job.timed_version_id
         try:
-            body = self.clients.s3.get_object(Bucket=self.settings.bucket, Key=self.job.timed_key)
+            body = self.clients.s3.get_object(**request)
         except ClientError as exc:
             if is_missing_object(exc, LLM_CALLER_READER, self.settings.bucket, self.job.timed_key):
                 return None
             raise
-        return body["Body"].read().decode("utf-8", errors="replace")
+        text = body["Body"].read().decode("utf-8", errors="replace")
+        metadata = body.get("Metadata", {})
+        return text, Owner.of(metadata), json_version_of(metadata)
 
     def _glossary(self) -> str:
         key = self.settings.glossary_key
@@ -318,8 +341,10 @@ class _Correction:
         self, transcript: TimedTranscript, report: CorrectionReport, model: str
     ) -> CorrectionOutcome:
         final = keys.final_keys(self.job.stem)
-        self._put(final.text, render_plain(transcript, report.texts))
-        self._put(final.timed, render_timed(transcript, report.texts))
+        try:
+            self._write_outputs(final, transcript, report, model)
+        except OutputTakenError as exc:
+            return self._fail(str(exc))
         corrected = self.corrector is not None and report.fully_corrected
         status: ResultStatus = "success" if corrected else "success_uncorrected"
         bucket = self.settings.bucket
@@ -329,6 +354,7 @@ class _Correction:
             status=status,
             timed_output_file=keys.s3_uri(bucket, final.timed),
             job_id=self.job.job_id,
+            output_name=self.job.stem,
             line_counts=LineCounts(
                 lines_corrected=report.lines_changed,
                 lines_refused=report.lines_refused,
@@ -380,19 +406,95 @@ class _Correction:
     def _send_result(self, result: Result) -> None:
         _send_result(self.clients, self.settings, result, self.job.language)
 
-    def _put(self, key: str, text: str) -> None:
+    def _write_outputs(
+        self,
+        final: keys.FinalKeys,
+        transcript: TimedTranscript,
+        report: CorrectionReport,
+        model: str,
+    ) -> None:
+        """Every format of the corrected text: the text, timed text, JSON and subtitles.
+
+        Raises ``OutputTakenError``, having written nothing, when any of their keys holds
+        another recording's final output.
+        """
+        for output in keys.FINAL_OUTPUT_FORMATS:
+            self._check_final_output_free(final.of(output))
+        source = CorrectionSource(
+            job_id=self.job.job_id,
+            source_key=self.source_file or "",
+            language=self.job.language_code,
+            corrector=model,
+        )
+        document = corrected_document(transcript, report.texts, self._recognised_document(), source)
+        bodies = {
+            keys.OutputFormat.TXT: render_plain(transcript, report.texts),
+            keys.OutputFormat.TIMED: render_timed(transcript, report.texts),
+            keys.OutputFormat.JSON: document.to_json(),
+            keys.OutputFormat.SRT: subtitles.srt(document),
+            keys.OutputFormat.VTT: subtitles.vtt(document),
+        }
+        for output in keys.FINAL_OUTPUT_FORMATS:
+            self._put(final.of(output), bodies[output], output.content_type)
+
+    def _check_final_output_free(self, key: str) -> None:
+        """Raise ``OutputTakenError`` when ``key`` holds another recording's final output;
+        an untracked job (no job id) only replaces an output of its own source."""
+        bucket = self.settings.bucket
+        try:
+            head = self.clients.s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if is_missing_object(exc, LLM_CALLER_READER, bucket, key):
+                return
+            raise
+        owner = Owner.of(head.get("Metadata", {}))
+        source = self.source_file or ""
+        if not owner.may_be_replaced_by(self.job.job_id or "", source):
+            raise OutputTakenError(key, owner, source)
+
+    def _put(self, key: str, text: str, content_type: str) -> None:
+        """Every final output is written here: stamped with its recording."""
         self.clients.s3.put_object(
             Bucket=self.settings.bucket,
             Key=key,
             Body=text.encode("utf-8"),
-            ContentType="text/plain; charset=utf-8",
+            ContentType=content_type,
+            Metadata=owner_metadata(self.job.job_id, self.source_file),
         )
+
+    def _recognised_document(self) -> TranscriptDocument | None:
+        """The worker's JSON of this job's transcript (words and timings), if readable: the
+        version its timed transcript names (``corrected_document`` uses it only when it
+        names this job)."""
+        key = keys.transcript_keys_of_timed(self.job.timed_key).json
+        request: dict[str, Any] = {"Bucket": self.settings.bucket, "Key": key}
+        if self.json_version_id:
+            request["VersionId"] = self.json_version_id
+        try:
+            body = self.clients.s3.get_object(**request)
+        except ClientError as exc:
+            if is_missing_object(exc, LLM_CALLER_READER, self.settings.bucket, key):
+                log.warning(
+                    "no recognised JSON; subtitles without word timings", extra={"key": key}
+                )
+                return None
+            raise
+        try:
+            return TranscriptDocument.from_json(body["Body"].read())
+        except ValueError as exc:
+            log.warning(
+                "the recognised JSON is malformed; not used",
+                extra={"key": key, "error": str(exc)[:500]},
+            )
+            return None
 
     def _fail(self, reason: str) -> CorrectionOutcome:
         log.error("correction failed: %s", reason)
         if self.tracked and self.job.job_id and not self.table.fail(self.job.job_id, reason):
             return CorrectionOutcome.DUPLICATE
-        result = Result.failure(self.source_file or "", reason, job_id=self.job.job_id)
+        result = Result.failure(
+            self.source_file or "", reason, job_id=self.job.job_id, output_name=self.job.stem
+        )
         self._send_result(result)
         if self.tracked and self.job.job_id:
             self.table.update_fields(self.job.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
@@ -450,6 +552,7 @@ class _Correction:
                 status=attributes.get(JobField.RESULT_STATUS, "success"),
                 timed_output_file=attributes.get(JobField.TIMED_OUTPUT_FILE),
                 job_id=record.job_id,
+                output_name=record.output_name,
                 line_counts=LineCounts(changed, refused, total - changed),
             )
             self._send_result(result)

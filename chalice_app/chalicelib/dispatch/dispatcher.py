@@ -7,7 +7,10 @@ For each object an S3 event announces:
   language, unsafe key, object gone) is refused here, before it costs GPU time: the job is
   recorded ``failed`` with the reason and a failure ``Result`` goes to the Results Queue;
 - a good one is recorded ``queued``, sent to the Audio Queue as an ``AudioJob`` and the GPU
-  Auto Scaling Group is raised to 1.
+  Auto Scaling Group is raised to 1;
+- every upload that can be named gets its output name reserved first (accepted or refused;
+  ``JobTable.reserve_output_name``): it travels in the ``AudioJob``, the job row and the
+  failure ``Result``, so no two recordings share output files.
 A Lambda that dies between the job-table put and the send leaves the job ``queued``
 without ``enqueued_at``; the retried event (Lambda retries failed S3 invocations) finds it
 so and sends it then. Only one delivery re-sends, under a claim that lapses after the
@@ -206,6 +209,7 @@ class _Dispatch:
             normalize_language(language)
         except UnknownLanguageError as exc:
             raise UploadRejectedError(str(exc)) from None
+        output_name = self._reserve_output_name()
         try:
             job = AudioJob.from_dict(
                 {
@@ -216,12 +220,19 @@ class _Dispatch:
                     "bucket": obj.bucket,
                     "etag": obj.etag or str(head.get("ETag", "")).strip('"') or None,
                     "version_id": obj.version_id,
+                    "output_name": output_name,
                     "schema_version": SCHEMA_VERSION,
                 }
             )
         except ContractError as exc:
             raise UploadRejectedError(str(exc)) from None
         return _Accepted(job, size)
+
+    def _reserve_output_name(self) -> str:
+        try:
+            return self.table.reserve_output_name(self.obj.bucket, self.obj.key)
+        except keys.InvalidKeyError as exc:
+            raise UploadRejectedError(f"the file name cannot name its transcripts: {exc}") from None
 
     def _head(self) -> Mapping[str, Any]:
         kwargs: dict[str, Any] = {"Bucket": self.obj.bucket, "Key": self.obj.key}
@@ -247,6 +258,7 @@ class _Dispatch:
             language=job.language,
             details=job.details,
             extra={
+                JobField.OUTPUT_NAME: job.output_name,
                 JobField.ETAG: job.etag,
                 JobField.VERSION_ID: job.version_id,
                 JobField.SIZE_BYTES: accepted.size,
@@ -269,6 +281,14 @@ class _Dispatch:
 
     def _reject(self, reason: str) -> Dispatched:
         log.warning("upload refused: %s", reason, extra={"reason": reason})
+        output_name = None
+        if self.obj.key_error is None:
+            # Named too (the re-upload that fixes it gets the same name), unless the key
+            # cannot name files at all.
+            try:
+                output_name = self._reserve_output_name()
+            except UploadRejectedError:
+                output_name = None
         created = self.table.create(
             job_id=self.job_id,
             bucket=self.obj.bucket,
@@ -278,15 +298,15 @@ class _Dispatch:
             details="",
             state=JobState.FAILED,
             error=reason,
-            extra={JobField.REJECTED_BY: REJECTED_BY},
+            extra={JobField.REJECTED_BY: REJECTED_BY, JobField.OUTPUT_NAME: output_name},
             lease=self.lease,
         )
         if not created:
             return self._redelivered(self._get())
-        self._send_failure(reason)
+        self._send_failure(reason, output_name)
         return Dispatched(self.obj.key, DispatchOutcome.REJECTED, self.job_id, reason)
 
-    def _send_failure(self, reason: str) -> None:
+    def _send_failure(self, reason: str, output_name: str | None) -> None:
         try:
             keys.audio_key(self.obj.key)
         except keys.InvalidKeyError:
@@ -297,7 +317,7 @@ class _Dispatch:
             )
             self.table.update_fields(self.job_id, {JobField.RESULT_SENT_AT: RESULT_NOT_SENDABLE})
             return
-        result = Result.failure(self.obj.key, reason, job_id=self.job_id)
+        result = Result.failure(self.obj.key, reason, job_id=self.job_id, output_name=output_name)
         topic = ResultTopic.configured(self.clients.sns, self.settings.notification_topic_arn)
         send_result(self.clients.sqs, self.settings.results_queue_url, result, topic=topic)
         self.table.update_fields(self.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
@@ -318,6 +338,7 @@ class _Dispatch:
                     bucket=record.bucket,
                     etag=attributes.get(JobField.ETAG),
                     version_id=attributes.get(JobField.VERSION_ID),
+                    output_name=attributes.get(JobField.OUTPUT_NAME),
                     schema_version=SCHEMA_VERSION,
                 )
                 self._send(job)
@@ -331,7 +352,10 @@ class _Dispatch:
             and JobField.RESULT_SENT_AT not in attributes
             and self._claim(JobState.FAILED, JobField.RESULT_SENT_AT)
         ):
-            self._send_failure(record.error or "refused by the Dispatcher")
+            self._send_failure(
+                record.error or "refused by the Dispatcher",
+                attributes.get(JobField.OUTPUT_NAME),
+            )
             log.warning("failure result re-sent: an earlier delivery died before sending it")
             return Dispatched(self.obj.key, DispatchOutcome.RESENT, self.job_id, record.error)
         log.info("duplicate delivery of a known upload", extra={"state": record.state.value})

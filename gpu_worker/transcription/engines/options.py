@@ -19,5 +19,8 @@ class DecodeOptions:
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     # faster-whisper: Silero VAD (shipped inside the wheel) drops non-speech first.
     vad_filter: bool = True
-    # transformers: 30 s chunks decoded together.
+    # 30 s chunks decoded together: transformers always, faster-whisper when ``batched``.
     batch_size: int = 8
+    # faster-whisper: audio longer than one window goes through BatchedInferencePipeline
+    # (VAD-cut chunks decoded ``batch_size`` at a time; the thresholds above kept).
+    batched: bool = False

@@ -8,14 +8,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import docx
 import pytest
-from support.onprem_helpers import BUCKET, REGION, fast_client_config
+import srt as srt_parser
+import webvtt
+from docx.oxml.ns import qn
+from support.onprem_helpers import BUCKET, REGION, fast_client_config, write_final_outputs
 from support.s3_denials import deny_reads_below
 
 from onprem.cli import main
 from onprem.poll import Poller, PollOptions, PollOutcome
+from onprem.settings import parse_formats
 from pipeline_core import keys
 from pipeline_core.contracts import Result, send_to_queue, utc_timestamp
+from pipeline_core.keys import OutputFormat
+from pipeline_core.subtitles import RLM
+from pipeline_core.transcript_document import TranscriptDocument
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -23,33 +31,41 @@ if TYPE_CHECKING:
 
 
 def publish_success(
-    s3: S3Client, sqs: SQSClient, queue: str, name: str, text: str, *, timed: bool = True
+    s3: S3Client,
+    sqs: SQSClient,
+    queue: str,
+    name: str,
+    text: str,
+    *,
+    left_out: tuple[OutputFormat, ...] = (),
 ) -> Result:
-    """What the LLM Caller does: write final-output/ objects, then send a Result."""
+    """What the LLM Caller does: write final-output/ objects (all but ``left_out``), then
+    send a Result."""
     audio = keys.audio_key(name + ".mp3")
-    final = keys.final_keys(keys.stem(audio))
-    s3.put_object(Bucket=BUCKET, Key=final.text, Body=text.encode())
-    if timed:
-        s3.put_object(Bucket=BUCKET, Key=final.timed, Body=f"[00:00] {text}".encode())
+    final = write_final_outputs(s3, audio, text, left_out=left_out)
     result = Result.success(
         audio,
         keys.s3_uri(BUCKET, final.text),
-        timed_output_file=keys.s3_uri(BUCKET, final.timed) if timed else None,
+        timed_output_file=keys.s3_uri(BUCKET, final.timed),
         job_id="job-" + name.replace("/", "-"),
     )
     send_to_queue(sqs, queue, result)
     return result
 
 
-def poll_once(queue: str, out: Path) -> int:
+def poll_once(queue: str, out: Path, *flags: str) -> int:
     """The CLI, in process."""
     return main(
-        ["poll", "--once", "--queue-url", queue, "--output-dir", str(out), "--wait-seconds", "0"]
+        ["poll", "--once", "--queue-url", queue, "--output-dir", str(out), "--wait-seconds", "0",
+         *flags]
+    )  # fmt: skip
+
+
+def poller(s3: S3Client, sqs: SQSClient, queue: str, out: Path, formats: str = "txt,srt") -> Poller:
+    options = PollOptions(
+        queue_url=queue, output_dir=out, wait_seconds=0, once=True, formats=parse_formats(formats)
     )
-
-
-def poller(s3: S3Client, sqs: SQSClient, queue: str, out: Path) -> Poller:
-    return Poller(s3, sqs, PollOptions(queue_url=queue, output_dir=out, wait_seconds=0, once=True))
+    return Poller(s3, sqs, options)
 
 
 def queue_depth(sqs: SQSClient, queue: str) -> int:
@@ -68,19 +84,85 @@ def test_transcripts_land_under_their_source_names_and_messages_are_deleted(
 ) -> None:
     out = tmp_path / "out"
     publish_success(s3, sqs, results_queue, "גמרא/שיעור א", "שלום עולם")
-    publish_success(s3, sqs, results_queue, "plain", "hello", timed=False)
+    publish_success(s3, sqs, results_queue, "plain", "hello")
     code = poll_once(results_queue, out)
     assert code == 0
     assert (out / "גמרא" / "שיעור א.txt").read_text(encoding="utf-8") == "שלום עולם"
-    assert (out / "גמרא" / "שיעור א.timed.txt").read_text(encoding="utf-8") == "[00:00] שלום עולם"
+    [cue] = srt_parser.parse((out / "גמרא" / "שיעור א.srt").read_text(encoding="utf-8"))
+    assert cue.content == f"{RLM}שלום עולם{RLM}"
     assert (out / "plain.txt").read_text() == "hello"
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
+        "plain.html",
+        "plain.srt",
         "plain.txt",
-        "שיעור א.html",  # the reader page (onprem/reader.py), where there is timed text
-        "שיעור א.timed.txt",
+        "שיעור א.html",  # the reader page, built here from the corrected JSON
+        "שיעור א.srt",
         "שיעור א.txt",
-    ], "no temporary files are left"
+    ], "the default formats (txt, srt, html) and no temporary files"
     assert queue_depth(sqs, results_queue) == 0
+
+
+def test_every_format_asked_for_comes_home_and_reads_back_with_its_parser(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    publish_success(s3, sqs, results_queue, "גמרא/שיעור א", "שלום עולם, מה שלומכם?")
+    assert poll_once(results_queue, out, "--formats", "txt,timed,srt,vtt,json,docx") == 0
+
+    home = out / "גמרא"
+    assert sorted(p.name for p in home.iterdir()) == [
+        f"שיעור א.{suffix}" for suffix in ("docx", "json", "srt", "timed.txt", "txt", "vtt")
+    ]
+    document = TranscriptDocument.from_json((home / "שיעור א.json").read_bytes())
+    assert [s.text for s in document.segments] == ["שלום עולם, מה שלומכם?"]
+    [caption] = webvtt.read(str(home / "שיעור א.vtt")).captions
+    assert caption.text == f"{RLM}שלום עולם, מה שלומכם?{RLM}"
+    word = docx.Document(str(home / "שיעור א.docx"))
+    paragraphs = [p for p in word.paragraphs if "שלום" in p.text]
+    assert [p.text.split("  ", 1)[1] for p in paragraphs] == ["שלום עולם, מה שלומכם?"]
+    properties = paragraphs[0]._p.pPr
+    assert properties is not None
+    bidi = properties.find(qn("w:bidi"))
+    assert bidi is not None
+    assert bidi.get(qn("w:val")) in (None, "1", "true")
+    assert all(run.font.rtl for run in paragraphs[0].runs)
+
+
+def test_an_english_docx_is_left_to_right(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    publish_success(s3, sqs, results_queue, "lecture", "hello there")
+    assert poller(s3, sqs, results_queue, out, "docx").run().exit_code == 0
+    assert [p.name for p in out.iterdir()] == ["lecture.docx"]
+    word = docx.Document(str(out / "lecture.docx"))
+    [paragraph] = [p for p in word.paragraphs if "hello there" in p.text]
+    assert paragraph._p.pPr is None or paragraph._p.pPr.find(qn("w:bidi")) is None
+    assert not any(run.font.rtl for run in paragraph.runs)
+
+
+def test_a_missing_format_is_reported_and_the_others_are_written(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    publish_success(
+        s3,
+        sqs,
+        results_queue,
+        "sub/lecture",
+        "text",
+        left_out=(OutputFormat.SRT, OutputFormat.JSON),
+    )
+    report = poller(s3, sqs, results_queue, out, "txt,srt,vtt,docx").run()
+
+    assert report.outcomes == {PollOutcome.PARTLY_WRITTEN: 1}
+    assert report.exit_code == 1
+    assert sorted(p.name for p in (out / "sub").iterdir()) == ["lecture.txt", "lecture.vtt"]
+    failure = json.loads((out / "failed" / "sub" / "lecture.json").read_text(encoding="utf-8"))
+    assert failure["missing_formats"] == ["srt", "docx"]
+    assert "srt, docx" in failure["error"]
+    assert failure["status"] == "success"
+    assert queue_depth(sqs, results_queue) == 0, "what exists is home; nothing to retry"
 
 
 def test_a_duplicate_result_does_no_harm(
@@ -140,6 +222,76 @@ def test_a_failed_result_is_reported_and_a_later_success_replaces_the_report(
     poller(s3, sqs, results_queue, out).run()
     assert (out / "sub" / "broken.txt").read_text() == "redriven and fine"
     assert not (out / "failed" / "sub" / "broken.json").exists()
+
+
+def test_same_stem_recordings_keep_their_own_reports_and_transcripts(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
+) -> None:
+    """lecture.mp3 failed, Lecture.MP3 and lecture.wav failed too, then lecture.wav succeeded:
+    each report is named after its recording's output name, and the success removes its
+    own report only, whatever the case (the names would meet on Windows or macOS)."""
+    out = tmp_path / "out"
+    for source, name in (
+        ("audio-input/lecture.mp3", "lecture"),
+        ("audio-input/lecture.wav", "lecture (wav)"),
+        ("audio-input/Lecture.MP3", "Lecture (MP3)"),
+    ):
+        reason = f"{source} could not be decoded"
+        send_to_queue(sqs, results_queue, Result.failure(source, reason, "j", output_name=name))
+    poller(s3, sqs, results_queue, out).run()
+    reports = {p.name: json.loads(p.read_text()) for p in (out / "failed").iterdir()}
+    assert {name: report["source_file"] for name, report in reports.items()} == {
+        "lecture.json": "audio-input/lecture.mp3",
+        "lecture (wav).json": "audio-input/lecture.wav",
+        "Lecture (MP3).json": "audio-input/Lecture.MP3",
+    }
+
+    final = write_final_outputs(
+        s3, "audio-input/lecture.wav", "the wav's words", output_name="lecture (wav)"
+    )
+    success = Result.success(
+        "audio-input/lecture.wav",
+        keys.s3_uri(BUCKET, final.text),
+        job_id="j2",
+        output_name="lecture (wav)",
+    )
+    send_to_queue(sqs, results_queue, success)
+    # An old report at the name of another recording is not this success's to remove.
+    (out / "failed" / "lecture (wav).json").write_text(json.dumps(reports["lecture.json"]))
+    poller(s3, sqs, results_queue, out).run()
+    assert (out / "lecture (wav).txt").read_text() == "the wav's words"
+    [cue] = srt_parser.parse((out / "lecture (wav).srt").read_text())  # every format asked for
+    assert cue.content == "the wav's words"
+    assert sorted(p.name for p in (out / "failed").iterdir()) == [
+        "Lecture (MP3).json", "lecture (wav).json", "lecture.json",
+    ]  # fmt: skip
+
+    (out / "failed" / "lecture (wav).json").write_text(json.dumps(reports["lecture (wav).json"]))
+    send_to_queue(sqs, results_queue, success)
+    poller(s3, sqs, results_queue, out).run()
+    assert sorted(p.name for p in (out / "failed").iterdir()) == [
+        "Lecture (MP3).json", "lecture.json",
+    ]  # fmt: skip
+
+
+def test_a_result_whose_output_file_is_not_its_output_names_is_refused(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
+) -> None:
+    final = write_final_outputs(s3, "audio-input/lecture.mp3", "the mp3's words")
+    mixed_up = Result.success(
+        "audio-input/lecture.wav",
+        keys.s3_uri(BUCKET, final.text),
+        job_id="j",
+        output_name="lecture (wav)",
+    )
+    send_to_queue(sqs, results_queue, mixed_up)
+    out = tmp_path / "out"
+
+    report = poller(s3, sqs, results_queue, out).run()
+
+    assert report.outcomes == {PollOutcome.REFUSED: 1}
+    assert not out.exists() or list(out.iterdir()) == []
+    assert queue_depth(sqs, results_queue) == 1, "left for the DLQ"
 
 
 @pytest.mark.parametrize(
@@ -243,7 +395,9 @@ def test_a_denied_transcript_read_stops_the_run_and_keeps_every_message(
 def test_an_expired_transcript_is_a_download_failure_left_in_the_queue(
     s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
 ) -> None:
-    result = publish_success(s3, sqs, results_queue, "expired", "gone", timed=False)
+    result = publish_success(
+        s3, sqs, results_queue, "expired", "gone", left_out=(OutputFormat.SRT,)
+    )
     s3.delete_object(Bucket=BUCKET, Key=keys.parse_s3_uri(result.output_file or "")[1])
     report = poller(s3, sqs, results_queue, tmp_path / "out").run()
     assert report.fatal is None

@@ -15,32 +15,34 @@ from support.reader_page import page_parts
 
 from onprem.cli import main
 from onprem.poll import Poller, PollOptions, PollOutcome
-from onprem.settings import load_settings
-from pipeline_core import keys
+from onprem.settings import load_settings, parse_formats
+from pipeline_core import keys, subtitles
 from pipeline_core.contracts import Result, send_to_queue
+from pipeline_core.transcript_document import SegmentRecord, TranscriptDocument
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
-TIMED = (
-    "[00:00:00.000 --> 00:00:02.500] שלום לכולם.\n"
-    "[00:00:02.500 --> 00:00:05.000] היום נלמד <b>בבא קמא</b> דף ב.\n"
-    "[00:01:05.000 --> 00:01:07.250] סוף.\n"
+SEGMENTS = (
+    SegmentRecord(start=0.0, end=2.5, text="שלום לכולם."),
+    SegmentRecord(start=2.5, end=5.0, text="היום נלמד <b>בבא קמא</b> דף ב.", corrected=True),
+    SegmentRecord(start=65.0, end=67.25, text="סוף."),
 )
 
 
 def publish(s3: S3Client, sqs: SQSClient, queue: str, audio_key: str) -> Result:
     """What the LLM Caller does: write final-output/ objects, then send a Result."""
     final = keys.final_keys(keys.stem(audio_key))
-    s3.put_object(Bucket=BUCKET, Key=final.timed, Body=TIMED.encode())
+    document = TranscriptDocument(
+        source_key=audio_key, job_id="job-1", language="he", model="whisper",
+        audio_seconds=67.25, transcribe_seconds=1.0, real_time_factor=0.01,
+        corrector="bedrock:model", segments=SEGMENTS,
+    )  # fmt: skip
+    s3.put_object(Bucket=BUCKET, Key=final.json, Body=document.to_json().encode())
     s3.put_object(Bucket=BUCKET, Key=final.text, Body=b"plain text")
-    result = Result.success(
-        audio_key,
-        keys.s3_uri(BUCKET, final.text),
-        timed_output_file=keys.s3_uri(BUCKET, final.timed),
-        job_id="job-1",
-    )
+    s3.put_object(Bucket=BUCKET, Key=final.srt, Body=subtitles.srt(document).encode())
+    result = Result.success(audio_key, keys.s3_uri(BUCKET, final.text), job_id="job-1")
     send_to_queue(sqs, queue, result)
     return result
 
@@ -52,7 +54,7 @@ def poll_once(queue: str, out: Path) -> int:
 
 
 def poller(
-    sqs: SQSClient, s3: S3Client, queue: str, out: Path, *, reader_page: bool = True
+    sqs: SQSClient, s3: S3Client, queue: str, out: Path, *, formats: str = "txt,srt,html"
 ) -> Poller:
     """The poller as ``onprem poll`` sets it up: the uploader's state from the same settings."""
     options = PollOptions(
@@ -60,7 +62,7 @@ def poller(
         output_dir=out,
         wait_seconds=0,
         once=True,
-        reader_page=reader_page,
+        formats=parse_formats(formats),
         state_file=load_settings().state_path,
     )
     return Poller(s3, sqs, options)
@@ -92,7 +94,7 @@ def test_the_page_beside_the_transcript_links_the_recording_the_uploader_sent(
     assert linked.resolve() == recording.resolve()
     assert parts.starts == ["0.000", "2.500", "65.000"]
     assert parts.texts == ["שלום לכולם.", "היום נלמד <b>בבא קמא</b> דף ב.", "סוף."]
-    assert parts.direction == "rtl", "Hebrew text, no language given: from the letters"
+    assert parts.direction == "rtl", "a Hebrew transcript"
 
 
 def test_a_duplicate_result_leaves_the_page_as_it_is(
@@ -131,9 +133,9 @@ def test_no_page_when_the_reader_is_not_asked_for(
     _, key = upload_recording(tmp_path)
     publish(s3, sqs, results_queue, key)
     out = tmp_path / "out"
-    report = poller(sqs, s3, results_queue, out, reader_page=False).run()
+    report = poller(sqs, s3, results_queue, out, formats="txt,srt").run()
     assert report.outcomes == {PollOutcome.WRITTEN: 1}
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [
-        "שיעור #1 (a+b).timed.txt",
+        "שיעור #1 (a+b).srt",
         "שיעור #1 (a+b).txt",
     ]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import boto3
 import pytest
-from support.onprem_helpers import BUCKET, REGION
+from support.onprem_helpers import BUCKET, REGION, write_final_outputs
 from support.waiting import wait_until
 
 from pipeline_core import keys
@@ -95,7 +95,7 @@ def json_lines(text: str) -> list[dict[str, object]]:
 
 def publish(s3: S3Client, sqs: SQSClient, queue: str, name: str, body: bytes) -> None:
     audio = keys.audio_key(name)
-    final = keys.final_keys(keys.stem(audio))
+    final = write_final_outputs(s3, audio, "the transcript")  # every format, then the text
     s3.put_object(Bucket=BUCKET, Key=final.text, Body=body)
     result = Result.success(audio, keys.s3_uri(BUCKET, final.text))
     send_to_queue(sqs, queue, result)

@@ -4,7 +4,8 @@ For every uploaded object version (key + the version the Dispatcher keyed the jo
 - there is exactly one job row, in a final state (``succeeded`` or ``failed``);
 - a succeeded job has its ``final-output/`` text and timed text, and the timed text has the
   transcript's lines with the transcript's timestamps, none dropped, none invented (never a
-  truncated output), and exactly one success Result names it;
+  truncated output), and exactly one success Result names it; its corrected ``.json`` has
+  the transcript's segments, and its ``.srt`` and ``.vtt`` parse and say the JSON's text;
 - a failed job has a non-empty reason, and exactly one failed Result carries it (or, for a
   key no Result can name, the job row says the result was not sendable);
 - no job has more than one Result; no Result names a job nobody uploaded;
@@ -14,11 +15,14 @@ It returns figures (files, outcomes, retries) for the reliability report.
 
 from __future__ import annotations
 
+import html
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import srt
+import webvtt
 from botocore.exceptions import ClientError
 
 from pipeline_core import keys
@@ -32,7 +36,9 @@ from pipeline_core.jobs import (
     JobTable,
     job_id_for,
 )
+from pipeline_core.subtitles import RLM
 from pipeline_core.timed_text import TIMED_PREFIX
+from pipeline_core.transcript_document import TranscriptDocument
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -105,6 +111,27 @@ def _text(s3: S3Client, bucket: str, key: str) -> str | None:
             return None
         raise
     return body.decode("utf-8")
+
+
+def _corrected_formats_problems(
+    s3: S3Client, bucket: str, key: str, final: keys.FinalKeys, transcript: str
+) -> list[str]:
+    """The corrected JSON has the transcript's segments; the subtitles parse and say its text."""
+    document_text, srt_text, vtt_text = (
+        _text(s3, bucket, k) for k in (final.json, final.srt, final.vtt)
+    )
+    if document_text is None or srt_text is None or vtt_text is None:
+        return [f"{key}: succeeded but its .json, .srt or .vtt is missing"]
+    document = TranscriptDocument.from_json(document_text)
+    if len(document.segments) != len(_timestamps(transcript)):
+        return [f"{key}: the corrected JSON has {len(document.segments)} segments, "
+                f"the transcript {len(_timestamps(transcript))}"]  # fmt: skip
+    said = " ".join(segment.text for segment in document.segments)
+    subtitles = " ".join(cue.content for cue in srt.parse(srt_text)).replace("\n", " ")
+    captions = " ".join(c.text for c in webvtt.from_string(vtt_text).captions).replace("\n", " ")
+    if subtitles.replace(RLM, "") != said or html.unescape(captions).replace(RLM, "") != said:
+        return [f"{key}: the corrected subtitles do not say the corrected JSON's text"]
+    return []
 
 
 def check_invariant(
@@ -241,9 +268,9 @@ def _check_success(
         figures.uncorrected += 1
     if len(sent) != 1 or sent[0].status not in ("success", "success_uncorrected"):
         problems.append(f"{upload.key}: succeeded but its Results are {[r.status for r in sent]}")
-    stem = keys.stem(upload.key)
-    final = keys.final_keys(stem)
-    transcript = _text(s3, bucket, keys.transcript_keys(upload.key).timed)
+    name = record.output_name or ""
+    final = keys.final_keys(name)
+    transcript = _text(s3, bucket, keys.transcript_keys(name).timed)
     text = _text(s3, bucket, final.text)
     timed = _text(s3, bucket, final.timed)
     if transcript is None or text is None or timed is None:
@@ -256,3 +283,4 @@ def _check_success(
         )
     if len([line for line in text.splitlines() if line.strip()]) != len(_timestamps(transcript)):
         problems.append(f"{upload.key}: final text's line count differs from the transcript's")
+    problems.extend(_corrected_formats_problems(s3, bucket, upload.key, final, transcript))

@@ -154,6 +154,29 @@ class Scenario:
 
         return wait_until(settled, timeout, f"the queues to settle at {want or 'empty'}")
 
+    def wait_until_queued(self, name: str, count: int, timeout: float) -> float:
+        return wait_until(
+            lambda: self.queue_depth(name) == count, timeout, f"{count} message(s) on {name}"
+        )
+
+    def peek(self, name: str) -> str:
+        """The body of a message on one of the stack's queues, left there (visible again)."""
+        url = self.queues()[name]
+        (message,) = self.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)["Messages"]
+        self.sqs.change_message_visibility(
+            QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        )
+        return message["Body"]
+
+    def purge(self, name: str) -> None:
+        """Delete what is on one of the stack's queues (a record lost, an operator's purge)."""
+        url = self.queues()[name]
+        while messages := self.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0).get(
+            "Messages", []
+        ):
+            for message in messages:
+                self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
     # ---- the worker ---------------------------------------------------------------------
 
     def worker_lines(self) -> list[dict[str, Any]]:
@@ -189,6 +212,10 @@ class Scenario:
         return pid
 
     # ---- the promise ------------------------------------------------------------------
+
+    def queue_depth(self, name: str) -> int:
+        """Messages on one of the stack's queues (``"DispatcherDlq"``), in flight included."""
+        return queue_count(self.sqs, self.queues()[name])
 
     def queues(self) -> dict[str, str]:
         return self.deployment.stack.queue_urls()
@@ -243,6 +270,8 @@ def scenario(
             lambda_overrides={**FAST_LAMBDA, "BEDROCK_ENDPOINT_URL": model.url, **(lambdas or {})},
             worker_overrides={**FAST_WORKER, **(worker or {})},
             calls_ledger=Path(os.environ[LEDGER_ALL_RUNS_ENV]),
+            # The reconciler runs when a test says so (``deployment.run_reconciler()``).
+            reconcile_every_seconds=None,
         )
         with LocalDeployment(options) as deployment:
             yield Scenario(deployment, model, work_dir)

@@ -54,7 +54,7 @@ def test_job_table_is_encrypted_and_recoverable() -> None:
 
 def test_every_queue_is_encrypted() -> None:
     queues = _of_type("AWS::SQS::Queue")
-    assert len(queues) == 6  # three queues, three DLQs
+    assert len(queues) == 7  # three queues, three DLQs, the Dispatcher's on-failure destination
     for props in (q["Properties"] for q in queues.values()):
         assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from onprem.cli import main
-from onprem.settings import DEFAULT_PATTERNS, load_settings
+from onprem.settings import DEFAULT_PATTERNS, load_settings, parse_formats
 from pipeline_core.config import ConfigError
+from pipeline_core.keys import OutputFormat
 
 TOML = """
 bucket = "from-file"
@@ -89,3 +90,37 @@ def test_config_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["status", "--config", str(bad)]) == 2
     assert "unknown setting 'buckit'" in capsys.readouterr().err
     assert main(["--config", str(tmp_path / "nope.toml"), "status"]) == 2
+
+
+def test_formats_from_file_environment_and_flag(tmp_path: Path) -> None:
+    txt, srt, docx = OutputFormat.TXT, OutputFormat.SRT, OutputFormat.DOCX
+    default = load_settings(environ={"XDG_CONFIG_HOME": str(tmp_path)}).formats
+    assert default == (txt, srt, OutputFormat.HTML)
+    path = config(tmp_path, 'formats = ["docx", "TXT", ".docx"]\n')
+    assert load_settings(path, environ={}).formats == (docx, txt)
+    from_env = load_settings(path, environ={"ONPREM_FORMATS": "srt, vtt"})
+    assert from_env.formats == (srt, OutputFormat.VTT)
+    assert parse_formats("timed,json") == (OutputFormat.TIMED, OutputFormat.JSON)
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "message"),
+    [
+        ('formats = ["txt", "pdf"]\n', {}, "'formats': unknown format 'pdf'; the formats are txt"),
+        ('formats = "txt"\n', {}, "list of formats"),
+        ("formats = []\n", {}, "no format"),
+        ("", {"ONPREM_FORMATS": "srt,doc"}, "ONPREM_FORMATS: unknown format 'doc'"),
+    ],
+)
+def test_unknown_formats_are_named_with_the_known_ones(
+    tmp_path: Path, text: str, environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(config(tmp_path, text), environ=environ)
+
+
+def test_an_unknown_format_flag_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["poll", "--formats", "txt,mp4", "--queue-url", "q", "--output-dir", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "unknown format 'mp4'" in capsys.readouterr().err

@@ -1,0 +1,46 @@
+"""Checks that the benchmark's stored figures agree with the figures they are derived from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from support.rounding import assert_derived
+
+
+def assert_latency_run_consistent(run: dict[str, Any]) -> None:
+    """A latency run's overhead and calls per service follow from its seconds and operations."""
+    files = run["files"]
+    assert_derived(
+        (run["overhead"], 4),
+        lambda loop_s, engine_s: loop_s / engine_s - 1,
+        (run["loop_seconds"], 3),
+        (run["engine_seconds"], 3),
+    )
+    assert_derived(
+        (run["overhead_ms_per_file"], 1),
+        lambda loop_s, engine_s: 1000 * (loop_s - engine_s) / files,
+        (run["loop_seconds"], 3),
+        (run["engine_seconds"], 3),
+    )
+    operations = run["api_calls_by_operation_per_file"]
+    assert set(run["api_calls_per_file"]) == {op.split(".", 1)[0] for op in operations}
+    for service, calls in run["api_calls_per_file"].items():
+        of_service = [(n, 2) for op, n in operations.items() if op.startswith(f"{service}.")]
+        assert_derived((calls, 2), lambda *counts: sum(counts), *of_service)
+    assert run["proxied_requests_per_file"] >= sum(run["api_calls_per_file"].values())
+    assert run["peak_rss_mib"] >= run["rss_before_mib"] > 0
+
+
+def assert_batching_row_consistent(row: dict[str, Any]) -> None:
+    """A language's RTFs follow from its seconds; its error rates are rates."""
+    assert row["audio_seconds"] > 30  # longer than one window: the batched path ran
+    for path in ("unbatched", "batched"):
+        assert_derived(
+            (row[f"{path}_rtf"], 4),
+            lambda seconds, audio: seconds / audio,
+            (row[f"{path}_seconds"], 3),
+            (row["audio_seconds"], 2),
+        )
+        assert row[f"{path}_cer"] >= 0
+        wer = row[f"{path}_wer"]
+        assert wer is None or wer >= 0
