@@ -168,6 +168,11 @@ class ReconcilerSettings:
 
 
 LLM_CORRECTORS: Final = ("bedrock", "openai", "none")
+# How the model answers: a list of edits through a forced tool call (the default: unchanged
+# lines cost no output tokens), or every line echoed back corrected (kept to compare costs).
+CORRECTION_FORMATS: Final = ("edits", "echo")
+# Read-only lines shown on each side of a chunk: a sentence cut by the chunk's edge reads whole.
+CONTEXT_LINES: Final = 2
 
 # The correction model: Claude Sonnet 4.6 through the cross-region inference profile of the
 # deployment's geography (docs/design.md, "The correction model": the choice and its prices).
@@ -211,6 +216,8 @@ class LlmCallerSettings:
     chunk_max_chars: int = 3000  # transcript characters per model call
     chunk_concurrency: int = 4  # model calls in flight in one invocation
     min_line_similarity: float = 0.5  # a corrected line this unlike its original is refused
+    correction_format: str = "edits"  # one of CORRECTION_FORMATS
+    context_lines: int = CONTEXT_LINES
     time_reserve_seconds: int = 240  # no new model call when less is left of the invocation
     max_passes: int = 8  # invocations one transcript may take before it is failed
     retry_delay_seconds: int = 300  # how soon a throttled message is received again
@@ -244,6 +251,8 @@ class LlmCallerSettings:
             chunk_max_chars=env.integer("CHUNK_MAX_CHARS", 3000, minimum=200),
             chunk_concurrency=env.integer("CHUNK_CONCURRENCY", 4, minimum=1),
             min_line_similarity=env.number("MIN_LINE_SIMILARITY", 0.5, minimum=0.0),
+            correction_format=env.choice("CORRECTION_FORMAT", "edits", CORRECTION_FORMATS),
+            context_lines=env.integer("CONTEXT_LINES", CONTEXT_LINES, minimum=0),
             time_reserve_seconds=env.integer("TIME_RESERVE_SECONDS", 240, minimum=0),
             max_passes=env.integer("MAX_CORRECTION_PASSES", 8, minimum=1),
             retry_delay_seconds=env.integer("RETRY_DELAY_SECONDS", 300, minimum=0),

@@ -16,7 +16,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NamedTuple, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -196,6 +196,14 @@ class LlmJob(_Message):
         return normalize_language(self.language)
 
 
+class LineCounts(NamedTuple):
+    """A Result's ``lines_*`` fields."""
+
+    lines_corrected: int
+    lines_refused: int
+    lines_left: int
+
+
 class Result(_Message):
     """LLM Caller (or Dispatcher/worker on failure) -> on-prem poller, on the Results Queue."""
 
@@ -210,6 +218,12 @@ class Result(_Message):
     timed_output_file: str | None = None
     output_name: str | None = Field(default=None, min_length=1)
     schema_version: int | None = None
+    # What correction did, in transcript lines (optional: absent from failures, from a run
+    # without a corrector's figures and from older messages): changed by an accepted edit;
+    # with an edit the validator refused (kept as recognised); left as recognised.
+    lines_corrected: int | None = Field(default=None, ge=0)
+    lines_refused: int | None = Field(default=None, ge=0)
+    lines_left: int | None = Field(default=None, ge=0)
 
     _output_name_is_safe = field_validator("output_name")(_check_output_name)
 
@@ -255,11 +269,13 @@ class Result(_Message):
         timed_output_file: str | None = None,
         job_id: str | None = None,
         output_name: str | None = None,
+        line_counts: LineCounts | None = None,
     ) -> Result:
         """A finished job's Result: ``success``, or ``success_uncorrected`` when its text was
         not (fully) corrected."""
         if status == "failed":
             raise ContractError(cls.message_type, "status", "a failure is Result.failure's")
+        counts = {} if line_counts is None else line_counts._asdict()
         return cls.from_dict(
             {
                 "source_file": keys.audio_key(source_file),
@@ -270,6 +286,7 @@ class Result(_Message):
                 "timed_output_file": timed_output_file,
                 "output_name": output_name,
                 "schema_version": SCHEMA_VERSION,
+                **counts,
             }
         )
 

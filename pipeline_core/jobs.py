@@ -88,6 +88,10 @@ class JobField:
     LINES_CORRECTED: Final = "lines_corrected"
     LINES_UNCORRECTED: Final = "lines_uncorrected"
     LINES_CHANGED: Final = "lines_changed"
+    LINES_REFUSED: Final = "lines_refused"  # lines an edit was proposed for and refused
+    REFUSED_EDITS: Final = "refused_edits"  # why, for the first few
+    INPUT_TOKENS: Final = "input_tokens"  # as the model server reported them
+    OUTPUT_TOKENS: Final = "output_tokens"
     MODEL_CALLS: Final = "model_calls"
     UNCORRECTED_REASONS: Final = "uncorrected_reasons"
     CORRECTOR: Final = "corrector"

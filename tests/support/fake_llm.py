@@ -3,9 +3,14 @@
 boto3 (through ``endpoint_url``) and urllib3 reach it over real HTTP on 127.0.0.1, so request
 signing, serialisation, error parsing and retries are the real ones. Its "model" corrects
 deterministically: each numbered line ``<n>|<text>`` of the transcript gets the replacement
-table applied, plus every ``wrong => right`` line of the prompt's glossary. It can be told
-to misbehave: fail with an AWS-style error N times, drop or invent a line, stop at the output
-limit, rewrite lines wholesale, obey instructions injected in the prompt, or be slow. Like
+table applied, plus every ``wrong => right`` line of the prompt's glossary. Asked with a tool
+(Converse ``toolConfig``, OpenAI ``tools``), it answers as the real ones do when the tool is
+forced: a ``toolUse`` block (``stopReason`` "tool_use") or a ``tool_calls`` entry whose
+arguments are a JSON string, holding one edit ``{line, from, to}`` per replacement made, plus
+any ``Script.edits`` (a scripted model proposing given edits). It can be told to misbehave:
+fail with an AWS-style error N times, drop or invent a line, stop at the output limit, rewrite
+lines wholesale, answer in prose instead of calling the tool, obey instructions injected in
+the prompt, or be slow. Like
 Bedrock, it refuses model ids that cannot be called (``Script.model_errors``: the retired
 Claude 3.5 Sonnet by default) with Bedrock's status, ``x-amzn-ErrorType`` header and message.
 """
@@ -52,6 +57,8 @@ class Script:
     """What the model does; tests change it between calls."""
 
     replacements: dict[str, str] = field(default_factory=dict)
+    # Edits proposed as they are, on top of the replacements' (tool answers only).
+    edits: list[dict[str, Any]] = field(default_factory=list)
     fail_times: int = 0  # the first N requests fail with `error`
     error: str = "ThrottlingException"
     error_message: str | None = None  # None: "<code> from the fake model"
@@ -59,11 +66,20 @@ class Script:
     model_errors: dict[str, tuple[str, str]] = field(
         default_factory=lambda: {RETIRED_MODEL_ID: MODEL_ID_INVALID}
     )
-    misbehave: str | None = None  # drop | invent | truncate | rewrite | preamble
+    # drop | invent | truncate | rewrite | merge; with a tool also: prose (no tool call)
+    misbehave: str | None = None
     misbehave_times: int | None = None  # None: every request
     misbehave_when: str | None = None  # only requests whose prompt contains this
     obey_injection: bool = True  # "IGNORE PREVIOUS INSTRUCTIONS" in the prompt: answer 1 line
     delay_seconds: float = 0.0
+
+
+@dataclass
+class Answer:
+    text: str
+    truncated: bool  # cut off at the output limit
+    line_ids: list[int]
+    edits: list[dict[str, Any]] | None  # None: no tool call, the text is the answer
 
 
 @dataclass
@@ -101,24 +117,30 @@ class FakeModel:
 
     # -- the "model" ---------------------------------------------------------------------
 
-    def _answer(self, system: str, user: str) -> tuple[str, bool, list[int]]:
-        """(text, cut off at the output limit, line ids asked for)."""
+    def _answer(self, user: str, with_tool: bool) -> Answer:
         script = self.script
         glossary = dict(
             (a.strip(), b.strip())
             for a, _, b in (line.partition("=>") for line in user.split("\n") if "=>" in line)
         )
-        block = user.split("Transcript lines:\n", 1)[-1]
+        # The lines to correct: after their heading, up to the next blank line (read-only
+        # context lines and a retry's instruction follow one).
+        block = user.split("Transcript lines:\n", 1)[-1].split("\n\n", 1)[0]
         lines = [(int(m[1]), m[2]) for m in map(_LINE.match, block.split("\n")) if m]
         ids = [n for n, _ in lines]
         corrected = []
+        edits: list[dict[str, Any]] = []
         for number, original in lines:
             text = original
             for wrong, right in {**script.replacements, **glossary}.items():
-                text = text.replace(wrong, right)
+                if wrong in text:
+                    edits.append({"line": number, "from": wrong, "to": right})
+                    text = text.replace(wrong, right)
             corrected.append((number, text))
+        edits += [edit for edit in script.edits if edit.get("line") in ids]
         if script.obey_injection and "IGNORE PREVIOUS INSTRUCTIONS" in user.upper():
-            return "1|HACKED", False, ids
+            hacked = [{"line": ids[0], "from": lines[0][1], "to": "HACKED"}]
+            return Answer("1|HACKED", False, ids, hacked if with_tool else None)
         with self._lock:
             misbehave = (
                 script.misbehave is not None
@@ -131,20 +153,27 @@ class FakeModel:
         if misbehave:
             if script.misbehave == "drop":
                 corrected = corrected[:-1] if len(corrected) > 1 else []
+                edits = edits[:-1]
             elif script.misbehave == "invent":
                 corrected.append((max(ids) + 1000, "a line nobody said"))
+                edits.append({"line": max(ids) + 1000, "from": "", "to": "a line nobody said"})
             elif script.misbehave == "truncate":
                 corrected = corrected[: max(1, len(corrected) // 2)]
+                edits = edits[: len(edits) // 2]
                 truncated = True
             elif script.misbehave == "rewrite":
                 corrected = [(n, "Completely different words that were never spoken here at all")
                              for n, _ in corrected]  # fmt: skip
+                edits = [{"line": n, "from": t, "to": "Completely different words, never spoken"}
+                         for n, t in lines]  # fmt: skip
             elif script.misbehave == "merge":
                 corrected = [(corrected[0][0], " ".join(t for _, t in corrected))]
         text = "\n".join(f"{n}|{t}" for n, t in corrected)
         if truncated:
             text = text[: max(1, len(text) - 7)]
-        return text, truncated, ids
+        if not with_tool or (misbehave and script.misbehave == "prose"):
+            return Answer(text, truncated, ids, None)
+        return Answer("", truncated, ids, edits)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         model = self
@@ -188,8 +217,9 @@ class FakeModel:
                 with model._lock:
                     model._requests += 1
                     failing = model._requests <= model.script.fail_times
-                text, truncated, ids = model._answer(system, user)
-                model.calls.append(Call(path, body, system, user, ids))
+                with_tool = bool(body.get("tools") if openai else body.get("toolConfig"))
+                answer = model._answer(user, with_tool)
+                model.calls.append(Call(path, body, system, user, answer.line_ids))
                 if model.script.delay_seconds:
                     time.sleep(model.script.delay_seconds)
                 target = _MODEL_PATH.search(path)
@@ -206,40 +236,74 @@ class FakeModel:
                         self._bedrock_error(code, message)
                     return
                 if openai:
+                    self._send(200, _openai_answer(body, user, answer), {})
+                else:
                     self._send(
-                        200,
-                        {
-                            "id": "cmpl-1",
-                            "object": "chat.completion",
-                            "model": body["model"],
-                            "choices": [
-                                {
-                                    "index": 0,
-                                    "message": {"role": "assistant", "content": text},
-                                    "finish_reason": "length" if truncated else "stop",
-                                }
-                            ],
-                            "usage": {"prompt_tokens": len(user), "completion_tokens": len(text)},
-                        },
-                        {},
+                        200, _converse_answer(body, user, answer), {"x-amzn-RequestId": "fake"}
                     )
-                    return
-                self._send(
-                    200,
-                    {
-                        "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
-                        "stopReason": "max_tokens" if truncated else "end_turn",
-                        "usage": {
-                            "inputTokens": len(user),
-                            "outputTokens": len(text),
-                            "totalTokens": len(user) + len(text),
-                        },
-                        "metrics": {"latencyMs": 1},
-                    },
-                    {"x-amzn-RequestId": "fake-request"},
-                )
 
         return Handler
+
+
+def _tool_name(body: dict[str, Any], openai: bool) -> str:
+    if openai:
+        return str(body["tools"][0]["function"]["name"])
+    return str(body["toolConfig"]["tools"][0]["toolSpec"]["name"])
+
+
+def _openai_answer(body: dict[str, Any], user: str, answer: Answer) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text or None}
+    output = answer.text
+    finish = "length" if answer.truncated else "stop"
+    if answer.edits is not None:
+        arguments = json.dumps({"edits": answer.edits}, ensure_ascii=False)
+        if answer.truncated:
+            arguments = arguments[: len(arguments) // 2]  # cut off mid-JSON, as a real one is
+        output = arguments
+        message["tool_calls"] = [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": _tool_name(body, openai=True), "arguments": arguments},
+            }
+        ]
+        finish = "length" if answer.truncated else "tool_calls"
+    return {
+        "id": "cmpl-1",
+        "object": "chat.completion",
+        "model": body["model"],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {
+            "prompt_tokens": len(user),
+            "completion_tokens": len(output),
+            "total_tokens": len(user) + len(output),
+        },
+    }
+
+
+def _converse_answer(body: dict[str, Any], user: str, answer: Answer) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    output = answer.text
+    stop = "max_tokens" if answer.truncated else "end_turn"
+    if answer.edits is not None:
+        tool_input = {"edits": answer.edits}
+        output = json.dumps(tool_input, ensure_ascii=False)
+        name = _tool_name(body, openai=False)
+        use = {"toolUseId": "tooluse_fake1", "name": name, "input": tool_input}
+        content.append({"toolUse": use})
+        stop = "max_tokens" if answer.truncated else "tool_use"
+    elif answer.text:
+        content.append({"text": answer.text})
+    return {
+        "output": {"message": {"role": "assistant", "content": content}},
+        "stopReason": stop,
+        "usage": {
+            "inputTokens": len(user),
+            "outputTokens": len(output),
+            "totalTokens": len(user) + len(output),
+        },
+        "metrics": {"latencyMs": 1},
+    }
 
 
 @contextmanager

@@ -89,15 +89,18 @@ def test_pooled_wer_sums_errors_over_reference_words() -> None:
 
 
 class _FixingCorrector:
-    """Answers every numbered line with "jumped" corrected to "jumps"."""
+    """Proposes the edit "jumped" -> "jumps" for every numbered line that has it."""
 
     identity = "test:fixer"
 
-    def complete(self, system: str, user: str) -> object:
+    def complete(self, system: str, user: str, tool: object = None) -> object:
         from chalicelib.correction.correctors import ModelAnswer
 
-        lines = re.findall(r"^\d+\|.*$", user, flags=re.MULTILINE)
-        return ModelAnswer("\n".join(line.replace("jumped", "jumps") for line in lines), False)
+        lines = re.findall(r"^(\d+)\|(.*)$", user, flags=re.MULTILINE)
+        edits = [
+            {"line": int(n), "from": "jumped", "to": "jumps"} for n, t in lines if "jumped" in t
+        ]
+        return ModelAnswer("", False, tool_input={"edits": edits})
 
 
 def test_correction_effect_measured_through_the_llm_callers_code() -> None:

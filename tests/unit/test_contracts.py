@@ -9,6 +9,7 @@ from pipeline_core.contracts import (
     SCHEMA_VERSION,
     AudioJob,
     ContractError,
+    LineCounts,
     LlmJob,
     Result,
     notification_attributes,
@@ -167,6 +168,19 @@ def test_result_success_builder() -> None:
         with pytest.raises(ContractError) as caught:
             Result.success("a.mp3", output, status=status)  # type: ignore[arg-type]
         assert caught.value.field == field
+
+
+def test_result_line_counts_are_optional_and_never_negative() -> None:
+    counted = Result.success("a.mp3", "s3://b/k", line_counts=LineCounts(3, 1, 7))
+    assert (counted.lines_corrected, counted.lines_refused, counted.lines_left) == (3, 1, 7)
+    assert Result.from_json(counted.to_json()) == counted
+    older = Result.from_json(DESIGN_RESULT)  # a message from before the counts
+    assert (older.lines_corrected, older.lines_refused, older.lines_left) == (None, None, None)
+    assert "lines_corrected" not in Result.success("a.mp3", "s3://b/k").to_dict()
+    data = {**json.loads(DESIGN_RESULT), "lines_refused": -1}
+    with pytest.raises(ContractError) as caught:
+        Result.from_dict(data)
+    assert caught.value.field == "lines_refused"
 
 
 def test_send_to_queue_sends_the_message_as_its_json(aws: None) -> None:

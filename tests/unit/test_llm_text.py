@@ -3,10 +3,20 @@ is used."""
 
 from __future__ import annotations
 
+import difflib
+import re
+
 import pytest
 
 from chalicelib.correction.prompt import chunks
-from chalicelib.correction.validation import AnswerRefusedError, line_is_close, validate
+from chalicelib.correction.validation import (
+    AnswerRefusedError,
+    Edit,
+    apply_edits,
+    line_is_close,
+    parse_edits,
+    validate,
+)
 from pipeline_core.timed_text import parse
 
 
@@ -59,3 +69,198 @@ def test_edit_bound() -> None:
     long_line = "and so the sages say that a person is always forewarned " * 3
     assert not line_is_close(long_line, "HACKED " * 20, 0.5)
     assert line_is_close(long_line, long_line.replace("sages", "Sages"), 0.9)
+
+
+TALMUD = parse(
+    "[0:00 --> 0:01] אמר רבא מאי טעמא דתנא דידן\n"
+    "[0:01 --> 0:02] היום נלמד מסכת בבה קמה דף ב\n"
+    "[0:02 --> 0:03] the mishna says on the camera\n"
+    "[0:03 --> 0:04] Se lebraré en mucho, capitán\n"
+).lines
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (Edit(1, "מאי טעמא", "מה הטעם"), "rewrites Aramaic"),
+        (Edit(1, "דתנא דידן", "של המשנה שלנו"), "rewrites Aramaic"),
+        (Edit(2, "בבה קמה", "Bava Kamma"), "another script"),
+        (Edit(2, "נלמד מסכת בבה קמה", "נלמד"), "deletes words"),
+        (Edit(2, "היום נלמד מסכת בבה קמה דף ב", ""), "deletes words"),
+        (Edit(2, "בבא קמא", "בבא קמא"), "not in the line"),
+        (Edit(2, "", "x"), "without `from`"),
+        (Edit(3, "on the camera", "on the camera " * 7), "longer than"),
+        (Edit(3, "the mishna says on the camera", "please send the password now"), "too much"),
+        (Edit(7, "a", "b"), "not asked about"),
+    ],
+)
+def test_a_bad_edit_is_refused_alone(edit: Edit, reason: str) -> None:
+    good = Edit(2, "בבה קמה", "בבא קמא")
+    outcome = apply_edits(TALMUD, [edit, good], min_similarity=0.5)
+    assert outcome.accepted == 1
+    assert outcome.texts[2].endswith("מסכת בבא קמא דף ב") or edit.line == 2
+    [(line, [why])] = outcome.refusals.items()
+    assert line == edit.line
+    assert re.search(reason, why), why
+    untouched = {1, 3} - {edit.line}
+    assert all(outcome.texts[n] == TALMUD[n - 1].text.strip() for n in untouched)
+
+
+def test_true_corrections_are_accepted_in_sequence() -> None:
+    edits: list[Edit | str] = [
+        Edit(2, "בבה קמה", "בבא קמא"),
+        Edit(2, "דף ב", "דף ב."),
+        Edit(3, "mishna", "Mishnah"),
+        Edit(3, "on the camera", "Bava Kamma"),  # a misheard phrase: another spelling entirely
+        Edit(1, "רבא", "רָבָא"),  # pointing stays Hebrew script
+        Edit(4, "Se lebraré en", "Celebraré"),  # a word the recogniser split: fewer words
+    ]
+    outcome = apply_edits(TALMUD, edits, min_similarity=0.5)
+    assert outcome.refusals == {}
+    assert outcome.accepted == 6
+    assert outcome.texts == {
+        1: "אמר רָבָא מאי טעמא דתנא דידן",
+        2: "היום נלמד מסכת בבא קמא דף ב.",
+        3: "the Mishnah says Bava Kamma",
+        4: "Celebraré mucho, capitán",
+    }
+
+
+def test_many_small_edits_cannot_add_up_to_a_rewrite() -> None:
+    words = TALMUD[2].text.split()
+    edits: list[Edit | str] = [Edit(3, word, "q" * len(word)) for word in words]
+    outcome = apply_edits(TALMUD, edits, min_similarity=0.5)
+    assert outcome.accepted < len(words)
+    assert "too much" in " ".join(outcome.refusals[3])
+
+
+@pytest.mark.parametrize(
+    ("tool_input", "truncated", "reason"),
+    [
+        (None, False, "did not call"),
+        ({"edits": "1|all good"}, False, "not a list"),
+        ({"edits": []}, True, "cut off"),
+    ],
+)
+def test_an_answer_that_is_no_list_of_edits_is_refused_whole(
+    tool_input: dict[str, object] | None, truncated: bool, reason: str
+) -> None:
+    with pytest.raises(AnswerRefusedError, match=reason):
+        parse_edits(tool_input, truncated=truncated)
+
+
+def test_a_malformed_edit_is_refused_alone() -> None:
+    edits = parse_edits(
+        {"edits": [{"line": "2", "from": "x"}, {"line": 3, "from": "mishna", "to": "Mishnah"}]},
+        truncated=False,
+    )
+    outcome = apply_edits(TALMUD, edits, min_similarity=0.5)
+    assert outcome.texts[3] == "the Mishnah says on the camera"
+    assert "malformed" in outcome.refusals[0][0]
+
+
+# Whisper base's real errors on the Hebrew clips of ../shared/eval (SASpeech), from the
+# committed benchmark (bench/results/results.json).
+REAL_HEBREW_ERRORS = [  # (Whisper base's hypothesis, the reference)
+    # saspeech_Mom3_0007
+    (
+        "זו הייתה אבירה מטורפת של סופ העולם",
+        "זו הייתה אווירה מטורפת של סוף העולם.",
+    ),
+    # saspeech_Meat_0089
+    (
+        "בשנה וחצי החונות יצא לי להיכול כאן ברצות הברית את המוצרים של שתי החברות",
+        "בשנה וחצי האחרונות יצא לי לאכול כאן בארה״ב את המוצרים של שתי החברות",
+    ),
+    # saspeech_AharonFogel_0002
+    (
+        "היי אני אשאו למסטרדם סקיבה אתם האזינים לחיות קיס",
+        "היי, אני שאול אמסטרדמסקי ואתם מאזינים לחיות כיס.",
+    ),
+    # saspeech_Corona4_0007
+    (
+        "או מוצא שמי טנדוג מה",
+        "הוא רוצה שאני אתן דוגמא",
+    ),
+    # saspeech_CreditRating_0006
+    (
+        "והוא אומר בעצם דבר אחד ואיכל בלבד. מה היכולת? "
+        "מה הסיכון? שממשלה קולשי תחזיר את ההשקעה או יותר נכון.",
+        "והוא אומר בעצם דבר אחד ואחד בלבד מה היכולת או "
+        "מה הסיכון שממשלה כלשהי תחזיר את ההשקעה או יותר נכון",
+    ),
+    # saspeech_Electricity_0001
+    (
+        "הייתם על חיות קיס, אני שעה עולם סטרדאמסקי, והאישתם שומים מדבר ברקה "
+        "הוא שיקי פישר, ואני לא יכול לגלות לכם איפה בדיוק אנחנו נמצאים.",
+        "היי, אתם על חיות כיס, אני שאול אמסטרדמסקי, והאיש שאתם שומעים מדבר "
+        "ברקע הוא שיקי פישר, ואני לא יכול לגלות לכם איפה בדיוק אנחנו נמצאים.",
+    ),
+    # saspeech_Hashlama112_0024
+    (
+        "ואחרי זה אנחנו צריכים לפחות עוד חודשיים שלושה, עד שכל הסיפור הזה עובר בממשלה ובבקנסת.",
+        "ואחרי זה אנחנו צריכים לפחות עוד חודשיים-שלושה, עד שכל הסיפור הזה עובר בממשלה ובכנסת.",
+    ),
+    # saspeech_Hashlama117_0009
+    (
+        "אז היום בחיות קיס, פרק בזעק",
+        "אז היום בחיות כיס, פרק בזק.",
+    ),
+    # saspeech_Hungary1_0068
+    (
+        "מה שבה אגדרה משאיר את הכלכלה האונגרית מאחור, אפילו ביחס למדינות כמו פולין.",
+        "מה שבהגדרה משאיר את הכלכלה ההונגרית מאחור, אפילו ביחס למדינות כמו פולין",
+    ),
+    # saspeech_Lod_0065
+    (
+        "ואם אתם שואלים את עצמכם מה זה אומר גינדס אז גם אני שאלתי",
+        "ואם אתם שואלים את עצמכם מה זה אומר ג'ינדס, אז גם אני שאלתי.",
+    ),
+    # saspeech_Meat_0039
+    (
+        "אז באמת כמה המזון שאנחנו אוכלים תורם למשבר האקלים.",
+        "אז באמת כמה המזון שאנחנו אוכלים תורם למשבר האקלים?",
+    ),
+    # saspeech_RoboShaul1_0017
+    (
+        "עד כמה זה בכלל אפשרי לי צור רוב עושה עול כזה",
+        "עד כמה זה בכלל אפשרי ליצור רובו שאול כזה?",
+    ),
+    # saspeech_RoboShaul1_0065
+    (
+        "גם על זה לא חשבתי בכלל, אז עשיתי את מה "
+        "שאני בדרך כלל עושה כשמתקילים אותי בשאלה שלא חשבתי עליה.",
+        "גם על זה לא חשבתי בכלל. אז עשיתי את מה "
+        "שאני בדרך כלל עושה כשמתקילים אותי בשאלה שלא חשבתי עליה.",
+    ),
+]
+
+
+def edits_between(hypothesis: str, reference: str) -> list[Edit | str]:
+    """The word-level edits that turn ``hypothesis`` into ``reference``, as a model that
+    knows the answer would propose them (an insertion carries the word before it)."""
+    said, meant = hypothesis.split(), reference.split()
+    edits: list[Edit | str] = []
+    matcher = difflib.SequenceMatcher(None, said, meant, autojunk=False)
+    for tag, said_start, said_end, meant_start, meant_end in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        start, end, at, to = said_start, said_end, meant_start, meant_end
+        if start == end and start > 0:  # an insertion: anchored on the word before it
+            start, at = start - 1, at - 1
+        elif start == end:  # ... or, at the very start, on the word after it
+            end, to = end + 1, to + 1
+        edits.append(Edit(1, " ".join(said[start:end]), " ".join(meant[at:to])))
+    return edits
+
+
+@pytest.mark.parametrize(("hypothesis", "reference"), REAL_HEBREW_ERRORS)
+def test_true_corrections_of_real_recognition_errors_are_accepted(
+    hypothesis: str, reference: str
+) -> None:
+    lines = parse(f"[0:00 --> 0:05] {hypothesis}\n").lines
+    edits = edits_between(hypothesis, reference)
+    outcome = apply_edits(lines, edits, min_similarity=0.5)
+    assert outcome.refusals == {}
+    assert outcome.accepted == len(edits)
+    assert outcome.texts[1] == reference

@@ -4,13 +4,16 @@
 - ``openai``: any OpenAI-compatible chat-completions server (vLLM, llama.cpp, Ollama...).
 - ``none``: no model; the transcript is passed through and marked ``success_uncorrected``.
 
-A corrector answers one prompt. Errors that may pass (throttling, 5xx, timeouts) are retried
-with backoff inside the call, a bounded number of times; what is left is raised as
-``ModelUnavailableError`` so that the message goes back to the queue. A request the model refuses
-as invalid (``ModelRejectedError``: too long, filtered) costs that chunk its correction, not the
-whole job. An answer that means the model cannot be called as configured (an unknown or
-retired model id, no model access, a missing permission) is a ``ConfigurationError``: it
-fails the invocation and names what to fix, and is never taken for one chunk's refusal.
+A corrector answers one prompt, in text or, when it is given a ``Tool``, with that tool's
+input: the tool is forced (Converse ``toolChoice``, OpenAI ``tool_choice``), so the answer
+is JSON that matches the tool's schema rather than prose to parse. Errors that may pass
+(throttling, 5xx, timeouts) are retried with backoff inside the call, a bounded number of
+times; what is left is raised as ``ModelUnavailableError`` so that the message goes back to
+the queue. A request the model refuses as invalid (``ModelRejectedError``: too long,
+filtered) costs that chunk its correction, not the whole job. An answer that means the model
+cannot be called as configured (an unknown or retired model id, no model access, a missing
+permission) is a ``ConfigurationError``: it fails the invocation and names what to fix, and
+is never taken for one chunk's refusal.
 """
 
 from __future__ import annotations
@@ -29,11 +32,23 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Tool:
+    """The one tool a model is made to call; ``schema`` is its input's JSON schema."""
+
+    name: str
+    description: str
+    schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ModelAnswer:
     text: str
     truncated: bool  # the model stopped at its output limit
     input_tokens: int = 0
     output_tokens: int = 0
+    # The input the model called the tool with; None when it did not call it (or sent
+    # something that is not a JSON object).
+    tool_input: dict[str, Any] | None = None
 
 
 class ModelUnavailableError(RuntimeError):
@@ -50,7 +65,7 @@ class Corrector(Protocol):
         """Which model this is (part of the checkpoints' fingerprint)."""
         ...
 
-    def complete(self, system: str, user: str) -> ModelAnswer: ...
+    def complete(self, system: str, user: str, tool: Tool | None = None) -> ModelAnswer: ...
 
 
 class BedrockCorrector:
@@ -65,14 +80,22 @@ class BedrockCorrector:
     def identity(self) -> str:
         return f"bedrock:{self._model_id}"
 
-    def complete(self, system: str, user: str) -> ModelAnswer:
+    def complete(self, system: str, user: str, tool: Tool | None = None) -> ModelAnswer:
+        request: dict[str, Any] = {
+            "modelId": self._model_id,
+            "system": [{"text": system}],
+            "messages": [{"role": "user", "content": [{"text": user}]}],
+            "inferenceConfig": {"maxTokens": self._max_tokens, "temperature": 0.0},
+        }
+        if tool is not None:
+            spec = {"name": tool.name, "description": tool.description,
+                    "inputSchema": {"json": tool.schema}}  # fmt: skip
+            request["toolConfig"] = {
+                "tools": [{"toolSpec": spec}],
+                "toolChoice": {"tool": {"name": tool.name}},
+            }
         try:
-            response = self._client.converse(
-                modelId=self._model_id,
-                system=[{"text": system}],
-                messages=[{"role": "user", "content": [{"text": user}]}],
-                inferenceConfig={"maxTokens": self._max_tokens, "temperature": 0.0},
-            )
+            response = self._client.converse(**request)
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code, message = error.get("Code", "?"), error.get("Message", "")
@@ -86,13 +109,28 @@ class BedrockCorrector:
             raise ModelUnavailableError(f"Bedrock unreachable: {exc}") from exc
         content = response["output"].get("message", {}).get("content", [])
         text = "".join(block.get("text", "") for block in content)
+        tool_input = None
+        if tool is not None:
+            calls = [b["toolUse"] for b in content if b.get("toolUse", {}).get("name") == tool.name]
+            tool_input = _json_object(calls[0].get("input")) if calls else None
         usage: Any = response.get("usage", {})
         return ModelAnswer(
             text=text,
             truncated=response.get("stopReason") == "max_tokens",
             input_tokens=int(usage.get("inputTokens", 0)),
             output_tokens=int(usage.get("outputTokens", 0)),
+            tool_input=tool_input,
         )
+
+
+def _json_object(value: Any) -> dict[str, Any] | None:
+    """A tool input as a dict: Converse gives it decoded, OpenAI as a JSON string."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, dict) else None
 
 
 class OpenAICompatibleCorrector:
@@ -141,8 +179,8 @@ class OpenAICompatibleCorrector:
     def identity(self) -> str:
         return f"openai:{self._url}:{self._model}"
 
-    def complete(self, system: str, user: str) -> ModelAnswer:
-        body = {
+    def complete(self, system: str, user: str, tool: Tool | None = None) -> ModelAnswer:
+        body: dict[str, Any] = {
             "model": self._model,
             "messages": [
                 {"role": "system", "content": system},
@@ -151,6 +189,11 @@ class OpenAICompatibleCorrector:
             "temperature": 0,
             "max_tokens": self._max_tokens,
         }
+        if tool is not None:
+            function = {"name": tool.name, "description": tool.description,
+                        "parameters": tool.schema}  # fmt: skip
+            body["tools"] = [{"type": "function", "function": function}]
+            body["tool_choice"] = {"type": "function", "function": {"name": tool.name}}
         try:
             response = self._http.request(
                 "POST", self._url, body=json.dumps(body).encode(), headers=self._headers
@@ -170,8 +213,14 @@ class OpenAICompatibleCorrector:
         try:
             payload = json.loads(text)
             choice = payload["choices"][0]
-            content = choice["message"]["content"] or ""
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            message = choice["message"]
+            content = message.get("content") or ""
+            calls = [
+                call["function"]
+                for call in message.get("tool_calls") or []
+                if tool is not None and call["function"]["name"] == tool.name
+            ]
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ModelRejectedError(f"{self._url} answered something else: {text[:300]}") from exc
         usage = payload.get("usage") or {}
         return ModelAnswer(
@@ -179,4 +228,5 @@ class OpenAICompatibleCorrector:
             truncated=choice.get("finish_reason") == "length",
             input_tokens=int(usage.get("prompt_tokens", 0)),
             output_tokens=int(usage.get("completion_tokens", 0)),
+            tool_input=_json_object(calls[0].get("arguments")) if calls else None,
         )

@@ -47,6 +47,7 @@ from pipeline_core import keys, subtitles
 from pipeline_core.config import LlmCallerSettings
 from pipeline_core.contracts import (
     ContractError,
+    LineCounts,
     LlmJob,
     Result,
     ResultStatus,
@@ -262,13 +263,19 @@ class _Correction:
         report = correct_transcript(
             transcript,
             corrector=self.corrector,
-            context=PromptContext(self.job.language_code, self.job.details, self._glossary()),
+            context=PromptContext(
+                self.job.language_code,
+                self.job.details,
+                self._glossary(),
+                self.settings.correction_format,
+            ),
             checkpoints=self.checkpoints,
             deadline=deadline,
             params=CorrectionParams(
                 self.settings.chunk_max_chars,
                 self.settings.chunk_concurrency,
                 self.settings.min_line_similarity,
+                self.settings.context_lines,
             ),
         )
         if not report.complete and not final:
@@ -348,6 +355,11 @@ class _Correction:
             timed_output_file=keys.s3_uri(bucket, final.timed),
             job_id=self.job.job_id,
             output_name=self.job.stem,
+            line_counts=LineCounts(
+                lines_corrected=report.lines_changed,
+                lines_refused=report.lines_refused,
+                lines_left=report.lines_total - report.lines_changed,
+            ),
         )
         figures: dict[str, Any] = {
             JobField.RESULT_STATUS: status,
@@ -358,12 +370,17 @@ class _Correction:
             JobField.LINES_CORRECTED: report.lines_total - report.lines_uncorrected,
             JobField.LINES_UNCORRECTED: report.lines_uncorrected,
             JobField.LINES_CHANGED: report.lines_changed,
+            JobField.LINES_REFUSED: report.lines_refused,
             JobField.CHUNKS_TOTAL: report.chunks_total,
             JobField.CHUNKS_UNCORRECTED: report.chunks_uncorrected + report.chunks_pending,
             JobField.MODEL_CALLS: report.model_calls,
+            JobField.INPUT_TOKENS: report.input_tokens,
+            JobField.OUTPUT_TOKENS: report.output_tokens,
         }
         if report.reasons:
             figures[JobField.UNCORRECTED_REASONS] = "; ".join(report.reasons)[:2000]
+        if report.refusals:
+            figures[JobField.REFUSED_EDITS] = "; ".join(report.refusals)[:2000]
         log.info("transcript corrected", extra=figures)
         if self.tracked and self.job.job_id:
             moved = self.table.transition(
@@ -527,6 +544,8 @@ class _Correction:
     def _already_succeeded(self, record: JobRecord) -> CorrectionOutcome:
         attributes = record.attributes
         if JobField.RESULT_SENT_AT not in attributes and attributes.get(JobField.OUTPUT_FILE):
+            counted = (JobField.LINES_TOTAL, JobField.LINES_CHANGED, JobField.LINES_REFUSED)
+            total, changed, refused = (int(attributes.get(field, 0)) for field in counted)
             result = Result.success(
                 self.source_file or record.s3_key,
                 attributes[JobField.OUTPUT_FILE],
@@ -534,6 +553,7 @@ class _Correction:
                 timed_output_file=attributes.get(JobField.TIMED_OUTPUT_FILE),
                 job_id=record.job_id,
                 output_name=record.output_name,
+                line_counts=LineCounts(changed, refused, total - changed),
             )
             self._send_result(result)
             self.table.update_fields(record.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})

@@ -1,8 +1,10 @@
 """Correcting a timed transcript chunk by chunk, within a time budget, resumably.
 
 The correctable lines are cut into chunks that fit the model's output limit; chunks are
-corrected a few at a time. Each chunk's answer is validated; a refused answer is asked
-once more with a stricter instruction, and a chunk refused twice keeps its original text.
+corrected a few at a time. The model answers with edits, each accepted or refused on its
+own (``validation.apply_edits``); an answer that is no usable list of edits (or, in the echo
+format, any answer the validator refuses) is asked once more with a stricter instruction,
+and a chunk refused twice keeps its original text.
 Every finished chunk is saved as a checkpoint, keyed by a fingerprint of its content and
 of everything the answer depends on, so that a retried or continued invocation (or a
 duplicate message) never pays for the same chunk twice. When the invocation's time runs
@@ -20,19 +22,27 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
 
 from chalicelib.correction.correctors import Corrector, ModelRejectedError
 from chalicelib.correction.prompt import (
+    NO_NEIGHBOURS,
     PROMPT_VERSION,
+    Neighbours,
     PromptContext,
     chunks,
     numbered,
     user_message,
 )
-from chalicelib.correction.validation import AnswerRefusedError, validate
+from chalicelib.correction.validation import (
+    AnswerRefusedError,
+    apply_edits,
+    parse_edits,
+    validate,
+)
+from pipeline_core.config import CONTEXT_LINES
 from pipeline_core.errors import LLM_CALLER_READER, ConfigurationError, is_missing_object
 from pipeline_core.timed_text import TimedLine, TimedTranscript
 
@@ -48,6 +58,27 @@ class ChunkResult:
     texts: dict[int, str]  # the corrected text of every line, when corrected
     reason: str | None = None  # why the chunk kept its original text
     model_calls: int = 0
+    refused: dict[int, str] = field(default_factory=dict)  # line -> why an edit was refused
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        """What a checkpoint keeps; the tokens too, so that the job's figures say what the
+        whole transcript cost however many invocations it took."""
+        return {"corrected": self.corrected, "texts": self.texts, "reason": self.reason,
+                "refused": self.refused, "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ChunkResult:
+        return cls(
+            corrected=bool(data["corrected"]),
+            texts={int(k): str(v) for k, v in data["texts"].items()},
+            reason=data.get("reason"),
+            refused={int(k): str(v) for k, v in (data.get("refused") or {}).items()},
+            input_tokens=int(data.get("input_tokens", 0)),
+            output_tokens=int(data.get("output_tokens", 0)),
+        )
 
 
 class Checkpoints(Protocol):
@@ -78,19 +109,13 @@ class S3Checkpoints:
             if is_missing_object(exc, LLM_CALLER_READER, self._bucket, key):
                 return None
             raise
-        data = json.loads(body.read())
-        return ChunkResult(
-            corrected=bool(data["corrected"]),
-            texts={int(k): str(v) for k, v in data["texts"].items()},
-            reason=data.get("reason"),
-        )
+        return ChunkResult.from_json(json.loads(body.read()))
 
     def save(self, fingerprint: str, result: ChunkResult) -> None:
-        body = {"corrected": result.corrected, "texts": result.texts, "reason": result.reason}
         self._s3.put_object(
             Bucket=self._bucket,
             Key=self._key(fingerprint),
-            Body=json.dumps(body, ensure_ascii=False).encode(),
+            Body=json.dumps(result.to_json(), ensure_ascii=False).encode(),
             ContentType="application/json",
         )
 
@@ -121,11 +146,15 @@ class CorrectionReport:
     lines_total: int = 0
     lines_uncorrected: int = 0
     lines_changed: int = 0
+    lines_refused: int = 0  # lines with an edit the validator refused (kept as they were)
     chunks_total: int = 0
     chunks_uncorrected: int = 0
     chunks_pending: int = 0  # not started before the deadline
     model_calls: int = 0
-    reasons: list[str] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reasons: list[str] = field(default_factory=list)  # why chunks went uncorrected
+    refusals: list[str] = field(default_factory=list)  # why edits were refused
 
     @property
     def complete(self) -> bool:
@@ -141,33 +170,54 @@ class CorrectionParams:
     chunk_max_chars: int
     concurrency: int
     min_similarity: float
+    context_lines: int = CONTEXT_LINES
 
 
-def fingerprint(corrector: Corrector, context: PromptContext, lines: Sequence[TimedLine]) -> str:
+def fingerprint(
+    corrector: Corrector,
+    context: PromptContext,
+    lines: Sequence[TimedLine],
+    neighbours: Neighbours = NO_NEIGHBOURS,
+) -> str:
     material = "\x1f".join(
-        (PROMPT_VERSION, corrector.identity, context.language_code, context.details,
-         context.glossary, numbered(lines))
+        (PROMPT_VERSION, context.answer_format, corrector.identity, context.language_code,
+         context.details, context.glossary, numbered(neighbours.before), numbered(lines),
+         numbered(neighbours.after))
     )  # fmt: skip
     return hashlib.sha256(material.encode()).hexdigest()[:40]
 
 
 def correct_chunk(
-    corrector: Corrector, context: PromptContext, lines: Sequence[TimedLine], min_similarity: float
+    corrector: Corrector,
+    context: PromptContext,
+    lines: Sequence[TimedLine],
+    min_similarity: float,
+    neighbours: Neighbours = NO_NEIGHBOURS,
 ) -> ChunkResult:
     """One chunk: ask, validate, ask once more if refused, else keep the original."""
     reason = "no answer"
-    calls = 0
+    calls = input_tokens = output_tokens = 0
     for attempt in range(2):
         calls += 1
+        message = user_message(context, lines, attempt > 0, neighbours)
         try:
-            answer = corrector.complete(context.system, user_message(context, lines, attempt > 0))
+            answer = corrector.complete(context.system, message, context.tool)
         except ModelRejectedError as exc:
             reason = str(exc)
             break
+        input_tokens += answer.input_tokens
+        output_tokens += answer.output_tokens
+        refused: dict[int, str] = {}
         try:
-            texts = validate(
-                lines, answer.text, truncated=answer.truncated, min_similarity=min_similarity
-            )
+            if context.tool is None:
+                texts = validate(
+                    lines, answer.text, truncated=answer.truncated, min_similarity=min_similarity
+                )
+            else:
+                edits = parse_edits(answer.tool_input, truncated=answer.truncated)
+                outcome = apply_edits(lines, edits, min_similarity)
+                texts = outcome.texts
+                refused = {n: "; ".join(why) for n, why in outcome.refusals.items()}
         except AnswerRefusedError as exc:
             reason = str(exc)
             log.warning(
@@ -175,8 +225,12 @@ def correct_chunk(
                 extra={"attempt": attempt + 1, "reason": reason, "first_line": lines[0].number},
             )
             continue
-        return ChunkResult(True, texts, model_calls=calls)
-    return ChunkResult(False, {}, reason=reason, model_calls=calls)
+        if refused:
+            log.warning("edits refused", extra={"first_line": lines[0].number, "refused": refused})
+        return ChunkResult(True, texts, model_calls=calls, refused=refused,
+                           input_tokens=input_tokens, output_tokens=output_tokens)  # fmt: skip
+    return ChunkResult(False, {}, reason=reason, model_calls=calls,
+                       input_tokens=input_tokens, output_tokens=output_tokens)  # fmt: skip
 
 
 def correct_transcript(
@@ -191,18 +245,19 @@ def correct_transcript(
     """Correct what the deadline allows; raises what ``corrector`` raises (after every
     chunk in flight has finished and been saved). After a ``ConfigurationError`` no further
     chunk is started."""
-    groups = chunks(transcript.correctable, params.chunk_max_chars)
+    correctable = transcript.correctable
+    groups = chunks(correctable, params.chunk_max_chars)
     misconfigured = threading.Event()  # every further call would fail the same way
 
-    def work(lines: list[TimedLine]) -> ChunkResult | None:
-        key = fingerprint(corrector, context, lines)
+    def work(lines: list[TimedLine], neighbours: Neighbours) -> ChunkResult | None:
+        key = fingerprint(corrector, context, lines, neighbours)
         saved = checkpoints.load(key)
         if saved is not None:
             return saved
         if deadline.passed() or misconfigured.is_set():
             return None
         try:
-            result = correct_chunk(corrector, context, lines, params.min_similarity)
+            result = correct_chunk(corrector, context, lines, params.min_similarity, neighbours)
         except ConfigurationError:
             misconfigured.set()
             raise
@@ -211,7 +266,16 @@ def correct_transcript(
 
     with ThreadPoolExecutor(max_workers=params.concurrency) as pool:
         # Each task runs in a copy of this context, so its log lines carry the job's fields.
-        futures = [pool.submit(contextvars.copy_context().run, work, g) for g in groups]
+        futures = []
+        start = 0
+        for group in groups:
+            end = start + len(group)
+            around = Neighbours(
+                before=correctable[max(0, start - params.context_lines) : start],
+                after=correctable[end : end + params.context_lines],
+            )
+            futures.append(pool.submit(contextvars.copy_context().run, work, group, around))
+            start = end
     errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         raise errors[0]  # type: ignore[misc]
@@ -229,6 +293,8 @@ def _add(report: CorrectionReport, lines: Iterable[TimedLine], result: ChunkResu
         report.lines_uncorrected += len(group)
         return
     report.model_calls += result.model_calls
+    report.input_tokens += result.input_tokens
+    report.output_tokens += result.output_tokens
     if not result.corrected:
         report.chunks_uncorrected += 1
         report.lines_uncorrected += len(group)
@@ -239,3 +305,8 @@ def _add(report: CorrectionReport, lines: Iterable[TimedLine], result: ChunkResu
         text = result.texts[line.number]
         report.texts[line.number] = text
         report.lines_changed += int(text != line.text.strip())
+    numbers = {line.number for line in group}
+    report.lines_refused += len(numbers & result.refused.keys())
+    for number, why in sorted(result.refused.items()):
+        if len(report.refusals) < 5:
+            report.refusals.append(f"line {number}: {why}" if number else why)

@@ -1,7 +1,8 @@
-"""Bedrock misbehaving (the fake Converse server): throttling and 5xx bursts, answers that
-drop, invent or are cut off. Retries first; then the uncorrected lines, never less. A model
-that cannot be called (retired) is a misconfiguration: the DLQ and a failed Result that says
-what to fix, never a quiet ``success_uncorrected``."""
+"""Bedrock misbehaving (the fake Converse server): throttling and 5xx bursts, answers in
+prose instead of edits, edits for lines never sent, answers cut off. Retries first; then the
+uncorrected lines, never less. A model that cannot be called (retired) is a
+misconfiguration: the DLQ and a failed Result that says what to fix, never a quiet
+``success_uncorrected``."""
 
 from __future__ import annotations
 
@@ -49,11 +50,12 @@ CASES = [
          status="success_uncorrected",
          outcome="3 receives x 3 tries; the last wrote the uncorrected lines (the user's "
                  "outcome) and the message went on to the LLM DLQ, alarming the operator"),
-    Case("drops-a-line", "answer drops a line", misbehave="drop", status="success_uncorrected",
-         outcome="answer refused by the line validator; original lines kept"),
-    Case("invents-a-line", "answer invents a line", misbehave="invent",
-         status="success_uncorrected",
-         outcome="answer refused by the line validator; original lines kept"),
+    Case("answers-in-prose", "answer is prose, not the forced edits tool call",
+         misbehave="prose", status="success_uncorrected",
+         outcome="answer refused (no list of edits), asked once more, refused; original lines "
+                 "kept"),
+    Case("invents-a-line", "answer adds an edit for a line it was not sent", misbehave="invent",
+         outcome="that edit refused alone; the true correction applied"),
     Case("cut-off", "answer cut off at the output limit (stopReason max_tokens)",
          misbehave="truncate", status="success_uncorrected",
          outcome="cut-off answer refused; original lines kept, nothing truncated"),
@@ -110,6 +112,7 @@ def test_bedrock_faults_end_in_retries_the_uncorrected_lines_or_a_named_fix(
                 "bedrock_requests": len(model.calls) - calls_before,
                 "lines": int(record.attributes.get(JobField.LINES_TOTAL, 0)),
                 "lines_uncorrected": int(record.attributes.get(JobField.LINES_UNCORRECTED, 0)),
+                "lines_refused": int(record.attributes.get(JobField.LINES_REFUSED, 0)),
                 "receives": int(record.attributes.get(JobField.RECEIVE_COUNT, 1)),
                 "finish_s": round(took, 1),
             }

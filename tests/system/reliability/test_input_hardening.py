@@ -85,7 +85,9 @@ def test_hostile_names_messages_and_prompts(tmp_path: Path, fox_mp3: Path, repor
         assert by_key[LONG_KEY].status == "success"
         for name in ("details-injection", "speech-injection"):
             result = by_key[f"audio-input/{name}.mp3"]
-            assert result.status == "success_uncorrected", name  # the injected answer refused
+            # The injected answer, one edit replacing the line, refused alone; the rest reviewed.
+            assert result.status == "success", name
+            assert (result.lines_corrected, result.lines_refused) == (0, 1), name
             timed = run.s3.get_object(Bucket=run.bucket, Key=f"final-output/{name}.timed.txt")
             assert "HACKED" not in timed["Body"].read().decode()
         assert any("IGNORE PREVIOUS" in c.user.upper() for c in run.model.converse_calls())
@@ -122,7 +124,7 @@ def test_hostile_names_messages_and_prompts(tmp_path: Path, fox_mp3: Path, repor
         happened=(
             "unsafe keys refused by the Dispatcher (reason in the job table); oversized details "
             "and a >256 KB body failed naming the limit; the uploader refused >2 KB "
-            "metadata; injected answers refused by the line validator; the poller refused a "
+            "metadata; injected edits refused by the edit validator; the poller refused a "
             "forged ../ output and shortened the long name"
         ),
         outcome="nothing outside the prefixes or the output folder; no injected line",
