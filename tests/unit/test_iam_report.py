@@ -198,12 +198,25 @@ def test_a_deliberate_extra_named_in_grants_without_calls_is_generated(
     """An action without resource-level permissions that no run calls (the worker's describe
     before the rare scale-in race) is written into the statement from its reason."""
     describe = "autoscaling:DescribeAutoScalingGroups"
+    key = f"worker/{stage_config.WILDCARD_SID}/{describe}"
+    monkeypatch.delitem(stage_config.GRANTS_CALLED_SOMETIMES, key)
     ledger = _ledger()
     ledger["worker"]["calls"] = [c for c in ledger["worker"]["calls"] if c["action"] != describe]
     assert report.wildcard_actions(ledger)["worker"] == ()
-    key = f"worker/{stage_config.WILDCARD_SID}/{describe}"
     monkeypatch.setitem(stage_config.GRANTS_WITHOUT_CALLS, key, "before raising the group")
     assert report.wildcard_actions(ledger)["worker"] == (describe,)
+
+
+def test_a_grant_a_race_decides_is_generated_whether_the_run_hit_the_race_or_not() -> None:
+    """The worker's describe before raising its group runs only when a message arrived as it
+    left: the generated statement and the reasons must not depend on that race."""
+    describe = "autoscaling:DescribeAutoScalingGroups"
+    assert f"worker/{stage_config.WILDCARD_SID}/{describe}" in stage_config.GRANTS_CALLED_SOMETIMES
+    hit = _with_call("worker", describe, "*")
+    missed = _ledger()
+    missed["worker"]["calls"] = [c for c in missed["worker"]["calls"] if c["action"] != describe]
+    assert report.wildcard_actions(hit)["worker"] == (describe,)
+    assert report.wildcard_actions(missed)["worker"] == (describe,)
 
 
 def test_a_call_the_ledger_could_not_name_the_resource_of_is_an_error() -> None:
