@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
 
 
-def _referenced(value: Any) -> str | None:
+def referenced_id(value: Any) -> str | None:
     """Logical id named by ``!Ref X`` or ``!GetAtt X.Attr``."""
     if isinstance(value, dict):
         if "Ref" in value:
@@ -39,7 +39,7 @@ def scaling_alarm(template: dict[str, Any], physical_ids: dict[str, str]) -> Que
         if alarm.get("Type") != "AWS::CloudWatch::Alarm":
             continue
         props = alarm["Properties"]
-        actions = [_referenced(action) for action in props.get("AlarmActions", [])]
+        actions = [referenced_id(action) for action in props.get("AlarmActions", [])]
         policies = [
             resources[name]
             for name in actions
@@ -48,7 +48,7 @@ def scaling_alarm(template: dict[str, Any], physical_ids: dict[str, str]) -> Que
         if not policies or props.get("Namespace") != "AWS/SQS":
             continue
         (queue_dimension,) = [d for d in props["Dimensions"] if d["Name"] == "QueueName"]
-        queue = _referenced(queue_dimension["Value"])
+        queue = referenced_id(queue_dimension["Value"])
         if queue is None or queue not in physical_ids:
             raise ValueError(f"the scaling alarm's queue {queue!r} is not in the stack")
         return QueueDepthAlarm(
@@ -74,7 +74,7 @@ def alarm_condition_met(
     props = template["Resources"][logical_id]["Properties"]
     dimensions = []
     for dimension in props.get("Dimensions", []):
-        named = _referenced(dimension["Value"])
+        named = referenced_id(dimension["Value"])
         value = physical_ids[named] if named is not None else str(dimension["Value"])
         dimensions.append({"Name": str(dimension["Name"]), "Value": value})
     period = int(props["Period"])

@@ -13,6 +13,7 @@ import pytest
 import stage_config
 
 from cloudformation.stack import OUTPUT_NAMES, TEMPLATE_PATH, load_template
+from local_mode.template import referenced_id
 from pipeline_core import contracts, keys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,15 +25,6 @@ RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
 
 def _of_type(kind: str) -> dict[str, dict[str, Any]]:
     return {name: res for name, res in RESOURCES.items() if res["Type"] == kind}
-
-
-def _ref(value: Any) -> str | None:
-    if isinstance(value, dict):
-        if "Ref" in value:
-            return str(value["Ref"])
-        if "Fn::GetAtt" in value:
-            return str(value["Fn::GetAtt"][0])
-    return None
 
 
 @pytest.mark.slow  # waits out retries or runs an external tool; not in the fast loop
@@ -104,7 +96,7 @@ def test_bucket_encryption_lifecycle_and_tls_only() -> None:
     assert all(rule["Status"] == "Enabled" for rule in rules.values())
 
     (policy,) = _of_type("AWS::S3::BucketPolicy").values()
-    assert _ref(policy["Properties"]["Bucket"]) == "PipelineBucket"
+    assert referenced_id(policy["Properties"]["Bucket"]) == "PipelineBucket"
     (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
     assert statement["Effect"] == "Deny"
     assert statement["Principal"] == "*"
@@ -128,17 +120,17 @@ def test_notification_topic_is_encrypted_tls_only_and_subscribed_only_when_asked
     # The AWS managed key: its key policy admits the account's SNS publishers, no grants.
     assert topic["KmsMasterKeyId"] == "alias/aws/sns"
     (policy,) = _of_type("AWS::SNS::TopicPolicy").values()
-    assert [_ref(t) for t in policy["Properties"]["Topics"]] == ["NotificationTopic"]
+    assert [referenced_id(t) for t in policy["Properties"]["Topics"]] == ["NotificationTopic"]
     (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
     assert (statement["Effect"], statement["Principal"]) == ("Deny", "*")
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-    assert _ref(statement["Resource"]) == "NotificationTopic"
+    assert referenced_id(statement["Resource"]) == "NotificationTopic"
 
     subscriptions = {
         props["Protocol"]: (resource["Condition"], props)
         for resource in _of_type("AWS::SNS::Subscription").values()
         for props in [resource["Properties"]]
-        if _ref(props["TopicArn"]) == "NotificationTopic"
+        if referenced_id(props["TopicArn"]) == "NotificationTopic"
     }
     assert set(subscriptions) == {"email", "https"}
     for protocol, parameter in (("email", "NotificationEmail"), ("https", "NotificationHttpsUrl")):
@@ -171,7 +163,7 @@ def test_queues_are_encrypted_and_dead_letter_after_three_receives() -> None:
             assert props["MessageRetentionPeriod"] == 14 * 86400
         else:
             assert props["RedrivePolicy"]["maxReceiveCount"] == 3
-            assert _ref(props["RedrivePolicy"]["deadLetterTargetArn"]) == name.replace(
+            assert referenced_id(props["RedrivePolicy"]["deadLetterTargetArn"]) == name.replace(
                 "Queue", "Dlq"
             )
 
@@ -185,18 +177,19 @@ def test_audio_queue_depth_alarm_sets_the_gpu_group_to_one() -> None:
         props
         for props in _alarms().values()
         if any(
-            RESOURCES.get(_ref(action) or "", {}).get("Type") == "AWS::AutoScaling::ScalingPolicy"
+            RESOURCES.get(referenced_id(action) or "", {}).get("Type")
+            == "AWS::AutoScaling::ScalingPolicy"
             for action in props["AlarmActions"]
         )
     ]
     (alarm,) = scaling
     assert alarm["Namespace"] == "AWS/SQS"
     assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
-    assert [_ref(d["Value"]) for d in alarm["Dimensions"]] == ["AudioQueue"]
+    assert [referenced_id(d["Value"]) for d in alarm["Dimensions"]] == ["AudioQueue"]
     assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
     assert alarm["Threshold"] == 1
-    policy = RESOURCES[_ref(alarm["AlarmActions"][0]) or ""]["Properties"]
-    assert _ref(policy["AutoScalingGroupName"]) == "GpuAsg"
+    policy = RESOURCES[referenced_id(alarm["AlarmActions"][0]) or ""]["Properties"]
+    assert referenced_id(policy["AutoScalingGroupName"]) == "GpuAsg"
     assert (policy["AdjustmentType"], policy["ScalingAdjustment"]) == ("ExactCapacity", 1)
 
 
@@ -205,10 +198,10 @@ def test_failures_and_stuck_work_alarm_the_encrypted_topic() -> None:
     to_topic = {
         name: props
         for name, props in alarms.items()
-        if [_ref(a) for a in props["AlarmActions"]] == ["AlarmTopic"]
+        if [referenced_id(a) for a in props["AlarmActions"]] == ["AlarmTopic"]
     }
     watched_queues = {
-        _ref(props["Dimensions"][0]["Value"])
+        referenced_id(props["Dimensions"][0]["Value"])
         for props in to_topic.values()
         if props.get("Namespace") == "AWS/SQS"
         and props["MetricName"] == "ApproximateNumberOfMessagesVisible"
@@ -237,11 +230,11 @@ def test_failures_and_stuck_work_alarm_the_encrypted_topic() -> None:
     (stuck,) = [
         p for p in to_topic.values() if p.get("MetricName") == "ApproximateAgeOfOldestMessage"
     ]
-    assert _ref(stuck["Dimensions"][0]["Value"]) == "AudioQueue"
+    assert referenced_id(stuck["Dimensions"][0]["Value"]) == "AudioQueue"
     assert stuck["Threshold"] == {"Ref": "WorkerStartAlarmSeconds"}
 
     topic = RESOURCES["AlarmTopic"]["Properties"]
-    assert _ref(topic["KmsMasterKeyId"]) == "AlarmKey"
+    assert referenced_id(topic["KmsMasterKeyId"]) == "AlarmKey"
     key_policy = RESOURCES["AlarmKey"]["Properties"]["KeyPolicy"]["Statement"]
     assert any(s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} for s in key_policy)
     subscription = RESOURCES["AlarmEmailSubscription"]
@@ -267,7 +260,7 @@ def test_worker_policy_scopes_every_write_to_its_own_resources() -> None:
     (policy,) = [
         res["Properties"]
         for res in _of_type("AWS::IAM::ManagedPolicy").values()
-        if [_ref(r) for r in res["Properties"].get("Roles", [])] == ["WorkerRole"]
+        if [referenced_id(r) for r in res["Properties"].get("Roles", [])] == ["WorkerRole"]
     ]
     # Only actions without resource-level permissions take "*" (reasons: the template's
     # IamWildcards); tests/component/test_worker_operations_template.py holds the last two.
@@ -287,7 +280,7 @@ def test_worker_policy_scopes_every_write_to_its_own_resources() -> None:
     publishing = [
         s for s in policy["PolicyDocument"]["Statement"] if "sns:Publish" in str(s["Action"])
     ]
-    assert [(s["Action"], _ref(s["Resource"])) for s in publishing] == [
+    assert [(s["Action"], referenced_id(s["Resource"])) for s in publishing] == [
         ("sns:Publish", "NotificationTopic")
     ]
 
@@ -324,7 +317,7 @@ def test_the_dispatchers_on_failure_destination_is_a_tls_only_encrypted_queue_wi
     (policy,) = [
         p["Properties"]
         for p in _of_type("AWS::SQS::QueuePolicy").values()
-        if [_ref(q) for q in p["Properties"]["Queues"]] == ["DispatcherDlq"]
+        if [referenced_id(q) for q in p["Properties"]["Queues"]] == ["DispatcherDlq"]
     ]
     (statement,) = policy["PolicyDocument"]["Statement"]
     assert (statement["Effect"], statement["Action"]) == ("Deny", "sqs:*")
@@ -333,8 +326,8 @@ def test_the_dispatchers_on_failure_destination_is_a_tls_only_encrypted_queue_wi
         a
         for a in _alarms().values()
         if "Dimensions" in a  # not a metric-math alarm
-        and _ref(a["Dimensions"][0]["Value"]) == "DispatcherDlq"
+        and referenced_id(a["Dimensions"][0]["Value"]) == "DispatcherDlq"
     ]
     assert (alarm["MetricName"], alarm["Threshold"]) == ("ApproximateNumberOfMessagesVisible", 0)
-    assert [_ref(action) for action in alarm["AlarmActions"]] == ["AlarmTopic"]
-    assert _ref(TEMPLATE["Outputs"]["DispatcherDlqArn"]["Value"]) == "DispatcherDlq"
+    assert [referenced_id(action) for action in alarm["AlarmActions"]] == ["AlarmTopic"]
+    assert referenced_id(TEMPLATE["Outputs"]["DispatcherDlqArn"]["Value"]) == "DispatcherDlq"
