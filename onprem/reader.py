@@ -24,7 +24,7 @@ import logging
 import os
 import sqlite3
 import unicodedata
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, Protocol
@@ -39,11 +39,10 @@ from onprem.atomic import write_bytes_atomic
 from onprem.state import UploadState
 from pipeline_core import keys
 from pipeline_core.languages import UnknownLanguageError, is_right_to_left, normalize_language
-from pipeline_core.timed_text import TIMED_PREFIX, TimedSegment, parse, parse_timestamp
+from pipeline_core.timed_text import TimedSegment
 
 log = logging.getLogger(__name__)
 
-PAGE_SUFFIX: Final = ".html"
 
 Direction = Literal["ltr", "rtl"]
 
@@ -109,48 +108,10 @@ def document_from_segments(
     return ReaderDocument(title, lines, True, language, recording_href)
 
 
-def document_from_timed_text(
-    title: str,
-    timed_text: str,
-    *,
-    corrected_segments: Collection[int] | None = None,
-    language: str | None = None,
-    recording_href: str | None = None,
-) -> ReaderDocument:
-    """The reader's input from a (corrected) timed transcript.
-
-    ``corrected_segments`` holds 0-based segment indices, a segment being each line with text
-    in order (the worker writes one segment a line, never an empty one); None when which
-    lines were corrected is not known.
-    """
-    marked = frozenset(corrected_segments or ())
-    lines = []
-    for index, line in enumerate(parse(timed_text).correctable):
-        timing = TIMED_PREFIX.match(line.prefix)
-        start, end = (
-            (parse_timestamp(timing["start"]), parse_timestamp(timing["end"]))
-            if timing
-            else (None, None)
-        )
-        lines.append(ReaderLine(line.text.strip(), start, end, corrected=index in marked))
-    return ReaderDocument(
-        title=title,
-        lines=tuple(lines),
-        corrections_known=corrected_segments is not None,
-        language=language,
-        recording_href=recording_href,
-    )
-
-
 def recording_href(recording: Path, page: Path) -> str:
     """The recording's URL relative to the page, percent-encoded (any file name works)."""
     relative = os.path.relpath(recording, page.parent)
     return quote(os.fsencode(Path(relative).as_posix()))
-
-
-def page_path(text_output: Path) -> Path:
-    """``<folder>/<name>.txt`` -> ``<folder>/<name>.html``."""
-    return text_output.with_suffix(PAGE_SUFFIX)
 
 
 def local_recording(state_file: Path | None, bucket: str, key: str) -> Path | None:

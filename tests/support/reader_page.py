@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from html.parser import HTMLParser
 from pathlib import Path
+
+from onprem.reader import ReaderDocument, ReaderLine
+from pipeline_core.timed_text import TIMED_PREFIX, parse, parse_timestamp
 
 
 class PageParts(HTMLParser):
@@ -64,3 +68,36 @@ def parse_page(html: str) -> PageParts:
 
 def page_parts(page: Path) -> PageParts:
     return parse_page(page.read_text(encoding="utf-8"))
+
+
+def document_from_timed_text(
+    title: str,
+    timed_text: str,
+    *,
+    corrected_segments: Collection[int] | None = None,
+    language: str | None = None,
+    recording_href: str | None = None,
+) -> ReaderDocument:
+    """The reader's input from a (corrected) timed transcript.
+
+    ``corrected_segments`` holds 0-based segment indices, a segment being each line with text
+    in order (the worker writes one segment a line, never an empty one); None when which
+    lines were corrected is not known.
+    """
+    marked = frozenset(corrected_segments or ())
+    lines = []
+    for index, line in enumerate(parse(timed_text).correctable):
+        timing = TIMED_PREFIX.match(line.prefix)
+        start, end = (
+            (parse_timestamp(timing["start"]), parse_timestamp(timing["end"]))
+            if timing
+            else (None, None)
+        )
+        lines.append(ReaderLine(line.text.strip(), start, end, corrected=index in marked))
+    return ReaderDocument(
+        title=title,
+        lines=tuple(lines),
+        corrections_known=corrected_segments is not None,
+        language=language,
+        recording_href=recording_href,
+    )

@@ -20,13 +20,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from support.audio_factory import speech_wav
 from support.browser import browser_missing, console_errors, headless_chromium
+from support.reader_page import document_from_timed_text
 from support.repo_paths import REPO_ROOT
 from support.waiting import wait_until
 
 from onprem.reader import (
     ReaderDocument,
     ReaderLine,
-    document_from_timed_text,
     recording_href,
     write_page,
 )

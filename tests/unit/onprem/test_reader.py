@@ -11,17 +11,15 @@ from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 import pytest
-from support.reader_page import parse_page
+from support.reader_page import document_from_timed_text, parse_page
 
 from onprem.reader import (
     ReaderDocument,
     ReaderLine,
     clock,
     document_from_segments,
-    document_from_timed_text,
     local_recording,
     page_from_transcript,
-    page_path,
     recording_href,
     render_page,
     text_direction,
@@ -180,8 +178,7 @@ def test_recording_href_of_a_name_that_is_not_utf8(tmp_path: Path) -> None:
     assert href == "lecture-%E9t%E9.mp3"
 
 
-def test_page_path_and_clock() -> None:
-    assert page_path(Path("out/a/lecture.mp3.txt")) == Path("out/a/lecture.mp3.html")
+def test_clock() -> None:
     assert [clock(s) for s in (0, 59.9, 75.2, 3725.0, 36000)] == [
         "0:00",
         "0:59",
