@@ -17,6 +17,7 @@ Claude 3.5 Sonnet by default) with Bedrock's status, ``x-amzn-ErrorType`` header
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -99,7 +100,9 @@ class FakeModel:
         self._requests = 0
         self._misbehaved = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: stop() waits for the serving loop to notice (half a second by default).
+        serve = functools.partial(self._server.serve_forever, poll_interval=0.02)
+        self._thread = threading.Thread(target=serve, daemon=True)
 
     @property
     def url(self) -> str:
