@@ -61,7 +61,7 @@ def corrected_text(corrector: Corrector, item: Transcribed, details: str = "") -
         context=PromptContext(item.clip.language, details, ""),
         checkpoints=_MemoryCheckpoints(),
         deadline=Deadline(None),
-        params=CorrectionParams(chunk_max_chars=3000, concurrency=1, min_similarity=0.5),
+        params=CorrectionParams(chunk_max_chars=3000, calls_in_flight=1, min_similarity=0.5),
     )
     return render_plain(transcript, report.texts)
 

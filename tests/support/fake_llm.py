@@ -13,6 +13,14 @@ lines wholesale, answer in prose instead of calling the tool, obey instructions 
 the prompt, or be slow. Like
 Bedrock, it refuses model ids that cannot be called (``Script.model_errors``: the retired
 Claude 3.5 Sonnet by default) with Bedrock's status, ``x-amzn-ErrorType`` header and message.
+
+Usage is reported as the real servers report it, with a stand-in tokenizer (``tokens``: UTF-8
+bytes / 4, about a real tokenizer's count for English, and about 1.6x as many per word for
+Hebrew), and Bedrock's prompt caching: a request with a ``cachePoint`` for a model that caches
+(``prompt_cache.min_cacheable_tokens``) whose prefix (tools, system, content before the point)
+reaches the model's minimum writes it on first sight (``cacheWriteInputTokens``) and reads it
+after (``cacheReadInputTokens``); ``inputTokens`` is the rest. ``peak_in_flight`` is the most
+requests it was answering at once.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
+
+from chalicelib.correction.prompt_cache import min_cacheable_tokens
 
 _LINE = re.compile(r"^(\d+)\|(.*)$")
 _MODEL_PATH = re.compile(r"/model/(?P<model>.+)/converse$")
@@ -98,6 +108,9 @@ class FakeModel:
         self._lock = threading.Lock()
         self._requests = 0
         self._misbehaved = 0
+        self._in_flight = 0
+        self.peak_in_flight = 0
+        self._cached_prefixes: set[tuple[str, str]] = set()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -114,6 +127,17 @@ class FakeModel:
 
     def converse_calls(self) -> list[Call]:
         return [c for c in self.calls if c.path.endswith("/converse")]
+
+    def _cache_usage(self, model_id: str, body: dict[str, Any]) -> CacheUsage:
+        """What Bedrock's prompt cache does with this Converse request."""
+        prefix = cached_prefix(body)
+        minimum = min_cacheable_tokens(model_id)
+        if prefix is None or minimum is None or tokens(prefix) < minimum:
+            return CacheUsage(0, 0)
+        with self._lock:
+            seen = (model_id, prefix) in self._cached_prefixes
+            self._cached_prefixes.add((model_id, prefix))
+        return CacheUsage(tokens(prefix), 0) if seen else CacheUsage(0, tokens(prefix))
 
     # -- the "model" ---------------------------------------------------------------------
 
@@ -203,6 +227,16 @@ class FakeModel:
                 )
 
             def do_POST(self) -> None:
+                with model._lock:
+                    model._in_flight += 1
+                    model.peak_in_flight = max(model.peak_in_flight, model._in_flight)
+                try:
+                    self._answer_post()
+                finally:
+                    with model._lock:
+                        model._in_flight -= 1
+
+            def _answer_post(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 path = unquote(self.path)
                 openai = path.endswith("/chat/completions")
@@ -236,11 +270,11 @@ class FakeModel:
                         self._bedrock_error(code, message)
                     return
                 if openai:
-                    self._send(200, _openai_answer(body, user, answer), {})
+                    self._send(200, _openai_answer(body, prompt_text(body), answer), {})
                 else:
-                    self._send(
-                        200, _converse_answer(body, user, answer), {"x-amzn-RequestId": "fake"}
-                    )
+                    cache = model._cache_usage(target["model"] if target else "", body)
+                    payload = _converse_answer(body, prompt_text(body), answer, cache)
+                    self._send(200, payload, {"x-amzn-RequestId": "fake"})
 
         return Handler
 
@@ -251,7 +285,48 @@ def _tool_name(body: dict[str, Any], openai: bool) -> str:
     return str(body["toolConfig"]["tools"][0]["toolSpec"]["name"])
 
 
-def _openai_answer(body: dict[str, Any], user: str, answer: Answer) -> dict[str, Any]:
+def tokens(text: str) -> int:
+    """The stand-in tokenizer: UTF-8 bytes / 4, rounded up."""
+    return -(-len(text.encode("utf-8")) // 4)
+
+
+@dataclass(frozen=True)
+class CacheUsage:
+    read: int
+    write: int
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    """Everything a request's input tokens are counted on: tools, system, messages."""
+    tools = body.get("tools") or body.get("toolConfig") or ""
+    parts = [json.dumps(tools, ensure_ascii=False) if tools else ""]
+    if "messages" in body and "system" in body:  # Converse
+        parts += [block.get("text", "") for block in body["system"]]
+    for message in body.get("messages", []):
+        content = message["content"]
+        if isinstance(content, str):
+            parts.append(content)
+        else:
+            parts += [block.get("text", "") for block in content]
+    return "".join(parts)
+
+
+def cached_prefix(body: dict[str, Any]) -> str | None:
+    """The text before a Converse request's last ``cachePoint`` (tools and system first,
+    as Bedrock orders the prefix); None without one."""
+    parts = [json.dumps(body["toolConfig"], ensure_ascii=False) if "toolConfig" in body else ""]
+    blocks = [*body.get("system", [])]
+    for message in body.get("messages", []):
+        blocks += message["content"]
+    prefix = None
+    for block in blocks:
+        if "cachePoint" in block:
+            prefix = "".join(parts)
+        parts.append(block.get("text", ""))
+    return prefix
+
+
+def _openai_answer(body: dict[str, Any], prompt: str, answer: Answer) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": answer.text or None}
     output = answer.text
     finish = "length" if answer.truncated else "stop"
@@ -274,14 +349,16 @@ def _openai_answer(body: dict[str, Any], user: str, answer: Answer) -> dict[str,
         "model": body["model"],
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": {
-            "prompt_tokens": len(user),
-            "completion_tokens": len(output),
-            "total_tokens": len(user) + len(output),
+            "prompt_tokens": tokens(prompt),
+            "completion_tokens": tokens(output),
+            "total_tokens": tokens(prompt) + tokens(output),
         },
     }
 
 
-def _converse_answer(body: dict[str, Any], user: str, answer: Answer) -> dict[str, Any]:
+def _converse_answer(
+    body: dict[str, Any], prompt: str, answer: Answer, cache: CacheUsage
+) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     output = answer.text
     stop = "max_tokens" if answer.truncated else "end_turn"
@@ -298,9 +375,11 @@ def _converse_answer(body: dict[str, Any], user: str, answer: Answer) -> dict[st
         "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": stop,
         "usage": {
-            "inputTokens": len(user),
-            "outputTokens": len(output),
-            "totalTokens": len(user) + len(output),
+            "inputTokens": tokens(prompt) - cache.read - cache.write,
+            "outputTokens": tokens(output),
+            "totalTokens": tokens(prompt) + tokens(output),
+            "cacheReadInputTokens": cache.read,
+            "cacheWriteInputTokens": cache.write,
         },
         "metrics": {"latencyMs": 1},
     }
