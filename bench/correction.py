@@ -37,7 +37,7 @@ class CorrectionEffect:
     reason: str | None = None
 
 
-class _MemoryCheckpoints:
+class MemoryCheckpoints:
     def __init__(self) -> None:
         self._saved: dict[str, ChunkResult] = {}
 
@@ -59,7 +59,7 @@ def corrected_text(corrector: Corrector, item: Transcribed, details: str = "") -
         transcript,
         corrector=corrector,
         context=PromptContext(item.clip.language, details, ""),
-        checkpoints=_MemoryCheckpoints(),
+        checkpoints=MemoryCheckpoints(),
         deadline=Deadline(None),
         params=CorrectionParams(chunk_max_chars=3000, calls_in_flight=1, min_similarity=0.5),
     )

@@ -67,7 +67,8 @@ class Script:
     """What the model does; tests change it between calls."""
 
     replacements: dict[str, str] = field(default_factory=dict)
-    # Edits proposed as they are, on top of the replacements' (tool answers only).
+    # Edits proposed as they are, on top of the replacements'; an echo answer (no tool)
+    # echoes its lines with them applied.
     edits: list[dict[str, Any]] = field(default_factory=list)
     fail_times: int = 0  # the first N requests fail with `error`
     error: str = "ThrottlingException"
@@ -99,6 +100,7 @@ class Call:
     system: str
     user: str
     line_ids: list[int]
+    output: str = ""  # what the answer's output tokens are counted on
 
 
 class FakeModel:
@@ -161,7 +163,13 @@ class FakeModel:
                     edits.append({"line": number, "from": wrong, "to": right})
                     text = text.replace(wrong, right)
             corrected.append((number, text))
-        edits += [edit for edit in script.edits if edit.get("line") in ids]
+        scripted = [edit for edit in script.edits if edit.get("line") in ids]
+        edits += scripted
+        for edit in scripted:
+            corrected = [
+                (n, t.replace(str(edit["from"]), str(edit["to"]), 1) if n == edit["line"] else t)
+                for n, t in corrected
+            ]
         if script.obey_injection and "IGNORE PREVIOUS INSTRUCTIONS" in user.upper():
             hacked = [{"line": ids[0], "from": lines[0][1], "to": "HACKED"}]
             return Answer("1|HACKED", False, ids, hacked if with_tool else None)
@@ -253,7 +261,7 @@ class FakeModel:
                     failing = model._requests <= model.script.fail_times
                 with_tool = bool(body.get("tools") if openai else body.get("toolConfig"))
                 answer = model._answer(user, with_tool)
-                model.calls.append(Call(path, body, system, user, answer.line_ids))
+                model.calls.append(Call(path, body, system, user, answer.line_ids, _output(answer)))
                 if model.script.delay_seconds:
                     time.sleep(model.script.delay_seconds)
                 target = _MODEL_PATH.search(path)
@@ -326,12 +334,19 @@ def cached_prefix(body: dict[str, Any]) -> str | None:
     return prefix
 
 
+def _output(answer: Answer) -> str:
+    """The answer as the model writes it: the text, or the tool call's JSON."""
+    if answer.edits is None:
+        return answer.text
+    return json.dumps({"edits": answer.edits}, ensure_ascii=False)
+
+
 def _openai_answer(body: dict[str, Any], prompt: str, answer: Answer) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": answer.text or None}
-    output = answer.text
+    output = _output(answer)
     finish = "length" if answer.truncated else "stop"
     if answer.edits is not None:
-        arguments = json.dumps({"edits": answer.edits}, ensure_ascii=False)
+        arguments = output
         if answer.truncated:
             arguments = arguments[: len(arguments) // 2]  # cut off mid-JSON, as a real one is
         output = arguments
@@ -360,11 +375,10 @@ def _converse_answer(
     body: dict[str, Any], prompt: str, answer: Answer, cache: CacheUsage
 ) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
-    output = answer.text
+    output = _output(answer)
     stop = "max_tokens" if answer.truncated else "end_turn"
     if answer.edits is not None:
         tool_input = {"edits": answer.edits}
-        output = json.dumps(tool_input, ensure_ascii=False)
         name = _tool_name(body, openai=False)
         use = {"toolUseId": "tooluse_fake1", "name": name, "input": tool_input}
         content.append({"toolUse": use})

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
@@ -63,6 +63,8 @@ class ChunkResult:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    edits_accepted: int = 0
+    edits_refused: int = 0
 
     def to_json(self) -> dict[str, object]:
         """What a checkpoint keeps; the tokens too, so that the job's figures say what the
@@ -70,7 +72,9 @@ class ChunkResult:
         return {"corrected": self.corrected, "texts": self.texts, "reason": self.reason,
                 "refused": self.refused, "input_tokens": self.input_tokens,
                 "output_tokens": self.output_tokens, "cache_read_tokens": self.cache_read_tokens,
-                "cache_write_tokens": self.cache_write_tokens}  # fmt: skip
+                "cache_write_tokens": self.cache_write_tokens,
+                "edits_accepted": self.edits_accepted,
+                "edits_refused": self.edits_refused}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ChunkResult:
@@ -83,6 +87,8 @@ class ChunkResult:
             output_tokens=int(data.get("output_tokens", 0)),
             cache_read_tokens=int(data.get("cache_read_tokens", 0)),
             cache_write_tokens=int(data.get("cache_write_tokens", 0)),
+            edits_accepted=int(data.get("edits_accepted", 0)),
+            edits_refused=int(data.get("edits_refused", 0)),
         )
 
 
@@ -160,6 +166,8 @@ class CorrectionReport:
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    edits_accepted: int = 0  # edits format: each edit judged on its own
+    edits_refused: int = 0
     reasons: list[str] = field(default_factory=list)  # why chunks went uncorrected
     refusals: list[str] = field(default_factory=list)  # why edits were refused
 
@@ -222,6 +230,7 @@ def correct_chunk(
                    "cache_write_tokens": answer.cache_write_tokens},
         )  # fmt: skip
         refused: dict[int, str] = {}
+        judged = (0, 0)  # edits accepted, refused
         try:
             if context.tool is None:
                 texts = validate(
@@ -232,6 +241,7 @@ def correct_chunk(
                 outcome = apply_edits(lines, edits, min_similarity)
                 texts = outcome.texts
                 refused = {n: "; ".join(why) for n, why in outcome.refusals.items()}
+                judged = (outcome.accepted, sum(map(len, outcome.refusals.values())))
         except AnswerRefusedError as exc:
             reason = str(exc)
             log.warning(
@@ -241,7 +251,8 @@ def correct_chunk(
             continue
         if refused:
             log.warning("edits refused", extra={"first_line": lines[0].number, "refused": refused})
-        return usage.result(True, texts, calls=calls, refused=refused)
+        result = usage.result(True, texts, calls=calls, refused=refused)
+        return replace(result, edits_accepted=judged[0], edits_refused=judged[1])
     return usage.result(False, {}, calls=calls, reason=reason)
 
 
@@ -342,6 +353,8 @@ def _add(report: CorrectionReport, lines: Iterable[TimedLine], result: ChunkResu
     report.output_tokens += result.output_tokens
     report.cache_read_tokens += result.cache_read_tokens
     report.cache_write_tokens += result.cache_write_tokens
+    report.edits_accepted += result.edits_accepted
+    report.edits_refused += result.edits_refused
     if not result.corrected:
         report.chunks_uncorrected += 1
         report.lines_uncorrected += len(group)
