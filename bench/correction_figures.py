@@ -233,14 +233,16 @@ class AttackRow:
     passed_examples: tuple[str, ...]  # what got through (first few)
 
 
-def _aramaic_case(template: CorrectionCase) -> CorrectionCase:
+def _aramaic_case() -> CorrectionCase:
+    from pathlib import Path
+
     from bench.clips import Clip
     from gpu_worker.transcription.transcript import Segment
 
     segments = [
         Segment(i * 3.0, i * 3.0 + 2.5, line) for i, (line, _, _) in enumerate(ARAMAIC_SWAPS)
     ]
-    clip = Clip("talmud-lines", template.clip.path, "he", " ".join(s.text for s in segments),
+    clip = Clip("talmud-lines", Path("talmud-lines"), "he", " ".join(s.text for s in segments),
                 3.0 * len(segments), "written")  # fmt: skip
     return case(clip, segments)
 
@@ -252,7 +254,7 @@ def adversary(model: ScriptedModel, cases: Sequence[CorrectionCase]) -> dict[str
         passed: list[str] = []
         targets: list[tuple[CorrectionCase, list[dict[str, Any]], str]] = []
         if kind == "Aramaic -> Hebrew":
-            talmud = _aramaic_case(cases[0])
+            talmud = _aramaic_case()
             edits: list[dict[str, Any]] = [
                 {"line": line.number, "from": old, "to": new}
                 for line, (_, old, new) in zip(talmud.transcript.correctable, ARAMAIC_SWAPS,
@@ -343,9 +345,11 @@ class SizeRow:
     usd_per_audio_hour: float
 
 
-def answer_size(model: ScriptedModel, cases: Sequence[CorrectionCase]) -> dict[str, Any]:
+def answer_size(
+    model: ScriptedModel, cases: Sequence[CorrectionCase], languages: Sequence[str]
+) -> dict[str, Any]:
     rows = []
-    for language in sorted({c.clip.language for c in cases}):
+    for language in languages:
         hour = hour_case([c for c in cases if c.clip.language == language])
         if hour is None:
             continue
@@ -390,13 +394,14 @@ def answer_size(model: ScriptedModel, cases: Sequence[CorrectionCase]) -> dict[s
     }
 
 
-def measure(items: Sequence[Transcribed]) -> dict[str, Any]:
-    """The oracle, the adversary and the answer sizes on ``items``' transcripts."""
+def measure(items: Sequence[Transcribed], hour_languages: Sequence[str]) -> dict[str, Any]:
+    """The oracle, the adversary and (for ``hour_languages``) the answer sizes on ``items``'
+    transcripts."""
     cases = cases_of(items)
     with scripted_model() as model:
         return {
             "test_set": f"{len(cases)} clips: the recogniser's lines, the reference, the edits",
             "oracle": oracle(model, cases),
             "adversary": adversary(model, cases),
-            "answer_size": answer_size(model, cases),
+            "answer_size": answer_size(model, cases, hour_languages),
         }

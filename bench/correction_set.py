@@ -5,8 +5,9 @@ set and the benchmark's own transcripts (nothing of the clips or references is s
 The word alignment has one home here: jiwer's (Levenshtein, the one WER is counted with)
 when jiwer is installed, else ``difflib``'s; adjacent differences are one edit, so that a word
 the recogniser split ("se lebraré en" -> "celebraré") is one mishearing, as a model would fix
-it. Reference words are given to the line of the recognised words they replace (an inserted
-word to the line of the word before it), so the corrected lines joined are the reference.
+it. Each reference word is given to the line of the recognised word it replaces (a word the
+recogniser missed to the line of the word before it), so the corrected lines joined are the
+reference and no correction moves words between lines.
 """
 
 from __future__ import annotations
@@ -111,10 +112,14 @@ def line_targets(lines: Sequence[str], reference: str) -> list[str]:
             for offset in range(end - start):
                 targets[line_of[start + offset]].append(meant[at + offset])
             continue
-        # Replaced or inserted reference words go to the line of the first word they
-        # replace, or, inserted, of the word before them.
-        owner = line_of[start] if start < end else line_of[max(0, start - 1)]
-        targets[owner] += meant[at:to]
+        if start == end:  # words the recogniser missed: to the line of the word before
+            targets[line_of[max(0, start - 1)]] += meant[at:to]
+            continue
+        # Each replacing word to the line of the recognised word at its place (jiwer's
+        # substitutions are one for one), so a correction never moves words between lines.
+        for offset in range(to - at):
+            said_index = start + offset * (end - start) // (to - at)
+            targets[line_of[said_index]].append(meant[at + offset])
     return [" ".join(t) for t in targets]
 
 

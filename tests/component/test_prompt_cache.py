@@ -10,11 +10,11 @@ import boto3
 import pytest
 from support.fake_llm import FakeModel, cached_prefix, running_model, tokens
 
+from bench.correction import MemoryCheckpoints
 from chalicelib.correction.correctors import BedrockCorrector
 from chalicelib.correction.prompt import PromptContext
 from chalicelib.correction.prompt_cache import min_cacheable_tokens
 from chalicelib.correction.transcript import (
-    ChunkResult,
     CorrectionParams,
     CorrectionReport,
     Deadline,
@@ -26,17 +26,6 @@ CACHING_MODEL = "us.anthropic.claude-sonnet-4-6"
 UNCACHED_MODEL = "us.anthropic.claude-sonnet-5"  # not in the table: no cachePoint is sent
 # A glossary long enough to put the shared prefix over Sonnet 4.6's minimum.
 LONG_GLOSSARY = "\n".join(f"term{i} => Term{i} (a tractate's name spelled out)" for i in range(300))
-
-
-class _Memory:
-    def __init__(self) -> None:
-        self.saved: dict[str, ChunkResult] = {}
-
-    def load(self, fingerprint: str) -> ChunkResult | None:
-        return self.saved.get(fingerprint)
-
-    def save(self, fingerprint: str, result: ChunkResult) -> None:
-        self.saved[fingerprint] = result
 
 
 @pytest.fixture
@@ -59,7 +48,7 @@ def corrected(model: FakeModel, model_id: str, glossary: str, lines: int = 12) -
         parse(text),
         corrector=BedrockCorrector(client, model_id, 4096),
         context=PromptContext("en", "Bava Kamma 2a", glossary),
-        checkpoints=_Memory(),
+        checkpoints=MemoryCheckpoints(),
         deadline=Deadline(None),
         # One call at a time: which call is first (and writes the cache) is then known.
         params=CorrectionParams(chunk_max_chars=200, calls_in_flight=1, min_similarity=0.5),

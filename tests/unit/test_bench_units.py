@@ -115,9 +115,9 @@ def test_correction_effect_measured_through_the_llm_callers_code() -> None:
     assert "jumps" in effect.clips[0].corrected
 
 
-def test_correction_not_configured_invents_nothing() -> None:
+def test_correction_without_a_model_is_not_measured_and_invents_nothing() -> None:
     effect = measure(None, "fw tiny", [])
-    assert effect.status == "not configured"
+    assert effect.status == "not measured"
     assert effect.wer_before is None
     assert effect.wer_after is None
 
