@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
@@ -251,8 +251,7 @@ def correct_chunk(
             continue
         if refused:
             log.warning("edits refused", extra={"first_line": lines[0].number, "refused": refused})
-        result = usage.result(True, texts, calls=calls, refused=refused)
-        return replace(result, edits_accepted=judged[0], edits_refused=judged[1])
+        return usage.result(True, texts, calls=calls, refused=refused, judged=judged)
     return usage.result(False, {}, calls=calls, reason=reason)
 
 
@@ -279,11 +278,13 @@ class _Usage:
         calls: int,
         reason: str | None = None,
         refused: dict[int, str] | None = None,
+        judged: tuple[int, int] = (0, 0),  # edits accepted, refused
     ) -> ChunkResult:
         return ChunkResult(
             corrected, texts, reason=reason, model_calls=calls, refused=refused or {},
             input_tokens=self.input_tokens, output_tokens=self.output_tokens,
             cache_read_tokens=self.cache_read_tokens, cache_write_tokens=self.cache_write_tokens,
+            edits_accepted=judged[0], edits_refused=judged[1],
         )  # fmt: skip
 
 
