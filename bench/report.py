@@ -456,7 +456,10 @@ def _correction_summary(c: dict[str, Any] | None) -> list[str]:
             f"${r['usd_per_audio_hour']:.2f}"
             for r in mine
         )
-        lines.append(f"Correction cost per audio hour ({language}, {rows[0]['model']}): {costs}.")
+        lines.append(
+            f"Correction cost per audio hour, correcting {c['transcripts']}'s mistakes "
+            f"({language}, {rows[0]['model']}, list prices): {costs}."
+        )
     return lines
 
 
