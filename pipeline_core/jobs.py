@@ -92,6 +92,8 @@ class JobField:
     REFUSED_EDITS: Final = "refused_edits"  # why, for the first few
     INPUT_TOKENS: Final = "input_tokens"  # as the model server reported them
     OUTPUT_TOKENS: Final = "output_tokens"
+    CACHE_READ_TOKENS: Final = "cache_read_tokens"  # input read from the prompt cache
+    CACHE_WRITE_TOKENS: Final = "cache_write_tokens"  # input written to it
     MODEL_CALLS: Final = "model_calls"
     UNCORRECTED_REASONS: Final = "uncorrected_reasons"
     CORRECTOR: Final = "corrector"

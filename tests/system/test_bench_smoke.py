@@ -59,7 +59,19 @@ def test_accuracy_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
     clip = run["clips"][0]
     assert clip["hypothesis"]
     assert clip["rtf"] > 0
-    assert results["accuracy"]["correction"]["status"] == "not configured"
+    assert results["accuracy"]["correction"]["status"] == "not measured"
+
+
+def test_correction_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = quick_run
+    section = results["correction"]
+    [oracle] = section["oracle"]["languages"]
+    assert oracle["language"] == "en"
+    assert oracle["edits_accepted"] <= oracle["edits_proposed"]
+    attacks = {a["kind"]: a for a in section["adversary"]["attacks"]}
+    assert attacks["Aramaic -> Hebrew"]["attempted"] == 12  # its own Talmudic lines
+    assert all(a["refused"] <= a["attempted"] for a in attacks.values())
+    assert section["answer_size"]["rows"] == []  # --quick: no hour of speech
 
 
 def test_speed_loop_and_orchestration_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.bench_figures import assert_batching_row_consistent, assert_latency_run_consistent
@@ -93,10 +94,10 @@ class _FixingCorrector:
 
     identity = "test:fixer"
 
-    def complete(self, system: str, user: str, tool: object = None) -> object:
+    def complete(self, system: str, user: Any, tool: object = None) -> object:
         from chalicelib.correction.correctors import ModelAnswer
 
-        lines = re.findall(r"^(\d+)\|(.*)$", user, flags=re.MULTILINE)
+        lines = re.findall(r"^(\d+)\|(.*)$", user.text, flags=re.MULTILINE)
         edits = [
             {"line": int(n), "from": "jumped", "to": "jumps"} for n, t in lines if "jumped" in t
         ]
@@ -114,9 +115,9 @@ def test_correction_effect_measured_through_the_llm_callers_code() -> None:
     assert "jumps" in effect.clips[0].corrected
 
 
-def test_correction_not_configured_invents_nothing() -> None:
+def test_correction_without_a_model_is_not_measured_and_invents_nothing() -> None:
     effect = measure(None, "fw tiny", [])
-    assert effect.status == "not configured"
+    assert effect.status == "not measured"
     assert effect.wer_before is None
     assert effect.wer_after is None
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from chalicelib.correction.correctors import Tool
+from chalicelib.correction.correctors import Tool, UserMessage
 from pipeline_core.languages import language_name
 from pipeline_core.timed_text import TimedLine
 
@@ -75,9 +75,12 @@ EDIT_TOOL = Tool(
 )
 
 _CONTEXT_ONLY = "context only, not to correct"
-USER = """\
+# The same for every chunk of a recording (the part prompt caching reuses), then the chunk's.
+USER_SHARED = """\
 Recording description: {details}
-{glossary}{before}
+{glossary}"""
+USER_CHUNK = """\
+{before}
 Transcript lines:
 {lines}{after}"""
 
@@ -141,7 +144,7 @@ def user_message(
     lines: Sequence[TimedLine],
     strict: bool = False,
     neighbours: Neighbours = NO_NEIGHBOURS,
-) -> str:
+) -> UserMessage:
     glossary = context.glossary.strip()
     if glossary:
         glossary = f"Glossary (preferred spellings):\n{glossary}\n"
@@ -150,13 +153,8 @@ def user_message(
         before = f"\nThe lines just before ({_CONTEXT_ONLY}):\n{numbered(neighbours.before)}\n"
     if neighbours.after:
         after = f"\n\nThe lines just after ({_CONTEXT_ONLY}):\n{numbered(neighbours.after)}"
-    message = USER.format(
-        details=context.details.strip() or "(none)",
-        glossary=glossary,
-        before=before,
-        lines=numbered(lines),
-        after=after,
-    )
+    shared = USER_SHARED.format(details=context.details.strip() or "(none)", glossary=glossary)
+    message = USER_CHUNK.format(before=before, lines=numbered(lines), after=after)
     if strict and context.answer_format == "echo":
         message += (
             f"\n\nYour previous answer was refused. Answer with exactly {len(lines)} lines, "
@@ -168,4 +166,4 @@ def user_message(
             f"\n\nYour previous answer was refused. Call {EDIT_TOOL.name} once, with short "
             "edits only where the transcript is wrong."
         )
-    return message
+    return UserMessage(shared, message)
