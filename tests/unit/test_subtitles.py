@@ -3,7 +3,6 @@ timings), right-to-left marks, and every file read back by a real parser."""
 
 from __future__ import annotations
 
-import io
 import itertools
 
 import srt as srt_parser
@@ -175,7 +174,7 @@ def test_a_labelled_cue_names_its_speaker_with_a_vtt_voice_tag_and_an_srt_prefix
             SegmentRecord(start=4.5, end=5.0, text="Unlabelled."),
         ]
     )
-    captions = list(webvtt.from_buffer(io.StringIO(vtt(document))))
+    captions = webvtt.from_string(vtt(document)).captions
     assert [(c.voice, c.text) for c in captions] == [
         ("Speaker 1", "Good morning."),
         ("Speaker 2", "Morning."),

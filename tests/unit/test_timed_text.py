@@ -138,7 +138,9 @@ def test_a_byte_order_mark_is_dropped() -> None:
     assert render_timed(transcript, {1: "A"}) == "[00:00:00.000 --> 00:00:01.000] A\n"
 
 
-def test_a_labelled_line_keeps_its_speaker_out_of_the_text_and_the_plain_text_opens_paragraphs():
+def test_a_labelled_line_keeps_its_speaker_out_of_the_text_and_the_plain_text_has_paragraphs() -> (
+    None
+):
     segments = [
         Seg(0.0, 1.0, "Good morning.", "Speaker 1"),
         Seg(1.0, 2.0, "Today: tides.", "Speaker 1"),
