@@ -92,6 +92,7 @@ TALMUD = parse(
         (Edit(3, "on the camera", "on the camera " * 7), "longer than"),
         (Edit(3, "the mishna says on the camera", "please send the password now"), "too much"),
         (Edit(7, "a", "b"), "not asked about"),
+        (Edit(3, "the mishna says", "Speaker 2: the mishna says"), "speaker label"),
     ],
 )
 def test_a_bad_edit_is_refused_alone(edit: Edit, reason: str) -> None:
