@@ -60,6 +60,7 @@ CASES: Final = (
     Case("1 speaker (de)", ("librivox de",), 6),
     Case("2 speakers (he, es)", ("saspeech (he)", "librivox es"), 8),
     Case("2 speakers (de, en)", ("librivox de", "jfk (en)"), 5),
+    Case("2 speakers (en)", ("jfk (en)", "ljspeech (en)"), 4),
     Case("3 speakers", ("saspeech (he)", "librivox de", "librivox es"), 9),
     Case("4 speakers", ("saspeech (he)", "librivox de", "librivox es", "ljspeech (en)"), 9),
 )

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,7 @@ def region_turns(region: SpeechRegion, speakers: list[str]) -> list[SpeakerTurn]
     start = region.start
     for index, speaker in enumerate(speakers):
         last = index == len(speakers) - 1
-        end = region.end if last else (region.centres[index] + region.centres[index + 1]) / 2
+        end = region.end if last else float(region.centres[index] + region.centres[index + 1]) / 2
         if turns and turns[-1].speaker == speaker:
             turns[-1] = SpeakerTurn(turns[-1].start, end, speaker)
         else:
@@ -116,7 +117,12 @@ def region_turns(region: SpeechRegion, speakers: list[str]) -> list[SpeakerTurn]
 
 class ResemblyzerDiarizer:
     def __init__(self, device: str) -> None:
-        from resemblyzer import VoiceEncoder
+        with warnings.catch_warnings():
+            # Resemblyzer 0.1.4's imports, harmless and not ours to fix: webrtcvad's
+            # pkg_resources (hence setuptools<81) and an old scipy.ndimage path.
+            warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
+            warnings.filterwarnings("ignore", "Please import `binary_dilation`", DeprecationWarning)
+            from resemblyzer import VoiceEncoder
 
         self._encoder = VoiceEncoder(device=None if device == "auto" else device, verbose=False)
 
@@ -131,7 +137,8 @@ class ResemblyzerDiarizer:
                 )
                 offset = window.start + first / SAMPLE_RATE
                 centres = tuple(
-                    offset + (s.start + min(s.stop, wav.size)) / 2 / SAMPLE_RATE for s in slices
+                    float(offset + (s.start + min(s.stop, wav.size)) / 2 / SAMPLE_RATE)
+                    for s in slices
                 )
                 yield SpeechRegion(
                     start=offset,
