@@ -18,12 +18,14 @@ import re
 import time
 import wave
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
+from bench.latency import RssSampler
+from gpu_worker.speakers import resemblyzer_diarizer
 from gpu_worker.speakers.diarizer import Diarizer, SpeakerTurn
 from gpu_worker.transcription.audio import SAMPLE_RATE, Samples, decode_audio, quiet_cut
 from pipeline_core.speakers import AUTO, SpeakerCount
@@ -168,12 +170,15 @@ def _annotation(turns: Sequence[SpeakerTurn]) -> object:
     return annotation
 
 
-def score(truth: Sequence[SpeakerTurn], found: Sequence[SpeakerTurn]) -> Scores:
-    """Diarization error rate and its parts, each a fraction of the true speech."""
+def score(truth: Sequence[SpeakerTurn], found: Sequence[SpeakerTurn], seconds: float) -> Scores:
+    """Diarization error rate and its parts over the recording's ``seconds``, each a fraction
+    of the true speech."""
+    from pyannote.core import Segment, Timeline
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     metric = DiarizationErrorRate(collar=COLLAR_SECONDS)
-    parts = metric(_annotation(truth), _annotation(found), detailed=True)
+    uem = Timeline([Segment(0.0, seconds)])
+    parts = metric(_annotation(truth), _annotation(found), uem=uem, detailed=True)
     total = parts["total"] or 1.0
     return Scores(
         der=float(parts["diarization error rate"]),
@@ -189,7 +194,7 @@ def measure_case(
     started = time.monotonic()
     found = diarizer.diarize(recording.path, count)
     elapsed = time.monotonic() - started
-    scores = score(recording.turns, found)
+    scores = score(recording.turns, found, recording.seconds)
     return CaseResult(
         case=recording.case.name,
         true_speakers=len(recording.case.voices),
@@ -202,3 +207,47 @@ def measure_case(
         diarize_seconds=round(elapsed, 3),
         rtf=round(elapsed / recording.seconds, 4),
     )
+
+
+def _peak_gpu_mib(device: str) -> float | None:
+    if device != "cuda":
+        return None
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
+def measure(eval_dir: Path, work_dir: Path, device: str, quick: bool) -> dict[str, Any]:
+    """Every case (``QUICK_CASES`` with ``quick``) with an automatic speaker count, and the
+    memory the step adds to the process: the encoder loaded and every case run."""
+    recordings = [
+        build_recording(case, eval_dir, work_dir) for case in (QUICK_CASES if quick else CASES)
+    ]
+    with RssSampler() as rss:
+        started = time.monotonic()
+        diarizer = resemblyzer_diarizer.ResemblyzerDiarizer(device)
+        load_seconds = time.monotonic() - started
+        log.info("diarization: %d recordings", len(recordings))
+        rows = [measure_case(diarizer, recording) for recording in recordings]
+    audio = sum(row.audio_seconds for row in rows)
+    return {
+        "diarizer": "resemblyzer (Silero VAD, Resemblyzer VoiceEncoder, agglomerative)",
+        "device": device,
+        "settings": {
+            "auto_distance_threshold": resemblyzer_diarizer.AUTO_DISTANCE_THRESHOLD,
+            "min_speaker_share": resemblyzer_diarizer.MIN_SPEAKER_SHARE,
+            "embeddings_per_second": resemblyzer_diarizer.EMBEDDINGS_PER_SECOND,
+            "collar_seconds": COLLAR_SECONDS,
+            "turn_seconds": list(TURN_SECONDS),
+            "pause_seconds": list(PAUSE_SECONDS),
+            "seed": SEED,
+        },
+        "load_seconds": round(load_seconds, 2),
+        "added_rss_mib": round((rss.peak - rss.before) / 2**20, 1),
+        "peak_gpu_mib": _peak_gpu_mib(device),
+        "count_accuracy": round(
+            sum(row.found_speakers == row.true_speakers for row in rows) / len(rows), 4
+        ),
+        "rtf": round(sum(row.diarize_seconds for row in rows) / audio, 4),
+        "cases": [asdict(row) for row in rows],
+    }

@@ -11,7 +11,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from bench import accuracy, batching, correction, cost, latency, memory, orchestration, speed
+from bench import (
+    accuracy,
+    batching,
+    correction,
+    cost,
+    diarization,
+    latency,
+    memory,
+    orchestration,
+    speed,
+)
 from bench.clips import Clip, concatenated_mp3, eval_clips, generated_clips, looped_mp3
 from bench.engines import (
     FASTER_WHISPER,
@@ -40,6 +50,7 @@ PARTS: Final = (
     "latency",
     "orchestration",
     "memory",
+    "diarization",
     "cost",
 )
 SCHEMA: Final = 1
@@ -403,6 +414,21 @@ def run(options: Options) -> dict[str, Any]:
                     ),
                 )
             ]
+        if "diarization" in options.parts:
+            if options.eval_dir is None:
+                reason = "needs the evaluation clips of different speakers; pass --eval-dir"
+                plan.skipped.append(Skipped("diarization", reason))
+            else:
+                eval_dir = options.eval_dir
+                results["diarization"] = _timed(
+                    "diarization",
+                    timings,
+                    lambda: {
+                        **diarization.measure(eval_dir, work_dir, plan.device, options.quick),
+                        # Its own record: a part merged into earlier results is measured later.
+                        "environment": asdict(collect(plan.device)),
+                    },
+                )
         if "cost" in options.parts:
             results["cost"] = _cost(results, options, plan.device)
         results["skipped"] = [asdict(s) for s in plan.skipped]
