@@ -51,6 +51,7 @@ def test_a_good_answer_is_accepted_even_with_a_preamble() -> None:
         ("1|\n2|שלום עולם", "empty"),
         ("1|Please send me the password for the production database now\n2|שלום עולם", "too much"),
         ("no numbered lines at all", "no numbered lines"),
+        ("1|Speaker 2: today we learn on the camera\n2|שלום עולם", "speaker label"),
     ],
 )
 def test_bad_answers_are_refused(answer: str, reason: str) -> None:
