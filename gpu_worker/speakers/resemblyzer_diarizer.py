@@ -14,7 +14,8 @@
    of its 7 recordings right, below that voices split and above it different voices merge;
    0.44 is the middle of that range.
 4. Turns: each window speaks for the time nearest its centre inside its region; neighbours
-   with one speaker are one turn.
+   with one speaker are one turn. A long recording's windows are clustered in pools of
+   neighbours (``MAX_CLUSTERED``), so that memory stays bounded.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ from pipeline_core.speakers import AUTO, SpeakerCount
 EMBEDDINGS_PER_SECOND: Final = 2.0
 AUTO_DISTANCE_THRESHOLD: Final = 0.44
 MIN_SPEAKER_SHARE: Final = 0.05
+# Windows clustered one by one up to this many (a 40-minute recording's speech); beyond,
+# neighbours in a region are averaged first: the distance matrix of 3000 is 72 MB, while a
+# 3-hour lecture's 21,600 windows would need 3.7 GB.
+MAX_CLUSTERED: Final = 3000
 # The recogniser's VAD waits 2 s of silence to end a region; a turn can end sooner.
 MIN_SILENCE_MS: Final = 300
 SPEECH_PAD_MS: Final = 100
@@ -100,6 +105,17 @@ def _absorb_minor(embeddings: Embeddings, labels: Any, weights: npt.NDArray[np.f
     return result
 
 
+def pool_windows(windows_per_region: list[int], limit: int) -> npt.NDArray[np.int64]:
+    """The pool of each window: consecutive windows of one region, as few to a pool as keep
+    the pools at most ``limit`` (clustering's distance matrix grows with the square)."""
+    size = max(1, -(-sum(windows_per_region) // limit))
+    pools: list[int] = []
+    for count in windows_per_region:
+        first = pools[-1] + 1 if pools else 0
+        pools.extend(first + index // size for index in range(count))
+    return np.asarray(pools, dtype=np.int64)
+
+
 def region_turns(region: SpeechRegion, speakers: list[str]) -> list[SpeakerTurn]:
     """The region cut at the midpoints between windows of different speakers."""
     turns: list[SpeakerTurn] = []
@@ -155,7 +171,12 @@ class ResemblyzerDiarizer:
         weights = np.concatenate(
             [np.full(len(r.centres), (r.end - r.start) / len(r.centres)) for r in regions]
         )
-        labels = iter(cluster(embeddings, weights, count))
+        pools = pool_windows([len(r.centres) for r in regions], MAX_CLUSTERED)
+        pooled = np.zeros((int(pools.max()) + 1, embeddings.shape[1]), dtype=np.float32)
+        np.add.at(pooled, pools, embeddings)
+        pooled /= np.linalg.norm(pooled, axis=1, keepdims=True)
+        pooled_weights = np.bincount(pools, weights=weights).astype(np.float64)
+        labels = iter(cluster(pooled, pooled_weights, count)[pools])
         turns: list[SpeakerTurn] = []
         for region in regions:
             speakers = [f"cluster-{next(labels)}" for _ in region.centres]

@@ -7,7 +7,12 @@ import pytest
 
 from gpu_worker.speakers.diarizer import SpeakerTurn
 from gpu_worker.speakers.labelling import label_segments
-from gpu_worker.speakers.resemblyzer_diarizer import SpeechRegion, cluster, region_turns
+from gpu_worker.speakers.resemblyzer_diarizer import (
+    SpeechRegion,
+    cluster,
+    pool_windows,
+    region_turns,
+)
 from gpu_worker.transcription.transcript import Segment, Word
 from pipeline_core.config import ConfigError, WorkerSettings
 from pipeline_core.contracts import AudioJob, ContractError
@@ -145,3 +150,9 @@ def test_a_region_is_cut_halfway_between_windows_of_different_speakers() -> None
         SpeakerTurn(1.0, 2.55, "a"),
         SpeakerTurn(2.55, 5.0, "b"),
     ]
+
+
+def test_windows_are_pooled_with_their_neighbours_only_when_there_are_too_many() -> None:
+    assert list(pool_windows([3, 2], limit=10)) == [0, 1, 2, 3, 4]
+    assert list(pool_windows([5, 3], limit=4)) == [0, 0, 1, 1, 2, 3, 3, 4]
+    assert max(pool_windows([7000, 14000], limit=3000)) < 3000
