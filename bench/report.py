@@ -259,7 +259,12 @@ def _diarization_md(d: dict[str, Any]) -> list[str]:
         f"{d['rtf']:g} (added to the recogniser's); loading the encoder "
         f"{d['load_seconds']:g} s; memory it adds: {d['added_rss_mib']:g} MiB RSS"
         + (f", {d['peak_gpu_mib']:g} MiB GPU" if d.get("peak_gpu_mib") is not None else "")
-        + ".",
+        + "."
+        + (
+            f" Load average at the end: {d['load_average_1min_at_end']:g}."
+            if "load_average_1min_at_end" in d
+            else ""
+        ),
         "",
     ]
 

@@ -427,6 +427,7 @@ def run(options: Options) -> dict[str, Any]:
                         **diarization.measure(eval_dir, work_dir, plan.device, options.quick),
                         # Its own record: a part merged into earlier results is measured later.
                         "environment": asdict(collect(plan.device)),
+                        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
                     },
                 )
         if "cost" in options.parts:
