@@ -5,7 +5,9 @@ speaker encoder ships inside its wheel) or ``module:factory``, a callable import
 worker that takes the device (``cpu``/``cuda``/``auto``) and returns a ``Diarizer``, so that
 a stronger model baked into the AMI (a pyannote pipeline, packer/README.md) replaces it
 without a code change here. The diarizer is loaded when the first recording asks for
-speakers, never before: a worker whose recordings do not ask pays nothing for it.
+speakers, never before: a worker whose recordings do not ask pays nothing for it. One that
+does not load is the deployment's fault, not the recording's: a ``ConfigurationError``, so
+the worker keeps the job for after the fix instead of failing it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from pipeline_core.config import ConfigError
+from pipeline_core.errors import ConfigurationError
 from pipeline_core.speakers import SpeakerCount
 
 BUILT_IN: Final = "resemblyzer"
@@ -73,5 +76,13 @@ class DiarizerCache:
     def get(self) -> Diarizer:
         with self._lock:
             if self._loaded is None:
-                self._loaded = self._loader(self.name, self._device)
+                try:
+                    self._loaded = self._loader(self.name, self._device)
+                except (ImportError, AttributeError, ConfigError) as exc:
+                    raise ConfigurationError(
+                        f"the diarizer {self.name!r} (WORKER_DIARIZER) does not load: "
+                        f"{type(exc).__name__}: {exc}",
+                        f"set WORKER_DIARIZER (stack parameter WorkerDiarizer) to "
+                        f"{BUILT_IN!r} or to module:factory of a diarizer on the AMI",
+                    ) from exc
             return self._loaded

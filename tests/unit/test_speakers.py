@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpu_worker.speakers.diarizer import SpeakerTurn
+from gpu_worker.speakers.diarizer import DiarizerCache, SpeakerTurn
 from gpu_worker.speakers.labelling import label_segments
 from gpu_worker.speakers.resemblyzer_diarizer import (
     SpeechRegion,
@@ -16,6 +16,7 @@ from gpu_worker.speakers.resemblyzer_diarizer import (
 from gpu_worker.transcription.transcript import Segment, Word
 from pipeline_core.config import ConfigError, WorkerSettings
 from pipeline_core.contracts import AudioJob, ContractError
+from pipeline_core.errors import ConfigurationError
 from pipeline_core.speakers import (
     AUTO,
     SpeakersRequestError,
@@ -156,3 +157,11 @@ def test_windows_are_pooled_with_their_neighbours_only_when_there_are_too_many()
     assert list(pool_windows([3, 2], limit=10)) == [0, 1, 2, 3, 4]
     assert list(pool_windows([5, 3], limit=4)) == [0, 0, 1, 1, 2, 3, 3, 4]
     assert max(pool_windows([7000, 14000], limit=3000)) < 3000
+
+
+@pytest.mark.parametrize("name", ["no.such.module:load", "pipeline_core.speakers:nothing", "x"])
+def test_a_diarizer_that_does_not_load_is_the_deployments_fault(name: str) -> None:
+    diarizers = DiarizerCache(name, "cpu")
+    with pytest.raises(ConfigurationError, match="WORKER_DIARIZER"):
+        diarizers.get()
+    assert not diarizers.loaded
