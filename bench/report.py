@@ -238,6 +238,41 @@ def _memory_md(runs: list[dict[str, Any]]) -> list[str]:
     return [*out, table(header, rows), ""]
 
 
+def _diarization_md(d: dict[str, Any]) -> list[str]:
+    settings = d["settings"]
+    rows = [
+        [c["case"], c["true_speakers"], c["found_speakers"], c["audio_seconds"], _pct(c["der"]),
+         _pct(c["missed"]), _pct(c["false_alarm"]), _pct(c["confusion"]), c["rtf"]]
+        for c in d["cases"]
+    ]  # fmt: skip
+    header = ["recording", "speakers", "found", "audio s", "DER", "missed", "false alarm",
+              "confusion", "RTF"]  # fmt: skip
+    return [
+        "## Speaker labels (diarization)",
+        "",
+        f"{d['diarizer']} on {d['device']}, speaker count automatic (distance threshold "
+        f"{settings['auto_distance_threshold']:g}); recordings joined from the evaluation "
+        f"clips of different speakers, turns of {settings['turn_seconds'][0]:g}-"
+        f"{settings['turn_seconds'][1]:g} s and pauses of {settings['pause_seconds'][0]:g}-"
+        f"{settings['pause_seconds'][1]:g} s (bench/diarization.py); DER by pyannote.metrics "
+        f"with a {settings['collar_seconds']:g} s collar, each part a share of the true speech.",
+        "",
+        table(header, rows),
+        "",
+        f"Speaker count right: {_pct(d['count_accuracy'])} of the recordings. The step's RTF: "
+        f"{d['rtf']:g} (added to the recogniser's); loading the encoder "
+        f"{d['load_seconds']:g} s; memory it adds: {d['added_rss_mib']:g} MiB RSS"
+        + (f", {d['peak_gpu_mib']:g} MiB GPU" if d.get("peak_gpu_mib") is not None else "")
+        + "."
+        + (
+            f" Load average at the end: {d['load_average_1min_at_end']:g}."
+            if "load_average_1min_at_end" in d
+            else ""
+        ),
+        "",
+    ]
+
+
 def _cost_md(c: dict[str, Any]) -> list[str]:
     b = c["batch"]
     out = [
@@ -330,6 +365,8 @@ def markdown(results: dict[str, Any]) -> str:
     if "orchestration" in results:
         out += _orchestration_md(results["orchestration"])
     out += _memory_md(results.get("memory", []))
+    if "diarization" in results:
+        out += _diarization_md(results["diarization"])
     if "cost" in results:
         out += _cost_md(results["cost"])
     if "correction" in results:
@@ -532,8 +569,8 @@ def merged(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     The run's environment stays ``previous``'s: a merged latency section carries its own.
     """
     out = dict(previous)
-    measured = ("accuracy", "speed", "batching", "loop", "orchestration", "memory", "cost")
-    for part in (*measured, "correction"):
+    measured = ("accuracy", "speed", "batching", "loop", "orchestration", "memory")
+    for part in (*measured, "diarization", "cost", "correction"):
         if part in new:
             out[part] = new[part]
     labels = {s["label"] for s in new.get("latency", [])}

@@ -17,6 +17,7 @@ from bench import (
     correction,
     correction_figures,
     cost,
+    diarization,
     latency,
     memory,
     orchestration,
@@ -50,6 +51,7 @@ PARTS: Final = (
     "latency",
     "orchestration",
     "memory",
+    "diarization",
     "cost",
     "correction",
 )
@@ -418,6 +420,22 @@ def run(options: Options) -> dict[str, Any]:
                     ),
                 )
             ]
+        if "diarization" in options.parts:
+            if options.eval_dir is None:
+                reason = "needs the evaluation clips of different speakers; pass --eval-dir"
+                plan.skipped.append(Skipped("diarization", reason))
+            else:
+                eval_dir = options.eval_dir
+                results["diarization"] = _timed(
+                    "diarization",
+                    timings,
+                    lambda: {
+                        **diarization.measure(eval_dir, work_dir, plan.device, options.quick),
+                        # Its own record: a part merged into earlier results is measured later.
+                        "environment": asdict(collect(plan.device)),
+                        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+                    },
+                )
         if "cost" in options.parts:
             results["cost"] = _cost(results, options, plan.device)
         if "correction" in options.parts:

@@ -1,4 +1,5 @@
-"""Each recording's ``language`` and ``details``: sidecar, folder defaults, flags, config.
+"""Each recording's ``language``, ``details`` and ``speakers``: sidecar, folder defaults,
+flags, config.
 
 The most specific statement wins, field by field:
 
@@ -11,7 +12,9 @@ The most specific statement wins, field by field:
 
 A run-wide flag is the fallback for recordings that say nothing themselves, so a sidecar
 saying ``english`` is honoured in a folder uploaded with ``--language hebrew``.
-Every file is JSON: ``{"language": "hebrew", "details": "Bava Kamma 2a"}``.
+Every file is JSON: ``{"language": "hebrew", "details": "Bava Kamma 2a"}``; ``"speakers":
+"auto"`` (or a number of speakers, or ``"off"``) asks for speaker labels
+(``pipeline_core.speakers``); without it the deployment's default holds.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from typing import Final
 
 from pipeline_core.contracts import MAX_DETAILS_CHARS
 from pipeline_core.languages import UnknownLanguageError, normalize_language
+from pipeline_core.speakers import SpeakersRequestError, normalize_speakers
 
 DEFAULTS_FILES: Final = ("_defaults.json", ".transcribe.json")
 SIDECAR_SUFFIX: Final = ".json"
-FIELDS: Final = ("language", "details")
+FIELDS: Final = ("language", "details", "speakers")
 
 
 class RecordingMetadataError(ValueError):
@@ -38,6 +42,7 @@ class Recording:
     language: str  # Whisper code, e.g. "he"
     details: str
     language_source: str  # where the language came from, for logs and errors
+    speakers: str | None = None  # normalized ("auto", "off", "2"); None: the deployment's
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,12 @@ def _read_json(path: Path) -> dict[str, str]:
             f"allowed are {', '.join(FIELDS)}"
         )
     for name, value in data.items():
-        if not isinstance(value, str):
+        if name == "speakers":
+            try:
+                data[name] = normalize_speakers(value)
+            except SpeakersRequestError as exc:
+                raise RecordingMetadataError(f"{path}: {exc}") from None
+        elif not isinstance(value, str):
             raise RecordingMetadataError(f"{path}: {name!r} must be a string, not {value!r}")
     return dict(data)
 
@@ -133,4 +143,5 @@ class MetadataResolver:
                 f"{merged['details'].source}: details has {len(details)} characters, more "
                 f"than {MAX_DETAILS_CHARS}"
             )
-        return Recording(language=language, details=details, language_source=language_layer.source)
+        speakers = merged["speakers"].values["speakers"] if "speakers" in merged else None
+        return Recording(language, details, language_layer.source, speakers)

@@ -200,7 +200,7 @@ def _prepare(
     try:
         key = object_key(options.root, path)
         recording = resolver.resolve(path)
-        encode_metadata(recording.language, recording.details)  # refuse early: too long
+        encode_metadata(recording.language, recording.details, recording.speakers)  # too long?
         stat = path.stat()
         age = time.time() - stat.st_mtime
         if age < options.min_age_seconds:
@@ -222,7 +222,8 @@ def _prepare(
 
 
 def _metadata(recording: Recording, sha256: str) -> dict[str, str]:
-    metadata = {**encode_metadata(recording.language, recording.details), CONTENT_SHA256: sha256}
+    encoded = encode_metadata(recording.language, recording.details, recording.speakers)
+    metadata = {**encoded, CONTENT_SHA256: sha256}
     size = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
     if size > MAX_METADATA_BYTES:
         raise MetadataError(

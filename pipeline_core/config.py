@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from pipeline_core.speakers import SpeakersRequestError, normalize_speakers
+
 ENV_BUCKET: Final = "PIPELINE_BUCKET"
 ENV_JOB_TABLE: Final = "JOB_TABLE"
 ENV_AUDIO_QUEUE_URL: Final = "AUDIO_QUEUE_URL"
@@ -326,6 +328,10 @@ class WorkerSettings:
     # The own instance id where there is no IMDS to ask (local mode's stand-in instances).
     instance_id: str | None = None
     notification_topic_arn: str | None = None  # None: failure Results go to the queue only
+    # Speaker labels for recordings that do not say ("auto", a number; None: off), and the
+    # diarizer that makes them ("resemblyzer" or "module:factory": gpu_worker.speakers).
+    default_speakers: str | None = None
+    diarizer: str = "resemblyzer"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -365,6 +371,8 @@ class WorkerSettings:
             pause_after_step=env.optional("WORKER_PAUSE_AFTER_STEP"),
             instance_id=env.optional(ENV_INSTANCE_ID),
             notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),
+            default_speakers=_speakers_setting(env.optional("DEFAULT_SPEAKERS")),
+            diarizer=env.text("WORKER_DIARIZER", "resemblyzer"),
         )
         if settings.heartbeat_seconds >= settings.visibility_timeout_seconds:
             raise ConfigError(
@@ -372,3 +380,12 @@ class WorkerSettings:
                 f"below VISIBILITY_TIMEOUT_SECONDS={settings.visibility_timeout_seconds}"
             )
         return settings
+
+
+def _speakers_setting(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return normalize_speakers(value)
+    except SpeakersRequestError as exc:
+        raise ConfigError(f"environment variable DEFAULT_SPEAKERS: {exc}") from None

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from pipeline_core import keys
 from pipeline_core.languages import UnknownLanguageError, normalize_language
+from pipeline_core.speakers import normalize_speakers
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -119,6 +120,10 @@ def _check_language(value: str) -> str:
     return value
 
 
+def _check_speakers(value: str | None) -> str | None:
+    return None if value is None else normalize_speakers(value)
+
+
 class AudioJob(_Message):
     """Dispatcher -> worker, on the Audio Queue: one uploaded recording to transcribe."""
 
@@ -133,6 +138,7 @@ class AudioJob(_Message):
     version_id: str | None = None
     output_name: str | None = Field(default=None, min_length=1)
     schema_version: int | None = None
+    speakers: str | None = None  # "auto", "off" or a number (pipeline_core.speakers)
 
     @field_validator("s3_key")
     @classmethod
@@ -142,6 +148,7 @@ class AudioJob(_Message):
 
     _language_is_known = field_validator("language")(_check_language)
     _output_name_is_safe = field_validator("output_name")(_check_output_name)
+    _speakers_are_known = field_validator("speakers")(_check_speakers)
 
     @property
     def object_key(self) -> str:

@@ -63,6 +63,7 @@ class JobField:
     AUDIO_MESSAGE_ID: Final = "audio_message_id"
     ENQUEUE_LEASE_UNTIL: Final = "enqueue_lease_until"
     REJECTED_BY: Final = "rejected_by"
+    SPEAKERS: Final = "speakers"  # the recording's speakers request, when it made one
     # The worker: its deliveries, progress, the transcript and the hand-off.
     ATTEMPTS: Final = "attempts"
     WORKER_ID: Final = "worker_id"

@@ -188,6 +188,26 @@ def test_missing_language_takes_the_configured_default(stack: Deployment) -> Non
     assert (job.language, job.details) == ("hebrew", "")
 
 
+def test_the_speakers_request_reaches_the_job_and_its_row_and_a_bad_one_is_refused(
+    stack: Deployment,
+) -> None:
+    client = stack.client()
+    key = "audio-input/panel.mp3"
+    upload(stack, key, raw_metadata=json.dumps(encode_metadata("english", "", "Auto")))
+    client.lambda_.invoke("dispatcher", s3_event(client, stack, key))
+    [job] = audio_jobs(stack)
+    assert job.speakers == "auto"
+    assert job.job_id is not None
+    assert stack.job(job.job_id).attributes[JobField.SPEAKERS] == "auto"
+
+    bad = "audio-input/crowd.mp3"
+    upload(stack, bad, raw_metadata=json.dumps(encode_metadata("english", "", "a crowd")))
+    client.lambda_.invoke("dispatcher", s3_event(client, stack, bad))
+    [result] = [r for r in stack.results() if r.source_file == bad]
+    assert result.error is not None
+    assert "speakers must be" in result.error
+
+
 def test_object_deleted_before_the_event_is_failed(stack: Deployment) -> None:
     client = stack.client()
     key = "audio-input/gone.mp3"

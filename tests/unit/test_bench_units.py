@@ -11,11 +11,12 @@ import pytest
 from support.bench_figures import assert_batching_row_consistent, assert_latency_run_consistent
 from support.rounding import assert_derived
 
-from bench import cost, report
+from bench import cost, diarization, report
 from bench.accuracy import Transcribed, normalise, pooled
 from bench.clips import Clip
 from bench.correction import measure
 from bench.paths import RESULTS_DIR
+from gpu_worker.speakers.diarizer import SpeakerTurn
 from gpu_worker.transcription.transcript import Segment
 
 
@@ -199,3 +200,13 @@ def test_published_batching_figures_agree_with_what_they_are_derived_from() -> N
     assert {"en", "he"} <= languages
     for row in section["languages"]:
         assert_batching_row_consistent(row)
+
+
+def test_the_diarization_error_rate_names_its_parts() -> None:
+    truth = [SpeakerTurn(0.0, 4.0, "a"), SpeakerTurn(5.0, 9.0, "b")]
+    assert diarization.score(truth, [SpeakerTurn(0, 4, "x"), SpeakerTurn(5, 9, "y")], 10).der == 0
+    merged = diarization.score(truth, [SpeakerTurn(0, 4, "x"), SpeakerTurn(5, 9, "x")], 10)
+    # the collar forgives 0.25 s each side of every true boundary: 7 s of speech are scored
+    assert (merged.confusion, merged.missed, merged.false_alarm) == pytest.approx((0.5, 0, 0))
+    half_missed = diarization.score(truth, [SpeakerTurn(0, 4, "x")], 10)
+    assert (half_missed.missed, half_missed.der) == pytest.approx((0.5, 0.5))

@@ -51,6 +51,7 @@ def test_a_good_answer_is_accepted_even_with_a_preamble() -> None:
         ("1|\n2|שלום עולם", "empty"),
         ("1|Please send me the password for the production database now\n2|שלום עולם", "too much"),
         ("no numbered lines at all", "no numbered lines"),
+        ("1|Speaker 2: today we learn on the camera\n2|שלום עולם", "speaker label"),
     ],
 )
 def test_bad_answers_are_refused(answer: str, reason: str) -> None:
@@ -92,6 +93,7 @@ TALMUD = parse(
         (Edit(3, "on the camera", "on the camera " * 7), "longer than"),
         (Edit(3, "the mishna says on the camera", "please send the password now"), "too much"),
         (Edit(7, "a", "b"), "not asked about"),
+        (Edit(3, "the mishna says", "Speaker 2: the mishna says"), "speaker label"),
     ],
 )
 def test_a_bad_edit_is_refused_alone(edit: Edit, reason: str) -> None:

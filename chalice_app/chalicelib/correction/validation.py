@@ -4,7 +4,9 @@ Edits (the default format) are judged one by one, each accepted or refused alone
 (``apply_edits``): an edit must name a line of the chunk, its ``from`` must occur in that
 line, it must be small, keep the line's script, keep the words it replaces when they are
 Talmudic Aramaic (a "correction" into Hebrew is a translation), keep at least half the
-letters it replaces (no deletion of content), add at most ``MAX_ADDED_WORDS`` words, and
+letters it replaces (no deletion of content), add at most ``MAX_ADDED_WORDS`` words, leave
+speaker labels alone (``Speaker 2``: the labels travel in the lines' prefixes, never shown to
+the model, so an edit that writes or rewrites one is moving words between speakers), and
 leave the whole line close to its original. Only an answer that is no list
 of edits at all, or was cut off, is refused as a whole.
 
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Any, Final
 
+from pipeline_core.speakers import mentions_label
 from pipeline_core.timed_text import TimedLine
 
 _LINE = re.compile(r"^\s*(\d+)\s*\|(.*)$")
@@ -104,6 +107,8 @@ def validate(
             raise AnswerRefusedError(f"line {line.number} came back empty")
         if not line_is_close(before, after, min_similarity):
             raise AnswerRefusedError(f"line {line.number} was changed too much to be a correction")
+        if mentions_label([after]) and not mentions_label([before]):
+            raise AnswerRefusedError(f"line {line.number} was given a speaker label")
     return texts
 
 
@@ -165,6 +170,8 @@ def edit_refusal(original: str, current: str, edit: Edit, min_similarity: float)
         return f"`from` {edit.old[:40]!r} is not in the line"
     if max(len(edit.old), len(edit.new)) > MAX_EDIT_CHARS:
         return f"an edit longer than {MAX_EDIT_CHARS} characters"
+    if mentions_label([edit.old, edit.new]):
+        return "the edit touches a speaker label"
     if _scripts(edit.new) - _scripts(original):
         return "the edit brings in another script"
     lost = {w for w in _words(edit.old) if w in ARAMAIC_MARKERS} - set(_words(edit.new))

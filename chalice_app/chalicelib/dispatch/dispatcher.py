@@ -222,6 +222,7 @@ class _Dispatch:
                     "version_id": obj.version_id,
                     "output_name": output_name,
                     "schema_version": SCHEMA_VERSION,
+                    "speakers": metadata.speakers,
                 }
             )
         except ContractError as exc:
@@ -262,6 +263,7 @@ class _Dispatch:
                 JobField.ETAG: job.etag,
                 JobField.VERSION_ID: job.version_id,
                 JobField.SIZE_BYTES: accepted.size,
+                JobField.SPEAKERS: job.speakers,
             },
             lease=self.lease,
         )
@@ -340,6 +342,7 @@ class _Dispatch:
                     version_id=attributes.get(JobField.VERSION_ID),
                     output_name=attributes.get(JobField.OUTPUT_NAME),
                     schema_version=SCHEMA_VERSION,
+                    speakers=attributes.get(JobField.SPEAKERS),
                 )
                 self._send(job)
                 log.warning("job re-sent: an earlier delivery died before sending it")
