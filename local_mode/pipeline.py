@@ -294,7 +294,7 @@ class LocalDeployment:
             batch_size=LLM_CALLER_BATCH_SIZE,
             max_concurrency=LLM_CALLER_CONCURRENCY,
         )
-        alarm = scaling_alarm(load_template(), stack.ids)
+        alarm = scaling_alarm(load_template(), stack.ids, stack.parameters)
         self.scaler = LocalScaler(
             boto3.client("autoscaling"),
             sqs,
