@@ -46,7 +46,10 @@ DISPATCHER_TIMEOUT_S: Final = 60
 DISPATCHER_MEMORY_MB: Final = 256
 LLM_CALLER_TIMEOUT_S: Final = 900
 LLM_CALLER_MEMORY_MB: Final = 512
+# The LLM Caller's reserved (and event-source maximum) concurrency when the stack has no
+# LlmCallerConcurrency output (a stack from before the parameter); the template's default.
 LLM_CALLER_CONCURRENCY: Final = 3
+LLM_CALLER_CONCURRENCY_OUTPUT: Final = "LlmCallerConcurrency"
 LLM_QUEUE_VISIBILITY_S: Final = 6 * LLM_CALLER_TIMEOUT_S
 LLM_QUEUE_MAX_RECEIVES: Final = 3
 LLM_RETRY_DELAY_S: Final = 300  # a throttled message comes back after 5 min, not 90
@@ -440,6 +443,13 @@ def _dispatch_environment(out: StackOutputs, options: StageOptions) -> dict[str,
     )
 
 
+def llm_caller_concurrency(out: StackOutputs) -> int:
+    """The stack's ``LlmCallerConcurrency`` (sized to the Bedrock quota: docs/design.md
+    "Scaling"), else the default."""
+    value = out.get(LLM_CALLER_CONCURRENCY_OUTPUT)
+    return int(value) if value is not None else LLM_CALLER_CONCURRENCY
+
+
 def stage_entry(out: StackOutputs, stage: str, options: StageOptions) -> dict[str, Any]:
     """This tool's keys of ``stages[stage]`` in ``.chalice/config.json``."""
     return {
@@ -454,7 +464,7 @@ def stage_entry(out: StackOutputs, stage: str, options: StageOptions) -> dict[st
                 cfg.ENV_NOTIFICATION_TOPIC_ARN: out.get("NotificationTopicArn"),
                 cfg.ENV_LOG_LEVEL: options.log_level,
                 "LLM_QUEUE_NAME": out["LlmQueueName"],
-                "LLM_MAX_CONCURRENCY": str(LLM_CALLER_CONCURRENCY),
+                "LLM_MAX_CONCURRENCY": str(llm_caller_concurrency(out)),
             }
         ),
         "lambda_functions": {
@@ -468,7 +478,7 @@ def stage_entry(out: StackOutputs, stage: str, options: StageOptions) -> dict[st
             LLM_CALLER: {
                 "lambda_timeout": LLM_CALLER_TIMEOUT_S,
                 "lambda_memory_size": LLM_CALLER_MEMORY_MB,
-                "reserved_concurrency": LLM_CALLER_CONCURRENCY,
+                "reserved_concurrency": llm_caller_concurrency(out),
                 "autogen_policy": False,
                 "iam_policy_file": f"policy-{stage}-{LLM_CALLER}.json",
                 "environment_variables": _present(

@@ -68,8 +68,8 @@ STACK_NAME: Final = "transcription-local"
 # S3 notifications for the Dispatcher arrive through this queue (moto delivers bucket
 # notifications to SQS, not to an in-process function); not part of the deployed stack.
 NOTIFICATION_QUEUE: Final = "local-s3-notifications"
-# The LLM Caller's settings in .chalice/config.json: reserved concurrency and batch size.
-LLM_CALLER_CONCURRENCY: Final = 3
+# The LLM Caller's batch size in .chalice/config.json (its concurrency is the stack's
+# LlmCallerConcurrency: LocalDeployment.llm_caller_concurrency).
 LLM_CALLER_BATCH_SIZE: Final = 1
 # The stage whose policies the local Lambda functions' roles carry (names only).
 LOCAL_STAGE: Final = "local"
@@ -292,7 +292,7 @@ class LocalDeployment:
             function_name=functions.llm_caller_name,
             make_event=sqs_event,
             batch_size=LLM_CALLER_BATCH_SIZE,
-            max_concurrency=LLM_CALLER_CONCURRENCY,
+            max_concurrency=self.llm_caller_concurrency,
         )
         alarm = scaling_alarm(load_template(), stack.ids, stack.parameters)
         self.scaler = LocalScaler(
@@ -312,6 +312,15 @@ class LocalDeployment:
             self._cleanup.callback(trigger.stop)
         self.scaler.start()
         self._cleanup.callback(self.scaler.stop)
+
+    @property
+    def llm_caller_concurrency(self) -> int:
+        """The LLM Caller's reserved concurrency, as stage_config.py sets it from the stack."""
+        import stage_config  # chalice_app/, on the path once the app is loaded
+
+        return stage_config.llm_caller_concurrency(
+            stage_config.StackOutputs.from_mapping(self.stack.outputs)
+        )
 
     def _dispatcher_async_invocation(self, function_name: str) -> AsyncInvocation:
         """The Dispatcher's asynchronous invocation config, as scripts/deploy.sh sets it; the

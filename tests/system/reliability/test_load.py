@@ -13,8 +13,6 @@ from support.audio_factory import speech_mp3
 from system.reliability.conftest import Report
 from system.reliability.scenario import scenario
 
-from local_mode.pipeline import LLM_CALLER_CONCURRENCY
-
 pytestmark = [pytest.mark.slow, pytest.mark.load]
 
 FILES = 200
@@ -38,7 +36,7 @@ def test_two_hundred_files_at_once(tmp_path: Path, report: Report) -> None:
         assert trigger is not None
         assert figures.files == FILES
         assert figures.succeeded == FILES
-        assert 1 <= trigger.stats.max_concurrency_seen <= LLM_CALLER_CONCURRENCY
+        assert 1 <= trigger.stats.max_concurrency_seen <= run.deployment.llm_caller_concurrency
         assert trigger.stats.failures == 0
         assert run.deployment.desired_capacity() == 0
         assert len(run.model.converse_calls()) == FILES  # each transcript once
