@@ -86,6 +86,10 @@ class LocalOptions:
     llm_url: str | None = None
     llm_model: str = "local-model"
     idle_shutdown_seconds: int = 10
+    # The stack's MaxWorkers (the emulated group's MaxSize: at most that many worker
+    # processes) and TargetBacklogPerWorker (None: the template's default).
+    max_workers: int = 1
+    target_backlog_per_worker: int | None = None
     log_file: Path | None = None
     # Extra environment for the Lambda functions and for each worker process started from
     # now on (the reliability suite: a Bedrock endpoint, short timeouts, fault injection).
@@ -97,6 +101,17 @@ class LocalOptions:
     # How often the reconciler runs (app.py's schedule is 15 minutes); None: only when
     # ``LocalDeployment.run_reconciler`` is called.
     reconcile_every_seconds: float | None = 60.0
+
+
+def stack_parameters(options: LocalOptions) -> dict[str, str]:
+    """The template parameters a local run sets."""
+    parameters = {
+        "IdleShutdownSeconds": str(options.idle_shutdown_seconds),
+        "MaxWorkers": str(options.max_workers),
+    }
+    if options.target_backlog_per_worker is not None:
+        parameters["TargetBacklogPerWorker"] = str(options.target_backlog_per_worker)
+    return parameters
 
 
 def _resource_environment(stack: EmulatedStack) -> dict[str, str]:
@@ -235,9 +250,7 @@ class LocalDeployment:
         emulator = self._cleanup.enter_context(moto_server())
         self.emulator = emulator
         self._cleanup.enter_context(environment(emulator.environment()))
-        stack = create_emulated_stack(
-            {"IdleShutdownSeconds": str(options.idle_shutdown_seconds)}, stack_name=STACK_NAME
-        )
+        stack = create_emulated_stack(stack_parameters(options), stack_name=STACK_NAME)
         self._resources = stack
         log.info(
             "emulated stack created",
@@ -546,4 +559,5 @@ def _status(key: str, record: JobRecord | None) -> FileStatus:
         result_status=record.attributes.get(JobField.RESULT_STATUS),
         error=record.error,
         output_name=record.output_name,
+        worker=record.attributes.get(JobField.WORKER_ID),
     )
