@@ -286,9 +286,15 @@ class LocalScaler:
             if instance not in instances:
                 # The instance left the group (the worker terminated it): the machine is gone.
                 self._stop_worker(instance, f"instance {instance} left the group")
+        # moto may hold more instances than desired (two raises at once each launch one);
+        # AWS would terminate the extra, so they get no worker here.
+        occupied = sum(1 for i in instances if i in self._workers or i in self._failed_units)
         for instance in instances:
             if instance in self._workers or instance in self._failed_units:
                 continue
+            if occupied >= desired:
+                break
+            occupied += 1
             worker = self._start_worker(instance)
             self._workers[instance] = worker
             self._starts.setdefault(instance, []).append(time.monotonic())
