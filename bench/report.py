@@ -12,6 +12,7 @@ JSON_NAME: Final = "results.json"
 MARKDOWN_NAME: Final = "results.md"
 RTF_PLOT: Final = "rtf_vs_length.png"
 MEMORY_PLOT: Final = "memory_vs_length.png"
+FLEET_PLOT: Final = "fleet_timeline.png"
 
 Row = list[Any]
 
@@ -198,6 +199,26 @@ def _latency_md(sections: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _fleet_md(section: dict[str, Any]) -> list[str]:
+    out = ["## Fleet: files per hour with 1 and 2 workers", "", section["settings"] + ".", ""]
+    out += [
+        "Ideal: N x one worker's rate (one model thread per worker, as many cores as "
+        "workers); the scaling timeline (backlog, desired capacity, workers) is "
+        f"[{FLEET_PLOT}]({FLEET_PLOT}).",
+        "",
+    ]
+    rows = [
+        [r["max_workers"], r["most_workers_at_once"], r["files"], r["audio_s"], r["seconds"],
+         r["files_per_hour"], r["ideal_files_per_hour"], _pct(r["of_ideal"]), r["transcribe_s"],
+         len(r["failed"])]
+        for r in section["runs"]
+    ]  # fmt: skip
+    header = ["MaxWorkers", "workers at once", "files", "audio s", "s to the last outcome",
+              "files / hour", "ideal files / hour", "of ideal", "transcribe s (sum)",
+              "failed"]  # fmt: skip
+    return [*out, table(header, rows), ""]
+
+
 def _orchestration_md(o: dict[str, Any]) -> list[str]:
     calls = ", ".join(f"{service} {n:g}" for service, n in o["api_calls_per_file"].items())
     rows = [[o["files"], o["upload_ms_per_file"], o["dispatch_ms_per_file"],
@@ -271,6 +292,8 @@ def markdown(results: dict[str, Any]) -> str:
     out += _latency_md(results.get("latency", []))
     if "orchestration" in results:
         out += _orchestration_md(results["orchestration"])
+    if "fleet" in results:
+        out += _fleet_md(results["fleet"])
     out += _memory_md(results.get("memory", []))
     if "cost" in results:
         out += _cost_md(results["cost"])
@@ -380,6 +403,7 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     written = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -427,6 +451,33 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
         fig.savefig(out_dir / MEMORY_PLOT, dpi=110)
         written.append(MEMORY_PLOT)
         plt.close(fig)
+    fleet_runs = results.get("fleet", {}).get("runs", [])
+    if fleet_runs:
+        fig, axes = plt.subplots(
+            len(fleet_runs), 1, figsize=(7, 2.6 * len(fleet_runs)), sharex=True, squeeze=False
+        )
+        for ax, run in zip(axes[:, 0], fleet_runs, strict=True):
+            times = [point["t"] for point in run["timeline"]]
+            for field, label, style in (
+                ("backlog", "Audio Queue backlog (visible + in flight)", "-"),
+                ("desired", "desired capacity", "--"),
+                ("workers", "worker processes", ":"),
+            ):
+                ax.step(times, [p[field] for p in run["timeline"]], style, where="post",
+                        label=label)  # fmt: skip
+            ax.set_title(
+                f"MaxWorkers {run['max_workers']}: {run['files']} files, "
+                f"{run['files_per_hour']:g} files/hour",
+                fontsize=9,
+            )
+            ax.set_ylabel("count")
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.legend(fontsize=7)
+        axes[-1, 0].set_xlabel("seconds from the uploads")
+        fig.tight_layout()
+        fig.savefig(out_dir / FLEET_PLOT, dpi=110)
+        written.append(FLEET_PLOT)
+        plt.close(fig)
     return written
 
 
@@ -436,7 +487,8 @@ def merged(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     The run's environment stays ``previous``'s: a merged latency section carries its own.
     """
     out = dict(previous)
-    for part in ("accuracy", "speed", "batching", "loop", "orchestration", "memory", "cost"):
+    replaced = ("accuracy", "speed", "batching", "loop", "orchestration", "memory", "cost", "fleet")
+    for part in replaced:
         if part in new:
             out[part] = new[part]
     labels = {s["label"] for s in new.get("latency", [])}

@@ -11,7 +11,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from bench import accuracy, batching, correction, cost, latency, memory, orchestration, speed
+from bench import (
+    accuracy,
+    batching,
+    correction,
+    cost,
+    fleet,
+    latency,
+    memory,
+    orchestration,
+    speed,
+)
 from bench.clips import Clip, concatenated_mp3, eval_clips, generated_clips, looped_mp3
 from bench.engines import (
     FASTER_WHISPER,
@@ -41,12 +51,17 @@ PARTS: Final = (
     "orchestration",
     "memory",
     "cost",
+    "fleet",
 )
 SCHEMA: Final = 1
 LONG_LOOP_SECONDS: Final = 180.0  # one longer recording for the worker loop
 # The latency-injected loop: (seconds per file, files) for a full run and for --quick.
 LATENCY_FILES: Final = ((30.0, 10), (600.0, 3))
 LATENCY_FILES_QUICK: Final = ((30.0, 2),)
+# The fleet: the same files with up to 1 and up to 2 workers (this machine has 2 cores).
+FLEET_SIZES: Final = (1, 2)
+FLEET_FILES: Final = 24
+FLEET_FILES_QUICK: Final = 2
 T = TypeVar("T")
 
 
@@ -405,6 +420,14 @@ def run(options: Options) -> dict[str, Any]:
             ]
         if "cost" in options.parts:
             results["cost"] = _cost(results, options, plan.device)
+        if "fleet" in options.parts:
+            english = [(c.path, c.duration_s) for c in plan.clips if c.language == "en"]
+            files = FLEET_FILES_QUICK if options.quick else FLEET_FILES
+            results["fleet"] = _timed(
+                "fleet",
+                timings,
+                lambda: fleet.measure(english, FLEET_SIZES, files, work_dir),
+            )
         results["skipped"] = [asdict(s) for s in plan.skipped]
     timings["total"] = round(time.perf_counter() - started, 1)
     results["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)

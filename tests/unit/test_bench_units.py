@@ -198,3 +198,33 @@ def test_published_batching_figures_agree_with_what_they_are_derived_from() -> N
     assert {"en", "he"} <= languages
     for row in section["languages"]:
         assert_batching_row_consistent(row)
+
+
+def test_the_fleet_section_and_its_timeline_plot(tmp_path: Path) -> None:
+    def run(workers: int, files_per_hour: float) -> dict[str, object]:
+        return {
+            "max_workers": workers, "most_workers_at_once": workers, "files": 4,
+            "audio_s": 40.0, "seconds": 14400 / files_per_hour, "files_per_hour": files_per_hour,
+            "ideal_files_per_hour": 100.0 * workers, "of_ideal": files_per_hour / (100 * workers),
+            "transcribe_s": 8.0, "failed": [],
+            "timeline": [
+                {"t": 0.0, "backlog": 4, "desired": 0, "workers": 0},
+                {"t": 1.0, "backlog": 4, "desired": workers, "workers": workers},
+                {"t": 9.0, "backlog": 0, "desired": 0, "workers": 0},
+            ],
+        }  # fmt: skip
+
+    results = {
+        "environment": {
+            "date_utc": "now", "cpu": "cpu", "cpu_cores": 2, "memory_gib": 8, "versions": {},
+            "gpu": None, "device": "cpu", "git_commit": "abc",
+        },  # fmt: skip
+        "fleet": {"settings": "local mode", "runs": [run(1, 100.0), run(2, 180.0)]},
+        "wall_seconds": {"fleet": 60.0},
+    }
+    text = report.markdown(results)
+    assert "## Fleet: files per hour with 1 and 2 workers" in text
+    (row,) = [line for line in text.splitlines() if line.startswith("| 2 |")]
+    assert [cell.strip() for cell in row.strip("|").split("|")][5:8] == ["180", "200", "90.0%"]
+    assert report.FLEET_PLOT in report.plots(results, tmp_path)
+    assert (tmp_path / report.FLEET_PLOT).stat().st_size > 0
