@@ -214,11 +214,12 @@ def test_the_fleet_section_and_its_timeline_plot(tmp_path: Path) -> None:
             ],
         }  # fmt: skip
 
+    environment = {
+        "date_utc": "now", "cpu": "cpu", "cpu_cores": 2, "memory_gib": 8, "versions": {},
+        "gpu": None, "device": "cpu", "git_commit": "abc",
+    }  # fmt: skip
     results = {
-        "environment": {
-            "date_utc": "now", "cpu": "cpu", "cpu_cores": 2, "memory_gib": 8, "versions": {},
-            "gpu": None, "device": "cpu", "git_commit": "abc",
-        },  # fmt: skip
+        "environment": environment,
         "fleet": {"settings": "local mode", "runs": [run(1, 100.0), run(2, 180.0)]},
         "wall_seconds": {"fleet": 60.0},
     }
