@@ -9,6 +9,7 @@ them.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -58,10 +59,9 @@ def test_three_workers_over_duplicated_messages_finish_each_job_once(
         def claim_together(**_: Any) -> None:
             if not waited:
                 waited.append(True)
-                try:
+                # A worker that found nothing to claim breaks it: the others go on.
+                with contextlib.suppress(threading.BrokenBarrierError):
                     together.wait()
-                except threading.BrokenBarrierError:
-                    pass  # a worker found nothing to claim: the others go on
 
         aws.dynamodb.meta.events.register(FIRST_CLAIM, claim_together)
         return pipeline.worker(aws=aws, instance_id=f"worker-{number}").run()
@@ -70,7 +70,7 @@ def test_three_workers_over_duplicated_messages_finish_each_job_once(
         codes = list(pool.map(worker, range(WORKERS)))
 
     assert codes == [EXIT_OK] * WORKERS
-    handed_off = [job.job_id for job in pipeline.llm_jobs()]
+    handed_off = [str(job.job_id) for job in pipeline.llm_jobs()]
     assert sorted(handed_off) == sorted(job_ids)  # each job once to the LLM Caller
     assert pipeline.results() == []  # no failure Result, let alone two
     for job_id in job_ids:
