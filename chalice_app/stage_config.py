@@ -75,17 +75,18 @@ RECONCILE_GRACE_S: Final = DISPATCHER_MAX_EVENT_AGE_S
 WILDCARD_SID: Final = "NoResourceLevelPermissions"
 WILDCARD_ACTION_REASONS: Final = {
     "autoscaling:DescribeAutoScalingGroups": "reads the GPU group's desired capacity before "
-    "raising it (the Dispatcher on each upload, the worker when a message arrived as it left); "
-    "read-only.",
+    "raising it (the Dispatcher on each upload, the worker when a message arrived as it left) "
+    "and an idle worker's count of the group's other workers; read-only.",
 }
 
 # Grants a run may or may not use, by the same keys as GRANTS_WITHOUT_CALLS: a race decides
 # (never stale, unlike those). The generated "*" statement holds such an action either way.
 GRANTS_CALLED_SOMETIMES: Final = {
-    f"worker/{WILDCARD_SID}/autoscaling:DescribeAutoScalingGroups": "The scale-in race: a "
-    "message arrived while the last worker left the group; the worker reads the group's "
-    "desired capacity before raising it back (gpu_worker/lifecycle/scale_to_zero.py). A run "
-    "hits the race only when an upload lands in that instant.",
+    f"worker/{WILDCARD_SID}/autoscaling:DescribeAutoScalingGroups": "Read by an idle worker "
+    "only while messages are in flight (are they the other workers' jobs?), and in the "
+    "scale-in race: a message arrived while the last worker left the group, and the worker "
+    "reads the group's desired capacity before raising it back (gpu_worker/lifecycle/"
+    "scale_to_zero.py). A run meets either only when its timing falls so.",
     "worker/RaiseOwnGroupAgain/autoscaling:SetDesiredCapacity": "The same race: the leaving "
     "worker raises its group back to 1 so the message is not stranded.",
 }
@@ -110,6 +111,10 @@ GRANTS_WITHOUT_CALLS: Final = {
         "suspended has no version id and is read without one; the emulated bucket is versioned."
         for function in (DISPATCHER, RECONCILER)
     },
+    f"{LLM_CALLER}/ReadTranscripts/s3:GetObject": "An LLM job without the transcript's "
+    "version id (one sent before the worker pinned versions, or a bucket whose versioning was "
+    "suspended) reads the latest transcript and JSON; the emulated bucket is versioned and "
+    "the worker always pins them.",
     f"{LLM_CALLER}/LlmQueue/sqs:GetQueueAttributes": "Lambda's SQS event source mapping reads "
     "the queue's attributes with the function's role when it is created; the local one does not.",
     f"{LLM_CALLER}/LlmQueue/sqs:SendMessage": "A transcript too long for one invocation "

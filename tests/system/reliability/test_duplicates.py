@@ -80,17 +80,18 @@ def test_duplicate_events_and_new_versions(
         scaler = run.deployment.scaler
         assert scaler is not None
         assert 1 <= scaler.state.most_workers_at_once <= workers
+    fleet = f" (up to {workers} workers)" if workers > 1 else ""
     for name, count in copies.items():
         report(
             case=name,
-            fault=f"the same S3 event delivered {count} times",
+            fault=f"the same S3 event delivered {count} times{fleet}",
             happened=f"{count} Dispatcher invocations; one job row, the rest seen as duplicates",
             outcome="1 job, 1 Result, 1 Bedrock call",
             figures={"events": count, "jobs": 1, "bedrock_calls": 1},
         )
     report(
         case="new-version",
-        fault="the same key uploaded twice with different content, at once",
+        fault=f"the same key uploaded twice with different content, at once{fleet}",
         happened="two versions -> two jobs; each worker delivery read its own version",
         outcome="2 jobs, 2 outcomes, 2 Bedrock calls",
         figures={**figures.as_dict(), "dispatcher_invocations": invocations,
