@@ -200,7 +200,10 @@ def _latency_md(sections: list[dict[str, Any]]) -> list[str]:
 
 
 def _fleet_md(section: dict[str, Any]) -> list[str]:
-    out = ["## Fleet: files per hour with 1 and 2 workers", "", section["settings"] + ".", ""]
+    out = ["## Fleet: files per hour with 1 and 2 workers", ""]
+    if "environment" in section:
+        out += [_machine(section), ""]
+    out += [section["settings"] + ".", ""]
     out += [
         "Ideal: N x one worker's rate (one model thread per worker, as many cores as "
         "workers); the scaling timeline (backlog, desired capacity, workers) is "

@@ -426,7 +426,12 @@ def run(options: Options) -> dict[str, Any]:
             results["fleet"] = _timed(
                 "fleet",
                 timings,
-                lambda: fleet.measure(english, FLEET_SIZES, files, work_dir),
+                lambda: {
+                    **fleet.measure(english, FLEET_SIZES, files, work_dir),
+                    # Its own record, as batching's: merged later into earlier results.
+                    "environment": asdict(collect(plan.device)),
+                    "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+                },
             )
         results["skipped"] = [asdict(s) for s in plan.skipped]
     timings["total"] = round(time.perf_counter() - started, 1)
