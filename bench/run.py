@@ -60,7 +60,7 @@ LATENCY_FILES: Final = ((30.0, 10), (600.0, 3))
 LATENCY_FILES_QUICK: Final = ((30.0, 2),)
 # The fleet: the same files with up to 1 and up to 2 workers (this machine has 2 cores).
 FLEET_SIZES: Final = (1, 2)
-FLEET_FILES: Final = 24
+FLEET_FILES: Final = 48
 FLEET_FILES_QUICK: Final = 2
 T = TypeVar("T")
 
@@ -423,16 +423,16 @@ def run(options: Options) -> dict[str, Any]:
         if "fleet" in options.parts:
             english = [(c.path, c.duration_s) for c in plan.clips if c.language == "en"]
             files = FLEET_FILES_QUICK if options.quick else FLEET_FILES
-            results["fleet"] = _timed(
-                "fleet",
-                timings,
-                lambda: {
-                    **fleet.measure(english, FLEET_SIZES, files, work_dir),
-                    # Its own record, as batching's: merged later into earlier results.
-                    "environment": asdict(collect(plan.device)),
-                    "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-                },
+            # Its own record, as batching's: merged later into earlier results.
+            environment = asdict(collect(plan.device))
+            measured = _timed(
+                "fleet", timings, lambda: fleet.measure(english, FLEET_SIZES, files, work_dir)
             )
+            results["fleet"] = {
+                **measured,
+                "environment": environment,
+                "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+            }
         results["skipped"] = [asdict(s) for s in plan.skipped]
     timings["total"] = round(time.perf_counter() - started, 1)
     results["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
