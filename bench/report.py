@@ -461,21 +461,30 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
         )
         for ax, run in zip(axes[:, 0], fleet_runs, strict=True):
             times = [point["t"] for point in run["timeline"]]
-            for field, label, style in (
-                ("backlog", "Audio Queue backlog (visible + in flight)", "-"),
-                ("desired", "desired capacity", "--"),
-                ("workers", "worker processes", ":"),
+            backlog = [point["backlog"] for point in run["timeline"]]
+            ax.step(times, backlog, "-", where="post", color="tab:blue",
+                    label="Audio Queue backlog (visible + in flight)")  # fmt: skip
+            ax.set_ylabel("messages", color="tab:blue")
+            # The group on its own axis: a few workers beside tens of messages.
+            group = ax.twinx()
+            for field, label, style, color in (
+                ("desired", "desired capacity", "--", "tab:orange"),
+                ("workers", "worker processes", ":", "tab:green"),
             ):
-                ax.step(times, [p[field] for p in run["timeline"]], style, where="post",
-                        label=label)  # fmt: skip
+                group.step(times, [p[field] for p in run["timeline"]], style, where="post",
+                           color=color, label=label, linewidth=2)  # fmt: skip
+            group.set_ylim(0, run["max_workers"] + 0.5)
+            group.yaxis.set_major_locator(MaxNLocator(integer=True))
+            group.set_ylabel("instances")
             ax.set_title(
                 f"MaxWorkers {run['max_workers']}: {run['files']} files, "
                 f"{run['files_per_hour']:g} files/hour",
                 fontsize=9,
             )
-            ax.set_ylabel("count")
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.legend(fontsize=7)
+            lines = ax.get_legend_handles_labels()
+            more = group.get_legend_handles_labels()
+            ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="upper right")
         axes[-1, 0].set_xlabel("seconds from the uploads")
         fig.tight_layout()
         fig.savefig(out_dir / FLEET_PLOT, dpi=110)
