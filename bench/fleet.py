@@ -41,6 +41,18 @@ def _wait(condition: Any, timeout: float, interval: float = 0.5) -> bool:
     return False
 
 
+def changes(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The samples where backlog, desired capacity or workers changed, and the last one:
+    the same step plot from a fraction of the points."""
+    kept: list[dict[str, Any]] = []
+    for point in timeline:
+        if not kept or any(point[k] != kept[-1][k] for k in ("backlog", "desired", "workers")):
+            kept.append(point)
+    if timeline and kept[-1] is not timeline[-1]:
+        kept.append(timeline[-1])
+    return kept
+
+
 def run_fleet(
     recordings: list[tuple[Path, float]], max_workers: int, work_dir: Path
 ) -> dict[str, Any]:
@@ -84,16 +96,18 @@ def run_fleet(
             lambda: scaler.state.desired_capacity == 0 and not scaler.worker_running,
             SCALE_IN_TIMEOUT_S,
         )
-        timeline = [
-            {
-                "t": round(sample.at - started, 2),
-                "backlog": sample.backlog,
-                "desired": sample.desired,
-                "workers": sample.workers,
-            }
-            for sample in scaler.state.samples
-            if sample.at >= started - 1
-        ]
+        timeline = changes(
+            [
+                {
+                    "t": round(sample.at - started, 2),
+                    "backlog": sample.backlog,
+                    "desired": sample.desired,
+                    "workers": sample.workers,
+                }
+                for sample in scaler.state.samples
+                if sample.at >= started - 1
+            ]
+        )
     failed = [s.name for s in statuses if s.stage != "done"]
     return {
         "max_workers": max_workers,

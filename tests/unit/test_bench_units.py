@@ -14,6 +14,7 @@ from bench import cost, report
 from bench.accuracy import Transcribed, normalise, pooled
 from bench.clips import Clip
 from bench.correction import measure
+from bench.fleet import changes
 from bench.paths import RESULTS_DIR
 from gpu_worker.transcription.transcript import Segment
 
@@ -229,3 +230,12 @@ def test_the_fleet_section_and_its_timeline_plot(tmp_path: Path) -> None:
     assert [cell.strip() for cell in row.strip("|").split("|")][5:8] == ["180", "200", "90.0%"]
     assert report.FLEET_PLOT in report.plots(results, tmp_path)
     assert (tmp_path / report.FLEET_PLOT).stat().st_size > 0
+
+
+def test_the_fleet_timeline_keeps_each_change_and_the_end() -> None:
+    def point(t: float, backlog: int, desired: int) -> dict[str, object]:
+        return {"t": t, "backlog": backlog, "desired": desired, "workers": desired}
+
+    timeline = [point(0, 0, 0), point(1, 3, 0), point(2, 3, 1), point(3, 3, 1), point(4, 3, 1)]
+    assert changes(timeline) == [timeline[0], timeline[1], timeline[2], timeline[4]]
+    assert changes([]) == []
