@@ -12,6 +12,7 @@ JSON_NAME: Final = "results.json"
 MARKDOWN_NAME: Final = "results.md"
 RTF_PLOT: Final = "rtf_vs_length.png"
 MEMORY_PLOT: Final = "memory_vs_length.png"
+FLEET_PLOT: Final = "fleet_timeline.png"
 
 Row = list[Any]
 
@@ -202,6 +203,29 @@ def _latency_md(sections: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _fleet_md(section: dict[str, Any]) -> list[str]:
+    out = ["## Fleet: files per hour with 1 and 2 workers", ""]
+    if "environment" in section:
+        out += [_machine(section), ""]
+    out += [section["settings"] + ".", ""]
+    out += [
+        "Ideal: N x one worker's rate (one model thread per worker, as many cores as "
+        "workers); the scaling timeline (backlog, desired capacity, workers) is "
+        f"[{FLEET_PLOT}]({FLEET_PLOT}).",
+        "",
+    ]
+    rows = [
+        [r["max_workers"], r["most_workers_at_once"], r["files"], r["audio_s"], r["seconds"],
+         r["files_per_hour"], r["ideal_files_per_hour"], _pct(r["of_ideal"]), r["transcribe_s"],
+         len(r["failed"])]
+        for r in section["runs"]
+    ]  # fmt: skip
+    header = ["MaxWorkers", "workers at once", "files", "audio s", "s to the last outcome",
+              "files / hour", "ideal files / hour", "of ideal", "transcribe s (sum)",
+              "failed"]  # fmt: skip
+    return [*out, table(header, rows), ""]
+
+
 def _orchestration_md(o: dict[str, Any]) -> list[str]:
     calls = ", ".join(f"{service} {n:g}" for service, n in o["api_calls_per_file"].items())
     rows = [[o["files"], o["upload_ms_per_file"], o["dispatch_ms_per_file"],
@@ -364,6 +388,8 @@ def markdown(results: dict[str, Any]) -> str:
     out += _latency_md(results.get("latency", []))
     if "orchestration" in results:
         out += _orchestration_md(results["orchestration"])
+    if "fleet" in results:
+        out += _fleet_md(results["fleet"])
     out += _memory_md(results.get("memory", []))
     if "diarization" in results:
         out += _diarization_md(results["diarization"])
@@ -513,6 +539,7 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     written = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -560,6 +587,42 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
         fig.savefig(out_dir / MEMORY_PLOT, dpi=110)
         written.append(MEMORY_PLOT)
         plt.close(fig)
+    fleet_runs = results.get("fleet", {}).get("runs", [])
+    if fleet_runs:
+        fig, axes = plt.subplots(
+            len(fleet_runs), 1, figsize=(7, 2.6 * len(fleet_runs)), sharex=True, squeeze=False
+        )
+        for ax, run in zip(axes[:, 0], fleet_runs, strict=True):
+            times = [point["t"] for point in run["timeline"]]
+            backlog = [point["backlog"] for point in run["timeline"]]
+            ax.step(times, backlog, "-", where="post", color="tab:blue",
+                    label="Audio Queue backlog (visible + in flight)")  # fmt: skip
+            ax.set_ylabel("messages", color="tab:blue")
+            # The group on its own axis: a few workers beside tens of messages.
+            group = ax.twinx()
+            for field, label, style, color in (
+                ("desired", "desired capacity", "--", "tab:orange"),
+                ("workers", "worker processes", ":", "tab:green"),
+            ):
+                group.step(times, [p[field] for p in run["timeline"]], style, where="post",
+                           color=color, label=label, linewidth=2)  # fmt: skip
+            group.set_ylim(0, run["max_workers"] + 0.5)
+            group.yaxis.set_major_locator(MaxNLocator(integer=True))
+            group.set_ylabel("instances")
+            ax.set_title(
+                f"MaxWorkers {run['max_workers']}: {run['files']} files, "
+                f"{run['files_per_hour']:g} files/hour",
+                fontsize=9,
+            )
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            lines = ax.get_legend_handles_labels()
+            more = group.get_legend_handles_labels()
+            ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="upper right")
+        axes[-1, 0].set_xlabel("seconds from the uploads")
+        fig.tight_layout()
+        fig.savefig(out_dir / FLEET_PLOT, dpi=110)
+        written.append(FLEET_PLOT)
+        plt.close(fig)
     return written
 
 
@@ -570,7 +633,7 @@ def merged(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """
     out = dict(previous)
     measured = ("accuracy", "speed", "batching", "loop", "orchestration", "memory")
-    for part in (*measured, "diarization", "cost", "correction"):
+    for part in (*measured, "diarization", "cost", "correction", "fleet"):
         if part in new:
             out[part] = new[part]
     labels = {s["label"] for s in new.get("latency", [])}

@@ -18,6 +18,7 @@ from bench import (
     correction_figures,
     cost,
     diarization,
+    fleet,
     latency,
     memory,
     orchestration,
@@ -54,12 +55,17 @@ PARTS: Final = (
     "diarization",
     "cost",
     "correction",
+    "fleet",
 )
 SCHEMA: Final = 1
 LONG_LOOP_SECONDS: Final = 180.0  # one longer recording for the worker loop
 # The latency-injected loop: (seconds per file, files) for a full run and for --quick.
 LATENCY_FILES: Final = ((30.0, 10), (600.0, 3))
 LATENCY_FILES_QUICK: Final = ((30.0, 2),)
+# The fleet: the same files with up to 1 and up to 2 workers (this machine has 2 cores).
+FLEET_SIZES: Final = (1, 2)
+FLEET_FILES: Final = 48
+FLEET_FILES_QUICK: Final = 2
 T = TypeVar("T")
 
 
@@ -442,6 +448,19 @@ def run(options: Options) -> dict[str, Any]:
             results["correction"] = _timed(
                 "correction", timings, lambda: _correction(plan, options.quick)
             )
+        if "fleet" in options.parts:
+            english = [(c.path, c.duration_s) for c in plan.clips if c.language == "en"]
+            files = FLEET_FILES_QUICK if options.quick else FLEET_FILES
+            # Its own record, as batching's: merged later into earlier results.
+            environment = asdict(collect(plan.device))
+            measured = _timed(
+                "fleet", timings, lambda: fleet.measure(english, FLEET_SIZES, files, work_dir)
+            )
+            results["fleet"] = {
+                **measured,
+                "environment": environment,
+                "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+            }
         results["skipped"] = [asdict(s) for s in plan.skipped]
     timings["total"] = round(time.perf_counter() - started, 1)
     results["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)

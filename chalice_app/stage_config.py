@@ -46,7 +46,10 @@ DISPATCHER_TIMEOUT_S: Final = 60
 DISPATCHER_MEMORY_MB: Final = 256
 LLM_CALLER_TIMEOUT_S: Final = 900
 LLM_CALLER_MEMORY_MB: Final = 512
+# The LLM Caller's reserved (and event-source maximum) concurrency when the stack has no
+# LlmCallerConcurrency output (a stack from before the parameter); the template's default.
 LLM_CALLER_CONCURRENCY: Final = 3
+LLM_CALLER_CONCURRENCY_OUTPUT: Final = "LlmCallerConcurrency"
 LLM_QUEUE_VISIBILITY_S: Final = 6 * LLM_CALLER_TIMEOUT_S
 LLM_QUEUE_MAX_RECEIVES: Final = 3
 LLM_RETRY_DELAY_S: Final = 300  # a throttled message comes back after 5 min, not 90
@@ -72,17 +75,18 @@ RECONCILE_GRACE_S: Final = DISPATCHER_MAX_EVENT_AGE_S
 WILDCARD_SID: Final = "NoResourceLevelPermissions"
 WILDCARD_ACTION_REASONS: Final = {
     "autoscaling:DescribeAutoScalingGroups": "reads the GPU group's desired capacity before "
-    "raising it (the Dispatcher on each upload, the worker when a message arrived as it left); "
-    "read-only.",
+    "raising it (the Dispatcher on each upload, the worker when a message arrived as it left) "
+    "and an idle worker's count of the group's other workers; read-only.",
 }
 
 # Grants a run may or may not use, by the same keys as GRANTS_WITHOUT_CALLS: a race decides
 # (never stale, unlike those). The generated "*" statement holds such an action either way.
 GRANTS_CALLED_SOMETIMES: Final = {
-    f"worker/{WILDCARD_SID}/autoscaling:DescribeAutoScalingGroups": "The scale-in race: a "
-    "message arrived while the last worker left the group; the worker reads the group's "
-    "desired capacity before raising it back (gpu_worker/lifecycle/scale_to_zero.py). A run "
-    "hits the race only when an upload lands in that instant.",
+    f"worker/{WILDCARD_SID}/autoscaling:DescribeAutoScalingGroups": "Read by an idle worker "
+    "only while messages are in flight (are they the other workers' jobs?), and in the "
+    "scale-in race: a message arrived while the last worker left the group, and the worker "
+    "reads the group's desired capacity before raising it back (gpu_worker/lifecycle/"
+    "scale_to_zero.py). A run meets either only when its timing falls so.",
     "worker/RaiseOwnGroupAgain/autoscaling:SetDesiredCapacity": "The same race: the leaving "
     "worker raises its group back to 1 so the message is not stranded.",
 }
@@ -107,6 +111,10 @@ GRANTS_WITHOUT_CALLS: Final = {
         "suspended has no version id and is read without one; the emulated bucket is versioned."
         for function in (DISPATCHER, RECONCILER)
     },
+    f"{LLM_CALLER}/ReadTranscripts/s3:GetObject": "An LLM job without the transcript's "
+    "version id (one sent before the worker pinned versions, or a bucket whose versioning was "
+    "suspended) reads the latest transcript and JSON; the emulated bucket is versioned and "
+    "the worker always pins them.",
     f"{LLM_CALLER}/LlmQueue/sqs:GetQueueAttributes": "Lambda's SQS event source mapping reads "
     "the queue's attributes with the function's role when it is created; the local one does not.",
     f"{LLM_CALLER}/LlmQueue/sqs:SendMessage": "A transcript too long for one invocation "
@@ -438,6 +446,13 @@ def _dispatch_environment(out: StackOutputs, options: StageOptions) -> dict[str,
     )
 
 
+def llm_caller_concurrency(out: StackOutputs) -> int:
+    """The stack's ``LlmCallerConcurrency`` (sized to the Bedrock quota: docs/design.md
+    "Scaling"), else the default."""
+    value = out.get(LLM_CALLER_CONCURRENCY_OUTPUT)
+    return int(value) if value is not None else LLM_CALLER_CONCURRENCY
+
+
 def stage_entry(out: StackOutputs, stage: str, options: StageOptions) -> dict[str, Any]:
     """This tool's keys of ``stages[stage]`` in ``.chalice/config.json``."""
     return {
@@ -452,7 +467,7 @@ def stage_entry(out: StackOutputs, stage: str, options: StageOptions) -> dict[st
                 cfg.ENV_NOTIFICATION_TOPIC_ARN: out.get("NotificationTopicArn"),
                 cfg.ENV_LOG_LEVEL: options.log_level,
                 "LLM_QUEUE_NAME": out["LlmQueueName"],
-                "LLM_MAX_CONCURRENCY": str(LLM_CALLER_CONCURRENCY),
+                "LLM_MAX_CONCURRENCY": str(llm_caller_concurrency(out)),
             }
         ),
         "lambda_functions": {
@@ -466,7 +481,7 @@ def stage_entry(out: StackOutputs, stage: str, options: StageOptions) -> dict[st
             LLM_CALLER: {
                 "lambda_timeout": LLM_CALLER_TIMEOUT_S,
                 "lambda_memory_size": LLM_CALLER_MEMORY_MB,
-                "reserved_concurrency": LLM_CALLER_CONCURRENCY,
+                "reserved_concurrency": llm_caller_concurrency(out),
                 "autogen_policy": False,
                 "iam_policy_file": f"policy-{stage}-{LLM_CALLER}.json",
                 "environment_variables": _present(

@@ -327,7 +327,7 @@ def run_preflight(
         ("Lambda concurrency", lambda: check_lambda_concurrency(
             clients.lambda_,
             stage_config.function_name(stage, stage_config.LLM_CALLER),
-            stage_config.LLM_CALLER_CONCURRENCY,
+            int(values["LlmCallerConcurrency"]),
         )),
         ("Spot G and VT vCPU quota", lambda: check_spot_gpu_quota(
             clients.service_quotas, clients.ec2, types, int(values["MaxWorkers"])

@@ -28,6 +28,7 @@ OUTPUT_NAMES: Final = (
     "LlmQueueUrl",
     "LlmQueueArn",
     "LlmQueueName",
+    "LlmCallerConcurrency",
     "ResultsQueueUrl",
     "ResultsQueueArn",
     "AudioDlqUrl",

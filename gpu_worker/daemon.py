@@ -35,6 +35,7 @@ from gpu_worker.job.handoff import mark_transcribed, record_handed_off, report_f
 from gpu_worker.lifecycle.give_back import clear_fatal_exit, record_fatal_exit
 from gpu_worker.lifecycle.imds import ImdsClient
 from gpu_worker.lifecycle.interruption import install_signal_handlers, watching_interruptions
+from gpu_worker.lifecycle.protection import job_hooks
 from gpu_worker.lifecycle.scale_to_zero import IdleClock, Leave, leave_group
 from gpu_worker.lifecycle.stopping import InFlight, JobAbandonedError, StopController
 from gpu_worker.speakers.diarizer import DiarizerCache
@@ -132,6 +133,7 @@ class Worker:
         self.results_topic = ResultTopic.configured(aws.sns, settings.notification_topic_arn)
         self.idle = IdleClock(settings.idle_shutdown_seconds)
         self.pauses = PausePoints(settings.pause_after_step)
+        self.hooks = job_hooks(aws.autoscaling, settings.asg_name, self.instance_id)
 
     # ---- the loop ---------------------------------------------------------------------
 
@@ -157,7 +159,9 @@ class Worker:
                 if message is not None:
                     self.handle(message)  # 1.-6.
                     self.idle.reset()  # idle time counts from the end of the last job
-                elif self.idle_long_enough():  # scale to zero
+                    continue
+                self.hooks.worker_idle()  # scale-in protection off
+                if self.idle_long_enough():  # scale to zero
                     code = self.leave_when_idle()
                     if code is not None:
                         return code
@@ -189,6 +193,7 @@ class Worker:
             if isinstance(job, Malformed):
                 self.reject(lease, job)
                 return
+            self.hooks.job_started()  # scale-in protection on
             misconfigured = False
             with (
                 log_context(s3_key=job.object_key, job_id=job.job_id),

@@ -25,7 +25,7 @@ from cloudformation.emulated import ONPREM
 from gpu_worker.weights import bundled
 from local_mode.pipeline import LocalDeployment, LocalOptions, job_statuses
 from local_mode.samples import make_samples
-from local_mode.view import FileStatus, progress_table, scaling_table, summary_table
+from local_mode.view import FileStatus, live_view, scaling_table, summary_table
 from onprem.aws import Clients
 from onprem.poll import Poller, PollOptions, failure_report_path
 from onprem.settings import DEFAULT_FORMATS, formats_flag, load_settings
@@ -97,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="the worker scales to zero after this idle time",
     )
     parser.add_argument(
+        "--max-workers",
+        type=_at_least_one,
+        default=1,
+        help="the GPU group's MaxWorkers: up to this many worker processes, started as the "
+        "emulated scaling policy follows the Audio Queue's backlog (default 1)",
+    )
+    parser.add_argument(
+        "--backlog-per-worker",
+        type=_at_least_one,
+        help="the stack's TargetBacklogPerWorker: messages per worker before another starts "
+        "(default: the template's)",
+    )
+    parser.add_argument(
         "--timeout", type=float, default=1800, help="give up after this many seconds"
     )
     parser.add_argument(
@@ -112,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --aws: the on-prem settings file (default ~/.config/transcribe-onprem.toml)",
     )
     return parser
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
 
 
 def model_dirs(engine: str, model: str) -> dict[str, str]:
@@ -190,6 +210,9 @@ class _Target:
     settled: Callable[[], bool]  # nothing left running once every file is home
     state_path: Path
     refresh_seconds: float
+    # instance -> worker process id (local mode's emulated group; the deployed one is not
+    # the on-prem client's to watch)
+    workers: Callable[[], dict[str, int]] = dict
 
 
 def run_local(args: argparse.Namespace, console: Console) -> RunResult:
@@ -217,6 +240,8 @@ def run_local(args: argparse.Namespace, console: Console) -> RunResult:
         llm_url=args.llm_url,
         llm_model=args.llm_model,
         idle_shutdown_seconds=args.idle_seconds,
+        max_workers=args.max_workers,
+        target_backlog_per_worker=args.backlog_per_worker,
         log_file=work_dir / "worker.log",
         calls_ledger=Path(os.environ[LEDGER_ALL_RUNS_ENV])
         if LEDGER_ALL_RUNS_ENV in os.environ
@@ -245,6 +270,7 @@ def run_local(args: argparse.Namespace, console: Console) -> RunResult:
             # A fresh emulated bucket each run: the upload state belongs to it, not the folder.
             state_path=work_dir / f"upload-state-{int(started)}.sqlite",
             refresh_seconds=0.5,
+            workers=lambda: deployment.scaler.worker_pids if deployment.scaler else {},
         )
         try:
             formats = args.formats or DEFAULT_FORMATS
@@ -372,10 +398,10 @@ def _watch(
     """Show each file's stage until all are home and nothing is left running."""
     deadline = time.monotonic() + timeout
     statuses = _with_outputs(target.statuses(keys), out, formats)
-    with Live(progress_table(statuses), console=console, refresh_per_second=4) as live:
+    with Live(live_view(target.workers(), statuses), console=console, refresh_per_second=4) as live:
         while time.monotonic() < deadline:
             statuses = _with_outputs(target.statuses(keys), out, formats)
-            live.update(progress_table(statuses))
+            live.update(live_view(target.workers(), statuses))
             if _all_home(statuses) and target.settled():
                 break
             time.sleep(target.refresh_seconds)

@@ -68,8 +68,8 @@ STACK_NAME: Final = "transcription-local"
 # S3 notifications for the Dispatcher arrive through this queue (moto delivers bucket
 # notifications to SQS, not to an in-process function); not part of the deployed stack.
 NOTIFICATION_QUEUE: Final = "local-s3-notifications"
-# The LLM Caller's settings in .chalice/config.json: reserved concurrency and batch size.
-LLM_CALLER_CONCURRENCY: Final = 3
+# The LLM Caller's batch size in .chalice/config.json (its concurrency is the stack's
+# LlmCallerConcurrency: LocalDeployment.llm_caller_concurrency).
 LLM_CALLER_BATCH_SIZE: Final = 1
 # The stage whose policies the local Lambda functions' roles carry (names only).
 LOCAL_STAGE: Final = "local"
@@ -86,6 +86,10 @@ class LocalOptions:
     llm_url: str | None = None
     llm_model: str = "local-model"
     idle_shutdown_seconds: int = 10
+    # The stack's MaxWorkers (the emulated group's MaxSize: at most that many worker
+    # processes) and TargetBacklogPerWorker (None: the template's default).
+    max_workers: int = 1
+    target_backlog_per_worker: int | None = None
     log_file: Path | None = None
     # Extra environment for the Lambda functions and for each worker process started from
     # now on (the reliability suite: a Bedrock endpoint, short timeouts, fault injection).
@@ -97,6 +101,17 @@ class LocalOptions:
     # How often the reconciler runs (app.py's schedule is 15 minutes); None: only when
     # ``LocalDeployment.run_reconciler`` is called.
     reconcile_every_seconds: float | None = 60.0
+
+
+def stack_parameters(options: LocalOptions) -> dict[str, str]:
+    """The template parameters a local run sets."""
+    parameters = {
+        "IdleShutdownSeconds": str(options.idle_shutdown_seconds),
+        "MaxWorkers": str(options.max_workers),
+    }
+    if options.target_backlog_per_worker is not None:
+        parameters["TargetBacklogPerWorker"] = str(options.target_backlog_per_worker)
+    return parameters
 
 
 def _resource_environment(stack: EmulatedStack) -> dict[str, str]:
@@ -235,9 +250,7 @@ class LocalDeployment:
         emulator = self._cleanup.enter_context(moto_server())
         self.emulator = emulator
         self._cleanup.enter_context(environment(emulator.environment()))
-        stack = create_emulated_stack(
-            {"IdleShutdownSeconds": str(options.idle_shutdown_seconds)}, stack_name=STACK_NAME
-        )
+        stack = create_emulated_stack(stack_parameters(options), stack_name=STACK_NAME)
         self._resources = stack
         log.info(
             "emulated stack created",
@@ -292,9 +305,9 @@ class LocalDeployment:
             function_name=functions.llm_caller_name,
             make_event=sqs_event,
             batch_size=LLM_CALLER_BATCH_SIZE,
-            max_concurrency=LLM_CALLER_CONCURRENCY,
+            max_concurrency=self.llm_caller_concurrency,
         )
-        alarm = scaling_alarm(load_template(), stack.ids)
+        alarm = scaling_alarm(load_template(), stack.ids, stack.parameters)
         self.scaler = LocalScaler(
             boto3.client("autoscaling"),
             sqs,
@@ -312,6 +325,15 @@ class LocalDeployment:
             self._cleanup.callback(trigger.stop)
         self.scaler.start()
         self._cleanup.callback(self.scaler.stop)
+
+    @property
+    def llm_caller_concurrency(self) -> int:
+        """The LLM Caller's reserved concurrency, as stage_config.py sets it from the stack."""
+        import stage_config  # chalice_app/, on the path once the app is loaded
+
+        return stage_config.llm_caller_concurrency(
+            stage_config.StackOutputs.from_mapping(self.stack.outputs)
+        )
 
     def _dispatcher_async_invocation(self, function_name: str) -> AsyncInvocation:
         """The Dispatcher's asynchronous invocation config, as scripts/deploy.sh sets it; the
@@ -537,4 +559,5 @@ def _status(key: str, record: JobRecord | None) -> FileStatus:
         result_status=record.attributes.get(JobField.RESULT_STATUS),
         error=record.error,
         output_name=record.output_name,
+        worker=record.attributes.get(JobField.WORKER_ID),
     )

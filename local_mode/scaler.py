@@ -1,5 +1,5 @@
-"""The Auto Scaling Group, honoured locally: the queue-depth alarm raises it, a worker
-process stands in for the instance, and the worker's own scale-in brings it back to 0.
+"""The Auto Scaling Group, honoured locally: the backlog alarm raises it, a worker process
+stands in for each instance, and each worker's own scale-in brings it back to 0.
 
 The scaler also plays systemd on the instance (``local_mode.systemd_unit``): a worker that
 exits with a failure is started again, until its unit fails for good (a configuration
@@ -9,13 +9,14 @@ process keeps the alarm from raising the group, as in AWS.
 
 moto's CloudFormation silently skips ``AWS::CloudWatch::Alarm`` and
 ``AWS::AutoScaling::ScalingPolicy``; this module evaluates the template's alarm rule against
-the emulated queue and applies its policy, and it starts the worker daemon as a separate
-process whenever the emulated ASG has desired capacity and an instance without a worker.
+the emulated queue and group and applies its policy, and it starts the worker daemon as a
+separate process for each instance of the emulated ASG that has none.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import operator
 import subprocess
 import threading
@@ -48,21 +49,69 @@ METRIC_ATTRIBUTES: Final = {
 }
 
 
+def workers_for_backlog(backlog: int, target_backlog_per_worker: int) -> int:
+    """The GPU workers the Audio Queue's backlog (messages visible and in flight) needs:
+    CEIL(backlog / target), the template's ScaleOutAlarm expression (a test holds the two
+    equal). The group's MaxSize (``MaxWorkers``) caps what is asked for."""
+    return math.ceil(backlog / target_backlog_per_worker)
+
+
 @dataclass(frozen=True)
-class QueueDepthAlarm:
-    """A CloudWatch alarm on an SQS queue attribute, with the capacity its policy sets."""
+class StepAdjustment:
+    """One step of a step scaling policy: bounds relative to the alarm's threshold."""
+
+    lower: float | None
+    upper: float | None
+    adjustment: int
+
+    def holds(self, above_threshold: float) -> bool:
+        return (self.lower is None or above_threshold >= self.lower) and (
+            self.upper is None or above_threshold < self.upper
+        )
+
+
+@dataclass(frozen=True)
+class Backlog:
+    visible: int
+    in_flight: int
+
+    @property
+    def total(self) -> int:
+        return self.visible + self.in_flight
+
+
+@dataclass(frozen=True)
+class BacklogAlarm:
+    """The template's scale-out alarm (workers the backlog needs beyond the group's desired
+    capacity) and its step scaling policy (ChangeInCapacity: it only ever adds)."""
 
     queue_url: str
-    metric: str
+    target_backlog_per_worker: int
     comparison: str
     threshold: float
-    capacity: int
+    steps: tuple[StepAdjustment, ...]
 
-    def breached(self, sqs: SQSClient) -> bool:
+    def backlog(self, sqs: SQSClient) -> Backlog:
         response = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["All"])
         attributes: dict[str, str] = {str(k): v for k, v in response["Attributes"].items()}
-        value = float(attributes.get(METRIC_ATTRIBUTES[self.metric], "0"))
-        return bool(COMPARISONS[self.comparison](value, self.threshold))
+        return Backlog(
+            visible=int(attributes.get(METRIC_ATTRIBUTES["ApproximateNumberOfMessagesVisible"], 0)),
+            in_flight=int(
+                attributes.get(METRIC_ATTRIBUTES["ApproximateNumberOfMessagesNotVisible"], 0)
+            ),
+        )
+
+    def shortfall(self, backlog: Backlog, desired: int) -> int:
+        """The alarm's metric: workers the backlog needs that the group does not ask for."""
+        return workers_for_backlog(backlog.total, self.target_backlog_per_worker) - desired
+
+    def adjustment(self, backlog: Backlog, desired: int) -> int:
+        """What the policy adds to the desired capacity now (0: the alarm is not in ALARM)."""
+        shortfall = self.shortfall(backlog, desired)
+        if not COMPARISONS[self.comparison](shortfall, self.threshold):
+            return 0
+        above = shortfall - self.threshold
+        return next((step.adjustment for step in self.steps if step.holds(above)), 0)
 
 
 @dataclass(frozen=True)
@@ -71,11 +120,23 @@ class ScalingEvent:
     what: str
 
 
+@dataclass(frozen=True)
+class ScalingSample:
+    """The group at one evaluation: what the scaling timeline plots."""
+
+    at: float
+    backlog: int
+    desired: int
+    workers: int
+
+
 @dataclass
 class ScalerState:
     events: list[ScalingEvent] = field(default_factory=list)
+    samples: list[ScalingSample] = field(default_factory=list)
     workers_started: int = 0
     desired_capacity: int = 0
+    most_workers_at_once: int = 0
 
     def record(self, what: str) -> None:
         self.events.append(ScalingEvent(time.time(), what))
@@ -88,17 +149,20 @@ WorkerFactory = Callable[[str], "subprocess.Popen[bytes]"]
 @dataclass(frozen=True)
 class GroupView:
     desired: int
+    max_size: int
     instances: list[str]  # in service or pending
     suspended: frozenset[str]  # suspended scaling processes
 
 
 class LocalScaler:
+    """One worker process per in-service instance of the group, up to its MaxSize."""
+
     def __init__(
         self,
         autoscaling: AutoScalingClient,
         sqs: SQSClient,
         asg_name: str,
-        alarm: QueueDepthAlarm | None,
+        alarm: BacklogAlarm | None,
         start_worker: WorkerFactory,
         *,
         interval_seconds: float = 1.0,
@@ -116,8 +180,7 @@ class LocalScaler:
         self._interval = interval_seconds
         self._stop_grace = stop_grace_seconds
         self.state = ScalerState()
-        self._worker: subprocess.Popen[bytes] | None = None
-        self._worker_instance: str | None = None
+        self._workers: dict[str, subprocess.Popen[bytes]] = {}  # instance -> its worker
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="local-scaler")
         self._restart_policy = restart_policy
@@ -127,14 +190,22 @@ class LocalScaler:
         self._on_failure_runs: dict[str, subprocess.Popen[bytes]] = {}
 
     @property
+    def worker_pids(self) -> dict[str, int]:
+        """Instance -> its running worker process's id (a test may kill one as a crash would)."""
+        return {
+            instance: worker.pid
+            for instance, worker in list(self._workers.items())
+            if worker.poll() is None
+        }
+
+    @property
     def worker_pid(self) -> int | None:
-        """The running worker process's id (a test may kill it as a crash would)."""
-        worker = self._worker
-        return worker.pid if worker is not None and worker.poll() is None else None
+        """A running worker process's id (the first instance's)."""
+        return next(iter(self.worker_pids.values()), None)
 
     @property
     def worker_running(self) -> bool:
-        return self._worker is not None and self._worker.poll() is None
+        return bool(self.worker_pids)
 
     def start(self) -> None:
         self._thread.start()
@@ -143,7 +214,8 @@ class LocalScaler:
         self._stop.set()
         if self._thread.ident is not None:
             self._thread.join()
-        self._stop_worker("local mode is stopping")
+        for instance in list(self._workers):
+            self._stop_worker(instance, "local mode is stopping")
         for run in self._on_failure_runs.values():
             if run.poll() is None:
                 run.kill()
@@ -170,53 +242,69 @@ class LocalScaler:
             if i.get("LifecycleState") in ("InService", "Pending")
         ]
         suspended = frozenset(p["ProcessName"] for p in group.get("SuspendedProcesses", []))
-        return GroupView(group["DesiredCapacity"], instances, suspended)
+        return GroupView(group["DesiredCapacity"], group["MaxSize"], instances, suspended)
 
     def step(self) -> None:
-        """One evaluation: alarm -> policy, capacity -> worker process."""
+        """One evaluation: alarm -> policy, each instance -> its worker process."""
         group = self._group()
-        desired, instances = group.desired, group.instances
+        backlog = self._alarm.backlog(self._sqs) if self._alarm is not None else None
         if (
             self._alarm is not None
+            and backlog is not None
             and ALARM_SCALING_PROCESS not in group.suspended
-            and desired < self._alarm.capacity
-            and self._alarm.breached(self._sqs)
         ):
-            self._autoscaling.set_desired_capacity(
-                AutoScalingGroupName=self._asg_name,
-                DesiredCapacity=self._alarm.capacity,
-                HonorCooldown=False,
-            )
-            self.state.record(
-                f"alarm {self._alarm.metric} {self._alarm.comparison} {self._alarm.threshold:g}: "
-                f"desired capacity {desired} -> {self._alarm.capacity}"
-            )
-            group = self._group()
-            desired, instances = group.desired, group.instances
+            added = self._alarm.adjustment(backlog, group.desired)
+            wanted = min(group.desired + added, group.max_size)
+            if wanted > group.desired:
+                self._autoscaling.set_desired_capacity(
+                    AutoScalingGroupName=self._asg_name,
+                    DesiredCapacity=wanted,
+                    HonorCooldown=False,
+                )
+                self.state.record(
+                    f"alarm: backlog {backlog.total} needs "
+                    f"{workers_for_backlog(backlog.total, self._alarm.target_backlog_per_worker)}"
+                    f" workers: desired capacity {group.desired} -> {wanted}"
+                )
+                group = self._group()
+        desired, instances = group.desired, group.instances
         if desired != self.state.desired_capacity:
             self.state.record(f"ASG desired capacity {self.state.desired_capacity} -> {desired}")
             self.state.desired_capacity = desired
 
-        if self._worker is not None and self._worker.poll() is not None:
-            code = self._worker.returncode
-            exited_on = self._worker_instance
-            self.state.record(f"worker on {exited_on} exited with code {code}")
-            self._worker = None
-            self._worker_instance = None
-            if code != 0 and exited_on is not None:
-                self._after_failure(exited_on, code)
+        for instance, worker in list(self._workers.items()):
+            if worker.poll() is None:
+                continue
+            code = worker.returncode
+            self.state.record(f"worker on {instance} exited with code {code}")
+            del self._workers[instance]
+            if code != 0:
+                self._after_failure(instance, code)
         self._note_on_failure_exits()
 
-        workable = [instance for instance in instances if instance not in self._failed_units]
-        if self._worker is None and desired > 0 and workable:
-            self._worker_instance = workable[0]
-            self._worker = self._start_worker(workable[0])
-            self._starts.setdefault(workable[0], []).append(time.monotonic())
+        for instance in list(self._workers):
+            if instance not in instances:
+                # The instance left the group (the worker terminated it): the machine is gone.
+                self._stop_worker(instance, f"instance {instance} left the group")
+        # moto may hold more instances than desired (two raises at once each launch one);
+        # AWS would terminate the extra, so they get no worker here.
+        occupied = sum(1 for i in instances if i in self._workers or i in self._failed_units)
+        for instance in instances:
+            if instance in self._workers or instance in self._failed_units:
+                continue
+            if occupied >= desired:
+                break
+            occupied += 1
+            worker = self._start_worker(instance)
+            self._workers[instance] = worker
+            self._starts.setdefault(instance, []).append(time.monotonic())
             self.state.workers_started += 1
-            self.state.record(f"worker started on instance {workable[0]} (pid {self._worker.pid})")
-        elif self._worker is not None and self._worker_instance not in instances:
-            # The instance left the group (the worker terminated it): the machine is gone.
-            self._stop_worker(f"instance {self._worker_instance} left the group")
+            self.state.record(f"worker started on instance {instance} (pid {worker.pid})")
+        running = len(self._workers)
+        self.state.most_workers_at_once = max(self.state.most_workers_at_once, running)
+        self.state.samples.append(
+            ScalingSample(time.time(), backlog.total if backlog else 0, desired, running)
+        )
 
     def _after_failure(self, instance: str, code: int) -> None:
         """systemd's part: restart (on the next step), or the unit failed and OnFailure= runs."""
@@ -239,8 +327,8 @@ class LocalScaler:
                 self.state.record(f"OnFailure= on {instance} exited with code {run.returncode}")
                 del self._on_failure_runs[instance]
 
-    def _stop_worker(self, why: str) -> None:
-        worker = self._worker
+    def _stop_worker(self, instance: str, why: str) -> None:
+        worker = self._workers.pop(instance, None)
         if worker is None:
             return
         if worker.poll() is None:
@@ -251,6 +339,4 @@ class LocalScaler:
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
-        self.state.record(f"worker on {self._worker_instance} stopped: {why}")
-        self._worker = None
-        self._worker_instance = None
+        self.state.record(f"worker on {instance} stopped: {why}")

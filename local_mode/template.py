@@ -1,11 +1,16 @@
-"""Reading the CloudFormation template for what moto does not emulate: its alarms."""
+"""Reading the CloudFormation template for what moto does not emulate: its alarms and
+scaling policy."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from local_mode.scaler import COMPARISONS, QueueDepthAlarm
+from local_mode.scaler import COMPARISONS, BacklogAlarm, StepAdjustment
+
+# The stack parameter that sets the scale-out alarm's backlog per worker.
+TARGET_BACKLOG_PARAMETER: Final = "TargetBacklogPerWorker"
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
@@ -21,18 +26,50 @@ def referenced_id(value: Any) -> str | None:
     return None
 
 
-def _policy_capacity(policy: dict[str, Any]) -> int:
+def parameter_value(template: dict[str, Any], parameters: Mapping[str, str], name: str) -> str:
+    """A stack parameter's value: the one the stack was created with, else the default."""
+    if name in parameters:
+        return parameters[name]
+    return str(template["Parameters"][name]["Default"])
+
+
+def _steps(policy: dict[str, Any]) -> tuple[StepAdjustment, ...]:
     props = policy["Properties"]
-    if "StepAdjustments" in props:
-        adjustments = [int(step["ScalingAdjustment"]) for step in props["StepAdjustments"]]
-        return max(adjustments)
-    return int(props["ScalingAdjustment"])
+    if props.get("PolicyType") != "StepScaling" or props.get("AdjustmentType") != (
+        "ChangeInCapacity"
+    ):
+        raise ValueError("the scaling policy is not the ChangeInCapacity step scaling emulated")
+
+    def bound(step: dict[str, Any], key: str) -> float | None:
+        return float(step[key]) if key in step else None
+
+    return tuple(
+        StepAdjustment(
+            bound(step, "MetricIntervalLowerBound"),
+            bound(step, "MetricIntervalUpperBound"),
+            int(step["ScalingAdjustment"]),
+        )
+        for step in props["StepAdjustments"]
+    )
 
 
-def scaling_alarm(template: dict[str, Any], physical_ids: dict[str, str]) -> QueueDepthAlarm:
-    """The alarm on a queue's depth whose action is an Auto Scaling policy.
+def _metric_stat_queue(metrics: list[dict[str, Any]], metric_name: str) -> str | None:
+    for metric in metrics:
+        stat = metric.get("MetricStat", {}).get("Metric", {})
+        if stat.get("Namespace") == "AWS/SQS" and stat.get("MetricName") == metric_name:
+            (queue,) = [d["Value"] for d in stat["Dimensions"] if d["Name"] == "QueueName"]
+            return referenced_id(queue)
+    return None
 
-    ``physical_ids`` maps logical ids to what the stack created (for a queue: its URL).
+
+def scaling_alarm(
+    template: dict[str, Any], physical_ids: dict[str, str], parameters: Mapping[str, str]
+) -> BacklogAlarm:
+    """The backlog alarm whose action is an Auto Scaling policy, with the stack's
+    ``TargetBacklogPerWorker``.
+
+    ``physical_ids`` maps logical ids to what the stack created (for a queue: its URL);
+    ``parameters`` are those the stack was created with (the rest take their defaults).
     """
     resources: dict[str, Any] = template["Resources"]
     for alarm in resources.values():
@@ -45,20 +82,22 @@ def scaling_alarm(template: dict[str, Any], physical_ids: dict[str, str]) -> Que
             for name in actions
             if name and resources.get(name, {}).get("Type") == "AWS::AutoScaling::ScalingPolicy"
         ]
-        if not policies or props.get("Namespace") != "AWS/SQS":
+        if not policies:
             continue
-        (queue_dimension,) = [d for d in props["Dimensions"] if d["Name"] == "QueueName"]
-        queue = referenced_id(queue_dimension["Value"])
+        metrics: list[dict[str, Any]] = props.get("Metrics", [])
+        queue = _metric_stat_queue(metrics, "ApproximateNumberOfMessagesVisible")
         if queue is None or queue not in physical_ids:
             raise ValueError(f"the scaling alarm's queue {queue!r} is not in the stack")
-        return QueueDepthAlarm(
+        return BacklogAlarm(
             queue_url=physical_ids[queue],
-            metric=str(props["MetricName"]),
+            target_backlog_per_worker=int(
+                parameter_value(template, parameters, TARGET_BACKLOG_PARAMETER)
+            ),
             comparison=str(props["ComparisonOperator"]),
             threshold=float(props["Threshold"]),
-            capacity=_policy_capacity(policies[0]),
+            steps=_steps(policies[0]),
         )
-    raise ValueError("the template has no queue-depth alarm that triggers a scaling policy")
+    raise ValueError("the template has no alarm that triggers a scaling policy")
 
 
 def alarm_condition_met(

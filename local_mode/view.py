@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.console import Group
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from local_mode.scaler import ScalingEvent
 
@@ -26,6 +27,7 @@ class FileStatus:
     result_status: str | None = None
     error: str | None = None
     output_name: str | None = None  # its files' name (pipeline_core.keys), once dispatched
+    worker: str | None = None  # the worker (instance) that claimed it
     outputs: tuple[str, ...] = ()
 
     @property
@@ -51,6 +53,7 @@ def progress_table(files: Sequence[FileStatus], title: str = "Pipeline") -> Tabl
     table.add_column("file")
     table.add_column("stage")
     table.add_column("audio", justify="right")
+    table.add_column("worker")
     for file in files:
         stage = file.stage
         if stage == "transcribing" and file.percent is not None:
@@ -59,9 +62,35 @@ def progress_table(files: Sequence[FileStatus], title: str = "Pipeline") -> Tabl
             stage = f"{stage}: {file.error}"
         style = _STAGE_STYLE.get(file.stage, "")
         table.add_row(
-            file.name, f"[{style}]{stage}[/]" if style else stage, _seconds(file.audio_seconds)
+            file.name,
+            f"[{style}]{stage}[/]" if style else stage,
+            _seconds(file.audio_seconds),
+            file.worker or "",
         )
     return table
+
+
+def workers_table(workers: Mapping[str, int], files: Sequence[FileStatus]) -> Table:
+    """Each running worker (instance -> process id) and the file it is transcribing."""
+    table = Table(title=f"GPU workers ({len(workers)})")
+    table.add_column("instance")
+    table.add_column("pid", justify="right")
+    table.add_column("doing")
+    for instance, pid in sorted(workers.items()):
+        doing = [
+            f"{file.name} {file.percent:.0f}%" if file.percent is not None else file.name
+            for file in files
+            if file.worker == instance and file.stage == "transcribing"
+        ]
+        table.add_row(instance, str(pid), ", ".join(doing) or "[dim]idle[/]")
+    return table
+
+
+def live_view(workers: Mapping[str, int], files: Sequence[FileStatus]) -> Group:
+    """The files' progress and, in local mode, the workers."""
+    if not workers:
+        return Group(progress_table(files))
+    return Group(progress_table(files), workers_table(workers, files))
 
 
 def summary_table(files: Sequence[FileStatus], relative_to: Path | None = None) -> Table:

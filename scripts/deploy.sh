@@ -5,8 +5,12 @@
 #
 #   scripts/deploy.sh --ami-id ami-0123 --vpc-id vpc-0123 --subnets subnet-a,subnet-b \
 #       [--stage dev] [--stack-name transcription-pipeline] [--region us-east-1] \
-#       [--bedrock-model-id ID] [--alarm-email ops@example.com] [--parameter Key=Value ...]
-#       [--dry-run]
+#       [--bedrock-model-id ID] [--alarm-email ops@example.com] [--max-workers N]
+#       [--llm-concurrency N] [--parameter Key=Value ...] [--dry-run]
+#
+# --max-workers and --llm-concurrency set the stack's MaxWorkers and LlmCallerConcurrency; the
+# LLM Caller's reserved concurrency follows the stack's output (stage_config.py). Size both
+# with docs/design.md "Scaling".
 #
 # The preflight (cloudformation/preflight.py) checks the account first and stops the deploy
 # before anything changes if it would fail. --dry-run prints every command and runs none
@@ -15,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  sed -n '2,13s/^# \{0,1\}//p' "$0" >&2
+  sed -n '2,17s/^# \{0,1\}//p' "$0" >&2
   exit 2
 }
 
@@ -40,6 +44,11 @@ while (($#)); do
     --subnets) SUBNETS=${2:?--subnets needs a value}; shift 2 ;;
     --alarm-email) ALARM_EMAIL=${2:?--alarm-email needs a value}; shift 2 ;;
     --bedrock-model-id) BEDROCK_MODEL_ID=${2:?--bedrock-model-id needs a value}; shift 2 ;;
+    --max-workers) EXTRA_PARAMETERS+=("MaxWorkers=${2:?--max-workers needs a value}"); shift 2 ;;
+    --llm-concurrency)
+      EXTRA_PARAMETERS+=("LlmCallerConcurrency=${2:?--llm-concurrency needs a value}")
+      shift 2
+      ;;
     --parameter) EXTRA_PARAMETERS+=("${2:?--parameter needs Key=Value}"); shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h | --help) usage ;;

@@ -26,8 +26,9 @@ class QueueDepth:
     delayed: int
 
     @property
-    def empty(self) -> bool:
-        return self.visible == 0 and self.in_flight == 0 and self.delayed == 0
+    def nothing_waiting(self) -> bool:
+        """No message a worker could take now or soon (in flight: other workers' jobs)."""
+        return self.visible == 0 and self.delayed == 0
 
 
 class AudioQueue:

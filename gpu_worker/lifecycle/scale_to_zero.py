@@ -1,14 +1,20 @@
 """Leaving the Auto Scaling group when there is no work, without stranding a message.
 
+Each worker leaves on its own, which is the group's only scale-in (its scaling policy only
+adds workers). A worker is idle when no message is visible or delayed for
+``IdleShutdownSeconds``; messages in flight are other workers' jobs and do not keep it.
+
 The race: a message can arrive after the worker saw the queue empty and before its
 instance is gone. The sequence closes it from the worker's side:
 
-1. check the queue is empty (visible, in flight and delayed all 0), else stay;
-2. terminate the own instance with ``ShouldDecrementDesiredCapacity`` (desired -> 0);
-3. check again: a message that came during 1-2 raises desired capacity back to 1, so a
-   fresh instance takes it. One that comes after 3 finds desired capacity 0, and the
-   Dispatcher (which sends before it looks at the group) or the queue-depth alarm
-   raises the group, as for any upload to an idle pipeline.
+1. check nothing waits (visible and delayed 0), and that the messages in flight are fewer
+   than the group's other workers (else one is held by no live worker and comes back: stay
+   for it); else stay;
+2. terminate the own instance with ``ShouldDecrementDesiredCapacity`` (desired - 1);
+3. check again: a message that came during 1-2 raises desired capacity back to at least 1,
+   so a fresh instance takes it. One that comes after 3 finds the group as it is, and the
+   Dispatcher (which sends before it looks at the group) or the backlog alarm raises it,
+   as for any upload.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ class IdleClock:
         self._since = self._clock()
 
     def expired(self, depth: QueueDepth) -> bool:
-        if not depth.empty:
+        if not depth.nothing_waiting:
             self.reset()
             return False
         return self._clock() - self._since >= self._idle_seconds
@@ -64,9 +70,11 @@ def leave_group(
     waiting, without shrinking the group, so that a replacement instance takes them.
     """
     depth = queue.depth()
-    if not depth.empty and stay_if_busy:
+    if stay_if_busy and not depth.nothing_waiting:
         return Leave.STAY
-    shrink = depth.empty
+    if stay_if_busy and depth.in_flight > 0 and depth.in_flight >= _desired(autoscaling, asg_name):
+        return Leave.STAY  # more in flight than the other workers hold: one comes back
+    shrink = depth.nothing_waiting
     logger.warning(
         "leaving the Auto Scaling group",
         extra={"asg_name": asg_name, "instance_id": instance_id, "decrement_desired": shrink},
@@ -77,10 +85,9 @@ def leave_group(
     if not shrink:
         return Leave.HANDED_OVER
     after = queue.depth()
-    if after.empty:
+    if after.nothing_waiting:
         return Leave.TERMINATING
-    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg_name])
-    desired = group["AutoScalingGroups"][0]["DesiredCapacity"]
+    desired = _desired(autoscaling, asg_name)
     autoscaling.set_desired_capacity(
         AutoScalingGroupName=asg_name, DesiredCapacity=max(desired, 1), HonorCooldown=False
     )
@@ -89,3 +96,8 @@ def leave_group(
         extra={"asg_name": asg_name, "visible": after.visible, "delayed": after.delayed},
     )
     return Leave.HANDED_OVER
+
+
+def _desired(autoscaling: AutoScalingClient, asg_name: str) -> int:
+    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg_name])
+    return int(group["AutoScalingGroups"][0]["DesiredCapacity"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import pytest
 import stage_config
 
 from cloudformation.stack import OUTPUT_NAMES, TEMPLATE_PATH, load_template
+from local_mode.scaler import workers_for_backlog
 from local_mode.template import referenced_id
 from pipeline_core import contracts, keys
 
@@ -172,8 +175,8 @@ def _alarms() -> dict[str, dict[str, Any]]:
     return {name: res["Properties"] for name, res in _of_type("AWS::CloudWatch::Alarm").items()}
 
 
-def test_audio_queue_depth_alarm_sets_the_gpu_group_to_one() -> None:
-    scaling = [
+def _scaling_alarm() -> dict[str, Any]:
+    (alarm,) = [
         props
         for props in _alarms().values()
         if any(
@@ -182,15 +185,53 @@ def test_audio_queue_depth_alarm_sets_the_gpu_group_to_one() -> None:
             for action in props["AlarmActions"]
         )
     ]
-    (alarm,) = scaling
-    assert alarm["Namespace"] == "AWS/SQS"
-    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
-    assert [referenced_id(d["Value"]) for d in alarm["Dimensions"]] == ["AudioQueue"]
-    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
-    assert alarm["Threshold"] == 1
+    return alarm
+
+
+def test_the_backlog_alarm_only_ever_adds_workers_up_to_max_workers() -> None:
+    """Step scaling on what the backlog lacks: ChangeInCapacity steps of +1 .. +20 (the
+    shortfall), never a negative step, so no policy scales in; MaxSize is MaxWorkers."""
+    alarm = _scaling_alarm()
+    metrics = {metric["Id"]: metric for metric in alarm["Metrics"]}
+    (returned,) = [metric for metric in alarm["Metrics"] if metric["ReturnData"]]
+    assert "Expression" in returned
+    sources = {
+        (stat["Metric"]["Namespace"], stat["Metric"]["MetricName"]): [
+            referenced_id(d["Value"]) for d in stat["Metric"]["Dimensions"]
+        ]
+        for stat in (m["MetricStat"] for m in metrics.values() if "MetricStat" in m)
+    }
+    assert sources == {
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"): ["AudioQueue"],
+        ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible"): ["AudioQueue"],
+        ("AWS/AutoScaling", "GroupDesiredCapacity"): ["GpuAsg"],
+    }
+    assert (
+        "GroupDesiredCapacity"
+        in RESOURCES["GpuAsg"]["Properties"]["MetricsCollection"][0]["Metrics"]
+    )
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanOrEqualToThreshold", 1)
     policy = RESOURCES[referenced_id(alarm["AlarmActions"][0]) or ""]["Properties"]
     assert referenced_id(policy["AutoScalingGroupName"]) == "GpuAsg"
-    assert (policy["AdjustmentType"], policy["ScalingAdjustment"]) == ("ExactCapacity", 1)
+    assert (policy["PolicyType"], policy["AdjustmentType"]) == ("StepScaling", "ChangeInCapacity")
+    steps = policy["StepAdjustments"]
+    assert [step["ScalingAdjustment"] for step in steps] == list(range(1, 21))
+    assert all(step["MetricIntervalLowerBound"] == n for n, step in enumerate(steps))
+    assert "MetricIntervalUpperBound" not in steps[-1]
+    assert TEMPLATE["Parameters"]["MaxWorkers"]["MaxValue"] == len(steps)
+
+
+@pytest.mark.parametrize("target", [1, 2, 5])
+def test_the_alarm_expression_is_the_local_scalers_arithmetic(target: int) -> None:
+    """One formula: the template's metric-math expression, evaluated as CloudWatch would,
+    equals ``workers_for_backlog`` minus the desired capacity for every backlog."""
+    (returned,) = [metric for metric in _scaling_alarm()["Metrics"] if metric["ReturnData"]]
+    expression = returned["Expression"]["Fn::Sub"].replace("${TargetBacklogPerWorker}", str(target))
+    functions = {"CEIL": math.ceil, "FILL": lambda value, default: value}
+    for visible, in_flight, desired in itertools.product(range(12), range(6), range(4)):
+        names = {"visible": visible, "inFlight": in_flight, "desired": desired}
+        value = eval(expression, {"__builtins__": {}}, {**functions, **names})
+        assert value == workers_for_backlog(visible + in_flight, target) - desired, names
 
 
 def test_failures_and_stuck_work_alarm_the_encrypted_topic() -> None:

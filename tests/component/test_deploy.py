@@ -265,3 +265,19 @@ def test_deploy_tools_cli_prints_toml_from_a_real_stack(
     assert settings["results_queue_url"] == stack.outputs["ResultsQueueUrl"]
     assert settings["audio_dlq_url"] == stack.outputs["AudioDlqUrl"]
     assert os.path.basename(settings["llm_queue_url"]) == stack.outputs["LlmQueueName"]
+
+
+def test_deploy_sizes_the_fleet_and_the_llm_callers_concurrency_as_stack_parameters() -> None:
+    """--max-workers and --llm-concurrency reach the preflight and the stack; the LLM
+    Caller's reserved concurrency then comes from the stack's output (stage_config.py)."""
+    run = _script(
+        "deploy.sh",
+        *("--dry-run", "--ami-id", "ami-0abc", "--vpc-id", "vpc-01", "--subnets", "subnet-a"),
+        *("--max-workers", "5", "--llm-concurrency", "8"),
+    )
+    assert run.returncode == 0, run.stderr
+    preflight, deploy, *_ = _plan(run.stdout)
+    overrides = deploy[deploy.index("--parameter-overrides") + 1 :]
+    for parameter in ("MaxWorkers=5", "LlmCallerConcurrency=8"):
+        assert parameter in overrides
+        assert parameter in preflight

@@ -13,6 +13,7 @@ import pytest
 import stage_config
 from support.repo_paths import repo_root
 
+from cloudformation.stack import load_template
 from pipeline_core.config import DispatcherSettings, LlmCallerSettings, ReconcilerSettings
 
 ROOT = Path(repo_root())
@@ -323,3 +324,23 @@ def test_the_reconciler_may_dispatch_and_read_the_dispatcher_dlq_only(tmp_path: 
     assert settings.dispatcher_dlq_url == EXAMPLE["DispatcherDlqUrl"]
     assert settings.dispatcher.audio_queue_url == EXAMPLE["AudioQueueUrl"]
     assert settings.grace_seconds == stage_config.RECONCILE_GRACE_S
+
+
+def test_the_llm_callers_concurrency_is_the_stacks_parameter() -> None:
+    """LlmCallerConcurrency (a stack parameter, sized to the Bedrock quota) becomes the
+    function's reserved concurrency and its event source's maximum; a stack without the
+    output gets the template's default."""
+    template = load_template()
+    default = template["Parameters"]["LlmCallerConcurrency"]["Default"]
+    assert default == stage_config.LLM_CALLER_CONCURRENCY
+    assert template["Outputs"]["LlmCallerConcurrency"]["Value"] == {"Ref": "LlmCallerConcurrency"}
+    options = stage_config.StageOptions()
+    for outputs, expected in (
+        ({**EXAMPLE, "LlmCallerConcurrency": "12"}, 12),
+        ({k: v for k, v in EXAMPLE.items() if k != "LlmCallerConcurrency"}, default),
+    ):
+        entry = stage_config.stage_entry(
+            stage_config.StackOutputs.from_mapping(outputs), "prod", options
+        )
+        assert entry["lambda_functions"]["llm_caller"]["reserved_concurrency"] == expected
+        assert entry["environment_variables"]["LLM_MAX_CONCURRENCY"] == str(expected)

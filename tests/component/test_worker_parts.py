@@ -138,19 +138,21 @@ def test_pause_holds_until_the_job_is_abandoned() -> None:
 # ---- idling -------------------------------------------------------------------------
 
 
-def test_idle_clock_counts_only_an_empty_queue() -> None:
+def test_idle_clock_counts_while_nothing_waits() -> None:
     clock = Clock(0.0)
     idle = IdleClock(300.0, clock=clock)
-    empty, busy = QueueDepth(0, 0, 0), QueueDepth(0, 1, 0)
+    empty, waiting = QueueDepth(0, 0, 0), QueueDepth(1, 0, 0)
     clock.now = 299.0
     assert not idle.expired(empty)
     clock.now = 301.0
-    assert not idle.expired(busy)  # a message in flight elsewhere restarts the count
+    assert not idle.expired(waiting)  # a message to take restarts the count
     clock.now = 600.0
     assert not idle.expired(empty)
     clock.now = 602.0
-    assert idle.expired(empty)
-    assert not QueueDepth(0, 0, 1).empty  # a delayed message is work on its way
+    # Another worker's job in flight does not keep this one (leave_group checks it holds
+    # no more than the other workers).
+    assert idle.expired(QueueDepth(0, 2, 0))
+    assert not QueueDepth(0, 0, 1).nothing_waiting  # a delayed message is work on its way
 
 
 # ---- IMDSv2 -------------------------------------------------------------------------

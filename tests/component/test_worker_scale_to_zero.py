@@ -184,3 +184,59 @@ def test_rebalance_advice_hands_waiting_work_to_a_replacement(
     assert after["DesiredCapacity"] == 1  # not shrunk: the group replaces the instance
     assert pipeline.instance_id not in [i["InstanceId"] for i in after["Instances"]]
     assert pipeline.drain(pipeline.stack.audio_queue_url) == [waiting]
+
+
+# ---- a fleet: each idle worker leaves on its own --------------------------------------
+
+
+def test_an_idle_worker_leaves_while_another_works_and_the_group_keeps_the_busy_one(
+    pipeline: Pipeline, fake_imds: FakeImds
+) -> None:
+    """Two workers, one busy (its message in flight), nothing waiting: the idle one leaves
+    with a decrement; the busy one's instance and message are untouched."""
+    asg = pipeline.stack.asg_name
+    pipeline.autoscaling.update_auto_scaling_group(AutoScalingGroupName=asg, MaxSize=2)
+    pipeline.autoscaling.set_desired_capacity(AutoScalingGroupName=asg, DesiredCapacity=2)
+    idle, busy = [instance["InstanceId"] for instance in pipeline.group()["Instances"]]
+    pipeline.send_audio(AudioJob(s3_key="long-lecture.mp3", language="en").to_json())
+    held = pipeline.sqs.receive_message(
+        QueueUrl=pipeline.stack.audio_queue_url, VisibilityTimeout=300
+    )["Messages"]
+    assert len(held) == 1  # the busy worker's job
+    fake_imds.instance_id = idle
+
+    assert pipeline.worker(asg_name=asg, imds_endpoint=fake_imds.url).run() == EXIT_OK
+
+    after = pipeline.group()
+    assert after["DesiredCapacity"] == 1
+    assert [instance["InstanceId"] for instance in after["Instances"]] == [busy]
+    attributes = pipeline.sqs.get_queue_attributes(
+        QueueUrl=pipeline.stack.audio_queue_url, AttributeNames=["All"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"
+
+
+def test_the_last_worker_stays_for_a_message_that_no_live_worker_holds(
+    pipeline: Pipeline, group: str, fake_imds: FakeImds
+) -> None:
+    """One worker, a message in flight that it does not hold (its worker died): more in
+    flight than the other workers (none) hold, so it stays, and leaves once it is gone."""
+    pipeline.send_audio(AudioJob(s3_key="orphan.mp3", language="en").to_json())
+    (orphan,) = pipeline.sqs.receive_message(
+        QueueUrl=pipeline.stack.audio_queue_url, VisibilityTimeout=300
+    )["Messages"]
+    looks: list[int] = []
+
+    def the_dead_workers_message_expires(**_: Any) -> None:
+        looks.append(1)
+        if len(looks) == 3:  # stayed twice; now the message is deleted (its job finished)
+            pipeline.sqs.delete_message(
+                QueueUrl=pipeline.stack.audio_queue_url, ReceiptHandle=orphan["ReceiptHandle"]
+            )
+
+    pipeline.autoscaling.meta.events.register(
+        "before-call.auto-scaling.DescribeAutoScalingGroups", the_dead_workers_message_expires
+    )
+    assert pipeline.worker(asg_name=group, imds_endpoint=fake_imds.url).run() == EXIT_OK
+    assert len(looks) >= 3
+    assert pipeline.group()["DesiredCapacity"] == 0

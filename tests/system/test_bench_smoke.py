@@ -189,3 +189,25 @@ def test_render_only_rewrites_the_report_from_the_json(
         timeout=120,
     )
     assert markdown.read_text() == before
+
+
+def test_fleet_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    out, results = quick_run
+    section = results["fleet"]
+    assert section["threads_per_worker"] == 1
+    one, two = section["runs"]
+    assert (one["max_workers"], two["max_workers"]) == (1, 2)
+    for run in (one, two):
+        assert run["failed"] == []
+        assert run["files"] == 2
+        assert 1 <= run["most_workers_at_once"] <= run["max_workers"]
+        assert_derived(
+            (run["files_per_hour"], 1),
+            lambda files, seconds: files * 3600 / seconds,
+            (run["files"], 0),
+            (run["seconds"], 1),
+        )
+        assert max(point["desired"] for point in run["timeline"]) <= run["max_workers"]
+        assert run["timeline"][-1]["workers"] == 0  # back to zero at the end
+    assert two["ideal_files_per_hour"] == round(2 * one["files_per_hour"], 1)
+    assert (out / report.FLEET_PLOT).stat().st_size > 0

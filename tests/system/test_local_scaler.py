@@ -13,7 +13,7 @@ import pytest
 from support.waiting import wait_until
 
 from local_mode.emulator import Emulator, environment, moto_server
-from local_mode.scaler import LocalScaler, QueueDepthAlarm
+from local_mode.scaler import BacklogAlarm, LocalScaler, StepAdjustment
 
 pytestmark = pytest.mark.slow  # processes of their own: not in the fast loop
 
@@ -61,8 +61,8 @@ def test_alarm_starts_worker_and_self_termination_scales_to_zero(emulated: Emula
     asg = make_asg()
     sqs = boto3.client("sqs")
     queue = sqs.create_queue(QueueName="audio")["QueueUrl"]
-    alarm = QueueDepthAlarm(
-        queue, "ApproximateNumberOfMessagesVisible", "GreaterThanOrEqualToThreshold", 1, 1
+    alarm = BacklogAlarm(
+        queue, 1, "GreaterThanOrEqualToThreshold", 1, (StepAdjustment(0, None, 1),)
     )
 
     def start_worker(instance_id: str) -> subprocess.Popen[bytes]:
@@ -81,7 +81,7 @@ def test_alarm_starts_worker_and_self_termination_scales_to_zero(emulated: Emula
     scaler.step()
     assert desired(asg) == 1
     assert scaler.worker_running
-    # The message is consumed (as the worker would) so the alarm clears.
+    # The message is consumed (as the worker would), so the backlog is gone.
     sqs.delete_message(
         QueueUrl=queue,
         ReceiptHandle=sqs.receive_message(QueueUrl=queue)["Messages"][0]["ReceiptHandle"],

@@ -15,6 +15,7 @@ from bench import cost, diarization, report
 from bench.accuracy import Transcribed, normalise, pooled
 from bench.clips import Clip
 from bench.correction import measure
+from bench.fleet import changes
 from bench.paths import RESULTS_DIR
 from gpu_worker.speakers.diarizer import SpeakerTurn
 from gpu_worker.transcription.transcript import Segment
@@ -210,3 +211,43 @@ def test_the_diarization_error_rate_names_its_parts() -> None:
     assert (merged.confusion, merged.missed, merged.false_alarm) == pytest.approx((0.5, 0, 0))
     half_missed = diarization.score(truth, [SpeakerTurn(0, 4, "x")], 10)
     assert (half_missed.missed, half_missed.der) == pytest.approx((0.5, 0.5))
+
+
+def test_the_fleet_section_and_its_timeline_plot(tmp_path: Path) -> None:
+    def run(workers: int, files_per_hour: float) -> dict[str, object]:
+        return {
+            "max_workers": workers, "most_workers_at_once": workers, "files": 4,
+            "audio_s": 40.0, "seconds": 14400 / files_per_hour, "files_per_hour": files_per_hour,
+            "ideal_files_per_hour": 100.0 * workers, "of_ideal": files_per_hour / (100 * workers),
+            "transcribe_s": 8.0, "failed": [],
+            "timeline": [
+                {"t": 0.0, "backlog": 4, "desired": 0, "workers": 0},
+                {"t": 1.0, "backlog": 4, "desired": workers, "workers": workers},
+                {"t": 9.0, "backlog": 0, "desired": 0, "workers": 0},
+            ],
+        }  # fmt: skip
+
+    environment = {
+        "date_utc": "now", "cpu": "cpu", "cpu_cores": 2, "memory_gib": 8, "versions": {},
+        "gpu": None, "device": "cpu", "git_commit": "abc",
+    }  # fmt: skip
+    results = {
+        "environment": environment,
+        "fleet": {"settings": "local mode", "runs": [run(1, 100.0), run(2, 180.0)]},
+        "wall_seconds": {"fleet": 60.0},
+    }
+    text = report.markdown(results)
+    assert "## Fleet: files per hour with 1 and 2 workers" in text
+    (row,) = [line for line in text.splitlines() if line.startswith("| 2 |")]
+    assert [cell.strip() for cell in row.strip("|").split("|")][5:8] == ["180", "200", "90.0%"]
+    assert report.FLEET_PLOT in report.plots(results, tmp_path)
+    assert (tmp_path / report.FLEET_PLOT).stat().st_size > 0
+
+
+def test_the_fleet_timeline_keeps_each_change_and_the_end() -> None:
+    def point(t: float, backlog: int, desired: int) -> dict[str, object]:
+        return {"t": t, "backlog": backlog, "desired": desired, "workers": desired}
+
+    timeline = [point(0, 0, 0), point(1, 3, 0), point(2, 3, 1), point(3, 3, 1), point(4, 3, 1)]
+    assert changes(timeline) == [timeline[0], timeline[1], timeline[2], timeline[4]]
+    assert changes([]) == []

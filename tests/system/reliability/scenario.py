@@ -202,12 +202,14 @@ class Scenario:
         wait_until(seen, timeout, "a worker log line")
         return found[0]
 
-    def kill_worker(self) -> int:
-        """SIGKILL the running worker process (an instance crash); returns its pid."""
+    def kill_worker(self, pid: int | None = None) -> int:
+        """SIGKILL a worker process (an instance crash): ``pid``, else a running one; returns
+        its pid."""
         scaler = self.deployment.scaler
         assert scaler is not None
-        pid = scaler.worker_pid
+        pid = pid if pid is not None else scaler.worker_pid
         assert pid is not None, "no worker is running"
+        assert pid in scaler.worker_pids.values(), f"{pid} is not a running worker"
         os.kill(pid, signal.SIGKILL)
         return pid
 
@@ -259,13 +261,19 @@ def scenario(
     worker: dict[str, str] | None = None,
     lambdas: dict[str, str] | None = None,
     idle_seconds: int = 2,
+    max_workers: int = 1,
 ) -> Iterator[Scenario]:
-    """A fresh deployment with the fake Bedrock; everything stopped at the end."""
+    """A fresh deployment with the fake Bedrock; everything stopped at the end.
+
+    ``max_workers`` > 1: a fleet, a worker per waiting message (TargetBacklogPerWorker 1)
+    up to that many."""
     with running_model() as model:
         options = LocalOptions(
             work_dir=work_dir,
             models={"*": str(tiny_en_ct2())},
             idle_shutdown_seconds=idle_seconds,
+            max_workers=max_workers,
+            target_backlog_per_worker=1 if max_workers > 1 else None,
             log_file=work_dir / "worker.log",
             lambda_overrides={**FAST_LAMBDA, "BEDROCK_ENDPOINT_URL": model.url, **(lambdas or {})},
             worker_overrides={**FAST_WORKER, **(worker or {})},

@@ -42,10 +42,14 @@ def announce_again(run: Scenario, upload: Upload, size: int) -> None:
     run.sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"Records": [record]}))
 
 
-def test_duplicate_events_and_new_versions(tmp_path: Path, fox_mp3: Path, report: Report) -> None:
+@pytest.mark.parametrize("workers", [1, 3], ids=["one-worker", "three-workers"])
+def test_duplicate_events_and_new_versions(
+    tmp_path: Path, fox_mp3: Path, report: Report, workers: int
+) -> None:
+    """With one worker, and with a fleet of up to 3 racing over the same jobs."""
     other = speech_mp3(tmp_path / "dog.mp3", "A lazy dog sleeps in the sun all day.")
     copies = {"twice.mp3": 2, "five-times.mp3": 5}
-    with scenario(tmp_path / "run") as run:
+    with scenario(tmp_path / "run", max_workers=workers) as run:
         announced = []
         for name, count in copies.items():
             upload = run.upload(name, fox_mp3)
@@ -73,19 +77,24 @@ def test_duplicate_events_and_new_versions(tmp_path: Path, fox_mp3: Path, report
         assert trigger is not None
         invocations = trigger.stats.invocations
         assert invocations >= sum(copies.values()) + 2
+        scaler = run.deployment.scaler
+        assert scaler is not None
+        assert 1 <= scaler.state.most_workers_at_once <= workers
+    fleet = f" (up to {workers} workers)" if workers > 1 else ""
     for name, count in copies.items():
         report(
             case=name,
-            fault=f"the same S3 event delivered {count} times",
+            fault=f"the same S3 event delivered {count} times{fleet}",
             happened=f"{count} Dispatcher invocations; one job row, the rest seen as duplicates",
             outcome="1 job, 1 Result, 1 Bedrock call",
             figures={"events": count, "jobs": 1, "bedrock_calls": 1},
         )
     report(
         case="new-version",
-        fault="the same key uploaded twice with different content, at once",
+        fault=f"the same key uploaded twice with different content, at once{fleet}",
         happened="two versions -> two jobs; each worker delivery read its own version",
         outcome="2 jobs, 2 outcomes, 2 Bedrock calls",
         figures={**figures.as_dict(), "dispatcher_invocations": invocations,
-                 "finish_s": round(took, 1)},
+                 "finish_s": round(took, 1),
+                 "most_workers_at_once": scaler.state.most_workers_at_once},
     )  # fmt: skip

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.audio_factory import speech_mp3
+from support.waiting import wait_until
 from system.reliability.conftest import Report
 from system.reliability.scenario import scenario
 
@@ -63,6 +65,70 @@ def test_worker_killed_at_a_step_is_replaced_and_the_job_ends_once(
         figures={
             **figures.as_dict(),
             "bedrock_calls": len(fox_calls),
+            "outcome_after_kill_s": round(recovered, 1),
+        },
+    )
+
+
+FLEET = 3
+FLEET_TEXTS = {
+    "fox.mp3": None,  # the shared fox recording
+    "rain.mp3": "Heavy rain fell on the quiet village.",
+    "cat.mp3": "The old cat watches the birds from the window.",
+}
+
+
+@pytest.mark.parametrize("step", list(KILL_STEPS))
+def test_three_workers_killed_at_a_step_are_replaced_and_each_job_ends_once(
+    tmp_path: Path, fox_mp3: Path, report: Report, step: str
+) -> None:
+    """A fleet of 3 (one per waiting recording): all three SIGKILLed at the same step of
+    their jobs; the group's replacements finish each job once, each transcript reaches
+    Bedrock once, and the group goes back to 0."""
+    audio = {
+        name: fox_mp3 if text is None else speech_mp3(tmp_path / name, text)
+        for name, text in FLEET_TEXTS.items()
+    }
+    with scenario(
+        tmp_path / "run", worker={"WORKER_PAUSE_AFTER_STEP": step}, max_workers=FLEET
+    ) as run:
+        for name, path in audio.items():
+            run.upload(name, path)
+        paused: set[int] = set()
+
+        def all_paused() -> bool:
+            paused.update(
+                int(line["pid"]) for line in run.worker_lines() if line.get("pause_step") == step
+            )
+            return len(paused) == FLEET
+
+        wait_until(all_paused, 180, f"{FLEET} workers paused after {step}")
+        del run.deployment.options.worker_overrides["WORKER_PAUSE_AFTER_STEP"]
+        for pid in paused:
+            run.kill_worker(pid)
+
+        recovered = run.wait_finished()
+        run.wait_scaled_in()
+        figures = run.check()
+
+        assert figures.succeeded == FLEET
+        calls = run.model.converse_calls()
+        assert len(calls) == FLEET, "a transcript reached Bedrock more than once"
+        assert len([c for c in calls if "fox" in c.user.lower()]) == 1
+        scaler = run.deployment.scaler
+        assert scaler is not None
+        assert scaler.state.most_workers_at_once == FLEET
+        starts = [e.what for e in scaler.state.events if "worker started" in e.what]
+        assert len(starts) >= 2 * FLEET  # the killed workers and their replacements
+    report(
+        fault=f"{FLEET} workers SIGKILLed after step `{step}`",
+        happened=f"{KILL_STEPS[step]}, three times at once; the group's replacements took "
+        "the messages",
+        outcome=f"{FLEET} jobs finished once each, 1 Bedrock call each",
+        figures={
+            **figures.as_dict(),
+            "bedrock_calls": len(calls),
+            "workers_started": len(starts),
             "outcome_after_kill_s": round(recovered, 1),
         },
     )

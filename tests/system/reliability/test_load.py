@@ -1,6 +1,7 @@
-"""Load: 200 short recordings uploaded at once through the local mode. All complete once,
-the LLM Caller never runs more than 3 at a time, queues and DLQs end empty, the job table
-is consistent, and the GPU group is back at 0. Bounded: a one-word clip each, tiny model."""
+"""Load: 200 short recordings uploaded at once through the local mode, with one worker and
+with a fleet of up to 3. All complete once, the LLM Caller never runs more than its
+concurrency (3) at a time, queues and DLQs end empty, the job table is consistent, and the
+GPU group is back at 0. Bounded: a one-word clip each, tiny model."""
 
 from __future__ import annotations
 
@@ -13,17 +14,17 @@ from support.audio_factory import speech_mp3
 from system.reliability.conftest import Report
 from system.reliability.scenario import scenario
 
-from local_mode.pipeline import LLM_CALLER_CONCURRENCY
-
 pytestmark = [pytest.mark.slow, pytest.mark.load]
 
 FILES = 200
 LOAD_TIMEOUT = 600.0  # the whole run fails rather than hangs (a shared 2-CPU machine)
 
 
-def test_two_hundred_files_at_once(tmp_path: Path, report: Report) -> None:
+@pytest.mark.parametrize("workers", [1, 3], ids=["one-worker", "three-workers"])
+def test_two_hundred_files_at_once(tmp_path: Path, report: Report, workers: int) -> None:
+    """With one worker, and with a fleet of up to 3 (one per waiting recording)."""
     clip = speech_mp3(tmp_path / "word.mp3", "Hello.", speed=200).read_bytes()
-    with scenario(tmp_path / "run") as run:
+    with scenario(tmp_path / "run", max_workers=workers) as run:
         # A slow model: LLM jobs pile up, so the concurrency cap is actually exercised.
         run.model.script.delay_seconds = 2.0
         started = time.monotonic()
@@ -38,17 +39,21 @@ def test_two_hundred_files_at_once(tmp_path: Path, report: Report) -> None:
         assert trigger is not None
         assert figures.files == FILES
         assert figures.succeeded == FILES
-        assert 1 <= trigger.stats.max_concurrency_seen <= LLM_CALLER_CONCURRENCY
+        assert 1 <= trigger.stats.max_concurrency_seen <= run.deployment.llm_caller_concurrency
         assert trigger.stats.failures == 0
         assert run.deployment.desired_capacity() == 0
         assert len(run.model.converse_calls()) == FILES  # each transcript once
         scaler = run.deployment.scaler
         assert scaler is not None
-        workers = scaler.state.workers_started
+        started_workers = scaler.state.workers_started
+        at_once = scaler.state.most_workers_at_once
+        assert 1 <= at_once <= workers
     report(
-        fault=f"load: {FILES} one-word recordings uploaded at once (local mode)",
+        fault=f"load: {FILES} one-word recordings uploaded at once (local mode, up to "
+        f"{workers} worker{'s' if workers > 1 else ''})",
         happened=(
-            f"one worker took them in turn; the LLM Caller ran at most "
+            f"{at_once} worker{'s' if at_once > 1 else ''} at once took them in turn; the "
+            f"LLM Caller ran at most "
             f"{trigger.stats.max_concurrency_seen} at once against a 2 s model"
         ),
         outcome="all complete once; queues and DLQs empty; job table final; ASG back at 0",
@@ -56,7 +61,8 @@ def test_two_hundred_files_at_once(tmp_path: Path, report: Report) -> None:
             **figures.as_dict(),
             "llm_max_concurrency": trigger.stats.max_concurrency_seen,
             "llm_invocations": trigger.stats.invocations,
-            "workers_started": workers,
+            "workers_started": started_workers,
+            "most_workers_at_once": at_once,
             "total_s": round(took, 1),
             "per_file_s": round(took / FILES, 2),
         },
