@@ -134,6 +134,31 @@ def test_speakers_come_from_the_sidecar_or_folder_defaults_like_the_language(
     assert "speakers must be" in capsys.readouterr().err
 
 
+def test_a_speakers_flag_is_the_fallback_below_the_sidecar_and_folder_defaults(
+    s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "in"
+    write(root / "panel" / "_defaults.json", json.dumps({"speakers": "off"}))
+    write(root / "panel" / "a.mp3", b"a")
+    sidecar(write(root / "panel" / "b.mp3", b"b"), speakers="2")
+    write(root / "c.mp3", b"c")
+
+    with pytest.raises(SystemExit) as exit_:
+        upload(root, "--language", "english", "--speakers", "a crowd")
+    assert exit_.value.code == 2
+    assert "speakers must be 'auto', 'off' or a number" in capsys.readouterr().err
+    assert all_keys(s3) == []
+
+    assert upload(root, "--language", "english", "--speakers", " AUTO ") == 0
+
+    def speakers(key: str) -> str | None:
+        return decode_metadata(s3.head_object(Bucket=BUCKET, Key=key)["Metadata"]).speakers
+
+    assert speakers("audio-input/panel/a.mp3") == "off"
+    assert speakers("audio-input/panel/b.mp3") == "2"
+    assert speakers("audio-input/c.mp3") == "auto"
+
+
 def test_config_language_is_the_last_fallback(
     s3: S3Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
