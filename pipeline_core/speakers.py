@@ -72,6 +72,11 @@ def labels_in_order(speakers: Iterable[object]) -> dict[object, str]:
     return labels
 
 
+def spoken_prefix(speaker: str) -> str:
+    """What opens a speaker's words in plain text (``.txt``, SRT): ``Speaker 2: ``."""
+    return f"{speaker}: "
+
+
 def mentions_label(texts: Sequence[str]) -> bool:
     """Whether any of ``texts`` holds a speaker label (an edit may not add or remove one)."""
     return any(LABEL.search(text) for text in texts)

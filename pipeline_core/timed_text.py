@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from pipeline_core.speakers import LABEL
+from pipeline_core.speakers import LABEL, spoken_prefix
 
 _STAMP: Final = r"\d{2,}:\d{2}:\d{2}\.\d{3}"
 # A speaker's label as a line carries it after the timing: ``[Speaker 2]``.
@@ -161,7 +161,7 @@ def render_plain(transcript: TimedTranscript, texts: Mapping[int, str]) -> str:
         if line.speaker is not None and line.speaker != speaker:
             if out:
                 out.append("")
-            text = f"{line.speaker}: {text}"
+            text = spoken_prefix(line.speaker) + text
             speaker = line.speaker
         out.append(text)
     return "\n".join(out) + ("\n" if out else "")
