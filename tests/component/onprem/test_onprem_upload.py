@@ -46,6 +46,10 @@ def upload(folder: Path, *extra: str) -> int:
     return main(["upload", str(folder), "--bucket", BUCKET, *extra])
 
 
+def speakers_of(s3: S3Client, key: str) -> str | None:
+    return decode_metadata(s3.head_object(Bucket=BUCKET, Key=key)["Metadata"]).speakers
+
+
 def metadata_of(s3: S3Client, key: str) -> tuple[str | None, str]:
     head = s3.head_object(Bucket=BUCKET, Key=key)
     decoded = decode_metadata(head["Metadata"])
@@ -124,12 +128,9 @@ def test_speakers_come_from_the_sidecar_or_folder_defaults_like_the_language(
 
     assert upload(root, "--language", "english") == 1
 
-    def speakers(key: str) -> str | None:
-        return decode_metadata(s3.head_object(Bucket=BUCKET, Key=key)["Metadata"]).speakers
-
-    assert speakers("audio-input/panel/a.mp3") == "auto"
-    assert speakers("audio-input/panel/b.mp3") == "2"
-    assert speakers("audio-input/c.mp3") is None
+    assert speakers_of(s3, "audio-input/panel/a.mp3") == "auto"
+    assert speakers_of(s3, "audio-input/panel/b.mp3") == "2"
+    assert speakers_of(s3, "audio-input/c.mp3") is None
     assert "audio-input/d.mp3" not in all_keys(s3)
     assert "speakers must be" in capsys.readouterr().err
 
@@ -151,12 +152,9 @@ def test_a_speakers_flag_is_the_fallback_below_the_sidecar_and_folder_defaults(
 
     assert upload(root, "--language", "english", "--speakers", " AUTO ") == 0
 
-    def speakers(key: str) -> str | None:
-        return decode_metadata(s3.head_object(Bucket=BUCKET, Key=key)["Metadata"]).speakers
-
-    assert speakers("audio-input/panel/a.mp3") == "off"
-    assert speakers("audio-input/panel/b.mp3") == "2"
-    assert speakers("audio-input/c.mp3") == "auto"
+    assert speakers_of(s3, "audio-input/panel/a.mp3") == "off"
+    assert speakers_of(s3, "audio-input/panel/b.mp3") == "2"
+    assert speakers_of(s3, "audio-input/c.mp3") == "auto"
 
 
 def test_config_language_is_the_last_fallback(
