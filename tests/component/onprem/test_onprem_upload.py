@@ -114,8 +114,13 @@ def test_sidecar_beats_folder_defaults_beats_flags(s3: S3Client, tmp_path: Path)
     assert metadata_of(s3, "audio-input/f.mp3") == ("yi", "flag")
 
 
+@pytest.mark.parametrize(("flags", "run_wide"), [((), None), (("--speakers", " 3 "), "3")])
 def test_speakers_come_from_the_sidecar_or_folder_defaults_like_the_language(
-    s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    s3: S3Client,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: tuple[str, ...],
+    run_wide: str | None,
 ) -> None:
     root = tmp_path / "in"
     write(root / "panel" / "_defaults.json", json.dumps({"speakers": "auto"}))
@@ -126,35 +131,24 @@ def test_speakers_come_from_the_sidecar_or_folder_defaults_like_the_language(
     write(root / "d.mp3", b"d")
     write(root / "d.mp3.json", json.dumps({"speakers": "a crowd"}))
 
-    assert upload(root, "--language", "english") == 1
+    assert upload(root, "--language", "english", *flags) == 1
 
     assert speakers_of(s3, "audio-input/panel/a.mp3") == "auto"
     assert speakers_of(s3, "audio-input/panel/b.mp3") == "2"
-    assert speakers_of(s3, "audio-input/c.mp3") is None
+    assert speakers_of(s3, "audio-input/c.mp3") == run_wide  # the flag: only where none says
     assert "audio-input/d.mp3" not in all_keys(s3)
     assert "speakers must be" in capsys.readouterr().err
 
 
-def test_a_speakers_flag_is_the_fallback_below_the_sidecar_and_folder_defaults(
+def test_a_speakers_flag_that_is_not_a_request_stops_the_run_before_any_upload(
     s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    root = tmp_path / "in"
-    write(root / "panel" / "_defaults.json", json.dumps({"speakers": "off"}))
-    write(root / "panel" / "a.mp3", b"a")
-    sidecar(write(root / "panel" / "b.mp3", b"b"), speakers="2")
-    write(root / "c.mp3", b"c")
-
+    write(tmp_path / "in" / "a.mp3", b"a")
     with pytest.raises(SystemExit) as exit_:
-        upload(root, "--language", "english", "--speakers", "a crowd")
+        upload(tmp_path / "in", "--language", "english", "--speakers", "a crowd")
     assert exit_.value.code == 2
     assert "speakers must be 'auto', 'off' or a number" in capsys.readouterr().err
     assert all_keys(s3) == []
-
-    assert upload(root, "--language", "english", "--speakers", " AUTO ") == 0
-
-    assert speakers_of(s3, "audio-input/panel/a.mp3") == "off"
-    assert speakers_of(s3, "audio-input/panel/b.mp3") == "2"
-    assert speakers_of(s3, "audio-input/c.mp3") == "auto"
 
 
 def test_config_language_is_the_last_fallback(
