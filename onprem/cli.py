@@ -37,6 +37,7 @@ from onprem.console import (
     setup_logging,
     stdout_console,
 )
+from onprem.recording import speakers_flag
 from onprem.settings import DEFAULT_FORMATS, OnpremSettings, formats_flag, load_settings
 from onprem.shutdown import GracefulStop
 from onprem.state import AlreadyRunningError, UploadState, run_lock
@@ -104,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--details", help="details for recordings without their own (e.g. 'Bava Kamma 2a')"
+    )
+    up.add_argument(
+        "--speakers",
+        type=speakers_flag,
+        help="speaker labels for recordings that do not say: auto, a number of speakers or off",
     )
     up.add_argument("--state-file", type=Path, help="SQLite file remembering uploads")
     up.add_argument(
@@ -241,6 +247,7 @@ def _upload(args: argparse.Namespace, settings: OnpremSettings, console: Console
         patterns=settings.patterns,
         flag_language=args.language,
         flag_details=args.details,
+        flag_speakers=args.speakers,
         config_language=settings.language,
         min_age_seconds=settings.min_age_seconds,
         dry_run=args.dry_run,

@@ -7,7 +7,7 @@ The most specific statement wins, field by field:
 2. folder defaults, ``_defaults.json`` or ``.transcribe.json``, in the recording's folder or
    any folder above it up to the scanned root (the nearest folder wins; in one folder
    ``.transcribe.json`` wins over ``_defaults.json``);
-3. the ``--language`` / ``--details`` flags of this run;
+3. the ``--language`` / ``--details`` / ``--speakers`` flags of this run;
 4. ``language`` in the config file or ``ONPREM_LANGUAGE``.
 
 A run-wide flag is the fallback for recordings that say nothing themselves, so a sidecar
@@ -19,6 +19,7 @@ Every file is JSON: ``{"language": "hebrew", "details": "Bava Kamma 2a"}``; ``"s
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,15 @@ def _read_json(path: Path) -> dict[str, str]:
     return dict(data)
 
 
+def speakers_flag(value: str) -> str:
+    """``--speakers`` as an argparse type: the value ``normalize_speakers`` makes of it, or a
+    usage error saying what it may be."""
+    try:
+        return normalize_speakers(value)
+    except SpeakersRequestError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class MetadataResolver:
     """Resolves recordings below one root; folder defaults are read once per folder."""
 
@@ -84,6 +94,7 @@ class MetadataResolver:
         *,
         flag_language: str | None = None,
         flag_details: str | None = None,
+        flag_speakers: str | None = None,  # normalized: ``speakers_flag``
         config_language: str | None = None,
     ) -> None:
         self._root = root
@@ -92,7 +103,11 @@ class MetadataResolver:
             self._base.append(_Layer({"language": config_language}, "the config language"))
         flags = {
             name: value
-            for name, value in (("language", flag_language), ("details", flag_details))
+            for name, value in (
+                ("language", flag_language),
+                ("details", flag_details),
+                ("speakers", flag_speakers),
+            )
             if value is not None
         }
         if flags:

@@ -69,6 +69,7 @@ class UploadOptions:
     patterns: tuple[str, ...]
     flag_language: str | None = None
     flag_details: str | None = None
+    flag_speakers: str | None = None
     config_language: str | None = None
     min_age_seconds: float = 0.0
     dry_run: bool = False
@@ -139,6 +140,7 @@ def run_upload(
         options.root,
         flag_language=options.flag_language,
         flag_details=options.flag_details,
+        flag_speakers=options.flag_speakers,
         config_language=options.config_language,
     )
     jobs: list[_Job] = []

@@ -9,7 +9,7 @@ off unless the operator set one.
 Labels are ``Speaker 1``, ``Speaker 2``... in order of first appearance. In the timed
 transcript a labelled line carries its label after the timing, ``[start --> end] [Speaker 1]
 text``: part of the line's prefix, which correction keeps byte for byte and never shows the
-model (``pipeline_core.timed_text``).
+model (``pipeline_core.timed_text`` writes and reads it).
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ OFF: Final = "off"
 MAX_SPEAKERS: Final = 20
 LABEL_PREFIX: Final = "Speaker "
 LABEL: Final = re.compile(r"Speaker \d{1,3}")
-# A label as the timed transcript writes it, after the timing: ``[Speaker 2]``.
-TIMED_TAG: Final = re.compile(rf"\[(?P<speaker>{LABEL.pattern})\]")
 
 
 class SpeakersRequestError(ValueError):
@@ -74,14 +72,9 @@ def labels_in_order(speakers: Iterable[object]) -> dict[object, str]:
     return labels
 
 
-def timed_tag(speaker: str) -> str:
-    return f"[{speaker}]"
-
-
-def speaker_of_prefix(prefix: str) -> str | None:
-    """The label a timed line's prefix carries, if any."""
-    match = TIMED_TAG.search(prefix)
-    return match.group("speaker") if match else None
+def spoken_prefix(speaker: str) -> str:
+    """What opens a speaker's words in plain text (``.txt``, SRT): ``Speaker 2: ``."""
+    return f"{speaker}: "
 
 
 def mentions_label(texts: Sequence[str]) -> bool:

@@ -31,7 +31,9 @@ the character itself.
 
 Speakers: a cue of a labelled segment names its speaker, in WebVTT with a voice tag
 (``<v Speaker 1>``, https://www.w3.org/TR/webvtt1/#webvtt-cue-voice-span) and in SRT, which has
-no such markup, as a ``Speaker 1: `` prefix on its first line.
+no such markup, as a ``Speaker 1: `` prefix on its first line. The prefix counts in that
+line's length, so the line stays within ``line_chars``; both formats share the cues, so a
+VTT cue is cut where the SRT one is.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from pipeline_core.languages import is_right_to_left
+from pipeline_core.speakers import spoken_prefix
 from pipeline_core.timed_text import format_timestamp, one_line
 from pipeline_core.transcript_document import SegmentRecord, TranscriptDocument
 
@@ -110,22 +113,25 @@ def _proportional_tokens(segment: SegmentRecord) -> list[_Token]:
     return tokens
 
 
-def wrap(words: Sequence[str], limits: CueLimits = CueLimits()) -> tuple[str, ...] | None:
-    """``words`` as at most ``limits.lines`` lines of ``limits.line_chars``, or None.
+def wrap(
+    words: Sequence[str], limits: CueLimits = CueLimits(), lead: str = ""
+) -> tuple[str, ...] | None:
+    """``words`` as at most ``limits.lines`` lines of ``limits.line_chars``, or None; ``lead``
+    (a speaker's ``Speaker 1: ``) will open the first line and counts in its length.
 
     Two lines are balanced (the shorter line on top when they cannot be equal), as the
     guidelines ask; a single word longer than a line is a line of its own."""
     one = " ".join(words)
-    if len(one) <= limits.line_chars or len(words) == 1:
+    if len(lead + one) <= limits.line_chars or len(words) == 1:
         return (one,)
     if limits.lines < 2:
         return None
     best: tuple[str, str] | None = None
     for split in range(1, len(words)):
         top, bottom = " ".join(words[:split]), " ".join(words[split:])
-        if len(top) > limits.line_chars or len(bottom) > limits.line_chars:
+        if len(lead + top) > limits.line_chars or len(bottom) > limits.line_chars:
             continue
-        if best is None or _balance(top, bottom) < _balance(*best):
+        if best is None or _balance(lead + top, bottom) < _balance(lead + best[0], best[1]):
             best = (top, bottom)
     return best
 
@@ -146,14 +152,16 @@ def segment_cues(segment: SegmentRecord, limits: CueLimits = CueLimits()) -> lis
     """A segment's cues: as many words as fit each, ending at a punctuation mark in the
     cue's second half when there is one (a sentence or clause is not cut mid-way)."""
     tokens = _word_tokens(segment) or _proportional_tokens(segment)
+    lead = spoken_prefix(segment.speaker) if segment.speaker else ""
     result: list[Cue] = []
 
     def fits(group: Sequence[_Token]) -> bool:
         duration = group[-1].end - group[0].start
-        return wrap([t.text for t in group], limits) is not None and duration <= limits.seconds
+        lines = wrap([t.text for t in group], limits, lead)
+        return lines is not None and duration <= limits.seconds
 
     def close(group: Sequence[_Token]) -> None:
-        lines = wrap([t.text for t in group], limits)
+        lines = wrap([t.text for t in group], limits, lead)
         assert lines is not None  # every cue is built to fit
         end = max(group[0].start, group[-1].end)
         result.append(Cue(group[0].start, end, lines, segment.speaker))
@@ -193,7 +201,7 @@ def _display(line: str, rtl: bool) -> str:
 def _srt_lines(cue: Cue) -> tuple[str, ...]:
     if cue.speaker is None:
         return cue.lines
-    return (f"{cue.speaker}: {cue.lines[0]}", *cue.lines[1:])
+    return (spoken_prefix(cue.speaker) + cue.lines[0], *cue.lines[1:])
 
 
 def render_srt(cue_list: Iterable[Cue], *, rtl: bool) -> str:

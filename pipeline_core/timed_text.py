@@ -1,14 +1,17 @@
 """The timed transcript: the LLM Queue's payload, one segment a line.
 
 The worker writes each segment as ``[HH:MM:SS.mmm --> HH:MM:SS.mmm] text`` (``TIMED_LINE``;
-hours grow past 99 rather than wrap; the text is one line, never empty). The LLM Caller
-reads a transcript as lines of (timing prefix, text), so that correction changes only text:
-the prefix is kept byte for byte. Besides ours, it recognises any ``[...]`` prefix and the
-SRT-style ``00:01:02,500 --> 00:01:05,000``, so that a transcript written by hand or by
-another tool is corrected too; a line without a prefix is all text. Blank lines stay as
-they are and are never sent to a model. A labelled segment's line carries its speaker after
-the timing, ``[...] [Speaker 1] text`` (``pipeline_core.speakers``): part of the prefix, so
-correction never sees or changes it.
+hours grow past 99 rather than wrap; the text is one line, never empty). A labelled
+segment's line carries its speaker after the timing, ``[...] [Speaker 1] text``
+(``pipeline_core.speakers``); ``TIMED_LINE``'s groups are ``start``, ``end``, ``speaker``
+(None on an unlabelled line) and ``text``, so that no reader takes the label for text.
+
+The LLM Caller reads a transcript as lines of (prefix, speaker, text), so that correction
+changes only text: the prefix, timing and label, is kept byte for byte and the model never
+sees the label. Besides ours, it recognises any ``[...]`` prefix and the SRT-style
+``00:01:02,500 --> 00:01:05,000``, each optionally followed by a label, and a label alone,
+so that a transcript written by hand or by another tool is corrected too; a line without a
+prefix is all text. Blank lines stay as they are and are never sent to a model.
 """
 
 from __future__ import annotations
@@ -18,19 +21,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from pipeline_core.speakers import TIMED_TAG, speaker_of_prefix, timed_tag
+from pipeline_core.speakers import LABEL, spoken_prefix
 
 _STAMP: Final = r"\d{2,}:\d{2}:\d{2}\.\d{3}"
-# One line as the worker writes it; the groups are ``start``, ``end`` and ``text``.
-TIMED_PREFIX: Final = re.compile(rf"^\[(?P<start>{_STAMP}) --> (?P<end>{_STAMP})\]")
+# A speaker's label as a line carries it after the timing: ``[Speaker 2]``.
+_SPEAKER_TAG: Final = rf"\[(?P<speaker>{LABEL.pattern})\]"
+# One line as the worker writes it; the groups are ``start``, ``end``, ``speaker`` and ``text``.
+TIMED_PREFIX: Final = re.compile(
+    rf"^\[(?P<start>{_STAMP}) --> (?P<end>{_STAMP})\](?: {_SPEAKER_TAG})?"
+)
 TIMED_LINE: Final = re.compile(rf"{TIMED_PREFIX.pattern} (?P<text>\S.*)$")
 
-# What the reader accepts as a line's timing prefix (any bracket, or SRT-style times).
+# What the reader accepts as a line's prefix: a timing (any bracket but a label, or SRT-style
+# times), a label, or both; a label needs white space or the line's end after it.
 _READ_TIME = r"\d{1,2}(?::\d{2}){1,2}(?:[.,]\d+)?"
+_READ_TIMING = rf"\s*(?!\[{LABEL.pattern}\])\[[^\]\n]*\]\s*|\s*{_READ_TIME}\s*-->\s*{_READ_TIME}\s+"
 _READ_PREFIX = re.compile(
-    rf"^(?P<prefix>(?:\s*\[[^\]\n]*\]\s*|\s*{_READ_TIME}\s*-->\s*{_READ_TIME}\s+)"
-    rf"(?:{TIMED_TAG.pattern}\s+)?)(?P<text>.*)$",
-    re.DOTALL,
+    rf"^(?P<prefix>(?:{_READ_TIMING})?(?:\s*{_SPEAKER_TAG}(?:\s+|$))?)(?P<text>.*)$", re.DOTALL
 )
 _SPACES = re.compile(r"\s+")
 _ANY_TIME = r"\d+(?::\d{2}){1,2}(?:[.,]\d+)?"  # hours past 99 too
@@ -93,7 +100,7 @@ def render_segments(segments: Iterable[TimedSegment]) -> str:
     """The timed transcript of ``segments``: one line each, every line ending in a newline."""
     return "".join(
         f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}] "
-        f"{timed_tag(s.speaker) + ' ' if s.speaker else ''}{one_line(s.text)}\n"
+        f"{f'[{s.speaker}] ' if s.speaker else ''}{one_line(s.text)}\n"
         for s in segments
     )
 
@@ -101,16 +108,13 @@ def render_segments(segments: Iterable[TimedSegment]) -> str:
 @dataclass(frozen=True)
 class TimedLine:
     number: int  # 1-based position in the file: the line's id in prompts
-    prefix: str
+    prefix: str  # the timing and the label, as written
     text: str
+    speaker: str | None = None  # the label the prefix carries, if any
 
     @property
     def correctable(self) -> bool:
         return bool(self.text.strip())
-
-    @property
-    def speaker(self) -> str | None:
-        return speaker_of_prefix(self.prefix)
 
 
 @dataclass(frozen=True)
@@ -134,8 +138,8 @@ def parse(text: str) -> TimedTranscript:
     for number, raw in enumerate(raw_lines, start=1):
         content = raw.removesuffix("\r")
         match = _READ_PREFIX.match(content)
-        prefix, line_text = (match["prefix"], match["text"]) if match else ("", content)
-        lines.append(TimedLine(number, prefix, line_text))
+        assert match is not None  # every part of the pattern but the text is optional
+        lines.append(TimedLine(number, match["prefix"], match["text"], match["speaker"]))
     return TimedTranscript(tuple(lines), trailing)
 
 
@@ -157,7 +161,7 @@ def render_plain(transcript: TimedTranscript, texts: Mapping[int, str]) -> str:
         if line.speaker is not None and line.speaker != speaker:
             if out:
                 out.append("")
-            text = f"{line.speaker}: {text}"
+            text = spoken_prefix(line.speaker) + text
             speaker = line.speaker
         out.append(text)
     return "\n".join(out) + ("\n" if out else "")

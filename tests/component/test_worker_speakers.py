@@ -16,7 +16,7 @@ from bench.paths import default_eval_dir
 from gpu_worker.daemon import EXIT_OK
 from gpu_worker.speakers.diarizer import DiarizerCache, load_diarizer
 from pipeline_core.keys import TranscriptKeys, transcript_keys
-from pipeline_core.speakers import TIMED_TAG
+from pipeline_core.timed_text import TIMED_LINE, one_line
 from pipeline_core.transcript_document import TranscriptDocument
 
 pytestmark = pytest.mark.slow
@@ -52,7 +52,11 @@ def test_a_two_voice_recording_is_labelled_in_every_format(
     assert all(w.speaker == s.speaker for s in document.segments for w in s.words)
     assert document.diarize_seconds is not None
     timed = pipeline.text(keys.timed).splitlines()
-    assert [TIMED_TAG.search(line)["speaker"] for line in timed] == speakers  # type: ignore[index]
+    rows = [TIMED_LINE.match(line) for line in timed]
+    assert [row["speaker"] if row else None for row in rows] == speakers
+    assert [row["text"] if row else None for row in rows] == [
+        one_line(s.text) for s in document.segments
+    ]
     voices = [caption.voice for caption in webvtt.from_string(pipeline.text(keys.vtt)).captions]
     assert set(voices) == {"Speaker 1", "Speaker 2"}
     assert pipeline.text(keys.srt).split("\n")[2].startswith("Speaker 1: ")

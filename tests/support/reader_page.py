@@ -101,7 +101,11 @@ def document_from_timed_text(
             if timing
             else (None, None)
         )
-        lines.append(ReaderLine(line.text.strip(), start, end, corrected=index in marked))
+        lines.append(
+            ReaderLine(
+                line.text.strip(), start, end, corrected=index in marked, speaker=line.speaker
+            )
+        )
     return ReaderDocument(
         title=title,
         lines=tuple(lines),

@@ -185,3 +185,22 @@ def test_a_labelled_cue_names_its_speaker_with_a_vtt_voice_tag_and_an_srt_prefix
         "Speaker 2: Morning.",
         "Unlabelled.",
     ]
+
+
+def test_the_srt_speaker_prefix_counts_in_the_line_length_and_vtt_keeps_the_same_cues() -> None:
+    clause = "the gemara asks why the tanna counts them"  # 41 characters: one line alone
+    (alone,) = srt_parser.parse(srt(_document([SegmentRecord(start=0, end=3, text=clause)])))
+    assert alone.content == clause
+    said = SegmentRecord(start=0.0, end=3.0, text=clause, speaker="Speaker 1")
+    (cue,) = srt_parser.parse(srt(_document([said])))
+    assert cue.content == "Speaker 1: the gemara asks\nwhy the tanna counts them"  # balanced
+
+    words = _timed_words(SENTENCE, 10.0, 0.6)
+    long = SegmentRecord(start=10.0, end=26.8, text=SENTENCE, words=words, speaker="Speaker 12")
+    parsed = list(srt_parser.parse(srt(_document([long]))))
+    _check_conventions(parsed)  # every line within 42 characters, the label included
+    assert all(cue.content.startswith("Speaker 12: ") for cue in parsed)
+    spoken = [cue.content.removeprefix("Speaker 12: ") for cue in parsed]
+    assert " ".join(text.replace("\n", " ") for text in spoken) == SENTENCE
+    captions = webvtt.from_string(vtt(_document([long]))).captions
+    assert [(c.voice, c.text) for c in captions] == [("Speaker 12", text) for text in spoken]

@@ -161,3 +161,57 @@ def test_a_labelled_line_keeps_its_speaker_out_of_the_text_and_the_plain_text_ha
         "Speaker 1: Good morning.\nToday: tides.\n\n"
         "Speaker 2: A question [inaudible]\n\nSpeaker 1: Yes.\n"
     )
+
+
+def test_the_line_pattern_gives_the_label_as_a_field_on_a_labelled_line_and_none_without() -> None:
+    labelled, unlabelled = render_segments(
+        [Seg(1.0, 2.0, "[Speaker 9] said no", "Speaker 12"), Seg(2.0, 3.0, "[inaudible] yes")]
+    ).splitlines()
+    assert labelled == "[00:00:01.000 --> 00:00:02.000] [Speaker 12] [Speaker 9] said no"
+    match, plain = TIMED_LINE.match(labelled), TIMED_LINE.match(unlabelled)
+    assert match
+    assert plain
+    assert (match["start"], match["end"], match["speaker"], match["text"]) == (
+        "00:00:01.000",
+        "00:00:02.000",
+        "Speaker 12",
+        "[Speaker 9] said no",  # only the label after the timing is the line's speaker
+    )
+    assert (plain["speaker"], plain["text"]) == (None, "[inaudible] yes")
+    prefix = TIMED_PREFIX.match(labelled)
+    assert prefix
+    assert prefix[0] == "[00:00:01.000 --> 00:00:02.000] [Speaker 12]"
+    transcript = parse(f"{labelled}\n{unlabelled}\n")
+    assert [(line.speaker, line.text) for line in transcript.lines] == [
+        ("Speaker 12", "[Speaker 9] said no"),
+        (None, "[inaudible] yes"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "prefix", "speaker", "text"),
+    [
+        (
+            "00:00:01,000 --> 00:00:02,000 [Speaker 2] SRT times",
+            "00:00:01,000 --> 00:00:02,000 [Speaker 2] ",
+            "Speaker 2",
+            "SRT times",
+        ),
+        (
+            "[0:01 -> 0:02] [Speaker 3] any bracket",
+            "[0:01 -> 0:02] [Speaker 3] ",
+            "Speaker 3",
+            "any bracket",
+        ),
+        ("[Speaker 4] a label alone", "[Speaker 4] ", "Speaker 4", "a label alone"),
+        ("[0:01 --> 0:02] [Speaker 5]", "[0:01 --> 0:02] [Speaker 5]", "Speaker 5", ""),
+        ("[0:01 --> 0:02] [Speaker 6]: glued", "[0:01 --> 0:02] ", None, "[Speaker 6]: glued"),
+        ("text that names [Speaker 7]", "", None, "text that names [Speaker 7]"),
+    ],
+)
+def test_the_reader_takes_a_label_after_any_timing_or_alone(
+    line: str, prefix: str, speaker: str | None, text: str
+) -> None:
+    (read,) = parse(line).lines
+    assert (read.prefix, read.speaker, read.text) == (prefix, speaker, text)
+    assert render_timed(parse(line), {}) == line

@@ -46,6 +46,10 @@ def upload(folder: Path, *extra: str) -> int:
     return main(["upload", str(folder), "--bucket", BUCKET, *extra])
 
 
+def speakers_of(s3: S3Client, key: str) -> str | None:
+    return decode_metadata(s3.head_object(Bucket=BUCKET, Key=key)["Metadata"]).speakers
+
+
 def metadata_of(s3: S3Client, key: str) -> tuple[str | None, str]:
     head = s3.head_object(Bucket=BUCKET, Key=key)
     decoded = decode_metadata(head["Metadata"])
@@ -110,8 +114,13 @@ def test_sidecar_beats_folder_defaults_beats_flags(s3: S3Client, tmp_path: Path)
     assert metadata_of(s3, "audio-input/f.mp3") == ("yi", "flag")
 
 
+@pytest.mark.parametrize(("flags", "run_wide"), [((), None), (("--speakers", " 3 "), "3")])
 def test_speakers_come_from_the_sidecar_or_folder_defaults_like_the_language(
-    s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    s3: S3Client,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: tuple[str, ...],
+    run_wide: str | None,
 ) -> None:
     root = tmp_path / "in"
     write(root / "panel" / "_defaults.json", json.dumps({"speakers": "auto"}))
@@ -122,16 +131,24 @@ def test_speakers_come_from_the_sidecar_or_folder_defaults_like_the_language(
     write(root / "d.mp3", b"d")
     write(root / "d.mp3.json", json.dumps({"speakers": "a crowd"}))
 
-    assert upload(root, "--language", "english") == 1
+    assert upload(root, "--language", "english", *flags) == 1
 
-    def speakers(key: str) -> str | None:
-        return decode_metadata(s3.head_object(Bucket=BUCKET, Key=key)["Metadata"]).speakers
-
-    assert speakers("audio-input/panel/a.mp3") == "auto"
-    assert speakers("audio-input/panel/b.mp3") == "2"
-    assert speakers("audio-input/c.mp3") is None
+    assert speakers_of(s3, "audio-input/panel/a.mp3") == "auto"
+    assert speakers_of(s3, "audio-input/panel/b.mp3") == "2"
+    assert speakers_of(s3, "audio-input/c.mp3") == run_wide  # the flag: only where none says
     assert "audio-input/d.mp3" not in all_keys(s3)
     assert "speakers must be" in capsys.readouterr().err
+
+
+def test_a_speakers_flag_that_is_not_a_request_stops_the_run_before_any_upload(
+    s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(tmp_path / "in" / "a.mp3", b"a")
+    with pytest.raises(SystemExit) as exit_:
+        upload(tmp_path / "in", "--language", "english", "--speakers", "a crowd")
+    assert exit_.value.code == 2
+    assert "speakers must be 'auto', 'off' or a number" in capsys.readouterr().err
+    assert all_keys(s3) == []
 
 
 def test_config_language_is_the_last_fallback(
