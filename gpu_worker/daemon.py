@@ -236,8 +236,7 @@ class Worker:
                     self.pauses.after("marked_transcribed", in_flight.check)
                     timed_key, timed_version = written.keys.timed, written.timed_version_id
                 else:  # what the delivery that transcribed it recorded
-                    record = self.table.get(job_id)
-                    recorded = record.attributes if record is not None else {}
+                    recorded = claim.record.attributes if claim.record is not None else {}
                     timed_key = str(
                         recorded.get(JobField.TIMED_KEY)
                         or transcript_keys(job.resolved_output_name).timed
@@ -283,6 +282,8 @@ class Worker:
                 self.pauses.after("mid_transcription", in_flight.check)
 
             def report(percent: float) -> None:
+                if in_flight.progress.elapsed() < self.settings.progress_log_seconds:
+                    return  # nobody watches a job shorter than one report interval
                 try:
                     self.table.update_fields(
                         claim.job_id, {JobField.PROGRESS_PERCENT: round(percent, 1)}

@@ -32,6 +32,8 @@ from pipeline_core.contracts import utc_timestamp
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.literals import ReturnValueType
+    from mypy_boto3_dynamodb.type_defs import UpdateItemOutputTypeDef
 
 DEFAULT_TTL_DAYS: Final = 90
 # ``JobField.RESULT_SENT_AT``'s value when no Result can name the upload (an unsafe key).
@@ -200,6 +202,14 @@ class JobRecord:
             return None
 
 
+@dataclass(frozen=True)
+class Moved:
+    """What ``JobTable.move`` did, and the row it saw."""
+
+    moved: bool
+    record: JobRecord | None
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -254,6 +264,13 @@ class _Update:
             if value is not None:
                 self.assignments.append(f"{self.name(attribute)} = {self.value(value)}")
 
+    def add_one(self, attribute: str) -> None:
+        """Count up ``attribute`` (from 0 where the row has none yet)."""
+        counter = self.name(attribute)
+        self.assignments.append(
+            f"{counter} = if_not_exists({counter}, {self.value(0)}) + {self.value(1)}"
+        )
+
     def require(self, condition: str) -> None:
         self.conditions.append(condition)
 
@@ -300,14 +317,18 @@ class JobTable:
             if v is not None
         }
 
-    def _update(self, job_id: str, update: _Update) -> None:
-        self._client.update_item(
+    def _update(
+        self, job_id: str, update: _Update, returns: ReturnValueType = "NONE"
+    ) -> UpdateItemOutputTypeDef:
+        return self._client.update_item(
             TableName=self._table,
             Key=self._serialize({JobField.JOB_ID: job_id}),
             UpdateExpression="SET " + ", ".join(update.assignments),
             ConditionExpression=" AND ".join(update.conditions),
             ExpressionAttributeNames=update.names,
             ExpressionAttributeValues=self._serialize(update.values),
+            ReturnValues=returns,
+            ReturnValuesOnConditionCheckFailure="ALL_OLD" if returns != "NONE" else "NONE",
         )
 
     def create(
@@ -366,6 +387,35 @@ class JobTable:
         update.require_job(expected)
         return _written(lambda: self._update(job_id, update))
 
+    def move(
+        self,
+        job_id: str,
+        to: JobState,
+        *,
+        expected: Iterable[JobState],
+        fields: Mapping[str, Any] | None = None,
+        count: str | None = None,
+    ) -> Moved:
+        """``transition`` that also answers with the row, in the same one UpdateItem: as
+        it is after the move, or as it stood when the move was refused (None: no such job).
+        ``count`` names an attribute the move adds one to (created at 1)."""
+        now = utc_timestamp()
+        update = _Update()
+        update.set(
+            {**(fields or {}), JobField.STATE: to.value, JobField.UPDATED_AT: now, to.at_field: now}
+        )
+        if count:
+            update.add_one(count)
+        update.require_job(expected)
+        try:
+            response = self._update(job_id, update, returns="ALL_NEW")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            item: Mapping[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
+            return Moved(False, JobRecord.from_item(self._deserialize(item)) if item else None)
+        return Moved(True, JobRecord.from_item(self._deserialize(response["Attributes"])))
+
     def update_fields(self, job_id: str, fields: Mapping[str, Any]) -> None:
         """Record figures (progress, durations) without changing the state."""
         if not fields:
@@ -410,10 +460,7 @@ class JobTable:
         if unless_present:
             update.require(f"attribute_not_exists({update.name(unless_present)})")
         if count:
-            counter = update.name(count)
-            update.assignments.append(
-                f"{counter} = if_not_exists({counter}, {update.value(0)}) + {update.value(1)}"
-            )
+            update.add_one(count)
         return _written(lambda: self._update(job_id, update))
 
     def release(self, job_id: str, lease: Lease) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -117,14 +118,20 @@ def test_the_worker_transcribes_with_only_its_instance_role(
 
     @set_initial_no_auth_action_count(0)
     def run_as_the_instance() -> int:
-        return pipeline.worker(aws=aws).run()
+        return pipeline.worker(aws=aws, progress_log_seconds=30).run()
 
     assert run_as_the_instance() == EXIT_OK
 
     calls = ledger.records()
     assert denied(calls) == []
     assert ungranted(calls, policies) == []
-    assert {"s3:GetObject", "s3:PutObject", "sqs:SendMessage"} <= {c.action for c in calls}
+    # One file's calls, each explained in docs/design.md ("The worker's AWS calls per file").
+    actions = Counter(c.action for c in calls)
+    assert actions["dynamodb:UpdateItem"] == 3  # claim, transcribed, handed off
+    assert actions["dynamodb:GetItem"] == 0  # the claim's and the mark's answers carry the row
+    assert actions["s3:GetObject"] == 2  # the download, the HEAD of its own transcript
+    assert actions["s3:PutObject"] == 4
+    assert actions["sqs:SendMessage"] == actions["sqs:DeleteMessage"] == 1
     [llm_job] = pipeline.llm_jobs()
     assert llm_job.source_key == key
 
