@@ -264,11 +264,11 @@ class _Update:
             if value is not None:
                 self.assignments.append(f"{self.name(attribute)} = {self.value(value)}")
 
-    def add_one(self, attribute: str) -> None:
-        """Count up ``attribute`` (from 0 where the row has none yet)."""
+    def add(self, attribute: str, step: int = 1) -> None:
+        """Count ``attribute`` up (or down) by ``step``, from 0 where the row has none yet."""
         counter = self.name(attribute)
         self.assignments.append(
-            f"{counter} = if_not_exists({counter}, {self.value(0)}) + {self.value(1)}"
+            f"{counter} = if_not_exists({counter}, {self.value(0)}) + {self.value(step)}"
         )
 
     def require(self, condition: str) -> None:
@@ -395,18 +395,23 @@ class JobTable:
         expected: Iterable[JobState],
         fields: Mapping[str, Any] | None = None,
         count: str | None = None,
+        count_by: int = 1,
+        when: Mapping[str, Any] | None = None,
     ) -> Moved:
         """``transition`` that also answers with the row, in the same one UpdateItem: as
         it is after the move, or as it stood when the move was refused (None: no such job).
-        ``count`` names an attribute the move adds one to (created at 1)."""
+        ``count`` names an attribute the move adds ``count_by`` to (from 0); ``when`` holds
+        attribute values the row must have besides its state."""
         now = utc_timestamp()
         update = _Update()
         update.set(
             {**(fields or {}), JobField.STATE: to.value, JobField.UPDATED_AT: now, to.at_field: now}
         )
         if count:
-            update.add_one(count)
+            update.add(count, count_by)
         update.require_job(expected)
+        for attribute, value in (when or {}).items():
+            update.require(f"{update.name(attribute)} = {update.value(value)}")
         try:
             response = self._update(job_id, update, returns="ALL_NEW")
         except ClientError as exc:
@@ -460,7 +465,7 @@ class JobTable:
         if unless_present:
             update.require(f"attribute_not_exists({update.name(unless_present)})")
         if count:
-            update.add_one(count)
+            update.add(count)
         return _written(lambda: self._update(job_id, update))
 
     def release(self, job_id: str, lease: Lease) -> None:

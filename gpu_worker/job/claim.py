@@ -115,3 +115,17 @@ def claim_job(table: JobTable, job_id: str, job: AudioJob, bucket: str, worker_i
         if action is not None:
             return Claim(job_id, action, record.state, record=record)
     raise ClaimConflictError(f"job {job_id} keeps changing state under this worker")
+
+
+def give_back_claim(table: JobTable, claim: Claim, worker_id: str) -> bool:
+    """Undo ``claim`` for a message that goes back unworked (a prefetched job at a stop):
+    the job is queued again and the attempt uncounted. Nothing changes (False) once another
+    delivery has claimed the job since, or the job moved on."""
+    return table.move(
+        claim.job_id,
+        JobState.QUEUED,
+        expected=[JobState.TRANSCRIBING],
+        count=JobField.ATTEMPTS,
+        count_by=-1,
+        when={JobField.WORKER_ID: worker_id, JobField.ATTEMPTS: claim.attempt},
+    ).moved
