@@ -224,6 +224,7 @@ class Worker:
                         self.handle(message)  # 1.-6.
                         self.idle.reset()
                         continue
+                finisher.wait()  # the message it holds keeps the queue from looking idle
                 if self.stop.requested is None and self.idle_long_enough():  # scale to zero
                     prefetcher.pause()
                     finisher.wait()
