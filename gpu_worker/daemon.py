@@ -271,8 +271,8 @@ class Worker:
     def fetch_next(self, halted: Callable[[], bool]) -> HeldJob | Literal[Poll.EMPTY] | None:
         """The prefetcher's step: receive one message and prepare it while the engine works
         on the job before; None when the message needed no engine."""
-        if self.stop.requested is not None:
-            self.stop.wait(HANDOVER_POLL_SECONDS)
+        if self.stop.requested is not None:  # take nothing more; the loop is ending
+            time.sleep(HANDOVER_POLL_SECONDS)
             return None
         waited = self.hold_off_until - time.monotonic()
         if waited > 0:  # a configuration error: take no job for a while
