@@ -380,13 +380,13 @@ def readme_section(results: dict[str, Any], results_link: str) -> str:
     for section in results.get("latency", []):
         runs = section["runs"]
         overheads = ", ".join(
-            f"{r['seconds_per_file']:g} s files {_pct(r['overhead'])}"
+            f"{r['seconds_per_file']:g} s files {_pct(r['overhead'])} ("
             + (
-                f" ({_between_files(r)} between files)"
+                f"{_between_files(r)} between files; "
                 if r.get("between_files_overhead") is not None
                 else ""
             )
-            + f" ({sum(r['api_calls_per_file'].values()):g} worker AWS calls per file)"
+            + f"{sum(r['api_calls_per_file'].values()):g} worker AWS calls per file)"
             for r in runs
         )
         first = runs[0]

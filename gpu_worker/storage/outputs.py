@@ -1,9 +1,10 @@
 """Step 5: the transcript files in S3, the timed one last as the commit mark.
 
 Each ``put_object`` is atomic for readers (a reader sees the old object or the whole new
-one). The JSON, SRT and VTT files are written at once; the timed file is written last because it is what the LLM Caller reads and what a
-restarted worker looks for: it carries the job id and the run's figures as S3 metadata,
-so a redelivered job whose transcript was already written skips straight to the hand-off.
+one). The JSON, SRT and VTT files are written at once; the timed file is written last,
+because it is what the LLM Caller reads and what a restarted worker looks for: it carries
+the job id and the run's figures as S3 metadata, so a redelivered job whose transcript was
+already written skips straight to the hand-off.
 Every file names its recording (``pipeline_core.ownership``), and the timed file the S3
 version of the JSON written with it (the LLM Caller reads that one for the word timings);
 a timed file of another recording at this job's key fails the job instead of being
