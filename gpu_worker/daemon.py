@@ -443,6 +443,8 @@ class Worker:
         held.transcription = transcribe_audio(
             engine, held.audio, job.language_code, in_flight.progress, check, on_report=report
         )
+        held.audio.close()  # its decoded window is not kept while the job is handed off
+        held.audio = None
         return True
 
     def hand_off(self, held: HeldJob) -> bool:
