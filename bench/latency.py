@@ -11,7 +11,10 @@ Two stand-ins make this machine behave like a GPU instance in AWS:
   large model) and returns a plausible transcript; the worker gets it through its engine cache,
   as it gets a loaded model, so the daemon runs its own code path.
 
-The overhead is the worker loop's time (queue to hand-off) over the stand-in's busy time.
+The overhead is the worker loop's time (queue to hand-off) over the stand-in's busy time;
+its part between the first file's start on the engine and the last one's end is the engine's
+wait between files, what a long batch sees; the rest is the first file's fetch and the last
+one's hand-off, once per batch.
 """
 
 from __future__ import annotations
@@ -61,8 +64,11 @@ SETTINGS: Final = (
     "an HTTP proxy that holds it for the stated latency in front of a moto server on "
     "127.0.0.1; the engine is a stand-in that takes the stated fraction of the audio's length "
     "and returns a transcript of one segment per 5 s; the files were uploaded and dispatched "
-    "beforehand (not timed); overhead = loop seconds / stand-in seconds - 1; peak RSS is the "
-    "whole process (moto and the proxy included), sampled every 50 ms while the worker runs"
+    "beforehand (not timed); overhead = loop seconds / stand-in seconds - 1; between files = "
+    "(the last file's end - the first file's start on the stand-in) / stand-in seconds - 1, "
+    "the engine's wait between files (the rest: the first file's fetch, the last one's "
+    "hand-off and the idle exit); peak RSS is the whole process (moto and the proxy "
+    "included), sampled every 50 ms while the worker runs"
 )
 
 
@@ -72,6 +78,8 @@ class PacedEngine:
     def __init__(self, fraction: float = DEFAULT_ENGINE_FRACTION) -> None:
         self.fraction = fraction
         self.busy_seconds = 0.0  # time spent transcribing, all files
+        self.first_started: float | None = None  # perf_counter at the first file's start
+        self.last_ended = 0.0  # perf_counter at the last file's end
 
     @property
     def model_id(self) -> str:
@@ -89,8 +97,11 @@ class PacedEngine:
         while start < duration:
             end = min(start + SEGMENT_SECONDS, duration)
             started = time.perf_counter()
+            if self.first_started is None:
+                self.first_started = started
             time.sleep((end - start) * self.fraction)
-            self.busy_seconds += time.perf_counter() - started
+            self.last_ended = time.perf_counter()
+            self.busy_seconds += self.last_ended - started
             if progress is not None:
                 progress(end)
             yield _segment(start, end, next(sentences))
@@ -220,6 +231,12 @@ class LatencyRun:
     loop_seconds: float  # the worker loop, queue to hand-off (best repeat)
     overhead: float  # loop / engine - 1 (target < 0.05 for 30 s files at 20 ms)
     overhead_ms_per_file: float  # (loop - engine) / files
+    # From the first file's start on the engine to the last one's end: the engine's wait
+    # between files (the batch's steady state) ...
+    between_files_overhead: float  # span / engine - 1
+    # ... and the rest: the first file's fetch before it, the last one's hand-off and the
+    # idle exit after it.
+    first_and_last_seconds: float  # loop - span
     api_calls_per_file: dict[str, float]  # service -> the worker's calls per file
     api_calls_by_operation_per_file: dict[str, float]  # "<service>.<Operation>" -> calls
     proxied_requests_per_file: float  # HTTP requests the proxy forwarded (retries included)
@@ -231,6 +248,7 @@ class LatencyRun:
 @dataclass(frozen=True)
 class _Once:
     engine_seconds: float
+    engine_span_seconds: float  # the first file's start on the engine to the last one's end
     loop_seconds: float
     calls: Counter[str]
     proxied: int
@@ -258,7 +276,9 @@ def _once(audio: Path, language: str, files: int, latency_ms: float, fraction: f
         )["Attributes"]["ApproximateNumberOfMessages"]
         if int(handed_off) != files:
             raise RuntimeError(f"the worker handed off {handed_off} of {files} files")
-    return _Once(engine.busy_seconds, took, calls, proxied, rss.before, rss.peak)
+    assert engine.first_started is not None
+    span = engine.last_ended - engine.first_started
+    return _Once(engine.busy_seconds, span, took, calls, proxied, rss.before, rss.peak)
 
 
 def _mib(value: int) -> float:
@@ -291,6 +311,8 @@ def measure(
         loop_seconds=round(best.loop_seconds, 3),
         overhead=round(best.loop_seconds / best.engine_seconds - 1, 4),
         overhead_ms_per_file=round(1000 * (best.loop_seconds - best.engine_seconds) / files, 1),
+        between_files_overhead=round(best.engine_span_seconds / best.engine_seconds - 1, 4),
+        first_and_last_seconds=round(best.loop_seconds - best.engine_span_seconds, 3),
         api_calls_per_file={s: round(n / files, 2) for s, n in sorted(by_service.items())},
         api_calls_by_operation_per_file={
             op: round(n / files, 2) for op, n in sorted(best.calls.items())

@@ -183,12 +183,14 @@ def _latency_md(sections: list[dict[str, Any]]) -> list[str]:
         rows = [
             [r["files"], r["seconds_per_file"], r["call_latency_ms"], _fraction(r),
              r["engine_seconds"], r["loop_seconds"], _pct(r["overhead"]), r["overhead_ms_per_file"],
+             _between_files(r), r.get("first_and_last_seconds"),
              sum(r["api_calls_per_file"].values()), r["proxied_requests_per_file"],
              r["rss_before_mib"], r["peak_rss_mib"]]
             for r in runs
         ]  # fmt: skip
         header = ["files", "s per file", "ms per AWS call", "stand-in time", "stand-in s",
                   "loop s", "overhead (target < 5% at 30 s)", "overhead ms per file",
+                  "of it between files (steady state)", "s before the first, after the last file",
                   "worker AWS calls per file", "HTTP requests per file", "RSS before MiB",
                   "peak RSS MiB"]  # fmt: skip
         out += [table(header, rows), ""]
@@ -224,6 +226,46 @@ def _fleet_md(section: dict[str, Any]) -> list[str]:
               "files / hour", "ideal files / hour", "of ideal", "transcribe s (sum)",
               "failed"]  # fmt: skip
     return [*out, table(header, rows), ""]
+
+
+def _between_files(run: dict[str, Any]) -> str | None:
+    return _pct(run.get("between_files_overhead"))  # None (a dash) in runs from before it
+
+
+def _latency_comparison_md(sections: list[dict[str, Any]]) -> list[str]:
+    """Each file length's figures side by side, one column per label (before, after)."""
+    if len(sections) < 2:
+        return []
+    labels = [section["label"] for section in sections]
+    runs = {
+        (section["label"], run["seconds_per_file"]): run
+        for section in sections
+        for run in section["runs"]
+    }
+    lengths = sorted({seconds for _, seconds in runs})
+    figures: list[tuple[str, Any]] = [
+        ("overhead", lambda r: _pct(r["overhead"])),
+        ("of it between files", _between_files),
+        ("worker AWS calls per file", lambda r: f"{sum(r['api_calls_per_file'].values()):g}"),
+        ("peak RSS MiB", lambda r: r["peak_rss_mib"]),
+    ]
+    rows = []
+    for seconds in lengths:
+        for name, figure in figures:
+            cells = [runs.get((label, seconds)) for label in labels]
+            rows.append([f"{seconds:g} s files: {name}",
+                         *(figure(run) if run else None for run in cells)])  # fmt: skip
+        operations = sorted(
+            {op for label in labels for op in runs.get((label, seconds), {}).get(
+                "api_calls_by_operation_per_file", {})}
+        )  # fmt: skip
+        for op in operations:
+            cells = [runs.get((label, seconds)) for label in labels]
+            rows.append([f"{seconds:g} s files: {op} per file",
+                         *(run["api_calls_by_operation_per_file"].get(op, 0) if run else None
+                           for run in cells)])  # fmt: skip
+    return ["### Worker overhead at GPU speed, side by side", "",
+            table(["figure", *labels], rows), ""]  # fmt: skip
 
 
 def _orchestration_md(o: dict[str, Any]) -> list[str]:
@@ -385,6 +427,7 @@ def markdown(results: dict[str, Any]) -> str:
     if "batching" in results:
         out += _batching_md(results["batching"])
     out += _loop_md(results.get("loop", []))
+    out += _latency_comparison_md(results.get("latency", []))
     out += _latency_md(results.get("latency", []))
     if "orchestration" in results:
         out += _orchestration_md(results["orchestration"])
@@ -460,8 +503,13 @@ def readme_section(results: dict[str, Any], results_link: str) -> str:
     for section in results.get("latency", []):
         runs = section["runs"]
         overheads = ", ".join(
-            f"{r['seconds_per_file']:g} s files {_pct(r['overhead'])} "
-            f"({sum(r['api_calls_per_file'].values()):g} worker AWS calls per file)"
+            f"{r['seconds_per_file']:g} s files {_pct(r['overhead'])} ("
+            + (
+                f"{_between_files(r)} between files; "
+                if r.get("between_files_overhead") is not None
+                else ""
+            )
+            + f"{sum(r['api_calls_per_file'].values()):g} worker AWS calls per file)"
             for r in runs
         )
         first = runs[0]

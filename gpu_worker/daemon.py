@@ -18,19 +18,30 @@ import logging
 import socket
 import sys
 import tempfile
-from contextlib import ExitStack
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack, closing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import boto3
 from botocore.config import Config
 
 from gpu_worker.delivery.lease import MessageLease, heartbeat
 from gpu_worker.delivery.messages import Malformed, read_audio_job
+from gpu_worker.delivery.prefetch import HANDOVER_POLL_SECONDS, Finisher, Poll, Prefetcher
 from gpu_worker.delivery.queues import AudioQueue, Received
 from gpu_worker.faults import PausePoints
-from gpu_worker.job.claim import Action, Claim, claim_job, object_version, resolve_job_id
+from gpu_worker.job.claim import (
+    Action,
+    Claim,
+    claim_job,
+    give_back_claim,
+    object_version,
+    resolve_job_id,
+)
 from gpu_worker.job.handoff import mark_transcribed, record_handed_off, report_failure, send_llm_job
 from gpu_worker.lifecycle.give_back import clear_fatal_exit, record_fatal_exit
 from gpu_worker.lifecycle.imds import ImdsClient
@@ -44,13 +55,14 @@ from gpu_worker.storage.outputs import WrittenTranscript, find_written_transcrip
 from gpu_worker.transcription.engine_cache import EngineCache
 from gpu_worker.transcription.engines import DecodeOptions, load_engine
 from gpu_worker.transcription.formats import RunFigures
-from gpu_worker.transcription.transcribe_step import SpeakerRequest, transcribe_audio
+from gpu_worker.transcription.recognize import OpenedAudio
+from gpu_worker.transcription.transcribe_step import SpeakerRequest, Transcription, transcribe_audio
 from pipeline_core.config import ConfigError, WorkerSettings
 from pipeline_core.contracts import ResultTopic, utc_timestamp
 from pipeline_core.errors import ConfigurationError, PermanentError
 from pipeline_core.jobs import JobField, JobTable
 from pipeline_core.jsonlog import configure_logging, log_context
-from pipeline_core.keys import transcript_keys
+from pipeline_core.keys import TranscriptKeys, transcript_keys
 from pipeline_core.speakers import requested_count
 
 if TYPE_CHECKING:
@@ -96,6 +108,47 @@ class AwsClients:
         )
 
 
+@dataclass
+class HeldJob:
+    """A valid audio job's message from its receive to its end (deleted or given back): the
+    lease, its heartbeat and its place with the stop controller, and what each step learnt."""
+
+    message: Received
+    lease: MessageLease
+    job: AudioJob
+    bucket: str
+    resources: ExitStack = field(default_factory=ExitStack)
+    in_flight: InFlight = field(init=False)
+    job_id: str | None = None
+    claim: Claim | None = None
+    written: WrittenTranscript | None = None  # by an earlier delivery
+    audio: OpenedAudio | None = None  # downloaded, its first window decoded
+    transcription: Transcription | None = None
+
+    def hold(self, stop: StopController, settings: WorkerSettings, *, waiting: bool) -> None:
+        """Keep the message hidden (heartbeat) and known to the stop controller until ``close``."""
+        self.resources.enter_context(heartbeat(self.lease, settings.heartbeat_seconds))
+        self.in_flight = self.resources.enter_context(
+            stop.job(self.lease, settings.progress_log_seconds, waiting=waiting)
+        )
+
+    @property
+    def keys(self) -> TranscriptKeys:
+        return transcript_keys(self.job.resolved_output_name)
+
+    def log_fields(self) -> dict[str, object]:
+        return {
+            "message_id": self.message.message_id,
+            "receive_count": self.message.receive_count,
+            "s3_key": self.job.object_key,
+            "job_id": self.job_id or self.job.job_id,
+        }
+
+    def close(self) -> None:
+        """The job ended: stop the heartbeat, unregister, delete the downloaded audio."""
+        self.resources.close()
+
+
 class ModelLoadError(RuntimeError):
     """The default model does not load: no job can be done on this instance."""
 
@@ -134,11 +187,15 @@ class Worker:
         self.idle = IdleClock(settings.idle_shutdown_seconds)
         self.pauses = PausePoints(settings.pause_after_step)
         self.hooks = job_hooks(aws.autoscaling, settings.asg_name, self.instance_id)
+        self.hold_off_until = 0.0  # monotonic: after a configuration error, take no job until
+        self._in_hand: set[str] = set()  # the job ids of the messages held (take_in_hand)
+        self._in_hand_changed = threading.Condition()
 
     # ---- the loop ---------------------------------------------------------------------
 
     def run(self) -> int:
-        """Serve the Audio Queue, one message at a time, until stopped or idle long enough."""
+        """Serve the Audio Queue until stopped or idle long enough: with prefetch, the next
+        job is prepared and the last one handed off while the engine transcribes."""
         with ExitStack() as background:
             background.enter_context(self.stop.enforcing())
             background.enter_context(
@@ -152,19 +209,38 @@ class Worker:
                     "models": dict(self.settings.models),
                     "audio_queue_url": self.settings.audio_queue_url,
                     "asg_name": self.settings.asg_name,
+                    "prefetch": self.settings.prefetch,
                 },
             )
+            prefetcher = Prefetcher(self.fetch_next, self.give_back)
+            finisher = Finisher()
+            background.callback(finisher.close)
+            background.callback(prefetcher.pause)
             while self.stop.requested is None:  # until SIGTERM, a Spot notice, a rebalance
-                message = self.poll()  # 1. long-poll for one message
-                if message is not None:
-                    self.handle(message)  # 1.-6.
-                    self.idle.reset()  # idle time counts from the end of the last job
-                    continue
+                if self.settings.prefetch:
+                    held = prefetcher.take(self.stop)  # 1.-3., prepared ahead
+                    if held is not None:
+                        self.take_on(held, finisher.submit)  # 4. here, 5.-6. behind
+                        self.idle.reset()  # idle time counts from the end of the last job
+                        self.hold_off(prefetcher)
+                        continue
+                else:
+                    message = self.poll()  # 1. long-poll for one message
+                    if message is not None:
+                        self.handle(message)  # 1.-6.
+                        self.idle.reset()
+                        continue
+                finisher.wait()  # the message it holds keeps the queue from looking idle
                 self.hooks.worker_idle()  # scale-in protection off
-                if self.idle_long_enough():  # scale to zero
+                if self.stop.requested is None and self.idle_long_enough():  # scale to zero
+                    prefetcher.pause()
+                    finisher.wait()
+                    # The worker is idle: nothing held, nothing being finished.
                     code = self.leave_when_idle()
                     if code is not None:
                         return code
+            prefetcher.pause()
+            finisher.wait()
             return self.leave_on_stop()
 
     def poll(self) -> Received | None:
@@ -182,134 +258,246 @@ class Worker:
             logger.exception("could not read the Audio Queue's depth")
             return False
 
+    def hold_off(self, prefetcher: Prefetcher[HeldJob]) -> None:
+        """After a configuration error take no job for a while: the next would fail the same
+        way. The job prepared meanwhile goes back."""
+        if self.hold_off_until > time.monotonic():
+            prefetcher.pause()
+            self.stop.wait(self.hold_off_until - time.monotonic())
+
+    # ---- one job: prepared, transcribed, handed off -------------------------------------
+
     def handle(self, message: Received) -> None:
-        """One delivery: validate, then process under a heartbeat; never raises."""
+        """One delivery from its receive to its end, on this thread; never raises."""
+        held = self.prepare(message, waiting=False)
+        if held is not None:
+            self.take_on(held, lambda finish: finish())
+        if self.hold_off_until > time.monotonic():
+            self.stop.wait(self.settings.misconfiguration_pause_seconds)
+
+    def fetch_next(self, halted: Callable[[], bool]) -> HeldJob | Literal[Poll.EMPTY] | None:
+        """The prefetcher's step: receive one message and prepare it while the engine works
+        on the job before; None when the message needed no engine."""
+        if self.stop.requested is not None:  # take nothing more; the loop is ending
+            time.sleep(HANDOVER_POLL_SECONDS)
+            return None
+        waited = self.hold_off_until - time.monotonic()
+        if waited > 0:  # a configuration error: take no job for a while
+            self.stop.wait(waited)
+            return None
+        message = self.poll()
+        if message is None:
+            return Poll.EMPTY
+        self.idle.reset()
+        if halted():  # paused while the receive waited: back at once, untouched
+            lease = MessageLease(self.queue, message, self.settings.visibility_timeout_seconds)
+            self.retry_later(lease, delay_seconds=0)
+            return None
+        return self.prepare(message, waiting=True)
+
+    def give_back(self, held: HeldJob) -> None:
+        """A prepared job nobody will take (idle exit, stop, configuration error)."""
+        with log_context(**held.log_fields()):
+            self.stop.release_waiting(held.in_flight, "the prefetched job was not taken")
+        held.close()
+
+    def prepare(self, message: Received, *, waiting: bool) -> HeldJob | None:
+        """Steps 1-3, all that can run before the engine is free; None when the delivery
+        ended here (malformed, a duplicate, failed, given back)."""
         with log_context(message_id=message.message_id, receive_count=message.receive_count):
             lease = MessageLease(self.queue, message, self.settings.visibility_timeout_seconds)
             if self.stop.requested is not None:  # arrived while stopping: give it back
                 self.retry_later(lease, delay_seconds=0)
-                return
+                return None
             job = read_audio_job(message.body)  # 1. validate
             if isinstance(job, Malformed):
                 self.reject(lease, job)
+                return None
+            with log_context(s3_key=job.object_key, job_id=job.job_id):
+                held = HeldJob(message, lease, job, job.bucket or self.settings.bucket)
+                held.hold(self.stop, self.settings, waiting=waiting)
+                if not self.settle(held, self.claim_and_fetch):
+                    held.close()
+                    return None
+                return held
+
+    def take_on(self, held: HeldJob, run_finish: Callable[[Callable[[], None]], None]) -> None:
+        """Step 4 on this thread, then ``run_finish`` runs steps 5-6 (here or behind)."""
+        with log_context(**held.log_fields()):
+            if not self.stop.start(held.in_flight, self.settings.progress_log_seconds):
+                logger.warning("the prefetched job was released before the engine was free")
+                held.close()
                 return
             self.hooks.job_started()  # scale-in protection on
-            misconfigured = False
-            with (
-                log_context(s3_key=job.object_key, job_id=job.job_id),
-                heartbeat(lease, self.settings.heartbeat_seconds),
-                self.stop.job(lease, self.settings.progress_log_seconds) as in_flight,
-            ):
-                try:
-                    self.process(job, lease, in_flight)
-                except JobAbandonedError:
-                    logger.warning("abandoned the job; another worker will take it")
-                except ConfigurationError as exc:
-                    misconfigured = True
-                    self.keep_for_after_the_fix(lease, job, exc)
-                except Exception as exc:  # not the file's fault: let the message come back
-                    if message.receive_count >= self.settings.max_receives:
-                        self.give_up(lease, job, exc)
-                    else:
-                        logger.exception("the job failed; the message will be delivered again")
-                        self.retry_later(lease, backoff=True)
-            if misconfigured:  # the next job would fail the same way: take none for a while
-                self.stop.wait(self.settings.misconfiguration_pause_seconds)
+            if not self.settle(held, self.transcribe):
+                held.close()
+                return
+        run_finish(functools.partial(self.finish, held))
 
-    def process(self, job: AudioJob, lease: MessageLease, in_flight: InFlight) -> None:
-        """The steps of one job; each ``pauses.after`` is a point a test may kill us at."""
-        bucket = job.bucket or self.settings.bucket
-        self.pauses.after("received", in_flight.check)
-        job_id = None
+    def finish(self, held: HeldJob) -> None:
         try:
-            if bucket != self.settings.bucket:  # its role may not read it: a 403, not this job
-                raise ForeignBucketError(
-                    f"the message names bucket {bucket!r}; this deployment serves "
-                    f"{self.settings.bucket!r}"
-                )
-            job_id = resolve_job_id(self.aws.s3, bucket, job)
-            with log_context(job_id=job_id):
-                claim = claim_job(self.table, job_id, job, bucket, self.worker_id)  # 2.
-                logger.info(CLAIM_LOG[claim.action], extra={"action": claim.action.value})
-                if claim.action is Action.SKIP:  # a duplicate or a redelivery of done work
-                    lease.delete()
-                    return
-                self.pauses.after("claimed", in_flight.check)
-                if claim.action is Action.TRANSCRIBE:
-                    written = self.transcribe(job, bucket, claim, in_flight)  # 3.-5.
-                    in_flight.check()
-                    if not mark_transcribed(self.table, job_id, written):
-                        logger.info("another delivery of this job finished it first")
-                        lease.delete()
-                        return
-                    self.pauses.after("marked_transcribed", in_flight.check)
-                    timed_key, timed_version = written.keys.timed, written.timed_version_id
-                else:  # what the delivery that transcribed it recorded
-                    record = self.table.get(job_id)
-                    recorded = record.attributes if record is not None else {}
-                    timed_key = str(
-                        recorded.get(JobField.TIMED_KEY)
-                        or transcript_keys(job.resolved_output_name).timed
-                    )
-                    timed_version = recorded.get(JobField.TIMED_VERSION_ID)
-                send_llm_job(
-                    self.aws.sqs,
-                    self.settings.llm_queue_url,
-                    job,
-                    job_id,
-                    timed_key=timed_key,
-                    timed_version_id=timed_version,
-                )
-                self.pauses.after("llm_job_sent", in_flight.check)  # 6.
-                record_handed_off(self.table, job_id)
-                self.pauses.after("handed_off", in_flight.check)
-                lease.delete()
-                logger.info("job handed to the LLM Caller", extra={"timed_key": timed_key})
-        except PermanentError as exc:
-            # Retrying will not help: fail the job with the reason.
-            with log_context(job_id=job_id):
-                self.fail_job(lease, job, job_id, f"{job.object_key}: {exc}")
+            with log_context(**held.log_fields()):
+                self.settle(held, self.hand_off)
+        finally:
+            held.close()
 
-    def transcribe(
-        self, job: AudioJob, bucket: str, claim: Claim, in_flight: InFlight
-    ) -> WrittenTranscript:
-        """Steps 3-5, unless an earlier delivery already wrote this job's transcript."""
-        keys = transcript_keys(job.resolved_output_name)
-        written = find_written_transcript(
-            self.aws.s3, self.settings.bucket, keys, claim.job_id, job.object_key
+    def settle(self, held: HeldJob, step: Callable[[HeldJob], bool]) -> bool:
+        """Run one step of a held job: True when the job goes on to its next step; False when
+        it ended, which a failure does as the job's kind of failure calls for."""
+        lease, job = held.lease, held.job
+        try:
+            try:
+                return step(held)
+            except PermanentError as exc:  # retrying will not help: fail the job with the reason
+                with log_context(job_id=held.job_id):
+                    self.fail_job(lease, job, held.job_id, f"{job.object_key}: {exc}")
+        except JobAbandonedError:
+            logger.warning("abandoned the job; another worker will take it")
+        except ConfigurationError as exc:
+            self.hold_off_until = time.monotonic() + self.settings.misconfiguration_pause_seconds
+            self.keep_for_after_the_fix(lease, job, exc)
+        except Exception as exc:  # not the file's fault: let the message come back
+            if held.message.receive_count >= self.settings.max_receives:
+                self.give_up(lease, job, exc)
+            else:
+                logger.exception("the job failed; the message will be delivered again")
+                self.retry_later(lease, backoff=True)
+        return False
+
+    def claim_and_fetch(self, held: HeldJob) -> bool:
+        """Steps 2-3: claim the job, and fetch and decode what the engine will need."""
+        in_flight, job = held.in_flight, held.job
+        self.pauses.after("received", in_flight.check)
+        if held.bucket != self.settings.bucket:  # its role may not read it: a 403, not this job
+            raise ForeignBucketError(
+                f"the message names bucket {held.bucket!r}; this deployment serves "
+                f"{self.settings.bucket!r}"
+            )
+        held.job_id = resolve_job_id(self.aws.s3, held.bucket, job)
+        with log_context(job_id=held.job_id):
+            self.take_in_hand(held)
+            claim = claim_job(self.table, held.job_id, job, held.bucket, self.worker_id)  # 2.
+            held.claim = claim
+            logger.info(CLAIM_LOG[claim.action], extra={"action": claim.action.value})
+            if claim.action is Action.SKIP:  # a duplicate or a redelivery of done work
+                held.lease.delete()
+                return False
+            if claim.action is Action.TRANSCRIBE:  # a prefetched job given back is unclaimed
+                in_flight.undo_on_release(
+                    functools.partial(give_back_claim, self.table, claim, self.worker_id)
+                )
+            self.pauses.after("claimed", in_flight.check)
+            if claim.action is Action.TRANSCRIBE:
+                held.written = find_written_transcript(
+                    self.aws.s3, self.settings.bucket, held.keys, claim.job_id, job.object_key
+                )
+                if held.written is not None:
+                    logger.info("the transcript was written by an earlier delivery; not redoing it")
+                else:
+                    folder = held.resources.enter_context(
+                        tempfile.TemporaryDirectory(prefix="gpu-worker-")
+                    )
+                    path = download_audio(  # 3.
+                        self.aws.s3, held.bucket, job.object_key, object_version(job), Path(folder)
+                    )
+                    self.pauses.after("downloaded", in_flight.check)
+                    held.audio = held.resources.enter_context(closing(OpenedAudio(path)))
+            self.pauses.after("prefetched", in_flight.check)
+            return True
+
+    def take_in_hand(self, held: HeldJob) -> None:
+        """Mark the job as in this worker's hands until ``held`` ends. Should another delivery
+        of it be in hand already (a duplicate message, prefetched while the first is
+        transcribed), wait for that one to end: this one then finds its outcome instead of
+        claiming the job a second time."""
+        assert held.job_id is not None
+        with self._in_hand_changed:
+            if held.job_id in self._in_hand:
+                logger.info("another delivery of this job is in hand; waiting for its outcome")
+            while held.job_id in self._in_hand:
+                held.in_flight.check()
+                self._in_hand_changed.wait(HANDOVER_POLL_SECONDS)
+            self._in_hand.add(held.job_id)
+        held.resources.callback(self.let_go, held.job_id)
+
+    def let_go(self, job_id: str) -> None:
+        with self._in_hand_changed:
+            self._in_hand.discard(job_id)
+            self._in_hand_changed.notify_all()
+
+    def transcribe(self, held: HeldJob) -> bool:
+        """Step 4, unless an earlier delivery wrote the transcript or only the hand-off is left."""
+        if held.audio is None:
+            return True
+        in_flight, job, claim = held.in_flight, held.job, held.claim
+        assert claim is not None
+
+        def check() -> None:
+            in_flight.check()
+            self.pauses.after("mid_transcription", in_flight.check)
+
+        def report(percent: float) -> None:
+            if in_flight.progress.elapsed() < self.settings.progress_log_seconds:
+                return  # nobody watches a job shorter than one report interval
+            try:
+                self.table.update_fields(
+                    claim.job_id, {JobField.PROGRESS_PERCENT: round(percent, 1)}
+                )
+            except Exception:  # progress is for people watching; the job goes on
+                logger.warning("could not record the progress", exc_info=True)
+
+        engine = self.engines.for_language(job.language_code)  # 4.
+        count = requested_count(job.speakers, self.settings.default_speakers)
+        held.transcription = transcribe_audio(
+            engine,
+            held.audio,
+            job.language_code,
+            in_flight.progress,
+            check,
+            on_report=report,
+            speakers=None if count is None else SpeakerRequest(count, self.diarizers),
         )
-        if written is not None:
-            logger.info("the transcript was written by an earlier delivery; not redoing it")
-            return written
-        with tempfile.TemporaryDirectory(prefix="gpu-worker-") as folder:
-            path = download_audio(  # 3.
-                self.aws.s3, bucket, job.object_key, object_version(job), Path(folder)
-            )
-            self.pauses.after("downloaded", in_flight.check)
+        held.audio.close()  # its decoded window is not kept while the job is handed off
+        held.audio = None
+        return True
 
-            def check() -> None:
-                in_flight.check()
-                self.pauses.after("mid_transcription", in_flight.check)
+    def hand_off(self, held: HeldJob) -> bool:
+        """Steps 5-6: write the transcript, mark the job, send the LLM job, delete."""
+        in_flight, job, claim = held.in_flight, held.job, held.claim
+        assert claim is not None
+        job_id = claim.job_id
+        if claim.action is Action.TRANSCRIBE:
+            written = held.written or self.write(held)  # 5.
+            in_flight.check()
+            if not mark_transcribed(self.table, job_id, written):
+                logger.info("another delivery of this job finished it first")
+                held.lease.delete()
+                return False
+            self.pauses.after("marked_transcribed", in_flight.check)
+            timed_key, timed_version = written.keys.timed, written.timed_version_id
+        else:  # what the delivery that transcribed it recorded
+            recorded = claim.record.attributes if claim.record is not None else {}
+            timed_key = str(recorded.get(JobField.TIMED_KEY) or held.keys.timed)
+            timed_version = recorded.get(JobField.TIMED_VERSION_ID)
+        send_llm_job(
+            self.aws.sqs,
+            self.settings.llm_queue_url,
+            job,
+            job_id,
+            timed_key=timed_key,
+            timed_version_id=timed_version,
+        )
+        self.pauses.after("llm_job_sent", in_flight.check)  # 6.
+        record_handed_off(self.table, job_id)
+        self.pauses.after("handed_off", in_flight.check)
+        held.lease.delete()
+        logger.info("job handed to the LLM Caller", extra={"timed_key": timed_key})
+        return True
 
-            def report(percent: float) -> None:
-                try:
-                    self.table.update_fields(
-                        claim.job_id, {JobField.PROGRESS_PERCENT: round(percent, 1)}
-                    )
-                except Exception:  # progress is for people watching; the job goes on
-                    logger.warning("could not record the progress", exc_info=True)
-
-            engine = self.engines.for_language(job.language_code)  # 4.
-            count = requested_count(job.speakers, self.settings.default_speakers)
-            result = transcribe_audio(
-                engine,
-                path,
-                job.language_code,
-                in_flight.progress,
-                check,
-                on_report=report,
-                speakers=None if count is None else SpeakerRequest(count, self.diarizers),
-            )
+    def write(self, held: HeldJob) -> WrittenTranscript:
+        result, claim, job = held.transcription, held.claim, held.job
+        assert result is not None
+        assert claim is not None
         figures = RunFigures(
             source_key=job.object_key,
             job_id=claim.job_id,
@@ -319,9 +507,9 @@ class Worker:
             transcribe_seconds=result.transcribe_seconds,
             diarize_seconds=result.diarize_seconds,
         )
-        in_flight.check()
-        written = write_transcripts(self.aws.s3, self.settings.bucket, keys, result, figures)  # 5.
-        self.pauses.after("transcript_written", in_flight.check)
+        held.in_flight.check()
+        written = write_transcripts(self.aws.s3, self.settings.bucket, held.keys, result, figures)
+        self.pauses.after("transcript_written", held.in_flight.check)
         return written
 
     # ---- the ways out of a job --------------------------------------------------------
@@ -461,6 +649,9 @@ class Worker:
     def leave_when_idle(self) -> int | None:
         """Queue empty for ``idle_shutdown_seconds``: exit, or leave the ASG; None: stay."""
         if self.settings.asg_name is None:
+            # No group, no other worker: a message in flight is one of ours coming back.
+            if self.queue.depth().in_flight > 0:
+                return None
             logger.info("the Audio Queue stayed empty; exiting (no Auto Scaling group)")
             return EXIT_OK
         return self.leave_group(stay_if_busy=True)

@@ -24,6 +24,7 @@ STEPS: Final = (
     "received",  # message read and valid, nothing written yet
     "claimed",  # job marked transcribing in the job table
     "downloaded",  # audio on local disk
+    "prefetched",  # audio decoded (its first window): the job waits for the engine
     "mid_transcription",  # the recogniser reported its first progress
     "transcript_written",  # the four transcript files are in S3, the job still transcribing
     "marked_transcribed",  # job marked transcribed, the LLM job not yet sent

@@ -323,6 +323,9 @@ class WorkerSettings:
     beam_size: int = 5
     batch_size: int = 8
     batched_inference: bool = False
+    # One job ahead and one behind (gpu_worker/delivery/prefetch.py): the next message is
+    # prepared and the last job handed off while the engine transcribes.
+    prefetch: bool = True
     # Fault injection for the reliability tests: log and sleep after this named step.
     pause_after_step: str | None = None
     # The own instance id where there is no IMDS to ask (local mode's stand-in instances).
@@ -368,6 +371,7 @@ class WorkerSettings:
             beam_size=env.integer("WORKER_BEAM_SIZE", 5, minimum=1),
             batch_size=env.integer("WORKER_BATCH_SIZE", 8, minimum=1),
             batched_inference=env.flag("WORKER_BATCHED_INFERENCE", False),
+            prefetch=env.flag("WORKER_PREFETCH", True),
             pause_after_step=env.optional("WORKER_PAUSE_AFTER_STEP"),
             instance_id=env.optional(ENV_INSTANCE_ID),
             notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),

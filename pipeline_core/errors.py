@@ -95,8 +95,8 @@ class ObjectReader:
     probed_prefixes: tuple[str, ...]
 
 
-# The worker HEADs the upload (a hand-sent message, download_file) and its own transcript
-# (a redelivered job skips to the hand-off when the transcript is there).
+# The worker GETs the upload (and HEADs it for a hand-sent message) and HEADs its own
+# transcript (a redelivered job skips to the hand-off when the transcript is there).
 WORKER_READER: Final = ObjectReader("the GPU worker's role", (AUDIO_PREFIX, TRANSCRIPT_PREFIX))
 # The Dispatcher HEADs each upload; it may be deleted before the event arrives.
 DISPATCHER_READER: Final = ObjectReader("the Dispatcher's role", (AUDIO_PREFIX,))

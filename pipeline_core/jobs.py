@@ -32,6 +32,8 @@ from pipeline_core.contracts import utc_timestamp
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.literals import ReturnValueType
+    from mypy_boto3_dynamodb.type_defs import UpdateItemOutputTypeDef
 
 DEFAULT_TTL_DAYS: Final = 90
 # ``JobField.RESULT_SENT_AT``'s value when no Result can name the upload (an unsafe key).
@@ -203,6 +205,14 @@ class JobRecord:
             return None
 
 
+@dataclass(frozen=True)
+class Moved:
+    """What ``JobTable.move`` did, and the row it saw."""
+
+    moved: bool
+    record: JobRecord | None
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -257,6 +267,13 @@ class _Update:
             if value is not None:
                 self.assignments.append(f"{self.name(attribute)} = {self.value(value)}")
 
+    def add(self, attribute: str, step: int = 1) -> None:
+        """Count ``attribute`` up (or down) by ``step``, from 0 where the row has none yet."""
+        counter = self.name(attribute)
+        self.assignments.append(
+            f"{counter} = if_not_exists({counter}, {self.value(0)}) + {self.value(step)}"
+        )
+
     def require(self, condition: str) -> None:
         self.conditions.append(condition)
 
@@ -303,14 +320,18 @@ class JobTable:
             if v is not None
         }
 
-    def _update(self, job_id: str, update: _Update) -> None:
-        self._client.update_item(
+    def _update(
+        self, job_id: str, update: _Update, returns: ReturnValueType = "NONE"
+    ) -> UpdateItemOutputTypeDef:
+        return self._client.update_item(
             TableName=self._table,
             Key=self._serialize({JobField.JOB_ID: job_id}),
             UpdateExpression="SET " + ", ".join(update.assignments),
             ConditionExpression=" AND ".join(update.conditions),
             ExpressionAttributeNames=update.names,
             ExpressionAttributeValues=self._serialize(update.values),
+            ReturnValues=returns,
+            ReturnValuesOnConditionCheckFailure="ALL_OLD" if returns != "NONE" else "NONE",
         )
 
     def create(
@@ -369,6 +390,40 @@ class JobTable:
         update.require_job(expected)
         return _written(lambda: self._update(job_id, update))
 
+    def move(
+        self,
+        job_id: str,
+        to: JobState,
+        *,
+        expected: Iterable[JobState],
+        fields: Mapping[str, Any] | None = None,
+        count: str | None = None,
+        count_by: int = 1,
+        when: Mapping[str, Any] | None = None,
+    ) -> Moved:
+        """``transition`` that also answers with the row, in the same one UpdateItem: as
+        it is after the move, or as it stood when the move was refused (None: no such job).
+        ``count`` names an attribute the move adds ``count_by`` to (from 0); ``when`` holds
+        attribute values the row must have besides its state."""
+        now = utc_timestamp()
+        update = _Update()
+        update.set(
+            {**(fields or {}), JobField.STATE: to.value, JobField.UPDATED_AT: now, to.at_field: now}
+        )
+        if count:
+            update.add(count, count_by)
+        update.require_job(expected)
+        for attribute, value in (when or {}).items():
+            update.require(f"{update.name(attribute)} = {update.value(value)}")
+        try:
+            response = self._update(job_id, update, returns="ALL_NEW")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            item: Mapping[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
+            return Moved(False, JobRecord.from_item(self._deserialize(item)) if item else None)
+        return Moved(True, JobRecord.from_item(self._deserialize(response["Attributes"])))
+
     def update_fields(self, job_id: str, fields: Mapping[str, Any]) -> None:
         """Record figures (progress, durations) without changing the state."""
         if not fields:
@@ -413,10 +468,7 @@ class JobTable:
         if unless_present:
             update.require(f"attribute_not_exists({update.name(unless_present)})")
         if count:
-            counter = update.name(count)
-            update.assignments.append(
-                f"{counter} = if_not_exists({counter}, {update.value(0)}) + {update.value(1)}"
-            )
+            update.add(count)
         return _written(lambda: self._update(job_id, update))
 
     def release(self, job_id: str, lease: Lease) -> None:

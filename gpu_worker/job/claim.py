@@ -36,6 +36,7 @@ class Claim:
     action: Action
     state: JobState
     attempt: int = 0
+    record: JobRecord | None = None  # the row as the claim left (or found) it
 
 
 class ClaimConflictError(RuntimeError):
@@ -75,31 +76,56 @@ def _decide(record: JobRecord) -> Action | None:
 
 
 def claim_job(table: JobTable, job_id: str, job: AudioJob, bucket: str, worker_id: str) -> Claim:
-    """Mark the job ``transcribing`` (creating it if the message came without one)."""
+    """Mark the job ``transcribing`` (creating it if the message came without one).
+
+    One conditional UpdateItem does it: it moves a ``queued`` or ``transcribing`` job and
+    counts the attempt, and a refused move answers with the row, which says what is left
+    to do (hand off, or nothing). Only a job the message brought no row for takes a put.
+    """
     for _ in range(2):
-        record = table.get(job_id)
+        moved = table.move(
+            job_id,
+            JobState.TRANSCRIBING,
+            expected=[JobState.QUEUED, JobState.TRANSCRIBING],
+            fields={JobField.WORKER_ID: worker_id},
+            count=JobField.ATTEMPTS,
+        )
+        record = moved.record
+        if moved.moved and record is not None:
+            attempt = int(record.attributes.get(JobField.ATTEMPTS, 1))
+            return Claim(job_id, Action.TRANSCRIBE, JobState.TRANSCRIBING, attempt, record)
         if record is None:
-            table.create(
+            if table.create(
                 job_id=job_id,
                 bucket=bucket,
                 s3_key=job.object_key,
                 version=job.version_id or job.etag or "",
                 language=job.language_code,
                 details=job.details,
-                extra={JobField.OUTPUT_NAME: job.resolved_output_name},
-            )
-            record = table.get(job_id)
-            if record is None:
-                raise ClaimConflictError(f"job {job_id} vanished right after it was created")
+                state=JobState.TRANSCRIBING,
+                extra={
+                    JobField.OUTPUT_NAME: job.resolved_output_name,
+                    JobField.ATTEMPTS: 1,
+                    JobField.WORKER_ID: worker_id,
+                },
+            ):
+                return Claim(job_id, Action.TRANSCRIBE, JobState.TRANSCRIBING, 1)
+            continue  # another delivery created it meanwhile: claim it as any other
         action = _decide(record)
         if action is not None:
-            return Claim(job_id, action, record.state)
-        attempt = int(record.attributes.get(JobField.ATTEMPTS, 0)) + 1
-        if table.transition(
-            job_id,
-            JobState.TRANSCRIBING,
-            expected=[JobState.QUEUED, JobState.TRANSCRIBING],
-            fields={JobField.ATTEMPTS: attempt, JobField.WORKER_ID: worker_id},
-        ):
-            return Claim(job_id, Action.TRANSCRIBE, JobState.TRANSCRIBING, attempt)
+            return Claim(job_id, action, record.state, record=record)
     raise ClaimConflictError(f"job {job_id} keeps changing state under this worker")
+
+
+def give_back_claim(table: JobTable, claim: Claim, worker_id: str) -> bool:
+    """Undo ``claim`` for a message that goes back unworked (a prefetched job at a stop):
+    the job is queued again and the attempt uncounted. Nothing changes (False) once another
+    delivery has claimed the job since, or the job moved on."""
+    return table.move(
+        claim.job_id,
+        JobState.QUEUED,
+        expected=[JobState.TRANSCRIBING],
+        count=JobField.ATTEMPTS,
+        count_by=-1,
+        when={JobField.WORKER_ID: worker_id, JobField.ATTEMPTS: claim.attempt},
+    ).moved

@@ -4,7 +4,8 @@ Order on success: mark ``transcribed`` -> send the LLM job -> record that it was
 delete the audio message. Marking first means the LLM Caller always finds the job
 ``transcribed`` when its message arrives; a crash before the record makes the next
 delivery send the LLM job again (a harmless duplicate in a window of milliseconds), and
-a crash after it only deletes the message.
+a crash after it only deletes the message. The record is what tells a duplicate message
+(another delivery of the same upload) that the LLM job went out.
 
 Order on failure: send the failed ``Result`` (and publish it to the notification topic,
 ``send_result``) -> mark ``failed`` -> delete. A crash before the mark repeats the
@@ -42,11 +43,12 @@ class JobStateError(RuntimeError):
 def mark_transcribed(table: JobTable, job_id: str, written: WrittenTranscript) -> bool:
     """True when this delivery marked the job; False when another delivery already had
     (it then also sends the LLM job, or its redelivery does)."""
-    if table.transition(
+    moved = table.move(
         job_id, JobState.TRANSCRIBED, expected=[JobState.TRANSCRIBING], fields=written.job_fields()
-    ):
+    )
+    if moved.moved:
         return True
-    record = table.get(job_id)
+    record = moved.record
     if record is not None and at_or_after(record.state, JobState.TRANSCRIBED):
         return False
     state = None if record is None else record.state.value

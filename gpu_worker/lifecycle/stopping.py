@@ -8,6 +8,9 @@ Any of them stops the worker taking new messages. For the message in flight:
   job is abandoned at its next check;
 - without a deadline (rebalance recommendation), the current job is finished first.
 
+A message prepared ahead and waiting for the engine (``delivery.prefetch``) is released at
+once on any stop, its claim on the job given back first.
+
 ``request`` only records and wakes the enforcer thread (no locks, no AWS calls), so it is
 safe to call from a signal handler; the enforcer thread does the releasing.
 """
@@ -59,17 +62,54 @@ def should_release(
 
 
 class InFlight:
-    """The message being worked on and its progress, as the enforcer sees them."""
+    """A held message and its progress, as the enforcer sees them.
 
-    def __init__(self, lease: MessageLease, progress: ProgressTracker) -> None:
+    ``waiting``: received and prepared ahead (``delivery.prefetch``), not yet on the engine;
+    any stop releases such a message at once, whatever its deadline.
+    """
+
+    def __init__(
+        self, lease: MessageLease, progress: ProgressTracker, waiting: bool = False
+    ) -> None:
         self.lease = lease
         self.progress = progress
+        self.waiting = waiting
         self.abandoned = threading.Event()
+        self._lock = threading.Lock()
+        self._undo: Callable[[], object] | None = None
 
     def check(self) -> None:
         """Raise ``JobAbandonedError`` once the message was released; called between steps."""
         if self.abandoned.is_set():
             raise JobAbandonedError("the message was released to another worker")
+
+    def undo_on_release(self, undo: Callable[[], object]) -> None:
+        """Run ``undo`` (give back what holding the message recorded: the job's claim) should
+        the message be released while it waits; at once if it was released already."""
+        with self._lock:
+            if not self.abandoned.is_set():
+                self._undo = undo
+                return
+            run = self.waiting
+        if run:
+            _undo_quietly(undo)
+
+    def abandon(self) -> None:
+        """Mark the job abandoned, and undo a waiting one's claim, once; the caller releases
+        the message. (A job that was on the engine keeps its claim: its attempt counts.)"""
+        with self._lock:
+            self.abandoned.set()
+            undo, self._undo = self._undo, None
+            run = self.waiting
+        if undo is not None and run:
+            _undo_quietly(undo)
+
+
+def _undo_quietly(undo: Callable[[], object]) -> None:
+    try:
+        undo()
+    except Exception:  # the message goes back all the same; the next claim takes over
+        logger.warning("could not give back the claim of a released job", exc_info=True)
 
 
 class StopController:
@@ -83,7 +123,7 @@ class StopController:
         self._requests: list[StopRequest] = []
         self._wakeup = threading.Event()
         self._lock = threading.Lock()
-        self._in_flight: InFlight | None = None
+        self._in_flight: list[InFlight] = []
 
     @property
     def requested(self) -> StopRequest | None:
@@ -109,32 +149,65 @@ class StopController:
         return True
 
     @contextmanager
-    def job(self, lease: MessageLease, progress_log_seconds: float) -> Iterator[InFlight]:
-        """Register the in-flight message for the enforcer for the length of the block."""
-        in_flight = InFlight(lease, ProgressTracker(progress_log_seconds))
+    def job(
+        self, lease: MessageLease, progress_log_seconds: float, *, waiting: bool = False
+    ) -> Iterator[InFlight]:
+        """Register a held message for the enforcer for the length of the block."""
+        in_flight = InFlight(lease, ProgressTracker(progress_log_seconds), waiting)
         with self._lock:
-            self._in_flight = in_flight
+            self._in_flight.append(in_flight)
         self._wakeup.set()  # a stop that came while receiving applies at once
         try:
             yield in_flight
         finally:
             with self._lock:
-                self._in_flight = None
+                self._in_flight.remove(in_flight)
+
+    def start(self, in_flight: InFlight, progress_log_seconds: float) -> bool:
+        """A waiting job goes on the engine: from now its pace decides whether a stop lets it
+        finish. False when it was released while it waited."""
+        with self._lock:
+            if in_flight.abandoned.is_set():
+                return False
+            in_flight.progress = ProgressTracker(progress_log_seconds)  # the pace from now
+            in_flight.waiting = False
+            return True
+
+    def release_waiting(self, in_flight: InFlight, reason: str) -> None:
+        """Give a waiting job's message back at once (its claim undone first)."""
+        with self._lock:
+            if in_flight.abandoned.is_set() or not in_flight.waiting:
+                return
+            in_flight.abandon()
+        released = in_flight.lease.release()
+        logger.warning(
+            "released the prefetched message (%s)",
+            reason,
+            extra={"stop_reason": reason, "released": released},
+        )
 
     def enforce(self) -> None:
-        """Release the in-flight message if the current stop request calls for it."""
+        """Release the held messages the current stop request calls for."""
         request = self.requested
         if request is None:
             return
         with self._lock:
-            in_flight = self._in_flight
-            if in_flight is None or in_flight.abandoned.is_set():
+            held = list(self._in_flight)
+        for in_flight in held:
+            if in_flight.waiting:
+                self.release_waiting(in_flight, request.reason)
+            else:
+                self._enforce_on(in_flight, request)
+
+    def _enforce_on(self, in_flight: InFlight, request: StopRequest) -> None:
+        with self._lock:
+            if in_flight.abandoned.is_set():
                 return
             left = in_flight.progress.seconds_left()
             now = self._clock()
             if not should_release(left, request.deadline, now, self._margin):
                 return
-            in_flight.abandoned.set()
+            in_flight.abandon()
             released = in_flight.lease.release()
         logger.warning(
             "stopping (%s): released the in-flight message for another worker",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from botocore.exceptions import ClientError
 
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+COPY_CHUNK_BYTES: Final = 1 << 20
+
 
 class SourceMissingError(PermanentError):
     """The audio object (or the version the job names) is gone: retrying will not help."""
@@ -24,13 +27,18 @@ class SourceMissingError(PermanentError):
 def download_audio(
     s3: S3Client, bucket: str, key: str, version_id: str | None, folder: Path
 ) -> Path:
-    """Download ``key`` into ``folder`` (multipart, streamed to disk); returns the file."""
+    """Download ``key`` into ``folder`` (streamed to disk); returns the file."""
     suffix = PurePosixPath(key).suffix.lower() or ".audio"
     path = folder / f"source{suffix}"
-    extra = {"VersionId": version_id} if version_id else None
     started = time.monotonic()
     try:
-        s3.download_file(bucket, key, str(path), ExtraArgs=extra)
+        # One GET streamed to disk: the transfer manager's download_file would HEAD first.
+        if version_id:
+            response = s3.get_object(Bucket=bucket, Key=key, VersionId=version_id)
+        else:
+            response = s3.get_object(Bucket=bucket, Key=key)
+        with response["Body"] as body, path.open("wb") as file:
+            shutil.copyfileobj(body, file, COPY_CHUNK_BYTES)
     except ClientError as exc:
         if is_missing_object(exc, WORKER_READER, bucket, key):
             version = f" (version {version_id})" if version_id else ""

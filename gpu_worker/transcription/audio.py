@@ -7,7 +7,7 @@ quietest moment near its end so that a word is rarely split between two windows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -123,7 +123,7 @@ def stream_audio(
     path: str | Path,
     window_seconds: float = WINDOW_SECONDS,
     search_seconds: float = CUT_SEARCH_SECONDS,
-) -> Iterator[AudioWindow]:
+) -> Generator[AudioWindow]:
     """Yield ``path`` as consecutive windows of at most ``window_seconds`` (the last may be
     shorter), each cut at the quietest point of its last ``search_seconds``.
 

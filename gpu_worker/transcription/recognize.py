@@ -6,10 +6,11 @@ stays bounded however long the recording is.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from gpu_worker.transcription.audio import WINDOW_SECONDS, probe_audio, stream_audio
+from gpu_worker.transcription.audio import WINDOW_SECONDS, AudioWindow, probe_audio, stream_audio
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -29,23 +30,39 @@ def _shifted(segment: Segment, offset: float, limit: float) -> Segment:
     return replace(segment, start=clamp(segment.start), end=clamp(segment.end), words=words)
 
 
+class OpenedAudio:
+    """A recording probed and its first window decoded, the rest decoded as it is read:
+    what a prefetch hands the engine. ``close`` ends the decoder early."""
+
+    def __init__(self, path: Path, window_seconds: float = WINDOW_SECONDS) -> None:
+        self.path = path
+        self.estimate = probe_audio(path).duration  # the container's, before decoding
+        self._stream = stream_audio(path, window_seconds=window_seconds)
+        first = next(self._stream)  # stream_audio raises for a file without samples
+        self.windows: Iterator[AudioWindow] = itertools.chain([first], self._stream)
+
+    def close(self) -> None:
+        self._stream.close()
+
+
 def transcribe_file(
     engine: AsrEngine,
-    path: Path,
+    audio: Path | OpenedAudio,
     language_code: str,
     progress: Callable[[float, float], None] | None = None,
     *,
     window_seconds: float = WINDOW_SECONDS,
 ) -> Iterator[Segment]:
-    """Yield ``path``'s segments in time order; ``progress(seconds_done, seconds_total)``.
+    """Yield the recording's segments in time order; ``progress(seconds_done, seconds_total)``.
 
     ``seconds_total`` is the container's estimate until the end, where the exact length
     is reported. Raises ``AudioDecodeError`` for a file that is not usable audio (at once
     where the probe sees it, before any transcription).
     """
-    estimate = probe_audio(path).duration
+    opened = audio if isinstance(audio, OpenedAudio) else OpenedAudio(audio, window_seconds)
+    estimate = opened.estimate
     end = 0.0
-    for window in stream_audio(path, window_seconds=window_seconds):
+    for window in opened.windows:
         offset, length = window.start, window.duration
         end = offset + length
         total = max(estimate, end)

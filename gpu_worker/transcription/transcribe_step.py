@@ -15,7 +15,7 @@ from gpu_worker.transcription.audio import probe_audio
 from gpu_worker.transcription.engines import AsrEngine
 from gpu_worker.transcription.formats import normalize_segments
 from gpu_worker.transcription.progress import ProgressTracker
-from gpu_worker.transcription.recognize import transcribe_file
+from gpu_worker.transcription.recognize import OpenedAudio, transcribe_file
 from gpu_worker.transcription.transcript import Segment
 from pipeline_core.speakers import SpeakerCount
 
@@ -41,7 +41,7 @@ class SpeakerRequest:
 
 def transcribe_audio(
     engine: AsrEngine,
-    path: Path,
+    audio: Path | OpenedAudio,
     language_code: str,
     progress: ProgressTracker,
     check: Callable[[], None],
@@ -49,7 +49,7 @@ def transcribe_audio(
     on_report: Callable[[float], None] | None = None,
     speakers: SpeakerRequest | None = None,
 ) -> Transcription:
-    """Transcribe ``path``; ``check()`` runs at every progress report and segment and may
+    """Transcribe ``audio``; ``check()`` runs at every progress report and segment and may
     raise to abandon the job (the recogniser stops at the next report); ``on_report``
     receives the percent done at the tracker's (throttled) pace. With ``speakers`` the
     segments are labelled (and split where the speaker changes); without, the diarizer is
@@ -62,11 +62,12 @@ def transcribe_audio(
         check()
 
     segments: list[Segment] = []
-    for segment in transcribe_file(engine, path, language_code, on_progress):
+    for segment in transcribe_file(engine, audio, language_code, on_progress):
         segments.append(segment)
         check()
     elapsed = time.monotonic() - started
     # The recogniser reports the exact length last; should it not have, the file is asked.
+    path = audio.path if isinstance(audio, OpenedAudio) else audio
     duration = progress.total if progress.total is not None else _duration(path)
     normalized = normalize_segments(segments, duration)
     diarize_seconds = None

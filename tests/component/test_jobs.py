@@ -11,6 +11,7 @@ from pipeline_core.jobs import (
     JobState,
     JobTable,
     Lease,
+    Moved,
     at_or_after,
     job_id_for,
 )
@@ -93,6 +94,34 @@ def test_none_fields_are_left_out_not_an_error(job_table_name: str) -> None:
     assert "worker" not in record.attributes
     assert "eta" not in record.attributes
     assert float(record.attributes["progress_percent"]) == 50.0
+
+
+def test_a_move_answers_with_the_row_in_the_same_call(job_table_name: str) -> None:
+    table = make_table(job_table_name)
+    _queued(table)
+    for attempt in (1, 2):  # moved: the row after the move, the counter added to
+        moved = table.move(
+            "j",
+            JobState.TRANSCRIBING,
+            expected=[JobState.QUEUED, JobState.TRANSCRIBING],
+            fields={JobField.WORKER_ID: f"w{attempt}"},
+            count=JobField.ATTEMPTS,
+        )
+        assert moved.moved
+        assert moved.record is not None
+        assert moved.record.state is JobState.TRANSCRIBING
+        assert moved.record.attributes[JobField.ATTEMPTS] == attempt
+        assert moved.record.attributes[JobField.WORKER_ID] == f"w{attempt}"
+    table.fail("j", "broken")
+    refused = table.move("j", JobState.TRANSCRIBING, expected=[JobState.QUEUED])
+    assert not refused.moved  # refused: the row as it stands, unchanged
+    assert refused.record is not None
+    assert refused.record.state is JobState.FAILED
+    assert refused.record.error == "broken"
+    assert refused.record.attributes[JobField.ATTEMPTS] == 2
+    missing = table.move("missing", JobState.TRANSCRIBING, expected=[JobState.QUEUED])
+    assert missing == Moved(False, None)
+    assert table.get("missing") is None
 
 
 def _queued(table: JobTable, job_id: str = "j", lease: Lease | None = None) -> None:

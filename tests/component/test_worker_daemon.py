@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -117,14 +118,20 @@ def test_the_worker_transcribes_with_only_its_instance_role(
 
     @set_initial_no_auth_action_count(0)
     def run_as_the_instance() -> int:
-        return pipeline.worker(aws=aws).run()
+        return pipeline.worker(aws=aws, progress_log_seconds=30).run()
 
     assert run_as_the_instance() == EXIT_OK
 
     calls = ledger.records()
     assert denied(calls) == []
     assert ungranted(calls, policies) == []
-    assert {"s3:GetObject", "s3:PutObject", "sqs:SendMessage"} <= {c.action for c in calls}
+    # One file's calls, each explained in docs/design.md ("The worker's AWS calls per file").
+    actions = Counter(c.action for c in calls)
+    assert actions["dynamodb:UpdateItem"] == 3  # claim, transcribed, handed off
+    assert actions["dynamodb:GetItem"] == 0  # the claim's and the mark's answers carry the row
+    assert actions["s3:GetObject"] == 2  # the download, the HEAD of its own transcript
+    assert actions["s3:PutObject"] == 4
+    assert actions["sqs:SendMessage"] == actions["sqs:DeleteMessage"] == 1
     [llm_job] = pipeline.llm_jobs()
     assert llm_job.source_key == key
 
@@ -295,17 +302,28 @@ def test_transient_failure_keeps_the_message_and_the_next_delivery_resumes(
     assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)
 
 
+# pause step -> what a SIGTERM there leaves: the log line, the job's state and attempts.
+SIGTERM_RELEASES = {
+    # On the engine: released, the claim kept (the attempt counts).
+    "mid_transcription": ("released the in-flight message", JobState.TRANSCRIBING, 1),
+    # Prefetched, waiting for the engine: released at once, the claim given back.
+    "prefetched": ("released the prefetched message", JobState.QUEUED, 0),
+}
+
+
+@pytest.mark.parametrize("step", list(SIGTERM_RELEASES))
 def test_heartbeat_keeps_a_long_job_hidden_and_sigterm_releases_it(
-    pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog
+    pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog, step: str
 ) -> None:
+    released, state, attempts = SIGTERM_RELEASES[step]
     key = pipeline.upload("fox.mp3", fox_mp3)
     job_id = pipeline.dispatch(key)
     stop = StopController()
     worker = pipeline.worker(
-        stop, visibility_timeout_seconds=2, heartbeat_seconds=0.5, pause_after_step="downloaded"
+        stop, visibility_timeout_seconds=2, heartbeat_seconds=0.5, pause_after_step=step
     )
     thread, codes = run_in_thread(worker.run)
-    wait_until(lambda: json_log.has("paused after step downloaded"), 30, "the pause after download")
+    wait_until(lambda: json_log.has(f"paused after step {step}"), 30, f"the pause after {step}")
 
     time.sleep(3.5)  # well past the 2 s visibility timeout the message was received with
     assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 1)
@@ -319,9 +337,13 @@ def test_heartbeat_keeps_a_long_job_hidden_and_sigterm_releases_it(
     thread.join(timeout=10)
     assert codes == [EXIT_OK]
     assert pipeline.depth(pipeline.stack.audio_queue_url) == (1, 0)  # released at once
-    assert pipeline.job(job_id).state is JobState.TRANSCRIBING
-    assert json_log.has("released the in-flight message")
-    assert not [t for t in threading.enumerate() if t.name in ("heartbeat", "stop-enforcer")]
+    job = pipeline.job(job_id)
+    assert job.state is state
+    assert job.attributes[JobField.ATTEMPTS] == attempts
+    assert json_log.has(released)
+    assert not [
+        t for t in threading.enumerate() if t.name in ("heartbeat", "stop-enforcer", "prefetcher")
+    ]
 
 
 def test_spot_notice_releases_the_message_and_another_worker_finishes(

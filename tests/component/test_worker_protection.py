@@ -16,7 +16,9 @@ from cloudformation.call_ledger import ungranted
 from gpu_worker.daemon import EXIT_OK
 from pipeline_core.jobs import JobState
 
-DOWNLOAD = "before-call.s3.GetObject"
+# Mid-job: the transcript's first write. (The download may come before the job starts: a
+# prefetched job is fetched while the engine still works on the one before.)
+WRITING = "before-call.s3.PutObject"
 LEAVE = "before-call.auto-scaling.TerminateInstanceInAutoScalingGroup"
 
 
@@ -51,7 +53,7 @@ def test_busy_worker_is_protected_and_only_idle_instances_go_when_the_group_shri
     def leaving(**_: Any) -> None:
         seen["leaving"] = _protection(pipeline)
 
-    aws.s3.meta.events.register(DOWNLOAD, operator_lowers_the_group)
+    aws.s3.meta.events.register(WRITING, operator_lowers_the_group)
     aws.autoscaling.meta.events.register(LEAVE, leaving)
 
     worker = pipeline.worker(aws=aws, asg_name=asg, imds_endpoint=fake_imds.url)

@@ -22,6 +22,9 @@ def assert_latency_run_consistent(run: dict[str, Any]) -> None:
         (run["loop_seconds"], 3),
         (run["engine_seconds"], 3),
     )
+    if "between_files_overhead" in run:  # runs measured before it was recorded lack it
+        assert 0 <= run["between_files_overhead"] <= run["overhead"]
+        assert 0 <= run["first_and_last_seconds"] <= run["loop_seconds"]
     operations = run["api_calls_by_operation_per_file"]
     assert set(run["api_calls_per_file"]) == {op.split(".", 1)[0] for op in operations}
     for service, calls in run["api_calls_per_file"].items():

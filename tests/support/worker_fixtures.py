@@ -46,7 +46,10 @@ class JsonLog:
         return [json.loads(line) for line in self._stream.getvalue().splitlines() if line]
 
     def has(self, message_part: str) -> bool:
-        return any(message_part in line["message"] for line in self.lines())
+        return self.count(message_part) > 0
+
+    def count(self, message_part: str) -> int:
+        return sum(message_part in line["message"] for line in self.lines())
 
 
 @pytest.fixture

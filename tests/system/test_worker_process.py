@@ -83,23 +83,29 @@ def test_killed_worker_is_replaced_and_the_job_finishes_once(
     assert all(line["s3_key"] == key for line in job_lines)
 
 
+# pause step -> the job's state after a SIGTERM there: a job on the engine keeps its claim,
+# one prefetched (downloaded, waiting for the engine) has it given back.
+SIGTERM_STATES = {"mid_transcription": JobState.TRANSCRIBING, "downloaded": JobState.QUEUED}
+
+
+@pytest.mark.parametrize("step", list(SIGTERM_STATES))
 def test_sigterm_gives_the_message_back_at_once(
-    served: Pipeline, fox_mp3: Path, worker_env: Any
+    served: Pipeline, fox_mp3: Path, worker_env: Any, step: str
 ) -> None:
     key = served.upload("fox.mp3", fox_mp3)
     job_id = served.dispatch(key)
     worker = worker_env(
-        WORKER_PAUSE_AFTER_STEP="downloaded",
+        WORKER_PAUSE_AFTER_STEP=step,
         VISIBILITY_TIMEOUT_SECONDS="300",
         HEARTBEAT_SECONDS="60",
     )
-    worker.wait_for(paused_at("downloaded"), timeout=START_TIMEOUT)
+    worker.wait_for(paused_at(step), timeout=START_TIMEOUT)
 
     worker.terminate()  # what `systemctl stop` and an instance shutdown send
     assert worker.wait(timeout=30) == EXIT_OK
 
     assert served.depth(served.stack.audio_queue_url) == (1, 0)  # visible now, not in 300 s
-    assert served.job(job_id).state is JobState.TRANSCRIBING
+    assert served.job(job_id).state is SIGTERM_STATES[step]
     assert any(line.get("stop_reason") == "SIGTERM" for line in worker.lines)
 
 

@@ -185,9 +185,15 @@ def test_merge_replaces_the_parts_run_and_latency_sections_by_label() -> None:
 def test_published_latency_figures_agree_with_what_they_are_derived_from() -> None:
     results = json.loads((RESULTS_DIR / report.JSON_NAME).read_text())
     sections = {s["label"]: s for s in results["latency"]}
-    before = sections["before prefetch"]
-    assert before["environment"]["date_utc"]
-    assert {r["seconds_per_file"] for r in before["runs"]} == {30, 600}
+    before, after = sections["before prefetch"], sections["after prefetch"]
+    for section in (before, after):
+        assert section["environment"]["date_utc"]
+        assert {r["seconds_per_file"] for r in section["runs"]} == {30, 600}
+    for seconds in (30, 600):  # the worker's calls per file, counted: fewer after issue 18
+        [was] = [r for r in before["runs"] if r["seconds_per_file"] == seconds]
+        [now] = [r for r in after["runs"] if r["seconds_per_file"] == seconds]
+        assert sum(now["api_calls_per_file"].values()) < sum(was["api_calls_per_file"].values())
+        assert now["api_calls_by_operation_per_file"].get("dynamodb.GetItem", 0) == 0
     for section in sections.values():
         for run in section["runs"]:
             assert_latency_run_consistent(run)

@@ -14,6 +14,8 @@ from support.waiting import wait_until
 from system.reliability.conftest import Report
 from system.reliability.scenario import scenario
 
+from pipeline_core.jobs import JobState
+
 pytestmark = pytest.mark.slow
 
 # step -> what the kill leaves behind. (The daemon's other pause points, "claimed",
@@ -21,6 +23,7 @@ pytestmark = pytest.mark.slow
 # tests/system/test_worker_process.py kills at some of them too.)
 KILL_STEPS = {
     "downloaded": "audio on local disk, nothing written",
+    "prefetched": "job claimed, audio decoded, waiting for the engine",
     "mid_transcription": "transcription half done",
     "transcript_written": "transcript in S3, LLM job not sent",
     "llm_job_sent": "LLM job sent, audio message not deleted",
@@ -89,9 +92,12 @@ def test_three_workers_killed_at_a_step_are_replaced_and_each_job_ends_once(
         name: fox_mp3 if text is None else speech_mp3(tmp_path / name, text)
         for name, text in FLEET_TEXTS.items()
     }
-    with scenario(
-        tmp_path / "run", worker={"WORKER_PAUSE_AFTER_STEP": step}, max_workers=FLEET
-    ) as run:
+    # One job per worker, so that each of the three is at the step when they are killed: with
+    # prefetch the first worker up would take a second job ahead and leave a third idle. The
+    # prefetch states are killed in the one-worker matrix and the test after this one; the
+    # fleet runs with prefetch in test_duplicates and test_load.
+    one_job_each = {"WORKER_PAUSE_AFTER_STEP": step, "WORKER_PREFETCH": "false"}
+    with scenario(tmp_path / "run", worker=one_job_each, max_workers=FLEET) as run:
         for name, path in audio.items():
             run.upload(name, path)
         paused: set[int] = set()
@@ -131,4 +137,41 @@ def test_three_workers_killed_at_a_step_are_replaced_and_each_job_ends_once(
             "workers_started": len(starts),
             "outcome_after_kill_s": round(recovered, 1),
         },
+    )
+
+
+def test_worker_killed_with_a_job_on_the_engine_and_the_next_prefetched(
+    tmp_path: Path, fox_mp3: Path, report: Report
+) -> None:
+    """The prefetcher claims the next job while the first is transcribed: a SIGKILL then
+    leaves two claims behind, and the replacement must finish each job once."""
+    elephants = speech_mp3(tmp_path / "elephants.mp3", "Seven purple elephants sing in the rain.")
+    with scenario(tmp_path, worker={"WORKER_PAUSE_AFTER_STEP": "mid_transcription"}) as run:
+        uploads = [run.upload("fox.mp3", fox_mp3), run.upload("elephants.mp3", elephants)]
+        run.wait_worker_line(lambda line: line.get("pause_step") == "mid_transcription")
+        wait_until(
+            lambda: sum(line["message"] == "claimed the job" for line in run.worker_lines()) == 2,
+            60,
+            "the next job to be claimed ahead",
+        )
+        del run.deployment.options.worker_overrides["WORKER_PAUSE_AFTER_STEP"]
+        run.kill_worker()
+
+        recovered = run.wait_finished()
+        run.wait_scaled_in()
+        figures = run.check()
+
+        assert figures.succeeded == 2
+        for upload in uploads:
+            record = run.record(upload)
+            assert record is not None
+            assert record.state is JobState.SUCCEEDED
+        for word in ("fox", "elephant"):
+            calls = [c for c in run.model.converse_calls() if word in c.user.lower()]
+            assert len(calls) == 1, f"the {word} transcript reached Bedrock {len(calls)} times"
+    report(
+        fault="worker SIGKILL with one job mid-transcription and the next prefetched",
+        happened="two jobs claimed by the dead worker; the replacement took both messages",
+        outcome="each finished once, 1 Bedrock call each",
+        figures={**figures.as_dict(), "outcome_after_kill_s": round(recovered, 1)},
     )
