@@ -1,4 +1,5 @@
-"""Each recording's ``language`` and ``details``: sidecar, folder defaults, flags, config.
+"""Each recording's ``language``, ``details`` and ``glossary``: sidecar, folder defaults,
+flags, config.
 
 The most specific statement wins, field by field:
 
@@ -6,12 +7,15 @@ The most specific statement wins, field by field:
 2. folder defaults, ``_defaults.json`` or ``.transcribe.json``, in the recording's folder or
    any folder above it up to the scanned root (the nearest folder wins; in one folder
    ``.transcribe.json`` wins over ``_defaults.json``);
-3. the ``--language`` / ``--details`` flags of this run;
+3. the ``--language`` / ``--details`` / ``--glossary`` flags of this run;
 4. ``language`` in the config file or ``ONPREM_LANGUAGE``.
 
 A run-wide flag is the fallback for recordings that say nothing themselves, so a sidecar
 saying ``english`` is honoured in a folder uploaded with ``--language hebrew``.
-Every file is JSON: ``{"language": "hebrew", "details": "Bava Kamma 2a"}``.
+Every file is JSON: ``{"language": "hebrew", "details": "Bava Kamma 2a", "glossary": "talmud"}``
+(``glossary`` is optional: a shipped glossary's name or ``none``, checked here, before the
+upload; without it the Dispatcher picks the one the details mention, else the deployment's
+default: ``pipeline_core/glossary.py``).
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ from pathlib import Path
 from typing import Final
 
 from pipeline_core.contracts import MAX_DETAILS_CHARS
+from pipeline_core.glossary import UnknownGlossaryError, check_name
 from pipeline_core.languages import UnknownLanguageError, normalize_language
 
 DEFAULTS_FILES: Final = ("_defaults.json", ".transcribe.json")
 SIDECAR_SUFFIX: Final = ".json"
-FIELDS: Final = ("language", "details")
+FIELDS: Final = ("language", "details", "glossary")
 
 
 class RecordingMetadataError(ValueError):
@@ -38,6 +43,7 @@ class Recording:
     language: str  # Whisper code, e.g. "he"
     details: str
     language_source: str  # where the language came from, for logs and errors
+    glossary: str | None = None  # a shipped glossary's name, or "none"; None: not said
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class MetadataResolver:
         flag_language: str | None = None,
         flag_details: str | None = None,
         config_language: str | None = None,
+        flag_glossary: str | None = None,
     ) -> None:
         self._root = root
         self._base: list[_Layer] = []
@@ -82,7 +89,11 @@ class MetadataResolver:
             self._base.append(_Layer({"language": config_language}, "the config language"))
         flags = {
             name: value
-            for name, value in (("language", flag_language), ("details", flag_details))
+            for name, value in (
+                ("language", flag_language),
+                ("details", flag_details),
+                ("glossary", flag_glossary),
+            )
             if value is not None
         }
         if flags:
@@ -133,4 +144,15 @@ class MetadataResolver:
                 f"{merged['details'].source}: details has {len(details)} characters, more "
                 f"than {MAX_DETAILS_CHARS}"
             )
-        return Recording(language=language, details=details, language_source=language_layer.source)
+        glossary = merged["glossary"].values["glossary"] if "glossary" in merged else None
+        if glossary is not None:
+            try:
+                check_name(glossary)
+            except UnknownGlossaryError as exc:
+                raise RecordingMetadataError(f"{merged['glossary'].source}: {exc}") from None
+        return Recording(
+            language=language,
+            details=details,
+            language_source=language_layer.source,
+            glossary=glossary,
+        )

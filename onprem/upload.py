@@ -1,7 +1,8 @@
 """``onprem upload``: send new recordings to ``audio-input/`` with their metadata.
 
-Each file is checked before any byte leaves the machine (a safe key, a known language,
-metadata that fits S3's 2 KB); a problem with one file is reported and the others go on.
+Each file is checked before any byte leaves the machine (a safe key, a known language, a
+known glossary, metadata that fits S3's 2 KB); a problem with one file is reported and the
+others go on.
 Transfers use boto3's managed transfer: multipart above a threshold, every request carrying
 a SHA-256 checksum that S3 verifies before accepting it, botocore's retries with backoff.
 
@@ -69,6 +70,7 @@ class UploadOptions:
     patterns: tuple[str, ...]
     flag_language: str | None = None
     flag_details: str | None = None
+    flag_glossary: str | None = None
     config_language: str | None = None
     min_age_seconds: float = 0.0
     dry_run: bool = False
@@ -139,6 +141,7 @@ def run_upload(
         options.root,
         flag_language=options.flag_language,
         flag_details=options.flag_details,
+        flag_glossary=options.flag_glossary,
         config_language=options.config_language,
     )
     jobs: list[_Job] = []
@@ -200,7 +203,7 @@ def _prepare(
     try:
         key = object_key(options.root, path)
         recording = resolver.resolve(path)
-        encode_metadata(recording.language, recording.details)  # refuse early: too long
+        encode_metadata(recording.language, recording.details, recording.glossary)  # too long?
         stat = path.stat()
         age = time.time() - stat.st_mtime
         if age < options.min_age_seconds:
@@ -222,7 +225,8 @@ def _prepare(
 
 
 def _metadata(recording: Recording, sha256: str) -> dict[str, str]:
-    metadata = {**encode_metadata(recording.language, recording.details), CONTENT_SHA256: sha256}
+    encoded = encode_metadata(recording.language, recording.details, recording.glossary)
+    metadata = {**encoded, CONTENT_SHA256: sha256}
     size = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
     if size > MAX_METADATA_BYTES:
         raise MetadataError(

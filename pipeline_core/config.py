@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from pipeline_core.glossary import UnknownGlossaryError, check_name
+
 ENV_BUCKET: Final = "PIPELINE_BUCKET"
 ENV_JOB_TABLE: Final = "JOB_TABLE"
 ENV_AUDIO_QUEUE_URL: Final = "AUDIO_QUEUE_URL"
@@ -53,6 +55,14 @@ class Env:
 
     def optional(self, name: str) -> str | None:
         return self._raw(name)
+
+    def glossary_name(self, name: str) -> str | None:
+        """A shipped glossary's name (or ``none``), checked now rather than at the first job."""
+        value = self._raw(name)
+        try:
+            return None if value is None else check_name(value)
+        except UnknownGlossaryError as exc:
+            raise ConfigError(f"environment variable {name}: {exc}") from None
 
     def integer(self, name: str, default: int, minimum: int | None = None) -> int:
         value = self._raw(name)
@@ -128,6 +138,9 @@ class DispatcherSettings:
     # the Dispatcher's function timeout, so a live first attempt is never raced.
     enqueue_lease_seconds: int = 60
     notification_topic_arn: str | None = None  # None: refusals go to the Results Queue only
+    # The glossary of a recording that names none and whose details mention none
+    # (pipeline_core/glossary.py); None: no glossary.
+    default_glossary: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DispatcherSettings:
@@ -142,6 +155,7 @@ class DispatcherSettings:
             log_level=env.text(ENV_LOG_LEVEL, "INFO"),
             enqueue_lease_seconds=env.integer("ENQUEUE_LEASE_SECONDS", 60, minimum=0),
             notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),
+            default_glossary=env.glossary_name("DEFAULT_GLOSSARY"),
         )
 
 

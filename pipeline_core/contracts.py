@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NamedTuple, Sel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline_core import keys
+from pipeline_core.glossary import NAME_PATTERN as GLOSSARY_NAME_PATTERN
 from pipeline_core.languages import UnknownLanguageError, normalize_language
 
 if TYPE_CHECKING:
@@ -133,6 +134,9 @@ class AudioJob(_Message):
     version_id: str | None = None
     output_name: str | None = Field(default=None, min_length=1)
     schema_version: int | None = None
+    # The domain glossary the Dispatcher chose (``pipeline_core.glossary.choose``; "none": no
+    # glossary); absent from messages sent before glossaries were chosen.
+    glossary: str | None = Field(default=None, pattern=GLOSSARY_NAME_PATTERN)
 
     @field_validator("s3_key")
     @classmethod
@@ -173,6 +177,7 @@ class LlmJob(_Message):
     # replaced the transcript at ``timed_key`` since, and this job corrects its own.
     timed_version_id: str | None = Field(default=None, min_length=1)
     schema_version: int | None = None
+    glossary: str | None = Field(default=None, pattern=GLOSSARY_NAME_PATTERN)  # the AudioJob's
 
     @field_validator("timed_key")
     @classmethod

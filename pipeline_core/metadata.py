@@ -1,4 +1,4 @@
-"""How a recording's ``language`` and ``details`` travel as S3 user metadata.
+"""How a recording's ``language``, ``details`` and ``glossary`` travel as S3 user metadata.
 
 S3 user metadata is sent as HTTP headers, which boto3 restricts to ASCII, while ``details``
 is often Hebrew. Values are therefore stored percent-encoded UTF-8, and an extra
@@ -16,6 +16,7 @@ from urllib.parse import quote, unquote
 
 LANGUAGE: Final = "language"
 DETAILS: Final = "details"
+GLOSSARY: Final = "glossary"  # optional: the domain glossary (pipeline_core/glossary.py)
 ENCODING: Final = "meta-encoding"
 PERCENT_UTF8: Final = "percent-utf8"
 # S3 allows 2 KB of user metadata per object, counted as the UTF-8 bytes of keys and values.
@@ -30,13 +31,18 @@ class MetadataError(ValueError):
 class RecordingMetadata:
     language: str | None
     details: str
+    glossary: str | None = None
 
 
-def encode_metadata(language: str | None, details: str) -> dict[str, str]:
+def encode_metadata(
+    language: str | None, details: str, glossary: str | None = None
+) -> dict[str, str]:
     """The ``Metadata=`` argument for ``put_object`` / ``upload_file``."""
     metadata = {ENCODING: PERCENT_UTF8, DETAILS: quote(details, safe=" ")}
     if language:
         metadata[LANGUAGE] = quote(language, safe="")
+    if glossary:
+        metadata[GLOSSARY] = quote(glossary, safe="")
     size = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
     if size > MAX_METADATA_BYTES:
         raise MetadataError(
@@ -60,4 +66,8 @@ def decode_metadata(metadata: Mapping[str, str]) -> RecordingMetadata:
         except UnicodeDecodeError:
             raise MetadataError(f"metadata {name!r} is not percent-encoded UTF-8") from None
 
-    return RecordingMetadata(language=read(LANGUAGE) or None, details=read(DETAILS) or "")
+    return RecordingMetadata(
+        language=read(LANGUAGE) or None,
+        details=read(DETAILS) or "",
+        glossary=read(GLOSSARY) or None,
+    )

@@ -801,6 +801,53 @@ def test_glossary_from_s3_goes_into_the_prompt(stack: Deployment, model: FakeMod
     assert "four Avot Nezikin" in stack.read("final-output/lesson-001.txt")
 
 
+HEBREW_LECTURE = [
+    '[00:00:00.000 --> 00:00:04.000] אמר רבא מאי טעמא כדפירש רש"י',
+    "[00:00:04.000 --> 00:00:08.000] והא תיובתא דרב",
+]
+
+
+def test_the_jobs_glossary_reaches_the_model_and_its_spellings_the_transcript(
+    stack: Deployment, model: FakeModel
+) -> None:
+    client = stack.client(llm_env=llm_env(model))
+    job = transcribed(stack, HEBREW_LECTURE, language="hebrew", details="שיעור כללי")
+    invoke(client, job.model_copy(update={"glossary": "talmud"}))
+    [call] = model.converse_calls()
+    glossary = call.user.split("Glossary (preferred spellings):\n", 1)[1]
+    assert glossary.startswith("Talmud lectures: Hebrew with Talmudic Aramaic")
+    assert "תיובתא (teyuvta: a refutation, Aramaic)" in glossary  # in Hebrew, with a gloss
+    assert "אביי (Abaye)" in glossary
+    assert 'רש"י => רש״י' in glossary.split("\n")  # the preferred spelling, with gershayim
+    assert "Baba Kama => Bava Kamma" not in glossary  # English misspellings: not in Hebrew
+    assert "כדפירש רש״י" in stack.read("final-output/lesson-001.txt")
+    assert only_result(stack).status == "success"
+
+
+def test_a_job_that_asks_for_no_glossary_gets_none_even_when_its_details_name_one(
+    stack: Deployment, model: FakeModel
+) -> None:
+    client = stack.client(llm_env=llm_env(model))
+    job = transcribed(stack, HEBREW_LECTURE, language="hebrew", details="בבא קמא ב.")
+    invoke(client, job.model_copy(update={"glossary": "none"}))
+    [call] = model.converse_calls()
+    assert "Glossary" not in call.user
+    assert 'רש"י' in stack.read("final-output/lesson-001.txt")
+
+
+def test_a_job_naming_an_unknown_glossary_fails_with_a_reason(
+    stack: Deployment, model: FakeModel
+) -> None:
+    client = stack.client(llm_env=llm_env(model))
+    job = transcribed(stack, HEBREW_LECTURE, language="hebrew")
+    invoke(client, job.model_copy(update={"glossary": "talmus"}))
+    assert model.calls == []
+    result = only_result(stack)
+    assert result.status == "failed"
+    assert result.error is not None
+    assert "unknown glossary 'talmus'; known glossaries: talmud" in result.error
+
+
 def test_openai_compatible_corrector(stack: Deployment, model: FakeModel) -> None:
     model.script.fail_times = 1  # one 429, retried by urllib3
     options = stage_config.StageOptions(

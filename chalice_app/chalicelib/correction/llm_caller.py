@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.correction.corrected_document import CorrectionSource, corrected_document
 from chalicelib.correction.correctors import Corrector
-from chalicelib.correction.prompt import PromptContext
+from chalicelib.correction.prompt import PromptContext, glossary_text
 from chalicelib.correction.transcript import (
     CorrectionParams,
     CorrectionReport,
@@ -57,6 +57,7 @@ from pipeline_core.contracts import (
     utc_timestamp,
 )
 from pipeline_core.errors import LLM_CALLER_READER, ConfigurationError, is_missing_object
+from pipeline_core.glossary import UnknownGlossaryError, choose, glossary_named
 from pipeline_core.jobs import ACTIVE_STATES, JobField, JobRecord, JobState, JobTable, Lease
 from pipeline_core.jsonlog import log_context
 from pipeline_core.ownership import OutputTakenError, Owner, json_version_of, owner_metadata
@@ -259,6 +260,10 @@ class _Correction:
             report = CorrectionReport(lines_total=len(transcript.correctable))
             report.lines_uncorrected = report.lines_total
             return self._finish(transcript, report, "none")
+        try:
+            glossary = self._glossary()
+        except UnknownGlossaryError as exc:
+            return self._fail(f"the LLM job's glossary: {exc}")
         deadline = Deadline(0) if final else self.deadline
         report = correct_transcript(
             transcript,
@@ -266,7 +271,7 @@ class _Correction:
             context=PromptContext(
                 self.job.language_code,
                 self.job.details,
-                self._glossary(),
+                glossary,
                 self.settings.correction_format,
             ),
             checkpoints=self.checkpoints,
@@ -306,6 +311,18 @@ class _Correction:
         return text, Owner.of(metadata), json_version_of(metadata)
 
     def _glossary(self) -> str:
+        """The glossary text for the prompt: the recording's domain glossary (the one its
+        job names; a job from before glossaries were chosen: the one its details mention),
+        then the deployment's own terms (``GLOSSARY_KEY``), at most ``MAX_GLOSSARY_CHARS``."""
+        name = choose(self.job.glossary, self.job.details, None)
+        log.info("glossary chosen", extra={"glossary": name})
+        domain = glossary_named(name)
+        text = glossary_text(domain, self.job.language_code, self._deployment_glossary())
+        if len(text) > MAX_GLOSSARY_CHARS:
+            log.warning("glossary cut to %d characters", MAX_GLOSSARY_CHARS)
+        return text[:MAX_GLOSSARY_CHARS]
+
+    def _deployment_glossary(self) -> str:
         key = self.settings.glossary_key
         if not key:
             return ""
@@ -316,10 +333,7 @@ class _Correction:
                 log.warning("glossary object missing; correcting without it", extra={"key": key})
                 return ""
             raise
-        glossary = body.read().decode("utf-8", errors="replace")
-        if len(glossary) > MAX_GLOSSARY_CHARS:
-            log.warning("glossary cut to %d characters", MAX_GLOSSARY_CHARS)
-        return glossary[:MAX_GLOSSARY_CHARS]
+        return body.read().decode("utf-8", errors="replace")
 
     def _continue_later(self, report: CorrectionReport) -> CorrectionOutcome:
         assert self.settings.llm_queue_url is not None

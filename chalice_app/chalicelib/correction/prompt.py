@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from chalicelib.correction.correctors import Tool
+from pipeline_core.glossary import Glossary
 from pipeline_core.languages import language_name
 from pipeline_core.timed_text import TimedLine
 
@@ -100,6 +101,36 @@ class PromptContext:
     def tool(self) -> Tool | None:
         """The tool the model must answer with; None: it answers in text."""
         return EDIT_TOOL if self.answer_format == "edits" else None
+
+
+def glossary_text(glossary: Glossary | None, language_code: str, extra: str = "") -> str:
+    """What the model is given as the glossary: the recording's domain glossary, its terms
+    as spelled in the recording's language (with a gloss), then the forms to replace, one
+    ``found => written`` a line; then ``extra`` (the deployment's own, as written)."""
+    parts: list[str] = []
+    entries = glossary.entries(language_code) if glossary is not None else []
+    if glossary is not None and entries:
+        parts.append(f"{glossary.title} (write these terms as spelled here):")
+        replacements: list[str] = []
+        for section in glossary.sections:
+            terms = []
+            for entry in section.entries:
+                term = entry.spelling(language_code)
+                if term is None:
+                    continue
+                glosses = [g for g in (entry.spellings.get("en"), entry.note) if g and g != term]
+                terms.append(f"{term} ({': '.join(glosses)})" if glosses else term)
+                replacements += [
+                    f"{found} => {term}" for found in entry.heard_as.get(language_code, ())
+                ]
+            if terms:
+                parts.append(f"{section.title}: {', '.join(terms)}")
+        if replacements:
+            parts.append("Written wrongly => as it should be written:")
+            parts += replacements
+    if extra.strip():
+        parts.append(extra.strip())
+    return "\n".join(parts)
 
 
 def numbered(lines: Sequence[TimedLine]) -> str:
