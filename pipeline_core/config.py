@@ -187,6 +187,9 @@ LLM_CORRECTORS: Final = ("bedrock", "openai", "none")
 CORRECTION_FORMATS: Final = ("edits", "echo")
 # Read-only lines shown on each side of a chunk: a sentence cut by the chunk's edge reads whole.
 CONTEXT_LINES: Final = 2
+# A word Whisper gives less probability than this is marked for the corrector as a likely
+# mishearing (bench/results: the share of words marked on the evaluation clips).
+LOW_CONFIDENCE_PROBABILITY: Final = 0.5
 
 # The correction model: Claude Sonnet 4.6 through the cross-region inference profile of the
 # deployment's geography (docs/design.md, "The correction model": the choice and its prices).
@@ -232,6 +235,9 @@ class LlmCallerSettings:
     min_line_similarity: float = 0.5  # a corrected line this unlike its original is refused
     correction_format: str = "edits"  # one of CORRECTION_FORMATS
     context_lines: int = CONTEXT_LINES
+    # Words the recogniser gave a probability under this are marked for the model as the
+    # likely mistakes (0: none marked).
+    low_confidence_probability: float = LOW_CONFIDENCE_PROBABILITY
     time_reserve_seconds: int = 240  # no new model call when less is left of the invocation
     max_passes: int = 8  # invocations one transcript may take before it is failed
     retry_delay_seconds: int = 300  # how soon a throttled message is received again
@@ -267,6 +273,9 @@ class LlmCallerSettings:
             min_line_similarity=env.number("MIN_LINE_SIMILARITY", 0.5, minimum=0.0),
             correction_format=env.choice("CORRECTION_FORMAT", "edits", CORRECTION_FORMATS),
             context_lines=env.integer("CONTEXT_LINES", CONTEXT_LINES, minimum=0),
+            low_confidence_probability=env.number(
+                "LOW_CONFIDENCE_PROBABILITY", LOW_CONFIDENCE_PROBABILITY, minimum=0.0
+            ),
             time_reserve_seconds=env.integer("TIME_RESERVE_SECONDS", 240, minimum=0),
             max_passes=env.integer("MAX_CORRECTION_PASSES", 8, minimum=1),
             retry_delay_seconds=env.integer("RETRY_DELAY_SECONDS", 300, minimum=0),

@@ -26,6 +26,7 @@ from support.fake_llm import (
 from support.s3_denials import deny_reads_below
 
 from chalicelib import aws
+from chalicelib.correction.prompt import MARK_CLOSE, MARK_OPEN
 from chalicelib.correction.validation import MAX_EDIT_CHARS
 from cloudformation.call_ledger import denied, ungranted
 from pipeline_core.contracts import LlmJob, Result, send_to_queue
@@ -801,7 +802,7 @@ def test_glossary_from_s3_goes_into_the_prompt(stack: Deployment, model: FakeMod
     assert "four Avot Nezikin" in stack.read("final-output/lesson-001.txt")
 
 
-HEBREW_LECTURE = [
+RASHI_LECTURE = [
     '[00:00:00.000 --> 00:00:04.000] אמר רבא מאי טעמא כדפירש רש"י',
     "[00:00:04.000 --> 00:00:08.000] והא תיובתא דרב",
 ]
@@ -811,7 +812,7 @@ def test_the_jobs_glossary_reaches_the_model_and_its_spellings_the_transcript(
     stack: Deployment, model: FakeModel
 ) -> None:
     client = stack.client(llm_env=llm_env(model))
-    job = transcribed(stack, HEBREW_LECTURE, language="hebrew", details="שיעור כללי")
+    job = transcribed(stack, RASHI_LECTURE, language="hebrew", details="שיעור כללי")
     invoke(client, job.model_copy(update={"glossary": "talmud"}))
     [call] = model.converse_calls()
     glossary = call.user.split("Glossary (preferred spellings):\n", 1)[1]
@@ -824,11 +825,47 @@ def test_the_jobs_glossary_reaches_the_model_and_its_spellings_the_transcript(
     assert only_result(stack).status == "success"
 
 
+def test_words_the_recogniser_was_unsure_of_are_marked_for_the_model_and_never_delivered(
+    stack: Deployment, model: FakeModel
+) -> None:
+    model.script.replacements = {}
+    # A model that copies the markers into its edit, as a real one may.
+    model.script.edits = [{"line": 1, "from": f"{MARK_OPEN}בבה קמה{MARK_CLOSE}",
+                           "to": f"{MARK_OPEN}בבא קמא{MARK_CLOSE}"}]  # fmt: skip
+    client = stack.client(llm_env=llm_env(model))
+    lines = [
+        "[00:00:00.000 --> 00:00:04.000] היום נלמד מסכת בבה קמה דף ב",
+        "[00:00:04.000 --> 00:00:08.000] ארבעה אבות נזיקין",
+    ]
+    job = transcribed(stack, lines, language="hebrew")
+    recognised = recognised_json(job, lines, "he")
+    unsure = {"בבה": 0.21, "קמה": 0.34}
+    first = recognised.segments[0].model_copy(update={"words": tuple(
+        word.model_copy(update={"probability": unsure.get(word.text.strip(), 0.93)})
+        for word in recognised.segments[0].words
+    )})  # fmt: skip
+    put_recognised(
+        stack, job, recognised.model_copy(update={"segments": (first, *recognised.segments[1:])})
+    )
+
+    invoke(client, job)
+
+    [call] = model.converse_calls()
+    assert f"1|היום נלמד מסכת {MARK_OPEN}בבה קמה{MARK_CLOSE} דף ב\n2|ארבעה אבות נזיקין" in call.user
+    assert "low confidence" in call.system
+    assert only_result(stack).status == "success"
+    for output in FINAL_OUTPUT_FORMATS:
+        text = stack.read(final_keys("lesson-001").of(output))
+        assert MARK_OPEN not in text
+        assert MARK_CLOSE not in text
+    assert "היום נלמד מסכת בבא קמא דף ב" in stack.read("final-output/lesson-001.txt")
+
+
 def test_a_job_that_asks_for_no_glossary_gets_none_even_when_its_details_name_one(
     stack: Deployment, model: FakeModel
 ) -> None:
     client = stack.client(llm_env=llm_env(model))
-    job = transcribed(stack, HEBREW_LECTURE, language="hebrew", details="בבא קמא ב.")
+    job = transcribed(stack, RASHI_LECTURE, language="hebrew", details="בבא קמא ב.")
     invoke(client, job.model_copy(update={"glossary": "none"}))
     [call] = model.converse_calls()
     assert "Glossary" not in call.user
@@ -839,7 +876,7 @@ def test_a_job_naming_an_unknown_glossary_fails_with_a_reason(
     stack: Deployment, model: FakeModel
 ) -> None:
     client = stack.client(llm_env=llm_env(model))
-    job = transcribed(stack, HEBREW_LECTURE, language="hebrew")
+    job = transcribed(stack, RASHI_LECTURE, language="hebrew")
     invoke(client, job.model_copy(update={"glossary": "talmus"}))
     assert model.calls == []
     result = only_result(stack)

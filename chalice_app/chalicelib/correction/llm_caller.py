@@ -33,9 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.correction.corrected_document import CorrectionSource, corrected_document
+from chalicelib.correction.corrected_document import (
+    CorrectionSource,
+    corrected_document,
+    matching_segments,
+)
 from chalicelib.correction.correctors import Corrector
-from chalicelib.correction.prompt import PromptContext, glossary_text
+from chalicelib.correction.prompt import PromptContext, glossary_text, low_confidence_marked
 from chalicelib.correction.transcript import (
     CorrectionParams,
     CorrectionReport,
@@ -194,6 +198,7 @@ class _Correction:
         self.source_file = job.source_key
         work_id = job.job_id or hashlib.sha256(job.timed_key.encode()).hexdigest()[:32]
         self.json_version_id: str | None = None  # set from the timed transcript's metadata
+        self.recognised: TranscriptDocument | None = None  # the worker's JSON, when readable
         self.checkpoints = S3Checkpoints(clients.s3, settings.bucket, keys.llm_work_prefix(work_id))
 
     # -- entry ---------------------------------------------------------------------------
@@ -256,6 +261,7 @@ class _Correction:
                 "not delivered"
             )
         transcript = parse(text)
+        self.recognised = self._recognised_document()
         if self.corrector is None:
             report = CorrectionReport(lines_total=len(transcript.correctable))
             report.lines_uncorrected = report.lines_total
@@ -273,6 +279,7 @@ class _Correction:
                 self.job.details,
                 glossary,
                 self.settings.correction_format,
+                self._low_confidence(transcript),
             ),
             checkpoints=self.checkpoints,
             deadline=deadline,
@@ -321,6 +328,17 @@ class _Correction:
         if len(text) > MAX_GLOSSARY_CHARS:
             log.warning("glossary cut to %d characters", MAX_GLOSSARY_CHARS)
         return text[:MAX_GLOSSARY_CHARS]
+
+    def _low_confidence(self, transcript: TimedTranscript) -> dict[int, str]:
+        """The lines with words the recogniser was unsure of, marked for the model."""
+        lines = transcript.correctable
+        segments = matching_segments(lines, self.recognised, self.job.job_id)
+        threshold = self.settings.low_confidence_probability
+        if segments is None or threshold <= 0:
+            return {}
+        marked = low_confidence_marked(lines, segments, threshold)
+        log.info("low-confidence words marked", extra={"lines_marked": len(marked)})
+        return marked
 
     def _deployment_glossary(self) -> str:
         key = self.settings.glossary_key
@@ -440,7 +458,7 @@ class _Correction:
             language=self.job.language_code,
             corrector=model,
         )
-        document = corrected_document(transcript, report.texts, self._recognised_document(), source)
+        document = corrected_document(transcript, report.texts, self.recognised, source)
         bodies = {
             keys.OutputFormat.TXT: render_plain(transcript, report.texts),
             keys.OutputFormat.TIMED: render_timed(transcript, report.texts),
