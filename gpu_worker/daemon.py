@@ -46,6 +46,7 @@ from gpu_worker.transcription.transcribe_step import transcribe_audio
 from pipeline_core.config import ConfigError, WorkerSettings
 from pipeline_core.contracts import ResultTopic, utc_timestamp
 from pipeline_core.errors import ConfigurationError, PermanentError
+from pipeline_core.glossary import UnknownGlossaryError, hotwords_for
 from pipeline_core.jobs import JobField, JobTable
 from pipeline_core.jsonlog import configure_logging, log_context
 from pipeline_core.keys import transcript_keys
@@ -292,8 +293,9 @@ class Worker:
 
             engine = self.engines.for_language(job.language_code)  # 4.
             result = transcribe_audio(
-                engine, path, job.language_code, in_flight.progress, check, on_report=report
-            )
+                engine, path, job.language_code, in_flight.progress, check,
+                on_report=report, hotwords=self.hotwords(job),
+            )  # fmt: skip
         figures = RunFigures(
             source_key=job.object_key,
             job_id=claim.job_id,
@@ -306,6 +308,23 @@ class Worker:
         written = write_transcripts(self.aws.s3, self.settings.bucket, keys, result, figures)  # 5.
         self.pauses.after("transcript_written", in_flight.check)
         return written
+
+    def hotwords(self, job: AudioJob) -> str | None:
+        """The terms of the job's glossary for the engine's prompt, when the settings say so.
+
+        A glossary this worker does not know (its AMI is older than the Lambdas that chose
+        it) costs the recording only its prompt: the Dispatcher checked the name, and the
+        LLM Caller, which has it, still corrects with it."""
+        if not self.settings.glossary_hotwords:
+            return None
+        try:
+            return hotwords_for(job.glossary, job.details, job.language_code) or None
+        except UnknownGlossaryError as exc:
+            logger.warning(
+                "the job's glossary is unknown to this worker; transcribing without its terms",
+                extra={"error": str(exc)},
+            )
+            return None
 
     # ---- the ways out of a job --------------------------------------------------------
 

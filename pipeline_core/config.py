@@ -190,6 +190,8 @@ CONTEXT_LINES: Final = 2
 # A word Whisper gives less probability than this is marked for the corrector as a likely
 # mishearing (bench/results: the share of words marked on the evaluation clips).
 LOW_CONFIDENCE_PROBABILITY: Final = 0.5
+# Whether the worker primes Whisper with the recording's glossary terms (WORKER_GLOSSARY_HOTWORDS).
+GLOSSARY_HOTWORDS: Final = True
 
 # The correction model: Claude Sonnet 4.6 through the cross-region inference profile of the
 # deployment's geography (docs/design.md, "The correction model": the choice and its prices).
@@ -323,6 +325,9 @@ class WorkerSettings:
     beam_size: int = 5
     batch_size: int = 8
     batched_inference: bool = False
+    # The recording's glossary terms as Whisper's hotwords (faster-whisper); the default
+    # follows bench/results (the "hotwords" part: WER with and without them).
+    glossary_hotwords: bool = GLOSSARY_HOTWORDS
     # Fault injection for the reliability tests: log and sleep after this named step.
     pause_after_step: str | None = None
     # The own instance id where there is no IMDS to ask (local mode's stand-in instances).
@@ -364,6 +369,7 @@ class WorkerSettings:
             beam_size=env.integer("WORKER_BEAM_SIZE", 5, minimum=1),
             batch_size=env.integer("WORKER_BATCH_SIZE", 8, minimum=1),
             batched_inference=env.flag("WORKER_BATCHED_INFERENCE", False),
+            glossary_hotwords=env.flag("WORKER_GLOSSARY_HOTWORDS", GLOSSARY_HOTWORDS),
             pause_after_step=env.optional("WORKER_PAUSE_AFTER_STEP"),
             instance_id=env.optional(ENV_INSTANCE_ID),
             notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),

@@ -206,3 +206,10 @@ def choose(requested: str | None, details: str, default: str | None) -> str:
     if requested:
         return check_name(requested)
     return glossary_for_details(details) or check_name(default or NO_GLOSSARY)
+
+
+def hotwords_for(requested: str | None, details: str, language_code: str) -> str:
+    """The speech recogniser's prompt terms for a job that names ``requested`` (a job from
+    before glossaries were chosen: the glossary its details mention); empty without one."""
+    glossary = glossary_named(choose(requested, details, None))
+    return glossary.hotwords(language_code) if glossary is not None else ""

@@ -31,10 +31,12 @@ def transcribe_audio(
     check: Callable[[], None],
     *,
     on_report: Callable[[float], None] | None = None,
+    hotwords: str | None = None,
 ) -> Transcription:
     """Transcribe ``path``; ``check()`` runs at every progress report and segment and may
     raise to abandon the job (the recogniser stops at the next report); ``on_report``
-    receives the percent done at the tracker's (throttled) pace."""
+    receives the percent done at the tracker's (throttled) pace; ``hotwords``: terms for
+    the engine's prompt (the recording's glossary)."""
     started = time.monotonic()
 
     def on_progress(done: float, total: float) -> None:
@@ -43,7 +45,7 @@ def transcribe_audio(
         check()
 
     segments: list[Segment] = []
-    for segment in transcribe_file(engine, path, language_code, on_progress):
+    for segment in transcribe_file(engine, path, language_code, on_progress, hotwords=hotwords):
         segments.append(segment)
         check()
     elapsed = time.monotonic() - started

@@ -116,6 +116,7 @@ class Pipeline:
         details: str = "",
         *,
         with_job_row: bool = True,
+        glossary: str | None = None,
     ) -> str:
         """What the Dispatcher does for an upload: a job row and an Audio Queue message."""
         etag = self.s3.head_object(Bucket=self.stack.bucket, Key=key)["ETag"].strip('"')
@@ -133,8 +134,9 @@ class Pipeline:
                 extra={JobField.OUTPUT_NAME: output_name},
             )
         message = AudioJob(
-            s3_key=key, language=language, details=details, job_id=job_id, output_name=output_name
-        )
+            s3_key=key, language=language, details=details, job_id=job_id,
+            output_name=output_name, glossary=glossary,
+        )  # fmt: skip
         self.send_audio(message.to_json())
         return job_id
 
