@@ -150,6 +150,32 @@ def _batching_md(section: dict[str, Any]) -> list[str]:
     return [*out, table(header, rows), ""]
 
 
+def _hotwords_md(section: dict[str, Any]) -> list[str]:
+    out = [
+        "### Whisper primed with the glossary's terms (hotwords), per language",
+        "",
+        f"{section['engine']} {section['model']} {section['compute_type']} on "
+        f"{section['device']}; {section['settings']}. Low-confidence words: the share of the "
+        "bare run's words under the LLM Caller's LOW_CONFIDENCE_PROBABILITY, which it marks "
+        "for the model. Leaked terms: words of the hotwords the primed run wrote that the "
+        "reference does not have.",
+        "",
+        _machine(section),
+        "",
+    ]
+    rows = [
+        [r["language"], r["clips"], r["reference_words"], len(r["hotwords"]),
+         _error_rate(r, "bare"), _error_rate(r, "primed"), _pct(r["bare_cer"]),
+         _pct(r["primed_cer"]), r["leaked_terms"],
+         _pct(r["low_confidence_words"] / r["words"]) if r["words"] else None]
+        for r in section["languages"]
+    ]  # fmt: skip
+    header = ["language", "clips", "reference words", "hotwords chars", "WER bare",
+              "WER primed", "CER bare", "CER primed", "leaked terms",
+              "low-confidence words"]  # fmt: skip
+    return [*out, table(header, rows), ""]
+
+
 def _loop_md(runs: list[dict[str, Any]]) -> list[str]:
     if not runs:
         return []
@@ -267,6 +293,8 @@ def markdown(results: dict[str, Any]) -> str:
         out += _speed_md(results["speed"])
     if "batching" in results:
         out += _batching_md(results["batching"])
+    if "hotwords" in results:
+        out += _hotwords_md(results["hotwords"])
     out += _loop_md(results.get("loop", []))
     out += _latency_md(results.get("latency", []))
     if "orchestration" in results:
@@ -333,6 +361,19 @@ def readme_section(results: dict[str, Any], results_link: str) -> str:
             f"{b['compute_type']} on {b['device']}, batch {b['batch_size']}, measured "
             f"{b['environment']['date_utc']}), WER (CER where words are not spaced) unbatched "
             f"-> batched: {by_language}."
+        )
+    if "hotwords" in results:
+        h = results["hotwords"]
+        by_language = ", ".join(
+            f"{r['language']} {_error_rate(r, 'bare')} -> {_error_rate(r, 'primed')}"
+            for r in h["languages"]
+            if r["hotwords"]
+        )
+        lines.append(
+            f"Glossary hotwords (WORKER_GLOSSARY_HOTWORDS; the {h['glossary']!r} glossary's "
+            f"terms, {h['engine']} {h['model']} on {h['device']}, measured "
+            f"{h['environment']['date_utc']}, clips outside the glossary's domain), WER bare "
+            f"-> primed: {by_language}."
         )
     for section in results.get("latency", []):
         runs = section["runs"]
@@ -436,7 +477,16 @@ def merged(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     The run's environment stays ``previous``'s: a merged latency section carries its own.
     """
     out = dict(previous)
-    for part in ("accuracy", "speed", "batching", "loop", "orchestration", "memory", "cost"):
+    for part in (
+        "accuracy",
+        "speed",
+        "batching",
+        "hotwords",
+        "loop",
+        "orchestration",
+        "memory",
+        "cost",
+    ):
         if part in new:
             out[part] = new[part]
     labels = {s["label"] for s in new.get("latency", [])}

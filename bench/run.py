@@ -11,7 +11,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from bench import accuracy, batching, correction, cost, latency, memory, orchestration, speed
+from bench import (
+    accuracy,
+    batching,
+    correction,
+    cost,
+    hotwords,
+    latency,
+    memory,
+    orchestration,
+    speed,
+)
 from bench.clips import Clip, concatenated_mp3, eval_clips, generated_clips, looped_mp3
 from bench.engines import (
     FASTER_WHISPER,
@@ -36,6 +46,7 @@ PARTS: Final = (
     "accuracy",
     "speed",
     "batching",
+    "hotwords",
     "loop",
     "latency",
     "orchestration",
@@ -292,6 +303,26 @@ def _batching(plan: Plan, work_dir: Path) -> dict[str, Any]:
     }
 
 
+def _hotwords(plan: Plan) -> dict[str, Any]:
+    """The worker's engine with and without the glossary's hotwords, multilingual model."""
+    model = plan.models[-1]
+    spec = EngineSpec(FASTER_WHISPER, model, _default_compute(plan.device))
+    log.info("hotwords: %s", spec.label)
+    rows = hotwords.measure(spec, plan.device, plan.clips)
+    return {
+        "engine": spec.engine,
+        "model": spec.model,
+        "compute_type": spec.compute_type,
+        "device": plan.device,
+        "glossary": hotwords.GLOSSARY,
+        "settings": hotwords.SETTINGS,
+        "languages": [asdict(r) for r in rows],
+        # Its own record: a part merged into earlier results (--merge) is measured later.
+        "environment": asdict(collect(plan.device)),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
 def _loop(plan: Plan, engines: list[str], quick: bool) -> list[dict[str, Any]]:
     runs = []
     for engine_name in engines:
@@ -366,6 +397,8 @@ def run(options: Options) -> dict[str, Any]:
             )
         if "batching" in options.parts:
             results["batching"] = _timed("batching", timings, lambda: _batching(plan, work_dir))
+        if "hotwords" in options.parts:
+            results["hotwords"] = _timed("hotwords", timings, lambda: _hotwords(plan))
         if "loop" in options.parts:
             results["loop"] = _timed("loop", timings, lambda: _loop(plan, engines, options.quick))
         if "latency" in options.parts:

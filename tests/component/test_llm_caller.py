@@ -20,6 +20,7 @@ from support.fake_llm import (
     NO_MODEL_ACCESS,
     RETIRED_MODEL_ID,
     USE_CASE_NOT_SUBMITTED,
+    Call,
     FakeModel,
     running_model,
 )
@@ -808,13 +809,20 @@ RASHI_LECTURE = [
 ]
 
 
+def corrected_naming(
+    stack: Deployment, model: FakeModel, glossary: str, details: str = "שיעור כללי"
+) -> list[Call]:
+    """RASHI_LECTURE corrected for an LLM job that names ``glossary``; the model's calls."""
+    client = stack.client(llm_env=llm_env(model))
+    job = transcribed(stack, RASHI_LECTURE, language="hebrew", details=details)
+    invoke(client, job.model_copy(update={"glossary": glossary}))
+    return model.converse_calls()
+
+
 def test_the_jobs_glossary_reaches_the_model_and_its_spellings_the_transcript(
     stack: Deployment, model: FakeModel
 ) -> None:
-    client = stack.client(llm_env=llm_env(model))
-    job = transcribed(stack, RASHI_LECTURE, language="hebrew", details="שיעור כללי")
-    invoke(client, job.model_copy(update={"glossary": "talmud"}))
-    [call] = model.converse_calls()
+    [call] = corrected_naming(stack, model, "talmud")
     glossary = call.user.split("Glossary (preferred spellings):\n", 1)[1]
     assert glossary.startswith("Talmud lectures: Hebrew with Talmudic Aramaic")
     assert "תיובתא (teyuvta: a refutation, Aramaic)" in glossary  # in Hebrew, with a gloss
@@ -864,10 +872,7 @@ def test_words_the_recogniser_was_unsure_of_are_marked_for_the_model_and_never_d
 def test_a_job_that_asks_for_no_glossary_gets_none_even_when_its_details_name_one(
     stack: Deployment, model: FakeModel
 ) -> None:
-    client = stack.client(llm_env=llm_env(model))
-    job = transcribed(stack, RASHI_LECTURE, language="hebrew", details="בבא קמא ב.")
-    invoke(client, job.model_copy(update={"glossary": "none"}))
-    [call] = model.converse_calls()
+    [call] = corrected_naming(stack, model, "none", details="בבא קמא ב.")
     assert "Glossary" not in call.user
     assert 'רש"י' in stack.read("final-output/lesson-001.txt")
 
@@ -875,10 +880,7 @@ def test_a_job_that_asks_for_no_glossary_gets_none_even_when_its_details_name_on
 def test_a_job_naming_an_unknown_glossary_fails_with_a_reason(
     stack: Deployment, model: FakeModel
 ) -> None:
-    client = stack.client(llm_env=llm_env(model))
-    job = transcribed(stack, RASHI_LECTURE, language="hebrew")
-    invoke(client, job.model_copy(update={"glossary": "talmus"}))
-    assert model.calls == []
+    assert corrected_naming(stack, model, "talmus") == []
     result = only_result(stack)
     assert result.status == "failed"
     assert result.error is not None
