@@ -80,8 +80,8 @@ def measure(spec: EngineSpec, device: str, clips: list[Clip]) -> list[LanguageRo
             audio = decode_audio(clip.path)
             segments = list(engine.transcribe(audio, language))
             bare.append((clip, _text(segments)))
-            probabilities += [
-                w.probability for s in segments for w in s.words if w.probability is not None
+            probabilities += [  # float(): the engine's are numpy's, which JSON refuses
+                float(w.probability) for s in segments for w in s.words if w.probability is not None
             ]
             if hotwords:
                 text = _text(list(engine.transcribe(audio, language, hotwords=hotwords)))
@@ -101,7 +101,9 @@ def measure(spec: EngineSpec, device: str, clips: list[Clip]) -> list[LanguageRo
                 bare_cer=without.cer,
                 primed_cer=with_terms.cer,
                 words=len(probabilities),
-                low_confidence_words=sum(p < LOW_CONFIDENCE_PROBABILITY for p in probabilities),
+                low_confidence_words=sum(
+                    1 for p in probabilities if p < LOW_CONFIDENCE_PROBABILITY
+                ),
                 leaked_terms=leaked,
             )
         )
