@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any, Final
 
+from pipeline_core.config import GLOSSARY_HOTWORDS
+
 START: Final = "<!-- bench:start -->"
 END: Final = "<!-- bench:end -->"
 JSON_NAME: Final = "results.json"
@@ -369,11 +371,12 @@ def readme_section(results: dict[str, Any], results_link: str) -> str:
             for r in h["languages"]
             if r["hotwords"]
         )
+        default = "on" if GLOSSARY_HOTWORDS else "off"
         lines.append(
-            f"Glossary hotwords (WORKER_GLOSSARY_HOTWORDS; the {h['glossary']!r} glossary's "
-            f"terms, {h['engine']} {h['model']} on {h['device']}, measured "
-            f"{h['environment']['date_utc']}, clips outside the glossary's domain), WER bare "
-            f"-> primed: {by_language}."
+            f"Glossary hotwords (WORKER_GLOSSARY_HOTWORDS, {default} by default; the "
+            f"{h['glossary']!r} glossary's terms, {h['engine']} {h['model']} on {h['device']}, "
+            f"measured {h['environment']['date_utc']}, clips outside the glossary's domain), "
+            f"WER bare -> primed: {by_language}."
         )
     for section in results.get("latency", []):
         runs = section["runs"]
