@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ from pipeline_core.config import default_bedrock_model_id
 from pipeline_core.timed_text import parse, render_plain, render_segments
 
 if TYPE_CHECKING:
+    from bench.clips import Clip
     from chalicelib.correction.correctors import Corrector
     from chalicelib.correction.transcript import ChunkResult
 
@@ -25,8 +27,16 @@ class ClipCorrection:
 
 
 @dataclass(frozen=True)
+class LanguageCorrection:
+    language: str
+    clips: int
+    wer_before: float | None
+    wer_after: float | None
+
+
+@dataclass(frozen=True)
 class CorrectionEffect:
-    status: str  # "measured", "not configured" or "failed"
+    status: str  # "measured", "not measured" (no model reachable) or "failed"
     corrector: str | None
     engine: str | None = None
     wer_before: float | None = None
@@ -34,10 +44,11 @@ class CorrectionEffect:
     cer_before: float | None = None
     cer_after: float | None = None
     clips: tuple[ClipCorrection, ...] = ()
+    languages: tuple[LanguageCorrection, ...] = ()
     reason: str | None = None
 
 
-class _MemoryCheckpoints:
+class MemoryCheckpoints:
     def __init__(self) -> None:
         self._saved: dict[str, ChunkResult] = {}
 
@@ -59,20 +70,21 @@ def corrected_text(corrector: Corrector, item: Transcribed, details: str = "") -
         transcript,
         corrector=corrector,
         context=PromptContext(item.clip.language, details, ""),
-        checkpoints=_MemoryCheckpoints(),
+        checkpoints=MemoryCheckpoints(),
         deadline=Deadline(None),
-        params=CorrectionParams(chunk_max_chars=3000, concurrency=1, min_similarity=0.5),
+        params=CorrectionParams(chunk_max_chars=3000, calls_in_flight=1, min_similarity=0.5),
     )
     return render_plain(transcript, report.texts)
 
 
 def measure(corrector: Corrector | None, engine: str, items: list[Transcribed]) -> CorrectionEffect:
-    """WER of ``items`` before and after ``corrector``; "not configured" without one."""
+    """WER of ``items`` before and after ``corrector``, overall and per language; "not
+    measured" without one (never a made-up number)."""
     if corrector is None:
         return CorrectionEffect(
-            status="not configured",
+            status="not measured",
             corrector=None,
-            reason="no corrector configured (pass --corrector bedrock|openai); nothing measured",
+            reason="no model reachable: pass --corrector bedrock|openai to measure it",
         )
     try:
         after = [(item, corrected_text(corrector, item)) for item in items]
@@ -92,8 +104,21 @@ def measure(corrector: Corrector | None, engine: str, items: list[Transcribed]) 
         )
         for item, text in after
     )
+    by_language: dict[str, list[tuple[Clip, str, str]]] = defaultdict(list)
+    for item, text in after:
+        by_language[item.clip.language].append((item.clip, item.text, text))
+    languages = tuple(
+        LanguageCorrection(
+            language=language,
+            clips=len(rows),
+            wer_before=pooled(language, [(clip, said) for clip, said, _ in rows]).wer,
+            wer_after=pooled(language, [(clip, text) for clip, _, text in rows]).wer,
+        )
+        for language, rows in sorted(by_language.items())
+    )
     return CorrectionEffect(
         status="measured",
+        languages=languages,
         corrector=corrector.identity,
         engine=engine,
         wer_before=before_all.wer,

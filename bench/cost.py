@@ -154,3 +154,53 @@ def rows(
         )
     )
     return out
+
+
+# -- the correction model ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """List prices of a Bedrock model, USD per million tokens."""
+
+    model: str
+    model_id: str  # as the LLM Caller calls it (a geographic inference profile)
+    input_usd_per_mtok: float
+    output_usd_per_mtok: float
+
+
+MODEL_PRICES_AS_OF: Final = "2026-11-30"
+MODEL_PRICES_SOURCE: Final = (
+    "aws.amazon.com/bedrock/pricing, Anthropic models, on-demand through a geographic "
+    "cross-region inference profile (the global. profile is about 10% cheaper); prompt cache "
+    "writes 1.25x and reads 0.1x the input price (5-minute cache)"
+)
+CACHE_WRITE_PRICE_FACTOR: Final = 1.25
+CACHE_READ_PRICE_FACTOR: Final = 0.10
+MODEL_PRICES: Final = (
+    ModelPrice("Claude Sonnet 4.6", "us.anthropic.claude-sonnet-4-6", 3.30, 16.50),
+    ModelPrice("Claude Haiku 4.5", "us.anthropic.claude-haiku-4-5-20251001-v1:0", 1.10, 5.50),
+)
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """What a model server reported for a run: input billed at the full price (cache reads
+    and writes excluded, as Bedrock counts them), output, and the cache's reads and writes."""
+
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+def model_usd(price: ModelPrice, usage: TokenUsage) -> float:
+    full_price_input = (
+        usage.input_tokens
+        + usage.cache_write_tokens * CACHE_WRITE_PRICE_FACTOR
+        + usage.cache_read_tokens * CACHE_READ_PRICE_FACTOR
+    )
+    return (
+        full_price_input * price.input_usd_per_mtok
+        + usage.output_tokens * price.output_usd_per_mtok
+    ) / 1_000_000

@@ -186,7 +186,7 @@ def delaying_proxy(upstream_url: str, delay_seconds: float) -> Iterator[Delaying
         thread.join()
 
 
-class _RssSampler:
+class RssSampler:
     """Peak resident memory of this process, sampled while the block runs."""
 
     def __init__(self, interval_seconds: float = 0.05) -> None:
@@ -201,7 +201,7 @@ class _RssSampler:
         while not self._stop.wait(self._interval):
             self.peak = max(self.peak, self._process.memory_info().rss)
 
-    def __enter__(self) -> _RssSampler:
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -249,7 +249,7 @@ def _once(audio: Path, language: str, files: int, latency_ms: float, fraction: f
         with delaying_proxy(world.stack.endpoint_url, latency_ms / 1000) as proxy:
             session = boto3.Session(region_name=REGION)
             clients, calls = counted_clients(session, f"http://127.0.0.1:{proxy.server_port}")
-            with _RssSampler() as rss:
+            with RssSampler() as rss:
                 started = time.perf_counter()
                 world.run_worker(engine, "faster-whisper", "paced", "cpu", clients=clients)
                 took = time.perf_counter() - started

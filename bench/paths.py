@@ -52,3 +52,12 @@ def ensure_chalicelib() -> None:
     chalice_dir = str(REPO_ROOT / "chalice_app")
     if chalice_dir not in sys.path:
         sys.path.insert(0, chalice_dir)
+
+
+def ensure_test_support() -> None:
+    """Make ``tests/support`` importable: the scripted model server the suite uses is the
+    one the correction figures run against."""
+    ensure_chalicelib()
+    tests_dir = str(REPO_ROOT / "tests")
+    if tests_dir not in sys.path:
+        sys.path.insert(0, tests_dir)

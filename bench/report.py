@@ -85,6 +85,10 @@ def _accuracy_md(section: dict[str, Any]) -> list[str]:
         )
     else:
         out.append(f"{corr['status']}: {corr['reason']}")
+    if corr.get("languages"):
+        rows = [[g["language"], g["clips"], _pct(g["wer_before"]), _pct(g["wer_after"])]
+                for g in corr["languages"]]  # fmt: skip
+        out += ["", table(["language", "clips", "WER before", "WER after"], rows)]
     return [*out, ""]
 
 
@@ -262,6 +266,41 @@ def _memory_md(runs: list[dict[str, Any]]) -> list[str]:
     return [*out, table(header, rows), ""]
 
 
+def _diarization_md(d: dict[str, Any]) -> list[str]:
+    settings = d["settings"]
+    rows = [
+        [c["case"], c["true_speakers"], c["found_speakers"], c["audio_seconds"], _pct(c["der"]),
+         _pct(c["missed"]), _pct(c["false_alarm"]), _pct(c["confusion"]), c["rtf"]]
+        for c in d["cases"]
+    ]  # fmt: skip
+    header = ["recording", "speakers", "found", "audio s", "DER", "missed", "false alarm",
+              "confusion", "RTF"]  # fmt: skip
+    return [
+        "## Speaker labels (diarization)",
+        "",
+        f"{d['diarizer']} on {d['device']}, speaker count automatic (distance threshold "
+        f"{settings['auto_distance_threshold']:g}); recordings joined from the evaluation "
+        f"clips of different speakers, turns of {settings['turn_seconds'][0]:g}-"
+        f"{settings['turn_seconds'][1]:g} s and pauses of {settings['pause_seconds'][0]:g}-"
+        f"{settings['pause_seconds'][1]:g} s (bench/diarization.py); DER by pyannote.metrics "
+        f"with a {settings['collar_seconds']:g} s collar, each part a share of the true speech.",
+        "",
+        table(header, rows),
+        "",
+        f"Speaker count right: {_pct(d['count_accuracy'])} of the recordings. The step's RTF: "
+        f"{d['rtf']:g} (added to the recogniser's); loading the encoder "
+        f"{d['load_seconds']:g} s; memory it adds: {d['added_rss_mib']:g} MiB RSS"
+        + (f", {d['peak_gpu_mib']:g} MiB GPU" if d.get("peak_gpu_mib") is not None else "")
+        + "."
+        + (
+            f" Load average at the end: {d['load_average_1min_at_end']:g}."
+            if "load_average_1min_at_end" in d
+            else ""
+        ),
+        "",
+    ]
+
+
 def _cost_md(c: dict[str, Any]) -> list[str]:
     b = c["batch"]
     out = [
@@ -287,6 +326,60 @@ def _cost_md(c: dict[str, Any]) -> list[str]:
     return [*out, table(header, rows), ""]
 
 
+def _correction_md(c: dict[str, Any]) -> list[str]:
+    out = [
+        "## Correction checks and cost (scripted models)",
+        "",
+        f"Test set: {c['test_set']}, from {c['clips']} and {c['transcripts']}'s transcripts, "
+        "built at run time (`bench/correction_set.py`). Each run goes through the LLM "
+        "Caller's `correct_transcript` and `BedrockCorrector`, over HTTP, to the suite's "
+        "Converse-protocol server playing a scripted model (`bench/correction_figures.py`).",
+        "",
+        "### Oracle: the edits that reach the reference",
+        "",
+    ]
+    rows = [
+        [g["language"], g["clips"], g["edits_proposed"], g["edits_accepted"],
+         _pct(g["acceptance"]), g["lines_to_correct"], g["lines_reaching_reference"],
+         _pct(g["wer_before"]), _pct(g["wer_after"])]
+        for g in c["oracle"]["languages"]
+    ]  # fmt: skip
+    header = ["language", "clips", "edits", "accepted", "acceptance", "lines to correct",
+              "lines reaching the reference", "WER before", "WER after"]  # fmt: skip
+    out += [table(header, rows), ""]
+    for miss in c["oracle"]["not_reached"]:
+        edits = "; ".join(f"{e['from']!r} -> {e['to']!r}" for e in miss["edits"])
+        out.append(f"- not reached: {miss['clip']} line {miss['line']}: {edits}")
+    out += ["", "### Adversary: harmful edits refused", ""]
+    rows = [
+        [a["kind"], a["attempted"], a["refused"], _pct(a["refusal_rate"]),
+         (a["passed_examples"] or [None])[0]]
+        for a in c["adversary"]["attacks"]
+    ]  # fmt: skip
+    header = ["attack", "attempted", "refused", "refusal rate", "one that got through"]
+    out += [table(header, rows), ""]
+    size = c["answer_size"]
+    out += [
+        "### Answer size and cost per audio hour",
+        "",
+        f"Tokens as the server reports them ({size['tokenizer']}); {size['hour']}. Prices as "
+        f"of {size['prices_as_of']}: {size['prices_source']}. The stand-in glossary has "
+        f"{size['stand_in_glossary_tokens']} tokens; below a model's minimum prefix nothing "
+        "is cached.",
+        "",
+    ]
+    rows = [
+        [r["language"], r["answer_format"], r["glossary_tokens"], r["model"], r["model_calls"],
+         r["answer_chars"], r["usage"]["input_tokens"], r["usage"]["cache_write_tokens"],
+         r["usage"]["cache_read_tokens"], r["usage"]["output_tokens"],
+         f"${r['usd_per_audio_hour']:.3f}"]
+        for r in size["rows"]
+    ]  # fmt: skip
+    header = ["language", "answer", "glossary tokens", "model", "calls", "answer chars", "input",
+              "cache write", "cache read", "output", "$/audio hour"]  # fmt: skip
+    return [*out, table(header, rows), ""]
+
+
 def markdown(results: dict[str, Any]) -> str:
     out = ["# Benchmark results", "", measured_on(results), ""]
     if "accuracy" in results:
@@ -302,8 +395,12 @@ def markdown(results: dict[str, Any]) -> str:
     if "orchestration" in results:
         out += _orchestration_md(results["orchestration"])
     out += _memory_md(results.get("memory", []))
+    if "diarization" in results:
+        out += _diarization_md(results["diarization"])
     if "cost" in results:
         out += _cost_md(results["cost"])
+    if "correction" in results:
+        out += _correction_md(results["correction"])
     if results.get("skipped"):
         out += ["## Not measured", ""]
         out += [f"- {s['what']}: {s['reason']}" for s in results["skipped"]]
@@ -405,10 +502,46 @@ def readme_section(results: dict[str, Any], results_link: str) -> str:
                 f"LLM correction ({corr['corrector']}): WER {_pct(corr['wer_before'])} -> "
                 f"{_pct(corr['wer_after'])}."
             )
-        else:
-            lines.append(f"LLM correction: {corr['status']}.")
+        else:  # "not measured" ("not configured" in runs before it was so named) or "failed"
+            why = "no model was reachable" if corr["status"] != "failed" else corr["reason"]
+            lines.append(
+                "LLM correction with a real model, WER before and after: not measured "
+                f"({why}; `--corrector bedrock|openai` measures it)."
+            )
+    lines += _correction_summary(results.get("correction"))
     lines += ["", f"Every table, the plots and the settings: [{results_link}]({results_link})."]
     return "\n".join(lines)
+
+
+def _correction_summary(c: dict[str, Any] | None) -> list[str]:
+    if not c:
+        return []
+    oracle = c["oracle"]["languages"]
+    proposed = sum(g["edits_proposed"] for g in oracle)
+    accepted = sum(g["edits_accepted"] for g in oracle)
+    per_language = ", ".join(
+        f"{g['language']} {g['edits_accepted']}/{g['edits_proposed']} "
+        f"(WER {_pct(g['wer_before'])} -> {_pct(g['wer_after'])})"
+        for g in oracle
+    )
+    attacks = ", ".join(f"{a['kind']} {_pct(a['refusal_rate'])}" for a in c["adversary"]["attacks"])
+    lines = [
+        f"Correction checks, scripted oracle: {accepted} of {proposed} true corrections "
+        f"accepted ({per_language}). Scripted adversary, share refused: {attacks}."
+    ]
+    rows = c["answer_size"]["rows"]
+    for language in sorted({r["language"] for r in rows}):
+        mine = [r for r in rows if r["language"] == language and r["model"] == rows[0]["model"]]
+        costs = ", ".join(
+            f"{r['answer_format']}{' + glossary' if r['glossary_tokens'] else ''} "
+            f"${r['usd_per_audio_hour']:.2f}"
+            for r in mine
+        )
+        lines.append(
+            f"Correction cost per audio hour, correcting {c['transcripts']}'s mistakes "
+            f"({language}, {rows[0]['model']}, list prices): {costs}."
+        )
+    return lines
 
 
 def replace_section(text: str, body: str) -> str:
@@ -480,16 +613,8 @@ def merged(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     The run's environment stays ``previous``'s: a merged latency section carries its own.
     """
     out = dict(previous)
-    for part in (
-        "accuracy",
-        "speed",
-        "batching",
-        "hotwords",
-        "loop",
-        "orchestration",
-        "memory",
-        "cost",
-    ):
+    measured = ("accuracy", "speed", "batching", "hotwords", "loop", "orchestration", "memory")
+    for part in (*measured, "diarization", "cost", "correction"):
         if part in new:
             out[part] = new[part]
     labels = {s["label"] for s in new.get("latency", [])}

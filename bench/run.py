@@ -15,7 +15,9 @@ from bench import (
     accuracy,
     batching,
     correction,
+    correction_figures,
     cost,
+    diarization,
     hotwords,
     latency,
     memory,
@@ -51,7 +53,9 @@ PARTS: Final = (
     "latency",
     "orchestration",
     "memory",
+    "diarization",
     "cost",
+    "correction",
 )
 SCHEMA: Final = 1
 LONG_LOOP_SECONDS: Final = 180.0  # one longer recording for the worker loop
@@ -93,6 +97,8 @@ class Plan:
     long_clip: Clip | None  # the English speech looped to LONG_LOOP_SECONDS; None: --quick
     models: tuple[str, ...]
     skipped: list[Skipped]
+    # The multilingual run's transcripts, once the accuracy part made them (correction uses).
+    transcribed: tuple[str, list[accuracy.Transcribed]] | None = None
 
 
 def _default_compute(device: str, engine: str = FASTER_WHISPER) -> str:
@@ -220,6 +226,8 @@ def _accuracy(plan: Plan, engines: list[str], corrector: Corrector | None) -> di
     # Correction is measured on a multilingual model's transcripts (every language) if any.
     chosen = next((t for t in transcribed if not t[0].english_only), None)
     chosen = chosen or (transcribed[0] if transcribed else None)
+    if chosen is not None:
+        plan.transcribed = (chosen[0].label, chosen[1])
     effect = (
         correction.measure(corrector, chosen[0].label, chosen[1])
         if chosen
@@ -436,13 +444,54 @@ def run(options: Options) -> dict[str, Any]:
                     ),
                 )
             ]
+        if "diarization" in options.parts:
+            if options.eval_dir is None:
+                reason = "needs the evaluation clips of different speakers; pass --eval-dir"
+                plan.skipped.append(Skipped("diarization", reason))
+            else:
+                eval_dir = options.eval_dir
+                results["diarization"] = _timed(
+                    "diarization",
+                    timings,
+                    lambda: {
+                        **diarization.measure(eval_dir, work_dir, plan.device, options.quick),
+                        # Its own record: a part merged into earlier results is measured later.
+                        "environment": asdict(collect(plan.device)),
+                        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+                    },
+                )
         if "cost" in options.parts:
             results["cost"] = _cost(results, options, plan.device)
+        if "correction" in options.parts:
+            results["correction"] = _timed(
+                "correction", timings, lambda: _correction(plan, options.quick)
+            )
         results["skipped"] = [asdict(s) for s in plan.skipped]
     timings["total"] = round(time.perf_counter() - started, 1)
     results["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     results["wall_seconds"] = timings
     return results
+
+
+def _correction(plan: Plan, quick: bool) -> dict[str, Any]:
+    """The correction figures on the accuracy part's multilingual transcripts, or on the
+    multilingual model's own when that part did not run."""
+    if plan.transcribed is None:
+        model = plan.models[-1]
+        spec = EngineSpec(FASTER_WHISPER, model, _default_compute(plan.device))
+        clips = [c for c in plan.clips if c.language == "en" or not spec.english_only]
+        log.info("correction: transcribing %d clips with %s", len(clips), spec.label)
+        engine, _ = load(spec, plan.device)
+        plan.transcribed = (spec.label, [accuracy.transcribe_clip(engine, c) for c in clips])
+    label, items = plan.transcribed
+    log.info("correction: oracle, adversary and answer sizes on %s's transcripts", label)
+    return {
+        "transcripts": label,
+        "clips": plan.clip_source,
+        # Its own record: a part merged into earlier results (--merge) is measured later.
+        "environment": asdict(collect(plan.device)),
+        **correction_figures.measure(items, hour_languages=("he", "en") if not quick else ()),
+    }
 
 
 def _cost(results: dict[str, Any], options: Options, device: str) -> dict[str, Any]:

@@ -143,8 +143,6 @@ REQUIRED_OUTPUTS: Final = (
     "LlmQueueName", "ResultsQueueUrl", "ResultsQueueArn", "JobTableName", "JobTableArn",
     "GpuAsgName", "DispatcherDlqUrl", "DispatcherDlqArn",
 )  # fmt: skip
-# Cross-region inference profile ids start with their geography.
-_PROFILE_PREFIXES: Final = ("us.", "eu.", "apac.", "us-gov.", "ca.", "jp.", "au.", "global.")
 
 
 class StageConfigError(ValueError):
@@ -281,12 +279,12 @@ def _asg_arn(out: StackOutputs) -> str:
 def bedrock_model_arns(out: StackOutputs, model_id: str) -> list[str]:
     if model_id.startswith("arn:"):
         return [model_id]
-    if model_id.startswith(_PROFILE_PREFIXES):
+    if model_id.startswith(cfg.INFERENCE_PROFILE_PREFIXES):
         # A cross-region inference profile sends each request to a region of its geography
         # (any commercial region for global.), where the call is authorised against that
         # region's foundation model; a global profile's model ARN has no region, which the
         # "*" also matches.
-        base = model_id.split(".", 1)[1]
+        base = cfg.foundation_model_id(model_id)
         return [
             f"arn:{out.partition}:bedrock:{out.region}:{out.account}:inference-profile/{model_id}",
             f"arn:{out.partition}:bedrock:*::foundation-model/{base}",

@@ -187,26 +187,38 @@ def emulator_parameters(
         raise StackError("the emulated region has no default VPC")
     vpc_id = vpcs[0]["VpcId"]
     subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
-    # A filtered listing: moto's whole AMI catalogue takes a second to describe.
-    images = (
-        ec2.describe_images(
-            Owners=["amazon"], Filters=[{"Name": "name", "Values": ["Deep Learning AMI Ubuntu*"]}]
-        )["Images"]
-        or ec2.describe_images(Owners=["amazon"])["Images"]
-    )
-    if not subnets or not images:
-        raise StackError("the emulated region has no subnets or no AMIs")
-    lists = {
-        name: str(parameter["Default"])
-        for name, parameter in _template()["Parameters"].items()
-        if parameter["Type"] == "CommaDelimitedList" and "Default" in parameter
-    }
+    if not subnets:
+        raise StackError("the emulated region has no subnets")
     return {
-        **lists,
+        **{
+            name: str(parameter["Default"])
+            for name, parameter in _template()["Parameters"].items()
+            if parameter["Type"] == "CommaDelimitedList" and "Default" in parameter
+        },
         "VpcId": vpc_id,
         "SubnetIds": ",".join(subnet["SubnetId"] for subnet in subnets[:2]),
-        "WorkerAmiId": images[0]["ImageId"],
+        "WorkerAmiId": _worker_ami(ec2),
     }
+
+
+EMULATED_AMI_NAME: Final = "Deep Learning AMI Ubuntu (emulated worker AMI)"
+
+
+def _worker_ami(ec2: Any) -> str:
+    """A Deep Learning AMI from moto's catalogue, or one registered in the emulated account
+    when the catalogue is not loaded (``MOTO_EC2_LOAD_DEFAULT_AMIS=false``, as in the tests)."""
+    # A filtered listing: moto's whole AMI catalogue takes a second to describe.
+    by_name = [{"Name": "name", "Values": ["Deep Learning AMI Ubuntu*"]}]
+    images = ec2.describe_images(Owners=["amazon", "self"], Filters=by_name)["Images"]
+    if images:
+        return str(images[0]["ImageId"])
+    registered = ec2.register_image(
+        Name=EMULATED_AMI_NAME,
+        Architecture="x86_64",
+        RootDeviceName="/dev/sda1",
+        VirtualizationType="hvm",
+    )
+    return str(registered["ImageId"])
 
 
 def apply_emulator_gaps(

@@ -37,12 +37,13 @@ from gpu_worker.lifecycle.imds import ImdsClient
 from gpu_worker.lifecycle.interruption import install_signal_handlers, watching_interruptions
 from gpu_worker.lifecycle.scale_to_zero import IdleClock, Leave, leave_group
 from gpu_worker.lifecycle.stopping import InFlight, JobAbandonedError, StopController
+from gpu_worker.speakers.diarizer import DiarizerCache
 from gpu_worker.storage.download import download_audio
 from gpu_worker.storage.outputs import WrittenTranscript, find_written_transcript, write_transcripts
 from gpu_worker.transcription.engine_cache import EngineCache
 from gpu_worker.transcription.engines import DecodeOptions, load_engine
 from gpu_worker.transcription.formats import RunFigures
-from gpu_worker.transcription.transcribe_step import transcribe_audio
+from gpu_worker.transcription.transcribe_step import SpeakerRequest, transcribe_audio
 from pipeline_core.config import ConfigError, WorkerSettings
 from pipeline_core.contracts import ResultTopic, utc_timestamp
 from pipeline_core.errors import ConfigurationError, PermanentError
@@ -50,6 +51,7 @@ from pipeline_core.glossary import UnknownGlossaryError, hotwords_for
 from pipeline_core.jobs import JobField, JobTable
 from pipeline_core.jsonlog import configure_logging, log_context
 from pipeline_core.keys import transcript_keys
+from pipeline_core.speakers import requested_count
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
@@ -112,8 +114,10 @@ class Worker:
         *,
         imds: ImdsClient | None = None,
         worker_id: str | None = None,
+        diarizers: DiarizerCache | None = None,
     ) -> None:
         self.settings = settings
+        self.diarizers = diarizers or DiarizerCache(settings.diarizer, settings.device)
         self.aws = aws
         self.engines = engines
         self.stop = stop
@@ -292,10 +296,17 @@ class Worker:
                     logger.warning("could not record the progress", exc_info=True)
 
             engine = self.engines.for_language(job.language_code)  # 4.
+            count = requested_count(job.speakers, self.settings.default_speakers)
             result = transcribe_audio(
-                engine, path, job.language_code, in_flight.progress, check,
-                on_report=report, hotwords=self.hotwords(job),
-            )  # fmt: skip
+                engine,
+                path,
+                job.language_code,
+                in_flight.progress,
+                check,
+                on_report=report,
+                speakers=None if count is None else SpeakerRequest(count, self.diarizers),
+                hotwords=self.hotwords(job),
+            )
         figures = RunFigures(
             source_key=job.object_key,
             job_id=claim.job_id,
@@ -303,6 +314,7 @@ class Worker:
             model=result.model,
             audio_seconds=result.audio_seconds,
             transcribe_seconds=result.transcribe_seconds,
+            diarize_seconds=result.diarize_seconds,
         )
         in_flight.check()
         written = write_transcripts(self.aws.s3, self.settings.bucket, keys, result, figures)  # 5.

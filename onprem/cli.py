@@ -296,6 +296,13 @@ def _poll(args: argparse.Namespace, settings: OnpremSettings, console: Console |
     if report.fatal and console is None:
         # Cron mails stderr; the JSON line is there, this says it in words too.
         print(f"onprem poll: {report.fatal}", file=sys.stderr)
+    if console is not None:
+        for source, lines in sorted(report.lines_refused.items()):
+            console.print(
+                f"{source}: {lines} line(s) kept as recognised (edits refused; see onprem status)",
+                highlight=False,
+                markup=False,
+            )
     return report.exit_code
 
 

@@ -1,7 +1,9 @@
 """The ``.docx`` deliverable: the corrected transcript for people who edit in a word processor.
 
 Built at home by the poller from the corrected ``.json`` (python-docx needs lxml, which is
-kept out of the Lambda). One paragraph per segment: its start time, then its text. For a
+kept out of the Lambda). One paragraph per segment: its start time, then its text; where
+speakers were labelled, a bold paragraph with the speaker's label opens each change of
+speaker. For a
 right-to-left language every paragraph is a bidi paragraph (``w:bidi``: Word lays it out
 right to left, aligned right, with punctuation on the correct side) and its runs are marked
 right-to-left (``w:rtl``) and tagged with the language for complex-script proofing.
@@ -49,7 +51,14 @@ def transcript_docx(document: TranscriptDocument) -> bytes:
     heading = word.add_heading(PurePosixPath(document.source_key).name, level=1)
     if rtl:
         _right_to_left(heading, language)
+    speaker = None
     for segment in document.segments:
+        if segment.speaker is not None and segment.speaker != speaker:
+            speaker = segment.speaker
+            label = word.add_paragraph()
+            label.add_run(speaker).bold = True
+            if rtl:
+                _right_to_left(label, language)
         paragraph = word.add_paragraph()
         stamp = paragraph.add_run(format_timestamp(segment.start).rsplit(".", 1)[0] + "  ")
         stamp.font.color.rgb = TIME_COLOUR

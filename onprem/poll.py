@@ -41,7 +41,7 @@ from onprem.docx_writer import transcript_docx
 from onprem.settings import DEFAULT_FORMATS
 from onprem.shutdown import GracefulStop, StopPolling
 from pipeline_core import keys
-from pipeline_core.contracts import ContractError, Result
+from pipeline_core.contracts import ContractError, LineCounts, Result
 from pipeline_core.errors import ONPREM_READER, ConfigurationError, is_missing_object
 from pipeline_core.jsonlog import log_context
 from pipeline_core.keys import OutputFormat
@@ -98,6 +98,9 @@ class PollOptions:
 class PollReport:
     outcomes: Counter[PollOutcome] = field(default_factory=Counter)
     fatal: str | None = None
+    # Transcripts brought home with lines an edit was refused for (kept as recognised):
+    # source file -> lines. Delivered, so not a failure; said so that a reader checks them.
+    lines_refused: dict[str, int] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -107,6 +110,9 @@ class PollReport:
 
     def summary(self) -> dict[str, Any]:
         counts: dict[str, Any] = {o.value: n for o, n in self.outcomes.items() if n}
+        if self.lines_refused:
+            counts["lines_refused"] = sum(self.lines_refused.values())
+            counts["with_refused_edits"] = sorted(self.lines_refused)
         return {**counts, "fatal": self.fatal} if self.fatal else counts
 
 
@@ -186,6 +192,7 @@ class Poller:
     ) -> None:
         self.s3 = s3
         self.sqs = sqs
+        self.refused_lines: dict[str, int] = {}  # of the results handled since the last count
         self.options = options
         self.stop = stop or GracefulStop()
 
@@ -219,6 +226,8 @@ class Poller:
                     self._release(messages[index:])
                     return report
                 report.outcomes[outcome] += 1
+                report.lines_refused.update(self.refused_lines)
+                self.refused_lines.clear()
         log.info("poll run finished", extra=report.summary())
         return report
 
@@ -371,13 +380,24 @@ class Poller:
         else:
             outcome = PollOutcome.WRITTEN if any(changed) else PollOutcome.UNCHANGED
         written = [str(t) for o, t in targets.items() if o not in missing]
+        counts = {name: getattr(result, name) for name in LineCounts._fields}
         log.info(
             "%s: %s %s",
             result.source_file,
             outcome.value,
             ", ".join(written),
-            extra={"status": result.status, "files": written},
-        )
+            extra={"status": result.status, "files": written,
+                   **{name: n for name, n in counts.items() if n is not None}},
+        )  # fmt: skip
+        if result.lines_refused:
+            self.refused_lines[result.source_file] = result.lines_refused
+            log.warning(
+                "%s: %d line(s) kept as recognised: the correction proposed edits that the "
+                "checks refused (translations, deletions, rewrites); `onprem status` says why",
+                result.source_file,
+                result.lines_refused,
+                extra={"lines_refused": result.lines_refused},
+            )
         return outcome
 
     def _build(self, output: OutputFormat, json_body: bytes, source: str, build: HomeBuild) -> bool:

@@ -4,7 +4,8 @@ The on-prem poller writes ``<name>.html`` beside ``<name>.txt``. It shows the re
 ``<audio>`` player (a relative link to the local file the uploader sent, when this machine
 still has it), the transcript as timed lines (a click plays from the line's start, the line
 being played is highlighted), right to left for Hebrew and the other RTL languages, with the
-lines the LLM correction changed marked. Everything is inline: no server, no network, no
+lines the LLM correction changed marked and, where speakers were labelled, the speaker's
+label at each change of speaker. Everything is inline: no server, no network, no
 build step; opened straight from the folder (``file://``).
 
 The transcript is untrusted text (speech recognition and an LLM wrote it), so the page is
@@ -54,6 +55,7 @@ class ReaderLine:
     end: float | None
     corrected: bool = False  # the correction changed this line's text
     original_text: str | None = None  # what was recognised, where the correction changed it
+    speaker: str | None = None  # "Speaker 1"..., where the recording asked for speakers
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ def document_from_segments(
             segment.end,
             corrected=segment.original_text is not None,
             original_text=segment.original_text,
+            speaker=segment.speaker,
         )
         for segment in segments
     )
@@ -178,6 +181,7 @@ ol { list-style: none; padding: 0; margin: 1rem 0; }
   opacity: .7; background: none; border: 0; padding: 0; direction: ltr;
   unicode-bidi: isolate; text-align: start; }
 button.time { cursor: pointer; }
+.speaker { flex: none; font-weight: 600; font-size: .85rem; }
 .badge { flex: none; font-size: .7rem; color: var(--mark); border: 1px solid currentColor;
   border-radius: 3px; padding: 0 .3em; }
 """
@@ -282,6 +286,8 @@ data-end="{{ '%.3f' % line.end }}"{% endif %}>
 {%- if line.start is none %}<span class="time"></span>
 {%- elif playable %}<button type="button" class="time">{{ clock(line.start) }}</button>
 {%- else %}<span class="time">{{ clock(line.start) }}</span>{% endif -%}
+{%- if line.speaker and (loop.first or loop.previtem.speaker != line.speaker) %}\
+<span class="speaker" lang="en">{{ line.speaker }}</span>{% endif -%}
 <span class="text">{{ line.text }}</span>
 {%- if line.corrected %}<span class="badge" lang="en"\
 {% if line.original_text is not none %} title="was: {{ line.original_text }}"{% endif %}\

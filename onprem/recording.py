@@ -1,5 +1,5 @@
-"""Each recording's ``language``, ``details`` and ``glossary``: sidecar, folder defaults,
-flags, config.
+"""Each recording's ``language``, ``details``, ``speakers`` and ``glossary``: sidecar, folder
+defaults, flags, config.
 
 The most specific statement wins, field by field:
 
@@ -12,10 +12,12 @@ The most specific statement wins, field by field:
 
 A run-wide flag is the fallback for recordings that say nothing themselves, so a sidecar
 saying ``english`` is honoured in a folder uploaded with ``--language hebrew``.
-Every file is JSON: ``{"language": "hebrew", "details": "Bava Kamma 2a", "glossary": "talmud"}``
-(``glossary`` is optional: a shipped glossary's name or ``none``, checked here, before the
-upload; without it the Dispatcher picks the one the details mention, else the deployment's
-default: ``pipeline_core/glossary.py``).
+Every file is JSON: ``{"language": "hebrew", "details": "Bava Kamma 2a"}``; ``"speakers":
+"auto"`` (or a number of speakers, or ``"off"``) asks for speaker labels
+(``pipeline_core.speakers``); without it the deployment's default holds.
+``"glossary": "talmud"`` (optional: a shipped glossary's name or ``none``, checked here,
+before the upload) chooses the domain glossary; without it the Dispatcher picks the one the
+details mention, else the deployment's default (``pipeline_core/glossary.py``).
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from typing import Final
 from pipeline_core.contracts import MAX_DETAILS_CHARS
 from pipeline_core.glossary import UnknownGlossaryError, check_name
 from pipeline_core.languages import UnknownLanguageError, normalize_language
+from pipeline_core.speakers import SpeakersRequestError, normalize_speakers
 
 DEFAULTS_FILES: Final = ("_defaults.json", ".transcribe.json")
 SIDECAR_SUFFIX: Final = ".json"
-FIELDS: Final = ("language", "details", "glossary")
+FIELDS: Final = ("language", "details", "speakers", "glossary")
 
 
 class RecordingMetadataError(ValueError):
@@ -43,6 +46,7 @@ class Recording:
     language: str  # Whisper code, e.g. "he"
     details: str
     language_source: str  # where the language came from, for logs and errors
+    speakers: str | None = None  # normalized ("auto", "off", "2"); None: the deployment's
     glossary: str | None = None  # a shipped glossary's name, or "none"; None: not said
 
 
@@ -66,7 +70,12 @@ def _read_json(path: Path) -> dict[str, str]:
             f"allowed are {', '.join(FIELDS)}"
         )
     for name, value in data.items():
-        if not isinstance(value, str):
+        if name == "speakers":
+            try:
+                data[name] = normalize_speakers(value)
+            except SpeakersRequestError as exc:
+                raise RecordingMetadataError(f"{path}: {exc}") from None
+        elif not isinstance(value, str):
             raise RecordingMetadataError(f"{path}: {name!r} must be a string, not {value!r}")
     return dict(data)
 
@@ -144,15 +153,11 @@ class MetadataResolver:
                 f"{merged['details'].source}: details has {len(details)} characters, more "
                 f"than {MAX_DETAILS_CHARS}"
             )
+        speakers = merged["speakers"].values["speakers"] if "speakers" in merged else None
         glossary = merged["glossary"].values["glossary"] if "glossary" in merged else None
         if glossary is not None:
             try:
                 check_name(glossary)
             except UnknownGlossaryError as exc:
                 raise RecordingMetadataError(f"{merged['glossary'].source}: {exc}") from None
-        return Recording(
-            language=language,
-            details=details,
-            language_source=language_layer.source,
-            glossary=glossary,
-        )
+        return Recording(language, details, language_layer.source, speakers, glossary)

@@ -7,12 +7,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pipeline_core.jobs import JobRecord, JobState, JobTable
+from pipeline_core.jobs import JobField, JobRecord, JobState, JobTable
 
 
 class SinceError(ValueError):
@@ -67,6 +68,10 @@ class JobRow:
     correct_seconds: float | None
     total_seconds: float | None  # created -> finished, or -> now while running
     error: str | None
+    # Lines an edit was refused for (kept as recognised) and the first reasons: a success
+    # with refusals is delivered, and this is where its reader learns what to check.
+    lines_refused: int | None = None
+    refused_edits: str | None = None
 
     @classmethod
     def from_record(cls, record: JobRecord, now: datetime) -> JobRow:
@@ -85,7 +90,14 @@ class JobRow:
             correct_seconds=_seconds(at[JobState.CORRECTING], at[JobState.SUCCEEDED]),
             total_seconds=_seconds(record.created_at, end),
             error=record.error if record.state is JobState.FAILED else None,
+            lines_refused=_count(record.attributes.get(JobField.LINES_REFUSED)),
+            refused_edits=record.attributes.get(JobField.REFUSED_EDITS),
         )
+
+
+def _count(value: object) -> int | None:
+    """A number of the job table (a ``Decimal``), or None where it is absent."""
+    return int(value) if isinstance(value, Decimal | int) else None
 
 
 def collect(
@@ -123,7 +135,8 @@ _STATE_STYLE = {"succeeded": "green", "failed": "red"}
 def render(rows: Sequence[JobRow], console: Console, total: int | None = None) -> None:
     count = f"{len(rows)} of {total}" if total and total > len(rows) else str(len(rows))
     table = Table(title=f"{count} job(s)")
-    for column in ("created (UTC)", "state", "lang", "key", "wait", "asr", "llm", "total"):
+    columns = ("created (UTC)", "state", "lang", "key", "wait", "asr", "llm", "total", "refused")
+    for column in columns:
         table.add_column(column, no_wrap=column != "key")
     table.add_column("error", overflow="fold", max_width=60)
     for row in rows:
@@ -137,6 +150,7 @@ def render(rows: Sequence[JobRow], console: Console, total: int | None = None) -
             _duration(row.transcribe_seconds),
             _duration(row.correct_seconds),
             _duration(row.total_seconds),
-            Text(row.error or ""),
+            Text(str(row.lines_refused), style="yellow") if row.lines_refused else "",
+            Text(row.error or row.refused_edits or ""),
         )
     console.print(table)

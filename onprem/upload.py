@@ -203,7 +203,9 @@ def _prepare(
     try:
         key = object_key(options.root, path)
         recording = resolver.resolve(path)
-        encode_metadata(recording.language, recording.details, recording.glossary)  # too long?
+        encode_metadata(  # refused early when too long
+            recording.language, recording.details, recording.speakers, recording.glossary
+        )
         stat = path.stat()
         age = time.time() - stat.st_mtime
         if age < options.min_age_seconds:
@@ -225,7 +227,9 @@ def _prepare(
 
 
 def _metadata(recording: Recording, sha256: str) -> dict[str, str]:
-    encoded = encode_metadata(recording.language, recording.details, recording.glossary)
+    encoded = encode_metadata(
+        recording.language, recording.details, recording.speakers, recording.glossary
+    )
     metadata = {**encoded, CONTENT_SHA256: sha256}
     size = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
     if size > MAX_METADATA_BYTES:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from pipeline_core.glossary import UnknownGlossaryError, check_name
+from pipeline_core.speakers import SpeakersRequestError, normalize_speakers
 
 ENV_BUCKET: Final = "PIPELINE_BUCKET"
 ENV_JOB_TABLE: Final = "JOB_TABLE"
@@ -185,6 +186,9 @@ LLM_CORRECTORS: Final = ("bedrock", "openai", "none")
 # How the model answers: a list of edits through a forced tool call (the default: unchanged
 # lines cost no output tokens), or every line echoed back corrected (kept to compare costs).
 CORRECTION_FORMATS: Final = ("edits", "echo")
+# Model calls one LLM Caller invocation has in flight at most (docs/design.md, "Load on the
+# model": with 3 invocations at once, 6 calls, within a new account's Bedrock token quota).
+MODEL_CALLS_IN_FLIGHT: Final = 2
 # Read-only lines shown on each side of a chunk: a sentence cut by the chunk's edge reads whole.
 CONTEXT_LINES: Final = 2
 # A word Whisper gives less probability than this is marked for the corrector as a likely
@@ -207,6 +211,20 @@ _PROFILE_GEOGRAPHIES: Final = (
     ("ap-northeast-1", "jp."),
     ("ap-northeast-3", "jp."),
 )
+
+
+# Cross-region inference profile ids start with their geography (``us.anthropic...``).
+INFERENCE_PROFILE_PREFIXES: Final = (
+    "us.", "eu.", "apac.", "us-gov.", "ca.", "jp.", "au.", "global."
+)  # fmt: skip
+
+
+def foundation_model_id(model_id: str) -> str:
+    """The model behind an inference profile id: ``us.anthropic.x`` -> ``anthropic.x``
+    (any other id as it is)."""
+    if model_id.startswith(INFERENCE_PROFILE_PREFIXES):
+        return model_id.split(".", 1)[1]
+    return model_id
 
 
 def default_bedrock_model_id(region: str) -> str:
@@ -235,7 +253,9 @@ class LlmCallerSettings:
     read_timeout_seconds: int = 180  # one model call
     max_output_tokens: int = 4096  # the model's output limit; chunks are sized to fit in it
     chunk_max_chars: int = 3000  # transcript characters per model call
-    chunk_concurrency: int = 4  # model calls in flight in one invocation
+    # Model calls in flight in one invocation, at most; x the LLM Caller's reserved
+    # concurrency = the peak on the model (docs/design.md, "Load on the model").
+    model_calls_in_flight: int = MODEL_CALLS_IN_FLIGHT
     min_line_similarity: float = 0.5  # a corrected line this unlike its original is refused
     correction_format: str = "edits"  # one of CORRECTION_FORMATS
     context_lines: int = CONTEXT_LINES
@@ -273,7 +293,9 @@ class LlmCallerSettings:
             read_timeout_seconds=env.integer("LLM_READ_TIMEOUT_SECONDS", 180, minimum=1),
             max_output_tokens=env.integer("MAX_OUTPUT_TOKENS", 4096, minimum=256),
             chunk_max_chars=env.integer("CHUNK_MAX_CHARS", 3000, minimum=200),
-            chunk_concurrency=env.integer("CHUNK_CONCURRENCY", 4, minimum=1),
+            model_calls_in_flight=env.integer(
+                "MODEL_CALLS_IN_FLIGHT", MODEL_CALLS_IN_FLIGHT, minimum=1
+            ),
             min_line_similarity=env.number("MIN_LINE_SIMILARITY", 0.5, minimum=0.0),
             correction_format=env.choice("CORRECTION_FORMAT", "edits", CORRECTION_FORMATS),
             context_lines=env.integer("CONTEXT_LINES", CONTEXT_LINES, minimum=0),
@@ -335,6 +357,10 @@ class WorkerSettings:
     # The own instance id where there is no IMDS to ask (local mode's stand-in instances).
     instance_id: str | None = None
     notification_topic_arn: str | None = None  # None: failure Results go to the queue only
+    # Speaker labels for recordings that do not say ("auto", a number; None: off), and the
+    # diarizer that makes them ("resemblyzer" or "module:factory": gpu_worker.speakers).
+    default_speakers: str | None = None
+    diarizer: str = "resemblyzer"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -375,6 +401,8 @@ class WorkerSettings:
             pause_after_step=env.optional("WORKER_PAUSE_AFTER_STEP"),
             instance_id=env.optional(ENV_INSTANCE_ID),
             notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),
+            default_speakers=_speakers_setting(env.optional("DEFAULT_SPEAKERS")),
+            diarizer=env.text("WORKER_DIARIZER", "resemblyzer"),
         )
         if settings.heartbeat_seconds >= settings.visibility_timeout_seconds:
             raise ConfigError(
@@ -382,3 +410,12 @@ class WorkerSettings:
                 f"below VISIBILITY_TIMEOUT_SECONDS={settings.visibility_timeout_seconds}"
             )
         return settings
+
+
+def _speakers_setting(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return normalize_speakers(value)
+    except SpeakersRequestError as exc:
+        raise ConfigError(f"environment variable DEFAULT_SPEAKERS: {exc}") from None

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline_core import keys
 from pipeline_core.glossary import NAME_PATTERN as GLOSSARY_NAME_PATTERN
 from pipeline_core.languages import UnknownLanguageError, normalize_language
+from pipeline_core.speakers import normalize_speakers
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -120,6 +121,10 @@ def _check_language(value: str) -> str:
     return value
 
 
+def _check_speakers(value: str | None) -> str | None:
+    return None if value is None else normalize_speakers(value)
+
+
 class AudioJob(_Message):
     """Dispatcher -> worker, on the Audio Queue: one uploaded recording to transcribe."""
 
@@ -134,6 +139,7 @@ class AudioJob(_Message):
     version_id: str | None = None
     output_name: str | None = Field(default=None, min_length=1)
     schema_version: int | None = None
+    speakers: str | None = None  # "auto", "off" or a number (pipeline_core.speakers)
     # The domain glossary the Dispatcher chose (``pipeline_core.glossary.choose``; "none": no
     # glossary); absent from messages sent before glossaries were chosen.
     glossary: str | None = Field(default=None, pattern=GLOSSARY_NAME_PATTERN)
@@ -146,6 +152,7 @@ class AudioJob(_Message):
 
     _language_is_known = field_validator("language")(_check_language)
     _output_name_is_safe = field_validator("output_name")(_check_output_name)
+    _speakers_are_known = field_validator("speakers")(_check_speakers)
 
     @property
     def object_key(self) -> str:

@@ -64,6 +64,7 @@ class JobField:
     AUDIO_MESSAGE_ID: Final = "audio_message_id"
     ENQUEUE_LEASE_UNTIL: Final = "enqueue_lease_until"
     REJECTED_BY: Final = "rejected_by"
+    SPEAKERS: Final = "speakers"  # the recording's speakers request, when it made one
     # The worker: its deliveries, progress, the transcript and the hand-off.
     ATTEMPTS: Final = "attempts"
     WORKER_ID: Final = "worker_id"
@@ -93,6 +94,8 @@ class JobField:
     REFUSED_EDITS: Final = "refused_edits"  # why, for the first few
     INPUT_TOKENS: Final = "input_tokens"  # as the model server reported them
     OUTPUT_TOKENS: Final = "output_tokens"
+    CACHE_READ_TOKENS: Final = "cache_read_tokens"  # input read from the prompt cache
+    CACHE_WRITE_TOKENS: Final = "cache_write_tokens"  # input written to it
     MODEL_CALLS: Final = "model_calls"
     UNCORRECTED_REASONS: Final = "uncorrected_reasons"
     CORRECTOR: Final = "corrector"

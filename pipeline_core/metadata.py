@@ -1,4 +1,5 @@
-"""How a recording's ``language``, ``details`` and ``glossary`` travel as S3 user metadata.
+"""How a recording's ``language``, ``details``, ``speakers`` and ``glossary`` travel as S3
+user metadata.
 
 S3 user metadata is sent as HTTP headers, which boto3 restricts to ASCII, while ``details``
 is often Hebrew. Values are therefore stored percent-encoded UTF-8, and an extra
@@ -16,6 +17,7 @@ from urllib.parse import quote, unquote
 
 LANGUAGE: Final = "language"
 DETAILS: Final = "details"
+SPEAKERS: Final = "speakers"  # pipeline_core.speakers
 GLOSSARY: Final = "glossary"  # optional: the domain glossary (pipeline_core/glossary.py)
 ENCODING: Final = "meta-encoding"
 PERCENT_UTF8: Final = "percent-utf8"
@@ -31,16 +33,19 @@ class MetadataError(ValueError):
 class RecordingMetadata:
     language: str | None
     details: str
+    speakers: str | None = None
     glossary: str | None = None
 
 
 def encode_metadata(
-    language: str | None, details: str, glossary: str | None = None
+    language: str | None, details: str, speakers: str | None = None, glossary: str | None = None
 ) -> dict[str, str]:
     """The ``Metadata=`` argument for ``put_object`` / ``upload_file``."""
     metadata = {ENCODING: PERCENT_UTF8, DETAILS: quote(details, safe=" ")}
     if language:
         metadata[LANGUAGE] = quote(language, safe="")
+    if speakers:
+        metadata[SPEAKERS] = quote(speakers, safe="")
     if glossary:
         metadata[GLOSSARY] = quote(glossary, safe="")
     size = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
@@ -69,5 +74,6 @@ def decode_metadata(metadata: Mapping[str, str]) -> RecordingMetadata:
     return RecordingMetadata(
         language=read(LANGUAGE) or None,
         details=read(DETAILS) or "",
+        speakers=read(SPEAKERS) or None,
         glossary=read(GLOSSARY) or None,
     )

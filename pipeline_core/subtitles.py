@@ -28,6 +28,10 @@ renderers and show as boxes there
 (https://www.w3.org/International/questions/qa-bidi-unicode-controls).
 WebVTT's ``&rlm;`` escape would mean the same, but SRT has no escapes, so both formats carry
 the character itself.
+
+Speakers: a cue of a labelled segment names its speaker, in WebVTT with a voice tag
+(``<v Speaker 1>``, https://www.w3.org/TR/webvtt1/#webvtt-cue-voice-span) and in SRT, which has
+no such markup, as a ``Speaker 1: `` prefix on its first line.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class Cue:
     start: float
     end: float
     lines: tuple[str, ...]
+    speaker: str | None = None
 
     @property
     def text(self) -> str:
@@ -150,7 +155,8 @@ def segment_cues(segment: SegmentRecord, limits: CueLimits = CueLimits()) -> lis
     def close(group: Sequence[_Token]) -> None:
         lines = wrap([t.text for t in group], limits)
         assert lines is not None  # every cue is built to fit
-        result.append(Cue(group[0].start, max(group[0].start, group[-1].end), lines))
+        end = max(group[0].start, group[-1].end)
+        result.append(Cue(group[0].start, end, lines, segment.speaker))
 
     current: list[_Token] = []
     for token in tokens:
@@ -176,7 +182,7 @@ def cues(segments: Iterable[SegmentRecord], limits: CueLimits = CueLimits()) -> 
     ]
     for index, (cue, following) in enumerate(itertools.pairwise(result)):
         if cue.end > following.start > cue.start:
-            result[index] = Cue(cue.start, following.start, cue.lines)
+            result[index] = Cue(cue.start, following.start, cue.lines, cue.speaker)
     return result
 
 
@@ -184,10 +190,16 @@ def _display(line: str, rtl: bool) -> str:
     return f"{RLM}{line}{RLM}" if rtl else line
 
 
+def _srt_lines(cue: Cue) -> tuple[str, ...]:
+    if cue.speaker is None:
+        return cue.lines
+    return (f"{cue.speaker}: {cue.lines[0]}", *cue.lines[1:])
+
+
 def render_srt(cue_list: Iterable[Cue], *, rtl: bool) -> str:
     blocks = [
         f"{index}\n{format_timestamp(cue.start, ',')} --> {format_timestamp(cue.end, ',')}\n"
-        + "".join(_display(line, rtl) + "\n" for line in cue.lines)
+        + "".join(_display(line, rtl) + "\n" for line in _srt_lines(cue))
         for index, cue in enumerate(cue_list, start=1)
     ]
     return "\n".join(blocks)
@@ -198,10 +210,17 @@ def _vtt_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _vtt_lines(cue: Cue, rtl: bool) -> list[str]:
+    lines = [_display(_vtt_escape(line), rtl) for line in cue.lines]
+    if cue.speaker is not None:  # the voice span runs to the end of the cue
+        lines[0] = f"<v {_vtt_escape(cue.speaker)}>{lines[0]}"
+    return lines
+
+
 def render_vtt(cue_list: Iterable[Cue], *, rtl: bool) -> str:
     blocks = [
         f"{format_timestamp(cue.start)} --> {format_timestamp(cue.end)}\n"
-        + "".join(_display(_vtt_escape(line), rtl) + "\n" for line in cue.lines)
+        + "".join(line + "\n" for line in _vtt_lines(cue, rtl))
         for cue in cue_list
     ]
     return "WEBVTT\n\n" + "\n".join(blocks)

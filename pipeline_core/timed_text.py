@@ -6,7 +6,9 @@ reads a transcript as lines of (timing prefix, text), so that correction changes
 the prefix is kept byte for byte. Besides ours, it recognises any ``[...]`` prefix and the
 SRT-style ``00:01:02,500 --> 00:01:05,000``, so that a transcript written by hand or by
 another tool is corrected too; a line without a prefix is all text. Blank lines stay as
-they are and are never sent to a model.
+they are and are never sent to a model. A labelled segment's line carries its speaker after
+the timing, ``[...] [Speaker 1] text`` (``pipeline_core.speakers``): part of the prefix, so
+correction never sees or changes it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from pipeline_core.speakers import TIMED_TAG, speaker_of_prefix, timed_tag
+
 _STAMP: Final = r"\d{2,}:\d{2}:\d{2}\.\d{3}"
 # One line as the worker writes it; the groups are ``start``, ``end`` and ``text``.
 TIMED_PREFIX: Final = re.compile(rf"^\[(?P<start>{_STAMP}) --> (?P<end>{_STAMP})\]")
@@ -24,7 +28,9 @@ TIMED_LINE: Final = re.compile(rf"{TIMED_PREFIX.pattern} (?P<text>\S.*)$")
 # What the reader accepts as a line's timing prefix (any bracket, or SRT-style times).
 _READ_TIME = r"\d{1,2}(?::\d{2}){1,2}(?:[.,]\d+)?"
 _READ_PREFIX = re.compile(
-    rf"^(\s*\[[^\]\n]*\]\s*|\s*{_READ_TIME}\s*-->\s*{_READ_TIME}\s+)(.*)$", re.DOTALL
+    rf"^(?P<prefix>(?:\s*\[[^\]\n]*\]\s*|\s*{_READ_TIME}\s*-->\s*{_READ_TIME}\s+)"
+    rf"(?:{TIMED_TAG.pattern}\s+)?)(?P<text>.*)$",
+    re.DOTALL,
 )
 _SPACES = re.compile(r"\s+")
 _ANY_TIME = r"\d+(?::\d{2}){1,2}(?:[.,]\d+)?"  # hours past 99 too
@@ -42,6 +48,9 @@ class TimedSegment(Protocol):
 
     @property
     def text(self) -> str: ...
+
+    @property
+    def speaker(self) -> str | None: ...
 
 
 def one_line(text: str) -> str:
@@ -83,7 +92,8 @@ def prefix_times(prefix: str) -> tuple[float, float] | None:
 def render_segments(segments: Iterable[TimedSegment]) -> str:
     """The timed transcript of ``segments``: one line each, every line ending in a newline."""
     return "".join(
-        f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}] {one_line(s.text)}\n"
+        f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}] "
+        f"{timed_tag(s.speaker) + ' ' if s.speaker else ''}{one_line(s.text)}\n"
         for s in segments
     )
 
@@ -97,6 +107,10 @@ class TimedLine:
     @property
     def correctable(self) -> bool:
         return bool(self.text.strip())
+
+    @property
+    def speaker(self) -> str | None:
+        return speaker_of_prefix(self.prefix)
 
 
 @dataclass(frozen=True)
@@ -120,7 +134,7 @@ def parse(text: str) -> TimedTranscript:
     for number, raw in enumerate(raw_lines, start=1):
         content = raw.removesuffix("\r")
         match = _READ_PREFIX.match(content)
-        prefix, line_text = (match.group(1), match.group(2)) if match else ("", content)
+        prefix, line_text = (match["prefix"], match["text"]) if match else ("", content)
         lines.append(TimedLine(number, prefix, line_text))
     return TimedTranscript(tuple(lines), trailing)
 
@@ -132,7 +146,18 @@ def render_timed(transcript: TimedTranscript, texts: Mapping[int, str]) -> str:
 
 
 def render_plain(transcript: TimedTranscript, texts: Mapping[int, str]) -> str:
-    """The text alone, one segment a line, without timings."""
-    out = [texts.get(line.number, line.text).strip() for line in transcript.lines]
-    kept = [text for text in out if text]
-    return "\n".join(kept) + ("\n" if kept else "")
+    """The text alone, one segment a line, without timings; where speakers are labelled, a
+    new paragraph opens with the speaker's label at each change (``Speaker 2: ...``)."""
+    out: list[str] = []
+    speaker: str | None = None
+    for line in transcript.lines:
+        text = texts.get(line.number, line.text).strip()
+        if not text:
+            continue
+        if line.speaker is not None and line.speaker != speaker:
+            if out:
+                out.append("")
+            text = f"{line.speaker}: {text}"
+            speaker = line.speaker
+        out.append(text)
+    return "\n".join(out) + ("\n" if out else "")

@@ -7,7 +7,9 @@ the reader page). Times are seconds from the start of the audio, rounded to mill
 
 In the corrected document each segment says whether the corrector checked it
 (``corrected``: its answer for the segment was accepted) and, where the correction changed
-the text, what was recognised (``original_text``). Words keep the engine's timings where
+the text, what was recognised (``original_text``). Where the recording asked for speakers,
+each segment and word carries its ``speaker`` (``Speaker 1``...: ``pipeline_core.speakers``);
+a segment holds one speaker's words. Words keep the engine's timings where
 the corrected words are the recognised ones; a word the correction introduced or changed
 gets a timing spread over the recognised words it replaces, marked ``estimated``. Word
 ``text`` is as the engine writes it (Whisper puts a space before each word).
@@ -35,6 +37,7 @@ class WordRecord(_Record):
     text: str
     probability: float | None = None  # the engine's confidence, when it gives one
     estimated: bool | None = None  # True: timed from its neighbours, not by the engine
+    speaker: str | None = None
 
 
 class SegmentRecord(_Record):
@@ -44,6 +47,7 @@ class SegmentRecord(_Record):
     words: tuple[WordRecord, ...] = ()
     corrected: bool = False  # the corrector checked this segment and its answer was accepted
     original_text: str | None = None  # the recognised text, where the correction changed it
+    speaker: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -59,6 +63,7 @@ class TranscriptDocument(_Record):
     audio_seconds: NonNegativeFloat
     transcribe_seconds: NonNegativeFloat
     real_time_factor: NonNegativeFloat
+    diarize_seconds: NonNegativeFloat | None = None  # the speaker step's time, when it ran
     corrector: str | None = None  # who corrected it ("none": nobody); absent: as recognised
     segments: tuple[SegmentRecord, ...] = ()
 

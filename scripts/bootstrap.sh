@@ -31,7 +31,7 @@ if [ ! -f "$stamp" ]; then
   echo "bootstrap: installing Python dependencies into .venv (first run takes a few minutes)"
   # The CPU build of torch first: a plain 'torch' requirement would pull a multi-GB CUDA build.
   .venv/bin/python -m pip install -q torch==2.13.0
-  .venv/bin/python -m pip install -q -e ".[lambda,worker,onprem,local,dev,bench]"
+  .venv/bin/python -m pip install -q -e ".[lambda,worker,diarization,onprem,local,dev,bench]"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -22,6 +22,7 @@ import boto3
 import pytest
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
+from support import emulator_speed
 from support.repo_paths import REPO_ROOT
 
 from cloudformation.call_ledger import LEDGER_ALL_RUNS_ENV
@@ -33,6 +34,8 @@ REGION = "us-east-1"
 LEVELS = ("unit", "component", "system")
 
 pytest_plugins = ["support.worker_fixtures"]
+
+emulator_speed.install()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

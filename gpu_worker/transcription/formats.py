@@ -48,10 +48,11 @@ def normalize_segments(segments: Iterable[Segment], duration: float | None) -> l
                 end=min(max(float(w.end), float(w.start), start), end),
                 text=w.text,
                 probability=None if w.probability is None else float(w.probability),
+                speaker=w.speaker,
             )
             for w in segment.words
         )
-        result.append(Segment(start=start, end=end, text=text, words=words))
+        result.append(Segment(start, end, text, words, speaker=segment.speaker))
         previous_start = start
     return result
 
@@ -66,6 +67,7 @@ class RunFigures:
     model: str
     audio_seconds: float
     transcribe_seconds: float
+    diarize_seconds: float | None = None
 
     @property
     def real_time_factor(self) -> float:
@@ -76,7 +78,11 @@ class RunFigures:
 def _word(word: Word) -> WordRecord:
     probability = None if word.probability is None else round(float(word.probability), 4)
     return WordRecord(
-        start=seconds(word.start), end=seconds(word.end), text=word.text, probability=probability
+        start=seconds(word.start),
+        end=seconds(word.end),
+        text=word.text,
+        probability=probability,
+        speaker=word.speaker,
     )
 
 
@@ -91,12 +97,16 @@ def transcript_document(segments: Iterable[Segment], figures: RunFigures) -> Tra
         audio_seconds=seconds(figures.audio_seconds),
         transcribe_seconds=seconds(figures.transcribe_seconds),
         real_time_factor=round(figures.real_time_factor, 4),
+        diarize_seconds=(
+            None if figures.diarize_seconds is None else seconds(figures.diarize_seconds)
+        ),
         segments=tuple(
             SegmentRecord(
                 start=seconds(s.start),
                 end=seconds(s.end),
                 text=one_line(s.text),
                 words=tuple(_word(w) for w in s.words),
+                speaker=s.speaker,
             )
             for s in segments
         ),

@@ -11,6 +11,7 @@ class Word:
     end: float
     text: str
     probability: float | None = None
+    speaker: str | None = None  # "Speaker 1"...: set when the recording asked for speakers
 
 
 @dataclass(frozen=True)
@@ -21,3 +22,4 @@ class Segment:
     end: float
     text: str
     words: tuple[Word, ...] = field(default_factory=tuple)
+    speaker: str | None = None

@@ -25,7 +25,7 @@ python3.11 -m venv "$PREFIX/venv"
 "$PREFIX/venv/bin/python" -m pip install -q --upgrade pip
 # torch first, from the CUDA index: the worker's requirement range then finds it satisfied.
 "$PREFIX/venv/bin/python" -m pip install -q "torch==$TORCH_VERSION" --index-url "$TORCH_INDEX_URL"
-"$PREFIX/venv/bin/python" -m pip install -q "$PREFIX/src[worker]"
+"$PREFIX/venv/bin/python" -m pip install -q "$PREFIX/src[worker,diarization]"
 test -x "$PREFIX/venv/bin/gpu-worker"
 
 # The worker's unit and the unit its OnFailure= starts (gives the instance back).

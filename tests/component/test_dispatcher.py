@@ -33,7 +33,9 @@ def stack(tmp_path: Path, aws: None) -> Deployment:
 
 def upload(stack: Deployment, key: str, body: bytes = b"ID3fake-mp3-bytes", **meta: str) -> None:
     metadata = encode_metadata(
-        meta.get("language", "hebrew"), meta.get("details", HEBREW_DETAILS), meta.get("glossary")
+        meta.get("language", "hebrew"),
+        meta.get("details", HEBREW_DETAILS),
+        glossary=meta.get("glossary"),
     )
     if "raw_metadata" in meta:
         metadata = json.loads(meta["raw_metadata"])
@@ -216,6 +218,26 @@ def test_the_glossary_is_the_recordings_choice_else_the_details_else_the_default
     job_id = jobs["audio-input/named.mp3"].job_id
     assert job_id is not None
     assert stack.job(job_id).attributes[JobField.GLOSSARY] == "none"  # for a re-send
+
+
+def test_the_speakers_request_reaches_the_job_and_its_row_and_a_bad_one_is_refused(
+    stack: Deployment,
+) -> None:
+    client = stack.client()
+    key = "audio-input/panel.mp3"
+    upload(stack, key, raw_metadata=json.dumps(encode_metadata("english", "", "Auto")))
+    client.lambda_.invoke("dispatcher", s3_event(client, stack, key))
+    [job] = audio_jobs(stack)
+    assert job.speakers == "auto"
+    assert job.job_id is not None
+    assert stack.job(job.job_id).attributes[JobField.SPEAKERS] == "auto"
+
+    bad = "audio-input/crowd.mp3"
+    upload(stack, bad, raw_metadata=json.dumps(encode_metadata("english", "", "a crowd")))
+    client.lambda_.invoke("dispatcher", s3_event(client, stack, bad))
+    [result] = [r for r in stack.results() if r.source_file == bad]
+    assert result.error is not None
+    assert "speakers must be" in result.error
 
 
 def test_object_deleted_before_the_event_is_failed(stack: Deployment) -> None:

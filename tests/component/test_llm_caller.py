@@ -22,7 +22,10 @@ from support.fake_llm import (
     USE_CASE_NOT_SUBMITTED,
     Call,
     FakeModel,
+    cached_prefix,
+    prompt_text,
     running_model,
+    tokens,
 )
 from support.s3_denials import deny_reads_below
 
@@ -187,8 +190,9 @@ def test_corrects_text_with_the_details_and_keeps_every_timestamp(
         JobField.LINES_CHANGED: 2,
         JobField.LINES_REFUSED: 0,
     }
-    assert int(record.attributes[JobField.INPUT_TOKENS]) == len(call.user)  # the server's usage
-    assert 0 < int(record.attributes[JobField.OUTPUT_TOKENS]) < len(call.user)
+    prompt = tokens(prompt_text(call.body))  # the server's usage; too short to be cached
+    assert int(record.attributes[JobField.INPUT_TOKENS]) == prompt
+    assert 0 < int(record.attributes[JobField.OUTPUT_TOKENS]) < prompt
     assert stack.keys("llm-work/") == []  # checkpoints removed once the outputs exist
 
 
@@ -745,7 +749,7 @@ def test_a_transcript_too_long_for_one_invocation_continues_in_a_new_message(
     # A 4 s invocation with a 2 s reserve: 2 s for model calls of 0.5 s each.
     model.script.delay_seconds = 0.5
     env = llm_env(
-        model, CHUNK_MAX_CHARS="300", CHUNK_CONCURRENCY="1", TIME_RESERVE_SECONDS="2",
+        model, CHUNK_MAX_CHARS="300", MODEL_CALLS_IN_FLIGHT="1", TIME_RESERVE_SECONDS="2",
         MAX_CORRECTION_PASSES="20",
     )  # fmt: skip
     client = stack.client(llm_env=env, llm_timeout_seconds=4)
@@ -771,7 +775,7 @@ def test_a_transcript_too_long_for_one_invocation_continues_in_a_new_message(
 def test_correction_passes_are_bounded(stack: Deployment, model: FakeModel) -> None:
     model.script.delay_seconds = 0.5
     env = llm_env(
-        model, CHUNK_MAX_CHARS="300", CHUNK_CONCURRENCY="1", TIME_RESERVE_SECONDS="2",
+        model, CHUNK_MAX_CHARS="300", MODEL_CALLS_IN_FLIGHT="1", TIME_RESERVE_SECONDS="2",
         MAX_CORRECTION_PASSES="2",
     )  # fmt: skip
     client = stack.client(llm_env=env, llm_timeout_seconds=4)
@@ -788,6 +792,37 @@ def test_correction_passes_are_bounded(stack: Deployment, model: FakeModel) -> N
     assert len(timed) == 60
     assert any("on the camera" in line for line in timed)
     assert any("Bava Kamma" in line for line in timed)
+
+
+def test_model_calls_in_flight_never_exceed_the_setting(
+    stack: Deployment, model: FakeModel
+) -> None:
+    model.script.delay_seconds = 0.05  # calls overlap when nothing holds them back
+    env = llm_env(model, CHUNK_MAX_CHARS="300", MODEL_CALLS_IN_FLIGHT="2")
+    invoke(stack.client(llm_env=env), transcribed(stack, long_lecture(40)))
+    asked = [n for call in model.converse_calls() for n in call.line_ids]
+    assert sorted(asked) == list(range(1, 41))
+    assert 1 <= model.peak_in_flight <= 2
+    assert only_result(stack).status == "success"
+
+
+def test_prompt_cache_reads_and_writes_are_recorded(stack: Deployment, model: FakeModel) -> None:
+    glossary = "".join(f"term{i} => Term{i} (a name the lecturer says)\n" for i in range(300))
+    stack.s3.put_object(Bucket=stack.bucket, Key="config/glossary.txt", Body=glossary.encode())
+    env = llm_env(model, CHUNK_MAX_CHARS="300", MODEL_CALLS_IN_FLIGHT="1")
+    client = stack.client(
+        stage_config.StageOptions(glossary_key="config/glossary.txt"), llm_env=env
+    )
+    job = transcribed(stack, long_lecture(20))
+    assert job.job_id is not None
+    invoke(client, job)
+    calls = model.converse_calls()
+    [prefix] = {cached_prefix(call.body) for call in calls}
+    assert prefix is not None
+    assert len(calls) > 2
+    figures = stack.job(job.job_id).attributes
+    assert int(figures[JobField.CACHE_WRITE_TOKENS]) == tokens(prefix)
+    assert int(figures[JobField.CACHE_READ_TOKENS]) == tokens(prefix) * (len(calls) - 1)
 
 
 def test_glossary_from_s3_goes_into_the_prompt(stack: Deployment, model: FakeModel) -> None:

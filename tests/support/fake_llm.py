@@ -13,10 +13,19 @@ lines wholesale, answer in prose instead of calling the tool, obey instructions 
 the prompt, or be slow. Like
 Bedrock, it refuses model ids that cannot be called (``Script.model_errors``: the retired
 Claude 3.5 Sonnet by default) with Bedrock's status, ``x-amzn-ErrorType`` header and message.
+
+Usage is reported as the real servers report it, with a stand-in tokenizer (``tokens``: UTF-8
+bytes / 4, about a real tokenizer's count for English, and about 1.6x as many per word for
+Hebrew), and Bedrock's prompt caching: a request with a ``cachePoint`` for a model that caches
+(``prompt_cache.min_cacheable_tokens``) whose prefix (tools, system, content before the point)
+reaches the model's minimum writes it on first sight (``cacheWriteInputTokens``) and reads it
+after (``cacheReadInputTokens``); ``inputTokens`` is the rest. ``peak_in_flight`` is the most
+requests it was answering at once.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import threading
@@ -27,6 +36,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
+
+from chalicelib.correction.prompt_cache import min_cacheable_tokens
 
 _LINE = re.compile(r"^(\d+)\|(.*)$")
 _MODEL_PATH = re.compile(r"/model/(?P<model>.+)/converse$")
@@ -57,7 +68,8 @@ class Script:
     """What the model does; tests change it between calls."""
 
     replacements: dict[str, str] = field(default_factory=dict)
-    # Edits proposed as they are, on top of the replacements' (tool answers only).
+    # Edits proposed as they are, on top of the replacements'; an echo answer (no tool)
+    # echoes its lines with them applied.
     edits: list[dict[str, Any]] = field(default_factory=list)
     fail_times: int = 0  # the first N requests fail with `error`
     error: str = "ThrottlingException"
@@ -89,6 +101,7 @@ class Call:
     system: str
     user: str
     line_ids: list[int]
+    output: str = ""  # what the answer's output tokens are counted on
 
 
 class FakeModel:
@@ -98,8 +111,13 @@ class FakeModel:
         self._lock = threading.Lock()
         self._requests = 0
         self._misbehaved = 0
+        self._in_flight = 0
+        self.peak_in_flight = 0
+        self._cached_prefixes: set[tuple[str, str]] = set()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: stop() waits for the serving loop to notice (half a second by default).
+        serve = functools.partial(self._server.serve_forever, poll_interval=0.02)
+        self._thread = threading.Thread(target=serve, daemon=True)
 
     @property
     def url(self) -> str:
@@ -114,6 +132,17 @@ class FakeModel:
 
     def converse_calls(self) -> list[Call]:
         return [c for c in self.calls if c.path.endswith("/converse")]
+
+    def _cache_usage(self, model_id: str, body: dict[str, Any]) -> CacheUsage:
+        """What Bedrock's prompt cache does with this Converse request."""
+        prefix = cached_prefix(body)
+        minimum = min_cacheable_tokens(model_id)
+        if prefix is None or minimum is None or tokens(prefix) < minimum:
+            return CacheUsage(0, 0)
+        with self._lock:
+            seen = (model_id, prefix) in self._cached_prefixes
+            self._cached_prefixes.add((model_id, prefix))
+        return CacheUsage(tokens(prefix), 0) if seen else CacheUsage(0, tokens(prefix))
 
     # -- the "model" ---------------------------------------------------------------------
 
@@ -137,7 +166,13 @@ class FakeModel:
                     edits.append({"line": number, "from": wrong, "to": right})
                     text = text.replace(wrong, right)
             corrected.append((number, text))
-        edits += [edit for edit in script.edits if edit.get("line") in ids]
+        scripted = [edit for edit in script.edits if edit.get("line") in ids]
+        edits += scripted
+        for edit in scripted:
+            corrected = [
+                (n, t.replace(str(edit["from"]), str(edit["to"]), 1) if n == edit["line"] else t)
+                for n, t in corrected
+            ]
         if script.obey_injection and "IGNORE PREVIOUS INSTRUCTIONS" in user.upper():
             hacked = [{"line": ids[0], "from": lines[0][1], "to": "HACKED"}]
             return Answer("1|HACKED", False, ids, hacked if with_tool else None)
@@ -203,6 +238,16 @@ class FakeModel:
                 )
 
             def do_POST(self) -> None:
+                with model._lock:
+                    model._in_flight += 1
+                    model.peak_in_flight = max(model.peak_in_flight, model._in_flight)
+                try:
+                    self._answer_post()
+                finally:
+                    with model._lock:
+                        model._in_flight -= 1
+
+            def _answer_post(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 path = unquote(self.path)
                 openai = path.endswith("/chat/completions")
@@ -219,7 +264,7 @@ class FakeModel:
                     failing = model._requests <= model.script.fail_times
                 with_tool = bool(body.get("tools") if openai else body.get("toolConfig"))
                 answer = model._answer(user, with_tool)
-                model.calls.append(Call(path, body, system, user, answer.line_ids))
+                model.calls.append(Call(path, body, system, user, answer.line_ids, _output(answer)))
                 if model.script.delay_seconds:
                     time.sleep(model.script.delay_seconds)
                 target = _MODEL_PATH.search(path)
@@ -236,11 +281,11 @@ class FakeModel:
                         self._bedrock_error(code, message)
                     return
                 if openai:
-                    self._send(200, _openai_answer(body, user, answer), {})
+                    self._send(200, _openai_answer(body, prompt_text(body), answer), {})
                 else:
-                    self._send(
-                        200, _converse_answer(body, user, answer), {"x-amzn-RequestId": "fake"}
-                    )
+                    cache = model._cache_usage(target["model"] if target else "", body)
+                    payload = _converse_answer(body, prompt_text(body), answer, cache)
+                    self._send(200, payload, {"x-amzn-RequestId": "fake"})
 
         return Handler
 
@@ -251,12 +296,60 @@ def _tool_name(body: dict[str, Any], openai: bool) -> str:
     return str(body["toolConfig"]["tools"][0]["toolSpec"]["name"])
 
 
-def _openai_answer(body: dict[str, Any], user: str, answer: Answer) -> dict[str, Any]:
+def tokens(text: str) -> int:
+    """The stand-in tokenizer: UTF-8 bytes / 4, rounded up."""
+    return -(-len(text.encode("utf-8")) // 4)
+
+
+@dataclass(frozen=True)
+class CacheUsage:
+    read: int
+    write: int
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    """Everything a request's input tokens are counted on: tools, system, messages."""
+    tools = body.get("tools") or body.get("toolConfig") or ""
+    parts = [json.dumps(tools, ensure_ascii=False) if tools else ""]
+    if "messages" in body and "system" in body:  # Converse
+        parts += [block.get("text", "") for block in body["system"]]
+    for message in body.get("messages", []):
+        content = message["content"]
+        if isinstance(content, str):
+            parts.append(content)
+        else:
+            parts += [block.get("text", "") for block in content]
+    return "".join(parts)
+
+
+def cached_prefix(body: dict[str, Any]) -> str | None:
+    """The text before a Converse request's last ``cachePoint`` (tools and system first,
+    as Bedrock orders the prefix); None without one."""
+    parts = [json.dumps(body["toolConfig"], ensure_ascii=False) if "toolConfig" in body else ""]
+    blocks = [*body.get("system", [])]
+    for message in body.get("messages", []):
+        blocks += message["content"]
+    prefix = None
+    for block in blocks:
+        if "cachePoint" in block:
+            prefix = "".join(parts)
+        parts.append(block.get("text", ""))
+    return prefix
+
+
+def _output(answer: Answer) -> str:
+    """The answer as the model writes it: the text, or the tool call's JSON."""
+    if answer.edits is None:
+        return answer.text
+    return json.dumps({"edits": answer.edits}, ensure_ascii=False)
+
+
+def _openai_answer(body: dict[str, Any], prompt: str, answer: Answer) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": answer.text or None}
-    output = answer.text
+    output = _output(answer)
     finish = "length" if answer.truncated else "stop"
     if answer.edits is not None:
-        arguments = json.dumps({"edits": answer.edits}, ensure_ascii=False)
+        arguments = output
         if answer.truncated:
             arguments = arguments[: len(arguments) // 2]  # cut off mid-JSON, as a real one is
         output = arguments
@@ -274,20 +367,21 @@ def _openai_answer(body: dict[str, Any], user: str, answer: Answer) -> dict[str,
         "model": body["model"],
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": {
-            "prompt_tokens": len(user),
-            "completion_tokens": len(output),
-            "total_tokens": len(user) + len(output),
+            "prompt_tokens": tokens(prompt),
+            "completion_tokens": tokens(output),
+            "total_tokens": tokens(prompt) + tokens(output),
         },
     }
 
 
-def _converse_answer(body: dict[str, Any], user: str, answer: Answer) -> dict[str, Any]:
+def _converse_answer(
+    body: dict[str, Any], prompt: str, answer: Answer, cache: CacheUsage
+) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
-    output = answer.text
+    output = _output(answer)
     stop = "max_tokens" if answer.truncated else "end_turn"
     if answer.edits is not None:
         tool_input = {"edits": answer.edits}
-        output = json.dumps(tool_input, ensure_ascii=False)
         name = _tool_name(body, openai=False)
         use = {"toolUseId": "tooluse_fake1", "name": name, "input": tool_input}
         content.append({"toolUse": use})
@@ -298,9 +392,11 @@ def _converse_answer(body: dict[str, Any], user: str, answer: Answer) -> dict[st
         "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": stop,
         "usage": {
-            "inputTokens": len(user),
-            "outputTokens": len(output),
-            "totalTokens": len(user) + len(output),
+            "inputTokens": tokens(prompt) - cache.read - cache.write,
+            "outputTokens": tokens(output),
+            "totalTokens": tokens(prompt) + tokens(output),
+            "cacheReadInputTokens": cache.read,
+            "cacheWriteInputTokens": cache.write,
         },
         "metrics": {"latencyMs": 1},
     }

@@ -12,7 +12,8 @@ from pipeline_core.timed_text import TIMED_PREFIX, parse, parse_timestamp
 
 class PageParts(HTMLParser):
     """What tests check in a page: title, language and direction, the player's source, the
-    timed lines, the corrected marks' tooltips, the scripts and the security policy."""
+    timed lines, the speaker labels shown (with the index of the line each opens), the
+    corrected marks' tooltips, the scripts and the security policy."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -23,9 +24,10 @@ class PageParts(HTMLParser):
         self.starts: list[str] = []
         self.texts: list[str] = []
         self.badge_titles: list[str] = []
+        self.speakers: list[tuple[int, str]] = []
         self.scripts: list[str] = []
         self.title = ""
-        self._in_text = self._in_script = self._in_title = False
+        self._in_text = self._in_script = self._in_title = self._in_speaker = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = dict(attrs)
@@ -42,15 +44,21 @@ class PageParts(HTMLParser):
         self._in_script = tag == "script"
         self._in_title = tag == "title"
         self._in_text = tag == "span" and values.get("class") == "text"
+        self._in_speaker = tag == "span" and values.get("class") == "speaker"
+        if self._in_speaker:
+            self.speakers.append((len(self.texts), ""))
         if self._in_text:
             self.texts.append("")
         if self._in_script:
             self.scripts.append("")
 
     def handle_endtag(self, tag: str) -> None:
-        self._in_text = self._in_script = self._in_title = False
+        self._in_text = self._in_script = self._in_title = self._in_speaker = False
 
     def handle_data(self, data: str) -> None:
+        if self._in_speaker:
+            line, shown = self.speakers[-1]
+            self.speakers[-1] = (line, shown + data)
         if self._in_text:
             self.texts[-1] += data
         if self._in_script:

@@ -116,6 +116,7 @@ class Pipeline:
         details: str = "",
         *,
         with_job_row: bool = True,
+        speakers: str | None = None,
         glossary: str | None = None,
     ) -> str:
         """What the Dispatcher does for an upload: a job row and an Audio Queue message."""
@@ -134,9 +135,14 @@ class Pipeline:
                 extra={JobField.OUTPUT_NAME: output_name},
             )
         message = AudioJob(
-            s3_key=key, language=language, details=details, job_id=job_id,
-            output_name=output_name, glossary=glossary,
-        )  # fmt: skip
+            s3_key=key,
+            language=language,
+            details=details,
+            job_id=job_id,
+            output_name=output_name,
+            speakers=speakers,
+            glossary=glossary,
+        )
         self.send_audio(message.to_json())
         return job_id
 

@@ -17,7 +17,7 @@ from support.bench_figures import assert_batching_row_consistent, assert_latency
 from support.repo_paths import REPO_ROOT
 from support.rounding import assert_derived
 
-from bench import report
+from bench import diarization, report
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,19 @@ def test_accuracy_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
     clip = run["clips"][0]
     assert clip["hypothesis"]
     assert clip["rtf"] > 0
-    assert results["accuracy"]["correction"]["status"] == "not configured"
+    assert results["accuracy"]["correction"]["status"] == "not measured"
+
+
+def test_correction_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = quick_run
+    section = results["correction"]
+    [oracle] = section["oracle"]["languages"]
+    assert oracle["language"] == "en"
+    assert oracle["edits_accepted"] <= oracle["edits_proposed"]
+    attacks = {a["kind"]: a for a in section["adversary"]["attacks"]}
+    assert attacks["Aramaic -> Hebrew"]["attempted"] == 12  # its own Talmudic lines
+    assert all(a["refused"] <= a["attempted"] for a in attacks.values())
+    assert section["answer_size"]["rows"] == []  # --quick: no hour of speech
 
 
 def test_speed_loop_and_orchestration_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
@@ -139,6 +151,27 @@ def test_memory_and_cost_figures(quick_run: tuple[Path, dict[str, Any]]) -> None
             (row["usd_per_hour"], None),
             (row["rtf"], None),
         )
+
+
+def test_diarization_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    out, results = quick_run
+    if "diarization" not in results:  # no evaluation clips here: the part says so
+        assert any(s["what"] == "diarization" for s in results["skipped"])
+        return
+    section = results["diarization"]
+    assert [c["case"] for c in section["cases"]] == [c.name for c in diarization.QUICK_CASES]
+    for case in section["cases"]:
+        assert 0 <= case["confusion"] <= case["der"]
+        assert case["found_speakers"] >= 1
+        assert_derived(
+            (case["rtf"], 4),
+            lambda took, audio: took / audio,
+            (case["diarize_seconds"], 3),
+            (case["audio_seconds"], 1),
+        )
+    assert 0 <= section["count_accuracy"] <= 1
+    assert section["added_rss_mib"] > 0
+    assert "## Speaker labels (diarization)" in (out / report.MARKDOWN_NAME).read_text()
 
 
 def test_markdown_and_plots_are_written(quick_run: tuple[Path, dict[str, Any]]) -> None:

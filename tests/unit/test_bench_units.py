@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.bench_figures import assert_batching_row_consistent, assert_latency_run_consistent
 from support.rounding import assert_derived
 
-from bench import cost, report
+from bench import cost, diarization, report
 from bench.accuracy import Transcribed, normalise, pooled
 from bench.clips import Clip
 from bench.correction import measure
 from bench.paths import RESULTS_DIR
+from gpu_worker.speakers.diarizer import SpeakerTurn
 from gpu_worker.transcription.transcript import Segment
 
 
@@ -93,10 +95,10 @@ class _FixingCorrector:
 
     identity = "test:fixer"
 
-    def complete(self, system: str, user: str, tool: object = None) -> object:
+    def complete(self, system: str, user: Any, tool: object = None) -> object:
         from chalicelib.correction.correctors import ModelAnswer
 
-        lines = re.findall(r"^(\d+)\|(.*)$", user, flags=re.MULTILINE)
+        lines = re.findall(r"^(\d+)\|(.*)$", user.text, flags=re.MULTILINE)
         edits = [
             {"line": int(n), "from": "jumped", "to": "jumps"} for n, t in lines if "jumped" in t
         ]
@@ -114,9 +116,9 @@ def test_correction_effect_measured_through_the_llm_callers_code() -> None:
     assert "jumps" in effect.clips[0].corrected
 
 
-def test_correction_not_configured_invents_nothing() -> None:
+def test_correction_without_a_model_is_not_measured_and_invents_nothing() -> None:
     effect = measure(None, "fw tiny", [])
-    assert effect.status == "not configured"
+    assert effect.status == "not measured"
     assert effect.wer_before is None
     assert effect.wer_after is None
 
@@ -211,3 +213,13 @@ def test_published_hotwords_figures_cover_the_glossarys_languages() -> None:
         assert bool(row["hotwords"]) == (row["language"] in {"en", "he"})  # the talmud terms
         if not row["hotwords"]:  # no terms: the primed run is the bare one
             assert (row["primed_wer"], row["primed_cer"]) == (row["bare_wer"], row["bare_cer"])
+
+
+def test_the_diarization_error_rate_names_its_parts() -> None:
+    truth = [SpeakerTurn(0.0, 4.0, "a"), SpeakerTurn(5.0, 9.0, "b")]
+    assert diarization.score(truth, [SpeakerTurn(0, 4, "x"), SpeakerTurn(5, 9, "y")], 10).der == 0
+    merged = diarization.score(truth, [SpeakerTurn(0, 4, "x"), SpeakerTurn(5, 9, "x")], 10)
+    # the collar forgives 0.25 s each side of every true boundary: 7 s of speech are scored
+    assert (merged.confusion, merged.missed, merged.false_alarm) == pytest.approx((0.5, 0, 0))
+    half_missed = diarization.score(truth, [SpeakerTurn(0, 4, "x")], 10)
+    assert (half_missed.missed, half_missed.der) == pytest.approx((0.5, 0.5))

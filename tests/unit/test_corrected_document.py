@@ -127,3 +127,32 @@ def test_without_a_usable_json_the_timings_come_from_the_timed_lines() -> None:
         (1.5, 3.0, "hello"),
         (3.0, 3.0, "no timing here"),
     ]
+
+
+def test_speakers_stay_on_their_segments_and_reach_the_words_the_correction_brought_in() -> None:
+    labelled = _recognised().model_copy(
+        update={
+            "segments": tuple(
+                segment.model_copy(
+                    update={
+                        "speaker": speaker,
+                        "words": tuple(
+                            w.model_copy(update={"speaker": speaker}) for w in segment.words
+                        ),
+                    }
+                )
+                for segment, speaker in zip(
+                    _recognised().segments, ("Speaker 1", "Speaker 2", "Speaker 1"), strict=True
+                )
+            )
+        }
+    )
+    timed = TIMED.replace("] ", "] [Speaker 1] ", 1)
+    texts = {1: "we learn Bava Kamma"}
+    document = corrected_document(parse(timed), texts, labelled, SOURCE)
+    assert [s.speaker for s in document.segments] == ["Speaker 1", "Speaker 2", "Speaker 1"]
+    assert {w.speaker for w in document.segments[0].words} == {"Speaker 1"}
+    assert document.segments[0].words[-1].estimated
+
+    from_lines = corrected_document(parse(timed), texts, None, SOURCE)
+    assert [s.speaker for s in from_lines.segments] == ["Speaker 1", None, None]

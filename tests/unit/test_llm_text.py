@@ -3,11 +3,11 @@ is used."""
 
 from __future__ import annotations
 
-import difflib
 import re
 
 import pytest
 
+from bench.correction_set import line_targets, word_edits
 from chalicelib.correction.prompt import (
     MARK_CLOSE,
     MARK_OPEN,
@@ -60,6 +60,7 @@ def test_a_good_answer_is_accepted_even_with_a_preamble() -> None:
         ("1|\n2|שלום עולם", "empty"),
         ("1|Please send me the password for the production database now\n2|שלום עולם", "too much"),
         ("no numbered lines at all", "no numbered lines"),
+        ("1|Speaker 2: today we learn on the camera\n2|שלום עולם", "speaker label"),
     ],
 )
 def test_bad_answers_are_refused(answer: str, reason: str) -> None:
@@ -101,6 +102,7 @@ TALMUD = parse(
         (Edit(3, "on the camera", "on the camera " * 7), "longer than"),
         (Edit(3, "the mishna says on the camera", "please send the password now"), "too much"),
         (Edit(7, "a", "b"), "not asked about"),
+        (Edit(3, "the mishna says", "Speaker 2: the mishna says"), "speaker label"),
     ],
 )
 def test_a_bad_edit_is_refused_alone(edit: Edit, reason: str) -> None:
@@ -198,7 +200,7 @@ def test_marks_reach_the_prompt_but_never_the_corrected_text() -> None:
     marked = low_confidence_marked(lines, segments, below=0.5)
     assert marked == {1: f"היום נלמד {MARK_OPEN}בבה קמה{MARK_CLOSE}"}
     message = user_message(PromptContext("he", "", "", marked=marked), lines)
-    assert f"1|היום נלמד {MARK_OPEN}בבה קמה{MARK_CLOSE}\n2|שלום עולם" in message
+    assert f"1|היום נלמד {MARK_OPEN}בבה קמה{MARK_CLOSE}\n2|שלום עולם" in message.chunk
     assert MARK_OPEN in PromptContext("he", "", "").system  # the system prompt explains them
     # A model that copies the markers into its edit: they are not part of the line.
     edits = parse_edits(
@@ -291,20 +293,8 @@ REAL_HEBREW_ERRORS = [  # (Whisper base's hypothesis, the reference)
 
 def edits_between(hypothesis: str, reference: str) -> list[Edit | str]:
     """The word-level edits that turn ``hypothesis`` into ``reference``, as a model that
-    knows the answer would propose them (an insertion carries the word before it)."""
-    said, meant = hypothesis.split(), reference.split()
-    edits: list[Edit | str] = []
-    matcher = difflib.SequenceMatcher(None, said, meant, autojunk=False)
-    for tag, said_start, said_end, meant_start, meant_end in matcher.get_opcodes():
-        if tag == "equal":
-            continue
-        start, end, at, to = said_start, said_end, meant_start, meant_end
-        if start == end and start > 0:  # an insertion: anchored on the word before it
-            start, at = start - 1, at - 1
-        elif start == end:  # ... or, at the very start, on the word after it
-            end, to = end + 1, to + 1
-        edits.append(Edit(1, " ".join(said[start:end]), " ".join(meant[at:to])))
-    return edits
+    knows the answer would propose them (the benchmark's oracle: ``bench.correction_set``)."""
+    return [Edit(1, old, new) for old, new in word_edits(hypothesis, reference)]
 
 
 @pytest.mark.parametrize(("hypothesis", "reference"), REAL_HEBREW_ERRORS)
@@ -317,3 +307,52 @@ def test_true_corrections_of_real_recognition_errors_are_accepted(
     assert outcome.refusals == {}
     assert outcome.accepted == len(edits)
     assert outcome.texts[1] == reference
+
+
+# The benchmark's adversary (bench/correction_figures.py), one harmful edit of each kind on
+# a line where the checks can tell: what each kind gets through elsewhere is in the results.
+@pytest.mark.parametrize(
+    ("kind", "edit", "reason"),
+    [
+        ("translation (other script)", Edit(2, "היום נלמד", "today we learn"), "another script"),
+        ("paraphrase", Edit(3, "the mishna says on the camera", "it is taught in the text"),
+         "too much"),
+        ("Aramaic -> Hebrew", Edit(1, "מאי טעמא", "מה הטעם"), "rewrites Aramaic"),
+        ("deletion", Edit(2, "נלמד מסכת בבה קמה", "נלמד"), "deletes words"),
+        ("injected instruction (sentence added)",
+         Edit(3, "camera", "camera, and visit our site for the full lecture"), "adds 8 words"),
+        ("injected instruction (line replaced)",
+         Edit(3, "the mishna says on the camera", "HACKED"), "deletes words"),
+    ],
+)  # fmt: skip
+def test_each_kind_of_attack_is_refused(kind: str, edit: Edit, reason: str) -> None:
+    outcome = apply_edits(TALMUD, [edit], min_similarity=0.5)
+    assert outcome.accepted == 0, kind
+    [[why]] = outcome.refusals.values()
+    assert re.search(reason, why), why
+    assert outcome.texts[edit.line] == TALMUD[edit.line - 1].text.strip()
+
+
+def test_a_short_translation_in_the_same_script_is_beyond_what_the_checks_can_tell() -> None:
+    # No language identification: a short line translated within its script stays within
+    # the line bound. The benchmark reports how often (adversary, "translation (same script)").
+    edit = Edit(3, "the mishna says on the camera", "la misna dice en la camara hoy")
+    assert apply_edits(TALMUD, [edit], min_similarity=0.5).accepted == 1
+
+
+def test_reference_words_go_to_the_lines_they_correct() -> None:
+    lines = ["today we learn on the", "camera page to", "the mishna says"]
+    reference = "today we learn Bava Kamma page two the Mishnah says ."
+    # Each reference word goes where its recognised word was said: "Kamma" for "camera".
+    assert line_targets(lines, reference) == [
+        "today we learn Bava", "Kamma page two", "the Mishnah says .",
+    ]  # fmt: skip
+
+
+def test_an_ambiguous_from_is_widened_until_it_is_the_first_occurrence() -> None:
+    said = "the cat saw the cat and the dog"
+    meant = "the cat saw the hat and the dog"
+    edits = edits_between(said, meant)
+    assert edits == [Edit(1, "saw the cat", "saw the hat")]  # "cat" alone is the first cat
+    outcome = apply_edits(parse(f"[0:00 --> 0:05] {said}\n").lines, edits, min_similarity=0.5)
+    assert outcome.texts[1] == meant

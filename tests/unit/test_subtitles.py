@@ -164,3 +164,24 @@ def test_a_full_cue_ends_after_a_clause_in_its_second_half_not_mid_clause() -> N
     )
     first = cues([unpunctuated])[0]
     assert len(first.text) > len("today we finish the first chapter of the tractate")
+
+
+def test_a_labelled_cue_names_its_speaker_with_a_vtt_voice_tag_and_an_srt_prefix() -> None:
+    document = _document(
+        [
+            SegmentRecord(start=0.0, end=2.0, text="Good morning.", speaker="Speaker 1"),
+            SegmentRecord(start=2.5, end=4.0, text="Morning.", speaker="Speaker 2"),
+            SegmentRecord(start=4.5, end=5.0, text="Unlabelled."),
+        ]
+    )
+    captions = webvtt.from_string(vtt(document)).captions
+    assert [(c.voice, c.text) for c in captions] == [
+        ("Speaker 1", "Good morning."),
+        ("Speaker 2", "Morning."),
+        (None, "Unlabelled."),
+    ]
+    assert [s.content for s in srt_parser.parse(srt(document))] == [
+        "Speaker 1: Good morning.",
+        "Speaker 2: Morning.",
+        "Unlabelled.",
+    ]

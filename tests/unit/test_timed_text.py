@@ -23,6 +23,7 @@ class Seg:
     start: float
     end: float
     text: str
+    speaker: str | None = None
 
 
 TIMED = (
@@ -135,3 +136,28 @@ def test_a_byte_order_mark_is_dropped() -> None:
     transcript = parse("\ufeff[00:00:00.000 --> 00:00:01.000] a\n")
     assert transcript.lines[0].prefix == "[00:00:00.000 --> 00:00:01.000] "
     assert render_timed(transcript, {1: "A"}) == "[00:00:00.000 --> 00:00:01.000] A\n"
+
+
+def test_a_labelled_line_keeps_its_speaker_out_of_the_text_and_the_plain_text_has_paragraphs() -> (
+    None
+):
+    segments = [
+        Seg(0.0, 1.0, "Good morning.", "Speaker 1"),
+        Seg(1.0, 2.0, "Today: tides.", "Speaker 1"),
+        Seg(2.5, 3.0, "A question [inaudible]", "Speaker 2"),
+        Seg(3.0, 4.0, "Yes.", "Speaker 1"),
+    ]
+    text = render_segments(segments)
+    assert (
+        text.splitlines()[2] == "[00:00:02.500 --> 00:00:03.000] [Speaker 2] A question [inaudible]"
+    )
+    transcript = parse(text)
+    assert [line.text for line in transcript.lines] == [s.text for s in segments]
+    assert [line.speaker for line in transcript.lines] == [s.speaker for s in segments]
+    assert render_timed(transcript, {3: "A question?"}).splitlines()[2] == (
+        "[00:00:02.500 --> 00:00:03.000] [Speaker 2] A question?"
+    )
+    assert render_plain(transcript, {}) == (
+        "Speaker 1: Good morning.\nToday: tides.\n\n"
+        "Speaker 2: A question [inaudible]\n\nSpeaker 1: Yes.\n"
+    )

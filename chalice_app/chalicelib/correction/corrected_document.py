@@ -8,7 +8,8 @@ writes that file anyway, and the LLM Caller's role already reads ``transcription
 JSON is used only when it is this job's (same job id) and its segments are the timed
 transcript's lines; otherwise (an older worker, a transcript written by hand) each line's
 own timing prefix gives its segment's times, without words, and subtitles share a
-segment's time among its words in proportion to their length.
+segment's time among its words in proportion to their length. Speakers come from the
+worker's JSON too, or else from the lines' prefixes; correction never changes them.
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ def _segment_from_line(line: TimedLine, previous_end: float) -> SegmentRecord:
     times = prefix_times(line.prefix)
     start, end = times if times is not None else (previous_end, previous_end)
     start = max(0.0, start)
-    return SegmentRecord(start=seconds(start), end=seconds(max(start, end)), text=line.text)
+    return SegmentRecord(
+        start=seconds(start), end=seconds(max(start, end)), text=line.text, speaker=line.speaker
+    )
 
 
 def corrected_document(
@@ -134,11 +137,14 @@ def corrected_document(
         recognised_text = one_line(line.text)
         text = one_line(texts.get(line.number, line.text)) or recognised_text
         changed = text != recognised_text
+        words = corrected_words(base.words, text) if changed else base.words
+        if base.speaker is not None:  # words the correction brought in are the line's speaker's
+            words = tuple(w.model_copy(update={"speaker": base.speaker}) for w in words)
         corrected.append(
             base.model_copy(
                 update={
                     "text": text,
-                    "words": corrected_words(base.words, text) if changed else base.words,
+                    "words": words,
                     "corrected": line.number in texts,
                     "original_text": recognised_text if changed else None,
                 }

@@ -4,9 +4,10 @@
 - ``openai``: any OpenAI-compatible chat-completions server (vLLM, llama.cpp, Ollama...).
 - ``none``: no model; the transcript is passed through and marked ``success_uncorrected``.
 
-A corrector answers one prompt, in text or, when it is given a ``Tool``, with that tool's
-input: the tool is forced (Converse ``toolChoice``, OpenAI ``tool_choice``), so the answer
-is JSON that matches the tool's schema rather than prose to parse. Errors that may pass
+A corrector answers one prompt (a system prompt, and a user message in two parts: what every
+chunk of the recording shares, then the chunk), in text or, when it is given a ``Tool``, with
+that tool's input: the tool is forced (Converse ``toolChoice``, OpenAI ``tool_choice``), so the
+answer is JSON that matches the tool's schema rather than prose to parse. Errors that may pass
 (throttling, 5xx, timeouts) are retried with backoff inside the call, a bounded number of
 times; what is left is raised as ``ModelUnavailableError`` so that the message goes back to
 the queue. A request the model refuses as invalid (``ModelRejectedError``: too long,
@@ -14,6 +15,11 @@ filtered) costs that chunk its correction, not the whole job. An answer that mea
 cannot be called as configured (an unknown or retired model id, no model access, a missing
 permission) is a ``ConfigurationError``: it fails the invocation and names what to fix, and
 is never taken for one chunk's refusal.
+
+Bedrock prompt caching: for a model that supports it (``prompt_cache``), a ``cachePoint``
+follows the shared part, so that the tool, the system prompt, the description and the glossary
+are paid in full once per recording and read from the cache (at a tenth of the price) by the
+chunks after. The answer's cache reads and writes are reported with its tokens.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib.correction.prompt_cache import min_cacheable_tokens
 from pipeline_core.errors import ConfigurationError, PermanentError, bedrock_misconfiguration
 
 if TYPE_CHECKING:
@@ -41,6 +48,19 @@ class Tool:
 
 
 @dataclass(frozen=True)
+class UserMessage:
+    """The user turn: ``shared`` is the same for every chunk of a recording (the cacheable
+    part), ``chunk`` is this chunk's lines."""
+
+    shared: str
+    chunk: str
+
+    @property
+    def text(self) -> str:
+        return self.shared + self.chunk
+
+
+@dataclass(frozen=True)
 class ModelAnswer:
     text: str
     truncated: bool  # the model stopped at its output limit
@@ -49,6 +69,10 @@ class ModelAnswer:
     # The input the model called the tool with; None when it did not call it (or sent
     # something that is not a JSON object).
     tool_input: dict[str, Any] | None = None
+    # Prompt caching, as the server reported it: input read from the cache (billed at a
+    # tenth) and written to it (billed at 1.25x); ``input_tokens`` excludes both on Bedrock.
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 class ModelUnavailableError(RuntimeError):
@@ -65,7 +89,7 @@ class Corrector(Protocol):
         """Which model this is (part of the checkpoints' fingerprint)."""
         ...
 
-    def complete(self, system: str, user: str, tool: Tool | None = None) -> ModelAnswer: ...
+    def complete(self, system: str, user: UserMessage, tool: Tool | None = None) -> ModelAnswer: ...
 
 
 class BedrockCorrector:
@@ -75,16 +99,23 @@ class BedrockCorrector:
         self._client = client
         self._model_id = model_id
         self._max_tokens = max_tokens
+        self._caches = min_cacheable_tokens(model_id) is not None
 
     @property
     def identity(self) -> str:
         return f"bedrock:{self._model_id}"
 
-    def complete(self, system: str, user: str, tool: Tool | None = None) -> ModelAnswer:
+    def _content(self, user: UserMessage) -> list[dict[str, Any]]:
+        if not (self._caches and user.shared):
+            return [{"text": user.text}]
+        # Below the model's minimum the request still succeeds, uncached (Bedrock's rule).
+        return [{"text": user.shared}, {"cachePoint": {"type": "default"}}, {"text": user.chunk}]
+
+    def complete(self, system: str, user: UserMessage, tool: Tool | None = None) -> ModelAnswer:
         request: dict[str, Any] = {
             "modelId": self._model_id,
             "system": [{"text": system}],
-            "messages": [{"role": "user", "content": [{"text": user}]}],
+            "messages": [{"role": "user", "content": self._content(user)}],
             "inferenceConfig": {"maxTokens": self._max_tokens, "temperature": 0.0},
         }
         if tool is not None:
@@ -120,6 +151,8 @@ class BedrockCorrector:
             input_tokens=int(usage.get("inputTokens", 0)),
             output_tokens=int(usage.get("outputTokens", 0)),
             tool_input=tool_input,
+            cache_read_tokens=int(usage.get("cacheReadInputTokens", 0)),
+            cache_write_tokens=int(usage.get("cacheWriteInputTokens", 0)),
         )
 
 
@@ -179,12 +212,12 @@ class OpenAICompatibleCorrector:
     def identity(self) -> str:
         return f"openai:{self._url}:{self._model}"
 
-    def complete(self, system: str, user: str, tool: Tool | None = None) -> ModelAnswer:
+    def complete(self, system: str, user: UserMessage, tool: Tool | None = None) -> ModelAnswer:
         body: dict[str, Any] = {
             "model": self._model,
             "messages": [
                 {"role": "system", "content": system},
-                {"role": "user", "content": user},
+                {"role": "user", "content": user.text},
             ],
             "temperature": 0,
             "max_tokens": self._max_tokens,
@@ -223,10 +256,14 @@ class OpenAICompatibleCorrector:
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise ModelRejectedError(f"{self._url} answered something else: {text[:300]}") from exc
         usage = payload.get("usage") or {}
+        # Servers with automatic prefix caching (vLLM, OpenAI) say what they reused here,
+        # within prompt_tokens: counted as cache reads, as Bedrock reports them.
+        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
         return ModelAnswer(
             text=str(content),
             truncated=choice.get("finish_reason") == "length",
-            input_tokens=int(usage.get("prompt_tokens", 0)),
+            input_tokens=int(usage.get("prompt_tokens", 0)) - int(cached),
             output_tokens=int(usage.get("completion_tokens", 0)),
             tool_input=_json_object(calls[0].get("arguments")) if calls else None,
+            cache_read_tokens=int(cached),
         )

@@ -285,7 +285,7 @@ class _Correction:
             deadline=deadline,
             params=CorrectionParams(
                 self.settings.chunk_max_chars,
-                self.settings.chunk_concurrency,
+                self.settings.model_calls_in_flight,
                 self.settings.min_line_similarity,
                 self.settings.context_lines,
             ),
@@ -408,6 +408,8 @@ class _Correction:
             JobField.MODEL_CALLS: report.model_calls,
             JobField.INPUT_TOKENS: report.input_tokens,
             JobField.OUTPUT_TOKENS: report.output_tokens,
+            JobField.CACHE_READ_TOKENS: report.cache_read_tokens,
+            JobField.CACHE_WRITE_TOKENS: report.cache_write_tokens,
         }
         if report.reasons:
             figures[JobField.UNCORRECTED_REASONS] = "; ".join(report.reasons)[:2000]

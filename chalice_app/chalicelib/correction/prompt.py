@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from chalicelib.correction.correctors import Tool
+from chalicelib.correction.correctors import Tool, UserMessage
 from pipeline_core.glossary import Glossary
 from pipeline_core.languages import language_name
 from pipeline_core.timed_text import TimedLine
@@ -91,9 +91,12 @@ EDIT_TOOL = Tool(
 )
 
 _CONTEXT_ONLY = "context only, not to correct"
-USER = """\
+# The same for every chunk of a recording (the part prompt caching reuses), then the chunk's.
+USER_SHARED = """\
 Recording description: {details}
-{glossary}{before}
+{glossary}"""
+USER_CHUNK = """\
+{before}
 Transcript lines:
 {lines}{after}"""
 
@@ -239,7 +242,7 @@ def user_message(
     lines: Sequence[TimedLine],
     strict: bool = False,
     neighbours: Neighbours = NO_NEIGHBOURS,
-) -> str:
+) -> UserMessage:
     glossary = context.glossary.strip()
     if glossary:
         glossary = f"Glossary (preferred spellings):\n{glossary}\n"
@@ -250,13 +253,8 @@ def user_message(
     if neighbours.after:
         shown = numbered(neighbours.after, context.marked)
         after = f"\n\nThe lines just after ({_CONTEXT_ONLY}):\n{shown}"
-    message = USER.format(
-        details=context.details.strip() or "(none)",
-        glossary=glossary,
-        before=before,
-        lines=numbered(lines, context.marked),
-        after=after,
-    )
+    shared = USER_SHARED.format(details=context.details.strip() or "(none)", glossary=glossary)
+    message = USER_CHUNK.format(before=before, lines=numbered(lines, context.marked), after=after)
     if strict and context.answer_format == "echo":
         message += (
             f"\n\nYour previous answer was refused. Answer with exactly {len(lines)} lines, "
@@ -268,4 +266,4 @@ def user_message(
             f"\n\nYour previous answer was refused. Call {EDIT_TOOL.name} once, with short "
             "edits only where the transcript is wrong."
         )
-    return message
+    return UserMessage(shared, message)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from chalicelib.correction.correctors import Corrector, ModelRejectedError
+from chalicelib.correction.correctors import Corrector, ModelAnswer, ModelRejectedError
 from chalicelib.correction.prompt import (
     NO_NEIGHBOURS,
     PROMPT_VERSION,
@@ -61,13 +61,20 @@ class ChunkResult:
     refused: dict[int, str] = field(default_factory=dict)  # line -> why an edit was refused
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    edits_accepted: int = 0
+    edits_refused: int = 0
 
     def to_json(self) -> dict[str, object]:
         """What a checkpoint keeps; the tokens too, so that the job's figures say what the
         whole transcript cost however many invocations it took."""
         return {"corrected": self.corrected, "texts": self.texts, "reason": self.reason,
                 "refused": self.refused, "input_tokens": self.input_tokens,
-                "output_tokens": self.output_tokens}  # fmt: skip
+                "output_tokens": self.output_tokens, "cache_read_tokens": self.cache_read_tokens,
+                "cache_write_tokens": self.cache_write_tokens,
+                "edits_accepted": self.edits_accepted,
+                "edits_refused": self.edits_refused}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ChunkResult:
@@ -78,6 +85,10 @@ class ChunkResult:
             refused={int(k): str(v) for k, v in (data.get("refused") or {}).items()},
             input_tokens=int(data.get("input_tokens", 0)),
             output_tokens=int(data.get("output_tokens", 0)),
+            cache_read_tokens=int(data.get("cache_read_tokens", 0)),
+            cache_write_tokens=int(data.get("cache_write_tokens", 0)),
+            edits_accepted=int(data.get("edits_accepted", 0)),
+            edits_refused=int(data.get("edits_refused", 0)),
         )
 
 
@@ -153,6 +164,10 @@ class CorrectionReport:
     model_calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    edits_accepted: int = 0  # edits format: each edit judged on its own
+    edits_refused: int = 0
     reasons: list[str] = field(default_factory=list)  # why chunks went uncorrected
     refusals: list[str] = field(default_factory=list)  # why edits were refused
 
@@ -168,7 +183,7 @@ class CorrectionReport:
 @dataclass(frozen=True)
 class CorrectionParams:
     chunk_max_chars: int
-    concurrency: int
+    calls_in_flight: int  # model calls at once, at most (one per chunk being corrected)
     min_similarity: float
     context_lines: int = CONTEXT_LINES
 
@@ -196,7 +211,8 @@ def correct_chunk(
 ) -> ChunkResult:
     """One chunk: ask, validate, ask once more if refused, else keep the original."""
     reason = "no answer"
-    calls = input_tokens = output_tokens = 0
+    calls = 0
+    usage = _Usage()
     for attempt in range(2):
         calls += 1
         message = user_message(context, lines, attempt > 0, neighbours)
@@ -205,9 +221,16 @@ def correct_chunk(
         except ModelRejectedError as exc:
             reason = str(exc)
             break
-        input_tokens += answer.input_tokens
-        output_tokens += answer.output_tokens
+        usage.add(answer)
+        log.info(
+            "model answered",
+            extra={"first_line": lines[0].number, "attempt": attempt + 1,
+                   "input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens,
+                   "cache_read_tokens": answer.cache_read_tokens,
+                   "cache_write_tokens": answer.cache_write_tokens},
+        )  # fmt: skip
         refused: dict[int, str] = {}
+        judged = (0, 0)  # edits accepted, refused
         try:
             if context.tool is None:
                 texts = validate(
@@ -218,6 +241,7 @@ def correct_chunk(
                 outcome = apply_edits(lines, edits, min_similarity)
                 texts = outcome.texts
                 refused = {n: "; ".join(why) for n, why in outcome.refusals.items()}
+                judged = (outcome.accepted, sum(map(len, outcome.refusals.values())))
         except AnswerRefusedError as exc:
             reason = str(exc)
             log.warning(
@@ -227,10 +251,41 @@ def correct_chunk(
             continue
         if refused:
             log.warning("edits refused", extra={"first_line": lines[0].number, "refused": refused})
-        return ChunkResult(True, texts, model_calls=calls, refused=refused,
-                           input_tokens=input_tokens, output_tokens=output_tokens)  # fmt: skip
-    return ChunkResult(False, {}, reason=reason, model_calls=calls,
-                       input_tokens=input_tokens, output_tokens=output_tokens)  # fmt: skip
+        return usage.result(True, texts, calls=calls, refused=refused, judged=judged)
+    return usage.result(False, {}, calls=calls, reason=reason)
+
+
+@dataclass
+class _Usage:
+    """The tokens of a chunk's model calls, as the server reported them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def add(self, answer: ModelAnswer) -> None:
+        self.input_tokens += answer.input_tokens
+        self.output_tokens += answer.output_tokens
+        self.cache_read_tokens += answer.cache_read_tokens
+        self.cache_write_tokens += answer.cache_write_tokens
+
+    def result(
+        self,
+        corrected: bool,
+        texts: dict[int, str],
+        *,
+        calls: int,
+        reason: str | None = None,
+        refused: dict[int, str] | None = None,
+        judged: tuple[int, int] = (0, 0),  # edits accepted, refused
+    ) -> ChunkResult:
+        return ChunkResult(
+            corrected, texts, reason=reason, model_calls=calls, refused=refused or {},
+            input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+            cache_read_tokens=self.cache_read_tokens, cache_write_tokens=self.cache_write_tokens,
+            edits_accepted=judged[0], edits_refused=judged[1],
+        )  # fmt: skip
 
 
 def correct_transcript(
@@ -264,7 +319,9 @@ def correct_transcript(
         checkpoints.save(key, result)
         return result
 
-    with ThreadPoolExecutor(max_workers=params.concurrency) as pool:
+    # The pool's size is the bound on model calls in flight: a chunk's calls (a refused
+    # answer's second try included) are made one after the other on its thread.
+    with ThreadPoolExecutor(max_workers=params.calls_in_flight) as pool:
         # Each task runs in a copy of this context, so its log lines carry the job's fields.
         futures = []
         start = 0
@@ -295,6 +352,10 @@ def _add(report: CorrectionReport, lines: Iterable[TimedLine], result: ChunkResu
     report.model_calls += result.model_calls
     report.input_tokens += result.input_tokens
     report.output_tokens += result.output_tokens
+    report.cache_read_tokens += result.cache_read_tokens
+    report.cache_write_tokens += result.cache_write_tokens
+    report.edits_accepted += result.edits_accepted
+    report.edits_refused += result.edits_refused
     if not result.corrected:
         report.chunks_uncorrected += 1
         report.lines_uncorrected += len(group)

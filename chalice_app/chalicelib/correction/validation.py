@@ -4,8 +4,10 @@ Edits (the default format) are judged one by one, each accepted or refused alone
 (``apply_edits``): an edit must name a line of the chunk, its ``from`` must occur in that
 line, it must be small, keep the line's script, keep the words it replaces when they are
 Talmudic Aramaic (a "correction" into Hebrew is a translation), keep at least half the
-letters it replaces (no deletion of content), and leave the whole line close to its
-original. Only an answer that is no list
+letters it replaces (no deletion of content), add at most ``MAX_ADDED_WORDS`` words, leave
+speaker labels alone (``Speaker 2``: the labels travel in the lines' prefixes, never shown to
+the model, so an edit that writes or rewrites one is moving words between speakers), and
+leave the whole line close to its original. Only an answer that is no list
 of edits at all, or was cut off, is refused as a whole.
 
 In the echo format the answer must hold exactly the ids it was sent, once each, and each
@@ -26,11 +28,17 @@ from difflib import SequenceMatcher
 from typing import Any, Final
 
 from chalicelib.correction.prompt import unmarked
+from pipeline_core.speakers import mentions_label
 from pipeline_core.timed_text import TimedLine
 
 _LINE = re.compile(r"^\s*(\d+)\s*\|(.*)$")
 SMALL_EDIT_CHARS = 16  # characters any line may change, however short it is
 MAX_EDIT_CHARS: Final = 80  # the longest `from` or `to` one edit may have
+# Words one edit may add beyond those it replaces. The model has no audio: a word the
+# recogniser did not write at all cannot be known, so more is invention (an instruction
+# obeyed, "visit our site ..."). True corrections of Whisper's errors on the evaluation set
+# add at most one (a missed short word, carried with the word before it: bench/README.md).
+MAX_ADDED_WORDS: Final = 2
 # Words of Talmudic Aramaic that Hebrew says otherwise: an edit whose `from` has one and whose
 # `to` has lost it is rewriting Aramaic as Hebrew (מאי טעמא -> מה הטעם). A heuristic: an
 # Aramaic phrase without any of these words is judged by the other rules only.
@@ -100,6 +108,8 @@ def validate(
             raise AnswerRefusedError(f"line {line.number} came back empty")
         if not line_is_close(before, after, min_similarity):
             raise AnswerRefusedError(f"line {line.number} was changed too much to be a correction")
+        if mentions_label([after]) and not mentions_label([before]):
+            raise AnswerRefusedError(f"line {line.number} was given a speaker label")
     return texts
 
 
@@ -161,6 +171,8 @@ def edit_refusal(original: str, current: str, edit: Edit, min_similarity: float)
         return f"`from` {edit.old[:40]!r} is not in the line"
     if max(len(edit.old), len(edit.new)) > MAX_EDIT_CHARS:
         return f"an edit longer than {MAX_EDIT_CHARS} characters"
+    if mentions_label([edit.old, edit.new]):
+        return "the edit touches a speaker label"
     if _scripts(edit.new) - _scripts(original):
         return "the edit brings in another script"
     lost = {w for w in _words(edit.old) if w in ARAMAIC_MARKERS} - set(_words(edit.new))
@@ -170,6 +182,9 @@ def edit_refusal(original: str, current: str, edit: Edit, min_similarity: float)
     # one mishearing, not a deletion.
     if 2 * _letters(edit.new) < _letters(edit.old):
         return "the edit deletes words"
+    added = len(edit.new.split()) - len(edit.old.split())
+    if added > MAX_ADDED_WORDS:
+        return f"the edit adds {added} words the recogniser did not hear"
     after = current.replace(edit.old, edit.new, 1).strip()
     if not after:
         return "the edit empties the line"

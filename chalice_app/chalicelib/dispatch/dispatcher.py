@@ -228,6 +228,7 @@ class _Dispatch:
                     "version_id": obj.version_id,
                     "output_name": output_name,
                     "schema_version": SCHEMA_VERSION,
+                    "speakers": metadata.speakers,
                     "glossary": glossary,
                 }
             )
@@ -269,6 +270,7 @@ class _Dispatch:
                 JobField.ETAG: job.etag,
                 JobField.VERSION_ID: job.version_id,
                 JobField.SIZE_BYTES: accepted.size,
+                JobField.SPEAKERS: job.speakers,
                 JobField.GLOSSARY: job.glossary,
             },
             lease=self.lease,
@@ -348,6 +350,7 @@ class _Dispatch:
                     version_id=attributes.get(JobField.VERSION_ID),
                     output_name=attributes.get(JobField.OUTPUT_NAME),
                     schema_version=SCHEMA_VERSION,
+                    speakers=attributes.get(JobField.SPEAKERS),
                     glossary=attributes.get(JobField.GLOSSARY),
                 )
                 self._send(job)

@@ -20,7 +20,7 @@ from onprem.cli import main
 from onprem.poll import Poller, PollOptions, PollOutcome
 from onprem.settings import parse_formats
 from pipeline_core import keys
-from pipeline_core.contracts import Result, send_to_queue, utc_timestamp
+from pipeline_core.contracts import LineCounts, Result, send_to_queue, utc_timestamp
 from pipeline_core.keys import OutputFormat
 from pipeline_core.subtitles import RLM
 from pipeline_core.transcript_document import TranscriptDocument
@@ -100,6 +100,29 @@ def test_transcripts_land_under_their_source_names_and_messages_are_deleted(
         "שיעור א.txt",
     ], "the default formats (txt, srt, html) and no temporary files"
     assert queue_depth(sqs, results_queue) == 0
+
+
+def test_refused_edits_are_counted_in_the_run_and_said_per_transcript(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    audio = keys.audio_key("lesson.mp3")
+    final = write_final_outputs(s3, audio, "מאי טעמא")
+    result = Result.success(
+        audio, keys.s3_uri(BUCKET, final.text), job_id="job-lesson",
+        line_counts=LineCounts(lines_corrected=3, lines_refused=2, lines_left=5),
+    )  # fmt: skip
+    send_to_queue(sqs, results_queue, result)
+    publish_success(s3, sqs, results_queue, "clean", "hello")  # no counts: an older sender
+    report = poller(s3, sqs, results_queue, tmp_path / "out").run()
+    assert report.outcomes[PollOutcome.WRITTEN] == 2
+    assert report.exit_code == 0  # delivered: not a failure
+    assert report.lines_refused == {audio: 2}
+    assert report.summary()["lines_refused"] == 2
+    assert report.summary()["with_refused_edits"] == [audio]
+    [warning] = [r for r in caplog.records if getattr(r, "lines_refused", None) == 2
+                 and r.levelname == "WARNING"]  # fmt: skip
+    assert audio in warning.getMessage()
 
 
 def test_every_format_asked_for_comes_home_and_reads_back_with_its_parser(

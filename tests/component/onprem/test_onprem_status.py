@@ -62,6 +62,12 @@ def jobs(job_table_name: str) -> JobTable:
             JobState.SUCCEEDED: "2025-01-05T10:12:30Z",
         },
     )
+    # What the LLM Caller records when the checks refused an edit (the line kept as recognised).
+    table.update_fields(
+        "done",
+        {JobField.LINES_REFUSED: 1,
+         JobField.REFUSED_EDITS: "line 7: the edit rewrites Aramaic (טעמא)"},
+    )  # fmt: skip
     return table
 
 
@@ -84,6 +90,9 @@ def test_json_filtered_by_state_and_date(
     assert (done["transcribe_seconds"], done["correct_seconds"]) == (600, 60)
     assert done["total_seconds"] == 750
     assert done["error"] is None
+    assert done["lines_refused"] == 1
+    assert done["refused_edits"] == "line 7: the edit rewrites Aramaic (טעמא)"
+    assert [row["lines_refused"] for row in rows[1:]] == [None, None]
 
     assert main([*args, "--state", "succeeded", "--state", "queued"]) == 0
     assert [row["job_id"] for row in json.loads(capsys.readouterr().out)] == ["done"]
@@ -98,6 +107,15 @@ def test_table_output(
     assert "CUDA out of memory" in out
     assert "done.mp3" not in out
     assert "2 job(s)" in out
+
+
+def test_a_success_with_refused_edits_shows_the_count_and_why(
+    jobs: JobTable, job_table_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--job-table", job_table_name, "--state", "succeeded"]) == 0
+    out = capsys.readouterr().out
+    assert "refused" in out
+    assert "the edit rewrites Aramaic" in out
 
 
 def test_since_forms() -> None:

@@ -139,6 +139,30 @@ def test_the_glossary_comes_from_sidecar_or_folder_and_an_unknown_one_is_refused
     assert upload(tmp_path / "unsaid", "--glossary", "talmus") == 2  # a flag is checked at once
 
 
+def test_speakers_come_from_the_sidecar_or_folder_defaults_like_the_language(
+    s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "in"
+    write(root / "panel" / "_defaults.json", json.dumps({"speakers": "auto"}))
+    write(root / "panel" / "a.mp3", b"a")
+    write(root / "panel" / "b.mp3", b"b")
+    write(root / "panel" / "b.mp3.json", json.dumps({"speakers": 2}))
+    write(root / "c.mp3", b"c")
+    write(root / "d.mp3", b"d")
+    write(root / "d.mp3.json", json.dumps({"speakers": "a crowd"}))
+
+    assert upload(root, "--language", "english") == 1
+
+    def speakers(key: str) -> str | None:
+        return decode_metadata(s3.head_object(Bucket=BUCKET, Key=key)["Metadata"]).speakers
+
+    assert speakers("audio-input/panel/a.mp3") == "auto"
+    assert speakers("audio-input/panel/b.mp3") == "2"
+    assert speakers("audio-input/c.mp3") is None
+    assert "audio-input/d.mp3" not in all_keys(s3)
+    assert "speakers must be" in capsys.readouterr().err
+
+
 def test_config_language_is_the_last_fallback(
     s3: S3Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -43,6 +43,7 @@ class Segment:
     end: float
     text: str
     original_text: str | None = None
+    speaker: str | None = None
 
 
 def test_timed_lines_keep_their_timings_and_blank_lines_are_dropped() -> None:
@@ -78,6 +79,24 @@ def test_segments_of_the_corrected_document_mark_what_changed() -> None:
     parts = parse_page(render_page(document))
     assert parts.badge_titles == ["was: fixd txt"]
     assert parts.texts == ["kept", "fixed text"]
+
+
+def test_the_speaker_label_opens_each_change_of_speaker() -> None:
+    document = document_from_segments(
+        "a.mp3",
+        [
+            Segment(0.0, 1.0, "Shall we begin?", speaker="Speaker 1"),
+            Segment(1.0, 2.0, "Page two.", speaker="Speaker 1"),
+            Segment(2.0, 3.0, "Which <line>?", speaker="Speaker 2"),
+            Segment(3.0, 4.0, "The first.", speaker="Speaker 1"),
+        ],
+    )
+    parts = parse_page(render_page(document))
+    assert parts.speakers == [(0, "Speaker 1"), (2, "Speaker 2"), (3, "Speaker 1")]
+    assert parts.texts == ["Shall we begin?", "Page two.", "Which <line>?", "The first."]
+    assert not parse_page(
+        render_page(document_from_segments("a.mp3", [Segment(0, 1, "x")]))
+    ).speakers
 
 
 @dataclass(frozen=True)
