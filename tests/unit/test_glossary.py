@@ -73,6 +73,10 @@ def test_the_talmud_glossary_ships_and_is_well_formed() -> None:
     for term in hebrew:  # product data: every Hebrew spelling is NFC, without stray spaces
         assert term == unicodedata.normalize("NFC", term).strip()
         assert not {'"', "'"} & set(term)  # gershayim and geresh, never ASCII quotes
+    for section in talmud.sections:
+        for entry in section.entries:  # a form to replace is never the preferred one itself
+            for language, forms in entry.heard_as.items():
+                assert entry.spellings[language] not in forms
 
 
 def test_hotwords_mix_the_sections_skip_written_forms_and_stay_bounded() -> None:

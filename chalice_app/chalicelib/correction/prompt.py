@@ -125,8 +125,9 @@ class PromptContext:
 
 def glossary_text(glossary: Glossary | None, language_code: str, extra: str = "") -> str:
     """What the model is given as the glossary: the recording's domain glossary, its terms
-    as spelled in the recording's language (with a gloss), then the forms to replace, one
-    ``found => written`` a line; then ``extra`` (the deployment's own, as written)."""
+    as spelled in the recording's language (with a gloss), then the other spellings to
+    replace, one ``other => preferred`` a line; then ``extra`` (the deployment's own, as
+    written)."""
     parts: list[str] = []
     entries = glossary.entries(language_code) if glossary is not None else []
     if glossary is not None and entries:
@@ -146,7 +147,7 @@ def glossary_text(glossary: Glossary | None, language_code: str, extra: str = ""
             if terms:
                 parts.append(f"{section.title}: {', '.join(terms)}")
         if replacements:
-            parts.append("Written wrongly => as it should be written:")
+            parts.append("Other spellings => the preferred one:")
             parts += replacements
     if extra.strip():
         parts.append(extra.strip())
