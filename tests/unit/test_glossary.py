@@ -18,6 +18,7 @@ from pipeline_core.glossary import (
     choose,
     glossary_for_details,
     glossary_named,
+    hotwords_for,
 )
 
 GERSHAYIM = "\u05f4"
@@ -124,3 +125,13 @@ def test_an_unknown_name_is_an_error_that_lists_the_known_ones() -> None:
     talmud = glossary_named("talmud")
     assert talmud is not None
     assert talmud.name == "talmud"
+
+
+def test_a_jobs_hotwords_come_from_its_glossary_or_for_an_older_job_its_details() -> None:
+    talmud = catalogue()["talmud"]
+    assert hotwords_for("talmud", "", "he") == talmud.hotwords("he")
+    assert hotwords_for(None, "Bava Kamma 2a", "en") == talmud.hotwords("en")  # no field
+    assert hotwords_for(NO_GLOSSARY, "Bava Kamma 2a", "he") == ""
+    assert hotwords_for("talmud", "", "fr") == ""  # no term spelled in French
+    with pytest.raises(UnknownGlossaryError):
+        hotwords_for("talmus", "", "he")
