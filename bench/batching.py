@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 from bench.accuracy import pooled
-from bench.clips import Clip, concatenated_mp3
+from bench.clips import Clip, by_language, concatenated_mp3
 from bench.engines import FASTER_WHISPER, EngineSpec, load
 from gpu_worker.transcription.audio import SAMPLE_RATE, decode_audio
 from gpu_worker.transcription.engines.faster_whisper_engine import WINDOW_SECONDS
@@ -82,13 +81,10 @@ def measure(
     assert spec.engine == FASTER_WHISPER
     unbatched, _ = load(replace(spec, batch_size=None), device)
     batched, _ = load(replace(spec, batch_size=batch_size), device)
-    by_language: dict[str, list[Clip]] = defaultdict(list)
-    for clip in clips:
-        if clip.language == "en" or not spec.english_only:
-            by_language[clip.language].append(clip)
+    grouped = by_language(clips, spec.english_only)
     rows = []
-    for language in sorted(by_language):
-        recording, repeats = _recording(language, by_language[language], work_dir)
+    for language, language_clips in grouped.items():
+        recording, repeats = _recording(language, language_clips, work_dir)
         audio = decode_audio(recording.path)
         seconds = audio.size / SAMPLE_RATE
         warm_up = audio[: (WINDOW_SECONDS + 5) * SAMPLE_RATE]
@@ -101,7 +97,7 @@ def measure(
         rows.append(
             LanguageRow(
                 language=language,
-                clips=len(by_language[language]),
+                clips=len(language_clips),
                 repeats=repeats,
                 audio_seconds=round(seconds, 2),
                 reference_words=plain.reference_words,

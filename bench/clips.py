@@ -114,3 +114,12 @@ def looped_mp3(source: Path, seconds: float, path: Path) -> Path:
         "-t", f"{seconds:.3f}", "-c", "copy", str(path),
     )  # fmt: skip
     return path
+
+
+def by_language(clips: list[Clip], english_only: bool) -> dict[str, list[Clip]]:
+    """``clips`` by language, in sorted order; only English for an English-only model."""
+    grouped: dict[str, list[Clip]] = {}
+    for clip in sorted(clips, key=lambda c: c.language):
+        if clip.language == "en" or not english_only:
+            grouped.setdefault(clip.language, []).append(clip)
+    return grouped

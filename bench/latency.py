@@ -90,6 +90,7 @@ class PacedEngine:
         audio: npt.NDArray[np.float32],
         language_code: str,
         progress: Callable[[float], None] | None = None,
+        hotwords: str | None = None,
     ) -> Iterator[Segment]:
         duration = audio.size / SAMPLE_RATE
         sentences = itertools.cycle(_SENTENCES)

@@ -40,6 +40,7 @@ class InstantEngine:
         audio: npt.NDArray[np.float32],
         language: str,
         progress: Callable[[float], None] | None = None,
+        hotwords: str | None = None,
     ) -> Iterator[Segment]:
         seconds = audio.size / 16_000
         if progress is not None:

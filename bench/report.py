@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any, Final
 
+from pipeline_core.config import GLOSSARY_HOTWORDS
+
 START: Final = "<!-- bench:start -->"
 END: Final = "<!-- bench:end -->"
 JSON_NAME: Final = "results.json"
@@ -152,6 +154,32 @@ def _batching_md(section: dict[str, Any]) -> list[str]:
     header = ["language", "clips", "joined x", "audio s", "reference words", "WER unbatched",
               "WER batched", "CER unbatched", "CER batched", "RTF unbatched",
               "RTF batched"]  # fmt: skip
+    return [*out, table(header, rows), ""]
+
+
+def _hotwords_md(section: dict[str, Any]) -> list[str]:
+    out = [
+        "### Whisper primed with the glossary's terms (hotwords), per language",
+        "",
+        f"{section['engine']} {section['model']} {section['compute_type']} on "
+        f"{section['device']}; {section['settings']}. Low-confidence words: the share of the "
+        "bare run's words under the LLM Caller's LOW_CONFIDENCE_PROBABILITY, which it marks "
+        "for the model. Leaked terms: words of the hotwords the primed run wrote that the "
+        "reference does not have.",
+        "",
+        _machine(section),
+        "",
+    ]
+    rows = [
+        [r["language"], r["clips"], r["reference_words"], len(r["hotwords"]),
+         _error_rate(r, "bare"), _error_rate(r, "primed"), _pct(r["bare_cer"]),
+         _pct(r["primed_cer"]), r["leaked_terms"],
+         _pct(r["low_confidence_words"] / r["words"]) if r["words"] else None]
+        for r in section["languages"]
+    ]  # fmt: skip
+    header = ["language", "clips", "reference words", "hotwords chars", "WER bare",
+              "WER primed", "CER bare", "CER primed", "leaked terms",
+              "low-confidence words"]  # fmt: skip
     return [*out, table(header, rows), ""]
 
 
@@ -426,6 +454,8 @@ def markdown(results: dict[str, Any]) -> str:
         out += _speed_md(results["speed"])
     if "batching" in results:
         out += _batching_md(results["batching"])
+    if "hotwords" in results:
+        out += _hotwords_md(results["hotwords"])
     out += _loop_md(results.get("loop", []))
     out += _latency_comparison_md(results.get("latency", []))
     out += _latency_md(results.get("latency", []))
@@ -499,6 +529,20 @@ def readme_section(results: dict[str, Any], results_link: str) -> str:
             f"{b['compute_type']} on {b['device']}, batch {b['batch_size']}, measured "
             f"{b['environment']['date_utc']}), WER (CER where words are not spaced) unbatched "
             f"-> batched: {by_language}."
+        )
+    if "hotwords" in results:
+        h = results["hotwords"]
+        by_language = ", ".join(
+            f"{r['language']} {_error_rate(r, 'bare')} -> {_error_rate(r, 'primed')}"
+            for r in h["languages"]
+            if r["hotwords"]
+        )
+        default = "on" if GLOSSARY_HOTWORDS else "off"
+        lines.append(
+            f"Glossary hotwords (WORKER_GLOSSARY_HOTWORDS, {default} by default; the "
+            f"{h['glossary']!r} glossary's terms, {h['engine']} {h['model']} on {h['device']}, "
+            f"measured {h['environment']['date_utc']}, clips outside the glossary's domain), "
+            f"WER bare -> primed: {by_language}."
         )
     for section in results.get("latency", []):
         runs = section["runs"]
@@ -680,7 +724,7 @@ def merged(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     The run's environment stays ``previous``'s: a merged latency section carries its own.
     """
     out = dict(previous)
-    measured = ("accuracy", "speed", "batching", "loop", "orchestration", "memory")
+    measured = ("accuracy", "speed", "batching", "hotwords", "loop", "orchestration", "memory")
     for part in (*measured, "diarization", "cost", "correction", "fleet"):
         if part in new:
             out[part] = new[part]

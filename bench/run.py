@@ -19,6 +19,7 @@ from bench import (
     cost,
     diarization,
     fleet,
+    hotwords,
     latency,
     memory,
     orchestration,
@@ -48,6 +49,7 @@ PARTS: Final = (
     "accuracy",
     "speed",
     "batching",
+    "hotwords",
     "loop",
     "latency",
     "orchestration",
@@ -315,6 +317,26 @@ def _batching(plan: Plan, work_dir: Path) -> dict[str, Any]:
     }
 
 
+def _hotwords(plan: Plan) -> dict[str, Any]:
+    """The worker's engine with and without the glossary's hotwords, multilingual model."""
+    model = plan.models[-1]
+    spec = EngineSpec(FASTER_WHISPER, model, _default_compute(plan.device))
+    log.info("hotwords: %s", spec.label)
+    rows = hotwords.measure(spec, plan.device, plan.clips)
+    return {
+        "engine": spec.engine,
+        "model": spec.model,
+        "compute_type": spec.compute_type,
+        "device": plan.device,
+        "glossary": hotwords.GLOSSARY,
+        "settings": hotwords.SETTINGS,
+        "languages": [asdict(r) for r in rows],
+        # Its own record: a part merged into earlier results (--merge) is measured later.
+        "environment": asdict(collect(plan.device)),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
 def _loop(plan: Plan, engines: list[str], quick: bool) -> list[dict[str, Any]]:
     runs = []
     for engine_name in engines:
@@ -389,6 +411,8 @@ def run(options: Options) -> dict[str, Any]:
             )
         if "batching" in options.parts:
             results["batching"] = _timed("batching", timings, lambda: _batching(plan, work_dir))
+        if "hotwords" in options.parts:
+            results["hotwords"] = _timed("hotwords", timings, lambda: _hotwords(plan))
         if "loop" in options.parts:
             results["loop"] = _timed("loop", timings, lambda: _loop(plan, engines, options.quick))
         if "latency" in options.parts:

@@ -28,6 +28,7 @@ import lambda_wildcards  # noqa: E402
 
 from pipeline_core import config as cfg  # noqa: E402
 from pipeline_core.errors import DISPATCHER_READER, LLM_CALLER_READER, ObjectReader  # noqa: E402
+from pipeline_core.glossary import check_name  # noqa: E402
 from pipeline_core.keys import (  # noqa: E402
     AUDIO_PREFIX,
     FINAL_PREFIX,
@@ -196,6 +197,7 @@ class StageOptions:
     openai_model: str | None = None
     glossary_key: str | None = None
     default_language: str | None = None
+    default_glossary: str | None = None  # DEFAULT_GLOSSARY (pipeline_core/glossary.py)
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -441,6 +443,7 @@ def _dispatch_environment(out: StackOutputs, options: StageOptions) -> dict[str,
             cfg.ENV_AUDIO_QUEUE_URL: out["AudioQueueUrl"],
             cfg.ENV_ASG_NAME: out["GpuAsgName"],
             "DEFAULT_LANGUAGE": options.default_language,
+            "DEFAULT_GLOSSARY": options.default_glossary,
             "ENQUEUE_LEASE_SECONDS": str(DISPATCHER_TIMEOUT_S),
         }
     )
@@ -566,6 +569,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--openai-model")
     parser.add_argument("--glossary-key")
     parser.add_argument("--default-language")
+    parser.add_argument(
+        "--default-glossary",
+        help="glossary of recordings that name none and whose details mention none "
+        "(pipeline_core/glossaries/; default: none)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     try:
@@ -579,6 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             openai_model=args.openai_model,
             glossary_key=args.glossary_key,
             default_language=args.default_language,
+            default_glossary=(check_name(args.default_glossary) if args.default_glossary else None),
             log_level=args.log_level,
         )
         for path in write_stage(args.project_dir, args.stage, outputs, options):

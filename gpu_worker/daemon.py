@@ -60,6 +60,7 @@ from gpu_worker.transcription.transcribe_step import SpeakerRequest, Transcripti
 from pipeline_core.config import ConfigError, WorkerSettings
 from pipeline_core.contracts import ResultTopic, utc_timestamp
 from pipeline_core.errors import ConfigurationError, PermanentError
+from pipeline_core.glossary import UnknownGlossaryError, hotwords_for
 from pipeline_core.jobs import JobField, JobTable
 from pipeline_core.jsonlog import configure_logging, log_context
 from pipeline_core.keys import TranscriptKeys, transcript_keys
@@ -456,6 +457,7 @@ class Worker:
             check,
             on_report=report,
             speakers=None if count is None else SpeakerRequest(count, self.diarizers),
+            hotwords=self.hotwords(job),
         )
         held.audio.close()  # its decoded window is not kept while the job is handed off
         held.audio = None
@@ -511,6 +513,23 @@ class Worker:
         written = write_transcripts(self.aws.s3, self.settings.bucket, held.keys, result, figures)
         self.pauses.after("transcript_written", held.in_flight.check)
         return written
+
+    def hotwords(self, job: AudioJob) -> str | None:
+        """The terms of the job's glossary for the engine's prompt, when the settings say so.
+
+        A glossary this worker does not know (its AMI is older than the Lambdas that chose
+        it) costs the recording only its prompt: the Dispatcher checked the name, and the
+        LLM Caller, which has it, still corrects with it."""
+        if not self.settings.glossary_hotwords:
+            return None
+        try:
+            return hotwords_for(job.glossary, job.details, job.language_code) or None
+        except UnknownGlossaryError as exc:
+            logger.warning(
+                "the job's glossary is unknown to this worker; transcribing without its terms",
+                extra={"error": str(exc)},
+            )
+            return None
 
     # ---- the ways out of a job --------------------------------------------------------
 

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         "audio_dir",
         nargs="?",
         type=Path,
-        help="folder of recordings (with optional <file>.json sidecars: language, details); "
+        help="folder of recordings (with optional <file>.json sidecars: language, details, "
+        "glossary); "
         "without it, sample recordings are made",
     )
     parser.add_argument("--work-dir", type=Path, default=Path("local-run"), help="state and logs")

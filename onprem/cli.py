@@ -42,6 +42,7 @@ from onprem.settings import DEFAULT_FORMATS, OnpremSettings, formats_flag, load_
 from onprem.shutdown import GracefulStop
 from onprem.state import AlreadyRunningError, UploadState, run_lock
 from pipeline_core.config import ConfigError
+from pipeline_core.glossary import UnknownGlossaryError, check_name
 from pipeline_core.jobs import JobState, JobTable
 from pipeline_core.keys import OutputFormat
 from pipeline_core.languages import UnknownLanguageError, normalize_language
@@ -110,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--speakers",
         type=speakers_flag,
         help="speaker labels for recordings that do not say: auto, a number of speakers or off",
+    )
+    up.add_argument(
+        "--glossary",
+        help="domain glossary for recordings without their own (e.g. talmud; 'none': no "
+        "glossary; default: the one the details mention, else the deployment's)",
     )
     up.add_argument("--state-file", type=Path, help="SQLite file remembering uploads")
     up.add_argument(
@@ -241,6 +247,11 @@ def _upload(args: argparse.Namespace, settings: OnpremSettings, console: Console
                 normalize_language(language)
         except UnknownLanguageError as exc:
             raise ConfigError(f"{source}: {exc}") from None
+    if args.glossary is not None:
+        try:
+            check_name(args.glossary)
+        except UnknownGlossaryError as exc:
+            raise ConfigError(f"--glossary: {exc}") from None
     options = upload.UploadOptions(
         bucket=settings.need("bucket"),
         root=root.resolve(),
@@ -248,6 +259,7 @@ def _upload(args: argparse.Namespace, settings: OnpremSettings, console: Console
         flag_language=args.language,
         flag_details=args.details,
         flag_speakers=args.speakers,
+        flag_glossary=args.glossary,
         config_language=settings.language,
         min_age_seconds=settings.min_age_seconds,
         dry_run=args.dry_run,

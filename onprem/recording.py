@@ -1,5 +1,5 @@
-"""Each recording's ``language``, ``details`` and ``speakers``: sidecar, folder defaults,
-flags, config.
+"""Each recording's ``language``, ``details``, ``speakers`` and ``glossary``: sidecar, folder
+defaults, flags, config.
 
 The most specific statement wins, field by field:
 
@@ -7,7 +7,7 @@ The most specific statement wins, field by field:
 2. folder defaults, ``_defaults.json`` or ``.transcribe.json``, in the recording's folder or
    any folder above it up to the scanned root (the nearest folder wins; in one folder
    ``.transcribe.json`` wins over ``_defaults.json``);
-3. the ``--language`` / ``--details`` / ``--speakers`` flags of this run;
+3. the ``--language`` / ``--details`` / ``--speakers`` / ``--glossary`` flags of this run;
 4. ``language`` in the config file or ``ONPREM_LANGUAGE``.
 
 A run-wide flag is the fallback for recordings that say nothing themselves, so a sidecar
@@ -15,6 +15,9 @@ saying ``english`` is honoured in a folder uploaded with ``--language hebrew``.
 Every file is JSON: ``{"language": "hebrew", "details": "Bava Kamma 2a"}``; ``"speakers":
 "auto"`` (or a number of speakers, or ``"off"``) asks for speaker labels
 (``pipeline_core.speakers``); without it the deployment's default holds.
+``"glossary": "talmud"`` (optional: a shipped glossary's name or ``none``, checked here,
+before the upload) chooses the domain glossary; without it the Dispatcher picks the one the
+details mention, else the deployment's default (``pipeline_core/glossary.py``).
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from pathlib import Path
 from typing import Final
 
 from pipeline_core.contracts import MAX_DETAILS_CHARS
+from pipeline_core.glossary import UnknownGlossaryError, check_name
 from pipeline_core.languages import UnknownLanguageError, normalize_language
 from pipeline_core.speakers import SpeakersRequestError, normalize_speakers
 
 DEFAULTS_FILES: Final = ("_defaults.json", ".transcribe.json")
 SIDECAR_SUFFIX: Final = ".json"
-FIELDS: Final = ("language", "details", "speakers")
+FIELDS: Final = ("language", "details", "speakers", "glossary")
 
 
 class RecordingMetadataError(ValueError):
@@ -44,6 +48,7 @@ class Recording:
     details: str
     language_source: str  # where the language came from, for logs and errors
     speakers: str | None = None  # normalized ("auto", "off", "2"); None: the deployment's
+    glossary: str | None = None  # a shipped glossary's name, or "none"; None: not said
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,7 @@ class MetadataResolver:
         flag_details: str | None = None,
         flag_speakers: str | None = None,  # normalized: ``speakers_flag``
         config_language: str | None = None,
+        flag_glossary: str | None = None,
     ) -> None:
         self._root = root
         self._base: list[_Layer] = []
@@ -107,6 +113,7 @@ class MetadataResolver:
                 ("language", flag_language),
                 ("details", flag_details),
                 ("speakers", flag_speakers),
+                ("glossary", flag_glossary),
             )
             if value is not None
         }
@@ -159,4 +166,10 @@ class MetadataResolver:
                 f"than {MAX_DETAILS_CHARS}"
             )
         speakers = merged["speakers"].values["speakers"] if "speakers" in merged else None
-        return Recording(language, details, language_layer.source, speakers)
+        glossary = merged["glossary"].values["glossary"] if "glossary" in merged else None
+        if glossary is not None:
+            try:
+                check_name(glossary)
+            except UnknownGlossaryError as exc:
+                raise RecordingMetadataError(f"{merged['glossary'].source}: {exc}") from None
+        return Recording(language, details, language_layer.source, speakers, glossary)

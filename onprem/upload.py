@@ -1,7 +1,8 @@
 """``onprem upload``: send new recordings to ``audio-input/`` with their metadata.
 
-Each file is checked before any byte leaves the machine (a safe key, a known language,
-metadata that fits S3's 2 KB); a problem with one file is reported and the others go on.
+Each file is checked before any byte leaves the machine (a safe key, a known language, a
+known glossary, metadata that fits S3's 2 KB); a problem with one file is reported and the
+others go on.
 Transfers use boto3's managed transfer: multipart above a threshold, every request carrying
 a SHA-256 checksum that S3 verifies before accepting it, botocore's retries with backoff.
 
@@ -70,6 +71,7 @@ class UploadOptions:
     flag_language: str | None = None
     flag_details: str | None = None
     flag_speakers: str | None = None
+    flag_glossary: str | None = None
     config_language: str | None = None
     min_age_seconds: float = 0.0
     dry_run: bool = False
@@ -141,6 +143,7 @@ def run_upload(
         flag_language=options.flag_language,
         flag_details=options.flag_details,
         flag_speakers=options.flag_speakers,
+        flag_glossary=options.flag_glossary,
         config_language=options.config_language,
     )
     jobs: list[_Job] = []
@@ -202,7 +205,9 @@ def _prepare(
     try:
         key = object_key(options.root, path)
         recording = resolver.resolve(path)
-        encode_metadata(recording.language, recording.details, recording.speakers)  # too long?
+        encode_metadata(  # refused early when too long
+            recording.language, recording.details, recording.speakers, recording.glossary
+        )
         stat = path.stat()
         age = time.time() - stat.st_mtime
         if age < options.min_age_seconds:
@@ -224,7 +229,9 @@ def _prepare(
 
 
 def _metadata(recording: Recording, sha256: str) -> dict[str, str]:
-    encoded = encode_metadata(recording.language, recording.details, recording.speakers)
+    encoded = encode_metadata(
+        recording.language, recording.details, recording.speakers, recording.glossary
+    )
     metadata = {**encoded, CONTENT_SHA256: sha256}
     size = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
     if size > MAX_METADATA_BYTES:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from pipeline_core.glossary import UnknownGlossaryError, check_name
 from pipeline_core.speakers import SpeakersRequestError, normalize_speakers
 
 ENV_BUCKET: Final = "PIPELINE_BUCKET"
@@ -55,6 +56,14 @@ class Env:
 
     def optional(self, name: str) -> str | None:
         return self._raw(name)
+
+    def glossary_name(self, name: str) -> str | None:
+        """A shipped glossary's name (or ``none``), checked now rather than at the first job."""
+        value = self._raw(name)
+        try:
+            return None if value is None else check_name(value)
+        except UnknownGlossaryError as exc:
+            raise ConfigError(f"environment variable {name}: {exc}") from None
 
     def integer(self, name: str, default: int, minimum: int | None = None) -> int:
         value = self._raw(name)
@@ -130,6 +139,9 @@ class DispatcherSettings:
     # the Dispatcher's function timeout, so a live first attempt is never raced.
     enqueue_lease_seconds: int = 60
     notification_topic_arn: str | None = None  # None: refusals go to the Results Queue only
+    # The glossary of a recording that names none and whose details mention none
+    # (pipeline_core/glossary.py); None: no glossary.
+    default_glossary: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DispatcherSettings:
@@ -144,6 +156,7 @@ class DispatcherSettings:
             log_level=env.text(ENV_LOG_LEVEL, "INFO"),
             enqueue_lease_seconds=env.integer("ENQUEUE_LEASE_SECONDS", 60, minimum=0),
             notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),
+            default_glossary=env.glossary_name("DEFAULT_GLOSSARY"),
         )
 
 
@@ -178,6 +191,13 @@ CORRECTION_FORMATS: Final = ("edits", "echo")
 MODEL_CALLS_IN_FLIGHT: Final = 2
 # Read-only lines shown on each side of a chunk: a sentence cut by the chunk's edge reads whole.
 CONTEXT_LINES: Final = 2
+# A word Whisper gives less probability than this is marked for the corrector as a likely
+# mishearing (bench/results: the share of words marked on the evaluation clips).
+LOW_CONFIDENCE_PROBABILITY: Final = 0.5
+# Whether the worker primes Whisper with the recording's glossary terms (WORKER_GLOSSARY_HOTWORDS):
+# off, as measured (bench/results, "hotwords"): on speech that does not say the terms Whisper
+# writes them into the text (Whisper base: Hebrew WER 22% -> 128%, English 7.5% -> 13%).
+GLOSSARY_HOTWORDS: Final = False
 
 # The correction model: Claude Sonnet 4.6 through the cross-region inference profile of the
 # deployment's geography (docs/design.md, "The correction model": the choice and its prices).
@@ -239,6 +259,9 @@ class LlmCallerSettings:
     min_line_similarity: float = 0.5  # a corrected line this unlike its original is refused
     correction_format: str = "edits"  # one of CORRECTION_FORMATS
     context_lines: int = CONTEXT_LINES
+    # Words the recogniser gave a probability under this are marked for the model as the
+    # likely mistakes (0: none marked).
+    low_confidence_probability: float = LOW_CONFIDENCE_PROBABILITY
     time_reserve_seconds: int = 240  # no new model call when less is left of the invocation
     max_passes: int = 8  # invocations one transcript may take before it is failed
     retry_delay_seconds: int = 300  # how soon a throttled message is received again
@@ -276,6 +299,9 @@ class LlmCallerSettings:
             min_line_similarity=env.number("MIN_LINE_SIMILARITY", 0.5, minimum=0.0),
             correction_format=env.choice("CORRECTION_FORMAT", "edits", CORRECTION_FORMATS),
             context_lines=env.integer("CONTEXT_LINES", CONTEXT_LINES, minimum=0),
+            low_confidence_probability=env.number(
+                "LOW_CONFIDENCE_PROBABILITY", LOW_CONFIDENCE_PROBABILITY, minimum=0.0
+            ),
             time_reserve_seconds=env.integer("TIME_RESERVE_SECONDS", 240, minimum=0),
             max_passes=env.integer("MAX_CORRECTION_PASSES", 8, minimum=1),
             retry_delay_seconds=env.integer("RETRY_DELAY_SECONDS", 300, minimum=0),
@@ -326,6 +352,9 @@ class WorkerSettings:
     # One job ahead and one behind (gpu_worker/delivery/prefetch.py): the next message is
     # prepared and the last job handed off while the engine transcribes.
     prefetch: bool = True
+    # The recording's glossary terms as Whisper's hotwords (faster-whisper); the default
+    # follows bench/results (the "hotwords" part: WER with and without them).
+    glossary_hotwords: bool = GLOSSARY_HOTWORDS
     # Fault injection for the reliability tests: log and sleep after this named step.
     pause_after_step: str | None = None
     # The own instance id where there is no IMDS to ask (local mode's stand-in instances).
@@ -372,6 +401,7 @@ class WorkerSettings:
             batch_size=env.integer("WORKER_BATCH_SIZE", 8, minimum=1),
             batched_inference=env.flag("WORKER_BATCHED_INFERENCE", False),
             prefetch=env.flag("WORKER_PREFETCH", True),
+            glossary_hotwords=env.flag("WORKER_GLOSSARY_HOTWORDS", GLOSSARY_HOTWORDS),
             pause_after_step=env.optional("WORKER_PAUSE_AFTER_STEP"),
             instance_id=env.optional(ENV_INSTANCE_ID),
             notification_topic_arn=env.optional(ENV_NOTIFICATION_TOPIC_ARN),

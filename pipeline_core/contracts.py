@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NamedTuple, Sel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline_core import keys
+from pipeline_core.glossary import NAME_PATTERN as GLOSSARY_NAME_PATTERN
 from pipeline_core.languages import UnknownLanguageError, normalize_language
 from pipeline_core.speakers import normalize_speakers
 
@@ -139,6 +140,9 @@ class AudioJob(_Message):
     output_name: str | None = Field(default=None, min_length=1)
     schema_version: int | None = None
     speakers: str | None = None  # "auto", "off" or a number (pipeline_core.speakers)
+    # The domain glossary the Dispatcher chose (``pipeline_core.glossary.choose``; "none": no
+    # glossary); absent from messages sent before glossaries were chosen.
+    glossary: str | None = Field(default=None, pattern=GLOSSARY_NAME_PATTERN)
 
     @field_validator("s3_key")
     @classmethod
@@ -180,6 +184,7 @@ class LlmJob(_Message):
     # replaced the transcript at ``timed_key`` since, and this job corrects its own.
     timed_version_id: str | None = Field(default=None, min_length=1)
     schema_version: int | None = None
+    glossary: str | None = Field(default=None, pattern=GLOSSARY_NAME_PATTERN)  # the AudioJob's
 
     @field_validator("timed_key")
     @classmethod

@@ -61,6 +61,7 @@ class JobField:
     ETAG: Final = "etag"
     VERSION_ID: Final = "version_id"
     SIZE_BYTES: Final = "size_bytes"
+    GLOSSARY: Final = "glossary"  # the domain glossary the Dispatcher chose
     ENQUEUED_AT: Final = "enqueued_at"
     AUDIO_MESSAGE_ID: Final = "audio_message_id"
     ENQUEUE_LEASE_UNTIL: Final = "enqueue_lease_until"

@@ -1,4 +1,5 @@
-"""How a recording's ``language``, ``details`` and ``speakers`` travel as S3 user metadata.
+"""How a recording's ``language``, ``details``, ``speakers`` and ``glossary`` travel as S3
+user metadata.
 
 S3 user metadata is sent as HTTP headers, which boto3 restricts to ASCII, while ``details``
 is often Hebrew. Values are therefore stored percent-encoded UTF-8, and an extra
@@ -17,6 +18,7 @@ from urllib.parse import quote, unquote
 LANGUAGE: Final = "language"
 DETAILS: Final = "details"
 SPEAKERS: Final = "speakers"  # pipeline_core.speakers
+GLOSSARY: Final = "glossary"  # optional: the domain glossary (pipeline_core/glossary.py)
 ENCODING: Final = "meta-encoding"
 PERCENT_UTF8: Final = "percent-utf8"
 # S3 allows 2 KB of user metadata per object, counted as the UTF-8 bytes of keys and values.
@@ -32,10 +34,11 @@ class RecordingMetadata:
     language: str | None
     details: str
     speakers: str | None = None
+    glossary: str | None = None
 
 
 def encode_metadata(
-    language: str | None, details: str, speakers: str | None = None
+    language: str | None, details: str, speakers: str | None = None, glossary: str | None = None
 ) -> dict[str, str]:
     """The ``Metadata=`` argument for ``put_object`` / ``upload_file``."""
     metadata = {ENCODING: PERCENT_UTF8, DETAILS: quote(details, safe=" ")}
@@ -43,6 +46,8 @@ def encode_metadata(
         metadata[LANGUAGE] = quote(language, safe="")
     if speakers:
         metadata[SPEAKERS] = quote(speakers, safe="")
+    if glossary:
+        metadata[GLOSSARY] = quote(glossary, safe="")
     size = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
     if size > MAX_METADATA_BYTES:
         raise MetadataError(
@@ -70,4 +75,5 @@ def decode_metadata(metadata: Mapping[str, str]) -> RecordingMetadata:
         language=read(LANGUAGE) or None,
         details=read(DETAILS) or "",
         speakers=read(SPEAKERS) or None,
+        glossary=read(GLOSSARY) or None,
     )

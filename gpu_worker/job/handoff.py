@@ -71,6 +71,7 @@ def send_llm_job(
         job_id=job_id,
         source_key=job.object_key,
         timed_version_id=timed_version_id,
+        glossary=job.glossary,
     )
     message_id = send_to_queue(sqs, llm_queue_url, message)
     logger.info("sent the LLM job", extra={"timed_key": timed_key, "llm_message_id": message_id})

@@ -52,8 +52,10 @@ def transcribe_file(
     progress: Callable[[float, float], None] | None = None,
     *,
     window_seconds: float = WINDOW_SECONDS,
+    hotwords: str | None = None,
 ) -> Iterator[Segment]:
-    """Yield the recording's segments in time order; ``progress(seconds_done, seconds_total)``.
+    """Yield the recording's segments in time order; ``progress(seconds_done, seconds_total)``;
+    ``hotwords``: the engine's prompt terms (``AsrEngine.transcribe``).
 
     ``seconds_total`` is the container's estimate until the end, where the exact length
     is reported. Raises ``AudioDecodeError`` for a file that is not usable audio (at once
@@ -71,7 +73,8 @@ def transcribe_file(
             if progress is not None:
                 progress(min(offset + done, total), total)
 
-        for segment in engine.transcribe(window.samples, language_code, progress=report):
+        found = engine.transcribe(window.samples, language_code, progress=report, hotwords=hotwords)
+        for segment in found:
             yield _shifted(segment, offset, length)
     if progress is not None:
         progress(end, end)

@@ -48,12 +48,14 @@ def transcribe_audio(
     *,
     on_report: Callable[[float], None] | None = None,
     speakers: SpeakerRequest | None = None,
+    hotwords: str | None = None,
 ) -> Transcription:
     """Transcribe ``audio``; ``check()`` runs at every progress report and segment and may
     raise to abandon the job (the recogniser stops at the next report); ``on_report``
     receives the percent done at the tracker's (throttled) pace. With ``speakers`` the
     segments are labelled (and split where the speaker changes); without, the diarizer is
-    neither loaded nor run."""
+    neither loaded nor run. ``hotwords``: terms for the engine's prompt (the recording's
+    glossary)."""
     started = time.monotonic()
 
     def on_progress(done: float, total: float) -> None:
@@ -62,7 +64,7 @@ def transcribe_audio(
         check()
 
     segments: list[Segment] = []
-    for segment in transcribe_file(engine, audio, language_code, on_progress):
+    for segment in transcribe_file(engine, audio, language_code, on_progress, hotwords=hotwords):
         segments.append(segment)
         check()
     elapsed = time.monotonic() - started

@@ -124,6 +124,7 @@ class EchoEngine:
         audio: npt.NDArray[np.float32],
         language: str,
         progress: Callable[[float], None] | None = None,
+        hotwords: str | None = None,
     ) -> Iterator[Segment]:
         seconds = audio.size / SAMPLE_RATE
         if progress is not None:

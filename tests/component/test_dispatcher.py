@@ -32,7 +32,11 @@ def stack(tmp_path: Path, aws: None) -> Deployment:
 
 
 def upload(stack: Deployment, key: str, body: bytes = b"ID3fake-mp3-bytes", **meta: str) -> None:
-    metadata = encode_metadata(meta.get("language", "hebrew"), meta.get("details", HEBREW_DETAILS))
+    metadata = encode_metadata(
+        meta.get("language", "hebrew"),
+        meta.get("details", HEBREW_DETAILS),
+        glossary=meta.get("glossary"),
+    )
     if "raw_metadata" in meta:
         metadata = json.loads(meta["raw_metadata"])
     stack.s3.put_object(Bucket=stack.bucket, Key=key, Body=body, Metadata=metadata)
@@ -186,6 +190,34 @@ def test_missing_language_takes_the_configured_default(stack: Deployment) -> Non
     client.lambda_.invoke("dispatcher", s3_event(client, stack, key))
     [job] = audio_jobs(stack)
     assert (job.language, job.details) == ("hebrew", "")
+
+
+def test_the_glossary_is_the_recordings_choice_else_the_details_else_the_default(
+    stack: Deployment,
+) -> None:
+    client = stack.client(stage_config.StageOptions(default_glossary="talmud"))
+    key = "audio-input/typo.mp3"
+    upload(stack, key, glossary="talmus")
+    client.lambda_.invoke("dispatcher", s3_event(client, stack, key))
+    assert "'glossary' metadata: unknown glossary 'talmus'" in rejected(stack, key)
+
+    chosen = {
+        "audio-input/named.mp3": {"glossary": "none"},  # wins over details that mention one
+        "audio-input/by-details.mp3": {},  # HEBREW_DETAILS names a tractate
+        "audio-input/by-default.mp3": {"details": "staff meeting"},
+    }
+    for key, meta in chosen.items():
+        upload(stack, key, b"ID3fake-mp3-bytes", **meta)
+        client.lambda_.invoke("dispatcher", s3_event(client, stack, key))
+    jobs = {job.object_key: job for job in audio_jobs(stack)}
+    assert {key: job.glossary for key, job in jobs.items()} == {
+        "audio-input/named.mp3": "none",
+        "audio-input/by-details.mp3": "talmud",
+        "audio-input/by-default.mp3": "talmud",
+    }
+    job_id = jobs["audio-input/named.mp3"].job_id
+    assert job_id is not None
+    assert stack.job(job_id).attributes[JobField.GLOSSARY] == "none"  # for a re-send
 
 
 def test_the_speakers_request_reaches_the_job_and_its_row_and_a_bad_one_is_refused(

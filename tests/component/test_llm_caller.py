@@ -20,6 +20,7 @@ from support.fake_llm import (
     NO_MODEL_ACCESS,
     RETIRED_MODEL_ID,
     USE_CASE_NOT_SUBMITTED,
+    Call,
     FakeModel,
     cached_prefix,
     prompt_text,
@@ -29,6 +30,7 @@ from support.fake_llm import (
 from support.s3_denials import deny_reads_below
 
 from chalicelib import aws
+from chalicelib.correction.prompt import MARK_CLOSE, MARK_OPEN
 from chalicelib.correction.validation import MAX_EDIT_CHARS
 from cloudformation.call_ledger import denied, ungranted
 from pipeline_core.contracts import LlmJob, Result, send_to_queue
@@ -834,6 +836,90 @@ def test_glossary_from_s3_goes_into_the_prompt(stack: Deployment, model: FakeMod
     [call] = model.converse_calls()
     assert "primary damages => Avot Nezikin" in call.user
     assert "four Avot Nezikin" in stack.read("final-output/lesson-001.txt")
+
+
+RASHI_LECTURE = [
+    '[00:00:00.000 --> 00:00:04.000] אמר רבא מאי טעמא כדפירש רש"י',
+    "[00:00:04.000 --> 00:00:08.000] והא תיובתא דרב",
+]
+
+
+def corrected_naming(
+    stack: Deployment, model: FakeModel, glossary: str, details: str = "שיעור כללי"
+) -> list[Call]:
+    """RASHI_LECTURE corrected for an LLM job that names ``glossary``; the model's calls."""
+    client = stack.client(llm_env=llm_env(model))
+    job = transcribed(stack, RASHI_LECTURE, language="hebrew", details=details)
+    invoke(client, job.model_copy(update={"glossary": glossary}))
+    return model.converse_calls()
+
+
+def test_the_jobs_glossary_reaches_the_model_and_its_spellings_the_transcript(
+    stack: Deployment, model: FakeModel
+) -> None:
+    [call] = corrected_naming(stack, model, "talmud")
+    glossary = call.user.split("Glossary (preferred spellings):\n", 1)[1]
+    assert glossary.startswith("Talmud lectures: Hebrew with Talmudic Aramaic")
+    assert "תיובתא (teyuvta: a refutation, Aramaic)" in glossary  # in Hebrew, with a gloss
+    assert "אביי (Abaye)" in glossary
+    assert 'רש"י => רש״י' in glossary.split("\n")  # the preferred spelling, with gershayim
+    assert "Baba Kama => Bava Kamma" not in glossary  # English misspellings: not in Hebrew
+    assert "כדפירש רש״י" in stack.read("final-output/lesson-001.txt")
+    assert only_result(stack).status == "success"
+
+
+def test_words_the_recogniser_was_unsure_of_are_marked_for_the_model_and_never_delivered(
+    stack: Deployment, model: FakeModel
+) -> None:
+    model.script.replacements = {}
+    # A model that copies the markers into its edit, as a real one may.
+    model.script.edits = [{"line": 1, "from": f"{MARK_OPEN}בבה קמה{MARK_CLOSE}",
+                           "to": f"{MARK_OPEN}בבא קמא{MARK_CLOSE}"}]  # fmt: skip
+    client = stack.client(llm_env=llm_env(model))
+    lines = [
+        "[00:00:00.000 --> 00:00:04.000] היום נלמד מסכת בבה קמה דף ב",
+        "[00:00:04.000 --> 00:00:08.000] ארבעה אבות נזיקין",
+    ]
+    job = transcribed(stack, lines, language="hebrew")
+    recognised = recognised_json(job, lines, "he")
+    unsure = {"בבה": 0.21, "קמה": 0.34}
+    first = recognised.segments[0].model_copy(update={"words": tuple(
+        word.model_copy(update={"probability": unsure.get(word.text.strip(), 0.93)})
+        for word in recognised.segments[0].words
+    )})  # fmt: skip
+    put_recognised(
+        stack, job, recognised.model_copy(update={"segments": (first, *recognised.segments[1:])})
+    )
+
+    invoke(client, job)
+
+    [call] = model.converse_calls()
+    assert f"1|היום נלמד מסכת {MARK_OPEN}בבה קמה{MARK_CLOSE} דף ב\n2|ארבעה אבות נזיקין" in call.user
+    assert "low confidence" in call.system
+    assert only_result(stack).status == "success"
+    for output in FINAL_OUTPUT_FORMATS:
+        text = stack.read(final_keys("lesson-001").of(output))
+        assert MARK_OPEN not in text
+        assert MARK_CLOSE not in text
+    assert "היום נלמד מסכת בבא קמא דף ב" in stack.read("final-output/lesson-001.txt")
+
+
+def test_a_job_that_asks_for_no_glossary_gets_none_even_when_its_details_name_one(
+    stack: Deployment, model: FakeModel
+) -> None:
+    [call] = corrected_naming(stack, model, "none", details="בבא קמא ב.")
+    assert "Glossary" not in call.user
+    assert 'רש"י' in stack.read("final-output/lesson-001.txt")
+
+
+def test_a_job_naming_an_unknown_glossary_fails_with_a_reason(
+    stack: Deployment, model: FakeModel
+) -> None:
+    assert corrected_naming(stack, model, "talmus") == []
+    result = only_result(stack)
+    assert result.status == "failed"
+    assert result.error is not None
+    assert "unknown glossary 'talmus'; known glossaries: talmud" in result.error
 
 
 def test_openai_compatible_corrector(stack: Deployment, model: FakeModel) -> None:

@@ -186,7 +186,8 @@ def test_policies_grant_each_function_only_what_it_calls(tmp_path: Path) -> None
 def test_options_change_exactly_their_statements(tmp_path: Path) -> None:
     outputs = {**EXAMPLE, "KmsKeyArn": "arn:aws:kms:us-east-1:123456789012:key/abc"}
     args = ["--stage", "eu", "--corrector", "openai", "--openai-base-url", "http://llm:8000/v1",
-            "--glossary-key", "config/glossary.txt", "--default-language", "hebrew"]  # fmt: skip
+            "--glossary-key", "config/glossary.txt", "--default-language", "hebrew",
+            "--default-glossary", "talmud"]  # fmt: skip
     assert run(tmp_path, outputs, *args).returncode == 0
     entry = stage(tmp_path, "eu")
     caller = policy(tmp_path, entry, "llm_caller")
@@ -200,6 +201,10 @@ def test_options_change_exactly_their_statements(tmp_path: Path) -> None:
     assert settings.glossary_key == "config/glossary.txt"
     dispatcher = DispatcherSettings.from_env(function_env(entry, "dispatcher"))
     assert dispatcher.default_language == "hebrew"
+    assert dispatcher.default_glossary == "talmud"
+    reconciler = function_env(entry, "reconciler")
+    assert reconciler["DEFAULT_GLOSSARY"] == "talmud"  # it dispatches with the same rule
+    assert run(tmp_path, outputs, "--stage", "x", "--default-glossary", "talmus").returncode == 2
 
 
 def test_inference_profiles_get_the_profile_and_its_base_model(tmp_path: Path) -> None:

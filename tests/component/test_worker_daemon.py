@@ -7,9 +7,10 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
+from faster_whisper import WhisperModel
 from moto.core import set_initial_no_auth_action_count
 from support.audio_factory import corrupt_mp3, empty_mp3, speech_mp3, text_as_mp3
 from support.rounding import assert_derived
@@ -21,6 +22,7 @@ from cloudformation.call_ledger import denied, ungranted
 from gpu_worker.daemon import EXIT_OK
 from gpu_worker.lifecycle.stopping import StopController
 from pipeline_core.contracts import AudioJob
+from pipeline_core.glossary import glossary_named
 from pipeline_core.jobs import JobField, JobState, job_id_for
 from pipeline_core.keys import transcript_keys, transcript_keys_of_timed
 from pipeline_core.ownership import Owner, json_version_of, owner_metadata
@@ -107,6 +109,33 @@ def test_happy_path(pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog) -> Non
     after_claim = json_log.lines()[claimed_at:]
     handed = next(i for i, line in enumerate(after_claim) if "handed to the LLM" in line["message"])
     assert all(line.get("job_id") == job_id for line in after_claim[: handed + 1])
+
+
+def test_the_jobs_glossary_reaches_whisper_as_hotwords_unless_turned_off(
+    pipeline: Pipeline, fox_mp3: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str | None] = []
+    transcribe = WhisperModel.transcribe
+
+    def recording(model: WhisperModel, audio: Any, *args: Any, **kwargs: Any) -> Any:
+        asked.append(kwargs.get("hotwords"))
+        return transcribe(model, audio, *args, **kwargs)
+
+    monkeypatch.setattr(WhisperModel, "transcribe", recording)
+    primed = pipeline.dispatch(
+        pipeline.upload("primed.mp3", fox_mp3), language="english", glossary="talmud"
+    )
+    assert pipeline.worker(glossary_hotwords=True).run() == EXIT_OK
+    talmud = glossary_named("talmud")
+    assert talmud is not None
+    assert asked == [talmud.hotwords("en")]  # the real tiny.en engine was given the terms
+    assert "Abaye" in talmud.hotwords("en")
+    [llm_job] = pipeline.llm_jobs()
+    assert (llm_job.job_id, llm_job.glossary) == (primed, "talmud")  # on to the LLM Caller
+
+    pipeline.dispatch(pipeline.upload("bare.mp3", fox_mp3), language="english", glossary="talmud")
+    assert pipeline.worker(glossary_hotwords=False).run() == EXIT_OK
+    assert asked[1:] == [None]
 
 
 def test_the_worker_transcribes_with_only_its_instance_role(

@@ -41,6 +41,7 @@ class ObservingEngine:
         audio: npt.NDArray[np.float32],
         language_code: str,
         progress: Callable[[float], None] | None = None,
+        hotwords: str | None = None,
     ) -> Iterator[Segment]:
         observe, self.observe = self.observe, None
         if observe is not None:

@@ -117,6 +117,7 @@ class Pipeline:
         *,
         with_job_row: bool = True,
         speakers: str | None = None,
+        glossary: str | None = None,
     ) -> str:
         """What the Dispatcher does for an upload: a job row and an Audio Queue message."""
         etag = self.s3.head_object(Bucket=self.stack.bucket, Key=key)["ETag"].strip('"')
@@ -140,6 +141,7 @@ class Pipeline:
             job_id=job_id,
             output_name=output_name,
             speakers=speakers,
+            glossary=glossary,
         )
         self.send_audio(message.to_json())
         return job_id

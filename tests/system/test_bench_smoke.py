@@ -107,6 +107,20 @@ def test_batched_against_unbatched_figures(quick_run: tuple[Path, dict[str, Any]
     assert_batching_row_consistent(row)
 
 
+def test_hotwords_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = quick_run
+    section = results["hotwords"]
+    assert (section["engine"], section["model"], section["glossary"]) == (
+        "faster-whisper", "tiny.en", "talmud",
+    )  # fmt: skip
+    [row] = section["languages"]
+    assert row["language"] == "en"
+    assert "Abaye" in row["hotwords"]
+    assert row["bare_wer"] is not None
+    assert row["primed_wer"] is not None
+    assert 0 <= row["low_confidence_words"] <= row["words"]
+
+
 def test_latency_injected_loop_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
     _, results = quick_run
     [section] = results["latency"]

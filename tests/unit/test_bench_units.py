@@ -209,6 +209,19 @@ def test_published_batching_figures_agree_with_what_they_are_derived_from() -> N
         assert_batching_row_consistent(row)
 
 
+def test_published_hotwords_figures_cover_the_glossarys_languages() -> None:
+    results = json.loads((RESULTS_DIR / report.JSON_NAME).read_text())
+    section = results["hotwords"]
+    assert section["environment"]["date_utc"]
+    rows = {row["language"]: row for row in section["languages"]}
+    assert {"en", "he"} <= set(rows)
+    for row in rows.values():
+        assert 0 <= row["low_confidence_words"] <= row["words"]
+        assert bool(row["hotwords"]) == (row["language"] in {"en", "he"})  # the talmud terms
+        if not row["hotwords"]:  # no terms: the primed run is the bare one
+            assert (row["primed_wer"], row["primed_cer"]) == (row["bare_wer"], row["bare_cer"])
+
+
 def test_the_diarization_error_rate_names_its_parts() -> None:
     truth = [SpeakerTurn(0.0, 4.0, "a"), SpeakerTurn(5.0, 9.0, "b")]
     assert diarization.score(truth, [SpeakerTurn(0, 4, "x"), SpeakerTurn(5, 9, "y")], 10).der == 0

@@ -62,3 +62,15 @@ def test_flags() -> None:
     assert env.flag("D", True) is True
     with pytest.raises(ConfigError, match="C"):
         env.flag("C", False)
+
+
+def test_the_default_glossary_must_be_a_shipped_one() -> None:
+    dispatcher_env = {
+        "PIPELINE_BUCKET": "b", "JOB_TABLE": "t", "AUDIO_QUEUE_URL": "a",
+        "RESULTS_QUEUE_URL": "r", "GPU_ASG_NAME": "g",
+    }  # fmt: skip
+    assert DispatcherSettings.from_env(dispatcher_env).default_glossary is None
+    chosen = DispatcherSettings.from_env({**dispatcher_env, "DEFAULT_GLOSSARY": "talmud"})
+    assert chosen.default_glossary == "talmud"
+    with pytest.raises(ConfigError, match="DEFAULT_GLOSSARY: unknown glossary 'talmus'"):
+        DispatcherSettings.from_env({**dispatcher_env, "DEFAULT_GLOSSARY": "talmus"})

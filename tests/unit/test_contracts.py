@@ -61,6 +61,17 @@ def test_optional_fields_and_unknown_fields() -> None:
     assert "future_field" not in job.to_dict()
 
 
+def test_the_glossary_is_optional_and_only_a_name() -> None:
+    assert AudioJob.from_json(DESIGN_AUDIO).glossary is None  # older messages still parse
+    job = AudioJob(s3_key="a.mp3", language="he", glossary="talmud")
+    assert AudioJob.from_json(job.to_json()).glossary == "talmud"
+    llm = LlmJob.from_json(DESIGN_LLM[:-1] + ', "glossary": "none"}')
+    assert llm.glossary == "none"
+    with pytest.raises(ContractError) as caught:
+        AudioJob.from_json('{"s3_key": "a.mp3", "language": "en", "glossary": "../x"}')
+    assert caught.value.field == "glossary"
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

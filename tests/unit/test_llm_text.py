@@ -8,7 +8,15 @@ import re
 import pytest
 
 from bench.correction_set import line_targets, word_edits
-from chalicelib.correction.prompt import chunks
+from chalicelib.correction.prompt import (
+    MARK_CLOSE,
+    MARK_OPEN,
+    PromptContext,
+    chunks,
+    low_confidence_marked,
+    marked_text,
+    user_message,
+)
 from chalicelib.correction.validation import (
     AnswerRefusedError,
     Edit,
@@ -18,6 +26,7 @@ from chalicelib.correction.validation import (
     validate,
 )
 from pipeline_core.timed_text import parse
+from pipeline_core.transcript_document import SegmentRecord, WordRecord
 
 
 def test_chunks_respect_the_size_and_keep_order() -> None:
@@ -159,6 +168,50 @@ def test_a_malformed_edit_is_refused_alone() -> None:
     outcome = apply_edits(TALMUD, edits, min_similarity=0.5)
     assert outcome.texts[3] == "the Mishnah says on the camera"
     assert "malformed" in outcome.refusals[0][0]
+
+
+def _words(*pairs: tuple[str, float | None]) -> tuple[WordRecord, ...]:
+    return tuple(WordRecord(start=i, end=i + 1, text=text, probability=p)
+                 for i, (text, p) in enumerate(pairs))  # fmt: skip
+
+
+def test_unsure_words_are_marked_and_neighbouring_ones_share_a_marker() -> None:
+    words = _words((" today", 0.9), (" we", 0.95), (" learn", 0.3), (" on", 0.2),
+                   (" the", 0.9), (" camera", 0.1), (" page", None))  # fmt: skip
+    marked = marked_text("today we learn on the camera page", words, below=0.5)
+    assert (
+        marked == f"today we {MARK_OPEN}learn on{MARK_CLOSE} the {MARK_OPEN}camera{MARK_CLOSE} page"
+    )
+    assert marked_text("today we learn", words[:2], below=0.5) == "today we learn"  # none unsure
+    # A word the text no longer has (the line was edited by hand) is passed over, not forced.
+    assert marked_text("hello there", _words((" hullo", 0.1), (" there", 0.1)), 0.5) == (
+        f"hello {MARK_OPEN}there{MARK_CLOSE}"
+    )
+
+
+def test_marks_reach_the_prompt_but_never_the_corrected_text() -> None:
+    lines = parse("[0:00 --> 0:01] היום נלמד בבה קמה\n[0:01 --> 0:02] שלום עולם\n").lines
+    segments = [
+        SegmentRecord(start=0, end=1, text=lines[0].text,
+                      words=_words((" היום", 0.9), (" נלמד", 0.9), (" בבה", 0.2), (" קמה", 0.3))),
+        SegmentRecord(start=1, end=2, text=lines[1].text,
+                      words=_words((" שלום", 0.9), (" עולם", 0.8))),
+    ]  # fmt: skip
+    marked = low_confidence_marked(lines, segments, below=0.5)
+    assert marked == {1: f"היום נלמד {MARK_OPEN}בבה קמה{MARK_CLOSE}"}
+    message = user_message(PromptContext("he", "", "", marked=marked), lines)
+    assert f"1|היום נלמד {MARK_OPEN}בבה קמה{MARK_CLOSE}\n2|שלום עולם" in message.chunk
+    assert MARK_OPEN in PromptContext("he", "", "").system  # the system prompt explains them
+    # A model that copies the markers into its edit: they are not part of the line.
+    edits = parse_edits(
+        {"edits": [{"line": 1, "from": f"{MARK_OPEN}בבה קמה{MARK_CLOSE}",
+                    "to": f"{MARK_OPEN}בבא קמא{MARK_CLOSE}"}]},
+        truncated=False,
+    )  # fmt: skip
+    outcome = apply_edits(lines, edits, min_similarity=0.5)
+    assert outcome.texts == {1: "היום נלמד בבא קמא", 2: "שלום עולם"}
+    echoed = f"1|היום נלמד {MARK_OPEN}בבא קמא{MARK_CLOSE}\n2|שלום עולם"
+    assert validate(lines, echoed, truncated=False, min_similarity=0.5)[1] == "היום נלמד בבא קמא"
 
 
 # Whisper base's real errors on the Hebrew clips of ../shared/eval (SASpeech), from the

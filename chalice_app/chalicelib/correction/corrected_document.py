@@ -87,7 +87,7 @@ def _spread(tokens: Sequence[str], start: float, end: float) -> list[WordRecord]
     return words
 
 
-def _matching_segments(
+def matching_segments(
     lines: Sequence[TimedLine], recognised: TranscriptDocument | None, job_id: str | None
 ) -> Sequence[SegmentRecord] | None:
     """The worker's segments when they are these lines (one segment a line, same text)."""
@@ -126,7 +126,7 @@ def corrected_document(
 ) -> TranscriptDocument:
     """``texts``: the corrected text of each line the corrector's answer was accepted for."""
     lines = transcript.correctable
-    segments = _matching_segments(lines, recognised, source.job_id)
+    segments = matching_segments(lines, recognised, source.job_id)
     if segments is None:
         recognised = None
     corrected: list[SegmentRecord] = []

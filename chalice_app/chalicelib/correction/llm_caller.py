@@ -33,9 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.correction.corrected_document import CorrectionSource, corrected_document
+from chalicelib.correction.corrected_document import (
+    CorrectionSource,
+    corrected_document,
+    matching_segments,
+)
 from chalicelib.correction.correctors import Corrector
-from chalicelib.correction.prompt import PromptContext
+from chalicelib.correction.prompt import PromptContext, glossary_text, low_confidence_marked
 from chalicelib.correction.transcript import (
     CorrectionParams,
     CorrectionReport,
@@ -57,6 +61,7 @@ from pipeline_core.contracts import (
     utc_timestamp,
 )
 from pipeline_core.errors import LLM_CALLER_READER, ConfigurationError, is_missing_object
+from pipeline_core.glossary import UnknownGlossaryError, choose, glossary_named
 from pipeline_core.jobs import ACTIVE_STATES, JobField, JobRecord, JobState, JobTable, Lease
 from pipeline_core.jsonlog import log_context
 from pipeline_core.ownership import OutputTakenError, Owner, json_version_of, owner_metadata
@@ -193,6 +198,7 @@ class _Correction:
         self.source_file = job.source_key
         work_id = job.job_id or hashlib.sha256(job.timed_key.encode()).hexdigest()[:32]
         self.json_version_id: str | None = None  # set from the timed transcript's metadata
+        self.recognised: TranscriptDocument | None = None  # the worker's JSON, when readable
         self.checkpoints = S3Checkpoints(clients.s3, settings.bucket, keys.llm_work_prefix(work_id))
 
     # -- entry ---------------------------------------------------------------------------
@@ -255,10 +261,15 @@ class _Correction:
                 "not delivered"
             )
         transcript = parse(text)
+        self.recognised = self._recognised_document()
         if self.corrector is None:
             report = CorrectionReport(lines_total=len(transcript.correctable))
             report.lines_uncorrected = report.lines_total
             return self._finish(transcript, report, "none")
+        try:
+            glossary = self._glossary()
+        except UnknownGlossaryError as exc:
+            return self._fail(f"the LLM job's glossary: {exc}")
         deadline = Deadline(0) if final else self.deadline
         report = correct_transcript(
             transcript,
@@ -266,8 +277,9 @@ class _Correction:
             context=PromptContext(
                 self.job.language_code,
                 self.job.details,
-                self._glossary(),
+                glossary,
                 self.settings.correction_format,
+                self._low_confidence(transcript),
             ),
             checkpoints=self.checkpoints,
             deadline=deadline,
@@ -306,6 +318,29 @@ class _Correction:
         return text, Owner.of(metadata), json_version_of(metadata)
 
     def _glossary(self) -> str:
+        """The glossary text for the prompt: the recording's domain glossary (the one its
+        job names; a job from before glossaries were chosen: the one its details mention),
+        then the deployment's own terms (``GLOSSARY_KEY``), at most ``MAX_GLOSSARY_CHARS``."""
+        name = choose(self.job.glossary, self.job.details, None)
+        log.info("glossary chosen", extra={"glossary": name})
+        domain = glossary_named(name)
+        text = glossary_text(domain, self.job.language_code, self._deployment_glossary())
+        if len(text) > MAX_GLOSSARY_CHARS:
+            log.warning("glossary cut to %d characters", MAX_GLOSSARY_CHARS)
+        return text[:MAX_GLOSSARY_CHARS]
+
+    def _low_confidence(self, transcript: TimedTranscript) -> dict[int, str]:
+        """The lines with words the recogniser was unsure of, marked for the model."""
+        lines = transcript.correctable
+        segments = matching_segments(lines, self.recognised, self.job.job_id)
+        threshold = self.settings.low_confidence_probability
+        if segments is None or threshold <= 0:
+            return {}
+        marked = low_confidence_marked(lines, segments, threshold)
+        log.info("low-confidence words marked", extra={"lines_marked": len(marked)})
+        return marked
+
+    def _deployment_glossary(self) -> str:
         key = self.settings.glossary_key
         if not key:
             return ""
@@ -316,10 +351,7 @@ class _Correction:
                 log.warning("glossary object missing; correcting without it", extra={"key": key})
                 return ""
             raise
-        glossary = body.read().decode("utf-8", errors="replace")
-        if len(glossary) > MAX_GLOSSARY_CHARS:
-            log.warning("glossary cut to %d characters", MAX_GLOSSARY_CHARS)
-        return glossary[:MAX_GLOSSARY_CHARS]
+        return body.read().decode("utf-8", errors="replace")
 
     def _continue_later(self, report: CorrectionReport) -> CorrectionOutcome:
         assert self.settings.llm_queue_url is not None
@@ -428,7 +460,7 @@ class _Correction:
             language=self.job.language_code,
             corrector=model,
         )
-        document = corrected_document(transcript, report.texts, self._recognised_document(), source)
+        document = corrected_document(transcript, report.texts, self.recognised, source)
         bodies = {
             keys.OutputFormat.TXT: render_plain(transcript, report.texts),
             keys.OutputFormat.TIMED: render_timed(transcript, report.texts),

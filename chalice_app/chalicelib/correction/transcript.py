@@ -196,8 +196,8 @@ def fingerprint(
 ) -> str:
     material = "\x1f".join(
         (PROMPT_VERSION, context.answer_format, corrector.identity, context.language_code,
-         context.details, context.glossary, numbered(neighbours.before), numbered(lines),
-         numbered(neighbours.after))
+         context.details, context.glossary, numbered(neighbours.before, context.marked),
+         numbered(lines, context.marked), numbered(neighbours.after, context.marked))
     )  # fmt: skip
     return hashlib.sha256(material.encode()).hexdigest()[:40]
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Any, Final
 
+from chalicelib.correction.prompt import unmarked
 from pipeline_core.speakers import mentions_label
 from pipeline_core.timed_text import TimedLine
 
@@ -78,7 +79,7 @@ def parse_answer(answer: str) -> list[tuple[int, str]]:
             if line.strip():
                 raise AnswerRefusedError(f"unnumbered text between the lines: {line[:80]!r}")
             continue
-        parsed.append((int(match.group(1)), match.group(2).strip()))
+        parsed.append((int(match.group(1)), unmarked(match.group(2)).strip()))
     return parsed
 
 
@@ -142,7 +143,7 @@ def parse_edits(tool_input: Mapping[str, Any] | None, *, truncated: bool) -> lis
         fields = item if isinstance(item, dict) else {}
         line, old, new = fields.get("line"), fields.get("from"), fields.get("to")
         if isinstance(line, int) and isinstance(old, str) and isinstance(new, str):
-            edits.append(Edit(line, old, new))
+            edits.append(Edit(line, unmarked(old), unmarked(new)))
         else:
             edits.append(f"a malformed edit: {str(item)[:80]!r}")
     return edits

@@ -4,8 +4,9 @@ For each object an S3 event announces:
 - a job id from bucket + key + version (S3 delivers events at least once: a second
   delivery of the same upload finds its job and does nothing);
 - bad input (unsupported file type, empty file, unreadable metadata, unknown language, no
-  language, unsafe key, object gone) is refused here, before it costs GPU time: the job is
-  recorded ``failed`` with the reason and a failure ``Result`` goes to the Results Queue;
+  language, unknown glossary, unsafe key, object gone) is refused here, before it costs GPU
+  time: the job is recorded ``failed`` with the reason and a failure ``Result`` goes to the
+  Results Queue;
 - a good one is recorded ``queued``, sent to the Audio Queue as an ``AudioJob`` and the GPU
   Auto Scaling Group is raised to 1;
 - every upload that can be named gets its output name reserved first (accepted or refused;
@@ -44,6 +45,7 @@ from pipeline_core.contracts import (
     utc_timestamp,
 )
 from pipeline_core.errors import DISPATCHER_READER, is_missing_object
+from pipeline_core.glossary import UnknownGlossaryError, choose
 from pipeline_core.jobs import (
     RESULT_NOT_SENDABLE,
     JobField,
@@ -209,6 +211,10 @@ class _Dispatch:
             normalize_language(language)
         except UnknownLanguageError as exc:
             raise UploadRejectedError(str(exc)) from None
+        try:
+            glossary = choose(metadata.glossary, metadata.details, self.settings.default_glossary)
+        except UnknownGlossaryError as exc:
+            raise UploadRejectedError(f"the object's 'glossary' metadata: {exc}") from None
         output_name = self._reserve_output_name()
         try:
             job = AudioJob.from_dict(
@@ -223,6 +229,7 @@ class _Dispatch:
                     "output_name": output_name,
                     "schema_version": SCHEMA_VERSION,
                     "speakers": metadata.speakers,
+                    "glossary": glossary,
                 }
             )
         except ContractError as exc:
@@ -264,6 +271,7 @@ class _Dispatch:
                 JobField.VERSION_ID: job.version_id,
                 JobField.SIZE_BYTES: accepted.size,
                 JobField.SPEAKERS: job.speakers,
+                JobField.GLOSSARY: job.glossary,
             },
             lease=self.lease,
         )
@@ -343,6 +351,7 @@ class _Dispatch:
                     output_name=attributes.get(JobField.OUTPUT_NAME),
                     schema_version=SCHEMA_VERSION,
                     speakers=attributes.get(JobField.SPEAKERS),
+                    glossary=attributes.get(JobField.GLOSSARY),
                 )
                 self._send(job)
                 log.warning("job re-sent: an earlier delivery died before sending it")

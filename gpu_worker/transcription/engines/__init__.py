@@ -49,8 +49,11 @@ class AsrEngine(Protocol):
         audio: npt.NDArray[np.float32],
         language_code: str,
         progress: Callable[[float], None] | None = None,
+        hotwords: str | None = None,
     ) -> Iterator[Segment]:
-        """Yield segments in time order; ``progress`` receives seconds of audio done.
+        """Yield segments in time order; ``progress`` receives seconds of audio done;
+        ``hotwords``: terms to prime the decoder with (the recording's glossary), where the
+        engine supports it.
 
         Raises ``UnsupportedLanguageError`` before any work for a language the model lacks.
         """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -21,6 +22,14 @@ if TYPE_CHECKING:
     from faster_whisper.transcribe import Segment as WhisperSegment
 
 WINDOW_SECONDS: Final = 30  # Whisper's input window
+
+
+@dataclass(frozen=True)
+class _Decoding:
+    """What one call decodes with besides the engine's options."""
+
+    language_code: str
+    hotwords: str | None
 
 
 def _resolve_device(device: str) -> tuple[str, str]:
@@ -55,20 +64,21 @@ class FasterWhisperEngine:
         audio: npt.NDArray[np.float32],
         language_code: str,
         progress: Callable[[float], None] | None = None,
+        hotwords: str | None = None,
     ) -> Iterator[Segment]:
         check_language(self.model_id, bool(self._model.model.is_multilingual), language_code)
-        return self._segments(audio, language_code, progress)
+        return self._segments(audio, _Decoding(language_code, hotwords or None), progress)
 
     def _segments(
         self,
         audio: npt.NDArray[np.float32],
-        language_code: str,
+        decoding: _Decoding,
         progress: Callable[[float], None] | None,
     ) -> Iterator[Segment]:
         if self._options.batched and audio.size > WINDOW_SECONDS * SAMPLE_RATE:
-            found = self._batched(audio, language_code)
+            found = self._batched(audio, decoding)
         else:
-            found = self._sequential(audio, language_code)
+            found = self._sequential(audio, decoding)
         for segment in found:
             words = tuple(
                 Word(start=w.start, end=w.end, text=w.word, probability=w.probability)
@@ -80,11 +90,13 @@ class FasterWhisperEngine:
                 start=segment.start, end=segment.end, text=segment.text.strip(), words=words
             )
 
-    def _decoding(self, language_code: str) -> dict[str, Any]:
-        """The options both paths decode with: the language pinned, the guards on."""
+    def _decoding(self, decoding: _Decoding) -> dict[str, Any]:
+        """The options both paths decode with: the language pinned, the guards on, the
+        recording's terms (faster-whisper puts ``hotwords`` before every window's prompt)."""
         options = self._options
         return {
-            "language": language_code,
+            "language": decoding.language_code,
+            "hotwords": decoding.hotwords,
             "beam_size": options.beam_size,
             "temperature": list(options.temperatures),
             "word_timestamps": True,
@@ -99,17 +111,17 @@ class FasterWhisperEngine:
     def _sequential(
         self,
         audio: npt.NDArray[np.float32],
-        language_code: str,
+        decoding: _Decoding,
         clip: tuple[float, float] | None = None,
     ) -> Iterator[WhisperSegment]:
         clip_timestamps = list(clip) if clip is not None else "0"
         segments, _info = self._model.transcribe(
-            audio, clip_timestamps=clip_timestamps, **self._decoding(language_code)
+            audio, clip_timestamps=clip_timestamps, **self._decoding(decoding)
         )
         return iter(segments)
 
     def _batched(
-        self, audio: npt.NDArray[np.float32], language_code: str
+        self, audio: npt.NDArray[np.float32], decoding: _Decoding
     ) -> Iterator[WhisperSegment]:
         """Chunks decoded ``batch_size`` at a time, with the sequential path's guards.
 
@@ -133,7 +145,7 @@ class FasterWhisperEngine:
             audio,
             batch_size=options.batch_size,
             clip_timestamps=windows,
-            **self._decoding(language_code),
+            **self._decoding(decoding),
         )
         # A chunk's subsegments share its seek, log-probability and no-speech probability.
         for _seek, chunk_segments in itertools.groupby(segments, key=lambda s: s.seek):
@@ -144,6 +156,6 @@ class FasterWhisperEngine:
                 continue
             looping = any(s.compression_ratio > options.compression_ratio_threshold for s in chunk)
             if unlikely or looping:
-                yield from self._sequential(audio, language_code, (first.start, chunk[-1].end))
+                yield from self._sequential(audio, decoding, (first.start, chunk[-1].end))
             else:
                 yield from chunk

@@ -129,6 +129,7 @@ class TransformersEngine:
         self._max_tokens = int(self._model.config.max_target_positions)
         self._no_speech = vocab.get("<|nospeech|>", vocab.get("<|nocaptions|>"))
         self._transcribe_token = vocab.get("<|transcribe|>")
+        self._warned_hotwords = False
 
     @property
     def model_id(self) -> str:
@@ -139,8 +140,16 @@ class TransformersEngine:
         audio: npt.NDArray[np.float32],
         language_code: str,
         progress: Callable[[float], None] | None = None,
+        hotwords: str | None = None,
     ) -> Iterator[Segment]:
         check_language(self.model_id, self._multilingual, language_code)
+        if hotwords and not self._warned_hotwords:
+            # Its decoding and its scores of each chunk are built on the bare start sequence;
+            # a prompt before it (generate's prompt_ids) would need both reworked.
+            logger.warning(
+                "the transformers engine takes no prompt; the glossary's terms are not used"
+            )
+            self._warned_hotwords = True
         return self._segments(audio, language_code, progress)
 
     def _segments(

@@ -114,6 +114,35 @@ def test_sidecar_beats_folder_defaults_beats_flags(s3: S3Client, tmp_path: Path)
     assert metadata_of(s3, "audio-input/f.mp3") == ("yi", "flag")
 
 
+def test_the_glossary_comes_from_sidecar_or_folder_and_an_unknown_one_is_refused_before_upload(
+    s3: S3Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "in"
+    write(root / "_defaults.json", json.dumps({"language": "hebrew", "glossary": "talmud"}))
+    write(root / "folder-default.mp3", b"a")
+    sidecar(write(root / "own-choice.mp3", b"b"), glossary="none")
+    sidecar(write(root / "typo.mp3", b"c"), glossary="talmus")
+    write(tmp_path / "unsaid" / "d.mp3", b"d")
+
+    assert upload(root) == 1  # the typo fails alone
+    assert upload(tmp_path / "unsaid", "--language", "english") == 0
+    glossaries = {
+        key: decode_metadata(s3.head_object(Bucket=BUCKET, Key=key)["Metadata"]).glossary
+        for key in all_keys(s3)
+    }
+    assert glossaries == {
+        "audio-input/folder-default.mp3": "talmud",
+        "audio-input/own-choice.mp3": "none",
+        "audio-input/d.mp3": None,  # the Dispatcher decides: the details, else the default
+    }
+    [failed] = [
+        line for line in map(json.loads, capsys.readouterr().err.splitlines())
+        if line.get("status") == "failed"
+    ]  # fmt: skip
+    assert "typo.mp3.json: unknown glossary 'talmus'; known glossaries: talmud" in failed["error"]
+    assert upload(tmp_path / "unsaid", "--glossary", "talmus") == 2  # a flag is checked at once
+
+
 @pytest.mark.parametrize(("flags", "run_wide"), [((), None), (("--speakers", " 3 "), "3")])
 def test_speakers_come_from_the_sidecar_or_folder_defaults_like_the_language(
     s3: S3Client,
