@@ -668,8 +668,10 @@ class Worker:
     def leave_when_idle(self) -> int | None:
         """Queue empty for ``idle_shutdown_seconds``: exit, or leave the ASG; None: stay."""
         if self.settings.asg_name is None:
-            # No group, no other worker: a message in flight is one of ours coming back.
-            if self.queue.depth().in_flight > 0:
+            # No group, no other worker: a message in flight is one of ours coming back, and
+            # one may have come back while the prefetcher was paused for this check.
+            depth = self.queue.depth()
+            if not depth.nothing_waiting or depth.in_flight > 0:
                 return None
             logger.info("the Audio Queue stayed empty; exiting (no Auto Scaling group)")
             return EXIT_OK
