@@ -92,10 +92,12 @@ def run_fleet(
             raise TimeoutError(f"{len(keys)} files did not finish in {FINISH_TIMEOUT_S:g} s")
         seconds = time.time() - started
         statuses = deployment.file_statuses(keys)
-        _wait(
-            lambda: scaler.state.desired_capacity == 0 and not scaler.worker_running,
-            SCALE_IN_TIMEOUT_S,
-        )
+
+        def scaled_in() -> bool:  # as the timeline has it: the scaler samples on its own beat
+            samples = scaler.state.samples
+            return bool(samples) and samples[-1].desired == 0 and samples[-1].workers == 0
+
+        _wait(scaled_in, SCALE_IN_TIMEOUT_S)
         timeline = changes(
             [
                 {
