@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # chromium and chromium-driver: the reader page's browser test (Selenium drives them).
-DEBIAN_PACKAGES=(ffmpeg espeak-ng sox libsndfile1 shellcheck packer chromium chromium-driver)
+# gcc: webrtcvad (resemblyzer's VAD, the diarization extra) ships as source only.
+DEBIAN_PACKAGES=(ffmpeg espeak-ng sox libsndfile1 shellcheck packer chromium chromium-driver gcc)
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
