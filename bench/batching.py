@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 SETTINGS: Final = (
     "gpu_worker's FasterWhisperEngine with the worker's decoding options, unbatched and with "
-    "WORKER_BATCHED_INFERENCE (BatchedInferencePipeline; silence dropped and threshold misses "
+    "WORKER_BATCHED_INFERENCE (BatchedInferencePipeline over VAD-cut chunks with timestamps; a "
+    "chunk's text kept where it passes the thresholds, and the speech no kept word covers "
     "decoded again sequentially); each language's clips joined into one recording, repeated "
     "until longer than one 30 s window where shorter; WER pooled over the recording; one "
     "warm-up run, then one timed run each"

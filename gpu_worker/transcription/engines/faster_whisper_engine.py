@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
+import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper.transcribe import get_compression_ratio, restore_speech_timestamps
+from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from gpu_worker.transcription.audio import SAMPLE_RATE
 from gpu_worker.transcription.engines import check_language
@@ -17,11 +21,96 @@ from gpu_worker.transcription.transcript import Segment, Word
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    import numpy as np
     import numpy.typing as npt
     from faster_whisper.transcribe import Segment as WhisperSegment
 
 WINDOW_SECONDS: Final = 30  # Whisper's input window
+# Batched path: speech (VAD) at least this long that no kept word covers is decoded again.
+# Under it: the VAD's padding (0.4 s each side of a stretch of speech) and word-time slack.
+UNCOVERED_SECONDS: Final = 1.0
+REDECODE_ROUNDS: Final = 3  # a re-decoded span can end early too: its rest, at most this often
+
+
+class SpeechRegion(NamedTuple):
+    """A stretch of speech the VAD found, in samples."""
+
+    start: int
+    end: int
+
+
+def speech_chunks(speech: list[SpeechRegion], max_samples: int) -> list[list[SpeechRegion]]:
+    """``speech`` in order, cut into chunks of at most ``max_samples`` of speech each (the
+    silence between stretches not counted), as faster-whisper's ``collect_chunks`` cuts."""
+    chunks: list[list[SpeechRegion]] = []
+    size = 0
+    for region in speech:
+        length = region.end - region.start
+        if not chunks or size + length > max_samples:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(region)
+        size += length
+    return chunks
+
+
+def chunk_samples(chunk: list[SpeechRegion]) -> int:
+    return sum(r.end - r.start for r in chunk)
+
+
+def uncovered(
+    speech: list[tuple[float, float]], covered: list[tuple[float, float]], minimum: float
+) -> list[tuple[float, float]]:
+    """The spans of ``speech`` (seconds, in order) that no ``covered`` interval overlaps, the
+    pieces joined where nothing covered lies between them; those holding at least
+    ``minimum`` seconds of speech, from the first piece's start to the last one's end."""
+    pieces: list[tuple[float, float]] = []
+    for start, end in speech:
+        cursor = start
+        for c_start, c_end in sorted(covered):
+            if c_end <= cursor or c_start >= end:
+                continue
+            if c_start > cursor:
+                pieces.append((cursor, c_start))
+            cursor = max(cursor, c_end)
+        if cursor < end:
+            pieces.append((cursor, end))
+    spans: list[list[tuple[float, float]]] = []
+    for piece in pieces:
+        between = spans and any(
+            c_start < piece[0] and c_end > spans[-1][-1][1] for c_start, c_end in covered
+        )
+        if spans and not between:
+            spans[-1].append(piece)
+        else:
+            spans.append([piece])
+    return [
+        (span[0][0], span[-1][1])
+        for span in spans
+        if sum(end - start for start, end in span) >= minimum
+    ]
+
+
+def _covered(segments: list[WhisperSegment]) -> list[tuple[float, float]]:
+    """Where ``segments`` have text: their words' times (a segment's own without words)."""
+    return [(w.start, w.end) for s in segments for w in s.words or ()] + [
+        (s.start, s.end) for s in segments if not s.words
+    ]
+
+
+def _clamped(segment: WhisperSegment, start: float, end: float) -> WhisperSegment:
+    """``segment`` and its words held inside ``start``..``end``: a re-decoded span's text
+    must not overlap the kept text around it."""
+
+    def inside(t: float) -> float:
+        return min(max(t, start), end)
+
+    words = [
+        dataclasses.replace(w, start=inside(w.start), end=inside(w.end))
+        for w in segment.words or ()
+    ]
+    return dataclasses.replace(
+        segment, start=inside(segment.start), end=inside(segment.end), words=words or None
+    )
 
 
 @dataclass(frozen=True)
@@ -123,39 +212,116 @@ class FasterWhisperEngine:
     def _batched(
         self, audio: npt.NDArray[np.float32], decoding: _Decoding
     ) -> Iterator[WhisperSegment]:
-        """Chunks decoded ``batch_size`` at a time, with the sequential path's guards.
+        """Chunks decoded ``batch_size`` at a time, then the coverage check, chunk by chunk.
 
-        The batched pipeline decodes at the first temperature only and returns every chunk:
-        a chunk that the thresholds take for silence is dropped here, and one that misses a
-        threshold (a repetition loop, unlikely text) is decoded again on the sequential path,
-        which retries at the higher temperatures.
+        The batched pipeline decodes each chunk once, at the first temperature. A chunk's text
+        is kept where it passes the thresholds the sequential path checks (log-probability,
+        compression ratio over the chunk's text); then any speech of the chunk that no kept
+        word covers (text that ended early, a chunk that missed a threshold) is decoded again
+        on the sequential path, with its temperature fallback. A chunk taken for silence is
+        dropped outright only without VAD: with VAD its speech is decoded again like the rest.
         """
         options = self._options
+        speech = self._speech(audio)
+        chunks = speech_chunks(speech, WINDOW_SECONDS * SAMPLE_RATE)
+        if not chunks:
+            return
+        # The chunks' speech end to end: the pipeline decodes each span as one chunk, the
+        # silence between its stretches of speech left out (as its own VAD path does).
+        joined = np.concatenate([audio[r.start : r.end] for chunk in chunks for r in chunk])
+        offsets = list(itertools.accumulate((chunk_samples(c) for c in chunks), initial=0))
+        spans = [
+            {"start": offsets[i] / SAMPLE_RATE, "end": offsets[i + 1] / SAMPLE_RATE}
+            for i in range(len(chunks))
+        ]
         pipeline = BatchedInferencePipeline(model=self._model)
-        # Without VAD the pipeline needs the chunks named (in seconds): whole windows.
-        windows = None
-        if not options.vad_filter:
-            duration = audio.size / SAMPLE_RATE
-            windows = [
-                {"start": float(start), "end": min(start + WINDOW_SECONDS, duration)}
-                for start in range(0, int(duration) + 1, WINDOW_SECONDS)
-                if start < duration
-            ]
-        segments, _info = pipeline.transcribe(
-            audio,
+        decoded, _info = pipeline.transcribe(
+            joined,
             batch_size=options.batch_size,
-            clip_timestamps=windows,
+            clip_timestamps=spans,
+            without_timestamps=False,  # segments with times: Whisper writes past a sentence
             **self._decoding(decoding),
         )
-        # A chunk's subsegments share its seek, log-probability and no-speech probability.
-        for _seek, chunk_segments in itertools.groupby(segments, key=lambda s: s.seek):
-            chunk = list(chunk_segments)
-            first = chunk[0]
-            unlikely = first.avg_logprob < options.log_prob_threshold
-            if first.no_speech_prob > options.no_speech_threshold and unlikely:
-                continue
-            looping = any(s.compression_ratio > options.compression_ratio_threshold for s in chunk)
-            if unlikely or looping:
-                yield from self._sequential(audio, decoding, (first.start, chunk[-1].end))
-            else:
-                yield from chunk
+        restored = iter(
+            restore_speech_timestamps(
+                decoded, [r._asdict() for chunk in chunks for r in chunk], SAMPLE_RATE
+            )
+        )
+        fps = self._model.frames_per_second
+        pending = next(restored, None)
+        for chunk, span in zip(chunks, spans, strict=True):
+            # The pipeline's seek of a chunk: its offset, cut to samples, in frames.
+            seek = int(int(span["start"] * SAMPLE_RATE) / SAMPLE_RATE * fps)
+            found: list[WhisperSegment] = []
+            while pending is not None and pending.seek == seek:
+                found.append(pending)
+                pending = next(restored, None)
+            yield from self._cover(audio, decoding, chunk, found)
+        if pending is not None:
+            raise RuntimeError(f"a batched segment of no chunk (seek {pending.seek})")
+
+    def _decode_again(
+        self,
+        audio: npt.NDArray[np.float32],
+        decoding: _Decoding,
+        regions: list[tuple[float, float]],
+        start: float,
+        end: float,
+        *,
+        rounds: int = REDECODE_ROUNDS,
+    ) -> list[WhisperSegment]:
+        """``start``..``end`` on the sequential path; what it leaves uncovered in turn (it
+        too can end a window early), while each round adds words, up to ``rounds``."""
+        found = [_clamped(s, start, end) for s in self._sequential(audio, decoding, (start, end))]
+        if not _covered(found) or rounds <= 1:
+            return found
+        inside = [(max(a, start), min(b, end)) for a, b in regions if a < end and b > start]
+        for left, right in uncovered(inside, _covered(found), UNCOVERED_SECONDS):
+            found += self._decode_again(audio, decoding, regions, left, right, rounds=rounds - 1)
+        return sorted(found, key=lambda s: s.start)
+
+    def _speech(self, audio: npt.NDArray[np.float32]) -> list[SpeechRegion]:
+        """Where the VAD hears speech, in samples;
+        without VAD, the whole recording in 30 s windows."""
+        if not self._options.vad_filter:
+            window = WINDOW_SECONDS * SAMPLE_RATE
+            return [
+                SpeechRegion(start, min(start + window, audio.size))
+                for start in range(0, audio.size, window)
+            ]
+        # The sequential path's VAD settings (pauses under 2 s kept: cutting them out glues
+        # words together), its stretches of speech at most one window long.
+        vad = VadOptions(max_speech_duration_s=WINDOW_SECONDS, min_silence_duration_ms=160)
+        return [SpeechRegion(r["start"], r["end"]) for r in get_speech_timestamps(audio, vad)]
+
+    def _cover(
+        self,
+        audio: npt.NDArray[np.float32],
+        decoding: _Decoding,
+        speech: list[SpeechRegion],
+        found: list[WhisperSegment],
+    ) -> Iterator[WhisperSegment]:
+        options = self._options
+        kept: list[WhisperSegment] = []
+        silence = False
+        if found:
+            unlikely = found[0].avg_logprob < options.log_prob_threshold
+            text = "".join(s.text for s in found)
+            looping = get_compression_ratio(text) > options.compression_ratio_threshold
+            silence = found[0].no_speech_prob > options.no_speech_threshold and unlikely
+            if not (unlikely or looping):
+                kept = found
+        if not options.vad_filter and (silence or not found):
+            return  # without VAD only Whisper says whether a window holds speech
+        regions = [(r.start / SAMPLE_RATE, r.end / SAMPLE_RATE) for r in speech]
+        again: list[WhisperSegment] = []
+        for start, end in uncovered(regions, _covered(kept), UNCOVERED_SECONDS):
+            # Text that stops before the speech does most likely stops mid-sentence: its
+            # segment is decoded again with the rest, which then has the sentence's start.
+            left = next((k for k in kept if max(e for _, e in _covered([k])) == start), None)
+            begin = start if left is None else min(b for b, _ in _covered([left]))
+            redone = self._decode_again(audio, decoding, regions, begin, end)
+            if left is not None and redone:
+                kept.remove(left)
+            again += redone
+        yield from sorted(kept + again, key=lambda s: s.start)
