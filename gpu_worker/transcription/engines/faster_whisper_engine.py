@@ -239,7 +239,9 @@ class FasterWhisperEngine:
             joined,
             batch_size=options.batch_size,
             clip_timestamps=spans,
-            without_timestamps=False,  # segments with times: Whisper writes past a sentence
+            # With timestamps Whisper writes on past the end of a sentence, and the coverage
+            # check has times to go by; without VAD there is no such check (see _cover).
+            without_timestamps=not options.vad_filter,
             **self._decoding(decoding),
         )
         restored = iter(
@@ -311,8 +313,11 @@ class FasterWhisperEngine:
             silence = found[0].no_speech_prob > options.no_speech_threshold and unlikely
             if not (unlikely or looping):
                 kept = found
-        if not options.vad_filter and (silence or not found):
-            return  # without VAD only Whisper says whether a window holds speech
+        if not options.vad_filter and (silence or not found or kept):
+            # Without VAD nothing but Whisper says where in a window the speech is: a window
+            # is kept or dropped whole, or (missing a threshold) decoded again whole.
+            yield from kept
+            return
         regions = [(r.start / SAMPLE_RATE, r.end / SAMPLE_RATE) for r in speech]
         again: list[WhisperSegment] = []
         for start, end in uncovered(regions, _covered(kept), UNCOVERED_SECONDS):
