@@ -283,16 +283,15 @@ class FasterWhisperEngine:
         return sorted(found, key=lambda s: s.start)
 
     def _speech(self, audio: npt.NDArray[np.float32]) -> list[SpeechRegion]:
-        """Where the VAD hears speech, in samples;
-        without VAD, the whole recording in 30 s windows."""
+        """Where the VAD hears speech, in samples; without VAD, the recording in 30 s windows."""
         if not self._options.vad_filter:
             window = WINDOW_SECONDS * SAMPLE_RATE
             return [
                 SpeechRegion(start, min(start + window, audio.size))
                 for start in range(0, audio.size, window)
             ]
-        # The sequential path's VAD settings (pauses under 2 s kept: cutting them out glues
-        # words together), its stretches of speech at most one window long.
+        # faster-whisper's batched pipeline's settings: pauses of 160 ms and more cut out,
+        # stretches of speech at most one window long.
         vad = VadOptions(max_speech_duration_s=WINDOW_SECONDS, min_silence_duration_ms=160)
         return [SpeechRegion(r["start"], r["end"]) for r in get_speech_timestamps(audio, vad)]
 
