@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 from moto import mock_aws
@@ -39,12 +39,33 @@ _FAKE_CREDENTIALS = {
 }
 
 
+# The components ``World.counting`` attributes calls to.
+DISPATCHER: Final = "Dispatcher"
+WORKER: Final = "worker"
+LLM_CALLER: Final = "LLM Caller"
+# The Lambda service's polling of the LLM Queue for the LLM Caller (receive, then delete
+# once the handler returned): SQS requests of the pipeline, though no code of ours makes them.
+LLM_EVENT_SOURCE: Final = "LLM Queue event source"
+
+
 @dataclass
 class World:
     session: boto3.Session
     clients: AwsClients
     stack: EmulatedStack
     calls: Counter[str] = field(default_factory=Counter)  # "<service>.<Operation>" -> count
+    # component -> its calls, by operation, counted inside ``counting``
+    by_component: dict[str, Counter[str]] = field(default_factory=dict)
+
+    @contextmanager
+    def counting(self, component: str) -> Iterator[None]:
+        """Attribute the calls made inside to ``component`` (not nested)."""
+        before = Counter(self.calls)
+        try:
+            yield
+        finally:
+            counted = self.by_component.setdefault(component, Counter())
+            counted.update(self.calls - before)
 
     def upload(self, name: str, path: Path, language: str) -> tuple[str, dict[str, Any]]:
         """Put ``path`` under audio-input/ and return its key and the S3 event record."""
@@ -150,16 +171,19 @@ class World:
         )
         handled = 0
         while True:
-            messages = self.clients.sqs.receive_message(
-                QueueUrl=self.stack.llm_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-            ).get("Messages", [])
+            with self.counting(LLM_EVENT_SOURCE):
+                messages = self.clients.sqs.receive_message(
+                    QueueUrl=self.stack.llm_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+                ).get("Messages", [])
             if not messages:
                 return handled
             for message in messages:
-                handle_llm_message(Delivery(message["Body"]), clients, settings, None)
-                self.clients.sqs.delete_message(
-                    QueueUrl=self.stack.llm_queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
+                with self.counting(LLM_CALLER):
+                    handle_llm_message(Delivery(message["Body"]), clients, settings, None)
+                with self.counting(LLM_EVENT_SOURCE):
+                    self.clients.sqs.delete_message(
+                        QueueUrl=self.stack.llm_queue_url, ReceiptHandle=message["ReceiptHandle"]
+                    )
                 handled += 1
 
     def results(self) -> list[dict[str, Any]]:
