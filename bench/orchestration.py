@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 SETTINGS = (
     "moto in-process (no network); real chalicelib Dispatcher, gpu_worker Worker.run and "
-    "LLM Caller (CORRECTOR=none); the engine returns one segment instantly; the audio is "
-    "still downloaded and decoded"
+    "LLM Caller (CORRECTOR=none), Results published to the stack's notification topic as "
+    "deployed; the engine returns one segment instantly; the audio is still downloaded and "
+    "decoded"
 )
 
 

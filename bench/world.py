@@ -102,12 +102,14 @@ class World:
             asg_name=self.stack.asg_name,
             default_language=None,
             log_level="WARNING",
+            notification_topic_arn=self.stack.notification_topic_arn,
         )
         clients = DispatcherClients(
             s3=self.clients.s3,
             sqs=self.clients.sqs,
             dynamodb=self.clients.dynamodb,
             autoscaling=self.clients.autoscaling,
+            sns=self.clients.sns,
         )
         handle_s3_event({"Records": records}, clients, settings)
 
@@ -131,6 +133,7 @@ class World:
             retry_delay_seconds=0,
             spot_poll_seconds=5,
             progress_log_seconds=5,
+            notification_topic_arn=self.stack.notification_topic_arn,
         )
 
     def run_worker(
@@ -165,9 +168,13 @@ class World:
             glossary_key=None,
             log_level="WARNING",
             llm_queue_url=self.stack.llm_queue_url,
+            notification_topic_arn=self.stack.notification_topic_arn,
         )
         clients = LlmCallerClients(
-            s3=self.clients.s3, sqs=self.clients.sqs, dynamodb=self.clients.dynamodb
+            s3=self.clients.s3,
+            sqs=self.clients.sqs,
+            dynamodb=self.clients.dynamodb,
+            sns=self.clients.sns,
         )
         handled = 0
         while True:
@@ -217,22 +224,29 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def count_calls(session: boto3.Session) -> Counter[str]:
+    """A count, by ``"<service>.<Operation>"``, of the calls of every client ``session``
+    makes from now on (each client takes a copy of the session's handlers when made)."""
+    calls: Counter[str] = Counter()
+
+    def count_call(event_name: str, **_: Any) -> None:
+        calls[event_name.removeprefix("before-call.")] += 1
+
+    session.events.register("before-call", count_call)
+    return calls
+
+
 def counted_clients(
     session: boto3.Session, endpoint_url: str | None = None
 ) -> tuple[AwsClients, Counter[str]]:
     """Clients of ``session`` at ``endpoint_url`` and a count of their calls by operation."""
-    calls: Counter[str] = Counter()
-
-    def count_call(event_name: str, **_: Any) -> None:
-        calls[event_name.removeprefix("before-call.")] += 1  # "<service>.<Operation>"
-
-    # Before the clients are made: each client takes a copy of the session's handlers.
-    session.events.register("before-call", count_call)
+    calls = count_calls(session)
     clients = AwsClients(
         sqs=session.client("sqs", endpoint_url=endpoint_url),
         s3=session.client("s3", endpoint_url=endpoint_url),
         dynamodb=session.client("dynamodb", endpoint_url=endpoint_url),
         autoscaling=session.client("autoscaling", endpoint_url=endpoint_url),
+        sns=session.client("sns", endpoint_url=endpoint_url),
     )
     return clients, calls
 
