@@ -541,9 +541,13 @@ def readme_section(results: dict[str, Any], results_link: str) -> str:
         lines.append(f"Amazon Transcribe list price: ${transcribe:.2f} per audio hour.")
     if "orchestration" in results:
         o = results["orchestration"]
+        earlier = "".join(
+            f"; {run.get('label', 'earlier')}: {_calls_total(run):g}"
+            for run in o.get("earlier", [])
+        )
         lines.append(
             f"Orchestration without ASR: {o['total_ms_per_file']:g} ms per file on moto "
-            f"({_calls_total(o):g} AWS API calls per file)."
+            f"({_calls_total(o):g} AWS API calls per file{earlier})."
         )
     if "batching" in results:
         b = results["batching"]
