@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -190,10 +189,11 @@ def _orchestration(label: str, calls: dict[str, dict[str, float]] | None) -> dic
         "settings": "moto", "api_calls_per_file": {"s3": 9, "sqs": 4},
     }  # fmt: skip
     if calls is not None:
-        by_service: Counter[str] = Counter()
+        by_service: dict[str, float] = {}
         for operations in calls.values():
             for operation, n in operations.items():
-                by_service[operation.split(".")[0]] += n
+                service = operation.split(".")[0]
+                by_service[service] = by_service.get(service, 0) + n
         run["api_calls_by_component_per_file"] = calls
         run["api_calls_per_file"] = dict(by_service)
     return run
