@@ -4,6 +4,7 @@ for Bedrock (Converse wire format, reached by boto3) and OpenAI-compatible serve
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -1193,3 +1194,32 @@ def test_a_transcript_costs_the_llm_caller_its_counted_calls(
         "s3.DeleteObjects": 1,  # the checkpoints
     })  # fmt: skip
     assert only_result(stack).status == "success"
+
+
+def test_a_failed_attempt_gives_its_lease_back_before_its_message_returns(
+    stack: Deployment, model: FakeModel
+) -> None:
+    """The message comes back as soon as its visibility is changed: a receive then must find
+    the job free, not held (it would leave the job as a duplicate's and end the message)."""
+    stack.as_roles = False  # the role's session would replace the hooked one
+    model.script.fail_times = 10**6
+    model.script.error = "ThrottlingException"
+    client = stack.client(llm_env=llm_env(model, LLM_MAX_ATTEMPTS="1"))
+    job = transcribed(stack, LECTURE)
+    assert job.job_id is not None
+    queue_url, queue_arn = stack.outputs["LlmQueueUrl"], stack.outputs["LlmQueueArn"]
+    send_to_queue(stack.sqs, queue_url, job)
+    [message] = stack.sqs.receive_message(QueueUrl=queue_url, AttributeNames=["All"])["Messages"]
+    held_when_visible: list[bool] = []
+
+    def visible_again(**_: Any) -> None:
+        lease = stack.job(str(job.job_id)).attributes[JobField.CORRECTION_LEASE_UNTIL]
+        held_when_visible.append(int(lease) > time.time() * 1000)
+
+    session = boto3.Session(region_name=REGION)
+    session.events.register("before-call.sqs.ChangeMessageVisibility", visible_again)
+    with calling_as(session), pytest.raises(Exception, match="ThrottlingException"):
+        client.lambda_.invoke("llm_caller", sqs_event(message, queue_arn))
+
+    assert held_when_visible == [False]
+    assert stack.job(job.job_id).state is JobState.CORRECTING

@@ -573,6 +573,12 @@ class _Correction:
                 self._fail(f"{exc} (the uncorrected transcript is {transcript})")
             else:
                 self._last_chance(reason)
+        # The lease goes back before the message can: a receive that came first would find
+        # the job held, leave it as a duplicate and end its last message.
+        try:
+            self._release()
+        except ClientError:
+            log.warning("lease not given back; it lapses by itself", exc_info=True)
         # Back after the retry delay, not the queue's 90-minute visibility timeout; after the
         # last receive that is when the message moves to the DLQ (and its alarm fires).
         if self.delivery.receipt_handle and self.settings.llm_queue_url:
