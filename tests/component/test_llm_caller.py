@@ -1188,7 +1188,7 @@ def test_a_transcript_costs_the_llm_caller_its_counted_calls(
         "s3.GetObject": 3,  # the timed transcript, the recognised JSON, the chunk's checkpoint
         "bedrock-runtime.Converse": 1,
         "s3.PutObject": 6,  # the chunk's checkpoint, the five final formats
-        "s3.HeadObject": 5,  # each final format's key: another recording's output?
+        "s3.ListObjectsV2": 1,  # any final format's key taken? (none: no HEAD)
         "sqs.SendMessage": 1,  # the Result
         "sns.Publish": 1,  # the Result, to the stack's notification topic
         "s3.DeleteObjects": 1,  # the checkpoints

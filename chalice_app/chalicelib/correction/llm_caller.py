@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import posixpath
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
@@ -471,8 +472,8 @@ class _Correction:
         Raises ``OutputTakenError``, having written nothing, when any of their keys holds
         another recording's final output.
         """
-        for output in keys.FINAL_OUTPUT_FORMATS:
-            self._check_final_output_free(final.of(output))
+        for key in self._final_keys_present(final):
+            self._check_final_output_free(key)
         source = CorrectionSource(
             job_id=self.job.job_id,
             source_key=self.source_file or "",
@@ -504,6 +505,20 @@ class _Correction:
         source = self.source_file or ""
         if not owner.may_be_replaced_by(self.job.job_id or "", source):
             raise OutputTakenError(key, owner, source)
+
+    def _final_keys_present(self, final: keys.FinalKeys) -> list[str]:
+        """Those of the final formats' keys that hold an object, from one listing of their
+        common prefix (``final-output/<name>.``) rather than a HEAD of each: only these can
+        hold another recording's output. A first delivery finds none."""
+        wanted = {final.of(output) for output in keys.FINAL_OUTPUT_FORMATS}
+        prefix = posixpath.commonprefix(sorted(wanted))
+        present: list[str] = []
+        pages = self.clients.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.settings.bucket, Prefix=prefix
+        )
+        for page in pages:
+            present += [item["Key"] for item in page.get("Contents", []) if item["Key"] in wanted]
+        return sorted(present)
 
     def _put(self, key: str, text: str, content_type: str) -> None:
         """Every final output is written here: stamped with its recording."""
