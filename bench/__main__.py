@@ -78,9 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
         help='latency: names the worker measured ("before prefetch"); one section per label',
     )
     parser.add_argument(
+        "--orchestration-label",
+        default="this checkout",
+        help="orchestration: names the pipeline measured; --merge keeps other labels' figures",
+    )
+    parser.add_argument(
         "--merge",
         action="store_true",
-        help="keep OUT/results.json's other parts (and other latency labels), replace those run",
+        help="keep OUT/results.json's other parts (and other latency and orchestration labels), "
+        "replace those run",
     )
     parser.add_argument(
         "--update-readme", action="store_true", help="rewrite README.md's generated section"
@@ -130,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         call_latency_ms=args.call_latency_ms,
         engine_fraction=args.engine_fraction,
         latency_label=args.latency_label,
+        orchestration_label=args.orchestration_label,
         corrector=make_corrector(
             args.corrector,
             llm_url=args.llm_url,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.world import moto_world
+from bench.world import DISPATCHER, WORKER, moto_world
 from gpu_worker.transcription.transcript import Segment
 
 if TYPE_CHECKING:
@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 SETTINGS = (
     "moto in-process (no network); real chalicelib Dispatcher, gpu_worker Worker.run and "
-    "LLM Caller (CORRECTOR=none); the engine returns one segment instantly; the audio is "
-    "still downloaded and decoded"
+    "LLM Caller (CORRECTOR=none), Results published to the stack's notification topic as "
+    "deployed; the engine returns one segment instantly; the audio is still downloaded and "
+    "decoded"
 )
 
 
@@ -59,26 +60,34 @@ class Orchestration:
     total_ms_per_file: float
     api_calls_per_file: dict[str, float]  # service -> calls
     api_calls_by_operation: dict[str, int]
+    # component -> "<service>.<Operation>" -> calls per file
+    api_calls_by_component_per_file: dict[str, dict[str, float]]
+    label: str = "this checkout"
     settings: str = SETTINGS
 
 
-def measure(audio: Path, language: str, files: int, audio_seconds: float) -> Orchestration:
+def measure(
+    audio: Path, language: str, files: int, audio_seconds: float, label: str = "this checkout"
+) -> Orchestration:
     with moto_world() as world:
         started = time.perf_counter()
         records = [world.upload(f"file-{i:03d}{audio.suffix}", audio, language)[1]
                    for i in range(files)]  # fmt: skip
         uploaded = time.perf_counter()
         world.calls.clear()
-        for record in records:  # one S3 event per upload, as S3 sends them
-            world.dispatch([record])
+        with world.counting(DISPATCHER):
+            for record in records:  # one S3 event per upload, as S3 sends them
+                world.dispatch([record])
         dispatched = time.perf_counter()
-        world.run_worker(InstantEngine(), "faster-whisper", "instant", "cpu")
+        with world.counting(WORKER):
+            world.run_worker(InstantEngine(), "faster-whisper", "instant", "cpu")
         worked = time.perf_counter()
         handled = world.run_llm_caller()
         corrected = time.perf_counter()
         if handled != files:
             raise RuntimeError(f"the LLM Caller handled {handled} of {files} files")
         calls = Counter(world.calls)
+        components = dict(world.by_component)
     by_service: Counter[str] = Counter()
     for operation, count in calls.items():
         by_service[operation.split(".", 1)[0]] += count
@@ -96,4 +105,9 @@ def measure(audio: Path, language: str, files: int, audio_seconds: float) -> Orc
         total_ms_per_file=per_file(corrected - uploaded),
         api_calls_per_file={s: round(n / files, 2) for s, n in sorted(by_service.items())},
         api_calls_by_operation=dict(sorted(calls.items())),
+        api_calls_by_component_per_file={
+            component: {op: round(n / files, 2) for op, n in sorted(counted.items())}
+            for component, counted in components.items()
+        },
+        label=label,
     )

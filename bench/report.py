@@ -296,6 +296,10 @@ def _latency_comparison_md(sections: list[dict[str, Any]]) -> list[str]:
             table(["figure", *labels], rows), ""]  # fmt: skip
 
 
+def _calls_total(o: dict[str, Any]) -> float:
+    return round(float(sum(o["api_calls_per_file"].values())), 2)
+
+
 def _orchestration_md(o: dict[str, Any]) -> list[str]:
     calls = ", ".join(f"{service} {n:g}" for service, n in o["api_calls_per_file"].items())
     rows = [[o["files"], o["upload_ms_per_file"], o["dispatch_ms_per_file"],
@@ -310,9 +314,33 @@ def _orchestration_md(o: dict[str, Any]) -> list[str]:
         "",
         table(header, rows),
         "",
-        f"AWS API calls per file: {calls}.",
+        f"AWS API calls per file: {_calls_total(o):g} ({calls}).",
         "",
+        *_orchestration_calls_md(o),
     ]
+
+
+def _orchestration_calls_md(o: dict[str, Any]) -> list[str]:
+    """AWS calls per file by component and action, one column per label (earlier runs
+    first); a run from before the count by component shows its totals only."""
+    sections = [*o.get("earlier", []), o]
+    labels = [section.get("label", "this checkout") for section in sections]
+    by_component = [section.get("api_calls_by_component_per_file") for section in sections]
+    components = list(dict.fromkeys(c for counted in by_component if counted for c in counted))
+    rows: list[list[Any]] = []
+    for component in components:
+        operations = sorted(
+            {op for counted in by_component if counted for op in counted.get(component, {})}
+        )
+        for op in operations:
+            rows.append([component, op, *(counted.get(component, {}).get(op, 0) if counted
+                                          else None for counted in by_component)])  # fmt: skip
+        rows.append([component, "**all**", *(
+            round(sum(counted.get(component, {}).values()), 2) if counted else None
+            for counted in by_component)])  # fmt: skip
+    rows.append(["**pipeline**", "**all**", *(_calls_total(s) for s in sections)])
+    return ["AWS calls per file by component and action:", "",
+            table(["component", "call", *labels], rows), ""]  # fmt: skip
 
 
 def _memory_md(runs: list[dict[str, Any]]) -> list[str]:
@@ -513,9 +541,13 @@ def readme_section(results: dict[str, Any], results_link: str) -> str:
         lines.append(f"Amazon Transcribe list price: ${transcribe:.2f} per audio hour.")
     if "orchestration" in results:
         o = results["orchestration"]
+        earlier = "".join(
+            f"; {run.get('label', 'earlier')}: {_calls_total(run):g}"
+            for run in o.get("earlier", [])
+        )
         lines.append(
             f"Orchestration without ASR: {o['total_ms_per_file']:g} ms per file on moto "
-            f"({sum(o['api_calls_per_file'].values()):g} AWS API calls per file)."
+            f"({_calls_total(o):g} AWS API calls per file{earlier})."
         )
     if "batching" in results:
         b = results["batching"]
@@ -719,7 +751,8 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
 
 
 def merged(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``previous`` with the parts ``new`` measured replaced; latency sections by label.
+    """``previous`` with the parts ``new`` measured replaced; latency sections by label, and
+    orchestration runs of other labels kept as its ``earlier`` runs.
 
     The run's environment stays ``previous``'s: a merged latency section carries its own.
     """
@@ -732,10 +765,22 @@ def merged(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     kept = [s for s in previous.get("latency", []) if s["label"] not in labels]
     if kept or labels:
         out["latency"] = kept + new.get("latency", [])
+    if "orchestration" in new and "orchestration" in previous:
+        out["orchestration"] = _orchestration_merged(
+            previous["orchestration"], new["orchestration"]
+        )
     # Each part's time is added; the total stays that of the run that measured everything.
     parts = {k: v for k, v in new["wall_seconds"].items() if k != "total"}
     out["wall_seconds"] = {**previous.get("wall_seconds", {}), **parts}
     return out
+
+
+def _orchestration_merged(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new``, with ``previous`` and its earlier runs kept under ``earlier`` unless they
+    carry ``new``'s label."""
+    label = new.get("label")
+    earlier = [*previous.get("earlier", []), {k: v for k, v in previous.items() if k != "earlier"}]
+    return {**new, "earlier": [run for run in earlier if run.get("label") != label]}
 
 
 def write(results: dict[str, Any], out_dir: Path, readme: Path | None = None) -> list[Path]:

@@ -89,6 +89,7 @@ class Options:
     call_latency_ms: float = latency.DEFAULT_CALL_LATENCY_MS
     engine_fraction: float = latency.DEFAULT_ENGINE_FRACTION
     latency_label: str = "this checkout"
+    orchestration_label: str = "this checkout"
 
 
 @dataclass
@@ -426,7 +427,11 @@ def run(options: Options) -> dict[str, Any]:
                     "orchestration",
                     timings,
                     lambda: orchestration.measure(
-                        clip.path, clip.language, 3 if options.quick else 20, clip.duration_s
+                        clip.path,
+                        clip.language,
+                        3 if options.quick else 20,
+                        clip.duration_s,
+                        options.orchestration_label,
                     ),
                 )
             )

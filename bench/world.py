@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 from moto import mock_aws
@@ -39,12 +39,33 @@ _FAKE_CREDENTIALS = {
 }
 
 
+# The components ``World.counting`` attributes calls to.
+DISPATCHER: Final = "Dispatcher"
+WORKER: Final = "worker"
+LLM_CALLER: Final = "LLM Caller"
+# The Lambda service's polling of the LLM Queue for the LLM Caller (receive, then delete
+# once the handler returned): SQS requests of the pipeline, though no code of ours makes them.
+LLM_EVENT_SOURCE: Final = "LLM Queue event source"
+
+
 @dataclass
 class World:
     session: boto3.Session
     clients: AwsClients
     stack: EmulatedStack
     calls: Counter[str] = field(default_factory=Counter)  # "<service>.<Operation>" -> count
+    # component -> its calls, by operation, counted inside ``counting``
+    by_component: dict[str, Counter[str]] = field(default_factory=dict)
+
+    @contextmanager
+    def counting(self, component: str) -> Iterator[None]:
+        """Attribute the calls made inside to ``component`` (not nested)."""
+        before = Counter(self.calls)
+        try:
+            yield
+        finally:
+            counted = self.by_component.setdefault(component, Counter())
+            counted.update(self.calls - before)
 
     def upload(self, name: str, path: Path, language: str) -> tuple[str, dict[str, Any]]:
         """Put ``path`` under audio-input/ and return its key and the S3 event record."""
@@ -81,12 +102,14 @@ class World:
             asg_name=self.stack.asg_name,
             default_language=None,
             log_level="WARNING",
+            notification_topic_arn=self.stack.notification_topic_arn,
         )
         clients = DispatcherClients(
             s3=self.clients.s3,
             sqs=self.clients.sqs,
             dynamodb=self.clients.dynamodb,
             autoscaling=self.clients.autoscaling,
+            sns=self.clients.sns,
         )
         handle_s3_event({"Records": records}, clients, settings)
 
@@ -110,6 +133,7 @@ class World:
             retry_delay_seconds=0,
             spot_poll_seconds=5,
             progress_log_seconds=5,
+            notification_topic_arn=self.stack.notification_topic_arn,
         )
 
     def run_worker(
@@ -144,22 +168,29 @@ class World:
             glossary_key=None,
             log_level="WARNING",
             llm_queue_url=self.stack.llm_queue_url,
+            notification_topic_arn=self.stack.notification_topic_arn,
         )
         clients = LlmCallerClients(
-            s3=self.clients.s3, sqs=self.clients.sqs, dynamodb=self.clients.dynamodb
+            s3=self.clients.s3,
+            sqs=self.clients.sqs,
+            dynamodb=self.clients.dynamodb,
+            sns=self.clients.sns,
         )
         handled = 0
         while True:
-            messages = self.clients.sqs.receive_message(
-                QueueUrl=self.stack.llm_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-            ).get("Messages", [])
+            with self.counting(LLM_EVENT_SOURCE):
+                messages = self.clients.sqs.receive_message(
+                    QueueUrl=self.stack.llm_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+                ).get("Messages", [])
             if not messages:
                 return handled
             for message in messages:
-                handle_llm_message(Delivery(message["Body"]), clients, settings, None)
-                self.clients.sqs.delete_message(
-                    QueueUrl=self.stack.llm_queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
+                with self.counting(LLM_CALLER):
+                    handle_llm_message(Delivery(message["Body"]), clients, settings, None)
+                with self.counting(LLM_EVENT_SOURCE):
+                    self.clients.sqs.delete_message(
+                        QueueUrl=self.stack.llm_queue_url, ReceiptHandle=message["ReceiptHandle"]
+                    )
                 handled += 1
 
     def results(self) -> list[dict[str, Any]]:
@@ -193,22 +224,29 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def count_calls(session: boto3.Session) -> Counter[str]:
+    """A count, by ``"<service>.<Operation>"``, of the calls of every client ``session``
+    makes from now on (each client takes a copy of the session's handlers when made)."""
+    calls: Counter[str] = Counter()
+
+    def count_call(event_name: str, **_: Any) -> None:
+        calls[event_name.removeprefix("before-call.")] += 1
+
+    session.events.register("before-call", count_call)
+    return calls
+
+
 def counted_clients(
     session: boto3.Session, endpoint_url: str | None = None
 ) -> tuple[AwsClients, Counter[str]]:
     """Clients of ``session`` at ``endpoint_url`` and a count of their calls by operation."""
-    calls: Counter[str] = Counter()
-
-    def count_call(event_name: str, **_: Any) -> None:
-        calls[event_name.removeprefix("before-call.")] += 1  # "<service>.<Operation>"
-
-    # Before the clients are made: each client takes a copy of the session's handlers.
-    session.events.register("before-call", count_call)
+    calls = count_calls(session)
     clients = AwsClients(
         sqs=session.client("sqs", endpoint_url=endpoint_url),
         s3=session.client("s3", endpoint_url=endpoint_url),
         dynamodb=session.client("dynamodb", endpoint_url=endpoint_url),
         autoscaling=session.client("autoscaling", endpoint_url=endpoint_url),
+        sns=session.client("sns", endpoint_url=endpoint_url),
     )
     return clients, calls
 

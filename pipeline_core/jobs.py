@@ -351,6 +351,35 @@ class JobTable:
     ) -> bool:
         """Record a new job (holding ``lease`` if given); False (and nothing written) when
         the job already exists."""
+        return self.create_or_read(
+            job_id=job_id,
+            bucket=bucket,
+            s3_key=s3_key,
+            version=version,
+            language=language,
+            details=details,
+            state=state,
+            error=error,
+            extra=extra,
+            lease=lease,
+        ).moved
+
+    def create_or_read(
+        self,
+        *,
+        job_id: str,
+        bucket: str,
+        s3_key: str,
+        version: str,
+        language: str | None,
+        details: str,
+        state: JobState = JobState.QUEUED,
+        error: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+        lease: Lease | None = None,
+    ) -> Moved:
+        """``create`` that also answers with the row, in the same one PutItem: as written,
+        or (nothing written) the job's row as it already stood."""
         now = utc_timestamp()
         item = {
             **(extra or {}),
@@ -368,7 +397,10 @@ class JobTable:
             JobField.ERROR: error,
             JobField.EXPIRES_AT: int(time.time()) + self._ttl_seconds,
         }
-        return self._put_new(item)
+        existing = self._put_new(item)
+        if existing is not None:
+            return Moved(False, JobRecord.from_item(existing))
+        return Moved(True, JobRecord.from_item({k: v for k, v in item.items() if v is not None}))
 
     def transition(
         self,
@@ -416,6 +448,10 @@ class JobTable:
         update.require_job(expected)
         for attribute, value in (when or {}).items():
             update.require(f"{update.name(attribute)} = {update.value(value)}")
+        return self._moved(job_id, update)
+
+    def _moved(self, job_id: str, update: _Update) -> Moved:
+        """Run ``update``, answered with the row after it, or as it stood when refused."""
         try:
             response = self._update(job_id, update, returns="ALL_NEW")
         except ClientError as exc:
@@ -456,6 +492,30 @@ class JobTable:
         False, writing nothing, when the job is missing, in another state, already done
         (``unless_present`` is set) or claimed by another owner whose lease has not lapsed.
         """
+        update = self._claim_update(lease, states, to, unless_present, count)
+        return _written(lambda: self._update(job_id, update))
+
+    def claim_and_read(
+        self,
+        job_id: str,
+        lease: Lease,
+        *,
+        states: Iterable[JobState],
+        to: JobState | None = None,
+        count: str | None = None,
+    ) -> Moved:
+        """``claim`` that also answers with the row, in the same one UpdateItem: as it is
+        after the claim, or as it stood when the claim was refused (None: no such job)."""
+        return self._moved(job_id, self._claim_update(lease, states, to, None, count))
+
+    def _claim_update(
+        self,
+        lease: Lease,
+        states: Iterable[JobState],
+        to: JobState | None,
+        unless_present: str | None,
+        count: str | None,
+    ) -> _Update:
         now, now_ms = utc_timestamp(), _now_ms()
         update = _Update()
         update.set({**lease.taken(now_ms), JobField.UPDATED_AT: now})
@@ -470,7 +530,7 @@ class JobTable:
             update.require(f"attribute_not_exists({update.name(unless_present)})")
         if count:
             update.add(count)
-        return _written(lambda: self._update(job_id, update))
+        return update
 
     def release(self, job_id: str, lease: Lease) -> None:
         """Give ``lease`` back early (only if still ours), so that the next delivery need
@@ -497,25 +557,32 @@ class JobTable:
                 JobField.S3_KEY: source_key,
                 JobField.CREATED_AT: utc_timestamp(),
             }
-            if self._put_new(item):
+            holder = self._put_new(item)
+            if holder is None:
                 return name
-            holder = self._get_item(item_key)
-            if holder is not None and (
-                holder.get(JobField.BUCKET) == bucket and holder.get(JobField.S3_KEY) == source_key
-            ):
+            if holder.get(JobField.BUCKET) == bucket and holder.get(JobField.S3_KEY) == source_key:
                 return str(holder[JobField.OUTPUT_NAME])
         # Not reached: the last candidate, a digest of the exact key, is this upload's alone.
         raise RuntimeError(f"no output name is free for {source_key!r}")
 
-    def _put_new(self, item: Mapping[str, Any]) -> bool:
-        """Put ``item`` unless its key exists; False (nothing written) when it does."""
-        return _written(
-            lambda: self._client.put_item(
+    def _put_new(self, item: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Put ``item`` unless its key exists: None when written, else (nothing written) the
+        item that holds the key, as the refused put answers it (no GetItem)."""
+        try:
+            self._client.put_item(
                 TableName=self._table,
                 Item=self._serialize(item),
                 ConditionExpression=f"attribute_not_exists({JobField.JOB_ID})",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-        )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            held: Mapping[str, Any] = exc.response.get("Item") or {}  # type: ignore[assignment]
+            if not held:  # the holder vanished between the check and the answer
+                raise RuntimeError(f"{item[JobField.JOB_ID]!r} refused, with no item") from exc
+            return self._deserialize(held)
+        return None
 
     def _get_item(self, item_key: str) -> dict[str, Any] | None:
         response = self._client.get_item(

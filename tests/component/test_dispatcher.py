@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from pathlib import Path
 from urllib.parse import quote_plus
 
+import boto3
 import pytest
 import stage_config
 from chalice.app import S3Event
@@ -14,9 +16,12 @@ from chalice.test import Client
 from support.chalice_deploy import Deployment, deploy, s3_event
 from support.s3_denials import deny_reads_below
 
+from bench.world import count_calls
 from chalicelib import aws
+from chalicelib.aws import calling_as
 from chalicelib.dispatch.capacity import ensure_gpu_capacity
 from chalicelib.dispatch.s3_events import created_objects
+from cloudformation.emulated import REGION
 from pipeline_core.contracts import AudioJob
 from pipeline_core.errors import MissingPermissionError
 from pipeline_core.jobs import JobField, JobState, job_id_for
@@ -434,3 +439,29 @@ def test_a_refused_upload_names_its_failure_report_by_its_own_name(stack: Deploy
     assert failures["audio-input/Exam.mp3"].output_name == "Exam (mp3)"
     assert failures["audio-input/exam.txt"].output_name == "exam (txt)"
     assert failures["audio-input/Exam.mp3"].status == "failed"
+
+
+def test_an_upload_costs_the_dispatcher_six_calls(tmp_path: Path, aws: None) -> None:
+    """One upload's calls, each explained in docs/design.md ("The Dispatcher's and the LLM
+    Caller's AWS calls per file"), counted as botocore makes them."""
+    stack = deploy(tmp_path)
+    client = stack.client()
+    first, second = "audio-input/first.mp3", "audio-input/second.mp3"
+    upload(stack, first)
+    upload(stack, second)
+    session = boto3.Session(region_name=REGION)
+    calls = count_calls(session)
+    with calling_as(session):
+        client.lambda_.invoke("dispatcher", s3_event(client, stack, first))
+        raised = Counter(calls)
+        client.lambda_.invoke("dispatcher", s3_event(client, stack, second))
+    each = {
+        "s3.HeadObject": 1,  # size, metadata
+        "dynamodb.PutItem": 2,  # the output name's reservation, the job's row
+        "sqs.SendMessage": 1,  # the AudioJob
+        "dynamodb.UpdateItem": 1,  # enqueued_at, after the send
+        "auto-scaling.DescribeAutoScalingGroups": 1,  # a worker coming?
+    }
+    assert raised == Counter({**each, "auto-scaling.SetDesiredCapacity": 1})  # 0 -> 1
+    assert calls - raised == Counter(each)  # the group has its worker already
+    assert len(audio_jobs(stack)) == 2

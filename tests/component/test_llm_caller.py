@@ -4,11 +4,14 @@ for Bedrock (Converse wire format, reached by boto3) and OpenAI-compatible serve
 from __future__ import annotations
 
 import json
+import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import srt as srt_parser
 import stage_config
@@ -29,10 +32,13 @@ from support.fake_llm import (
 )
 from support.s3_denials import deny_reads_below
 
+from bench.world import count_calls
 from chalicelib import aws
+from chalicelib.aws import calling_as
 from chalicelib.correction.prompt import MARK_CLOSE, MARK_OPEN
 from chalicelib.correction.validation import MAX_EDIT_CHARS
 from cloudformation.call_ledger import denied, ungranted
+from cloudformation.emulated import REGION
 from pipeline_core.contracts import LlmJob, Result, send_to_queue
 from pipeline_core.errors import MissingPermissionError
 from pipeline_core.jobs import ACTIVE_STATES, JobField, JobState, Lease, job_id_for
@@ -1163,3 +1169,57 @@ def test_a_job_corrects_the_transcript_version_its_worker_wrote(
     assert result.status == "success"
     assert "four primary damages" in stack.read("final-output/lecture.txt")
     assert "newer take" not in stack.read("final-output/lecture.txt")
+
+
+def test_a_transcript_costs_the_llm_caller_its_counted_calls(
+    stack: Deployment, model: FakeModel
+) -> None:
+    """One LLM job's calls, each explained in docs/design.md ("The Dispatcher's and the LLM
+    Caller's AWS calls per file"), counted as botocore makes them: one chunk, one model call."""
+    stack.as_roles = False  # the role's session would replace the counting one
+    client = stack.client(llm_env=llm_env(model))
+    job = transcribed(stack, LECTURE)
+    session = boto3.Session(region_name=REGION)
+    calls = count_calls(session)
+    with calling_as(session):
+        invoke(client, job)
+    assert calls == Counter({
+        "dynamodb.UpdateItem": 3,  # the claim (it answers with the row), succeeded, result_sent_at
+        "s3.GetObject": 3,  # the timed transcript, the recognised JSON, the chunk's checkpoint
+        "bedrock-runtime.Converse": 1,
+        "s3.PutObject": 6,  # the chunk's checkpoint, the five final formats
+        "s3.ListObjectsV2": 1,  # any final format's key taken? (none: no HEAD)
+        "sqs.SendMessage": 1,  # the Result
+        "sns.Publish": 1,  # the Result, to the stack's notification topic
+        "s3.DeleteObjects": 1,  # the checkpoints
+    })  # fmt: skip
+    assert only_result(stack).status == "success"
+
+
+def test_a_failed_attempt_gives_its_lease_back_before_its_message_returns(
+    stack: Deployment, model: FakeModel
+) -> None:
+    """The message comes back as soon as its visibility is changed: a receive then must find
+    the job free, not held (it would leave the job as a duplicate's and end the message)."""
+    stack.as_roles = False  # the role's session would replace the hooked one
+    model.script.fail_times = 10**6
+    model.script.error = "ThrottlingException"
+    client = stack.client(llm_env=llm_env(model, LLM_MAX_ATTEMPTS="1"))
+    job = transcribed(stack, LECTURE)
+    assert job.job_id is not None
+    queue_url, queue_arn = stack.outputs["LlmQueueUrl"], stack.outputs["LlmQueueArn"]
+    send_to_queue(stack.sqs, queue_url, job)
+    [message] = stack.sqs.receive_message(QueueUrl=queue_url, AttributeNames=["All"])["Messages"]
+    held_when_visible: list[bool] = []
+
+    def visible_again(**_: Any) -> None:
+        lease = stack.job(str(job.job_id)).attributes[JobField.CORRECTION_LEASE_UNTIL]
+        held_when_visible.append(int(lease) > time.time() * 1000)
+
+    session = boto3.Session(region_name=REGION)
+    session.events.register("before-call.sqs.ChangeMessageVisibility", visible_again)
+    with calling_as(session), pytest.raises(Exception, match="ThrottlingException"):
+        client.lambda_.invoke("llm_caller", sqs_event(message, queue_arn))
+
+    assert held_when_visible == [False]
+    assert stack.job(job.job_id).state is JobState.CORRECTING

@@ -182,6 +182,52 @@ def test_merge_replaces_the_parts_run_and_latency_sections_by_label() -> None:
     }
 
 
+def _orchestration(label: str, calls: dict[str, dict[str, float]] | None) -> dict[str, Any]:
+    run: dict[str, Any] = {
+        "label": label, "files": 2, "upload_ms_per_file": 1, "dispatch_ms_per_file": 1,
+        "worker_ms_per_file": 1, "llm_caller_ms_per_file": 1, "total_ms_per_file": 3,
+        "settings": "moto", "api_calls_per_file": {"s3": 9, "sqs": 4},
+    }  # fmt: skip
+    if calls is not None:
+        by_service: dict[str, float] = {}
+        for operations in calls.values():
+            for operation, n in operations.items():
+                service = operation.split(".")[0]
+                by_service[service] = by_service.get(service, 0) + n
+        run["api_calls_by_component_per_file"] = calls
+        run["api_calls_per_file"] = dict(by_service)
+    return run
+
+
+def test_orchestration_runs_of_other_labels_are_kept_side_by_side() -> None:
+    oldest = _orchestration("before issue 18", None)  # from before the count by component
+    before = _orchestration("before", {"Dispatcher": {"s3.HeadObject": 1, "sqs.SendMessage": 1}})
+    after = _orchestration("after", {"Dispatcher": {"s3.HeadObject": 1}})
+    wall = {"wall_seconds": {"orchestration": 1.0}}
+
+    merged = report.merged(
+        report.merged({"orchestration": oldest, **wall}, {"orchestration": before, **wall}),
+        {"orchestration": after, **wall},
+    )
+    again = report.merged(merged, {"orchestration": {**after, "total_ms_per_file": 4}, **wall})
+
+    assert [run["label"] for run in merged["orchestration"]["earlier"]] == [
+        "before issue 18", "before",
+    ]  # fmt: skip
+    assert merged["orchestration"]["label"] == "after"
+    assert again["orchestration"]["earlier"] == merged["orchestration"]["earlier"]
+    assert again["orchestration"]["total_ms_per_file"] == 4  # the same label: replaced
+    environment = {
+        "date_utc": "now", "cpu": "cpu", "cpu_cores": 2, "memory_gib": 8, "versions": {},
+        "gpu": None, "device": "cpu", "git_commit": "abc",
+    }  # fmt: skip
+    text = report.markdown({**again, "environment": environment})
+    assert "| component | call | before issue 18 | before | after |" in text
+    assert "| Dispatcher | sqs.SendMessage | – | 1 | 0 |" in text
+    assert "| Dispatcher | **all** | – | 2 | 1 |" in text
+    assert "| **pipeline** | **all** | 13 | 2 | 1 |" in text
+
+
 def test_published_latency_figures_agree_with_what_they_are_derived_from() -> None:
     results = json.loads((RESULTS_DIR / report.JSON_NAME).read_text())
     sections = {s["label"]: s for s in results["latency"]}

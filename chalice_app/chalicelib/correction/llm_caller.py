@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import posixpath
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
@@ -62,7 +63,15 @@ from pipeline_core.contracts import (
 )
 from pipeline_core.errors import LLM_CALLER_READER, ConfigurationError, is_missing_object
 from pipeline_core.glossary import UnknownGlossaryError, choose, glossary_named
-from pipeline_core.jobs import ACTIVE_STATES, JobField, JobRecord, JobState, JobTable, Lease
+from pipeline_core.jobs import (
+    ACTIVE_STATES,
+    JobField,
+    JobRecord,
+    JobState,
+    JobTable,
+    Lease,
+    Moved,
+)
 from pipeline_core.jsonlog import log_context
 from pipeline_core.ownership import OutputTakenError, Owner, json_version_of, owner_metadata
 from pipeline_core.timed_text import TimedTranscript, parse, render_plain, render_timed
@@ -194,6 +203,7 @@ class _Correction:
             JobField.CORRECTION_LEASE_UNTIL, str(uuid.uuid4()), settings.lease_seconds
         )
         self.tracked = False
+        self.released = False  # the lease given back (or lapsed with the move to succeeded)
         self.passes = 1
         self.source_file = job.source_key
         work_id = job.job_id or hashlib.sha256(job.timed_key.encode()).hexdigest()[:32]
@@ -204,7 +214,10 @@ class _Correction:
     # -- entry ---------------------------------------------------------------------------
 
     def run(self) -> CorrectionOutcome:
-        record = self.table.get(self.job.job_id) if self.job.job_id else None
+        # The claim comes first, without a GetItem: its answer is the row, as claimed or as
+        # it stood when the claim was refused (finished, or held by another invocation).
+        claimed = self._claim()
+        record = claimed.record if claimed is not None else None
         if record is None:
             log.warning("LLM job without a job-table record: corrected, but not tracked")
         else:
@@ -214,14 +227,12 @@ class _Correction:
             if record.state is JobState.FAILED:
                 log.info("LLM job for a failed job ignored", extra={"error": record.error})
                 return CorrectionOutcome.DUPLICATE
-            if not self._claim():
+            assert claimed is not None
+            if not claimed.moved:
                 log.info("another invocation is correcting this job; duplicate left alone")
                 return CorrectionOutcome.BUSY
             self.tracked = True
-            claimed = self.table.get(record.job_id)
-            self.passes = (
-                int(claimed.attributes.get(JobField.CORRECTION_PASSES, 1)) if claimed else 1
-            )
+            self.passes = int(record.attributes.get(JobField.CORRECTION_PASSES, 1))
         if not self.source_file:
             self.source_file = keys.AUDIO_PREFIX + self.job.stem
             log.warning("source file unknown; named after the transcript")
@@ -233,9 +244,11 @@ class _Correction:
         finally:
             self._release()
 
-    def _claim(self) -> bool:
-        assert self.job.job_id is not None
-        return self.table.claim(
+    def _claim(self) -> Moved | None:
+        """The lease on the job's row, moving it to ``correcting``; None: no job id."""
+        if not self.job.job_id:
+            return None
+        return self.table.claim_and_read(
             self.job.job_id,
             self.lease,
             states=ACTIVE_STATES,
@@ -244,8 +257,9 @@ class _Correction:
         )
 
     def _release(self) -> None:
-        if self.tracked and self.job.job_id:
+        if self.tracked and self.job.job_id and not self.released:
             self.table.release(self.job.job_id, self.lease)
+            self.released = True
 
     # -- the work ------------------------------------------------------------------------
 
@@ -417,9 +431,15 @@ class _Correction:
             figures[JobField.REFUSED_EDITS] = "; ".join(report.refusals)[:2000]
         log.info("transcript corrected", extra=figures)
         if self.tracked and self.job.job_id:
+            # The lease is given back in the same update: a succeeded job is claimed by no one,
+            # so a separate release would be a call that changes nothing.
             moved = self.table.transition(
-                self.job.job_id, JobState.SUCCEEDED, expected=[JobState.CORRECTING], fields=figures
+                self.job.job_id,
+                JobState.SUCCEEDED,
+                expected=[JobState.CORRECTING],
+                fields={**figures, self.lease.field: 0},
             )
+            self.released = moved
             if not moved:
                 # Already succeeded (an earlier attempt of this message whose result send
                 # failed, or a duplicate that took over a lapsed lease): its record decides.
@@ -452,8 +472,8 @@ class _Correction:
         Raises ``OutputTakenError``, having written nothing, when any of their keys holds
         another recording's final output.
         """
-        for output in keys.FINAL_OUTPUT_FORMATS:
-            self._check_final_output_free(final.of(output))
+        for key in self._final_keys_present(final):
+            self._check_final_output_free(key)
         source = CorrectionSource(
             job_id=self.job.job_id,
             source_key=self.source_file or "",
@@ -485,6 +505,20 @@ class _Correction:
         source = self.source_file or ""
         if not owner.may_be_replaced_by(self.job.job_id or "", source):
             raise OutputTakenError(key, owner, source)
+
+    def _final_keys_present(self, final: keys.FinalKeys) -> list[str]:
+        """Those of the final formats' keys that hold an object, from one listing of their
+        common prefix (``final-output/<name>.``) rather than a HEAD of each: only these can
+        hold another recording's output. A first delivery finds none."""
+        wanted = {final.of(output) for output in keys.FINAL_OUTPUT_FORMATS}
+        prefix = posixpath.commonprefix(sorted(wanted))
+        present: list[str] = []
+        pages = self.clients.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.settings.bucket, Prefix=prefix
+        )
+        for page in pages:
+            present += [item["Key"] for item in page.get("Contents", []) if item["Key"] in wanted]
+        return sorted(present)
 
     def _put(self, key: str, text: str, content_type: str) -> None:
         """Every final output is written here: stamped with its recording."""
@@ -554,6 +588,12 @@ class _Correction:
                 self._fail(f"{exc} (the uncorrected transcript is {transcript})")
             else:
                 self._last_chance(reason)
+        # The lease goes back before the message can: a receive that came first would find
+        # the job held, leave it as a duplicate and end its last message.
+        try:
+            self._release()
+        except ClientError:
+            log.warning("lease not given back; it lapses by itself", exc_info=True)
         # Back after the retry delay, not the queue's 90-minute visibility timeout; after the
         # last receive that is when the message moves to the DLQ (and its alarm fires).
         if self.delivery.receipt_handle and self.settings.llm_queue_url:

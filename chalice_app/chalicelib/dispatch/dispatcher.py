@@ -168,9 +168,10 @@ class _Dispatch:
         )
 
     def run(self) -> Dispatched:
-        existing = self.table.get(self.job_id)
-        if existing is not None:
-            return self._redelivered(existing)
+        # No GetItem first: the conditional put that records the job answers with the row a
+        # redelivery finds (``JobTable.create_or_read``). A redelivery pays the checks again
+        # (its HEAD, its name's reservation, which finds its own name); a first delivery,
+        # the usual case, saves a read.
         try:
             accepted = self._accept()
         except UploadRejectedError as exc:
@@ -258,7 +259,7 @@ class _Dispatch:
 
     def _enqueue_new(self, accepted: _Accepted) -> Dispatched:
         job = accepted.job
-        created = self.table.create(
+        created = self.table.create_or_read(
             job_id=self.job_id,
             bucket=self.obj.bucket,
             s3_key=self.obj.key,
@@ -275,8 +276,8 @@ class _Dispatch:
             },
             lease=self.lease,
         )
-        if not created:  # a concurrent delivery of the same upload got there first
-            return self._redelivered(self._get())
+        if not created.moved:  # an earlier or concurrent delivery of the upload recorded it
+            return self._redelivered(self._recorded(created.record))
         self._send(job)
         log.info("job queued", extra={"language": job.language, "size_bytes": accepted.size})
         return Dispatched(self.obj.key, DispatchOutcome.ENQUEUED, self.job_id)
@@ -299,7 +300,7 @@ class _Dispatch:
                 output_name = self._reserve_output_name()
             except UploadRejectedError:
                 output_name = None
-        created = self.table.create(
+        created = self.table.create_or_read(
             job_id=self.job_id,
             bucket=self.obj.bucket,
             s3_key=self.obj.key,
@@ -311,8 +312,8 @@ class _Dispatch:
             extra={JobField.REJECTED_BY: REJECTED_BY, JobField.OUTPUT_NAME: output_name},
             lease=self.lease,
         )
-        if not created:
-            return self._redelivered(self._get())
+        if not created.moved:
+            return self._redelivered(self._recorded(created.record))
         self._send_failure(reason, output_name)
         return Dispatched(self.obj.key, DispatchOutcome.REJECTED, self.job_id, reason)
 
@@ -376,8 +377,7 @@ class _Dispatch:
     def _claim(self, state: JobState, done_field: str) -> bool:
         return self.table.claim(self.job_id, self.lease, states=[state], unless_present=done_field)
 
-    def _get(self) -> JobRecord:
-        record = self.table.get(self.job_id)
+    def _recorded(self, record: JobRecord | None) -> JobRecord:
         if record is None:
             raise RuntimeError(f"job {self.job_id} vanished from the job table")
         return record
