@@ -51,7 +51,13 @@ from gpu_worker.lifecycle.scale_to_zero import IdleClock, Leave, leave_group
 from gpu_worker.lifecycle.stopping import InFlight, JobAbandonedError, StopController
 from gpu_worker.speakers.diarizer import DiarizerCache
 from gpu_worker.storage.download import download_audio
-from gpu_worker.storage.outputs import WrittenTranscript, find_written_transcript, write_transcripts
+from gpu_worker.storage.outputs import (
+    TimedFileChangedError,
+    WrittenTranscript,
+    check_transcript_key,
+    find_written_transcript,
+    write_transcripts,
+)
 from gpu_worker.transcription.engine_cache import EngineCache
 from gpu_worker.transcription.engines import DecodeOptions, load_engine
 from gpu_worker.transcription.formats import RunFigures
@@ -64,6 +70,7 @@ from pipeline_core.glossary import UnknownGlossaryError, hotwords_for
 from pipeline_core.jobs import JobField, JobTable
 from pipeline_core.jsonlog import configure_logging, log_context
 from pipeline_core.keys import TranscriptKeys, transcript_keys
+from pipeline_core.ownership import SupersededError
 from pipeline_core.speakers import requested_count
 
 if TYPE_CHECKING:
@@ -81,6 +88,9 @@ EXIT_FAILURE: Final = 1
 EXIT_CONFIG: Final = 2
 MAX_LOGGED_BODY: Final = 4000
 RECEIVE_ERROR_BACKOFF_SECONDS: Final = 5.0
+# A timed file that keeps changing under the check is a race that outlasts this many rounds:
+# the message is then retried later, like any other transient error.
+TIMED_WRITE_ATTEMPTS: Final = 3
 CLAIM_LOG: Final = {
     Action.TRANSCRIBE: "claimed the job",
     Action.HAND_OFF: "the job was transcribed already; handing it off again",
@@ -349,6 +359,9 @@ class Worker:
         try:
             try:
                 return step(held)
+            except SupersededError as exc:  # a newer upload's outputs hold the name
+                with log_context(job_id=held.job_id):
+                    self.fail_job(lease, job, held.job_id, str(exc), superseded=True)
             except PermanentError as exc:  # retrying will not help: fail the job with the reason
                 with log_context(job_id=held.job_id):
                     self.fail_job(lease, job, held.job_id, f"{job.object_key}: {exc}")
@@ -389,8 +402,19 @@ class Worker:
                 )
             self.pauses.after("claimed", in_flight.check)
             if claim.action is Action.TRANSCRIBE:
-                held.written = find_written_transcript(
-                    self.aws.s3, self.settings.bucket, held.keys, claim.job_id, job.object_key
+                # Only an earlier attempt can have written this job's transcript: a first
+                # one does not look (the check before the write covers the rest).
+                held.written = (
+                    find_written_transcript(
+                        self.aws.s3,
+                        self.settings.bucket,
+                        held.keys,
+                        job_id=claim.job_id,
+                        source_key=job.object_key,
+                        source_version=object_version(job),
+                    )
+                    if claim.attempt > 1
+                    else None
                 )
                 if held.written is not None:
                     logger.info("the transcript was written by an earlier delivery; not redoing it")
@@ -509,8 +533,27 @@ class Worker:
             transcribe_seconds=result.transcribe_seconds,
             diarize_seconds=result.diarize_seconds,
         )
-        held.in_flight.check()
-        written = write_transcripts(self.aws.s3, self.settings.bucket, held.keys, result, figures)
+        for attempt in range(1, TIMED_WRITE_ATTEMPTS + 1):
+            held.in_flight.check()
+            slot = check_transcript_key(
+                self.aws.s3,
+                self.settings.bucket,
+                held.keys,
+                job_id=claim.job_id,
+                source_key=job.object_key,
+                source_version=object_version(job),
+            )
+            try:
+                written = write_transcripts(
+                    self.aws.s3, self.settings.bucket, held.keys, result, figures, slot=slot
+                )
+                break
+            except TimedFileChangedError:
+                # Another upload of the same file wrote its transcript at the same moment:
+                # check again whose is newer (a superseded job stops there).
+                if attempt == TIMED_WRITE_ATTEMPTS:
+                    raise
+                logger.info("the transcript's name was written meanwhile; checking again")
         self.pauses.after("transcript_written", held.in_flight.check)
         return written
 
@@ -611,7 +654,15 @@ class Worker:
             logger.exception("could not report the failure; the DLQ will keep the message")
             self.retry_later(lease)
 
-    def fail_job(self, lease: MessageLease, job: AudioJob, job_id: str | None, reason: str) -> None:
+    def fail_job(
+        self,
+        lease: MessageLease,
+        job: AudioJob,
+        job_id: str | None,
+        reason: str,
+        *,
+        superseded: bool = False,
+    ) -> None:
         """``fail`` for a job whose message was read: its Result names its files and language."""
         self.fail(
             lease,
@@ -620,6 +671,7 @@ class Worker:
             reason,
             language=job.language,
             output_name=job.resolved_output_name,
+            superseded=superseded,
         )
 
     def fail(
@@ -631,9 +683,11 @@ class Worker:
         *,
         language: str | None = None,
         output_name: str | None = None,
+        superseded: bool = False,
     ) -> None:
-        """The job's one outcome is a failure: the Result (and job row) first, then the
-        message goes; a report that raises leaves the message to the caller."""
+        """The job's one outcome is a failure (or, ``superseded``, a newer upload's outputs
+        took its place): the Result (and job row) first, then the message goes; a report
+        that raises leaves the message to the caller."""
         report_failure(
             self.aws.sqs,
             self.settings.results_queue_url,
@@ -644,6 +698,7 @@ class Worker:
             topic=self.results_topic,
             language=language,
             output_name=output_name,
+            superseded=superseded,
         )
         lease.delete()
 

@@ -63,6 +63,7 @@ class PollOutcome(StrEnum):
     WRITTEN = "written"
     UNCHANGED = "unchanged"  # a duplicate: the files already hold these bytes
     FAILURE_REPORTED = "failure-reported"
+    SUPERSEDED = "superseded"  # a newer upload of the file: its own Result brings the files
     PARTLY_WRITTEN = "partly-written"  # some formats missing: reported in failed/
     MALFORMED = "malformed"  # left for the DLQ
     REFUSED = "refused"  # unsafe key; left for the DLQ
@@ -277,6 +278,9 @@ class Poller:
             try:
                 if result.status == "failed":
                     outcome = self._report_failure(result)
+                elif result.status == "superseded":
+                    log.info("replaced by a newer upload of the same file: %s", result.error)
+                    outcome = PollOutcome.SUPERSEDED
                 else:
                     outcome = self._fetch_outputs(result)
             except keys.InvalidKeyError as exc:

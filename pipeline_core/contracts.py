@@ -35,8 +35,17 @@ MAX_DETAILS_CHARS: Final = 2000  # context for the corrector's prompt, not a doc
 MAX_ERROR_CHARS: Final = 4000
 MAX_MESSAGE_BYTES: Final = 256 * 1024  # SQS's limit on one message body
 
-ResultStatus = Literal["success", "success_uncorrected", "failed"]
-RESULT_STATUSES: Final[tuple[str, ...]] = ("success", "success_uncorrected", "failed")
+# ``superseded``: a newer upload of the same source replaced this one before its outputs were
+# written; the newer one's Result delivers the transcript under the same name.
+ResultStatus = Literal["success", "success_uncorrected", "failed", "superseded"]
+RESULT_STATUSES: Final[tuple[str, ...]] = (
+    "success",
+    "success_uncorrected",
+    "failed",
+    "superseded",
+)
+# The statuses that deliver no output: a Result with one says why in ``error``.
+UNDELIVERED_STATUSES: Final[tuple[str, ...]] = ("failed", "superseded")
 
 
 class ContractError(ValueError):
@@ -265,9 +274,9 @@ class Result(_Message):
 
     @model_validator(mode="after")
     def _status_has_what_it_needs(self) -> Self:
-        if self.status == "failed" and not self.error:
-            raise _FieldError("error", "a failed result must say why")
-        if self.status != "failed" and not self.output_file:
+        if self.status in UNDELIVERED_STATUSES and not self.error:
+            raise _FieldError("error", f"a {self.status} result must say why")
+        if self.status not in UNDELIVERED_STATUSES and not self.output_file:
             raise _FieldError("output_file", f"a {self.status!r} result must name its output")
         return self
 
@@ -285,8 +294,10 @@ class Result(_Message):
     ) -> Result:
         """A finished job's Result: ``success``, or ``success_uncorrected`` when its text was
         not (fully) corrected."""
-        if status == "failed":
-            raise ContractError(cls.message_type, "status", "a failure is Result.failure's")
+        if status in UNDELIVERED_STATUSES:
+            raise ContractError(
+                cls.message_type, "status", f"a {status} result is Result.failure's"
+            )
         counts = {} if line_counts is None else line_counts._asdict()
         return cls.from_dict(
             {
@@ -309,10 +320,14 @@ class Result(_Message):
         error: str,
         job_id: str | None = None,
         output_name: str | None = None,
+        *,
+        superseded: bool = False,
     ) -> Result:
+        """A Result with no output: ``failed`` with its reason, or ``superseded`` (a newer
+        upload of the same source took the job's output name first)."""
         return cls(
             source_file=keys.audio_key(source_file),
-            status="failed",
+            status="superseded" if superseded else "failed",
             timestamp=utc_timestamp(),
             error=error[:MAX_ERROR_CHARS],
             job_id=job_id,

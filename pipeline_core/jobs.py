@@ -470,11 +470,14 @@ class JobTable:
         update.require_job()
         self._update(job_id, update)
 
-    def fail(self, job_id: str, error: str) -> bool:
-        """Mark a job failed with a reason the user can read, from any unfinished state."""
-        return self.transition(
-            job_id, JobState.FAILED, expected=ACTIVE_STATES, fields={JobField.ERROR: error}
-        )
+    def fail(self, job_id: str, error: str, *, superseded: bool = False) -> bool:
+        """Mark a job failed with a reason the user can read, from any unfinished state;
+        ``superseded`` (a newer upload of the same file delivers instead) is recorded as the
+        job's result status."""
+        fields: dict[str, object] = {JobField.ERROR: error}
+        if superseded:
+            fields[JobField.RESULT_STATUS] = "superseded"
+        return self.transition(job_id, JobState.FAILED, expected=ACTIVE_STATES, fields=fields)
 
     def claim(
         self,

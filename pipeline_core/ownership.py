@@ -3,13 +3,15 @@
 Every object the worker and the LLM Caller write under a recording's output name carries,
 as S3 user metadata, the job id and the source key (percent-encoded: S3 metadata is ASCII).
 A writer reads an object already at its key before replacing it: an object of the same job
-(a redelivery) or of the same source (a newer upload of the same file) may be replaced;
-anything else belongs to another recording, and the job fails with a reason rather than
-overwrite it. Reserved output names (``pipeline_core.keys``) keep that from happening; this
-check catches what they cannot (objects written before names were reserved, a message sent
-by hand without its name). The LLM Caller also reads the job id on the transcript it
-corrects, and on the worker's JSON it takes the word timings from, so that it never
-delivers another recording's text or timings.
+(a redelivery) or of an older upload of the same source (a newer upload of the same file)
+may be replaced; anything else belongs to another recording, and the job fails with a reason
+rather than overwrite it. An object of a *newer* upload of the same source is never replaced
+by an older one's outputs, however the two jobs interleave on several workers: the older job
+ends ``superseded`` (``SupersededError``). Reserved output names (``pipeline_core.keys``)
+keep other recordings apart; this check catches what they cannot (objects written before
+names were reserved, a message sent by hand without its name). The LLM Caller also reads
+the job id on the transcript it corrects, and on the worker's JSON it takes the word timings
+from, so that it never delivers another recording's text or timings.
 """
 
 from __future__ import annotations
@@ -85,4 +87,19 @@ class OutputTakenError(PermanentError):
         super().__init__(
             f"{key} already holds the output of {owner.describe()}; {source_key} was not "
             "written over it (rename the file and upload it again)"
+        )
+
+
+class SupersededError(PermanentError):
+    """A newer upload of the same source holds the output name; this older job's outputs
+    would replace the newer ones, so it writes nothing and ends ``superseded``."""
+
+    def __init__(self, source_key: str, key: str, newer: Owner) -> None:
+        self.key = key
+        self.newer = newer
+        newer_job = f" (job {newer.job_id})" if newer.job_id else ""
+        super().__init__(
+            f"superseded: {source_key} was uploaded again{newer_job} while this upload was "
+            f"being processed; {key} and the other outputs are the newer upload's, and its "
+            "own Result delivers them"
         )

@@ -39,7 +39,12 @@ def _figures(figures: dict[str, Any]) -> str:
     parts = []
     for name, raw in figures.items():
         value = "; ".join(map(str, raw)) or "none" if isinstance(raw, list) else raw
-        if value in (0, "0") and name in ("success_uncorrected", "failed", "worker_attempts"):
+        if value in (0, "0") and name in (
+            "success_uncorrected",
+            "failed",
+            "superseded",
+            "worker_attempts",
+        ):
             continue
         parts.append(f"{name}={value}")
     return ", ".join(parts)

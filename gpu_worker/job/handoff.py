@@ -92,10 +92,17 @@ def report_failure(
     topic: ResultTopic | None = None,
     language: str | None = None,
     output_name: str | None = None,
+    superseded: bool = False,
 ) -> None:
-    """Tell the user the job failed and why, and record it; the caller deletes the message."""
-    result = Result.failure(source_key, reason, job_id=job_id, output_name=output_name)
+    """Tell the user the job failed and why (or was superseded by a newer upload of the
+    same file), and record it; the caller deletes the message."""
+    result = Result.failure(
+        source_key, reason, job_id=job_id, output_name=output_name, superseded=superseded
+    )
     send_result(sqs, results_queue_url, result, topic=topic, language=language)
     if job_id is not None and table.get(job_id) is not None:
-        table.fail(job_id, reason)
-    logger.error("the job failed: %s", reason, extra={"error": reason})
+        table.fail(job_id, reason, superseded=superseded)
+    if superseded:
+        logger.warning("the job was superseded: %s", reason, extra={"error": reason})
+    else:
+        logger.error("the job failed: %s", reason, extra={"error": reason})

@@ -8,7 +8,7 @@ already written skips straight to the hand-off.
 Every file names its recording (``pipeline_core.ownership``), and the timed file the S3
 version of the JSON written with it (the LLM Caller reads that one for the word timings);
 a timed file of another recording at this job's key fails the job instead of being
-overwritten.
+overwritten, and one of a newer upload of the same source ends this older job ``superseded``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pipeline_core.keys import OutputFormat, TranscriptKeys
 from pipeline_core.ownership import (
     OutputTakenError,
     Owner,
+    SupersededError,
     json_version_metadata,
     owner_metadata,
 )
@@ -36,10 +37,17 @@ from pipeline_core.timed_text import render_segments
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef
 
     from gpu_worker.transcription.transcribe_step import Transcription
 
 logger = logging.getLogger(__name__)
+
+# 412: the file changed since the check; 409: another conditional write of it was in
+# progress at the same moment; 404 (If-Match only): it was deleted since the check.
+_CONDITION_FAILED = frozenset(
+    {"PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"}
+)
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,12 @@ def write_transcripts(
     keys: TranscriptKeys,
     transcription: Transcription,
     figures: formats.RunFigures,
+    *,
+    slot: TimedSlot,
 ) -> WrittenTranscript:
+    """Write the transcript's files, the timed one last and only if it is still as ``slot``
+    found it (an S3 conditional write): ``TimedFileChangedError`` when another job wrote it
+    meanwhile, so that the check is made again."""
     segments = transcription.segments
     owner = owner_metadata(figures.job_id, figures.source_key)
     document = formats.transcript_document(segments, figures)
@@ -97,19 +110,26 @@ def write_transcripts(
     with ThreadPoolExecutor(max_workers=len(side_files), thread_name_prefix="put") as pool:
         futures = {key: pool.submit(put, key, body, kind) for key, body, kind in side_files}
         versions = {key: future.result() for key, future in futures.items()}
-    timed = s3.put_object(
-        Bucket=bucket,
-        Key=keys.timed,
-        Body=render_segments(segments).encode("utf-8"),
-        ContentType="text/plain; charset=utf-8",
-        Metadata={  # S3 metadata is ASCII: the model id is percent-encoded
-            **owner,
-            **json_version_metadata(versions[keys.json]),
-            "audio-seconds": f"{figures.audio_seconds:.3f}",
-            "transcribe-seconds": f"{figures.transcribe_seconds:.3f}",
-            "model": quote(figures.model, safe=":/"),
-        },
-    )
+    condition = {"IfMatch": slot.etag} if slot.etag is not None else {"IfNoneMatch": "*"}
+    try:
+        timed = s3.put_object(
+            Bucket=bucket,
+            Key=keys.timed,
+            Body=render_segments(segments).encode("utf-8"),
+            ContentType="text/plain; charset=utf-8",
+            Metadata={  # S3 metadata is ASCII: the model id is percent-encoded
+                **owner,
+                **json_version_metadata(versions[keys.json]),
+                "audio-seconds": f"{figures.audio_seconds:.3f}",
+                "transcribe-seconds": f"{figures.transcribe_seconds:.3f}",
+                "model": quote(figures.model, safe=":/"),
+            },
+            **condition,  # type: ignore[arg-type]
+        )
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in _CONDITION_FAILED:
+            raise TimedFileChangedError(keys.timed) from exc
+        raise
     written = WrittenTranscript(
         keys=keys,
         audio_seconds=figures.audio_seconds,
@@ -125,25 +145,24 @@ def write_transcripts(
 
 
 def find_written_transcript(
-    s3: S3Client, bucket: str, keys: TranscriptKeys, job_id: str, source_key: str
+    s3: S3Client,
+    bucket: str,
+    keys: TranscriptKeys,
+    *,
+    job_id: str,
+    source_key: str,
+    source_version: str | None = None,
 ) -> WrittenTranscript | None:
     """The transcript an earlier delivery of this job finished writing, if any.
 
-    Raises ``OutputTakenError`` when the timed file is another recording's: not this job's,
-    nor an earlier upload's of the same source (which this one replaces).
+    Raises what ``check_transcript_key`` raises.
     """
-    try:
-        head = s3.head_object(Bucket=bucket, Key=keys.timed)
-    except ClientError as exc:
-        if is_missing_object(exc, WORKER_READER, bucket, keys.timed):
-            return None
-        raise
+    head = _timed_head_writable(
+        s3, bucket, keys, job_id=job_id, source_key=source_key, source_version=source_version
+    )
+    if head is None or Owner.of(head.get("Metadata", {})).job_id != job_id:
+        return None  # nothing there, or an earlier upload's of the same source: transcribe anew
     metadata = head.get("Metadata", {})
-    owner = Owner.of(metadata)
-    if not owner.may_be_replaced_by(job_id, source_key):
-        raise OutputTakenError(keys.timed, owner, source_key)
-    if owner.job_id != job_id:  # an earlier upload of the same source: transcribed anew
-        return None
     try:
         return WrittenTranscript(
             keys=keys,
@@ -154,6 +173,86 @@ def find_written_transcript(
         )
     except (KeyError, ValueError):
         return None
+
+
+@dataclass(frozen=True)
+class TimedSlot:
+    """The timed file as it was when this job was found free to write it: the ETag to
+    replace, or None for a key that must still be empty."""
+
+    etag: str | None
+
+
+class TimedFileChangedError(RuntimeError):
+    """Another writer put the timed file between the check and this job's write."""
+
+
+def check_transcript_key(
+    s3: S3Client,
+    bucket: str,
+    keys: TranscriptKeys,
+    *,
+    job_id: str,
+    source_key: str,
+    source_version: str | None,
+) -> TimedSlot:
+    """Just before the transcript is written: its timed file may be written over.
+
+    Raises ``OutputTakenError`` when the timed file is another recording's, and
+    ``SupersededError`` when it is a newer upload's of the same source (``source_version``,
+    the version this job transcribed, is no longer the source key's latest): an older
+    upload's transcript never replaces a newer one's, however their jobs interleave. The
+    slot it answers makes the write conditional on the file not changing meanwhile.
+    """
+    head = _timed_head_writable(
+        s3, bucket, keys, job_id=job_id, source_key=source_key, source_version=source_version
+    )
+    return TimedSlot(etag=None if head is None else head["ETag"])
+
+
+def _timed_head_writable(
+    s3: S3Client,
+    bucket: str,
+    keys: TranscriptKeys,
+    *,
+    job_id: str,
+    source_key: str,
+    source_version: str | None,
+) -> HeadObjectOutputTypeDef | None:
+    """The timed file's HEAD (None when there is none), once it is known that this job may
+    write over it."""
+    try:
+        head = s3.head_object(Bucket=bucket, Key=keys.timed)
+    except ClientError as exc:
+        if is_missing_object(exc, WORKER_READER, bucket, keys.timed):
+            return None
+        raise
+    owner = Owner.of(head.get("Metadata", {}))
+    if not owner.may_be_replaced_by(job_id, source_key):
+        raise OutputTakenError(keys.timed, owner, source_key)
+    if owner.job_id != job_id and _newer_upload_exists(s3, bucket, source_key, source_version):
+        raise SupersededError(source_key, keys.timed, owner)
+    return head
+
+
+def _newer_upload_exists(
+    s3: S3Client, bucket: str, source_key: str, source_version: str | None
+) -> bool:
+    """True when the source key's latest version is not the one this job transcribed.
+
+    Without versioning (``source_version`` None) an upload cannot be told from a newer one;
+    a deleted source has no newer upload to defer to.
+    """
+    if source_version is None:
+        return False
+    try:
+        head = s3.head_object(Bucket=bucket, Key=source_key)
+    except ClientError as exc:
+        if is_missing_object(exc, WORKER_READER, bucket, source_key):
+            return False
+        raise
+    latest = _version(head.get("VersionId"))
+    return latest is not None and latest != source_version
 
 
 def _version(version_id: str | None) -> str | None:

@@ -1146,29 +1146,76 @@ def test_another_recordings_final_output_is_not_overwritten(
     assert stack.read(theirs) == "their output\n"
 
 
-def test_a_job_corrects_the_transcript_version_its_worker_wrote(
+def test_an_older_upload_whose_transcript_was_replaced_is_superseded(
     tmp_path: Path, aws: None, model: FakeModel
 ) -> None:
     """Two uploads of lecture.mp3 at once share its name: the newer one's worker replaced the
-    transcript before the older job's correction read it. The older job reads its own."""
+    transcript while the older job was corrected. The older job corrects its own version but
+    writes nothing over the newer one's name: it ends superseded, and the newer job delivers."""
     stack = deploy(tmp_path, versioned=True)
     client = stack.client(llm_env=llm_env(model))
     timed_key = "transcriptions/lecture.timed.txt"
     older = transcribed_as(stack, "audio-input/lecture.mp3", timed_key, "v1", LECTURE)
     written = stack.s3.head_object(Bucket=stack.bucket, Key=timed_key)["VersionId"]
-    stack.s3.put_object(
-        Bucket=stack.bucket,
-        Key=timed_key,
-        Body=b"[00:00:00.000 --> 00:00:01.000] the newer take\n",
-        Metadata=owner_metadata("newer-job", "audio-input/lecture.mp3"),
+    stack.s3.delete_object(Bucket=stack.bucket, Key=timed_key)  # so that the newer one writes
+    newer = transcribed_as(
+        stack,
+        "audio-input/lecture.mp3",
+        timed_key,
+        "v2",
+        ["[00:00:00.000 --> 00:00:01.000] the newer take"],
     )
+    assert older.job_id is not None
+    assert newer.job_id is not None
 
     invoke(client, LlmJob.from_dict({**older.to_dict(), "timed_version_id": written}))
 
-    result = only_result(stack)
-    assert result.status == "success"
-    assert "four primary damages" in stack.read("final-output/lecture.txt")
-    assert "newer take" not in stack.read("final-output/lecture.txt")
+    [superseded] = stack.results()
+    assert (superseded.status, superseded.job_id) == ("superseded", older.job_id)
+    assert superseded.output_file is None
+    assert superseded.error is not None
+    assert superseded.error.startswith(
+        f"superseded: audio-input/lecture.mp3 was uploaded again (job {newer.job_id})"
+    )
+    assert stack.job(older.job_id).state is JobState.FAILED
+    assert stack.job(older.job_id).attributes[JobField.RESULT_STATUS] == "superseded"
+    assert stack.keys("final-output/") == []
+
+    invoke(client, newer)
+
+    assert only_result(stack).status == "success"
+    assert "newer take" in stack.read("final-output/lecture.txt")
+    # Its finals written, the older job's redelivery (or a late duplicate) changes nothing.
+    invoke(client, LlmJob.from_dict({**older.to_dict(), "timed_version_id": written}))
+    assert stack.results() == []
+    assert "newer take" in stack.read("final-output/lecture.txt")
+
+
+def test_an_older_upload_corrected_after_the_newer_one_delivered_is_superseded(
+    tmp_path: Path, aws: None, model: FakeModel
+) -> None:
+    """The newer upload's job delivered first; the older one's correction, finishing later,
+    finds the newer job's finals and transcript under the name and replaces neither."""
+    stack = deploy(tmp_path, versioned=True)
+    client = stack.client(llm_env=llm_env(model))
+    timed_key = "transcriptions/lecture.timed.txt"
+    older = transcribed_as(stack, "audio-input/lecture.mp3", timed_key, "v1", LECTURE)
+    written = stack.s3.head_object(Bucket=stack.bucket, Key=timed_key)["VersionId"]
+    stack.s3.delete_object(Bucket=stack.bucket, Key=timed_key)
+    newer = transcribed_as(
+        stack,
+        "audio-input/lecture.mp3",
+        timed_key,
+        "v2",
+        ["[00:00:00.000 --> 00:00:01.000] the newer take"],
+    )
+    invoke(client, newer)
+    delivered = {k: stack.read(k) for k in stack.keys("final-output/")}
+
+    invoke(client, LlmJob.from_dict({**older.to_dict(), "timed_version_id": written}))
+
+    assert [r.status for r in stack.results()] == ["success", "superseded"]
+    assert {k: stack.read(k) for k in stack.keys("final-output/")} == delivered
 
 
 def test_a_transcript_costs_the_llm_caller_its_counted_calls(
@@ -1188,6 +1235,7 @@ def test_a_transcript_costs_the_llm_caller_its_counted_calls(
         "s3.GetObject": 3,  # the timed transcript, the recognised JSON, the chunk's checkpoint
         "bedrock-runtime.Converse": 1,
         "s3.PutObject": 6,  # the chunk's checkpoint, the five final formats
+        "s3.HeadObject": 1,  # the transcript's name: still this job's (not superseded)?
         "s3.ListObjectsV2": 1,  # any final format's key taken? (none: no HEAD)
         "sqs.SendMessage": 1,  # the Result
         "sns.Publish": 1,  # the Result, to the stack's notification topic

@@ -158,7 +158,7 @@ def test_the_worker_transcribes_with_only_its_instance_role(
     actions = Counter(c.action for c in calls)
     assert actions["dynamodb:UpdateItem"] == 3  # claim, transcribed, handed off
     assert actions["dynamodb:GetItem"] == 0  # the claim's and the mark's answers carry the row
-    assert actions["s3:GetObject"] == 2  # the download, the HEAD of its own transcript
+    assert actions["s3:GetObject"] == 2  # the download; the HEAD of the transcript's name
     assert actions["s3:PutObject"] == 4
     assert actions["sqs:SendMessage"] == actions["sqs:DeleteMessage"] == 1
     [llm_job] = pipeline.llm_jobs()
@@ -461,3 +461,66 @@ def test_another_recordings_transcript_is_never_overwritten(
     assert pipeline.job(job_id).state is JobState.FAILED
     assert pipeline.text(theirs) == "[00:00:00.000 --> 00:00:01.000] their words\n"
     assert pipeline.llm_jobs() == []
+
+
+@pytest.mark.parametrize("when", ["before-the-check", "between-check-and-write"])
+def test_an_older_upload_never_writes_over_a_newer_uploads_transcript(
+    pipeline: Pipeline, fox_mp3: Path, tmp_path: Path, when: str
+) -> None:
+    """talk.mp3 uploaded twice; the newer upload's worker wrote its transcript first (or at
+    the same moment as the older's): the older job writes nothing and ends superseded."""
+    bucket = pipeline.stack.bucket
+    key = pipeline.upload("talk.mp3", fox_mp3)
+    older = pipeline.s3.head_object(Bucket=bucket, Key=key)["VersionId"]
+    pipeline.upload("talk.mp3", speech_mp3(tmp_path / "dog.mp3", "A lazy dog sleeps."))
+    newer = pipeline.s3.head_object(Bucket=bucket, Key=key)["VersionId"]
+    older_job = pipeline.dispatch(key, version_id=older)
+    newer_job = job_id_for(bucket, key, newer)
+    timed = transcript_keys(pipeline.job(older_job).output_name or "").timed
+    newer_text = b"[00:00:00.000 --> 00:00:01.500] A lazy dog sleeps.\n"
+
+    aws, ledger, policies = pipeline.instance_role()
+
+    def newer_writes(s3: Any) -> None:  # what the newer upload's worker writes, last of its files
+        s3.put_object(
+            Bucket=bucket, Key=timed, Body=newer_text, Metadata=owner_metadata(newer_job, key)
+        )
+
+    if when == "before-the-check":
+        newer_writes(pipeline.s3)
+    else:  # the newer worker (the same role) writes after the older's check, before its write
+        raced: list[str] = []
+
+        def just_before_the_timed_write(params: dict[str, Any], **_: Any) -> None:
+            if params.get("Key") == timed and not raced:
+                raced.append(timed)
+                newer_writes(aws.s3)
+
+        aws.s3.meta.events.register(
+            "before-parameter-build.s3.PutObject", just_before_the_timed_write
+        )
+
+    @set_initial_no_auth_action_count(0)
+    def run_as_the_instance() -> int:
+        return pipeline.worker(aws=aws).run()
+
+    assert run_as_the_instance() == EXIT_OK
+
+    [result] = pipeline.results()
+    assert result.status == "superseded"
+    assert result.job_id == older_job
+    assert result.output_file is None
+    assert result.error is not None
+    assert result.error.startswith(f"superseded: {key} was uploaded again (job {newer_job})")
+    job = pipeline.job(older_job)
+    assert job.state is JobState.FAILED
+    assert job.attributes[JobField.RESULT_STATUS] == "superseded"
+    assert pipeline.llm_jobs() == []
+    assert pipeline.s3.get_object(Bucket=bucket, Key=timed)["Body"].read() == newer_text
+    calls = ledger.records()
+    assert denied(calls) == []
+    assert ungranted(calls, policies) == []
+    # The race was met by S3's conditional write: the older job's timed PUT was made (after
+    # the newer one's, in the ledger too) and refused; without the race it never tried.
+    timed_puts = [c for c in calls if c.action == "s3:PutObject" and c.resource.endswith(timed)]
+    assert len(timed_puts) == (2 if when == "between-check-and-write" else 0)

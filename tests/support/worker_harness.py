@@ -118,10 +118,12 @@ class Pipeline:
         with_job_row: bool = True,
         speakers: str | None = None,
         glossary: str | None = None,
+        version_id: str | None = None,
     ) -> str:
-        """What the Dispatcher does for an upload: a job row and an Audio Queue message."""
+        """What the Dispatcher does for an upload: a job row and an Audio Queue message
+        (pinned to ``version_id`` when given, as the Dispatcher pins a versioned upload)."""
         etag = self.s3.head_object(Bucket=self.stack.bucket, Key=key)["ETag"].strip('"')
-        job_id = job_id_for(self.stack.bucket, key, etag)
+        job_id = job_id_for(self.stack.bucket, key, version_id or etag)
         output_name = None
         if with_job_row:
             output_name = self.jobs().reserve_output_name(self.stack.bucket, key)
@@ -129,7 +131,7 @@ class Pipeline:
                 job_id=job_id,
                 bucket=self.stack.bucket,
                 s3_key=key,
-                version=etag,
+                version=version_id or etag,
                 language=language,
                 details=details,
                 extra={JobField.OUTPUT_NAME: output_name},
@@ -142,6 +144,7 @@ class Pipeline:
             output_name=output_name,
             speakers=speakers,
             glossary=glossary,
+            version_id=version_id,
         )
         self.send_audio(message.to_json())
         return job_id

@@ -129,8 +129,12 @@ def test_result_rules() -> None:
     assert failed.source_file == "audio-input/x.mp3"
     assert failed.timestamp.endswith("Z")
     assert Result.from_json(failed.to_json()) == failed
+    superseded = Result.failure("x.mp3", "superseded: uploaded again", superseded=True)
+    assert (superseded.status, superseded.output_file) == ("superseded", None)
+    assert Result.from_json(superseded.to_json()) == superseded
     bad = [
         ({"status": "failed"}, "error"),
+        ({"status": "superseded"}, "error"),
         ({"status": "success"}, "output_file"),
         ({"status": "done", "output_file": "s3://b/k"}, "status"),
         ({"status": "success", "output_file": "/tmp/k"}, "output_file"),
@@ -174,6 +178,7 @@ def test_result_success_builder() -> None:
     assert "timed_output_file" not in uncorrected.to_dict()
     for status, output, field in [
         ("failed", "s3://b/k", "status"),
+        ("superseded", "s3://b/k", "status"),
         ("success", "/tmp/k", "output_file"),
     ]:
         with pytest.raises(ContractError) as caught:

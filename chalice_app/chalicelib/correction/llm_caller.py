@@ -73,7 +73,13 @@ from pipeline_core.jobs import (
     Moved,
 )
 from pipeline_core.jsonlog import log_context
-from pipeline_core.ownership import OutputTakenError, Owner, json_version_of, owner_metadata
+from pipeline_core.ownership import (
+    OutputTakenError,
+    Owner,
+    SupersededError,
+    json_version_of,
+    owner_metadata,
+)
 from pipeline_core.timed_text import TimedTranscript, parse, render_plain, render_timed
 from pipeline_core.transcript_document import TranscriptDocument
 
@@ -127,6 +133,7 @@ class CorrectionOutcome(StrEnum):
     DUPLICATE = "duplicate"  # the job was already finished
     BUSY = "busy"  # another invocation is correcting this job right now
     FAILED = "failed"
+    SUPERSEDED = "superseded"  # a newer upload of the same file delivers the outputs
 
 
 def handle_llm_message(
@@ -391,6 +398,8 @@ class _Correction:
             self._write_outputs(final, transcript, report, model)
         except OutputTakenError as exc:
             return self._fail(str(exc))
+        except SupersededError as exc:
+            return self._fail(str(exc), superseded=True)
         corrected = self.corrector is not None and report.fully_corrected
         status: ResultStatus = "success" if corrected else "success_uncorrected"
         bucket = self.settings.bucket
@@ -469,9 +478,15 @@ class _Correction:
     ) -> None:
         """Every format of the corrected text: the text, timed text, JSON and subtitles.
 
-        Raises ``OutputTakenError``, having written nothing, when any of their keys holds
-        another recording's final output.
+        Raises, having written nothing, ``SupersededError`` when a newer upload of the same
+        source has written its transcript under this job's name since this job's (the
+        worker lets only the newest upload write over another's: the transcript's name
+        holds the newest), and ``OutputTakenError`` when any of the final keys holds another
+        recording's final output.
         """
+        newer = self._newer_transcript_owner()
+        if newer is not None:
+            raise SupersededError(self.source_file or "", self.job.timed_key, newer)
         for key in self._final_keys_present(final):
             self._check_final_output_free(key)
         source = CorrectionSource(
@@ -493,7 +508,8 @@ class _Correction:
 
     def _check_final_output_free(self, key: str) -> None:
         """Raise ``OutputTakenError`` when ``key`` holds another recording's final output;
-        an untracked job (no job id) only replaces an output of its own source."""
+        an untracked job (no job id) only replaces an output of its own source (an older
+        upload's: ``_newer_transcript_owner`` found no newer one)."""
         bucket = self.settings.bucket
         try:
             head = self.clients.s3.head_object(Bucket=bucket, Key=key)
@@ -505,6 +521,23 @@ class _Correction:
         source = self.source_file or ""
         if not owner.may_be_replaced_by(self.job.job_id or "", source):
             raise OutputTakenError(key, owner, source)
+
+    def _newer_transcript_owner(self) -> Owner | None:
+        """The job of another upload of this source whose transcript is at the timed key now
+        (its latest version, not the one this job corrects); None when it is this job's, or
+        for an untracked job (no job id to tell uploads apart)."""
+        if not self.job.job_id:
+            return None
+        bucket, key = self.settings.bucket, self.job.timed_key
+        try:
+            head = self.clients.s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if is_missing_object(exc, LLM_CALLER_READER, bucket, key):
+                return None
+            raise
+        owner = Owner.of(head.get("Metadata", {}))
+        same_source = owner.source_key == self.source_file
+        return owner if same_source and owner.job_id not in (None, self.job.job_id) else None
 
     def _final_keys_present(self, final: keys.FinalKeys) -> list[str]:
         """Those of the final formats' keys that hold an object, from one listing of their
@@ -556,17 +589,25 @@ class _Correction:
             )
             return None
 
-    def _fail(self, reason: str) -> CorrectionOutcome:
-        log.error("correction failed: %s", reason)
-        if self.tracked and self.job.job_id and not self.table.fail(self.job.job_id, reason):
+    def _fail(self, reason: str, *, superseded: bool = False) -> CorrectionOutcome:
+        if superseded:
+            log.warning("superseded by a newer upload of the same file: %s", reason)
+        else:
+            log.error("correction failed: %s", reason)
+        job_id = self.job.job_id
+        if self.tracked and job_id and not self.table.fail(job_id, reason, superseded=superseded):
             return CorrectionOutcome.DUPLICATE
         result = Result.failure(
-            self.source_file or "", reason, job_id=self.job.job_id, output_name=self.job.stem
+            self.source_file or "",
+            reason,
+            job_id=job_id,
+            output_name=self.job.stem,
+            superseded=superseded,
         )
         self._send_result(result)
         if self.tracked and self.job.job_id:
             self.table.update_fields(self.job.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
-        return CorrectionOutcome.FAILED
+        return CorrectionOutcome.SUPERSEDED if superseded else CorrectionOutcome.FAILED
 
     def _after_error(self, exc: Exception) -> None:
         """Record why, then either give the user their outcome (last receive) or ask SQS

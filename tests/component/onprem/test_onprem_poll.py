@@ -247,6 +247,26 @@ def test_a_failed_result_is_reported_and_a_later_success_replaces_the_report(
     assert not (out / "failed" / "sub" / "broken.json").exists()
 
 
+def test_a_superseded_result_is_no_failure_and_the_newer_uploads_files_stay(
+    s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
+) -> None:
+    """talk.mp3 uploaded twice: the newer upload's Result brought the files; the older one's
+    (superseded) arrives after it and neither reports a failure nor touches them."""
+    out = tmp_path / "out"
+    publish_success(s3, sqs, results_queue, "talk", "the newer take")
+    reason = "superseded: audio-input/talk.mp3 was uploaded again (job j2) while this ..."
+    older = Result.failure("audio-input/talk.mp3", reason, "j1", "talk", superseded=True)
+    send_to_queue(sqs, results_queue, older)
+
+    report = poller(s3, sqs, results_queue, out).run()
+
+    assert report.outcomes == {PollOutcome.WRITTEN: 1, PollOutcome.SUPERSEDED: 1}
+    assert report.exit_code == 0
+    assert (out / "talk.txt").read_text() == "the newer take"
+    assert not (out / "failed").exists()
+    assert queue_depth(sqs, results_queue) == 0
+
+
 def test_same_stem_recordings_keep_their_own_reports_and_transcripts(
     s3: S3Client, sqs: SQSClient, results_queue: str, tmp_path: Path
 ) -> None:

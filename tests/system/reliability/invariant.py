@@ -7,7 +7,9 @@ For every uploaded object version (key + the version the Dispatcher keyed the jo
   truncated output), and exactly one success Result names it; its corrected ``.json`` has
   the transcript's segments, and its ``.srt`` and ``.vtt`` parse and say the JSON's text;
 - a failed job has a non-empty reason, and exactly one failed Result carries it (or, for a
-  key no Result can name, the job row says the result was not sendable);
+  key no Result can name, the job row says the result was not sendable); a job a newer
+  upload of the same key superseded (its row's result status says so) has exactly one
+  ``superseded`` Result with its reason instead;
 - no job has more than one Result; no Result names a job nobody uploaded;
 - the queues are empty and each DLQ holds what the test expects (usually nothing).
 It returns figures (files, outcomes, retries) for the reliability report.
@@ -62,6 +64,7 @@ class Figures:
     succeeded: int = 0
     uncorrected: int = 0
     failed: int = 0
+    superseded: int = 0  # older uploads of a key uploaded again while they were processed
     attempts: int = 0  # worker deliveries that claimed a job, summed
     reasons: list[str] = field(default_factory=list)
 
@@ -71,6 +74,7 @@ class Figures:
             "success": self.succeeded,
             "success_uncorrected": self.uncorrected,
             "failed": self.failed,
+            "superseded": self.superseded,
             "worker_attempts": self.attempts,
         }
 
@@ -192,7 +196,12 @@ def check_invariant(
                 problems=problems,
             )
         elif record.state is JobState.FAILED:
-            figures.failed += 1
+            superseded = record.attributes.get(JobField.RESULT_STATUS) == "superseded"
+            told_status = "superseded" if superseded else "failed"
+            if superseded:
+                figures.superseded += 1
+            else:
+                figures.failed += 1
             if not (record.error or "").strip():
                 problems.append(f"{upload.key}: failed without a reason")
             elif (record.error or "").rstrip().endswith(":"):
@@ -202,7 +211,7 @@ def check_invariant(
             if not sent and not not_sendable:
                 problems.append(f"{upload.key}: failed but no Result tells the user")
             for result in sent:
-                if result.status != "failed" or not (result.error or "").strip():
+                if result.status != told_status or not (result.error or "").strip():
                     problems.append(f"{upload.key}: failed job but Result {result.status}")
         else:
             problems.append(f"{upload.key}: job left in state {record.state.value}")
@@ -240,8 +249,10 @@ def check_invariant(
 
 def _told(upload: Upload, record: JobRecord, status: str) -> Result:
     """A stand-in for a Result the poller consumed, from the job row that recorded it."""
-    if status == "failed":
-        return Result.failure(upload.key, record.error or "?", job_id=record.job_id)
+    if status in ("failed", "superseded"):
+        return Result.failure(
+            upload.key, record.error or "?", job_id=record.job_id, superseded=status == "superseded"
+        )
     return Result(
         source_file=upload.key,
         output_file=str(record.attributes.get(JobField.OUTPUT_FILE)),

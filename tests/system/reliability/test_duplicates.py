@@ -14,6 +14,8 @@ from system.reliability.invariant import Upload
 from system.reliability.scenario import Scenario, scenario
 
 from local_mode.pipeline import NOTIFICATION_QUEUE
+from pipeline_core.jobs import JobField, JobState
+from pipeline_core.ownership import Owner
 
 pytestmark = pytest.mark.slow
 
@@ -64,13 +66,27 @@ def test_duplicate_events_and_new_versions(
         figures = run.check()
 
         assert figures.files == 4
-        assert figures.succeeded == 4
-        rows = list(run.table.scan())
-        assert sorted(r.s3_key for r in rows) == sorted(
+        assert figures.failed == 0
+        # The older talk.mp3 ends superseded when its outputs would have replaced the newer
+        # one's (the jobs ran side by side), else success; the newer one always delivers.
+        assert figures.succeeded + figures.superseded == 4
+        rows = {r.job_id: r for r in run.table.scan()}
+        assert sorted(r.s3_key for r in rows.values()) == sorted(
             ["audio-input/twice.mp3", "audio-input/five-times.mp3", *["audio-input/talk.mp3"] * 2]
         )
+        older, newer = rows[first.job_id(run.bucket)], rows[second.job_id(run.bucket)]
+        assert newer.state is JobState.SUCCEEDED
+        superseded = [r for r in rows.values() if r.state is JobState.FAILED]
+        assert superseded in ([], [older])
+        final = run.s3.head_object(Bucket=run.bucket, Key="final-output/talk.txt")
+        assert Owner.of(final["Metadata"]).job_id == newer.job_id
+        text = run.s3.get_object(Bucket=run.bucket, Key="final-output/talk.txt")["Body"].read()
+        assert "dog" in text.decode().lower()
+        # One model call per job, none for a duplicate event, none for a job the worker
+        # found superseded (one the LLM Caller found superseded was corrected first).
+        before_correction = [r for r in superseded if JobField.LLM_JOB_SENT_AT not in r.attributes]
         calls = run.model.converse_calls()
-        assert len(calls) == 4  # one per job, none for a duplicate event
+        assert len(calls) == 4 - len(before_correction)
         # Each version was transcribed from its own bytes (the worker read that version).
         assert any("dog" in call.user.lower() and "fox" not in call.user.lower() for call in calls)
         trigger = run.deployment.dispatch_trigger
@@ -93,7 +109,10 @@ def test_duplicate_events_and_new_versions(
         case="new-version",
         fault=f"the same key uploaded twice with different content, at once{fleet}",
         happened="two versions -> two jobs; each worker delivery read its own version",
-        outcome="2 jobs, 2 outcomes, 2 Bedrock calls",
+        outcome=(
+            "2 jobs, 2 outcomes: the newer upload's transcript under the name; the older one "
+            "succeeded before it, or ended superseded"
+        ),
         figures={**figures.as_dict(), "dispatcher_invocations": invocations,
                  "finish_s": round(took, 1),
                  "most_workers_at_once": scaler.state.most_workers_at_once},
