@@ -76,9 +76,17 @@ def _timed(engine: AsrEngine, audio: npt.NDArray[np.float32], language: str) -> 
 
 
 def measure(
-    spec: EngineSpec, device: str, clips: list[Clip], work_dir: Path, batch_size: int
+    spec: EngineSpec,
+    device: str,
+    clips: list[Clip],
+    work_dir: Path,
+    batch_size: int,
+    *,
+    warm_up: bool = True,
 ) -> list[LanguageRow]:
-    """One row per language of ``clips`` that ``spec``'s model can transcribe."""
+    """One row per language of ``clips`` that ``spec``'s model can transcribe (``warm_up``:
+    each engine first runs one window and a little more untimed, so that the timings leave
+    out the first run's set-up; --quick, whose timings are not published, skips it)."""
     assert spec.engine == FASTER_WHISPER
     unbatched, _ = load(replace(spec, batch_size=None), device)
     batched, _ = load(replace(spec, batch_size=batch_size), device)
@@ -88,9 +96,9 @@ def measure(
         recording, repeats = _recording(language, language_clips, work_dir)
         audio = decode_audio(recording.path)
         seconds = audio.size / SAMPLE_RATE
-        warm_up = audio[: (WINDOW_SECONDS + 5) * SAMPLE_RATE]
-        for engine in (unbatched, batched):
-            _timed(engine, warm_up, language)
+        if warm_up:
+            for engine in (unbatched, batched):
+                _timed(engine, audio[: (WINDOW_SECONDS + 5) * SAMPLE_RATE], language)
         plain_text, plain_seconds = _timed(unbatched, audio, language)
         batched_text, batched_seconds = _timed(batched, audio, language)
         plain = pooled(language, [(recording, plain_text)])

@@ -297,13 +297,13 @@ def _speed(plan: Plan, engines: list[str], quick: bool) -> dict[str, Any]:
     }
 
 
-def _batching(plan: Plan, work_dir: Path) -> dict[str, Any]:
+def _batching(plan: Plan, work_dir: Path, quick: bool) -> dict[str, Any]:
     """The worker's engine batched and not, with the multilingual model where there is one."""
     model = plan.models[-1]
     spec = EngineSpec(FASTER_WHISPER, model, _default_compute(plan.device))
     batch_size = max(_batch_sizes(plan.device))
     log.info("batching: %s, batch size %d", spec.label, batch_size)
-    rows = batching.measure(spec, plan.device, plan.clips, work_dir, batch_size)
+    rows = batching.measure(spec, plan.device, plan.clips, work_dir, batch_size, warm_up=not quick)
     return {
         "engine": spec.engine,
         "model": spec.model,
@@ -411,7 +411,9 @@ def run(options: Options) -> dict[str, Any]:
                 "speed", timings, lambda: _speed(plan, engines, options.quick)
             )
         if "batching" in options.parts:
-            results["batching"] = _timed("batching", timings, lambda: _batching(plan, work_dir))
+            results["batching"] = _timed(
+                "batching", timings, lambda: _batching(plan, work_dir, options.quick)
+            )
         if "hotwords" in options.parts:
             results["hotwords"] = _timed("hotwords", timings, lambda: _hotwords(plan))
         if "loop" in options.parts:
