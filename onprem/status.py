@@ -72,6 +72,9 @@ class JobRow:
     # with refusals is delivered, and this is where its reader learns what to check.
     lines_refused: int | None = None
     refused_edits: str | None = None
+    # The Result's status: tells a failure from a "superseded" older upload (job state
+    # "failed" too), whose file a newer upload delivers.
+    result_status: str | None = None
 
     @classmethod
     def from_record(cls, record: JobRecord, now: datetime) -> JobRow:
@@ -92,6 +95,7 @@ class JobRow:
             error=record.error if record.state is JobState.FAILED else None,
             lines_refused=_count(record.attributes.get(JobField.LINES_REFUSED)),
             refused_edits=record.attributes.get(JobField.REFUSED_EDITS),
+            result_status=record.attributes.get(JobField.RESULT_STATUS),
         )
 
 
@@ -129,7 +133,7 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-_STATE_STYLE = {"succeeded": "green", "failed": "red"}
+_STATE_STYLE = {"succeeded": "green", "failed": "red", "superseded": "cyan"}
 
 
 def render(rows: Sequence[JobRow], console: Console, total: int | None = None) -> None:
@@ -140,10 +144,11 @@ def render(rows: Sequence[JobRow], console: Console, total: int | None = None) -
         table.add_column(column, no_wrap=column != "key")
     table.add_column("error", overflow="fold", max_width=60)
     for row in rows:
+        shown_state = "superseded" if row.result_status == "superseded" else row.state
         # Text, not markup strings: a key like "lecture [2].mp3" must print as it is.
         table.add_row(
             Text(row.created_at.replace("T", " ").removesuffix("Z")),
-            Text(row.state, style=_STATE_STYLE.get(row.state, "yellow")),
+            Text(shown_state, style=_STATE_STYLE.get(shown_state, "yellow")),
             Text(row.language or ""),
             Text(row.s3_key),
             _duration(row.waiting_seconds),

@@ -118,6 +118,23 @@ def test_a_success_with_refused_edits_shows_the_count_and_why(
     assert "the edit rewrites Aramaic" in out
 
 
+def test_a_superseded_upload_shows_as_superseded_not_as_a_failure(
+    jobs: JobTable, job_table_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reason = "superseded: audio-input/old.mp3 was uploaded again (job j2) while ..."
+    jobs.update_fields("old-failed", {JobField.ERROR: reason, JobField.RESULT_STATUS: "superseded"})
+    args = ["status", "--job-table", job_table_name, "--state", "failed"]
+
+    assert main([*args, "--json"]) == 0
+    rows = {row["job_id"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["old-failed"]["result_status"] == "superseded"
+    assert rows["new-failed"]["result_status"] is None
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("superseded") == 2  # the state column and the reason
+    assert out.count("failed") == 1  # the other job only
+
+
 def test_since_forms() -> None:
     now = datetime(2025, 1, 10, 12, 0, tzinfo=UTC)
     assert parse_since("2025-01-01", now) == datetime(2025, 1, 1, tzinfo=UTC)
