@@ -37,7 +37,7 @@ from onprem.state import UploadState
 from pipeline_core.errors import (
     ONPREM_READER,
     ConfigurationError,
-    is_missing_object,
+    head_if_present,
     raise_if_denied,
 )
 from pipeline_core.jsonlog import log_context
@@ -297,12 +297,9 @@ def _upload_one(
 
 def _matches_remote(s3: S3Client, bucket: str, job: _Job) -> bool:
     """True when the object is already there with this content (our checksum metadata)."""
-    try:
-        head = s3.head_object(Bucket=bucket, Key=job.key)
-    except ClientError as exc:
-        if is_missing_object(exc, ONPREM_READER, bucket, job.key):
-            return False
-        raise
+    head = head_if_present(s3, ONPREM_READER, bucket, job.key)
+    if head is None:
+        return False
     return (
         head.get("ContentLength") == job.stat.st_size
         and head.get("Metadata", {}).get(CONTENT_SHA256) == job.sha256

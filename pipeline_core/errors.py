@@ -10,6 +10,8 @@ from pipeline_core.keys import AUDIO_PREFIX, FINAL_PREFIX, LLM_WORK_PREFIX, TRAN
 
 if TYPE_CHECKING:  # not imported at run time: stage_config.py reads the readers without boto
     from botocore.exceptions import ClientError
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef
 
 # What S3 answers when the object (or the version asked for) does not exist: GetObject says
 # NoSuchKey or NoSuchVersion, HeadObject (and download_file, which starts with one) a bare
@@ -123,6 +125,21 @@ def is_missing_object(exc: ClientError, reader: ObjectReader, bucket: str, key: 
     """
     raise_if_denied(exc, reader, bucket, key)
     return _code(exc) in MISSING_OBJECT_CODES
+
+
+def head_if_present(
+    s3: S3Client, reader: ObjectReader, bucket: str, key: str
+) -> HeadObjectOutputTypeDef | None:
+    """The object's HEAD, or None when it does not exist (``is_missing_object``'s rule: a
+    denial raises ``MissingPermissionError``, never reads as "missing")."""
+    from botocore.exceptions import ClientError  # here: stage_config.py imports this without boto
+
+    try:
+        return s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if is_missing_object(exc, reader, bucket, key):
+            return None
+        raise
 
 
 def raise_if_denied(exc: ClientError, reader: ObjectReader, bucket: str, key: str) -> None:

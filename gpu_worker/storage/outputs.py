@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from gpu_worker.transcription import formats
 from pipeline_core import subtitles
-from pipeline_core.errors import WORKER_READER, is_missing_object
+from pipeline_core.errors import WORKER_READER, head_if_present
 from pipeline_core.jobs import JobField
 from pipeline_core.keys import OutputFormat, TranscriptKeys
 from pipeline_core.ownership import (
@@ -151,7 +151,7 @@ def find_written_transcript(
     *,
     job_id: str,
     source_key: str,
-    source_version: str | None = None,
+    source_version: str | None,
 ) -> WrittenTranscript | None:
     """The transcript an earlier delivery of this job finished writing, if any.
 
@@ -221,12 +221,9 @@ def _timed_head_writable(
 ) -> HeadObjectOutputTypeDef | None:
     """The timed file's HEAD (None when there is none), once it is known that this job may
     write over it."""
-    try:
-        head = s3.head_object(Bucket=bucket, Key=keys.timed)
-    except ClientError as exc:
-        if is_missing_object(exc, WORKER_READER, bucket, keys.timed):
-            return None
-        raise
+    head = head_if_present(s3, WORKER_READER, bucket, keys.timed)
+    if head is None:
+        return None
     owner = Owner.of(head.get("Metadata", {}))
     if not owner.may_be_replaced_by(job_id, source_key):
         raise OutputTakenError(keys.timed, owner, source_key)
@@ -245,12 +242,9 @@ def _newer_upload_exists(
     """
     if source_version is None:
         return False
-    try:
-        head = s3.head_object(Bucket=bucket, Key=source_key)
-    except ClientError as exc:
-        if is_missing_object(exc, WORKER_READER, bucket, source_key):
-            return False
-        raise
+    head = head_if_present(s3, WORKER_READER, bucket, source_key)
+    if head is None:
+        return False
     latest = _version(head.get("VersionId"))
     return latest is not None and latest != source_version
 

@@ -61,7 +61,12 @@ from pipeline_core.contracts import (
     send_to_queue,
     utc_timestamp,
 )
-from pipeline_core.errors import LLM_CALLER_READER, ConfigurationError, is_missing_object
+from pipeline_core.errors import (
+    LLM_CALLER_READER,
+    ConfigurationError,
+    head_if_present,
+    is_missing_object,
+)
 from pipeline_core.glossary import UnknownGlossaryError, choose, glossary_named
 from pipeline_core.jobs import (
     ACTIVE_STATES,
@@ -510,13 +515,9 @@ class _Correction:
         """Raise ``OutputTakenError`` when ``key`` holds another recording's final output;
         an untracked job (no job id) only replaces an output of its own source (an older
         upload's: ``_newer_transcript_owner`` found no newer one)."""
-        bucket = self.settings.bucket
-        try:
-            head = self.clients.s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if is_missing_object(exc, LLM_CALLER_READER, bucket, key):
-                return
-            raise
+        head = head_if_present(self.clients.s3, LLM_CALLER_READER, self.settings.bucket, key)
+        if head is None:
+            return
         owner = Owner.of(head.get("Metadata", {}))
         source = self.source_file or ""
         if not owner.may_be_replaced_by(self.job.job_id or "", source):
@@ -528,13 +529,11 @@ class _Correction:
         for an untracked job (no job id to tell uploads apart)."""
         if not self.job.job_id:
             return None
-        bucket, key = self.settings.bucket, self.job.timed_key
-        try:
-            head = self.clients.s3.head_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if is_missing_object(exc, LLM_CALLER_READER, bucket, key):
-                return None
-            raise
+        head = head_if_present(
+            self.clients.s3, LLM_CALLER_READER, self.settings.bucket, self.job.timed_key
+        )
+        if head is None:
+            return None
         owner = Owner.of(head.get("Metadata", {}))
         same_source = owner.source_key == self.source_file
         return owner if same_source and owner.job_id not in (None, self.job.job_id) else None
