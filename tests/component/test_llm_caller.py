@@ -1146,14 +1146,9 @@ def test_another_recordings_final_output_is_not_overwritten(
     assert stack.read(theirs) == "their output\n"
 
 
-def test_an_older_upload_whose_transcript_was_replaced_is_superseded(
-    tmp_path: Path, aws: None, model: FakeModel
-) -> None:
-    """Two uploads of lecture.mp3 at once share its name: the newer one's worker replaced the
-    transcript while the older job was corrected. The older job corrects its own version but
-    writes nothing over the newer one's name: it ends superseded, and the newer job delivers."""
-    stack = deploy(tmp_path, versioned=True)
-    client = stack.client(llm_env=llm_env(model))
+def two_uploads_of_one_file(stack: Deployment) -> tuple[LlmJob, LlmJob]:
+    """lecture.mp3 uploaded twice, both transcribed: the newer one's transcript replaced the
+    older one's under the name; the older LLM job names the version its worker wrote."""
     timed_key = "transcriptions/lecture.timed.txt"
     older = transcribed_as(stack, "audio-input/lecture.mp3", timed_key, "v1", LECTURE)
     written = stack.s3.head_object(Bucket=stack.bucket, Key=timed_key)["VersionId"]
@@ -1165,10 +1160,22 @@ def test_an_older_upload_whose_transcript_was_replaced_is_superseded(
         "v2",
         ["[00:00:00.000 --> 00:00:01.000] the newer take"],
     )
+    return LlmJob.from_dict({**older.to_dict(), "timed_version_id": written}), newer
+
+
+def test_an_older_upload_whose_transcript_was_replaced_is_superseded(
+    tmp_path: Path, aws: None, model: FakeModel
+) -> None:
+    """Two uploads of lecture.mp3 at once share its name: the newer one's worker replaced the
+    transcript while the older job was corrected. The older job corrects its own version but
+    writes nothing over the newer one's name: it ends superseded, and the newer job delivers."""
+    stack = deploy(tmp_path, versioned=True)
+    client = stack.client(llm_env=llm_env(model))
+    older, newer = two_uploads_of_one_file(stack)
     assert older.job_id is not None
     assert newer.job_id is not None
 
-    invoke(client, LlmJob.from_dict({**older.to_dict(), "timed_version_id": written}))
+    invoke(client, older)
 
     [superseded] = stack.results()
     assert (superseded.status, superseded.job_id) == ("superseded", older.job_id)
@@ -1186,7 +1193,7 @@ def test_an_older_upload_whose_transcript_was_replaced_is_superseded(
     assert only_result(stack).status == "success"
     assert "newer take" in stack.read("final-output/lecture.txt")
     # Its finals written, the older job's redelivery (or a late duplicate) changes nothing.
-    invoke(client, LlmJob.from_dict({**older.to_dict(), "timed_version_id": written}))
+    invoke(client, older)
     assert stack.results() == []
     assert "newer take" in stack.read("final-output/lecture.txt")
 
@@ -1198,21 +1205,13 @@ def test_an_older_upload_corrected_after_the_newer_one_delivered_is_superseded(
     finds the newer job's finals and transcript under the name and replaces neither."""
     stack = deploy(tmp_path, versioned=True)
     client = stack.client(llm_env=llm_env(model))
-    timed_key = "transcriptions/lecture.timed.txt"
-    older = transcribed_as(stack, "audio-input/lecture.mp3", timed_key, "v1", LECTURE)
-    written = stack.s3.head_object(Bucket=stack.bucket, Key=timed_key)["VersionId"]
-    stack.s3.delete_object(Bucket=stack.bucket, Key=timed_key)
-    newer = transcribed_as(
-        stack,
-        "audio-input/lecture.mp3",
-        timed_key,
-        "v2",
-        ["[00:00:00.000 --> 00:00:01.000] the newer take"],
-    )
+    older, newer = two_uploads_of_one_file(stack)
+    assert older.job_id is not None
+    assert newer.job_id is not None
     invoke(client, newer)
     delivered = {k: stack.read(k) for k in stack.keys("final-output/")}
 
-    invoke(client, LlmJob.from_dict({**older.to_dict(), "timed_version_id": written}))
+    invoke(client, older)
 
     assert [r.status for r in stack.results()] == ["success", "superseded"]
     assert {k: stack.read(k) for k in stack.keys("final-output/")} == delivered
