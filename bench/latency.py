@@ -11,10 +11,13 @@ Two stand-ins make this machine behave like a GPU instance in AWS:
   large model) and returns a plausible transcript; the worker gets it through its engine cache,
   as it gets a loaded model, so the daemon runs its own code path.
 
-The overhead is the worker loop's time (queue to hand-off) over the stand-in's busy time;
-its part between the first file's start on the engine and the last one's end is the engine's
-wait between files, what a long batch sees; the rest is the first file's fetch and the last
-one's hand-off, once per batch.
+The overhead is the worker loop's time from its start to the last file's hand-off (its
+message deleted) over the stand-in's busy time. It has three parts: the first file's fetch
+before the engine starts, the engine's wait between files (what each file of a long batch
+costs: the steady state) and the last file's hand-off after the engine's last segment; the
+first and the last are paid once per batch, however many files it has. The idle exit after
+the hand-off (the queue's depth read twice here, ``IdleShutdownSeconds`` of waiting in AWS)
+is timed apart: it is the scale-in policy's time, which the cost model counts, not the loop's.
 """
 
 from __future__ import annotations
@@ -64,10 +67,13 @@ SETTINGS: Final = (
     "an HTTP proxy that holds it for the stated latency in front of a moto server on "
     "127.0.0.1; the engine is a stand-in that takes the stated fraction of the audio's length "
     "and returns a transcript of one segment per 5 s; the files were uploaded and dispatched "
-    "beforehand (not timed); overhead = loop seconds / stand-in seconds - 1; between files = "
-    "(the last file's end - the first file's start on the stand-in) / stand-in seconds - 1, "
-    "the engine's wait between files (the rest: the first file's fetch, the last one's "
-    "hand-off and the idle exit); peak RSS is the whole process (moto and the proxy "
+    "beforehand (not timed); loop = the worker's start to the last file's hand-off (its "
+    "message deleted); overhead = loop seconds / stand-in seconds - 1, in three parts: the "
+    "first file's fetch (the worker's start to the stand-in's start), the engine's wait "
+    "between files ((the last file's end - the first file's start on the stand-in) / "
+    "stand-in seconds - 1, the steady state) and the last file's hand-off (the stand-in's "
+    "end to the hand-off); the idle exit after it is timed apart (with it: the overhead as "
+    "runs before 2026-12-02 state it); peak RSS is the whole process (moto and the proxy "
     "included), sampled every 50 ms while the worker runs"
 )
 
@@ -229,15 +235,17 @@ class LatencyRun:
     call_latency_ms: float
     engine_fraction: float
     engine_seconds: float  # the stand-in's busy time, all files (best repeat)
-    loop_seconds: float  # the worker loop, queue to hand-off (best repeat)
+    loop_seconds: float  # the worker's start to the last file's hand-off (best repeat)
     overhead: float  # loop / engine - 1 (target < 0.05 for 30 s files at 20 ms)
     overhead_ms_per_file: float  # (loop - engine) / files
-    # From the first file's start on the engine to the last one's end: the engine's wait
-    # between files (the batch's steady state) ...
-    between_files_overhead: float  # span / engine - 1
-    # ... and the rest: the first file's fetch before it, the last one's hand-off and the
-    # idle exit after it.
-    first_and_last_seconds: float  # loop - span
+    # The overhead's three parts: the first file's fetch, before the engine starts ...
+    first_fetch_seconds: float
+    # ... the engine's wait between files (the batch's steady state): span / engine - 1 ...
+    between_files_overhead: float
+    # ... and the last file's hand-off, after the engine's last segment.
+    last_hand_off_seconds: float
+    idle_exit_seconds: float  # the last hand-off to the worker's exit, apart from the loop
+    overhead_with_idle_exit: float  # (loop + idle exit) / engine - 1, as earlier runs stated it
     api_calls_per_file: dict[str, float]  # service -> the worker's calls per file
     api_calls_by_operation_per_file: dict[str, float]  # "<service>.<Operation>" -> calls
     proxied_requests_per_file: float  # HTTP requests the proxy forwarded (retries included)
@@ -249,12 +257,29 @@ class LatencyRun:
 @dataclass(frozen=True)
 class _Once:
     engine_seconds: float
+    first_fetch_seconds: float  # the worker's start to the first file's start on the engine
     engine_span_seconds: float  # the first file's start on the engine to the last one's end
-    loop_seconds: float
+    last_hand_off_seconds: float  # the last file's end on the engine to its message deleted
+    idle_exit_seconds: float  # the last message deleted to the worker's exit
     calls: Counter[str]
     proxied: int
     rss_before: int
     rss_peak: int
+
+    @property
+    def loop_seconds(self) -> float:
+        return self.first_fetch_seconds + self.engine_span_seconds + self.last_hand_off_seconds
+
+
+class _LastHandOff:
+    """When the worker's last ``DeleteMessage`` (a job's hand-off, its last call) answered."""
+
+    def __init__(self, session: boto3.Session) -> None:
+        self.at: float | None = None
+        session.events.register("after-call.sqs.DeleteMessage", self._answered)
+
+    def _answered(self, **_: object) -> None:
+        self.at = time.perf_counter()
 
 
 def _once(audio: Path, language: str, files: int, latency_ms: float, fraction: float) -> _Once:
@@ -266,11 +291,12 @@ def _once(audio: Path, language: str, files: int, latency_ms: float, fraction: f
         assert world.stack.endpoint_url is not None
         with delaying_proxy(world.stack.endpoint_url, latency_ms / 1000) as proxy:
             session = boto3.Session(region_name=REGION)
+            last_hand_off = _LastHandOff(session)  # before the clients copy the hooks
             clients, calls = counted_clients(session, f"http://127.0.0.1:{proxy.server_port}")
             with RssSampler() as rss:
                 started = time.perf_counter()
                 world.run_worker(engine, "faster-whisper", "paced", "cpu", clients=clients)
-                took = time.perf_counter() - started
+                exited = time.perf_counter()
             proxied = proxy.requests
         handed_off = world.clients.sqs.get_queue_attributes(
             QueueUrl=world.stack.llm_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
@@ -278,8 +304,18 @@ def _once(audio: Path, language: str, files: int, latency_ms: float, fraction: f
         if int(handed_off) != files:
             raise RuntimeError(f"the worker handed off {handed_off} of {files} files")
     assert engine.first_started is not None
-    span = engine.last_ended - engine.first_started
-    return _Once(engine.busy_seconds, span, took, calls, proxied, rss.before, rss.peak)
+    assert last_hand_off.at is not None
+    return _Once(
+        engine_seconds=engine.busy_seconds,
+        first_fetch_seconds=engine.first_started - started,
+        engine_span_seconds=engine.last_ended - engine.first_started,
+        last_hand_off_seconds=last_hand_off.at - engine.last_ended,
+        idle_exit_seconds=exited - last_hand_off.at,
+        calls=calls,
+        proxied=proxied,
+        rss_before=rss.before,
+        rss_peak=rss.peak,
+    )
 
 
 def _mib(value: int) -> float:
@@ -312,8 +348,13 @@ def measure(
         loop_seconds=round(best.loop_seconds, 3),
         overhead=round(best.loop_seconds / best.engine_seconds - 1, 4),
         overhead_ms_per_file=round(1000 * (best.loop_seconds - best.engine_seconds) / files, 1),
+        first_fetch_seconds=round(best.first_fetch_seconds, 3),
         between_files_overhead=round(best.engine_span_seconds / best.engine_seconds - 1, 4),
-        first_and_last_seconds=round(best.loop_seconds - best.engine_span_seconds, 3),
+        last_hand_off_seconds=round(best.last_hand_off_seconds, 3),
+        idle_exit_seconds=round(best.idle_exit_seconds, 3),
+        overhead_with_idle_exit=round(
+            (best.loop_seconds + best.idle_exit_seconds) / best.engine_seconds - 1, 4
+        ),
         api_calls_per_file={s: round(n / files, 2) for s, n in sorted(by_service.items())},
         api_calls_by_operation_per_file={
             op: round(n / files, 2) for op, n in sorted(best.calls.items())

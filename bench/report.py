@@ -210,23 +210,24 @@ def _latency_md(sections: list[dict[str, Any]]) -> list[str]:
                 _machine(section), "", section["settings"] + ".", ""]  # fmt: skip
         rows = [
             [r["files"], r["seconds_per_file"], r["call_latency_ms"], _fraction(r),
-             r["engine_seconds"], r["loop_seconds"], _pct(r["overhead"]), r["overhead_ms_per_file"],
-             _between_files(r), r.get("first_and_last_seconds"),
+             r["engine_seconds"], r["loop_seconds"], _overhead(r), r["overhead_ms_per_file"],
+             r.get("first_fetch_seconds"), _between_files(r), r.get("last_hand_off_seconds"),
+             r.get("first_and_last_seconds"), r.get("idle_exit_seconds"),
+             _overhead_with_idle_exit(r),
              sum(r["api_calls_per_file"].values()), r["proxied_requests_per_file"],
              r["rss_before_mib"], r["peak_rss_mib"]]
             for r in runs
         ]  # fmt: skip
         header = ["files", "s per file", "ms per AWS call", "stand-in time", "stand-in s",
                   "loop s", "overhead (target < 5% at 30 s)", "overhead ms per file",
-                  "of it between files (steady state)", "s before the first, after the last file",
+                  "of it: s before the first file", "of it: between files (steady state)",
+                  "of it: s after the last file", "s before the first, after the last file "
+                  "and idle exit (earlier runs)", "s idle exit", "overhead with the idle exit",
                   "worker AWS calls per file", "HTTP requests per file", "RSS before MiB",
                   "peak RSS MiB"]  # fmt: skip
         out += [table(header, rows), ""]
         operations = sorted({op for r in runs for op in r["api_calls_by_operation_per_file"]})
-        header = [
-            "worker AWS calls per file",
-            *(f"{r['seconds_per_file']:g} s files" for r in runs),
-        ]
+        header = ["worker AWS calls per file", *(_batch(r) for r in runs)]
         rows = [[op, *(r["api_calls_by_operation_per_file"].get(op, 0) for r in runs)]
                 for op in operations]  # fmt: skip
         out += [table(header, rows), ""]
@@ -260,36 +261,50 @@ def _between_files(run: dict[str, Any]) -> str | None:
     return _pct(run.get("between_files_overhead"))  # None (a dash) in runs from before it
 
 
+def _overhead(run: dict[str, Any]) -> str | None:
+    """The loop's overhead to the last hand-off; runs from before 2026-12-02 timed the idle
+    exit with it, so theirs is only ``_overhead_with_idle_exit``."""
+    return _pct(run["overhead"]) if "idle_exit_seconds" in run else None
+
+
+def _overhead_with_idle_exit(run: dict[str, Any]) -> str | None:
+    return _pct(run.get("overhead_with_idle_exit", run["overhead"]))
+
+
+def _batch(run: dict[str, Any]) -> str:
+    return f"{run['files']} x {run['seconds_per_file']:g} s files"
+
+
 def _latency_comparison_md(sections: list[dict[str, Any]]) -> list[str]:
     """Each file length's figures side by side, one column per label (before, after)."""
     if len(sections) < 2:
         return []
     labels = [section["label"] for section in sections]
     runs = {
-        (section["label"], run["seconds_per_file"]): run
+        (section["label"], (run["seconds_per_file"], run["files"])): run
         for section in sections
         for run in section["runs"]
     }
-    lengths = sorted({seconds for _, seconds in runs})
+    batches = sorted({batch for _, batch in runs})
     figures: list[tuple[str, Any]] = [
-        ("overhead", lambda r: _pct(r["overhead"])),
+        ("overhead", _overhead),
         ("of it between files", _between_files),
+        ("overhead with the idle exit", _overhead_with_idle_exit),
         ("worker AWS calls per file", lambda r: f"{sum(r['api_calls_per_file'].values()):g}"),
         ("peak RSS MiB", lambda r: r["peak_rss_mib"]),
     ]
     rows = []
-    for seconds in lengths:
+    for seconds, files in batches:
+        name_of_batch = f"{files} x {seconds:g} s files"
+        cells = [runs.get((label, (seconds, files))) for label in labels]
         for name, figure in figures:
-            cells = [runs.get((label, seconds)) for label in labels]
-            rows.append([f"{seconds:g} s files: {name}",
+            rows.append([f"{name_of_batch}: {name}",
                          *(figure(run) if run else None for run in cells)])  # fmt: skip
         operations = sorted(
-            {op for label in labels for op in runs.get((label, seconds), {}).get(
-                "api_calls_by_operation_per_file", {})}
-        )  # fmt: skip
+            {op for run in cells if run for op in run["api_calls_by_operation_per_file"]}
+        )
         for op in operations:
-            cells = [runs.get((label, seconds)) for label in labels]
-            rows.append([f"{seconds:g} s files: {op} per file",
+            rows.append([f"{name_of_batch}: {op} per file",
                          *(run["api_calls_by_operation_per_file"].get(op, 0) if run else None
                            for run in cells)])  # fmt: skip
     return ["### Worker overhead at GPU speed, side by side", "",
@@ -579,7 +594,9 @@ def readme_section(results: dict[str, Any], results_link: str) -> str:
     for section in results.get("latency", []):
         runs = section["runs"]
         overheads = ", ".join(
-            f"{r['seconds_per_file']:g} s files {_pct(r['overhead'])} ("
+            f"{_batch(r)} "
+            + (f"{_overhead(r)} to the last hand-off, " if _overhead(r) else "")
+            + f"{_overhead_with_idle_exit(r)} with the idle exit ("
             + (
                 f"{_between_files(r)} between files; "
                 if r.get("between_files_overhead") is not None

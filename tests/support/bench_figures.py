@@ -22,7 +22,26 @@ def assert_latency_run_consistent(run: dict[str, Any]) -> None:
         (run["loop_seconds"], 3),
         (run["engine_seconds"], 3),
     )
-    if "between_files_overhead" in run:  # runs measured before it was recorded lack it
+    if "idle_exit_seconds" in run:  # the loop ends at the last hand-off, in three parts
+        assert_derived(
+            (run["overhead"], 4),
+            lambda first_s, between, last_s, engine_s: (first_s + last_s) / engine_s + between,
+            (run["first_fetch_seconds"], 3),
+            (run["between_files_overhead"], 4),
+            (run["last_hand_off_seconds"], 3),
+            (run["engine_seconds"], 3),
+        )
+        assert_derived(
+            (run["overhead_with_idle_exit"], 4),
+            lambda loop_s, idle_s, engine_s: (loop_s + idle_s) / engine_s - 1,
+            (run["loop_seconds"], 3),
+            (run["idle_exit_seconds"], 3),
+            (run["engine_seconds"], 3),
+        )
+        assert min(run["first_fetch_seconds"], run["last_hand_off_seconds"]) > 0
+        assert run["idle_exit_seconds"] > 0
+        assert 0 <= run["between_files_overhead"] <= run["overhead"]
+    elif "between_files_overhead" in run:  # runs from before 2026-12-02: the idle exit in it
         assert 0 <= run["between_files_overhead"] <= run["overhead"]
         assert 0 <= run["first_and_last_seconds"] <= run["loop_seconds"]
     operations = run["api_calls_by_operation_per_file"]
