@@ -116,6 +116,16 @@ def looped_mp3(source: Path, seconds: float, path: Path) -> Path:
     return path
 
 
+def padded_mp3(source: Path, seconds: float, path: Path) -> Path:
+    """``source`` followed by silence to ``seconds``: longer than a window, no speech twice."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _run(
+        "ffmpeg", "-y", "-loglevel", "error", "-i", str(source), "-af",
+        f"apad=whole_dur={seconds:.3f}", "-ac", "1", "-ar", "16000", "-b:a", "64k", str(path),
+    )  # fmt: skip
+    return path
+
+
 def by_language(clips: list[Clip], english_only: bool) -> dict[str, list[Clip]]:
     """``clips`` by language, in sorted order; only English for an English-only model."""
     grouped: dict[str, list[Clip]] = {}

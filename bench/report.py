@@ -157,6 +157,38 @@ def _batching_md(section: dict[str, Any]) -> list[str]:
     return [*out, table(header, rows), ""]
 
 
+def _batch_memory_md(section: dict[str, Any]) -> list[str]:
+    out = [
+        "### Batched inference: memory and time against the batch size",
+        "",
+        f"{section['engine']} {section['model']} {section['compute_type']} on "
+        f"{section['device']}; {section['settings']}. WORKER_BATCH_SIZE=auto estimates "
+        f"{section['estimate_chunk_mib']:g} MiB a chunk here and takes at most "
+        f"{section['most_chunks']} chunks on this device.",
+        "",
+        _machine(section),
+        "",
+    ]
+    rows = []
+    previous: dict[str, Any] | None = None
+    for run in section["runs"]:
+        growth = None
+        if previous is not None:
+            chunks = run["batch_size"] - previous["batch_size"]
+            key = "peak_gpu_mib" if run["peak_gpu_mib"] is not None else "peak_rss_mib"
+            growth = round((run[key] - previous[key]) / chunks, 1)
+        rows.append(
+            [run["batch_size"], run["audio_seconds"], run["rss_before_mib"], run["peak_rss_mib"],
+             run["peak_gpu_mib"], growth, section["estimate_chunk_mib"], run["seconds"],
+             run["rtf"]]
+        )  # fmt: skip
+        previous = run
+    header = ["batch size", "audio s", "RSS before MiB", "peak RSS MiB", "peak GPU MiB",
+              "MiB a chunk more than the size before (GPU where measured)",
+              "estimate MiB a chunk", "s", "RTF"]  # fmt: skip
+    return [*out, table(header, rows), ""]
+
+
 def _hotwords_md(section: dict[str, Any]) -> list[str]:
     out = [
         "### Whisper primed with the glossary's terms (hotwords), per language",
@@ -497,6 +529,8 @@ def markdown(results: dict[str, Any]) -> str:
         out += _speed_md(results["speed"])
     if "batching" in results:
         out += _batching_md(results["batching"])
+    if "batch_memory" in results:
+        out += _batch_memory_md(results["batch_memory"])
     if "hotwords" in results:
         out += _hotwords_md(results["hotwords"])
     out += _loop_md(results.get("loop", []))
@@ -774,7 +808,10 @@ def merged(previous: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     The run's environment stays ``previous``'s: a merged latency section carries its own.
     """
     out = dict(previous)
-    measured = ("accuracy", "speed", "batching", "hotwords", "loop", "orchestration", "memory")
+    measured = (
+        "accuracy", "speed", "batching", "batch_memory", "hotwords", "loop", "orchestration",
+        "memory",
+    )  # fmt: skip
     for part in (*measured, "diarization", "cost", "correction", "fleet"):
         if part in new:
             out[part] = new[part]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from bench import (
     accuracy,
+    batch_memory,
     batching,
     correction,
     correction_figures,
@@ -49,6 +50,7 @@ PARTS: Final = (
     "accuracy",
     "speed",
     "batching",
+    "batch_memory",
     "hotwords",
     "loop",
     "latency",
@@ -319,6 +321,31 @@ def _batching(plan: Plan, work_dir: Path, quick: bool) -> dict[str, Any]:
     }
 
 
+def _batch_memory(plan: Plan, work_dir: Path, quick: bool) -> dict[str, Any]:
+    """The batched engine's memory and time per batch size, the multilingual model where there
+    is one, on a recording of many chunks (--quick: two sizes on a short one)."""
+    spec = EngineSpec(FASTER_WHISPER, plan.models[-1], _default_compute(plan.device))
+    sizes = [1, 2] if quick else ([1, 4, 8, 16, 32] if plan.device == "cuda" else [1, 2, 4, 8, 16])
+    seconds = 35.0 if quick else 480.0
+    log.info("batch memory: %s, batch sizes %s, %g s", spec.label, sizes, seconds)
+    section = batch_memory.measure(
+        spec,
+        plan.device,
+        speech=plan.speed_clip.path,
+        language=plan.speed_clip.language,
+        seconds=seconds,
+        batch_sizes=sizes,
+        work_dir=work_dir,
+        pad=quick,  # --quick's one short clip would repeat itself within a window
+    )
+    # Its own record: a part merged into earlier results (--merge) is measured later.
+    return {
+        **section,
+        "environment": asdict(collect(plan.device)),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
 def _hotwords(plan: Plan) -> dict[str, Any]:
     """The worker's engine with and without the glossary's hotwords, multilingual model."""
     model = plan.models[-1]
@@ -414,6 +441,10 @@ def run(options: Options) -> dict[str, Any]:
         if "batching" in options.parts:
             results["batching"] = _timed(
                 "batching", timings, lambda: _batching(plan, work_dir, options.quick)
+            )
+        if "batch_memory" in options.parts:
+            results["batch_memory"] = _timed(
+                "batch_memory", timings, lambda: _batch_memory(plan, work_dir, options.quick)
             )
         if "hotwords" in options.parts:
             results["hotwords"] = _timed("hotwords", timings, lambda: _hotwords(plan))

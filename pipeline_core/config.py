@@ -77,6 +77,19 @@ class Env:
             raise ConfigError(f"environment variable {name}={number} is below {minimum}")
         return number
 
+    def integer_or_auto(self, name: str, minimum: int | None = None) -> int | None:
+        """An integer, or None for ``auto`` (and when unset): the program works it out."""
+        value = self._raw(name)
+        if value is None or value.strip().lower() == "auto":
+            return None
+        try:
+            return self.integer(name, 0, minimum)
+        except ConfigError:
+            raise ConfigError(
+                f"environment variable {name}={value!r} is neither an integer of at least "
+                f"{minimum} nor 'auto'"
+            ) from None
+
     def number(self, name: str, default: float, minimum: float | None = None) -> float:
         value = self._raw(name)
         if value is None:
@@ -345,9 +358,10 @@ class WorkerSettings:
     spot_poll_seconds: float = 5.0
     progress_log_seconds: float = 30.0
     # Decoding: beams per search, and 30 s chunks decoded together (transformers engine;
-    # faster-whisper too with batched_inference, on audio longer than one window).
+    # faster-whisper too with batched_inference, on audio longer than one window); None:
+    # from the device's free memory once the model is loaded.
     beam_size: int = 5
-    batch_size: int = 8
+    batch_size: int | None = None
     batched_inference: bool = False
     # One job ahead and one behind (gpu_worker/delivery/prefetch.py): the next message is
     # prepared and the last job handed off while the engine transcribes.
@@ -398,7 +412,7 @@ class WorkerSettings:
             spot_poll_seconds=env.number("SPOT_POLL_SECONDS", 5.0, minimum=0.1),
             progress_log_seconds=env.number("PROGRESS_LOG_SECONDS", 30.0, minimum=0),
             beam_size=env.integer("WORKER_BEAM_SIZE", 5, minimum=1),
-            batch_size=env.integer("WORKER_BATCH_SIZE", 8, minimum=1),
+            batch_size=env.integer_or_auto("WORKER_BATCH_SIZE", minimum=1),
             batched_inference=env.flag("WORKER_BATCHED_INFERENCE", False),
             prefetch=env.flag("WORKER_PREFETCH", True),
             glossary_hotwords=env.flag("WORKER_GLOSSARY_HOTWORDS", GLOSSARY_HOTWORDS),

@@ -58,23 +58,46 @@ def _string(stream: BinaryIO) -> str:
     return raw.rstrip(b"\0").decode("utf-8")
 
 
+def _header(stream: BinaryIO) -> tuple[str, int, int]:
+    """The file's format check, then its spec, revision and number of variables."""
+    version = _u(stream, "<I")
+    if version != SUPPORTED_VERSION:
+        raise Ct2FormatError(f"model.bin version {version}; only {SUPPORTED_VERSION} is read")
+    spec = _string(stream)
+    revision = _u(stream, "<I")
+    return spec, revision, _u(stream, "<I")
+
+
+def _variable(stream: BinaryIO) -> tuple[str, tuple[int, ...], np.dtype[np.generic], int]:
+    """One variable's name, shape, dtype and byte count; the stream is left at its bytes."""
+    name = _string(stream)
+    rank = _u(stream, "<B")
+    shape = tuple(_u(stream, "<I") for _ in range(rank))
+    code = _u(stream, "<B")
+    if code not in DTYPES:
+        raise Ct2FormatError(f"{name}: unknown dtype code {code}")
+    return name, shape, DTYPES[code], _u(stream, "<I")
+
+
 def read_ct2_model(path: str | Path) -> Ct2Model:
     """Read every variable of ``path`` (a model.bin) into numpy arrays, dtypes as stored."""
     with Path(path).open("rb") as stream:
-        version = _u(stream, "<I")
-        if version != SUPPORTED_VERSION:
-            raise Ct2FormatError(f"model.bin version {version}; only {SUPPORTED_VERSION} is read")
-        spec = _string(stream)
-        revision = _u(stream, "<I")
+        spec, revision, count = _header(stream)
         variables: dict[str, npt.NDArray[np.generic]] = {}
-        for _ in range(_u(stream, "<I")):
-            name = _string(stream)
-            rank = _u(stream, "<B")
-            shape = tuple(_u(stream, "<I") for _ in range(rank))
-            code = _u(stream, "<B")
-            if code not in DTYPES:
-                raise Ct2FormatError(f"{name}: unknown dtype code {code}")
-            data = _read(stream, _u(stream, "<I"))
-            variables[name] = np.frombuffer(data, dtype=DTYPES[code]).reshape(shape)
+        for _ in range(count):
+            name, shape, dtype, size = _variable(stream)
+            variables[name] = np.frombuffer(_read(stream, size), dtype=dtype).reshape(shape)
         aliases = {_string(stream): _string(stream) for _ in range(_u(stream, "<I"))}
     return Ct2Model(spec=spec, revision=revision, variables=variables, aliases=aliases)
+
+
+def read_ct2_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Each variable's shape, without reading the weights (a large model's are gigabytes)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    with Path(path).open("rb") as stream:
+        _spec, _revision, count = _header(stream)
+        for _ in range(count):
+            name, shape, _dtype, size = _variable(stream)
+            shapes[name] = shape
+            stream.seek(size, 1)
+    return shapes

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from support.audio_factory import (
 )
 
 from gpu_worker.transcription.audio import SAMPLE_RATE, AudioDecodeError, decode_audio
-from gpu_worker.transcription.engines import DecodeOptions, load_engine
+from gpu_worker.transcription.engines import DecodeOptions, batch_size, load_engine
 from gpu_worker.transcription.engines.faster_whisper_engine import (
     WINDOW_SECONDS,
     FasterWhisperEngine,
@@ -26,7 +27,7 @@ from gpu_worker.transcription.engines.faster_whisper_engine import (
     speech_chunks,
     uncovered,
 )
-from gpu_worker.weights.bundled import tiny_en_ct2
+from gpu_worker.weights.bundled import base_ct2, tiny_en_ct2
 
 
 def test_tiny_en_hears_the_quick_brown_fox(tmp_path: Path) -> None:
@@ -171,3 +172,25 @@ def test_batched_inference_decodes_again_the_speech_a_chunk_left_out(
     unchecked = " ".join(s.text for s in engine.transcribe(audio, "en")).lower()
     assert "fox" in unchecked
     assert "silver" not in unchecked
+
+
+def test_batched_inference_takes_its_batch_size_from_the_free_memory(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=batch_size.__name__)
+    FasterWhisperEngine(str(tiny_en_ct2()), "cpu", options=DecodeOptions(batched=False))
+    assert not [r for r in caplog.records if r.name == batch_size.__name__]  # unbatched: none
+
+    FasterWhisperEngine(str(tiny_en_ct2()), "cpu", options=DecodeOptions(batched=True))
+
+    [record] = [r for r in caplog.records if r.name == batch_size.__name__]
+    chosen = vars(record)  # the log line's fields
+    size = batch_size.ModelSize.of_ct2(tiny_en_ct2())
+    assert size == batch_size.ModelSize(width=384, decoder_layers=4)  # Whisper tiny's shape
+    # int8 on a CPU: CTranslate2's activations are float32.
+    assert chosen["chunk_bytes"] == batch_size.chunk_bytes(size, "cpu", activation_bytes=4)
+    assert chosen["batch_size"] == batch_size.batch_size_for(
+        chosen["free_bytes"], chosen["chunk_bytes"], "cpu"
+    )
+    assert record.getMessage() == f"batch size {chosen['batch_size']} from the cpu's free memory"
+    assert batch_size.ModelSize.of_ct2(base_ct2()) == batch_size.ModelSize(512, 6)

@@ -4,6 +4,7 @@ engines' guards (language, silence, noise). Greedy decoding keeps these quick on
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from gpu_worker.transcription.engines import (
     AsrEngine,
     DecodeOptions,
     UnsupportedLanguageError,
+    batch_size,
     load_engine,
 )
 from gpu_worker.transcription.engines.faster_whisper_engine import FasterWhisperEngine
@@ -145,3 +147,19 @@ def test_a_looping_chunk_is_decoded_again_warmer(
         assert "dropped a chunk that loops at every temperature" in caplog.messages
         assert segments == []
     assert all(compression_ratio(s.text) <= 2.4 for s in segments)
+
+
+def test_without_a_batch_size_the_chunks_per_batch_come_from_the_free_memory(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=batch_size.__name__)
+    options = DecodeOptions(beam_size=3, temperatures=(0.0,), vad_filter=False)
+    load_engine("transformers", str(bundled.tiny_en_hf()), "cpu", options)
+    [record] = [r for r in caplog.records if r.name == batch_size.__name__]
+    chosen = vars(record)  # the log line's fields
+    # float32 on a CPU; generate gives each of the 3 beams its own keys and values.
+    tiny = batch_size.ModelSize(width=384, decoder_layers=4)
+    assert chosen["chunk_bytes"] == batch_size.chunk_bytes(tiny, "cpu", 4, copies=3)
+    assert chosen["batch_size"] == batch_size.batch_size_for(
+        chosen["free_bytes"], chosen["chunk_bytes"], "cpu"
+    )

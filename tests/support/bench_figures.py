@@ -66,3 +66,32 @@ def assert_batching_row_consistent(row: dict[str, Any]) -> None:
         assert row[f"{path}_cer"] >= 0
         wer = row[f"{path}_wer"]
         assert wer is None or wer >= 0
+
+
+def assert_batch_memory_section_consistent(section: dict[str, Any]) -> None:
+    """The estimate is the engine's own for the section's model and device; each run's RTF
+    follows from its seconds; the batch sizes rise."""
+    from bench.engines import model_dir
+    from gpu_worker.transcription.engines.batch_size import (
+        MOST_CHUNKS,
+        ModelSize,
+        chunk_bytes,
+        ct2_activation_bytes,
+    )
+
+    size = ModelSize.of_ct2(model_dir(section["engine"], section["model"]))
+    activation_bytes = ct2_activation_bytes(section["compute_type"])
+    estimate = chunk_bytes(size, section["device"], activation_bytes)
+    assert section["estimate_chunk_mib"] == round(estimate / 2**20, 1)
+    assert section["most_chunks"] == MOST_CHUNKS[section["device"]]
+    sizes = [run["batch_size"] for run in section["runs"]]
+    assert sizes == sorted(set(sizes))
+    for run in section["runs"]:
+        assert run["audio_seconds"] > 30  # longer than one window: the batched path ran
+        assert_derived(
+            (run["rtf"], 4),
+            lambda seconds, audio: seconds / audio,
+            (run["seconds"], 3),
+            (run["audio_seconds"], 2),
+        )
+        assert run["peak_rss_mib"] >= run["rss_before_mib"] > 0

@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.bench_figures import assert_batching_row_consistent, assert_latency_run_consistent
+from support.bench_figures import (
+    assert_batch_memory_section_consistent,
+    assert_batching_row_consistent,
+    assert_latency_run_consistent,
+)
 from support.repo_paths import REPO_ROOT
 from support.rounding import assert_derived
 
@@ -119,6 +123,15 @@ def test_hotwords_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
     assert row["bare_wer"] is not None
     assert row["primed_wer"] is not None
     assert 0 <= row["low_confidence_words"] <= row["words"]
+
+
+def test_batch_memory_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:
+    _, results = quick_run
+    section = results["batch_memory"]
+    assert section["environment"]["date_utc"]
+    assert (section["engine"], section["model"]) == ("faster-whisper", "tiny.en")
+    assert [run["batch_size"] for run in section["runs"]] == [1, 2]
+    assert_batch_memory_section_consistent(section)
 
 
 def test_latency_injected_loop_figures(quick_run: tuple[Path, dict[str, Any]]) -> None:

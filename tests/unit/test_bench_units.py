@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.bench_figures import assert_batching_row_consistent, assert_latency_run_consistent
+from support.bench_figures import (
+    assert_batch_memory_section_consistent,
+    assert_batching_row_consistent,
+    assert_latency_run_consistent,
+)
 from support.rounding import assert_derived
 
 from bench import cost, diarization, report
@@ -253,6 +258,21 @@ def test_published_batching_figures_agree_with_what_they_are_derived_from() -> N
     assert {"en", "he"} <= languages
     for row in section["languages"]:
         assert_batching_row_consistent(row)
+
+
+def test_published_batch_memory_figures_are_covered_by_the_estimate() -> None:
+    """What WORKER_BATCH_SIZE=auto takes a chunk to cost on the measured device is at least
+    what each chunk added to the peak, from one batch size to the next."""
+    results = json.loads((RESULTS_DIR / report.JSON_NAME).read_text())
+    section = results["batch_memory"]
+    assert section["environment"]["date_utc"]
+    assert_batch_memory_section_consistent(section)
+    runs = section["runs"]
+    assert len(runs) >= 4
+    key = "peak_gpu_mib" if runs[0]["peak_gpu_mib"] is not None else "peak_rss_mib"
+    for smaller, larger in itertools.pairwise(runs):
+        chunks = larger["batch_size"] - smaller["batch_size"]
+        assert (larger[key] - smaller[key]) / chunks <= section["estimate_chunk_mib"]
 
 
 def test_published_hotwords_figures_cover_the_glossarys_languages() -> None:

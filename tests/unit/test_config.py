@@ -28,11 +28,12 @@ def test_typed_defaults_and_overrides() -> None:
     tuned = WorkerSettings.from_env({**WORKER_ENV, "POLL_WAIT_SECONDS": "1", "GPU_ASG_NAME": "g"})
     assert tuned.poll_wait_seconds == 1
     assert tuned.asg_name == "g"
-    assert (settings.beam_size, settings.batch_size) == (5, 8)
+    assert (settings.beam_size, settings.batch_size) == (5, None)  # None: from the memory
     decoding = WorkerSettings.from_env(
         {**WORKER_ENV, "WORKER_BATCH_SIZE": "16", "WORKER_BATCHED_INFERENCE": "true"}
     )
     assert decoding.batch_size == 16
+    assert WorkerSettings.from_env({**WORKER_ENV, "WORKER_BATCH_SIZE": "Auto"}).batch_size is None
     assert (settings.batched_inference, decoding.batched_inference) == (False, True)
     assert settings.misconfiguration_pause_seconds == 300
     paused = WorkerSettings.from_env({**WORKER_ENV, "MISCONFIGURATION_PAUSE_SECONDS": "60"})
@@ -48,6 +49,7 @@ def test_typed_defaults_and_overrides() -> None:
         ({"WORKER_MODELS": "he"}, "WORKER_MODELS"),
         ({"VISIBILITY_TIMEOUT_SECONDS": "5"}, "VISIBILITY_TIMEOUT_SECONDS"),
         ({"WORKER_BATCH_SIZE": "0"}, "WORKER_BATCH_SIZE"),
+        ({"WORKER_BATCH_SIZE": "lots"}, "WORKER_BATCH_SIZE='lots' is neither an integer"),
     ],
 )
 def test_malformed_values_name_the_variable(extra: dict[str, str], named: str) -> None:

@@ -15,6 +15,11 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from gpu_worker.transcription.audio import SAMPLE_RATE
 from gpu_worker.transcription.engines import check_language
+from gpu_worker.transcription.engines.batch_size import (
+    ModelSize,
+    choose_batch_size,
+    ct2_activation_bytes,
+)
 from gpu_worker.transcription.engines.options import DecodeOptions
 from gpu_worker.transcription.transcript import Segment, Word
 
@@ -140,9 +145,12 @@ class FasterWhisperEngine:
         resolved, default_compute = _resolve_device(device)
         self._model_dir = model_dir
         self._options = options or DecodeOptions()
-        self._model = WhisperModel(
-            model_dir, device=resolved, compute_type=compute_type or default_compute
-        )
+        compute_type = compute_type or default_compute
+        self._model = WhisperModel(model_dir, device=resolved, compute_type=compute_type)
+        if self._options.batched and self._options.batch_size is None:
+            size = ModelSize.of_ct2(model_dir)
+            choice = choose_batch_size(size, resolved, ct2_activation_bytes(compute_type))
+            self._options = dataclasses.replace(self._options, batch_size=choice.batch_size)
 
     @property
     def model_id(self) -> str:

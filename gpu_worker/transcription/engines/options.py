@@ -19,8 +19,10 @@ class DecodeOptions:
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     # faster-whisper: Silero VAD (shipped inside the wheel) drops non-speech first.
     vad_filter: bool = True
-    # 30 s chunks decoded together: transformers always, faster-whisper when ``batched``.
-    batch_size: int = 8
+    # 30 s chunks decoded together: transformers always, faster-whisper when ``batched``;
+    # None: as many as the device's free memory holds once the model is loaded
+    # (``batch_size.choose_batch_size``).
+    batch_size: int | None = None
     # faster-whisper: audio longer than one window goes through BatchedInferencePipeline
     # (VAD-cut chunks decoded ``batch_size`` at a time; the thresholds above kept).
     batched: bool = False

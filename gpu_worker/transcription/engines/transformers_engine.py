@@ -8,6 +8,7 @@ probability and mean log-probability, Whisper's own test for "this is silence".
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import logging
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from gpu_worker.transcription.audio import SAMPLE_RATE, quiet_cut
 from gpu_worker.transcription.engines import check_language
+from gpu_worker.transcription.engines.batch_size import ModelSize, choose_batch_size
 from gpu_worker.transcription.engines.options import DecodeOptions
 from gpu_worker.transcription.transcript import Segment
 
@@ -119,6 +121,16 @@ class TransformersEngine:
         module.to(self._device)
         module.eval()
         self._model = model
+        if self._options.batch_size is None:
+            size = ModelSize(model.config.d_model, model.config.decoder_layers)
+            choice = choose_batch_size(
+                size,
+                self._device.type,
+                activation_bytes=2 if self._dtype == torch.float16 else 4,
+                index=self._device.index or 0,
+                copies=self._options.beam_size,  # generate expands each chunk's to its beams
+            )
+            self._options = dataclasses.replace(self._options, batch_size=choice.batch_size)
         config = self._model.generation_config
         self._multilingual = bool(getattr(config, "is_multilingual", False))
         self._eot = int(config.eos_token_id)
@@ -159,7 +171,7 @@ class TransformersEngine:
         progress: Callable[[float], None] | None,
     ) -> Iterator[Segment]:
         chunks = chunk_bounds(audio)
-        size = max(1, self._options.batch_size)
+        size = max(1, self._options.batch_size or 1)
         last_end = 0.0
         try:
             for first in range(0, len(chunks), size):
