@@ -221,6 +221,8 @@ class Worker:
                     "audio_queue_url": self.settings.audio_queue_url,
                     "asg_name": self.settings.asg_name,
                     "prefetch": self.settings.prefetch,
+                    "batched_inference": self.settings.batched_inference,
+                    "batched_languages": sorted(self.settings.batched_languages or ()) or None,
                 },
             )
             prefetcher = Prefetcher(self.fetch_next, self.give_back)
@@ -794,6 +796,7 @@ def main() -> int:
             beam_size=settings.beam_size,
             batch_size=settings.batch_size,
             batched=settings.batched_inference,
+            batched_languages=settings.batched_languages,
         )
         engines = EngineCache(
             settings.engine,

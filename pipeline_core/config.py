@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from pipeline_core.glossary import UnknownGlossaryError, check_name
+from pipeline_core.languages import UnknownLanguageError, normalize_language
 from pipeline_core.speakers import SpeakersRequestError, normalize_speakers
 
 ENV_BUCKET: Final = "PIPELINE_BUCKET"
@@ -32,6 +33,10 @@ ENV_INSTANCE_ID: Final = "WORKER_INSTANCE_ID"
 
 class ConfigError(RuntimeError):
     """A configuration variable that is missing or does not parse."""
+
+
+_TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS: Final = frozenset({"0", "false", "no", "off"})
 
 
 class Env:
@@ -107,11 +112,31 @@ class Env:
         if value is None:
             return default
         lowered = value.lower()
-        if lowered in ("1", "true", "yes", "on"):
+        if lowered in _TRUE_WORDS:
             return True
-        if lowered in ("0", "false", "no", "off"):
+        if lowered in _FALSE_WORDS:
             return False
         raise ConfigError(f"environment variable {name}={value!r} is not a boolean (true/false)")
+
+    def flag_or_languages(self, name: str, default: bool) -> tuple[bool, frozenset[str] | None]:
+        """true or false for every language, or a comma-separated list of the languages (names
+        or Whisper codes) it is on for: (on, None) or (True, their Whisper codes)."""
+        value = self._raw(name)
+        if value is None:
+            return default, None
+        lowered = value.strip().lower()
+        if lowered in _TRUE_WORDS or lowered in _FALSE_WORDS:
+            return lowered in _TRUE_WORDS, None
+        try:
+            codes = frozenset(normalize_language(v) for v in value.split(",") if v.strip())
+        except UnknownLanguageError as exc:
+            raise ConfigError(
+                f"environment variable {name}={value!r} is neither true/false nor a list of "
+                f"languages: {exc}"
+            ) from None
+        if not codes:
+            raise ConfigError(f"environment variable {name}={value!r} names no language")
+        return True, codes
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.text(name, default)
@@ -363,6 +388,7 @@ class WorkerSettings:
     beam_size: int = 5
     batch_size: int | None = None
     batched_inference: bool = False
+    batched_languages: frozenset[str] | None = None  # with batched_inference: only these
     # One job ahead and one behind (gpu_worker/delivery/prefetch.py): the next message is
     # prepared and the last job handed off while the engine transcribes.
     prefetch: bool = True
@@ -387,6 +413,7 @@ class WorkerSettings:
             raise ConfigError(
                 "environment variable WORKER_MODELS needs a default entry '*=<model dir>'"
             )
+        batched, batched_languages = env.flag_or_languages("WORKER_BATCHED_INFERENCE", False)
         settings = cls(
             bucket=env.required(ENV_BUCKET),
             job_table=env.required(ENV_JOB_TABLE),
@@ -413,7 +440,8 @@ class WorkerSettings:
             progress_log_seconds=env.number("PROGRESS_LOG_SECONDS", 30.0, minimum=0),
             beam_size=env.integer("WORKER_BEAM_SIZE", 5, minimum=1),
             batch_size=env.integer_or_auto("WORKER_BATCH_SIZE", minimum=1),
-            batched_inference=env.flag("WORKER_BATCHED_INFERENCE", False),
+            batched_inference=batched,
+            batched_languages=batched_languages,
             prefetch=env.flag("WORKER_PREFETCH", True),
             glossary_hotwords=env.flag("WORKER_GLOSSARY_HOTWORDS", GLOSSARY_HOTWORDS),
             pause_after_step=env.optional("WORKER_PAUSE_AFTER_STEP"),

@@ -75,6 +75,28 @@ def test_batched_inference_hears_every_chunk_of_a_long_recording(tmp_path: Path)
 
 
 @pytest.mark.slow
+def test_batched_inference_for_some_languages_leaves_the_others_sequential(
+    tmp_path: Path,
+) -> None:
+    fox = decode_audio(speech_mp3(tmp_path / "fox.mp3", "The quick brown fox jumps."))
+    ships = decode_audio(speech_mp3(tmp_path / "ships.mp3", "Seven silver ships sailed north."))
+    gap = np.zeros(28 * SAMPLE_RATE, dtype=np.float32)
+    audio = np.concatenate([fox, gap, ships])  # longer than one window
+
+    def segments(options: DecodeOptions) -> list[tuple[float, float, str]]:
+        engine = load_engine("faster-whisper", str(tiny_en_ct2()), device="cpu", options=options)
+        return [(s.start, s.end, s.text) for s in engine.transcribe(audio, "en")]
+
+    sequential = segments(DecodeOptions(batch_size=2))
+    batched = segments(DecodeOptions(batched=True, batch_size=2))
+    assert batched != sequential  # the two paths cut and time the recording differently
+    for_german = DecodeOptions(batched=True, batch_size=2, batched_languages=frozenset({"de"}))
+    assert segments(for_german) == sequential
+    for_english = DecodeOptions(batched=True, batch_size=2, batched_languages=frozenset({"en"}))
+    assert segments(for_english) == batched
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("make", "vad_filter"),
     [

@@ -34,6 +34,9 @@ def test_typed_defaults_and_overrides() -> None:
     )
     assert decoding.batch_size == 16
     assert WorkerSettings.from_env({**WORKER_ENV, "WORKER_BATCH_SIZE": "Auto"}).batch_size is None
+    assert (decoding.batched_languages, settings.batched_languages) == (None, None)  # all
+    some = WorkerSettings.from_env({**WORKER_ENV, "WORKER_BATCHED_INFERENCE": "en, German,es"})
+    assert (some.batched_inference, some.batched_languages) == (True, frozenset({"en", "de", "es"}))
     assert (settings.batched_inference, decoding.batched_inference) == (False, True)
     assert settings.misconfiguration_pause_seconds == 300
     paused = WorkerSettings.from_env({**WORKER_ENV, "MISCONFIGURATION_PAUSE_SECONDS": "60"})
@@ -50,6 +53,8 @@ def test_typed_defaults_and_overrides() -> None:
         ({"VISIBILITY_TIMEOUT_SECONDS": "5"}, "VISIBILITY_TIMEOUT_SECONDS"),
         ({"WORKER_BATCH_SIZE": "0"}, "WORKER_BATCH_SIZE"),
         ({"WORKER_BATCH_SIZE": "lots"}, "WORKER_BATCH_SIZE='lots' is neither an integer"),
+        ({"WORKER_BATCHED_INFERENCE": "en,klingon"}, "unknown language 'klingon'"),
+        ({"WORKER_BATCHED_INFERENCE": " , "}, "WORKER_BATCHED_INFERENCE=',' names no language"),
     ],
 )
 def test_malformed_values_name_the_variable(extra: dict[str, str], named: str) -> None:

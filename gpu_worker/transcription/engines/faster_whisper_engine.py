@@ -172,7 +172,8 @@ class FasterWhisperEngine:
         decoding: _Decoding,
         progress: Callable[[float], None] | None,
     ) -> Iterator[Segment]:
-        if self._options.batched and audio.size > WINDOW_SECONDS * SAMPLE_RATE:
+        batches = self._options.batches(decoding.language_code)
+        if batches and audio.size > WINDOW_SECONDS * SAMPLE_RATE:
             found = self._batched(audio, decoding)
         else:
             found = self._sequential(audio, decoding)

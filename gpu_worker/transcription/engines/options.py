@@ -24,5 +24,13 @@ class DecodeOptions:
     # (``batch_size.choose_batch_size``).
     batch_size: int | None = None
     # faster-whisper: audio longer than one window goes through BatchedInferencePipeline
-    # (VAD-cut chunks decoded ``batch_size`` at a time; the thresholds above kept).
+    # (VAD-cut chunks decoded ``batch_size`` at a time; the thresholds above kept) ...
     batched: bool = False
+    # ... in these languages (Whisper codes) only; None: in every language.
+    batched_languages: frozenset[str] | None = None
+
+    def batches(self, language_code: str) -> bool:
+        """Whether faster-whisper decodes this language's long recordings in batches."""
+        return self.batched and (
+            self.batched_languages is None or language_code in self.batched_languages
+        )
