@@ -7,6 +7,7 @@ each row is set against. ``python -m bench.batch_memory`` is one probe.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import shutil
@@ -69,14 +70,11 @@ def _probe(argv: list[str] | None = None) -> BatchSizeRun:
     before = psutil.Process().memory_info().rss / 2**20
     on_gpu = args.device == "cuda" and shutil.which("nvidia-smi") is not None
     sampler = GpuSampler() if on_gpu else None
-    if sampler is not None:
-        sampler.__enter__()
-    started = time.perf_counter()
-    for _segment in engine.transcribe(audio, args.language):
-        pass
-    took = time.perf_counter() - started
-    if sampler is not None:
-        sampler.__exit__()
+    with sampler or contextlib.nullcontext():
+        started = time.perf_counter()
+        for _segment in engine.transcribe(audio, args.language):
+            pass
+        took = time.perf_counter() - started
     seconds = audio.size / SAMPLE_RATE
     return BatchSizeRun(
         batch_size=args.batch_size,

@@ -120,7 +120,8 @@ class Env:
 
     def flag_or_languages(self, name: str, default: bool) -> tuple[bool, frozenset[str] | None]:
         """true or false for every language, or a comma-separated list of the languages (names
-        or Whisper codes) it is on for: (on, None) or (True, their Whisper codes)."""
+        or Whisper codes) it is on for: (on, None) or (True, their Whisper codes). A lone
+        ``no`` is false: Norwegian alone is ``norwegian``."""
         value = self._raw(name)
         if value is None:
             return default, None

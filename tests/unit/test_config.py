@@ -37,6 +37,8 @@ def test_typed_defaults_and_overrides() -> None:
     assert (decoding.batched_languages, settings.batched_languages) == (None, None)  # all
     some = WorkerSettings.from_env({**WORKER_ENV, "WORKER_BATCHED_INFERENCE": "en, German,es"})
     assert (some.batched_inference, some.batched_languages) == (True, frozenset({"en", "de", "es"}))
+    lone_no = WorkerSettings.from_env({**WORKER_ENV, "WORKER_BATCHED_INFERENCE": "no"})
+    assert (lone_no.batched_inference, lone_no.batched_languages) == (False, None)
     assert (settings.batched_inference, decoding.batched_inference) == (False, True)
     assert settings.misconfiguration_pause_seconds == 300
     paused = WorkerSettings.from_env({**WORKER_ENV, "MISCONFIGURATION_PAUSE_SECONDS": "60"})

@@ -11,11 +11,12 @@ is a factor per device, calibrated from measurements:
   batch 8 6090 MB against 4525 MB unbatched, int8 4500 MB against 2926 MB): 224 MB for each
   chunk past the first, against 246 MB of keys and values. Factor 1, which rounds up.
   Not measured here (no GPU); bench/README.md says so.
-- CPU: measured here (bench/README.md, "batch size"): faster-whisper base int8 on this
-  machine's CPU.
+- CPU: measured here (the bench's ``batch_memory`` part; gpu_worker/README.md has the
+  figures): faster-whisper base int8 on this machine's CPU.
 
 Half of what is free is used; the other half is for the next job's decoded window, the
-speaker encoder, and what the estimate leaves out.
+speaker encoder, a second model loaded later for another language (``WORKER_MODELS``), and
+what the estimate leaves out.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ logger = logging.getLogger(__name__)
 ENCODER_FRAMES: Final = 1500  # one 30 s window, after the encoder's stride of 2
 MEMORY_SHARE: Final = 0.5
 DEVICE_FACTOR: Final = {"cuda": 1.0, "cpu": 3.0}
-# The most chunks at once: past these a device gains nothing (bench/README.md, "batch size":
-# on CPU the cores are busy already; a GPU's kernels are full well before 32 chunks of 30 s,
-# which is also a 16-minute recording's speech).
+# The most chunks at once: past these a device gains nothing (on CPU the cores are busy
+# already, the bench's batch_memory part; a GPU's kernels are full well before 32 chunks of
+# 30 s, which is also a 16-minute recording's speech).
 MOST_CHUNKS: Final = {"cuda": 32, "cpu": 8}
 # When the free memory cannot be read (no NVML library on a CUDA host): faster-whisper's own
 # example batch size.
