@@ -41,16 +41,16 @@ def test_a_dispatcher_outage_beyond_its_retries_is_reconciled(
         "RECONCILE_GRACE_SECONDS": "0",
     }
     with scenario(tmp_path, lambdas=lambdas) as run:
-        trigger = run.deployment.dispatch_trigger
-        assert trigger is not None
         with run.deployment.unreachable(stage_config.DISPATCHER, service):
             upload = run.upload("fox.mp3", fox_mp3)
             run.wait_until_queued("DispatcherDlq", 1, RECORD_TIMEOUT)
-        attempts = trigger.stats.failures
         record = run.peek("DispatcherDlq")
         failure = InvocationFailure.from_json(record)
         assert failure.condition == "RetriesExhausted"
         assert failure.invoke_count == 1 + stage_config.DISPATCHER_MAX_RETRY_ATTEMPTS
+        # The record's count, not the trigger's: its last failure may be counted only after
+        # the record is in the DLQ (the report said 2 or 3 attempts from run to run).
+        attempts = failure.invoke_count
         left_by_dispatcher = run.record(upload)
         if service == "dynamodb":
             assert left_by_dispatcher is None  # not even a job row: the upload was dropped
