@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -22,13 +21,12 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from gpu_worker.weights.ct2_format import Ct2FormatError, Ct2Model, read_ct2_model
+from gpu_worker.weights.ct2_format import Ct2FormatError, Ct2Model, layer_count, read_ct2_model
 
 STAMP_FILE: Final = "converted-from-ct2.json"
 CONVERTER_VERSION: Final = 1
 # HF's own rule (and CTranslate2's): the multilingual vocabulary has 51865+ tokens.
 MULTILINGUAL_VOCAB: Final = 51865
-LAYER = re.compile(r"^(encoder|decoder)/layer_(\d+)/")
 
 Tensors = dict[str, npt.NDArray[np.generic]]
 
@@ -60,11 +58,6 @@ def _fused(out: Tensors, hf_prefix: str, names: tuple[str, ...], model: Ct2Model
             out[f"{hf_prefix}.{name}.bias"] = bias
 
 
-def layer_count(model: Ct2Model, side: str) -> int:
-    indices = {int(m.group(2)) for n in model.variables if (m := LAYER.match(n)) and m[1] == side}
-    return max(indices) + 1 if indices else 0
-
-
 def hf_state_dict(model: Ct2Model) -> Tensors:
     """The HF tensors of a CT2 Whisper model, under HF names, dtypes as stored."""
     out: Tensors = {}
@@ -73,7 +66,7 @@ def hf_state_dict(model: Ct2Model) -> Tensors:
     for side in ("encoder", "decoder"):
         out[f"model.{side}.embed_positions.weight"] = model[f"{side}/position_encodings/encodings"]
         _norm(out, f"model.{side}.layer_norm", model, f"{side}/layer_norm")
-        for i in range(layer_count(model, side)):
+        for i in range(layer_count(model.variables, side)):
             ct2, hf = f"{side}/layer_{i}", f"model.{side}.layers.{i}"
             _fused(out, f"{hf}.self_attn", ("q_proj", "k_proj", "v_proj"), model,
                    f"{ct2}/self_attention/linear_0")  # fmt: skip
@@ -119,8 +112,8 @@ def whisper_configs(model: Ct2Model, ct2_config: dict[str, Any], tokens: dict[st
         "vocab_size": int(vocab),
         "num_mel_bins": int(model["encoder/conv1/weight"].shape[1]),
         "d_model": int(d_model),
-        "encoder_layers": layer_count(model, "encoder"),
-        "decoder_layers": layer_count(model, "decoder"),
+        "encoder_layers": layer_count(model.variables, "encoder"),
+        "decoder_layers": layer_count(model.variables, "decoder"),
         "encoder_attention_heads": model.scalar("encoder/num_heads"),
         "decoder_attention_heads": model.scalar("decoder/num_heads"),
         "encoder_ffn_dim": int(model["encoder/layer_0/ffn/linear_0/weight"].shape[0]),

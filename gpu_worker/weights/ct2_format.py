@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -18,6 +20,9 @@ DTYPES: Final[dict[int, np.dtype[np.generic]]] = {
     3: np.dtype("<i4"),
     4: np.dtype("<f2"),
 }
+
+
+_LAYER: Final = re.compile(r"^(encoder|decoder)/layer_(\d+)/")
 
 
 class Ct2FormatError(ValueError):
@@ -101,3 +106,9 @@ def read_ct2_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
             shapes[name] = shape
             stream.seek(size, 1)
     return shapes
+
+
+def layer_count(names: Iterable[str], side: str) -> int:
+    """How many ``side`` ("encoder" or "decoder") layers the variables ``names`` belong to."""
+    indices = {int(m.group(2)) for n in names if (m := _LAYER.match(n)) and m[1] == side}
+    return max(indices) + 1 if indices else 0

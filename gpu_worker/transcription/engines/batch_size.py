@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from gpu_worker.weights.ct2_format import read_ct2_shapes
+from gpu_worker.weights.ct2_format import layer_count, read_ct2_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +41,6 @@ MOST_CHUNKS: Final = {"cuda": 32, "cpu": 8}
 # When the free memory cannot be read (no NVML library on a CUDA host): faster-whisper's own
 # example batch size.
 UNKNOWN_MEMORY_BATCH_SIZE: Final = 8
-_DECODER_LAYER = re.compile(r"decoder/layer_(\d+)/")
 
 
 @dataclass(frozen=True)
@@ -56,8 +54,7 @@ class ModelSize:
     def of_ct2(cls, model_dir: str | Path) -> ModelSize:
         """From a CTranslate2 Whisper model's ``model.bin``, without reading its weights."""
         shapes = read_ct2_shapes(Path(model_dir) / "model.bin")
-        layers = {int(m.group(1)) for name in shapes if (m := _DECODER_LAYER.match(name))}
-        return cls(width=shapes["decoder/embeddings/weight"][1], decoder_layers=len(layers))
+        return cls(shapes["decoder/embeddings/weight"][1], layer_count(shapes, "decoder"))
 
 
 @dataclass(frozen=True)
