@@ -57,14 +57,6 @@ class ModelSize:
         return cls(shapes["decoder/embeddings/weight"][1], layer_count(shapes, "decoder"))
 
 
-@dataclass(frozen=True)
-class BatchSizeChoice:
-    batch_size: int
-    device: str
-    free_bytes: int | None  # None: not readable
-    chunk_bytes: int  # what one more chunk in a batch is estimated to take
-
-
 def ct2_activation_bytes(compute_type: str) -> int:
     """CTranslate2 computes in 16 bits where the compute type names them (float16,
     int8_float16, bfloat16, ...), else in float32 (int8 and float32 on a CPU)."""
@@ -112,17 +104,17 @@ def free_memory_bytes(device: str, index: int = 0) -> int | None:
 
 def choose_batch_size(
     size: ModelSize, device: str, activation_bytes: int, index: int = 0, copies: int = 1
-) -> BatchSizeChoice:
+) -> int:
     """The batch size for a model just loaded on ``device``; logged with what it came from."""
     chunk = chunk_bytes(size, device, activation_bytes, copies)
     free = free_memory_bytes(device, index)
-    choice = BatchSizeChoice(batch_size_for(free, chunk, device), device, free, chunk)
+    chosen = batch_size_for(free, chunk, device)
     logger.info(
         "batch size %d from the %s's free memory",
-        choice.batch_size,
+        chosen,
         device,
         extra={
-            "batch_size": choice.batch_size,
+            "batch_size": chosen,
             "device": device,
             "free_bytes": free,
             "chunk_bytes": chunk,
@@ -130,4 +122,4 @@ def choose_batch_size(
             "decoder_layers": size.decoder_layers,
         },
     )
-    return choice
+    return chosen

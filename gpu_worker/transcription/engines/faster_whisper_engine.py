@@ -149,8 +149,8 @@ class FasterWhisperEngine:
         self._model = WhisperModel(model_dir, device=resolved, compute_type=compute_type)
         if self._options.batched and self._options.batch_size is None:
             size = ModelSize.of_ct2(model_dir)
-            choice = choose_batch_size(size, resolved, ct2_activation_bytes(compute_type))
-            self._options = dataclasses.replace(self._options, batch_size=choice.batch_size)
+            chosen = choose_batch_size(size, resolved, ct2_activation_bytes(compute_type))
+            self._options = dataclasses.replace(self._options, batch_size=chosen)
 
     @property
     def model_id(self) -> str:

@@ -123,14 +123,14 @@ class TransformersEngine:
         self._model = model
         if self._options.batch_size is None:
             size = ModelSize(model.config.d_model, model.config.decoder_layers)
-            choice = choose_batch_size(
+            chosen = choose_batch_size(
                 size,
                 self._device.type,
-                activation_bytes=2 if self._dtype == torch.float16 else 4,
+                activation_bytes=self._dtype.itemsize,
                 index=self._device.index or 0,
                 copies=self._options.beam_size,  # generate expands each chunk's to its beams
             )
-            self._options = dataclasses.replace(self._options, batch_size=choice.batch_size)
+            self._options = dataclasses.replace(self._options, batch_size=chosen)
         config = self._model.generation_config
         self._multilingual = bool(getattr(config, "is_multilingual", False))
         self._eot = int(config.eos_token_id)
