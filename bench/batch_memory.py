@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 SETTINGS: Final = (
     "gpu_worker's FasterWhisperEngine with WORKER_BATCHED_INFERENCE at each batch size, in a "
-    "fresh process each, on one recording (a clip looped to length); one window transcribed "
+    "fresh process each, on one recording (a clip looped to length; --quick: its one clip "
+    "padded with silence); one window transcribed "
     "first (untimed); peak RSS = the process's ru_maxrss, GPU = peak nvidia-smi memory.used; "
     "estimate = what WORKER_BATCH_SIZE=auto takes one chunk to cost on this device "
     "(batch_size.chunk_bytes), against the growth from the size before"

@@ -135,12 +135,18 @@ def _error_rate(row: dict[str, Any], path: str) -> str | None:
     return _pct(wer if wer is not None else row[f"{path}_cer"])
 
 
+def _engine_on_device(section: dict[str, Any]) -> str:
+    """What a section measured with: "faster-whisper base int8 on cpu"."""
+    return (
+        f"{section['engine']} {section['model']} {section['compute_type']} on {section['device']}"
+    )
+
+
 def _batching_md(section: dict[str, Any]) -> list[str]:
     out = [
         "### Batched inference in the worker's engine, per language",
         "",
-        f"{section['engine']} {section['model']} {section['compute_type']} on "
-        f"{section['device']}, batch size {section['batch_size']}; {section['settings']}.",
+        f"{_engine_on_device(section)}, batch size {section['batch_size']}; {section['settings']}.",
         "",
         _machine(section),
         "",
@@ -161,8 +167,7 @@ def _batch_memory_md(section: dict[str, Any]) -> list[str]:
     out = [
         "### Batched inference: memory and time against the batch size",
         "",
-        f"{section['engine']} {section['model']} {section['compute_type']} on "
-        f"{section['device']}; {section['settings']}. WORKER_BATCH_SIZE=auto estimates "
+        f"{_engine_on_device(section)}; {section['settings']}. WORKER_BATCH_SIZE=auto estimates "
         f"{section['estimate_chunk_mib']:g} MiB a chunk here and takes at most "
         f"{section['most_chunks']} chunks on this device.",
         "",
@@ -193,11 +198,10 @@ def _hotwords_md(section: dict[str, Any]) -> list[str]:
     out = [
         "### Whisper primed with the glossary's terms (hotwords), per language",
         "",
-        f"{section['engine']} {section['model']} {section['compute_type']} on "
-        f"{section['device']}; {section['settings']}. Low-confidence words: the share of the "
-        "bare run's words under the LLM Caller's LOW_CONFIDENCE_PROBABILITY, which it marks "
-        "for the model. Leaked terms: words of the hotwords the primed run wrote that the "
-        "reference does not have.",
+        f"{_engine_on_device(section)}; {section['settings']}. Low-confidence words: the "
+        "share of the bare run's words under the LLM Caller's LOW_CONFIDENCE_PROBABILITY, "
+        "which it marks for the model. Leaked terms: words of the hotwords the primed run "
+        "wrote that the reference does not have.",
         "",
         _machine(section),
         "",
