@@ -127,6 +127,10 @@ def _segment(start: float, end: float, text: str) -> Segment:
 
 class _DelayingHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as botocore's connection pool expects
+    # TCP_NODELAY, as botocore's own connections have it: with Nagle's algorithm an answer's
+    # body, written after its headers, can wait for the client's delayed ACK (40 ms on
+    # Linux), a stall of this proxy's making that S3, SQS and DynamoDB do not add.
+    disable_nagle_algorithm = True
     server: DelayingProxy
     _upstream: http.client.HTTPConnection | None = None
 

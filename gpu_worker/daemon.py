@@ -13,6 +13,7 @@ for ``lifecycle.give_back``, which gives the instance back once the unit has fai
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import socket
@@ -21,6 +22,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +56,7 @@ from gpu_worker.speakers.diarizer import DiarizerCache
 from gpu_worker.storage.download import download_audio
 from gpu_worker.storage.outputs import (
     TimedFileChangedError,
+    TimedSlot,
     WrittenTranscript,
     check_transcript_key,
     find_written_transcript,
@@ -201,6 +205,10 @@ class Worker:
         self.hold_off_until = 0.0  # monotonic: after a configuration error, take no job until
         self._in_hand: set[str] = set()  # the job ids of the messages held (take_in_hand)
         self._in_hand_changed = threading.Condition()
+        # Calls made beside a job's own thread, so that it does not wait for them in turn:
+        # the download during the claim, the hand-off's record during the delete. Its two
+        # threads live as long as the worker (idle ones do not hold up the process's exit).
+        self._beside = ThreadPoolExecutor(max_workers=2, thread_name_prefix="beside")
 
     # ---- the loop ---------------------------------------------------------------------
 
@@ -392,6 +400,9 @@ class Worker:
         held.job_id = resolve_job_id(self.aws.s3, held.bucket, job)
         with log_context(job_id=held.job_id):
             self.take_in_hand(held)
+            # A first delivery is downloaded while it is claimed: the claim almost always
+            # says transcribe, and a download that turns out not to be needed is only read.
+            early = self.start_download(held) if held.message.receive_count == 1 else None
             claim = claim_job(self.table, held.job_id, job, held.bucket, self.worker_id)  # 2.
             held.claim = claim
             logger.info(CLAIM_LOG[claim.action], extra={"action": claim.action.value})
@@ -421,16 +432,27 @@ class Worker:
                 if held.written is not None:
                     logger.info("the transcript was written by an earlier delivery; not redoing it")
                 else:
-                    folder = held.resources.enter_context(
-                        tempfile.TemporaryDirectory(prefix="gpu-worker-")
-                    )
-                    path = download_audio(  # 3.
-                        self.aws.s3, held.bucket, job.object_key, object_version(job), Path(folder)
-                    )
+                    path = (early or self.start_download(held)).result()  # 3.
                     self.pauses.after("downloaded", in_flight.check)
                     held.audio = held.resources.enter_context(closing(OpenedAudio(path)))
             self.pauses.after("prefetched", in_flight.check)
             return True
+
+    def start_download(self, held: HeldJob) -> Future[Path]:
+        """Step 3 on the download thread, into a folder that lives as long as ``held``; the
+        job does not end before the download does, so the folder is never removed under it."""
+        folder = held.resources.enter_context(tempfile.TemporaryDirectory(prefix="gpu-worker-"))
+        download = self._beside.submit(
+            contextvars.copy_context().run,
+            download_audio,
+            self.aws.s3,
+            held.bucket,
+            held.job.object_key,
+            object_version(held.job),
+            Path(folder),
+        )
+        held.resources.callback(futures.wait, [download])
+        return download
 
     def take_in_hand(self, held: HeldJob) -> None:
         """Mark the job as in this worker's hands until ``held`` ends. Should another delivery
@@ -516,9 +538,21 @@ class Worker:
             timed_version_id=timed_version,
         )
         self.pauses.after("llm_job_sent", in_flight.check)  # 6.
-        record_handed_off(self.table, job_id)
-        self.pauses.after("handed_off", in_flight.check)
+        # The record and the delete at once: either may come first. A delete without the
+        # record loses nothing (the LLM job is out and this message is gone); only a
+        # duplicate message of the upload would send a second LLM job, which the LLM
+        # Caller's claim turns away, as it does after a crash before the record.
+        recording = self._beside.submit(
+            contextvars.copy_context().run, record_handed_off, self.table, job_id
+        )
         held.lease.delete()
+        try:
+            recording.result()
+        except Exception:
+            logger.warning(
+                "could not record that the LLM job was sent; the message is deleted",
+                exc_info=True,
+            )
         logger.info("job handed to the LLM Caller", extra={"timed_key": timed_key})
         return True
 
@@ -535,27 +569,34 @@ class Worker:
             transcribe_seconds=result.transcribe_seconds,
             diarize_seconds=result.diarize_seconds,
         )
+        # A first attempt writes at once, each file only where its key is empty (a new
+        # recording's name is): the name's check, a round trip, is made when a key is not.
+        slot: TimedSlot | None = None
         for attempt in range(1, TIMED_WRITE_ATTEMPTS + 1):
             held.in_flight.check()
-            slot = check_transcript_key(
-                self.aws.s3,
-                self.settings.bucket,
-                held.keys,
-                job_id=claim.job_id,
-                source_key=job.object_key,
-                source_version=object_version(job),
-            )
+            if claim.attempt > 1 or attempt > 1:
+                slot = check_transcript_key(
+                    self.aws.s3,
+                    self.settings.bucket,
+                    held.keys,
+                    job_id=claim.job_id,
+                    source_key=job.object_key,
+                    source_version=object_version(job),
+                )
             try:
                 written = write_transcripts(
                     self.aws.s3, self.settings.bucket, held.keys, result, figures, slot=slot
                 )
                 break
-            except TimedFileChangedError:
-                # Another upload of the same file wrote its transcript at the same moment:
-                # check again whose is newer (a superseded job stops there).
+            except TimedFileChangedError as exc:
+                # A file at the name: an earlier upload's (a newer one's ends this job
+                # superseded), or another upload of the same file wrote at the same moment.
                 if attempt == TIMED_WRITE_ATTEMPTS:
                     raise
-                logger.info("the transcript's name was written meanwhile; checking again")
+                logger.info(
+                    "the transcript's name holds a file; checking whose",
+                    extra={"key_taken": str(exc)},
+                )
         self.pauses.after("transcript_written", held.in_flight.check)
         return written
 

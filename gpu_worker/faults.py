@@ -28,8 +28,7 @@ STEPS: Final = (
     "mid_transcription",  # the recogniser reported its first progress
     "transcript_written",  # the four transcript files are in S3, the job still transcribing
     "marked_transcribed",  # job marked transcribed, the LLM job not yet sent
-    "llm_job_sent",  # LLM job sent, not yet recorded in the job table
-    "handed_off",  # hand-off recorded, the audio message not yet deleted
+    "llm_job_sent",  # LLM job sent; not yet recorded in the job table, nor the message deleted
 )
 
 

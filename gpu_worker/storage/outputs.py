@@ -5,6 +5,9 @@ one). The JSON, SRT and VTT files are written at once; the timed file is written
 because it is what the LLM Caller reads and what a restarted worker looks for: it carries
 the job id and the run's figures as S3 metadata, so a redelivered job whose transcript was
 already written skips straight to the hand-off.
+A first delivery writes without looking first: each of its files only if its key is empty
+(S3's ``If-None-Match: *``), which a new recording's name is; a key that holds a file makes
+the write stop and the name be checked (``check_transcript_key``) before it is written again.
 Every file names its recording (``pipeline_core.ownership``), and the timed file the S3
 version of the JSON written with it (the LLM Caller reads that one for the word timings);
 a timed file of another recording at this job's key fails the job instead of being
@@ -82,14 +85,18 @@ def write_transcripts(
     transcription: Transcription,
     figures: formats.RunFigures,
     *,
-    slot: TimedSlot,
+    slot: TimedSlot | None,
 ) -> WrittenTranscript:
     """Write the transcript's files, the timed one last and only if it is still as ``slot``
     found it (an S3 conditional write): ``TimedFileChangedError`` when another job wrote it
-    meanwhile, so that the check is made again."""
+    meanwhile, so that the check is made again. ``slot`` None: the name was not checked, and
+    every file is written only where its key is empty (``TimedFileChangedError`` at the
+    first that is not, before the timed file)."""
     segments = transcription.segments
     owner = owner_metadata(figures.job_id, figures.source_key)
     document = formats.transcript_document(segments, figures)
+
+    unchecked = {"IfNoneMatch": "*"} if slot is None else {}
 
     def put(key: str, body: str, content_type: str) -> str | None:
         written_object = s3.put_object(
@@ -98,6 +105,7 @@ def write_transcripts(
             Body=body.encode("utf-8"),
             ContentType=content_type,
             Metadata=owner,
+            **unchecked,  # type: ignore[arg-type]
         )
         return _version(written_object.get("VersionId"))
 
@@ -109,8 +117,18 @@ def write_transcripts(
     # The three at once (one round trip instead of three); the timed file after all of them.
     with ThreadPoolExecutor(max_workers=len(side_files), thread_name_prefix="put") as pool:
         futures = {key: pool.submit(put, key, body, kind) for key, body, kind in side_files}
-        versions = {key: future.result() for key, future in futures.items()}
-    condition = {"IfMatch": slot.etag} if slot.etag is not None else {"IfNoneMatch": "*"}
+    versions: dict[str, str | None] = {}
+    for key, future in futures.items():
+        try:
+            versions[key] = future.result()
+        except ClientError as exc:
+            if slot is None and _condition_failed(exc):
+                raise TimedFileChangedError(key) from exc
+            raise
+    condition = (
+        {"IfMatch": slot.etag} if slot is not None and slot.etag is not None
+        else {"IfNoneMatch": "*"}
+    )  # fmt: skip
     try:
         timed = s3.put_object(
             Bucket=bucket,
@@ -127,7 +145,7 @@ def write_transcripts(
             **condition,  # type: ignore[arg-type]
         )
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in _CONDITION_FAILED:
+        if _condition_failed(exc):
             raise TimedFileChangedError(keys.timed) from exc
         raise
     written = WrittenTranscript(
@@ -184,7 +202,12 @@ class TimedSlot:
 
 
 class TimedFileChangedError(RuntimeError):
-    """Another writer put the timed file between the check and this job's write."""
+    """Another writer put the timed file between the check and this job's write, or, where
+    the name was not checked, one of the transcript's keys holds a file already."""
+
+
+def _condition_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in _CONDITION_FAILED
 
 
 def check_transcript_key(

@@ -158,7 +158,9 @@ def test_the_worker_transcribes_with_only_its_instance_role(
     actions = Counter(c.action for c in calls)
     assert actions["dynamodb:UpdateItem"] == 3  # claim, transcribed, handed off
     assert actions["dynamodb:GetItem"] == 0  # the claim's and the mark's answers carry the row
-    assert actions["s3:GetObject"] == 2  # the download; the HEAD of the transcript's name
+    # The download only: a first delivery writes its files where their keys are empty
+    # (If-None-Match) instead of HEADing the transcript's name first.
+    assert actions["s3:GetObject"] == 1
     assert actions["s3:PutObject"] == 4
     assert actions["sqs:SendMessage"] == actions["sqs:DeleteMessage"] == 1
     [llm_job] = pipeline.llm_jobs()
@@ -467,8 +469,9 @@ def test_another_recordings_transcript_is_never_overwritten(
 def test_an_older_upload_never_writes_over_a_newer_uploads_transcript(
     pipeline: Pipeline, fox_mp3: Path, tmp_path: Path, when: str
 ) -> None:
-    """talk.mp3 uploaded twice; the newer upload's worker wrote its transcript first (or at
-    the same moment as the older's): the older job writes nothing and ends superseded."""
+    """talk.mp3 uploaded twice; the newer upload's worker wrote its transcript first (or its
+    timed file at the same moment as the older's): the older job writes over none of the
+    newer one's files and ends superseded."""
     bucket = pipeline.stack.bucket
     key = pipeline.upload("talk.mp3", fox_mp3)
     older = pipeline.s3.head_object(Bucket=bucket, Key=key)["VersionId"]
@@ -476,7 +479,8 @@ def test_an_older_upload_never_writes_over_a_newer_uploads_transcript(
     newer = pipeline.s3.head_object(Bucket=bucket, Key=key)["VersionId"]
     older_job = pipeline.dispatch(key, version_id=older)
     newer_job = job_id_for(bucket, key, newer)
-    timed = transcript_keys(pipeline.job(older_job).output_name or "").timed
+    written_keys = transcript_keys(pipeline.job(older_job).output_name or "")
+    timed = written_keys.timed
     newer_text = b"[00:00:00.000 --> 00:00:01.500] A lazy dog sleeps.\n"
 
     aws, ledger, policies = pipeline.instance_role()
@@ -486,7 +490,15 @@ def test_an_older_upload_never_writes_over_a_newer_uploads_transcript(
             Bucket=bucket, Key=timed, Body=newer_text, Metadata=owner_metadata(newer_job, key)
         )
 
-    if when == "before-the-check":
+    newer_side_files = {
+        name: f"the newer upload's {name}".encode()
+        for name in (written_keys.json, written_keys.srt, written_keys.vtt)
+    }
+    if when == "before-the-check":  # all four of the newer's files, the timed one last
+        for name, body in newer_side_files.items():
+            pipeline.s3.put_object(
+                Bucket=bucket, Key=name, Body=body, Metadata=owner_metadata(newer_job, key)
+            )
         newer_writes(pipeline.s3)
     else:  # the newer worker (the same role) writes after the older's check, before its write
         raced: list[str] = []
@@ -524,3 +536,105 @@ def test_an_older_upload_never_writes_over_a_newer_uploads_transcript(
     # the newer one's, in the ledger too) and refused; without the race it never tried.
     timed_puts = [c for c in calls if c.action == "s3:PutObject" and c.resource.endswith(timed)]
     assert len(timed_puts) == (2 if when == "between-check-and-write" else 0)
+    if when == "before-the-check":
+        # Its first try wrote only where a key was empty: each was the newer's, and stays so.
+        for name, body in newer_side_files.items():
+            assert pipeline.s3.get_object(Bucket=bucket, Key=name)["Body"].read() == body
+
+
+def test_a_new_upload_of_a_file_replaces_the_earlier_uploads_transcript(
+    pipeline: Pipeline, fox_mp3: Path, tmp_path: Path
+) -> None:
+    """talk.mp3 uploaded again after its first upload was transcribed: the new job's first
+    try writes only where a key is empty, finds every key taken, checks whose the timed file
+    is (the earlier upload's) and writes all four files over it, under the instance role."""
+    bucket = pipeline.stack.bucket
+    key = pipeline.upload("talk.mp3", fox_mp3)
+    earlier_job = pipeline.dispatch(key)
+    assert pipeline.worker().run() == EXIT_OK
+    pipeline.upload("talk.mp3", speech_mp3(tmp_path / "dog.mp3", "A lazy dog sleeps."))
+    newer_job = pipeline.dispatch(key)
+    assert newer_job != earlier_job
+    keys = transcript_keys(pipeline.job(newer_job).output_name or "")
+    assert keys == transcript_keys(pipeline.job(earlier_job).output_name or "")
+    aws, ledger, policies = pipeline.instance_role()
+
+    @set_initial_no_auth_action_count(0)
+    def run_as_the_instance() -> int:
+        return pipeline.worker(aws=aws).run()
+
+    assert run_as_the_instance() == EXIT_OK
+
+    assert [job.job_id for job in pipeline.llm_jobs()] == [earlier_job, newer_job]
+    assert "dog" in pipeline.text(keys.timed).lower()
+    for name in (keys.json, keys.srt, keys.vtt, keys.timed):
+        head = pipeline.s3.head_object(Bucket=bucket, Key=name)
+        assert Owner.of(head["Metadata"]).job_id == newer_job, name
+    assert json.loads(pipeline.text(keys.json))["job_id"] == newer_job
+    calls = ledger.records()
+    assert denied(calls) == []
+    assert ungranted(calls, policies) == []
+    puts = Counter(c.resource.rsplit("/", 1)[-1] for c in calls if c.action == "s3:PutObject")
+    # The side files twice (refused, then written), the timed file once, after the check.
+    assert puts == {
+        **{name.rsplit("/", 1)[-1]: 2 for name in (keys.json, keys.srt, keys.vtt)},
+        keys.timed.rsplit("/", 1)[-1]: 1,
+    }
+
+
+def test_the_download_starts_while_the_claim_is_made(pipeline: Pipeline, fox_mp3: Path) -> None:
+    """A first delivery's GET does not wait for the claim's answer: the claim is held until
+    the GET has started (or 10 s, when it would not start before the claim returns)."""
+    key = pipeline.upload("fox.mp3", fox_mp3)
+    job_id = pipeline.dispatch(key)
+    aws = pipeline.clients()
+    download_started = threading.Event()
+    claims_held: list[bool] = []
+
+    def on_get(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Key") == key:
+            download_started.set()
+
+    def on_update(params: dict[str, Any], **_: Any) -> None:
+        if not claims_held:  # the first UpdateItem is the claim
+            claims_held.append(download_started.wait(10))
+
+    aws.s3.meta.events.register("before-parameter-build.s3.GetObject", on_get)
+    aws.dynamodb.meta.events.register("before-parameter-build.dynamodb.UpdateItem", on_update)
+
+    assert pipeline.worker(aws=aws).run() == EXIT_OK
+
+    assert claims_held == [True]
+    assert pipeline.job(job_id).state is JobState.TRANSCRIBED
+    [llm_job] = pipeline.llm_jobs()
+    assert llm_job.job_id == job_id
+
+
+def test_a_hand_off_whose_record_fails_still_ends_once(
+    pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog
+) -> None:
+    """The record that the LLM job went out and the message's delete run side by side: a
+    record that fails is logged, and leaves one LLM job and the message deleted (in turn,
+    the record's failure made the delivery fail, and after three the job)."""
+    key = pipeline.upload("fox.mp3", fox_mp3)
+    job_id = pipeline.dispatch(key)
+    aws = pipeline.clients()
+
+    def refuse_the_record(params: dict[str, Any], **_: Any) -> None:
+        if JobField.LLM_JOB_SENT_AT in json.dumps(params.get("ExpressionAttributeNames", {})):
+            raise ConnectionError("DynamoDB did not answer")
+
+    aws.dynamodb.meta.events.register(
+        "before-parameter-build.dynamodb.UpdateItem", refuse_the_record
+    )
+
+    assert pipeline.worker(aws=aws).run() == EXIT_OK
+
+    assert json_log.has("could not record that the LLM job was sent")
+    [llm_job] = pipeline.llm_jobs()
+    assert llm_job.job_id == job_id
+    job = pipeline.job(job_id)
+    assert job.state is JobState.TRANSCRIBED
+    assert JobField.LLM_JOB_SENT_AT not in job.attributes
+    assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)  # deleted all the same
+    assert pipeline.results() == []

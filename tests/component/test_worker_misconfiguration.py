@@ -2,7 +2,9 @@
 
 Without ``s3:ListBucket`` (and ``s3:GetObject``) on ``transcriptions/``, S3 answers the
 worker's HEAD of a transcript not yet written with 403. moto answers 404 whatever the
-caller's grants, so the 403 is stubbed into the worker's S3 client (``s3_denials``).
+caller's grants, so the 403 is stubbed into the worker's S3 client (``s3_denials``). The
+worker HEADs the transcript's name on a redelivery (what did the earlier attempt write?) and
+when one of its keys is taken; a first delivery of a new name writes without looking.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ def test_a_denied_transcript_probe_keeps_the_job_and_pauses_the_worker(
         return False
 
     monkeypatch.setattr(worker.stop, "wait", wait)
+    # An earlier delivery claimed the job and died: this one looks for what it wrote.
+    earlier = pipeline.jobs().move(
+        job_id, JobState.TRANSCRIBING, expected=[JobState.QUEUED], count=JobField.ATTEMPTS
+    )
+    assert earlier.moved
 
     message = worker.queue.receive_one()
     assert message is not None

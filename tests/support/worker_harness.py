@@ -244,6 +244,16 @@ class Pipeline:
         imds = ImdsClient(settings.imds_endpoint) if settings.imds_endpoint else None
         return Worker(settings, aws, engines, stop or StopController(), imds=imds)
 
+    def clients(self) -> AwsClients:
+        """The emulator's administrator's clients, new ones: hooks a test registers on them
+        (a fault, a wait) touch the worker's calls only."""
+        return AwsClients(
+            sqs=self.stack.client("sqs"),
+            s3=self.stack.client("s3"),
+            dynamodb=self.stack.client("dynamodb"),
+            autoscaling=self.stack.client("autoscaling"),
+        )
+
     def instance_role(self) -> tuple[AwsClients, CallLedger, dict[str, list[dict[str, Any]]]]:
         """Clients that call as the template's worker role (once moto enforces IAM), the
         ledger that records their calls, and the role's policies to hold the calls to."""

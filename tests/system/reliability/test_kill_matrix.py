@@ -18,8 +18,8 @@ from pipeline_core.jobs import JobState
 
 pytestmark = pytest.mark.slow
 
-# step -> what the kill leaves behind. (The daemon's other pause points, "claimed",
-# "marked_transcribed" and "handed_off", fall in the same windows as their neighbours here;
+# step -> what the kill leaves behind. (The daemon's other pause points, "claimed" and
+# "marked_transcribed", fall in the same windows as their neighbours here;
 # tests/system/test_worker_process.py kills at some of them too.)
 KILL_STEPS = {
     "downloaded": "audio on local disk, nothing written",
