@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -169,10 +170,18 @@ def test_the_worker_transcribes_with_only_its_instance_role(
 
 @pytest.mark.parametrize("versioning", ["Enabled", "Suspended"])
 def test_duplicate_bare_messages_make_one_llm_job(
-    pipeline: Pipeline, fox_mp3: Path, versioning: Literal["Enabled", "Suspended"]
+    pipeline: Pipeline,
+    fox_mp3: Path,
+    versioning: Literal["Enabled", "Suspended"],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The original design's message format (no job id, no job row) sent twice: one job, one
-    LLM job, keyed on the object's version (on its ETag where the bucket keeps no versions)."""
+    LLM job, keyed on the object's version (on its ETag where the bucket keeps no versions).
+    The duplicate's download, started beside its claim, is dropped with its folder."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     pipeline.s3.put_bucket_versioning(
         Bucket=pipeline.stack.bucket, VersioningConfiguration={"Status": versioning}
     )
@@ -194,6 +203,7 @@ def test_duplicate_bare_messages_make_one_llm_job(
     assert pipeline.depth(pipeline.stack.audio_queue_url) == (0, 0)
     # The duplicate was deleted, not failed.
     assert pipeline.drain(pipeline.stack.audio_dlq_url) == []
+    assert list(scratch.iterdir()) == []  # both deliveries' downloads are gone
 
 
 @pytest.mark.parametrize(
