@@ -212,12 +212,14 @@ def move(sqs: SQSClient, spec: DlqSpec, items: list[DlqMessage], jobs: JobTable 
             )
             continue
         if spec.reset_to and jobs and item.job_id and item.job_state == JobState.FAILED.value:
-            # Otherwise the stage would skip the job as already finished.
+            # Otherwise the stage would skip the job as already finished; and the next
+            # outcome's Result is a new one to send (its record must not say it was sent).
             jobs.transition(
                 item.job_id,
                 spec.reset_to,
                 expected=[JobState.FAILED],
                 fields={JobField.REDRIVEN_AT: utc_timestamp()},
+                clear=(JobField.RESULT_SENT_AT, JobField.FAILED_BY),
             )
         send: dict[str, Any] = {"QueueUrl": target, "MessageBody": item.body}
         if item.attributes:

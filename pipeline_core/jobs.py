@@ -106,6 +106,8 @@ class JobField:
     TIMED_OUTPUT_FILE: Final = "timed_output_file"
     # The Dispatcher and the LLM Caller: when the job's Result was sent.
     RESULT_SENT_AT: Final = "result_sent_at"
+    # The stage that failed the job before sending its Result (the LLM Caller).
+    FAILED_BY: Final = "failed_by"
     # ``onprem redrive``: when a failed job was sent back to a stage.
     REDRIVEN_AT: Final = "redriven_at"
     # An output name's reservation item (not a job): what it is, and whose.
@@ -247,6 +249,7 @@ class _Update:
         self.names: dict[str, str] = {}
         self.values: dict[str, Any] = {}
         self.assignments: list[str] = []
+        self.removals: list[str] = []
         self.conditions: list[str] = []
 
     def name(self, attribute: str) -> str:
@@ -267,6 +270,13 @@ class _Update:
         for attribute, value in fields.items():
             if value is not None:
                 self.assignments.append(f"{self.name(attribute)} = {self.value(value)}")
+
+    def remove(self, attributes: Iterable[str]) -> None:
+        self.removals.extend(self.name(attribute) for attribute in attributes)
+
+    def expression(self) -> str:
+        removed = f" REMOVE {', '.join(self.removals)}" if self.removals else ""
+        return "SET " + ", ".join(self.assignments) + removed
 
     def add(self, attribute: str, step: int = 1) -> None:
         """Count ``attribute`` up (or down) by ``step``, from 0 where the row has none yet."""
@@ -327,7 +337,7 @@ class JobTable:
         return self._client.update_item(
             TableName=self._table,
             Key=self._serialize({JobField.JOB_ID: job_id}),
-            UpdateExpression="SET " + ", ".join(update.assignments),
+            UpdateExpression=update.expression(),
             ConditionExpression=" AND ".join(update.conditions),
             ExpressionAttributeNames=update.names,
             ExpressionAttributeValues=self._serialize(update.values),
@@ -409,8 +419,10 @@ class JobTable:
         *,
         expected: Iterable[JobState],
         fields: Mapping[str, Any] | None = None,
+        clear: Iterable[str] = (),
     ) -> bool:
-        """Move a job to ``to`` if it is in one of the ``expected`` states.
+        """Move a job to ``to`` if it is in one of the ``expected`` states, removing the
+        ``clear`` attributes.
 
         Returns False, writing nothing, when the job is missing or in another state: the
         caller then reads the job to learn what happened (usually a duplicate delivery).
@@ -420,6 +432,7 @@ class JobTable:
         update.set(
             {**(fields or {}), JobField.STATE: to.value, JobField.UPDATED_AT: now, to.at_field: now}
         )
+        update.remove(clear)
         update.require_job(expected)
         return _written(lambda: self._update(job_id, update))
 
@@ -470,11 +483,15 @@ class JobTable:
         update.require_job()
         self._update(job_id, update)
 
-    def fail(self, job_id: str, error: str, *, superseded: bool = False) -> bool:
+    def fail(
+        self, job_id: str, error: str, *, superseded: bool = False, by: str | None = None
+    ) -> bool:
         """Mark a job failed with a reason the user can read, from any unfinished state;
         ``superseded`` (a newer upload of the same file delivers instead) is recorded as the
-        job's result status."""
-        fields: dict[str, object] = {JobField.ERROR: error}
+        job's result status, and ``by`` (``FAILED_BY``) which stage failed it, where that
+        stage sends the failure's Result after the mark and must send it again should its
+        send not have happened (``RESULT_SENT_AT`` absent)."""
+        fields: dict[str, object] = {JobField.ERROR: error, JobField.FAILED_BY: by}
         if superseded:
             fields[JobField.RESULT_STATUS] = "superseded"
         return self.transition(job_id, JobState.FAILED, expected=ACTIVE_STATES, fields=fields)

@@ -732,6 +732,37 @@ def test_a_crash_before_the_result_is_repaired_without_a_model_call(
     assert only_result(stack).status == "success"
 
 
+def test_a_crash_before_the_failure_result_is_repaired_once(
+    stack: Deployment, model: FakeModel
+) -> None:
+    """The job is marked failed, then the Result's send fails (the invocation dies): the
+    next delivery sends the failure Result, with the reason, and a later one sends none."""
+    stack.as_roles = False  # a queue that does not exist: under the role, a refusal comes first
+    job = transcribed(stack, LECTURE)
+    assert job.job_id is not None
+    stack.s3.delete_object(Bucket=stack.bucket, Key=job.timed_key)  # fails the job
+    missing = stack.outputs["ResultsQueueUrl"] + "-missing"
+    crashing = stack.client(llm_env=llm_env(model, RESULTS_QUEUE_URL=missing))
+    with pytest.raises(Exception, match=r"NonExistentQueue|does not exist"):
+        invoke(crashing, job)
+    record = stack.job(job.job_id)
+    assert record.state is JobState.FAILED
+    assert JobField.RESULT_SENT_AT not in record.attributes
+    assert stack.results() == []
+
+    client = stack.client(llm_env=llm_env(model))
+    invoke(client, job)
+    invoke(client, job)
+
+    result = only_result(stack)
+    assert result.status == "failed"
+    assert result.job_id == job.job_id
+    assert result.error == record.error
+    assert job.timed_key in (result.error or "")
+    assert JobField.RESULT_SENT_AT in stack.job(job.job_id).attributes
+    assert model.converse_calls() == []
+
+
 def test_a_duplicate_while_another_invocation_corrects_is_left_alone(
     stack: Deployment, model: FakeModel
 ) -> None:

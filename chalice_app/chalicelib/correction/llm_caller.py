@@ -1,10 +1,11 @@
 """The LLM Caller: one timed transcript in, a corrected transcript and a ``Result`` out.
 
 Job state moves ``transcribed -> correcting -> succeeded`` (or ``failed``). Duplicate LLM
-jobs are harmless: a succeeded job is answered from the job table without a model call, and
-while one invocation corrects a job (it holds a lease in the job table) a duplicate leaves
-it alone. A transcript too long for one invocation continues in a fresh LLM Queue message,
-resuming from the chunks already saved.
+jobs are harmless: a succeeded job is answered from the job table without a model call (its
+Result sent again where an invocation died before sending it; so is the failure Result of a
+job this stage failed), and while one invocation corrects a job (it holds a lease in the job
+table) a duplicate leaves it alone. A transcript too long for one invocation continues in a
+fresh LLM Queue message, resuming from the chunks already saved.
 
 Errors that may pass (Bedrock throttling after botocore's retries, 5xx, timeouts) are
 recorded as the job's ``last_error`` and raised, so that the message comes back (after
@@ -96,6 +97,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_GLOSSARY_CHARS = 20_000
+FAILED_BY = "llm-caller"  # JobField.FAILED_BY of a job this stage failed
 
 
 @dataclass(frozen=True)
@@ -185,11 +187,12 @@ def _malformed(
     with log_context(s3_key=record.s3_key, job_id=record.job_id):
         reason = f"the LLM job message is malformed: {exc}"
         log.error(reason)
-        if table.fail(record.job_id, reason):
+        if table.fail(record.job_id, reason, by=FAILED_BY):
             result = Result.failure(
                 record.s3_key, reason, job_id=record.job_id, output_name=record.output_name
             )
             _send_result(clients, settings, result, record.language)
+            table.update_fields(record.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
     return CorrectionOutcome.FAILED
 
 
@@ -237,8 +240,7 @@ class _Correction:
             if record.state is JobState.SUCCEEDED:
                 return self._already_succeeded(record)
             if record.state is JobState.FAILED:
-                log.info("LLM job for a failed job ignored", extra={"error": record.error})
-                return CorrectionOutcome.DUPLICATE
+                return self._already_failed(record)
             assert claimed is not None
             if not claimed.moved:
                 log.info("another invocation is correcting this job; duplicate left alone")
@@ -594,7 +596,11 @@ class _Correction:
         else:
             log.error("correction failed: %s", reason)
         job_id = self.job.job_id
-        if self.tracked and job_id and not self.table.fail(job_id, reason, superseded=superseded):
+        if (
+            self.tracked
+            and job_id
+            and not self.table.fail(job_id, reason, superseded=superseded, by=FAILED_BY)
+        ):
             return CorrectionOutcome.DUPLICATE
         result = Result.failure(
             self.source_file or "",
@@ -654,6 +660,39 @@ class _Correction:
         except Exception:
             log.exception("could not write the uncorrected transcript either")
             self._fail(f"correction failed after {self.delivery.receive_count} attempts: {reason}")
+
+    def _already_failed(self, record: JobRecord) -> CorrectionOutcome:
+        """A job failed already: by this stage, whose Result may not have gone out (the
+        invocation died between the mark and the send), it is sent now, once (a lease on the
+        row, so that two duplicates do not both send it); by another stage, nothing to do."""
+        attributes = record.attributes
+        resend = (
+            attributes.get(JobField.FAILED_BY) == FAILED_BY
+            and JobField.RESULT_SENT_AT not in attributes
+            and self.table.claim(
+                record.job_id,
+                self.lease,
+                states=[JobState.FAILED],
+                unless_present=JobField.RESULT_SENT_AT,
+            )
+        )
+        if not resend:
+            log.info("LLM job for a failed job ignored", extra={"error": record.error})
+            return CorrectionOutcome.DUPLICATE
+        try:
+            result = Result.failure(
+                self.source_file or record.s3_key,
+                record.error or "correction failed",
+                job_id=record.job_id,
+                output_name=record.output_name,
+                superseded=attributes.get(JobField.RESULT_STATUS) == "superseded",
+            )
+            self._send_result(result)
+            self.table.update_fields(record.job_id, {JobField.RESULT_SENT_AT: utc_timestamp()})
+        finally:
+            self.table.release(record.job_id, self.lease)
+        log.warning("failure result re-sent: an earlier invocation died before sending it")
+        return CorrectionOutcome.DUPLICATE
 
     def _already_succeeded(self, record: JobRecord) -> CorrectionOutcome:
         attributes = record.attributes

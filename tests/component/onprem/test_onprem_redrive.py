@@ -11,7 +11,7 @@ from support.onprem_helpers import BUCKET, REGION
 
 from onprem.cli import main
 from pipeline_core.contracts import AudioJob, LlmJob, Result
-from pipeline_core.jobs import JobState, JobTable
+from pipeline_core.jobs import JobField, JobState, JobTable
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -63,6 +63,10 @@ def setup(
         language="he", details="",
     )  # fmt: skip
     jobs.fail("j-audio", "worker crashed 3 times: CUDA out of memory")
+    # Its failure Result went out (a stage that records it did).
+    jobs.update_fields(
+        "j-audio", {JobField.RESULT_SENT_AT: "2026-12-02T10:00:00Z", JobField.FAILED_BY: "x"}
+    )
     audio = AudioJob(s3_key="שיעור.mp3", language="hebrew", details="בבא קמא", job_id="j-audio")
     dead_letter(sqs, queues["audio"][0], audio.to_json())
     llm = LlmJob(timed_key="transcriptions/x.timed.txt", language="he", job_id="j-unknown")
@@ -117,6 +121,10 @@ def test_yes_moves_messages_back_and_reopens_failed_jobs(
     record = jobs.get("j-audio")
     assert record is not None
     assert record.state is JobState.QUEUED, "the worker would skip a job still marked failed"
+    # The next outcome's Result is still to be sent: no record may say it was.
+    assert JobField.RESULT_SENT_AT not in record.attributes
+    assert JobField.FAILED_BY not in record.attributes
+    assert JobField.REDRIVEN_AT in record.attributes
 
     assert len(bodies(sqs, queues["llm"][0])) == 1
     # The malformed result would only fail again: it stays where it is.
