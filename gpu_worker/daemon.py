@@ -572,6 +572,7 @@ class Worker:
         # A first attempt writes at once, each file only where its key is empty (a new
         # recording's name is): the name's check, a round trip, is made when a key is not.
         slot: TimedSlot | None = None
+        taken_key: str | None = None  # a file the unchecked write found at the name
         for attempt in range(1, TIMED_WRITE_ATTEMPTS + 1):
             held.in_flight.check()
             if claim.attempt > 1 or attempt > 1:
@@ -582,6 +583,7 @@ class Worker:
                     job_id=claim.job_id,
                     source_key=job.object_key,
                     source_version=object_version(job),
+                    taken_key=taken_key,
                 )
             try:
                 written = write_transcripts(
@@ -593,9 +595,10 @@ class Worker:
                 # superseded), or another upload of the same file wrote at the same moment.
                 if attempt == TIMED_WRITE_ATTEMPTS:
                     raise
+                taken_key = exc.key
                 logger.info(
                     "the transcript's name holds a file; checking whose",
-                    extra={"key_taken": str(exc)},
+                    extra={"key_taken": exc.key},
                 )
         self.pauses.after("transcript_written", held.in_flight.check)
         return written

@@ -175,9 +175,10 @@ def find_written_transcript(
 
     Raises what ``check_transcript_key`` raises.
     """
-    head = _timed_head_writable(
-        s3, bucket, keys, job_id=job_id, source_key=source_key, source_version=source_version
-    )
+    head = _head_writable(
+        s3, bucket, keys.timed, job_id=job_id, source_key=source_key,
+        source_version=source_version,
+    )  # fmt: skip
     if head is None or Owner.of(head.get("Metadata", {})).job_id != job_id:
         return None  # nothing there, or an earlier upload's of the same source: transcribe anew
     metadata = head.get("Metadata", {})
@@ -203,7 +204,11 @@ class TimedSlot:
 
 class TimedFileChangedError(RuntimeError):
     """Another writer put the timed file between the check and this job's write, or, where
-    the name was not checked, one of the transcript's keys holds a file already."""
+    the name was not checked, one of the transcript's keys holds a file already (``key``)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
 
 
 def _condition_failed(exc: ClientError) -> bool:
@@ -218,6 +223,7 @@ def check_transcript_key(
     job_id: str,
     source_key: str,
     source_version: str | None,
+    taken_key: str | None = None,
 ) -> TimedSlot:
     """Just before the transcript is written: its timed file may be written over.
 
@@ -226,32 +232,41 @@ def check_transcript_key(
     the version this job transcribed, is no longer the source key's latest): an older
     upload's transcript never replaces a newer one's, however their jobs interleave. The
     slot it answers makes the write conditional on the file not changing meanwhile.
+    ``taken_key``: one of the other files, found taken by an unchecked write; where there is
+    no timed file (its writer has not finished), that file's owner is checked the same way,
+    so that an older upload does not write over the files a newer one is writing.
     """
-    head = _timed_head_writable(
-        s3, bucket, keys, job_id=job_id, source_key=source_key, source_version=source_version
-    )
+    head = _head_writable(
+        s3, bucket, keys.timed, job_id=job_id, source_key=source_key,
+        source_version=source_version,
+    )  # fmt: skip
+    if head is None and taken_key is not None and taken_key != keys.timed:
+        _head_writable(
+            s3, bucket, taken_key, job_id=job_id, source_key=source_key,
+            source_version=source_version,
+        )  # fmt: skip
     return TimedSlot(etag=None if head is None else head["ETag"])
 
 
-def _timed_head_writable(
+def _head_writable(
     s3: S3Client,
     bucket: str,
-    keys: TranscriptKeys,
+    key: str,
     *,
     job_id: str,
     source_key: str,
     source_version: str | None,
 ) -> HeadObjectOutputTypeDef | None:
-    """The timed file's HEAD (None when there is none), once it is known that this job may
-    write over it."""
-    head = head_if_present(s3, WORKER_READER, bucket, keys.timed)
+    """The HEAD of one of the transcript's files (None when there is none), once it is known
+    that this job may write over it."""
+    head = head_if_present(s3, WORKER_READER, bucket, key)
     if head is None:
         return None
     owner = Owner.of(head.get("Metadata", {}))
     if not owner.may_be_replaced_by(job_id, source_key):
-        raise OutputTakenError(keys.timed, owner, source_key)
+        raise OutputTakenError(key, owner, source_key)
     if owner.job_id != job_id and _newer_upload_exists(s3, bucket, source_key, source_version):
-        raise SupersededError(source_key, keys.timed, owner)
+        raise SupersededError(source_key, key, owner)
     return head
 
 

@@ -475,13 +475,15 @@ def test_another_recordings_transcript_is_never_overwritten(
     assert pipeline.llm_jobs() == []
 
 
-@pytest.mark.parametrize("when", ["before-the-check", "between-check-and-write"])
+@pytest.mark.parametrize(
+    "when", ["before-the-check", "while-the-newer-writes", "between-check-and-write"]
+)
 def test_an_older_upload_never_writes_over_a_newer_uploads_transcript(
     pipeline: Pipeline, fox_mp3: Path, tmp_path: Path, when: str
 ) -> None:
     """talk.mp3 uploaded twice; the newer upload's worker wrote its transcript first (or its
-    timed file at the same moment as the older's): the older job writes over none of the
-    newer one's files and ends superseded."""
+    side files and not yet its timed file, or its timed file at the same moment as the
+    older's): the older job writes over none of the newer one's files and ends superseded."""
     bucket = pipeline.stack.bucket
     key = pipeline.upload("talk.mp3", fox_mp3)
     older = pipeline.s3.head_object(Bucket=bucket, Key=key)["VersionId"]
@@ -504,12 +506,13 @@ def test_an_older_upload_never_writes_over_a_newer_uploads_transcript(
         name: f"the newer upload's {name}".encode()
         for name in (written_keys.json, written_keys.srt, written_keys.vtt)
     }
-    if when == "before-the-check":  # all four of the newer's files, the timed one last
+    if when != "between-check-and-write":  # the newer's side files, then its timed file
         for name, body in newer_side_files.items():
             pipeline.s3.put_object(
                 Bucket=bucket, Key=name, Body=body, Metadata=owner_metadata(newer_job, key)
             )
-        newer_writes(pipeline.s3)
+        if when == "before-the-check":
+            newer_writes(pipeline.s3)
     else:  # the newer worker (the same role) writes after the older's check, before its write
         raced: list[str] = []
 
@@ -538,7 +541,10 @@ def test_an_older_upload_never_writes_over_a_newer_uploads_transcript(
     assert job.state is JobState.FAILED
     assert job.attributes[JobField.RESULT_STATUS] == "superseded"
     assert pipeline.llm_jobs() == []
-    assert pipeline.s3.get_object(Bucket=bucket, Key=timed)["Body"].read() == newer_text
+    if when == "while-the-newer-writes":  # the newer's to write, still
+        assert pipeline.s3.list_objects_v2(Bucket=bucket, Prefix=timed)["KeyCount"] == 0
+    else:
+        assert pipeline.s3.get_object(Bucket=bucket, Key=timed)["Body"].read() == newer_text
     calls = ledger.records()
     assert denied(calls) == []
     assert ungranted(calls, policies) == []
@@ -546,7 +552,7 @@ def test_an_older_upload_never_writes_over_a_newer_uploads_transcript(
     # the newer one's, in the ledger too) and refused; without the race it never tried.
     timed_puts = [c for c in calls if c.action == "s3:PutObject" and c.resource.endswith(timed)]
     assert len(timed_puts) == (2 if when == "between-check-and-write" else 0)
-    if when == "before-the-check":
+    if when != "between-check-and-write":
         # Its first try wrote only where a key was empty: each was the newer's, and stays so.
         for name, body in newer_side_files.items():
             assert pipeline.s3.get_object(Bucket=bucket, Key=name)["Body"].read() == body
