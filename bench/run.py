@@ -64,8 +64,9 @@ PARTS: Final = (
 SCHEMA: Final = 1
 LONG_LOOP_SECONDS: Final = 180.0  # one longer recording for the worker loop
 # The latency-injected loop: (seconds per file, files) for a full run and for --quick; 30 s
-# files in a batch of 10 and of 30, since the first fetch and the last hand-off are per batch.
-LATENCY_FILES: Final = ((30.0, 10), (30.0, 30), (600.0, 3))
+# files in a batch of 10 and of 30, since the first fetch and the last hand-off are per batch;
+# and one 30-minute lecture, three 600 s decoding windows (the decoder's wait between them).
+LATENCY_FILES: Final = ((30.0, 10), (30.0, 30), (600.0, 3), (1800.0, 1))
 LATENCY_FILES_QUICK: Final = ((30.0, 2),)
 # The fleet: the same files with up to 1 and up to 2 workers (this machine has 2 cores).
 FLEET_SIZES: Final = (1, 2)

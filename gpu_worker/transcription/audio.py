@@ -3,10 +3,14 @@
 PyAV (FFmpeg) decodes and resamples frame by frame, so a 3-hour file is never held
 whole: ``stream_audio`` yields windows of at most ``window_seconds``, each cut at the
 quietest moment near its end so that a word is rarely split between two windows.
+``WindowReadAhead`` decodes the next window while the engine works on the current one.
 """
 
 from __future__ import annotations
 
+import contextvars
+import queue
+import threading
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +154,96 @@ def stream_audio(
         yield AudioWindow(start=start / SAMPLE_RATE, samples=np.concatenate(pending))
 
 
+def may_continue(first: AudioWindow, window_seconds: float, search_seconds: float) -> bool:
+    """Whether ``stream_audio`` may yield more after ``first``: only a window cut at its
+    limit (within the last ``search_seconds``) has others after it."""
+    search = min(search_seconds, window_seconds / 2)
+    return first.duration >= window_seconds - search - 1 / SAMPLE_RATE
+
+
 def decode_audio(path: str | Path) -> Samples:
     """The whole of ``path`` at once: for short clips (tests, tools), not for the daemon."""
     return np.concatenate([w.samples for w in stream_audio(path)]).astype(np.float32, copy=False)
+
+
+_END: Final = object()  # the stream is exhausted
+_HANDOVER_POLL_SECONDS: Final = 0.2  # how often a blocked hand-over looks for a close
+
+
+class WindowReadAhead:
+    """The windows of ``stream`` after ``first``, the next one decoded on a thread of its
+    own while the caller works on the current one, so that the engine does not wait for the
+    decoder between the windows of a long recording (about 0.9 s per 600 s window of MP3
+    here). One window is decoded ahead, no more (the next waits until the caller takes it):
+    the memory of one window more. A decoding error is raised where the window it stopped at
+    would have come. ``close`` stops the thread (after a window in progress) and closes
+    ``stream``."""
+
+    def __init__(
+        self, first: AudioWindow, stream: Generator[AudioWindow], *, ahead: bool = True
+    ) -> None:
+        self._first = first
+        self._stream = stream
+        self._ahead = ahead  # False: no thread, the rest read in turn (a one-window file)
+        self._slot: queue.Queue[object] = queue.Queue(maxsize=1)
+        self._taken = threading.Event()  # the caller took what the decoder handed over
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __iter__(self) -> Iterator[AudioWindow]:
+        if not self._ahead:
+            yield self._first
+            yield from self._stream
+            return
+        self._start()
+        yield self._first
+        while not self._closed.is_set():
+            try:
+                item = self._slot.get(timeout=_HANDOVER_POLL_SECONDS)
+            except queue.Empty:
+                continue
+            self._taken.set()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, AudioWindow)
+            yield item
+
+    def close(self) -> None:
+        self._closed.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        else:
+            self._stream.close()
+
+    def _start(self) -> None:
+        if self._thread is not None or self._closed.is_set():
+            return
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._decode,), name="decode-ahead", daemon=True
+        )
+        self._thread.start()
+
+    def _decode(self) -> None:
+        try:
+            for window in self._stream:
+                if not self._hand_over(window):
+                    return
+            self._hand_over(_END)
+        except Exception as exc:  # the caller raises it, in its place among the windows
+            self._hand_over(exc)
+        finally:
+            self._stream.close()
+
+    def _hand_over(self, item: object) -> bool:
+        """Put ``item`` where the caller takes it, and wait until it has: False when closed
+        first."""
+        self._taken.clear()
+        self._slot.put(item)  # empty: the caller took the one before
+        while not self._closed.is_set():
+            if self._taken.wait(_HANDOVER_POLL_SECONDS):
+                return True
+        return False

@@ -6,11 +6,19 @@ stays bounded however long the recording is.
 
 from __future__ import annotations
 
-import itertools
+from contextlib import closing
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from gpu_worker.transcription.audio import WINDOW_SECONDS, AudioWindow, probe_audio, stream_audio
+from gpu_worker.transcription.audio import (
+    CUT_SEARCH_SECONDS,
+    WINDOW_SECONDS,
+    AudioWindow,
+    WindowReadAhead,
+    may_continue,
+    probe_audio,
+    stream_audio,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -31,18 +39,21 @@ def _shifted(segment: Segment, offset: float, limit: float) -> Segment:
 
 
 class OpenedAudio:
-    """A recording probed and its first window decoded, the rest decoded as it is read:
-    what a prefetch hands the engine. ``close`` ends the decoder early."""
+    """A recording probed and its first window decoded, the rest decoded one window ahead
+    of the engine once it starts reading (``WindowReadAhead``): what a prefetch hands the
+    engine. ``close`` ends the decoder early."""
 
     def __init__(self, path: Path, window_seconds: float = WINDOW_SECONDS) -> None:
         self.path = path
         self.estimate = probe_audio(path).duration  # the container's, before decoding
-        self._stream = stream_audio(path, window_seconds=window_seconds)
-        first = next(self._stream)  # stream_audio raises for a file without samples
-        self.windows: Iterator[AudioWindow] = itertools.chain([first], self._stream)
+        stream = stream_audio(path, window_seconds=window_seconds)
+        first = next(stream)  # stream_audio raises for a file without samples
+        ahead = may_continue(first, window_seconds, CUT_SEARCH_SECONDS)  # no thread for one
+        self._read_ahead = WindowReadAhead(first, stream, ahead=ahead)
+        self.windows: Iterator[AudioWindow] = iter(self._read_ahead)
 
     def close(self) -> None:
-        self._stream.close()
+        self._read_ahead.close()
 
 
 def transcribe_file(
@@ -59,9 +70,23 @@ def transcribe_file(
 
     ``seconds_total`` is the container's estimate until the end, where the exact length
     is reported. Raises ``AudioDecodeError`` for a file that is not usable audio (at once
-    where the probe sees it, before any transcription).
+    where the probe sees it, before any transcription). An ``OpenedAudio`` passed in is the
+    caller's to close; one opened here is closed here, however the reading ends.
     """
-    opened = audio if isinstance(audio, OpenedAudio) else OpenedAudio(audio, window_seconds)
+    if isinstance(audio, OpenedAudio):
+        yield from _transcribe_opened(engine, audio, language_code, progress, hotwords)
+        return
+    with closing(OpenedAudio(audio, window_seconds)) as opened:
+        yield from _transcribe_opened(engine, opened, language_code, progress, hotwords)
+
+
+def _transcribe_opened(
+    engine: AsrEngine,
+    opened: OpenedAudio,
+    language_code: str,
+    progress: Callable[[float, float], None] | None,
+    hotwords: str | None,
+) -> Iterator[Segment]:
     estimate = opened.estimate
     end = 0.0
     for window in opened.windows:

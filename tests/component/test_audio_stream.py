@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,16 +13,20 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from support.audio_factory import corrupt_mp3, empty_mp3, speech_mp3, text_as_mp3
+from support.waiting import wait_until
 
 from gpu_worker.transcription.audio import (
     SAMPLE_RATE,
     AudioDecodeError,
+    AudioWindow,
+    WindowReadAhead,
     decode_audio,
+    may_continue,
     probe_audio,
     quiet_cut,
     stream_audio,
 )
-from gpu_worker.transcription.recognize import transcribe_file
+from gpu_worker.transcription.recognize import OpenedAudio, transcribe_file
 from gpu_worker.transcription.transcript import Segment
 
 
@@ -147,3 +153,86 @@ def test_transcribe_file_offsets_and_clamps_each_window(tmp_path: Path) -> None:
     assert reports[-1][0] == reports[-1][1] == pytest.approx(25.0, abs=0.1)
     done = [d for d, _ in reports]
     assert done == sorted(done)
+
+
+def _window(start: float, seconds: float = 1.0) -> AudioWindow:
+    return AudioWindow(start=start, samples=np.full(int(seconds * SAMPLE_RATE), start, np.float32))
+
+
+def test_opened_audio_reads_the_same_windows_as_the_stream(tmp_path: Path) -> None:
+    path = tone_with_gaps(tmp_path / "tone.mp3", seconds=25)
+    expected = list(stream_audio(path, window_seconds=10.0))
+    opened = OpenedAudio(path, window_seconds=10.0)
+    try:
+        read = list(opened.windows)
+    finally:
+        opened.close()
+    assert [w.start for w in read] == [w.start for w in expected]
+    assert len(read) == 3
+    for got, want in zip(read, expected, strict=True):
+        assert np.array_equal(got.samples, want.samples)
+
+
+def test_only_a_window_cut_at_its_limit_may_have_more_after_it(fox: Path, tmp_path: Path) -> None:
+    path = tone_with_gaps(tmp_path / "tone.mp3", seconds=25)
+    windows = list(stream_audio(path, window_seconds=10.0, search_seconds=1.0))
+    assert [may_continue(w, 10.0, 1.0) for w in windows] == [True, True, False]
+    [whole] = list(stream_audio(fox, window_seconds=600.0))
+    assert not may_continue(whole, 600.0, 5.0)  # no read-ahead thread for a short file
+
+
+def test_the_next_window_is_decoded_while_the_caller_holds_this_one() -> None:
+    produced: list[float] = []
+    second_decoded = threading.Event()
+
+    def stream() -> Iterator[AudioWindow]:
+        for start in (1.0, 2.0, 3.0):
+            produced.append(start)
+            if start == 2.0:
+                second_decoded.set()
+            yield _window(start)
+
+    read_ahead = WindowReadAhead(_window(0.0), stream())  # type: ignore[arg-type]
+    windows = iter(read_ahead)
+    assert next(windows).start == 0.0
+    # The caller has not asked for the next window: the decoder makes it all the same ...
+    wait_until(lambda: produced == [1.0], 10, "the decoder to make window 1")
+    time.sleep(0.2)
+    assert produced == [1.0]  # ... and no more, until the caller takes it
+    assert next(windows).start == 1.0
+    assert second_decoded.wait(10)  # while the caller works on window 1
+    assert [w.start for w in windows] == [2.0, 3.0]
+    read_ahead.close()
+
+
+def test_a_decoding_error_comes_in_its_place_and_close_ends_the_decoder() -> None:
+    closed = threading.Event()
+
+    def failing() -> Iterator[AudioWindow]:
+        try:
+            yield _window(1.0)
+            raise AudioDecodeError("the file could not be decoded as audio: truncated")
+        finally:
+            closed.set()
+
+    read_ahead = WindowReadAhead(_window(0.0), failing())  # type: ignore[arg-type]
+    windows = iter(read_ahead)
+    assert [next(windows).start, next(windows).start] == [0.0, 1.0]
+    with pytest.raises(AudioDecodeError, match="truncated"):
+        next(windows)
+    read_ahead.close()
+    assert closed.is_set()
+
+    endless_closed = threading.Event()
+
+    def endless() -> Iterator[AudioWindow]:
+        try:
+            for start in itertools.count(1):
+                yield _window(float(start))
+        finally:
+            endless_closed.set()
+
+    stopped = WindowReadAhead(_window(0.0), endless())  # type: ignore[arg-type]
+    assert next(iter(stopped)).start == 0.0
+    stopped.close()  # mid-stream: the decoder thread ends and closes its stream
+    assert endless_closed.is_set()
