@@ -439,7 +439,7 @@ class Worker:
             return True
 
     def start_download(self, held: HeldJob) -> Future[Path]:
-        """Step 3 on the download thread, into a folder that lives as long as ``held``; the
+        """Step 3 on a ``beside`` thread, into a folder that lives as long as ``held``; the
         job does not end before the download does, so the folder is never removed under it."""
         folder = held.resources.enter_context(tempfile.TemporaryDirectory(prefix="gpu-worker-"))
         download = self._beside.submit(

@@ -176,9 +176,13 @@ def find_written_transcript(
     Raises what ``check_transcript_key`` raises.
     """
     head = _head_writable(
-        s3, bucket, keys.timed, job_id=job_id, source_key=source_key,
+        s3,
+        bucket,
+        keys.timed,
+        job_id=job_id,
+        source_key=source_key,
         source_version=source_version,
-    )  # fmt: skip
+    )
     if head is None or Owner.of(head.get("Metadata", {})).job_id != job_id:
         return None  # nothing there, or an earlier upload's of the same source: transcribe anew
     metadata = head.get("Metadata", {})
@@ -237,14 +241,22 @@ def check_transcript_key(
     so that an older upload does not write over the files a newer one is writing.
     """
     head = _head_writable(
-        s3, bucket, keys.timed, job_id=job_id, source_key=source_key,
+        s3,
+        bucket,
+        keys.timed,
+        job_id=job_id,
+        source_key=source_key,
         source_version=source_version,
-    )  # fmt: skip
+    )
     if head is None and taken_key is not None and taken_key != keys.timed:
         _head_writable(
-            s3, bucket, taken_key, job_id=job_id, source_key=source_key,
+            s3,
+            bucket,
+            taken_key,
+            job_id=job_id,
+            source_key=source_key,
             source_version=source_version,
-        )  # fmt: skip
+        )
     return TimedSlot(etag=None if head is None else head["ETag"])
 
 
