@@ -22,11 +22,13 @@ is timed apart: it is the scale-in policy's time, which the cost model counts, n
 
 from __future__ import annotations
 
+import gc
 import http.client
 import itertools
 import logging
 import threading
 import time
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -74,8 +76,12 @@ SETTINGS: Final = (
     "stand-in seconds - 1, the steady state) and the last file's hand-off (the stand-in's "
     "end to the hand-off); the idle exit after it is timed apart (with it: the overhead as "
     "runs before 2026-12-02 state it); peak RSS is the whole process (moto and the proxy "
-    "included), sampled every 50 ms while the worker runs"
+    "included), sampled every 50 ms while the worker runs; kept MiB: what the process still "
+    "holds after the batch that it allocated during it (tracemalloc, in one more run "
+    "without the proxy and with the stand-in at 1/500, not timed), by the code that "
+    "allocated it: the worker's (gpu_worker) and the emulator's (moto's store)"
 )
+RETAINED_FRACTION: Final = 1 / 500  # the traced run's stand-in: its time is not measured
 
 
 class PacedEngine:
@@ -256,6 +262,10 @@ class LatencyRun:
     rss_before_mib: float
     peak_rss_mib: float
     repeats: int
+    # Allocated during the batch and still held after it (tracemalloc, one untimed run):
+    # by the worker's code, flat however many files went through, and by moto's store.
+    worker_kept_mib: float | None = None
+    emulator_kept_mib: float | None = None
 
 
 @dataclass(frozen=True)
@@ -326,6 +336,34 @@ def _mib(value: int) -> float:
     return round(value / 2**20, 1)
 
 
+def _kept(audio: Path, language: str, files: int) -> tuple[float, float]:
+    """MiB allocated while the worker runs ``files`` copies of ``audio`` and still held
+    after it: (by the worker's code, by moto's), each allocation counted once, for the
+    first of the two found in its traceback (the worker calls moto's client code too)."""
+    engine = PacedEngine(RETAINED_FRACTION)
+    with server_world() as world:
+        records = [world.upload(f"file-{i:03d}{audio.suffix}", audio, language)[1]
+                   for i in range(files)]  # fmt: skip
+        world.dispatch(records)
+        gc.collect()
+        tracemalloc.start(32)
+        try:
+            before = tracemalloc.take_snapshot()
+            world.run_worker(engine, "faster-whisper", "paced", "cpu")
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+    worker = emulator = 0
+    for stat in after.compare_to(before, "traceback"):
+        names = [frame.filename for frame in stat.traceback]
+        if any("/moto/" in name for name in names):
+            emulator += stat.size_diff
+        elif any("/gpu_worker/" in name for name in names):
+            worker += stat.size_diff
+    return round(worker / 2**20, 2), round(emulator / 2**20, 2)
+
+
 def measure(
     audio: Path,
     language: str,
@@ -340,6 +378,7 @@ def measure(
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the moto server's request lines
     runs = [_once(audio, language, files, latency_ms, fraction) for _ in range(repeats)]
     best = min(runs, key=lambda r: r.loop_seconds / r.engine_seconds)
+    worker_kept, emulator_kept = _kept(audio, language, files)
     by_service: Counter[str] = Counter()
     for operation, count in best.calls.items():
         by_service[operation.split(".", 1)[0]] += count
@@ -367,4 +406,6 @@ def measure(
         rss_before_mib=_mib(min(r.rss_before for r in runs)),
         peak_rss_mib=_mib(max(r.rss_peak for r in runs)),
         repeats=repeats,
+        worker_kept_mib=worker_kept,
+        emulator_kept_mib=emulator_kept,
     )

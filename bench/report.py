@@ -251,7 +251,8 @@ def _latency_md(sections: list[dict[str, Any]]) -> list[str]:
              r.get("first_and_last_seconds"), r.get("idle_exit_seconds"),
              _overhead_with_idle_exit(r),
              sum(r["api_calls_per_file"].values()), r["proxied_requests_per_file"],
-             r["rss_before_mib"], r["peak_rss_mib"]]
+             r["rss_before_mib"], r["peak_rss_mib"], r.get("worker_kept_mib"),
+             r.get("emulator_kept_mib")]
             for r in runs
         ]  # fmt: skip
         header = ["files", "s per file", "ms per AWS call", "stand-in time", "stand-in s",
@@ -260,7 +261,7 @@ def _latency_md(sections: list[dict[str, Any]]) -> list[str]:
                   "of it: s after the last file", "s before the first, after the last file "
                   "and idle exit (earlier runs)", "s idle exit", "overhead with the idle exit",
                   "worker AWS calls per file", "HTTP requests per file", "RSS before MiB",
-                  "peak RSS MiB"]  # fmt: skip
+                  "peak RSS MiB", "kept MiB: worker", "kept MiB: moto"]  # fmt: skip
         out += [table(header, rows), ""]
         operations = sorted({op for r in runs for op in r["api_calls_by_operation_per_file"]})
         header = ["worker AWS calls per file", *(_batch(r) for r in runs)]
@@ -328,6 +329,7 @@ def _latency_comparison_md(sections: list[dict[str, Any]]) -> list[str]:
         ("overhead with the idle exit", _overhead_with_idle_exit),
         ("worker AWS calls per file", lambda r: f"{sum(r['api_calls_per_file'].values()):g}"),
         ("peak RSS MiB", lambda r: r["peak_rss_mib"]),
+        ("MiB the worker keeps after the batch", lambda r: r.get("worker_kept_mib")),
     ]
     rows = []
     for seconds, files in batches:
