@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import boto3
 import psutil
 
-from bench.world import counted_clients, server_world
+from bench.world import World, counted_clients, server_world
 from cloudformation.emulated import REGION
 from gpu_worker.transcription.audio import SAMPLE_RATE
 from gpu_worker.transcription.transcript import Segment, Word
@@ -296,12 +296,17 @@ class _LastHandOff:
         self.at = time.perf_counter()
 
 
+def _upload_and_dispatch(world: World, audio: Path, language: str, files: int) -> None:
+    """``files`` copies of ``audio`` uploaded and dispatched (not timed)."""
+    records = [world.upload(f"file-{i:03d}{audio.suffix}", audio, language)[1]
+               for i in range(files)]  # fmt: skip
+    world.dispatch(records)
+
+
 def _once(audio: Path, language: str, files: int, latency_ms: float, fraction: float) -> _Once:
     engine = PacedEngine(fraction)
     with server_world() as world:
-        records = [world.upload(f"file-{i:03d}{audio.suffix}", audio, language)[1]
-                   for i in range(files)]  # fmt: skip
-        world.dispatch(records)
+        _upload_and_dispatch(world, audio, language, files)
         assert world.stack.endpoint_url is not None
         with delaying_proxy(world.stack.endpoint_url, latency_ms / 1000) as proxy:
             session = boto3.Session(region_name=REGION)
@@ -342,9 +347,7 @@ def _kept(audio: Path, language: str, files: int) -> tuple[float, float]:
     first of the two found in its traceback (the worker calls moto's client code too)."""
     engine = PacedEngine(RETAINED_FRACTION)
     with server_world() as world:
-        records = [world.upload(f"file-{i:03d}{audio.suffix}", audio, language)[1]
-                   for i in range(files)]  # fmt: skip
-        world.dispatch(records)
+        _upload_and_dispatch(world, audio, language, files)
         gc.collect()
         tracemalloc.start(32)
         try:

@@ -16,6 +16,7 @@ overwritten, and one of a newer upload of the same source ends this older job ``
 
 from __future__ import annotations
 
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -240,23 +241,17 @@ def check_transcript_key(
     no timed file (its writer has not finished), that file's owner is checked the same way,
     so that an older upload does not write over the files a newer one is writing.
     """
-    head = _head_writable(
+    writable = functools.partial(
+        _head_writable,
         s3,
         bucket,
-        keys.timed,
         job_id=job_id,
         source_key=source_key,
         source_version=source_version,
     )
+    head = writable(keys.timed)
     if head is None and taken_key is not None and taken_key != keys.timed:
-        _head_writable(
-            s3,
-            bucket,
-            taken_key,
-            job_id=job_id,
-            source_key=source_key,
-            source_version=source_version,
-        )
+        writable(taken_key)
     return TimedSlot(etag=None if head is None else head["ETag"])
 
 

@@ -134,8 +134,7 @@ def stream_audio(
     Raises ``AudioDecodeError`` (before the first window where the file is bad from the
     start) for a file that is not usable audio.
     """
-    window = int(window_seconds * SAMPLE_RATE)
-    search = min(int(search_seconds * SAMPLE_RATE), window // 2)
+    window, search = _window_and_search(window_seconds, search_seconds)
     pending: list[Samples] = []
     held = 0
     start = 0  # samples yielded so far
@@ -154,11 +153,17 @@ def stream_audio(
         yield AudioWindow(start=start / SAMPLE_RATE, samples=np.concatenate(pending))
 
 
+def _window_and_search(window_seconds: float, search_seconds: float) -> tuple[int, int]:
+    """A window's samples, and how far back from its end ``stream_audio`` looks for the cut."""
+    window = int(window_seconds * SAMPLE_RATE)
+    return window, min(int(search_seconds * SAMPLE_RATE), window // 2)
+
+
 def may_continue(first: AudioWindow, window_seconds: float, search_seconds: float) -> bool:
     """Whether ``stream_audio`` may yield more after ``first``: only a window cut at its
     limit (within the last ``search_seconds``) has others after it."""
-    search = min(search_seconds, window_seconds / 2)
-    return first.duration >= window_seconds - search - 1 / SAMPLE_RATE
+    window, search = _window_and_search(window_seconds, search_seconds)
+    return first.samples.size >= window - search
 
 
 def decode_audio(path: str | Path) -> Samples:
