@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from support.fake_llm import FakeModel, running_model
-from support.waiting import wait_until
+from support.waiting import WaitTimeoutError, wait_until
 from system.reliability.invariant import Figures, Upload, check_invariant, queue_count
 
 from cloudformation.call_ledger import LEDGER_ALL_RUNS_ENV
@@ -114,23 +114,39 @@ class Scenario:
         self.collect_results()
         told = {result.job_id for result in self.results}
         records = {record.job_id: record for record in self.table.scan()}
-        for upload in uploads:
-            record = records.get(upload.job_id(self.bucket))
-            if record is None or not record.state.is_final:
-                return False
-            sendable = record.attributes.get(JobField.RESULT_SENT_AT) != RESULT_NOT_SENDABLE
-            if sendable and record.job_id not in told:
-                return False
-        return True
+        return all(
+            _has_outcome(records.get(upload.job_id(self.bucket)), told) for upload in uploads
+        )
 
     def wait_finished(
         self, uploads: list[Upload] | None = None, timeout: float = FINISH_TIMEOUT
     ) -> float:
         wanted = list(uploads if uploads is not None else self.uploads)
         interval = 0.25 if len(wanted) < 20 else 5.0  # a scan of the table each time
-        return wait_until(
-            lambda: self.finished(wanted), timeout, f"{len(wanted)} final outcomes", interval
-        )
+        try:
+            return wait_until(
+                lambda: self.finished(wanted), timeout, f"{len(wanted)} final outcomes", interval
+            )
+        except WaitTimeoutError as exc:
+            raise WaitTimeoutError(f"{exc}\n{self.describe_unfinished(wanted)}") from None
+
+    def describe_unfinished(self, uploads: list[Upload]) -> str:
+        """Where each upload without its outcome stands: its row, the queues, and the
+        worker's log lines that name its job (what a timeout on CI must show to be read)."""
+        told = {result.job_id for result in self.results}
+        depths = {name: self.queue_depth(name) for name in self.queues()}
+        lines = [f"queue depths: {depths}"]
+        for upload in uploads:
+            job_id = upload.job_id(self.bucket)
+            record = self.table.get(job_id)
+            if _has_outcome(record, told):
+                continue
+            attributes = record.attributes if record is not None else None
+            lines.append(f"unfinished {upload.key} ({job_id}): told={job_id in told} {attributes}")
+            lines.extend(
+                f"  worker: {line}" for line in self.worker_lines() if line.get("job_id") == job_id
+            )
+        return "\n".join(lines)
 
     def wait_scaled_in(self, timeout: float = 60.0) -> float:
         scaler = self.deployment.scaler
@@ -252,6 +268,14 @@ class Scenario:
             injected=injected,
             results_fetched_by_poller=results_fetched_by_poller,
         )
+
+
+def _has_outcome(record: JobRecord | None, told: Collection[str | None]) -> bool:
+    """The job is final, and its Result was sent where it has one to send."""
+    if record is None or not record.state.is_final:
+        return False
+    sendable = record.attributes.get(JobField.RESULT_SENT_AT) != RESULT_NOT_SENDABLE
+    return not sendable or record.job_id in told
 
 
 @contextmanager
