@@ -71,7 +71,13 @@ class Prefetcher(Generic[Prepared]):
         if thread is None:
             return
         self._halt.set()
+        # Dropped before the join too: the fetch under way may be waiting for the job in
+        # the slot to be let go (a duplicate delivery of it, ``Worker.take_in_hand``).
+        self._drop_waiting()
         thread.join()
+        self._drop_waiting()  # handed over while the halt was being set
+
+    def _drop_waiting(self) -> None:
         try:
             item = self._slot.get_nowait()
         except queue.Empty:

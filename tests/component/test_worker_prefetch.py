@@ -6,6 +6,7 @@ rest of the worker (moto, the real MP3s, the real decoder) is as in production.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -129,3 +130,32 @@ def test_pausing_the_prefetcher_drops_the_job_nobody_took() -> None:
     assert prefetcher.take(stop) is None  # started again: the queue is empty now
     prefetcher.pause()
     assert dropped == ["job-2"]
+
+
+def test_pausing_does_not_wait_for_a_fetch_that_waits_for_the_job_in_the_slot() -> None:
+    """The fetch under way holds a duplicate delivery of the prepared job, which waits until
+    that job is let go (``Worker.take_in_hand``): ``pause`` drops the prepared job first."""
+    dropped: list[str] = []
+    let_go, duplicate_waits = threading.Event(), threading.Event()
+    released_by_the_drop: list[bool] = []
+    fetches = iter(["job-0", "job-1"])
+
+    def fetch(halted: Callable[[], bool]) -> str | Poll:
+        item = next(fetches, None)
+        if item is not None:
+            return item
+        duplicate_waits.set()  # job-1 was handed over: it waits in the slot
+        released_by_the_drop.append(let_go.wait(timeout=10))  # the duplicate of job-1
+        return "job-1-duplicate"
+
+    def drop(item: str) -> None:
+        dropped.append(item)
+        if item == "job-1":
+            let_go.set()
+
+    prefetcher: Prefetcher[str] = Prefetcher(fetch, drop)
+    assert prefetcher.take(StopController()) == "job-0"
+    assert duplicate_waits.wait(timeout=10)
+    prefetcher.pause()
+    assert released_by_the_drop == [True]  # not the 10 s timeout: pause let job-1 go
+    assert dropped == ["job-1", "job-1-duplicate"]
