@@ -57,6 +57,7 @@ from gpu_worker.storage.download import download_audio
 from gpu_worker.storage.outputs import (
     TimedFileChangedError,
     TimedSlot,
+    TranscriptWriter,
     WrittenTranscript,
     check_transcript_key,
     find_written_transcript,
@@ -150,6 +151,12 @@ class HeldJob:
     @property
     def keys(self) -> TranscriptKeys:
         return transcript_keys(self.job.resolved_output_name)
+
+    @property
+    def writer(self) -> TranscriptWriter:
+        """Who writes the transcript, once the job is claimed."""
+        assert self.claim is not None
+        return TranscriptWriter(self.claim.job_id, self.job.object_key, object_version(self.job))
 
     def log_fields(self) -> dict[str, object]:
         return {
@@ -419,12 +426,7 @@ class Worker:
                 # one does not look (the check before the write covers the rest).
                 held.written = (
                     find_written_transcript(
-                        self.aws.s3,
-                        self.settings.bucket,
-                        held.keys,
-                        job_id=claim.job_id,
-                        source_key=job.object_key,
-                        source_version=object_version(job),
+                        self.aws.s3, self.settings.bucket, held.keys, held.writer
                     )
                     if claim.attempt > 1
                     else None
@@ -577,13 +579,7 @@ class Worker:
             held.in_flight.check()
             if claim.attempt > 1 or attempt > 1:
                 slot = check_transcript_key(
-                    self.aws.s3,
-                    self.settings.bucket,
-                    held.keys,
-                    job_id=claim.job_id,
-                    source_key=job.object_key,
-                    source_version=object_version(job),
-                    taken_key=taken_key,
+                    self.aws.s3, self.settings.bucket, held.keys, held.writer, taken_key=taken_key
                 )
             try:
                 written = write_transcripts(

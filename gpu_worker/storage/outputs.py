@@ -16,7 +16,6 @@ overwritten, and one of a newer upload of the same source ends this older job ``
 
 from __future__ import annotations
 
-import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -163,28 +162,25 @@ def write_transcripts(
     return written
 
 
+@dataclass(frozen=True)
+class TranscriptWriter:
+    """Who writes a transcript: the job, and the upload it transcribed (the source key and
+    the S3 version the worker read, None in a bucket without versioning)."""
+
+    job_id: str
+    source_key: str
+    source_version: str | None
+
+
 def find_written_transcript(
-    s3: S3Client,
-    bucket: str,
-    keys: TranscriptKeys,
-    *,
-    job_id: str,
-    source_key: str,
-    source_version: str | None,
+    s3: S3Client, bucket: str, keys: TranscriptKeys, writer: TranscriptWriter
 ) -> WrittenTranscript | None:
     """The transcript an earlier delivery of this job finished writing, if any.
 
     Raises what ``check_transcript_key`` raises.
     """
-    head = _head_writable(
-        s3,
-        bucket,
-        keys.timed,
-        job_id=job_id,
-        source_key=source_key,
-        source_version=source_version,
-    )
-    if head is None or Owner.of(head.get("Metadata", {})).job_id != job_id:
+    head = _head_writable(s3, bucket, keys.timed, writer)
+    if head is None or Owner.of(head.get("Metadata", {})).job_id != writer.job_id:
         return None  # nothing there, or an earlier upload's of the same source: transcribe anew
     metadata = head.get("Metadata", {})
     try:
@@ -224,55 +220,42 @@ def check_transcript_key(
     s3: S3Client,
     bucket: str,
     keys: TranscriptKeys,
+    writer: TranscriptWriter,
     *,
-    job_id: str,
-    source_key: str,
-    source_version: str | None,
     taken_key: str | None = None,
 ) -> TimedSlot:
     """Just before the transcript is written: its timed file may be written over.
 
     Raises ``OutputTakenError`` when the timed file is another recording's, and
-    ``SupersededError`` when it is a newer upload's of the same source (``source_version``,
-    the version this job transcribed, is no longer the source key's latest): an older
+    ``SupersededError`` when it is a newer upload's of the same source (the version the
+    writer transcribed is no longer the source key's latest): an older
     upload's transcript never replaces a newer one's, however their jobs interleave. The
     slot it answers makes the write conditional on the file not changing meanwhile.
     ``taken_key``: one of the other files, found taken by an unchecked write; where there is
     no timed file (its writer has not finished), that file's owner is checked the same way,
     so that an older upload does not write over the files a newer one is writing.
     """
-    writable = functools.partial(
-        _head_writable,
-        s3,
-        bucket,
-        job_id=job_id,
-        source_key=source_key,
-        source_version=source_version,
-    )
-    head = writable(keys.timed)
+    head = _head_writable(s3, bucket, keys.timed, writer)
     if head is None and taken_key is not None and taken_key != keys.timed:
-        writable(taken_key)
+        _head_writable(s3, bucket, taken_key, writer)
     return TimedSlot(etag=None if head is None else head["ETag"])
 
 
 def _head_writable(
-    s3: S3Client,
-    bucket: str,
-    key: str,
-    *,
-    job_id: str,
-    source_key: str,
-    source_version: str | None,
+    s3: S3Client, bucket: str, key: str, writer: TranscriptWriter
 ) -> HeadObjectOutputTypeDef | None:
     """The HEAD of one of the transcript's files (None when there is none), once it is known
-    that this job may write over it."""
+    that ``writer`` may write over it."""
     head = head_if_present(s3, WORKER_READER, bucket, key)
     if head is None:
         return None
     owner = Owner.of(head.get("Metadata", {}))
-    if not owner.may_be_replaced_by(job_id, source_key):
+    source_key = writer.source_key
+    if not owner.may_be_replaced_by(writer.job_id, source_key):
         raise OutputTakenError(key, owner, source_key)
-    if owner.job_id != job_id and _newer_upload_exists(s3, bucket, source_key, source_version):
+    if owner.job_id != writer.job_id and _newer_upload_exists(
+        s3, bucket, source_key, writer.source_version
+    ):
         raise SupersededError(source_key, key, owner)
     return head
 
