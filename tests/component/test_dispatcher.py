@@ -14,7 +14,7 @@ import stage_config
 from chalice.app import S3Event
 from chalice.test import Client
 from support.chalice_deploy import Deployment, deploy, s3_event
-from support.s3_denials import deny_reads_below
+from support.s3_answers import deny_reads_below
 
 from bench.world import count_calls
 from chalicelib import aws

@@ -30,7 +30,7 @@ from support.fake_llm import (
     running_model,
     tokens,
 )
-from support.s3_denials import deny_reads_below
+from support.s3_answers import deny_reads_below
 
 from bench.world import count_calls
 from chalicelib import aws

@@ -15,6 +15,7 @@ from faster_whisper import WhisperModel
 from moto.core import set_initial_no_auth_action_count
 from support.audio_factory import corrupt_mp3, empty_mp3, speech_mp3, text_as_mp3
 from support.rounding import assert_derived
+from support.s3_answers import conflict_once
 from support.waiting import wait_until
 from support.worker_fixtures import JsonLog
 from support.worker_harness import MAX_RECEIVES, FakeImds, Pipeline
@@ -596,6 +597,43 @@ def test_a_new_upload_of_a_file_replaces_the_earlier_uploads_transcript(
         **{name.rsplit("/", 1)[-1]: 2 for name in (keys.json, keys.srt, keys.vtt)},
         keys.timed.rsplit("/", 1)[-1]: 1,
     }
+
+
+@pytest.mark.parametrize("file", ["json", "timed"])
+def test_a_conditional_write_met_by_s3s_409_is_checked_and_written_again(
+    pipeline: Pipeline, fox_mp3: Path, json_log: JsonLog, file: Literal["json", "timed"]
+) -> None:
+    """S3 answers 409 ConditionalRequestConflict to a conditional write that meets another
+    write of the key at the same moment (moto never does): the worker reads it as the name
+    taken, checks whose the files are (nobody's yet) and writes them again, once."""
+    key = pipeline.upload("fox.mp3", fox_mp3)
+    job_id = pipeline.dispatch(key)
+    keys = transcript_keys(pipeline.job(job_id).output_name or "")
+    conflicted_key = keys.json if file == "json" else keys.timed
+    aws = pipeline.clients()
+    conflicted = conflict_once(aws.s3, conflicted_key)
+
+    assert pipeline.worker(aws=aws).run() == EXIT_OK
+
+    assert conflicted == [conflicted_key]
+    taken = [
+        line for line in json_log.lines() if line["message"].startswith("the transcript's name")
+    ]
+    assert [line["key_taken"] for line in taken] == [conflicted_key]
+    [llm_job] = pipeline.llm_jobs()
+    assert llm_job.job_id == job_id
+    assert pipeline.job(job_id).state is JobState.TRANSCRIBED
+    bucket = pipeline.stack.bucket
+    for name in (keys.json, keys.srt, keys.vtt, keys.timed):
+        assert Owner.of(pipeline.s3.head_object(Bucket=bucket, Key=name)["Metadata"]).job_id == (
+            job_id
+        )
+    # The timed file was written once; its JSON is the one written with it.
+    versions = pipeline.s3.list_object_versions(Bucket=bucket, Prefix=keys.timed)["Versions"]
+    assert len(versions) == 1
+    timed_head = pipeline.s3.head_object(Bucket=bucket, Key=keys.timed)
+    json_head = pipeline.s3.head_object(Bucket=bucket, Key=keys.json)
+    assert json_version_of(timed_head["Metadata"]) == json_head["VersionId"]
 
 
 def test_the_download_starts_while_the_claim_is_made(pipeline: Pipeline, fox_mp3: Path) -> None:

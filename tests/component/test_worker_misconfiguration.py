@@ -2,7 +2,7 @@
 
 Without ``s3:ListBucket`` (and ``s3:GetObject``) on ``transcriptions/``, S3 answers the
 worker's HEAD of a transcript not yet written with 403. moto answers 404 whatever the
-caller's grants, so the 403 is stubbed into the worker's S3 client (``s3_denials``). The
+caller's grants, so the 403 is stubbed into the worker's S3 client (``s3_answers``). The
 worker HEADs the transcript's name on a redelivery (what did the earlier attempt write?) and
 when one of its keys is taken; a first delivery of a new name writes without looking.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.s3_denials import deny_reads_below
+from support.s3_answers import deny_reads_below
 from support.worker_fixtures import JsonLog
 from support.worker_harness import MAX_RECEIVES, Pipeline
 

@@ -14,7 +14,7 @@ import srt as srt_parser
 import webvtt
 from docx.oxml.ns import qn
 from support.onprem_helpers import BUCKET, REGION, fast_client_config, write_final_outputs
-from support.s3_denials import deny_reads_below
+from support.s3_answers import deny_reads_below
 
 from onprem.cli import main
 from onprem.poll import Poller, PollOptions, PollOutcome

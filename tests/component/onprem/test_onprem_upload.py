@@ -17,7 +17,7 @@ from support.onprem_helpers import (
     fast_client_config,
     versions,
 )
-from support.s3_denials import deny_reads_below
+from support.s3_answers import deny_reads_below
 
 from onprem.cli import main
 from onprem.state import UploadState, run_lock
