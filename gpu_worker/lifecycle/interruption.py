@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import faulthandler
 import logging
 import signal
 import threading
@@ -79,10 +80,15 @@ def watching_interruptions(
 
 
 def install_signal_handlers(stop: StopController) -> None:
-    """SIGTERM (systemd stop, instance shutdown) and SIGINT stop the worker like a notice."""
+    """SIGTERM (systemd stop, instance shutdown) and SIGINT stop the worker like a notice;
+    SIGUSR1 writes every thread's stack to stderr (the worker's log) and changes nothing,
+    for a worker that looks stuck (docs/operations.md, "A shell on a running worker")."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         stop.request(signal.Signals(signum).name, deadline=time.time())
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+    # faulthandler's, not a Python handler: it runs even while the main thread is inside
+    # the engine's native code or blocked on a lock, which is when a stack is wanted.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)

@@ -7,6 +7,7 @@ extends ``KILL_MATRIX``; every entry must end with the job transcribed exactly o
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,28 @@ def test_sigterm_gives_the_message_back_at_once(
     assert served.depth(served.stack.audio_queue_url) == (1, 0)  # visible now, not in 300 s
     assert served.job(job_id).state is SIGTERM_STATES[step]
     assert any(line.get("stop_reason") == "SIGTERM" for line in worker.lines)
+
+
+def test_sigusr1_writes_every_threads_stack_and_the_worker_goes_on(
+    served: Pipeline, fox_mp3: Path, worker_env: Any
+) -> None:
+    """What an operator sends a worker that looks stuck: the stacks come out in its log, and
+    the worker is left as it was (here paused mid-transcription, then stopped as usual)."""
+    served.dispatch(served.upload("fox.mp3", fox_mp3))
+    worker = worker_env(WORKER_PAUSE_AFTER_STEP="mid_transcription")
+    worker.wait_for(paused_at("mid_transcription"), timeout=START_TIMEOUT)
+
+    worker.process.send_signal(signal.SIGUSR1)
+    worker.wait_for(
+        lambda line: bool(line.get("raw")) and "in after" in line["message"], timeout=30
+    )  # the main thread's frame in PausePoints.after, where it waits
+
+    assert worker.process.poll() is None
+    stacks = [line["message"] for line in worker.lines if line.get("raw")]
+    assert any(line.startswith("Thread 0x") for line in stacks)
+    assert any("gpu_worker/daemon.py" in line for line in stacks)
+    worker.terminate()
+    assert worker.wait(timeout=30) == EXIT_OK
 
 
 def test_bad_configuration_exits_2_naming_the_variable(served: Pipeline, worker_env: Any) -> None:

@@ -10,9 +10,12 @@ waits poll the job table with a deadline; ``check()`` runs the one-outcome invar
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
+import tempfile
+import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -146,7 +149,22 @@ class Scenario:
             lines.extend(
                 f"  worker: {line}" for line in self.worker_lines() if line.get("job_id") == job_id
             )
-        return "\n".join(lines)
+        return "\n".join([*lines, *self.stacks()])
+
+    def stacks(self) -> list[str]:
+        """Every thread's stack: each running worker's (SIGUSR1, written to its log) and this
+        process's, where the Lambda handlers and the scaler run."""
+        scaler = self.deployment.scaler
+        pids = list(scaler.worker_pids.values()) if scaler is not None else []
+        for pid in pids:
+            os.kill(pid, signal.SIGUSR1)
+        time.sleep(1.0)  # faulthandler writes at once; the log file is the worker's stderr
+        text = self.worker_log.read_text(encoding="utf-8", errors="replace")
+        dumped = [line for line in text.splitlines() if line and not line.startswith("{")]
+        with tempfile.TemporaryFile("w+") as own:  # faulthandler writes to a file descriptor
+            faulthandler.dump_traceback(own, all_threads=True)
+            own.seek(0)
+            return [f"workers {pids}, their stacks:", *dumped[-300:], "this process:", own.read()]
 
     def wait_scaled_in(self, timeout: float = 60.0) -> float:
         scaler = self.deployment.scaler
