@@ -6,6 +6,7 @@ import contextvars
 import faulthandler
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -90,5 +91,15 @@ def install_signal_handlers(stop: StopController) -> None:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     # faulthandler's, not a Python handler: it runs even while the main thread is inside
-    # the engine's native code or blocked on a lock, which is when a stack is wanted.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # the engine's native code or blocked on a lock, which is when a stack is wanted. It
+    # writes to a file descriptor: the process's own stderr where sys.stderr has been
+    # replaced by one without (a test's capture, an embedding program).
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            descriptor = stream.fileno() if stream is not None else -1
+        except (AttributeError, ValueError, OSError):  # no descriptor behind it
+            continue
+        if descriptor >= 0:
+            faulthandler.register(signal.SIGUSR1, file=descriptor, all_threads=True)
+            return
+    logger.warning("no file descriptor for stacks on SIGUSR1; the signal is left as it was")
