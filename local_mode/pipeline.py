@@ -52,7 +52,7 @@ from local_mode.scaler import LocalScaler
 from local_mode.systemd_unit import RestartPolicy
 from local_mode.template import scaling_alarm
 from local_mode.view import FileStatus
-from local_mode.worker_process import GIVE_BACK
+from local_mode.worker_process import GIVE_BACK, LOCAL_MODE_PID_ENV
 from pipeline_core import config as core
 from pipeline_core.jobs import JobField, JobRecord, JobState, JobTable
 from pipeline_core.keys import AUDIO_PREFIX
@@ -189,6 +189,7 @@ def worker_environment(
         "WORKER_INSTANCE_ID": instance_id,
         "IDLE_SHUTDOWN_SECONDS": str(options.idle_shutdown_seconds),
         "POLL_WAIT_SECONDS": "2",
+        LOCAL_MODE_PID_ENV: str(os.getpid()),
         **options.worker_overrides,
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from support.audio_factory import speech_mp3
+from support.processes import process_gone
 from support.waiting import wait_until
 
 
@@ -32,16 +34,13 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
-def _gone(pid: int) -> bool:
-    """No process ``pid``, or only its zombie (exited, not yet reaped by its parent)."""
-    try:
-        return "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except FileNotFoundError:
-        return True
-
-
 @pytest.mark.slow
-def test_ctrl_c_leaves_no_process_or_port(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_an_interrupted_or_killed_local_mode_leaves_no_process_or_port(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """Ctrl-C: the local mode stops its workers itself. SIGKILL: it cannot, and each worker
+    is sent SIGTERM by the kernel as its parent dies (``stop_with_the_local_mode``)."""
     audio = tmp_path / "in"
     speech_mp3(audio / "talk.mp3", "Nothing is left running after an interrupt.")
     (audio / "talk.mp3.json").write_text(json.dumps({"language": "en"}))
@@ -71,10 +70,17 @@ def test_ctrl_c_leaves_no_process_or_port(tmp_path: Path) -> None:
     assert port is not None, "the emulator's endpoint was not logged"
     assert Path(f"/proc/{worker_pid}").exists()
 
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     output = process.communicate(timeout=60)[0].decode(errors="replace")
 
-    assert process.returncode == 130, output
-    assert "Interrupted" in output
-    wait_until(lambda: _gone(worker_pid), 10, f"worker {worker_pid} to exit", interval=0.2)
-    assert _port_is_free(port)
+    try:
+        if stop is signal.SIGINT:
+            assert process.returncode == 130, output
+            assert "Interrupted" in output
+        else:
+            assert process.returncode == -signal.SIGKILL
+        wait_until(lambda: process_gone(worker_pid), 60, f"worker {worker_pid} to exit", 0.2)
+        assert _port_is_free(port)
+    finally:
+        if not process_gone(worker_pid):  # not left behind by a failure either
+            os.kill(worker_pid, signal.SIGKILL)
