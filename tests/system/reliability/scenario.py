@@ -10,6 +10,7 @@ waits poll the job table with a deadline; ``check()`` runs the one-outcome invar
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import json
 import os
@@ -157,7 +158,8 @@ class Scenario:
         scaler = self.deployment.scaler
         pids = list(scaler.worker_pids.values()) if scaler is not None else []
         for pid in pids:
-            os.kill(pid, signal.SIGUSR1)
+            with contextlib.suppress(ProcessLookupError):  # it exited since
+                os.kill(pid, signal.SIGUSR1)
         time.sleep(1.0)  # faulthandler writes at once; the log file is the worker's stderr
         text = self.worker_log.read_text(encoding="utf-8", errors="replace")
         dumped = [line for line in text.splitlines() if line and not line.startswith("{")]
