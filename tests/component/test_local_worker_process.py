@@ -7,14 +7,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 from support.processes import process_gone
+from support.repo_paths import REPO_ROOT
 from support.waiting import wait_until
 
 from local_mode.worker_process import LOCAL_MODE_PID_ENV
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # What the local mode does, in small: start an instance's program with its pid in the
 # environment; the program makes the request, then would work for two minutes.
@@ -60,7 +58,7 @@ def test_an_instance_program_ends_when_the_local_mode_is_killed() -> None:
             os.kill(program, signal.SIGKILL)
 
 
-def test_a_program_whose_local_mode_is_gone_does_not_start(tmp_path: Path) -> None:
+def test_a_program_whose_local_mode_is_gone_does_not_start() -> None:
     """Started by a local mode that died before the request was made: it says so."""
     program = (
         "from local_mode.worker_process import stop_with_the_local_mode\n"

@@ -15,6 +15,17 @@ from typing import Any
 
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
+
+def _error_answer(status: int, code: str, message: str) -> tuple[AWSResponse, dict[str, Any]]:
+    """What a ``before-call`` hook returns in place of sending: S3's error, as parsed."""
+    response = AWSResponse(url="", status_code=status, headers=HTTPHeaders(), raw=None)
+    parsed = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return response, parsed
+
+
 # HeadObject has no body to name the error in: botocore reports the status as the code.
 _DENIAL_CODES = {"HeadObject": "403", "GetObject": "AccessDenied"}
 
@@ -29,12 +40,7 @@ def deny_reads_below(client: Any, prefix: str) -> list[str]:
             return None
         denied.append(key)
         code = _DENIAL_CODES[model.name]
-        response = AWSResponse(url="", status_code=403, headers=HTTPHeaders(), raw=None)
-        parsed = {
-            "Error": {"Code": code, "Message": "Forbidden" if code == "403" else "Access Denied"},
-            "ResponseMetadata": {"HTTPStatusCode": 403},
-        }
-        return response, parsed
+        return _error_answer(403, code, "Forbidden" if code == "403" else "Access Denied")
 
     for operation in _DENIAL_CODES:
         client.meta.events.register(f"before-call.s3.{operation}", answer_403)
@@ -52,13 +58,8 @@ def conflict_once(client: Any, key: str) -> list[str]:
         if context.get("input_params", {}).get("Key") != key or not conditional or conflicted:
             return None
         conflicted.append(key)
-        response = AWSResponse(url="", status_code=409, headers=HTTPHeaders(), raw=None)
         message = "A conflicting operation occurred. If using PutObject you can retry the request."
-        parsed = {
-            "Error": {"Code": "ConditionalRequestConflict", "Message": message},
-            "ResponseMetadata": {"HTTPStatusCode": 409},
-        }
-        return response, parsed
+        return _error_answer(409, "ConditionalRequestConflict", message)
 
     client.meta.events.register("before-call.s3.PutObject", answer_409)
     return conflicted

@@ -27,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from support.repo_paths import REPO_ROOT
+
 from cloudformation.call_ledger import AccountScope, CallLedger
 from cloudformation.emulated import (
     REGION,
@@ -50,7 +52,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_RECEIVES = 3  # the template's maxReceiveCount on the Audio Queue
 
 
